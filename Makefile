@@ -1,0 +1,27 @@
+# The two commands: `make demo` and `make test`. Both set up .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test venv clean
+
+$(STAMP): pyproject.toml requirements-pinned.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip setuptools wheel
+	$(PY) -m pip install -q -r requirements-pinned.txt
+	$(PY) -m pip install -q -c requirements-pinned.txt -e '.[test]'
+	# lava-nc 0.10.0 declares Python <3.11; it runs on 3.11 through spike.compat.lava.
+	$(PY) -m pip install -q -c requirements-pinned.txt --ignore-requires-python lava-nc==0.10.0
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/spike demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info
