@@ -1,0 +1,186 @@
+"""The event-driven IR: small frozen dataclasses, one per node kind, over a networkx graph.
+
+A node's output is a per-step signal of shape ``[B, *shape]``: ``spike`` (binary events),
+``real`` (analog values) or ``current`` (what a projection delivers). A population sums every
+signal that enters it; a projection reads exactly one source, ``delay`` steps late. Arrays are
+stored flattened in C order, so ``Flatten`` never needs a node.
+
+Node kinds (the string in ``KIND``) are the keys of :data:`NODE_TYPES`; backends register one
+kernel per kind, and serialisation validates every field against the dataclass declaration.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+SIGNALS = ("spike", "real", "current")
+NEURON_MODELS = ("lif", "if", "cuba_lif", "li")
+RESET_MODES = ("subtract", "zero", "none")
+POOL_MODES = ("max", "avg", "sum")
+PRECISIONS = ("float32", "fixed")
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+
+
+@dataclass(frozen=True, eq=False)
+class Node:
+    """Base of every IR node. ``KIND`` names the node kind; ``shape`` is its output shape."""
+
+    KIND: ClassVar[str] = ""
+    shape: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return _size(self.shape)
+
+    def replace(self, **changes: Any) -> "Node":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, eq=False)
+class Input(Node):
+    """External source: ``spike`` events or ``real`` values, fed each step."""
+
+    KIND: ClassVar[str] = "input"
+    signal: str = "spike"
+
+
+@dataclass(frozen=True, eq=False)
+class Output(Node):
+    """What a run returns: the output of its single source node."""
+
+    KIND: ClassVar[str] = "output"
+
+
+@dataclass(frozen=True, eq=False)
+class Population(Node):
+    """Neurons of one model with per-neuron parameters (flattened to ``size``), see design §3.
+
+    ``v' = beta*v + gain*I (+ synaptic filter alpha for cuba_lif)``; spike on ``v' > threshold``
+    (``>=`` when ``fire_ge``); reset ``subtract``/``zero``/``none``, delayed by one step when
+    ``reset_delay``. ``li`` neurons never spike and output their membrane (a ``real`` signal).
+    """
+
+    KIND: ClassVar[str] = "population"
+    model: str = "lif"
+    beta: np.ndarray | None = None
+    threshold: np.ndarray | None = None
+    alpha: np.ndarray | None = None
+    gain: float = 1.0
+    reset: str = "subtract"
+    reset_delay: bool = True
+    fire_ge: bool = False
+    precision: str = "float32"
+
+
+@dataclass(frozen=True, eq=False)
+class Projection(Node):
+    """Synapses from one source node; delivers a current ``delay`` steps after the source fired."""
+
+    in_shape: tuple[int, ...] = ()
+    delay: int = 0
+
+    @property
+    def in_size(self) -> int:
+        return _size(self.in_shape)
+
+
+@dataclass(frozen=True, eq=False)
+class Dense(Projection):
+    """All-to-all synapses; ``weight`` is ``[n_out, n_in]`` (torch's Linear layout)."""
+
+    KIND: ClassVar[str] = "dense"
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Sparse(Projection):
+    """Synapses in CSR over source neurons: targets of source ``i`` are
+    ``indices[indptr[i]:indptr[i+1]]`` with weights ``data[...]``."""
+
+    KIND: ClassVar[str] = "sparse"
+    indptr: np.ndarray | None = None
+    indices: np.ndarray | None = None
+    data: np.ndarray | None = None
+    bias: np.ndarray | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Conv2d(Projection):
+    """2-D convolution, delivered by scattering the kernel of each input event.
+
+    ``in_shape`` is ``(C_in, H, W)``, ``shape`` is ``(C_out, H_out, W_out)``, ``weight`` is
+    ``[C_out, C_in/groups, kh, kw]``.
+    """
+
+    KIND: ClassVar[str] = "conv2d"
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    groups: int = 1
+
+
+@dataclass(frozen=True, eq=False)
+class Pool2d(Projection):
+    """Pooling over ``(C, H, W)``: ``max`` of spikes is an OR of events (a spike signal);
+    ``avg`` and ``sum`` deliver ``count/(kh*kw)`` and ``count``. Padding counts as zero."""
+
+    KIND: ClassVar[str] = "pool2d"
+    mode: str = "avg"
+    kernel: tuple[int, int] = (2, 2)
+    stride: tuple[int, int] = (2, 2)
+    padding: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True, eq=False)
+class Identity(Projection):
+    """One-to-one synapses with one weight, e.g. a residual connection."""
+
+    KIND: ClassVar[str] = "identity"
+    scale: float = 1.0
+
+
+@dataclass(frozen=True, eq=False)
+class BatchNorm(Node):
+    """Per-channel affine of inference-mode BatchNorm; only lives until ``fold_batchnorm``."""
+
+    KIND: ClassVar[str] = "batchnorm"
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    running_mean: np.ndarray | None = None
+    running_var: np.ndarray | None = None
+    eps: float = 1e-5
+
+
+@dataclass(frozen=True, eq=False)
+class HostOp(Node):
+    """Real-valued computation done on the host (counted as ``host_flops``).
+
+    ``op`` names the operation; ``add`` sums its sources element-wise.
+    """
+
+    KIND: ClassVar[str] = "hostop"
+    op: str = "add"
+
+
+NODE_TYPES: dict[str, type[Node]] = {
+    cls.KIND: cls
+    for cls in (Input, Output, Population, Dense, Sparse, Conv2d, Pool2d, Identity, BatchNorm, HostOp)
+}
+PROJECTION_KINDS = tuple(k for k, c in NODE_TYPES.items() if issubclass(c, Projection))
+
+
+def conv_output_hw(
+    hw: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int]
+) -> tuple[int, int]:
+    """Output height and width of a convolution or pooling window (dilation 1, floor mode)."""
+    return tuple(
+        (hw[i] + 2 * padding[i] - kernel[i]) // stride[i] + 1 for i in range(2)
+    )  # type: ignore[return-value]

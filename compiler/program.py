@@ -1,0 +1,145 @@
+"""A compiled ``Program``: the IR graph plus its inputs, outputs and metadata.
+
+Edges point from producer to consumer (``v`` reads ``u``'s output); the node object lives in the
+``"node"`` attribute. A projection's ``delay`` applies to the edge entering it. Programs are
+treated as immutable: passes build new ones with :meth:`Program.with_graph`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import networkx as nx
+
+from spike.compiler.ir import Node, Output, Population, Projection, Input
+
+PRODUCER = "spike-sim"
+
+
+class ProgramError(ValueError):
+    """A program that breaks an IR rule; the message names the node and the field."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Nodes executed together: a single node over all steps, or a cycle stepped jointly."""
+
+    nodes: tuple[str, ...]
+    cyclic: bool
+
+
+@dataclass(frozen=True, eq=False)
+class Program:
+    graph: nx.DiGraph
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    # ---- access -------------------------------------------------------------------------
+    def node(self, name: str) -> Node:
+        try:
+            return self.graph.nodes[name]["node"]
+        except KeyError:
+            raise ProgramError(f"program has no node {name!r}") from None
+
+    def nodes(self) -> Iterable[tuple[str, Node]]:
+        for name, data in self.graph.nodes(data=True):
+            yield name, data["node"]
+
+    def sources(self, name: str) -> list[str]:
+        return list(self.graph.predecessors(name))
+
+    def consumers(self, name: str) -> list[str]:
+        return list(self.graph.successors(name))
+
+    def populations(self) -> list[str]:
+        return [n for n, node in self.nodes() if isinstance(node, Population)]
+
+    def with_graph(self, graph: nx.DiGraph, **changes: Any) -> "Program":
+        return Program(
+            graph=graph,
+            inputs=changes.get("inputs", self.inputs),
+            outputs=changes.get("outputs", self.outputs),
+            metadata=changes.get("metadata", self.metadata),
+        )
+
+    # ---- structure ----------------------------------------------------------------------
+    def is_delayed_edge(self, u: str, v: str) -> bool:
+        node = self.node(v)
+        return isinstance(node, Projection) and node.delay >= 1
+
+    def undelayed_graph(self) -> nx.DiGraph:
+        """The graph without edges that enter a projection with delay >= 1."""
+        g = nx.DiGraph()
+        g.add_nodes_from(self.graph.nodes)
+        g.add_edges_from((u, v) for u, v in self.graph.edges if not self.is_delayed_edge(u, v))
+        return g
+
+    def schedule(self) -> list[Stage]:
+        """Execution stages in dependency order (deterministic: ties keep insertion order).
+
+        Acyclic nodes run over all time steps at once; a strongly connected component (which
+        must contain a delay >= 1, see ``check_cycles``) is stepped one time step at a time.
+        """
+        order = {name: i for i, name in enumerate(self.graph.nodes)}
+        cond = nx.condensation(self.graph)
+        undelayed = self.undelayed_graph()
+        stages = []
+        for c in nx.lexicographical_topological_sort(
+            cond, key=lambda c: min(order[n] for n in cond.nodes[c]["members"])
+        ):
+            members = cond.nodes[c]["members"]
+            if len(members) == 1 and not self.graph.has_edge(next(iter(members)), next(iter(members))):
+                stages.append(Stage(tuple(members), cyclic=False))
+                continue
+            sub = undelayed.subgraph(members)
+            if not nx.is_directed_acyclic_graph(sub):
+                cycle = nx.find_cycle(sub)
+                raise ProgramError(
+                    f"cycle without delay: {' -> '.join(u for u, _ in cycle)} -> {cycle[0][0]}; "
+                    "every cycle needs a projection with delay >= 1"
+                )
+            nodes = tuple(nx.lexicographical_topological_sort(sub, key=lambda n: order[n]))
+            stages.append(Stage(nodes, cyclic=True))
+        return stages
+
+    def summary(self) -> str:
+        """A one-screen description: nodes, neurons and synapses."""
+        from spike.compiler.stats import program_stats
+
+        return program_stats(self).render()
+
+
+class ProgramBuilder:
+    """Builds a Program node by node; ``add(name, node, sources)`` keeps source order."""
+
+    def __init__(self) -> None:
+        self.graph = nx.DiGraph()
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
+
+    def add(self, name: str, node: Node, sources: str | Iterable[str] = ()) -> str:
+        if name in self.graph:
+            raise ProgramError(f"duplicate node name {name!r}")
+        if isinstance(sources, str):
+            sources = [sources]
+        self.graph.add_node(name, node=node)
+        for src in sources:
+            if src not in self.graph:
+                raise ProgramError(f"node {name!r}: source {src!r} does not exist")
+            self.graph.add_edge(src, name)
+        if isinstance(node, Input):
+            self.inputs.append(name)
+        if isinstance(node, Output):
+            self.outputs.append(name)
+        return name
+
+    def connect(self, src: str, dst: str) -> None:
+        """Add an edge after both nodes exist (for recurrent connections)."""
+        for n in (src, dst):
+            if n not in self.graph:
+                raise ProgramError(f"connect: node {n!r} does not exist")
+        self.graph.add_edge(src, dst)
+
+    def build(self, metadata: Mapping[str, Any] | None = None) -> Program:
+        return Program(self.graph, tuple(self.inputs), tuple(self.outputs), dict(metadata or {}))

@@ -1,0 +1,453 @@
+"""Save and load a :class:`~spike.compiler.program.Program` as one HDF5 file (design brief §4, §9).
+
+File layout (``schema_version`` 1)::
+
+    /                      attrs: schema_version (int), producer ("spike-sim <version>"),
+                                  target (str), precision (str), metadata (JSON str),
+                                  inputs (str array), outputs (str array)
+    /nodes/<name>          one group per node; attrs: kind (= node.KIND), order (int: position in
+                           the graph's node order), and every int/float/bool/str/tuple field;
+                           every non-None ndarray field is a dataset (dtype kept); None omitted
+    /edges                 (E, 2) utf-8 string dataset of (source, consumer) pairs
+
+Edges are stored in an order that reproduces both each node's consumer order and each node's
+source order (:func:`~spike.compiler.validate.ordered_edges`). ``target`` and ``precision`` are
+taken from ``program.metadata`` (``"target"``, ``"precision"``) when present; the precision
+otherwise is ``fixed`` if any population is fixed point, else ``float32``. The metadata itself
+must be JSON-serialisable (tuples come back as lists).
+
+Loading is generic over the node dataclasses: each field's expected type comes from the class
+annotations. Every problem raises :class:`IRFormatError` naming the file (and node and field).
+Writes go to a temporary file in the target's directory that is renamed over the target, so an
+interrupted save never leaves a partial file.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from typing import Any
+
+import h5py
+import networkx as nx
+import numpy as np
+
+from spike.compiler import ir
+from spike.compiler.ir import Node, Population
+from spike.compiler.program import PRODUCER, Program, ProgramError
+from spike.compiler.validate import FieldSpec, field_specs, ordered_edges, validate_program
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "IRFormatError",
+    "save_program",
+    "load_program",
+    "programs_equal",
+    "program_differences",
+    "assert_programs_equal",
+]
+
+SCHEMA_VERSION = 1
+_ROOT_ATTRS = ("schema_version", "producer", "target", "precision", "metadata", "inputs", "outputs")
+
+
+class IRFormatError(ValueError):
+    """A file that is not a valid IR program; the message names the file, node and field."""
+
+
+def _producer() -> str:
+    try:
+        from importlib.metadata import version
+
+        return f"{PRODUCER} {version('spike-sim')}"
+    except Exception:  # not installed (source checkout): still say who wrote it
+        return f"{PRODUCER} unknown"
+
+
+# ---- save -------------------------------------------------------------------------------
+def _metadata_json(metadata: Any) -> str:
+    if not isinstance(metadata, dict) and not hasattr(metadata, "items"):
+        raise ProgramError(f"program metadata must be a mapping, got {type(metadata).__name__}")
+    for key, value in metadata.items():
+        if not isinstance(key, str):
+            raise ProgramError(f"program metadata key {key!r} is not a string")
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ProgramError(f"program metadata key {key!r} is not JSON-serialisable: {e}") from None
+    return json.dumps(dict(metadata), allow_nan=False)
+
+
+def _precision(program: Program) -> str:
+    p = program.metadata.get("precision")
+    if p is not None:
+        return str(p)
+    fixed = any(isinstance(n, Population) and n.precision == "fixed" for _, n in program.nodes())
+    return "fixed" if fixed else "float32"
+
+
+def _check_name(name: Any) -> None:
+    if not isinstance(name, str) or not name or "/" in name or name == ".":
+        raise ProgramError(f"node name {name!r} cannot be stored: names must be non-empty strings without '/'")
+
+
+def _write_node(group: h5py.Group, node: Node, order: int) -> None:
+    group.attrs["kind"] = node.KIND
+    group.attrs["order"] = np.int64(order)
+    for spec in field_specs(type(node)):
+        value = getattr(node, spec.name)
+        if value is None:
+            continue
+        if spec.kind == "array":
+            group.create_dataset(spec.name, data=value)
+        elif spec.kind == "tuple":
+            group.attrs[spec.name] = np.asarray([int(x) for x in value], dtype=np.int64)
+        elif spec.kind == "int":
+            group.attrs[spec.name] = np.int64(value)
+        elif spec.kind == "float":
+            group.attrs[spec.name] = np.float64(value)
+        elif spec.kind == "bool":
+            group.attrs[spec.name] = np.bool_(value)
+        else:
+            group.attrs[spec.name] = str(value)
+
+
+def _str_array(names: Any) -> np.ndarray:
+    return np.array(list(names), dtype=h5py.string_dtype("utf-8"))
+
+
+def save_program(program: Program, path: str | os.PathLike) -> None:
+    """Validate ``program`` and write it to ``path`` atomically (temp file + ``os.replace``).
+
+    Raises :class:`ProgramError` for an invalid program, a node name that cannot be a group
+    name, or metadata that is not JSON-serialisable (naming the key).
+    """
+    path = os.fspath(path)
+    validate_program(program)
+    for name in program.graph.nodes:
+        _check_name(name)
+    metadata = _metadata_json(program.metadata)
+    target = program.metadata.get("target", "")
+    precision = _precision(program)
+
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
+            f.attrs["producer"] = _producer()
+            f.attrs["target"] = str(target)
+            f.attrs["precision"] = precision
+            f.attrs["metadata"] = metadata
+            f.attrs["inputs"] = _str_array(program.inputs)
+            f.attrs["outputs"] = _str_array(program.outputs)
+            nodes = f.create_group("nodes")
+            for order, (name, node) in enumerate(program.nodes()):
+                _write_node(nodes.create_group(name), node, order)
+            edges = ordered_edges(program.graph)
+            data = np.array(edges, dtype=object).reshape(len(edges), 2)
+            f.create_dataset("edges", data=data, shape=(len(edges), 2), dtype=h5py.string_dtype("utf-8"))
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename durable; not possible on every platform
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+# ---- load -------------------------------------------------------------------------------
+class _Reader:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.where = "file root"  # what was being read, for errors from h5py
+
+    def fail(self, msg: str) -> IRFormatError:
+        return IRFormatError(f"{self.path}: {msg}")
+
+    def node_fail(self, name: str, kind: str | None, field: str | None, msg: str) -> IRFormatError:
+        where = f"node {name!r}" + (f" ({kind})" if kind else "") + (f", field {field}" if field else "")
+        return self.fail(f"{where}: {msg}")
+
+    # root ------------------------------------------------------------------------------
+    def root_str(self, f: h5py.File, key: str, default: str | None = None) -> str:
+        if key not in f.attrs:
+            if default is not None:
+                return default
+            raise self.fail(f"missing root attribute {key!r}")
+        v = f.attrs[key]
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        if not isinstance(v, str):
+            raise self.fail(f"root attribute {key!r} must be a string, got {type(v).__name__}")
+        return v
+
+    def name_list(self, f: h5py.File, key: str) -> tuple[str, ...]:
+        if key not in f.attrs:
+            raise self.fail(f"missing root attribute {key!r}")
+        v = f.attrs[key]
+        arr = np.asarray(v)
+        if arr.ndim != 1 or not all(isinstance(x, (str, bytes)) for x in arr.tolist()):
+            raise self.fail(f"root attribute {key!r} must be a list of node names")
+        return tuple(x.decode("utf-8") if isinstance(x, bytes) else x for x in arr.tolist())
+
+    def check_version(self, f: h5py.File) -> None:
+        if "schema_version" not in f.attrs:
+            raise self.fail("missing schema_version attribute: not an IR program file")
+        v = f.attrs["schema_version"]
+        if not isinstance(v, (int, np.integer)) or isinstance(v, (bool, np.bool_)):
+            raise self.fail(f"schema_version must be an integer, got {v!r}")
+        v = int(v)
+        if v > SCHEMA_VERSION:
+            raise self.fail(
+                f"schema_version {v} is newer than the supported version {SCHEMA_VERSION}; "
+                "the file was written by a newer spike-sim, upgrade to read it"
+            )
+        if v != SCHEMA_VERSION:
+            raise self.fail(f"schema_version {v} is not supported (supported: {SCHEMA_VERSION})")
+
+    # nodes ------------------------------------------------------------------------------
+    def attr_value(self, name: str, kind: str, spec: FieldSpec, v: Any) -> Any:
+        def bad(expected: str) -> IRFormatError:
+            return self.node_fail(name, kind, spec.name, f"expected {expected}, found {type(v).__name__} {v!r}")
+
+        if spec.kind == "int":
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise bad("an int")
+            return int(v)
+        if spec.kind == "float":
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise bad("a float")
+            return float(v)
+        if spec.kind == "bool":
+            if not isinstance(v, (bool, np.bool_)):
+                raise bad("a bool")
+            return bool(v)
+        if spec.kind == "str":
+            if isinstance(v, bytes):
+                v = v.decode("utf-8", "replace")
+            if not isinstance(v, str):
+                raise bad("a str")
+            return v
+        if spec.kind == "tuple":
+            arr = np.asarray(v)
+            if arr.ndim != 1 or arr.dtype.kind not in "iu":
+                raise bad("a 1-D integer array")
+            return tuple(int(x) for x in arr)
+        raise bad(spec.kind)
+
+    def read_node(self, name: str, group: Any) -> tuple[int, Node]:
+        self.where = f"/nodes/{name}"
+        if not isinstance(group, h5py.Group):
+            raise self.node_fail(name, None, None, "expected an HDF5 group")
+        if "kind" not in group.attrs:
+            raise self.node_fail(name, None, "kind", "missing node kind")
+        kind = group.attrs["kind"]
+        if isinstance(kind, bytes):
+            kind = kind.decode("utf-8", "replace")
+        if not isinstance(kind, str) or kind not in ir.NODE_TYPES:
+            raise self.node_fail(
+                name, None, "kind", f"unknown node kind {kind!r}; known kinds: {', '.join(ir.NODE_TYPES)}"
+            )
+        cls = ir.NODE_TYPES[kind]
+        order = group.attrs.get("order")
+        if order is None or isinstance(order, (bool, np.bool_)) or not isinstance(order, (int, np.integer)):
+            raise self.node_fail(name, kind, "order", f"expected an int attribute, found {order!r}")
+        specs = field_specs(cls)
+        known = {s.name for s in specs}
+        for key in list(group.attrs) + list(group):
+            if key not in known and key not in ("kind", "order"):
+                raise self.node_fail(name, kind, key, f"unknown field for a {kind} node")
+        kwargs: dict[str, Any] = {}
+        for spec in specs:
+            self.where = f"/nodes/{name}/{spec.name}"
+            if spec.kind == "array":
+                if spec.name in group.attrs:
+                    raise self.node_fail(name, kind, spec.name, "expected a dataset, found an attribute")
+                if spec.name not in group:
+                    kwargs[spec.name] = None
+                    continue
+                ds = group[spec.name]
+                if not isinstance(ds, h5py.Dataset):
+                    raise self.node_fail(name, kind, spec.name, "expected a dataset")
+                if ds.dtype.kind not in "biuf":
+                    raise self.node_fail(
+                        name, kind, spec.name, f"expected a real-valued numeric array, found dtype {ds.dtype}"
+                    )
+                kwargs[spec.name] = np.asarray(ds[()])
+            else:
+                if spec.name in group:
+                    raise self.node_fail(name, kind, spec.name, "expected an attribute, found a dataset")
+                if spec.name not in group.attrs:
+                    if spec.optional:
+                        kwargs[spec.name] = None
+                        continue
+                    raise self.node_fail(name, kind, spec.name, "missing required field")
+                kwargs[spec.name] = self.attr_value(name, kind, spec, group.attrs[spec.name])
+        return int(order), cls(**kwargs)
+
+    def read_edges(self, f: h5py.File, names: set[str]) -> list[tuple[str, str]]:
+        self.where = "/edges"
+        if "edges" not in f:
+            raise self.fail("missing /edges dataset")
+        ds = f["edges"]
+        if not isinstance(ds, h5py.Dataset) or h5py.check_string_dtype(ds.dtype) is None:
+            raise self.fail(f"/edges must be a string dataset, found {getattr(ds, 'dtype', type(ds).__name__)}")
+        if ds.ndim != 2 or ds.shape[1] != 2:
+            raise self.fail(f"/edges must have shape (E, 2), found {ds.shape}")
+        raw = ds.asstr()[()] if ds.shape[0] else np.empty((0, 2), dtype=object)
+        edges = [(str(u), str(v)) for u, v in np.asarray(raw, dtype=object).reshape(-1, 2)]
+        seen = set()
+        for u, v in edges:
+            for n in (u, v):
+                if n not in names:
+                    raise self.fail(f"dangling edge {u!r} -> {v!r}: node {n!r} does not exist")
+            if (u, v) in seen:
+                raise self.fail(f"edge {u!r} -> {v!r} is listed twice")
+            seen.add((u, v))
+        return edges
+
+    def read(self, f: h5py.File) -> Program:
+        self.check_version(f)
+        self.root_str(f, "producer", default="")
+        self.root_str(f, "target", default="")
+        precision = self.root_str(f, "precision")
+        if precision not in ir.PRECISIONS:
+            raise self.fail(f"root attribute precision {precision!r} is not one of {', '.join(ir.PRECISIONS)}")
+        try:
+            metadata = json.loads(self.root_str(f, "metadata"))
+        except json.JSONDecodeError as e:
+            raise self.fail(f"root attribute metadata is not valid JSON: {e}") from None
+        if not isinstance(metadata, dict):
+            raise self.fail("root attribute metadata must be a JSON object")
+        inputs = self.name_list(f, "inputs")
+        outputs = self.name_list(f, "outputs")
+        if "nodes" not in f or not isinstance(f["nodes"], h5py.Group):
+            raise self.fail("missing /nodes group")
+        entries = []
+        for name in f["nodes"]:
+            order, node = self.read_node(name, f["nodes"][name])
+            entries.append((order, name, node))
+        entries.sort(key=lambda e: e[0])
+        orders = [e[0] for e in entries]
+        if len(set(orders)) != len(orders):
+            dup = sorted({o for o in orders if orders.count(o) > 1})
+            names = [e[1] for e in entries if e[0] in dup]
+            raise self.fail(f"nodes {names} share the same order attribute {dup}")
+        graph = nx.DiGraph()
+        for _, name, node in entries:
+            graph.add_node(name, node=node)
+        graph.add_edges_from(self.read_edges(f, set(graph.nodes)))
+        for field, names in (("inputs", inputs), ("outputs", outputs)):
+            for n in names:
+                if n not in graph:
+                    raise self.fail(f"root attribute {field} names node {n!r}, which does not exist")
+        return Program(graph, inputs, outputs, metadata)
+
+
+def load_program(path: str | os.PathLike) -> Program:
+    """Read and validate a program written by :func:`save_program`.
+
+    Raises :class:`FileNotFoundError` for a missing file and :class:`IRFormatError` (naming the
+    file, and the node and field where relevant) for anything else wrong with it.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: no such IR program file")
+    reader = _Reader(path)
+    try:
+        if not h5py.is_hdf5(path):
+            raise reader.fail("not an HDF5 file")
+        with h5py.File(path, "r") as f:
+            program = reader.read(f)
+    except IRFormatError:
+        raise
+    except (OSError, KeyError, RuntimeError, TypeError, ValueError) as e:
+        raise IRFormatError(
+            f"{path}: cannot read {reader.where} (truncated or corrupt HDF5 file?): {type(e).__name__}: {e}"
+        ) from e
+    try:
+        validate_program(program)
+    except ProgramError as e:
+        raise IRFormatError(f"{path}: {e}") from e
+    return program
+
+
+# ---- equality ---------------------------------------------------------------------------
+def _value_diff(a: Any, b: Any) -> str | None:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+            return f"{type(a).__name__} vs {type(b).__name__}"
+        if a.dtype != b.dtype:
+            return f"dtype {a.dtype} vs {b.dtype}"
+        if a.shape != b.shape:
+            return f"shape {a.shape} vs {b.shape}"
+        eq_nan = a.dtype.kind in "fc"
+        if not np.array_equal(a, b, equal_nan=eq_nan):
+            return "array values differ"
+        return None
+    if a is None or b is None:
+        return None if a is b else f"{a!r} vs {b!r}"
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return None
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return None if a == b else f"{a!r} vs {b!r}"
+    if isinstance(a, (bool, np.bool_)) != isinstance(b, (bool, np.bool_)):
+        return f"{a!r} vs {b!r}"
+    return None if a == b else f"{a!r} vs {b!r}"
+
+
+def program_differences(a: Program, b: Program) -> list[str]:
+    """Human-readable differences between two programs (empty when equal): node names and
+    order, kinds, every field (arrays by dtype, shape and value), edges in order, every node's
+    source order, inputs, outputs and metadata."""
+    diffs = []
+    na, nb = list(a.graph.nodes), list(b.graph.nodes)
+    if na != nb:
+        diffs.append(f"node order differs: {na} vs {nb}")
+    for name in (n for n in na if n in b.graph):
+        x, y = a.graph.nodes[name].get("node"), b.graph.nodes[name].get("node")
+        if type(x) is not type(y):
+            diffs.append(f"node {name!r}: kind {getattr(x, 'KIND', x)!r} vs {getattr(y, 'KIND', y)!r}")
+            continue
+        for spec in field_specs(type(x)):
+            d = _value_diff(getattr(x, spec.name), getattr(y, spec.name))
+            if d:
+                diffs.append(f"node {name!r}, field {spec.name}: {d}")
+        if list(a.graph.predecessors(name)) != list(b.graph.predecessors(name)):
+            diffs.append(
+                f"node {name!r}: sources {list(a.graph.predecessors(name))} vs {list(b.graph.predecessors(name))}"
+            )
+    ea, eb = list(a.graph.edges), list(b.graph.edges)
+    if ea != eb:
+        diffs.append(f"edges differ: {ea} vs {eb}")
+    for field in ("inputs", "outputs"):
+        if tuple(getattr(a, field)) != tuple(getattr(b, field)):
+            diffs.append(f"{field} differ: {getattr(a, field)} vs {getattr(b, field)}")
+    if dict(a.metadata) != dict(b.metadata):
+        diffs.append(f"metadata differs: {dict(a.metadata)} vs {dict(b.metadata)}")
+    return diffs
+
+
+def programs_equal(a: Program, b: Program) -> bool:
+    """Whether two programs are equal in every respect :func:`program_differences` checks."""
+    return not program_differences(a, b)
+
+
+def assert_programs_equal(a: Program, b: Program) -> None:
+    """Raise ``AssertionError`` listing the differences, for tests."""
+    diffs = program_differences(a, b)
+    if diffs:
+        raise AssertionError("programs differ:\n  " + "\n  ".join(diffs))

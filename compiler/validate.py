@@ -1,0 +1,483 @@
+"""Structural validation of a :class:`~spike.compiler.program.Program` (design brief §4, §9).
+
+:func:`validate_program` checks everything a program must satisfy whatever its origin (built by
+the frontend, produced by a pass, or read from a file): every graph node carries an IR node of a
+registered kind; every field has its declared type; enum fields hold allowed values; arrays are
+real-valued (floating, or integer for CSR indices), finite and of the shape the node implies;
+each node's sources agree with it in size and shape; inputs/outputs name existing nodes; and every
+cycle carries a delay. Errors are :class:`ProgramError` naming the node and the field.
+
+Two shape values mean "not inferred yet" and are skipped by the cross-node checks (``infer_shapes``
+fills them): an ``Output`` with ``shape == ()`` and a projection with ``in_shape == ()``. Population
+parameter arrays may be per-population (0-d or length 1) or per-neuron (length ``size``);
+``canonicalize_neurons`` broadcasts them to per-neuron.
+
+The field types come from each node class's annotations (:func:`field_specs`), so a new field of a
+supported type (int, float, bool, str, tuple of ints, ``np.ndarray | None``, or an optional
+scalar) is validated and serialised without changes here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import math
+import types
+import typing
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Iterable
+
+import networkx as nx
+import numpy as np
+
+from spike.compiler import ir
+from spike.compiler.ir import (
+    BatchNorm,
+    Conv2d,
+    Dense,
+    HostOp,
+    Identity,
+    Input,
+    Node,
+    Output,
+    Pool2d,
+    Population,
+    Projection,
+    Sparse,
+    conv_output_hw,
+)
+from spike.compiler.program import Program, ProgramError
+
+__all__ = [
+    "FieldSpec",
+    "field_specs",
+    "REQUIRED_ARRAYS",
+    "INTEGER_ARRAYS",
+    "ENUM_FIELDS",
+    "ELEMENTWISE_HOST_OPS",
+    "validate_program",
+    "check_graph",
+    "check_io",
+    "check_node",
+    "check_connections",
+    "ordered_edges",
+    "node_label",
+]
+
+# Array fields that must be present (not None) for the node to mean anything.
+REQUIRED_ARRAYS: dict[type[Node], tuple[str, ...]] = {
+    Dense: ("weight",),
+    Sparse: ("indptr", "indices", "data"),
+    Conv2d: ("weight",),
+    BatchNorm: ("running_mean", "running_var"),
+}
+# Array fields holding integers (CSR structure); every other array field holds floats.
+INTEGER_ARRAYS: dict[type[Node], tuple[str, ...]] = {Sparse: ("indptr", "indices")}
+# (class, field) -> allowed values.
+ENUM_FIELDS: dict[tuple[type[Node], str], tuple[str, ...]] = {
+    (Input, "signal"): ir.SIGNALS,
+    (Population, "model"): ir.NEURON_MODELS,
+    (Population, "reset"): ir.RESET_MODES,
+    (Population, "precision"): ir.PRECISIONS,
+    (Pool2d, "mode"): ir.POOL_MODES,
+}
+# Host ops whose output has the shape of each of their (equally sized) sources.
+ELEMENTWISE_HOST_OPS = frozenset(
+    {"add", "sub", "mul", "sigmoid", "relu", "squared_relu", "tanh", "exp", "neg", "identity"}
+)
+
+
+# ---- field declarations -----------------------------------------------------------------
+@dataclass(frozen=True)
+class FieldSpec:
+    """How one dataclass field is typed: ``kind`` is ``int``/``float``/``bool``/``str``/``tuple``/
+    ``array``; ``optional`` when ``None`` is allowed; ``length`` fixes a tuple's length."""
+
+    name: str
+    kind: str
+    optional: bool
+    required: bool  # no default value: must always be given
+    length: int | None = None
+
+
+_SCALARS = {int: "int", float: "float", bool: "bool", str: "str"}
+
+
+def _spec_of(name: str, hint: Any, required: bool) -> FieldSpec:
+    optional = False
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        optional = len(args) < len(typing.get_args(hint))
+        if len(args) != 1:
+            raise TypeError(f"field {name}: unsupported type {hint!r}")
+        hint = args[0]
+        origin = typing.get_origin(hint)
+    if hint is np.ndarray:
+        return FieldSpec(name, "array", optional, required)
+    if hint is tuple or origin is tuple:
+        args = typing.get_args(hint)
+        if args and args[-1] is Ellipsis:
+            length = None
+        else:
+            length = len(args) if args else None
+        return FieldSpec(name, "tuple", optional, required, length)
+    if hint in _SCALARS:
+        return FieldSpec(name, _SCALARS[hint], optional, required)
+    raise TypeError(f"field {name}: unsupported type {hint!r}")
+
+
+@lru_cache(maxsize=None)
+def field_specs(cls: type[Node]) -> tuple[FieldSpec, ...]:
+    """The declared fields of an IR node class, in declaration order."""
+    hints = typing.get_type_hints(cls, globalns=vars(ir))
+    out = []
+    for f in dataclasses.fields(cls):
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        out.append(_spec_of(f.name, hints[f.name], required))
+    return tuple(out)
+
+
+def node_label(name: str, node: Node | None = None) -> str:
+    return f"node {name!r}" + (f" ({node.KIND})" if node is not None and node.KIND else "")
+
+
+def _err(name: str, node: Node | None, field: str | None, msg: str) -> ProgramError:
+    where = node_label(name, node) + (f", field {field}" if field else "")
+    return ProgramError(f"{where}: {msg}")
+
+
+def _size(shape: tuple[int, ...]) -> int:
+    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+
+
+# ---- per-node checks --------------------------------------------------------------------
+def _is_int(v: Any) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_field_type(name: str, node: Node, spec: FieldSpec, value: Any) -> None:
+    def bad(expected: str) -> ProgramError:
+        return _err(name, node, spec.name, f"expected {expected}, got {type(value).__name__} {value!r}")
+
+    if value is None:
+        if not spec.optional:
+            raise bad(spec.kind)
+        return
+    if spec.kind == "int":
+        if not _is_int(value):
+            raise bad("an int")
+    elif spec.kind == "float":
+        if not (_is_int(value) or isinstance(value, (float, np.floating))):
+            raise bad("a float")
+        if not math.isfinite(float(value)):
+            raise _err(name, node, spec.name, f"must be finite, got {value!r}")
+    elif spec.kind == "bool":
+        if not isinstance(value, (bool, np.bool_)):
+            raise bad("a bool")
+    elif spec.kind == "str":
+        if not isinstance(value, str):
+            raise bad("a str")
+    elif spec.kind == "tuple":
+        if not isinstance(value, tuple) or not all(_is_int(x) for x in value):
+            raise bad("a tuple of ints")
+        if spec.length is not None and len(value) != spec.length:
+            raise _err(name, node, spec.name, f"expected {spec.length} ints, got {value!r}")
+    elif spec.kind == "array":
+        if not isinstance(value, np.ndarray):
+            raise bad("a numpy array")
+        integer = spec.name in INTEGER_ARRAYS.get(type(node), ())
+        kind = value.dtype.kind
+        if integer and kind not in "iu":
+            raise _err(name, node, spec.name, f"expected an integer array, got dtype {value.dtype}")
+        if not integer and kind != "f":
+            raise _err(name, node, spec.name, f"expected a floating array, got dtype {value.dtype}")
+        if kind == "f" and value.size and not np.isfinite(value).all():
+            bad_count = int((~np.isfinite(value)).sum())
+            raise _err(name, node, spec.name, f"contains {bad_count} NaN/inf value(s)")
+
+
+def _check_shape_tuple(name: str, node: Node, field: str, shape: tuple[int, ...]) -> None:
+    if any(int(d) < 1 for d in shape):
+        raise _err(name, node, field, f"dimensions must be >= 1, got {shape}")
+
+
+def _expect_shape(name: str, node: Node, field: str, arr: np.ndarray | None, want: tuple, why: str) -> None:
+    if arr is not None and tuple(arr.shape) != tuple(want):
+        raise _err(name, node, field, f"shape {tuple(arr.shape)} does not match {tuple(want)} ({why})")
+
+
+def _check_population(name: str, node: Population) -> None:
+    n = node.size
+    for f in ("beta", "threshold", "alpha"):
+        arr = getattr(node, f)
+        if arr is not None and not (arr.ndim == 0 or (arr.ndim == 1 and arr.shape[0] in (1, n))):
+            raise _err(name, node, f, f"shape {arr.shape}: expected per-neuron length {n} (size) or one value")
+    for f in ("beta", "alpha"):
+        arr = getattr(node, f)
+        if arr is not None and arr.size and ((arr < 0).any() or (arr > 1).any()):
+            raise _err(name, node, f, f"values must lie in [0, 1], got range [{arr.min()}, {arr.max()}]")
+    if node.model == "if" and node.beta is not None and not (node.beta == 1).all():
+        raise _err(name, node, "beta", "model 'if' requires beta = 1 (use model 'lif' for a leak)")
+    if node.model != "cuba_lif" and node.alpha is not None:
+        raise _err(name, node, "alpha", f"only model 'cuba_lif' has a synaptic decay alpha, model is {node.model!r}")
+
+
+def _check_conv_geometry(name: str, node: Conv2d | Pool2d, kernel: tuple[int, int]) -> tuple[int, int]:
+    if len(node.in_shape) != 3:
+        raise _err(name, node, "in_shape", f"expected (C, H, W), got {node.in_shape}")
+    if len(node.shape) != 3:
+        raise _err(name, node, "shape", f"expected (C, H, W), got {node.shape}")
+    if any(s < 1 for s in node.stride):
+        raise _err(name, node, "stride", f"must be >= 1, got {node.stride}")
+    if any(p < 0 for p in node.padding):
+        raise _err(name, node, "padding", f"must be >= 0, got {node.padding}")
+    hw = conv_output_hw(node.in_shape[1:], kernel, node.stride, node.padding)
+    if min(hw) < 1:
+        raise _err(name, node, "in_shape", f"input {node.in_shape} too small for kernel {kernel} with padding {node.padding}")
+    if tuple(node.shape[1:]) != tuple(hw):
+        raise _err(
+            name, node, "shape",
+            f"output H, W {tuple(node.shape[1:])} do not match {tuple(hw)} computed from in_shape "
+            f"{node.in_shape}, kernel {kernel}, stride {node.stride}, padding {node.padding}",
+        )
+    return hw
+
+
+def check_node(name: str, node: Any) -> None:
+    """Check one node on its own: field types, enum values, array dtypes/values and shapes."""
+    if not isinstance(node, Node) or ir.NODE_TYPES.get(type(node).KIND) is not type(node):
+        raise ProgramError(f"node {name!r}: not an IR node of a registered kind: {type(node).__name__}")
+    cls = type(node)
+    for spec in field_specs(cls):
+        _check_field_type(name, node, spec, getattr(node, spec.name))
+    for (ecls, f), allowed in ENUM_FIELDS.items():
+        if isinstance(node, ecls) and getattr(node, f) not in allowed:
+            raise _err(name, node, f, f"{getattr(node, f)!r} is not one of {', '.join(allowed)}")
+    for f in REQUIRED_ARRAYS.get(cls, ()):
+        if getattr(node, f) is None:
+            raise _err(name, node, f, "required array is missing")
+    _check_shape_tuple(name, node, "shape", node.shape)
+
+    if isinstance(node, Projection):
+        _check_shape_tuple(name, node, "in_shape", node.in_shape)
+        if node.delay < 0:
+            raise _err(name, node, "delay", f"must be >= 0, got {node.delay}")
+    if isinstance(node, Population):
+        _check_population(name, node)
+    elif isinstance(node, Dense):
+        w = node.weight
+        if w.ndim != 2 or w.shape[0] != node.size or (node.in_shape and w.shape[1] != node.in_size):
+            want = f"[{node.size}, {node.in_size if node.in_shape else 'n_in'}]"
+            raise _err(name, node, "weight", f"shape {w.shape} does not match {want} = [prod(shape), prod(in_shape)]")
+        _expect_shape(name, node, "bias", node.bias, (node.size,), "one per output neuron")
+    elif isinstance(node, Sparse):
+        _check_csr(name, node)
+    elif isinstance(node, Conv2d):
+        w = node.weight
+        if w.ndim != 4:
+            raise _err(name, node, "weight", f"expected [C_out, C_in/groups, kh, kw], got shape {w.shape}")
+        if node.groups < 1:
+            raise _err(name, node, "groups", f"must be >= 1, got {node.groups}")
+        _check_conv_geometry(name, node, (int(w.shape[2]), int(w.shape[3])))
+        c_in, c_out = node.in_shape[0], node.shape[0]
+        if c_in % node.groups or c_out % node.groups:
+            raise _err(name, node, "groups", f"{node.groups} does not divide C_in {c_in} and C_out {c_out}")
+        want = (c_out, c_in // node.groups, w.shape[2], w.shape[3])
+        _expect_shape(name, node, "weight", w, want, f"[C_out, C_in/groups, kh, kw] for in_shape {node.in_shape}, shape {node.shape}")
+        _expect_shape(name, node, "bias", node.bias, (c_out,), "one per output channel")
+    elif isinstance(node, Pool2d):
+        if any(k < 1 for k in node.kernel):
+            raise _err(name, node, "kernel", f"must be >= 1, got {node.kernel}")
+        _check_conv_geometry(name, node, node.kernel)
+        if node.shape[0] != node.in_shape[0]:
+            raise _err(name, node, "shape", f"channels {node.shape[0]} differ from in_shape channels {node.in_shape[0]}")
+    elif isinstance(node, Identity):
+        if node.in_shape and node.in_size != node.size:
+            raise _err(name, node, "in_shape", f"size {node.in_size} differs from output size {node.size}")
+    elif isinstance(node, BatchNorm):
+        c = node.shape[0] if node.shape else 1
+        for f in ("weight", "bias", "running_mean", "running_var"):
+            _expect_shape(name, node, f, getattr(node, f), (c,), f"one per channel, shape {node.shape}")
+        if (node.running_var < 0).any():
+            raise _err(name, node, "running_var", "must be >= 0")
+        if node.eps <= 0:
+            raise _err(name, node, "eps", f"must be > 0, got {node.eps}")
+    elif isinstance(node, HostOp):
+        if not node.op:
+            raise _err(name, node, "op", "must name an operation")
+
+
+def _check_csr(name: str, node: Sparse) -> None:
+    indptr, indices, data = node.indptr, node.indices, node.data
+    for f, arr in (("indptr", indptr), ("indices", indices), ("data", data)):
+        if arr.ndim != 1:
+            raise _err(name, node, f, f"expected a 1-D array, got shape {arr.shape}")
+    if node.in_shape and indptr.shape[0] != node.in_size + 1:
+        raise _err(name, node, "indptr", f"length {indptr.shape[0]} does not match n_in + 1 = {node.in_size + 1}")
+    if indptr.shape[0] < 1 or indptr[0] != 0:
+        raise _err(name, node, "indptr", "must start with 0")
+    if (np.diff(indptr.astype(np.int64)) < 0).any():
+        raise _err(name, node, "indptr", "must be non-decreasing")
+    nnz = int(indptr[-1])
+    if indices.shape[0] != nnz:
+        raise _err(name, node, "indices", f"length {indices.shape[0]} does not match indptr[-1] = {nnz}")
+    if data.shape[0] != nnz:
+        raise _err(name, node, "data", f"length {data.shape[0]} does not match indptr[-1] = {nnz}")
+    if nnz and (indices.min() < 0 or indices.max() >= node.size):
+        raise _err(name, node, "indices", f"values must lie in [0, {node.size}), got [{indices.min()}, {indices.max()}]")
+    _expect_shape(name, node, "bias", node.bias, (node.size,), "one per output neuron")
+
+
+# ---- graph checks -----------------------------------------------------------------------
+def check_graph(program: Program) -> None:
+    """Every graph node carries an IR node (an edge to a name without one is dangling)."""
+    for name, data in program.graph.nodes(data=True):
+        if not isinstance(name, str) or not name:
+            raise ProgramError(f"node {name!r}: node names must be non-empty strings")
+        if "node" not in data:
+            near = [f"{u} -> {v}" for u, v in list(program.graph.in_edges(name)) + list(program.graph.out_edges(name))]
+            raise ProgramError(
+                f"node {name!r} does not exist (no IR node); dangling edge(s): {', '.join(near) or 'none'}"
+            )
+
+
+def check_io(program: Program) -> None:
+    """``inputs`` name Input nodes and ``outputs`` name existing nodes, each once."""
+    for field, names in (("inputs", program.inputs), ("outputs", program.outputs)):
+        if len(set(names)) != len(names):
+            raise ProgramError(f"program {field} list names a node twice: {list(names)}")
+        for n in names:
+            if n not in program.graph or "node" not in program.graph.nodes[n]:
+                raise ProgramError(f"program {field} names node {n!r}, which does not exist")
+    for n in program.inputs:
+        if not isinstance(program.node(n), Input):
+            raise ProgramError(f"program inputs names node {n!r}, which is a {program.node(n).KIND}, not an input")
+
+
+def _n_sources(program: Program, name: str, node: Node, want: str) -> list[str]:
+    srcs = program.sources(name)
+    ok = {"0": len(srcs) == 0, "1": len(srcs) == 1, "1+": len(srcs) >= 1}[want]
+    if not ok:
+        need = {"0": "no sources", "1": "exactly one source", "1+": "at least one source"}[want]
+        raise _err(name, node, None, f"needs {need}, has {len(srcs)}: {srcs}")
+    return srcs
+
+
+def check_connections(program: Program) -> None:
+    """Source counts and the agreement of each node's shape with its sources' shapes."""
+    for name, node in program.nodes():
+        if isinstance(node, Input):
+            _n_sources(program, name, node, "0")
+            continue
+        if isinstance(node, (Projection, Output, BatchNorm)):
+            (src,) = _n_sources(program, name, node, "1")
+            sn = program.node(src)
+            if isinstance(node, Output):
+                if node.shape and node.size != sn.size:
+                    raise _err(name, node, "shape", f"size {node.size} {node.shape} differs from source {src!r} size {sn.size} {sn.shape}")
+            elif isinstance(node, BatchNorm):
+                if node.size != sn.size:
+                    raise _err(name, node, "shape", f"size {node.size} {node.shape} differs from source {src!r} size {sn.size} {sn.shape}")
+            elif isinstance(node, Dense):
+                n_in = node.weight.shape[1]
+                if n_in != sn.size:
+                    raise _err(name, node, "in_shape", f"expects {n_in} inputs (weight columns) but source {src!r} has size {sn.size}")
+            elif isinstance(node, Sparse):
+                n_in = node.indptr.shape[0] - 1
+                if n_in != sn.size:
+                    raise _err(name, node, "in_shape", f"expects {n_in} inputs (len(indptr) - 1) but source {src!r} has size {sn.size}")
+            elif node.in_shape and node.in_size != sn.size:
+                raise _err(name, node, "in_shape", f"{node.in_shape} has {node.in_size} elements but source {src!r} has size {sn.size} {sn.shape}")
+            elif not node.in_shape and node.size != sn.size and isinstance(node, Identity):
+                raise _err(name, node, "shape", f"size {node.size} differs from source {src!r} size {sn.size}")
+            continue
+        if isinstance(node, Population) or (isinstance(node, HostOp) and node.op in ELEMENTWISE_HOST_OPS):
+            if isinstance(node, HostOp):
+                _n_sources(program, name, node, "1+")
+            for src in program.sources(name):
+                sn = program.node(src)
+                if sn.size != node.size:
+                    raise _err(name, node, "shape", f"size {node.size} {node.shape} differs from source {src!r} size {sn.size} {sn.shape}")
+
+
+def validate_program(program: Program) -> None:
+    """Raise :class:`ProgramError` naming the node and field if ``program`` breaks an IR rule."""
+    check_graph(program)
+    for name, node in program.nodes():
+        check_node(name, node)
+    check_io(program)
+    check_connections(program)
+    program.schedule()  # raises ProgramError on a cycle without delay
+
+
+# ---- edge order -------------------------------------------------------------------------
+def ordered_edges(graph: nx.DiGraph) -> list[tuple[str, str]]:
+    """The edges in an order that, re-added to an empty graph with the same nodes, reproduces
+    both every node's consumer order (``graph.edges`` order) and every node's source order
+    (``graph.predecessors``, which ``ProgramBuilder.add`` keeps and ops like ``matmul`` rely on).
+
+    Plain ``list(graph.edges)`` loses the source order when a node's sources were added out of
+    node order. Both orders are insertion orders of the same edge additions, so an order
+    consistent with both exists; this is a topological sort of those two chains, ties broken by
+    ``graph.edges`` order.
+    """
+    edges = list(graph.edges)
+    index = {e: i for i, e in enumerate(edges)}
+    after: dict[tuple, list[tuple]] = {e: [] for e in edges}
+    indeg = {e: 0 for e in edges}
+    for u in graph.nodes:
+        chain = [(u, v) for v in graph.successors(u)]
+        for a, b in zip(chain, chain[1:]):
+            after[a].append(b)
+            indeg[b] += 1
+    for v in graph.nodes:
+        chain = [(u, v) for u in graph.predecessors(v)]
+        for a, b in zip(chain, chain[1:]):
+            after[a].append(b)
+            indeg[b] += 1
+    heap = [index[e] for e in edges if indeg[e] == 0]
+    heapq.heapify(heap)
+    out = []
+    while heap:
+        e = edges[heapq.heappop(heap)]
+        out.append(e)
+        for b in after[e]:
+            indeg[b] -= 1
+            if indeg[b] == 0:
+                heapq.heappush(heap, index[b])
+    if len(out) != len(edges):  # cannot happen for a graph built by insertions; keep source order
+        return [(u, v) for v in graph.nodes for u in graph.predecessors(v)]
+    return out
+
+
+def rebuild_graph(
+    program: Program,
+    nodes: dict[str, Node] | None = None,
+    drop: Iterable[str] = (),
+    rename_sources: dict[str, str] | None = None,
+) -> nx.DiGraph:
+    """A new graph in the same node and edge order, with some nodes replaced (``nodes``), some
+    dropped with their edges (``drop``), and edges out of a dropped node redirected to another
+    source (``rename_sources``: dropped name -> replacement source name)."""
+    nodes = nodes or {}
+    drop = set(drop)
+    rename_sources = rename_sources or {}
+    g = nx.DiGraph()
+    for name, data in program.graph.nodes(data=True):
+        if name in drop:
+            continue
+        attrs = dict(data)
+        if name in nodes:
+            attrs["node"] = nodes[name]
+        g.add_node(name, **attrs)
+    for u, v in ordered_edges(program.graph):
+        data = program.graph.edges[u, v]
+        if v in drop:
+            continue
+        if u in drop:
+            if u not in rename_sources:
+                continue
+            u = rename_sources[u]
+        g.add_edge(u, v, **data)
+    return g
