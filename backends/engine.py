@@ -1,0 +1,152 @@
+"""Backend-independent execution: schedule stages, hand each node's kernel its arrays.
+
+Every node's output is an array ``[T, B, size]`` (flattened feature dims) allocated by the
+backend. A kernel ``fn(ctx, t0, t1)`` computes steps ``t0..t1-1`` of its node; acyclic nodes get
+one call over all steps, nodes on a cycle one call per step (see ``Program.schedule``).
+"""
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from spike.backends.registry import OP_KEYS, Backend, BackendError, get_backend
+from spike.backends.result import OpCounts, RunResult
+from spike.compiler.ir import Input, Node, Output, Population
+from spike.compiler.program import Program
+from spike.compiler.signals import output_signal
+
+_CACHES: "weakref.WeakKeyDictionary[Node, dict[str, dict]]" = weakref.WeakKeyDictionary()
+
+
+@dataclass
+class NodeContext:
+    """What a kernel sees: its node, source outputs, its output, persistent state and counters."""
+
+    name: str
+    node: Node
+    sources: list[Any]
+    out: Any
+    counts: dict[str, np.ndarray]
+    steps: int
+    batch: int
+    source_signals: list[str] = field(default_factory=list)  # "spike" | "real" | "current"
+    mem: Any = None  # membrane record [T, B, size] when probed (populations)
+    state: dict[str, Any] = field(default_factory=dict)
+    cache: dict[str, Any] = field(default_factory=dict)  # per (backend, node), kept across runs
+
+
+def _as_inputs(program: Program, inputs: Any) -> dict[str, np.ndarray]:
+    if not isinstance(inputs, Mapping):
+        if len(program.inputs) != 1:
+            raise ValueError(f"program has inputs {list(program.inputs)}: pass a dict name -> array")
+        inputs = {program.inputs[0]: inputs}
+    out = {}
+    for name in program.inputs:
+        if name not in inputs:
+            raise ValueError(f"missing input {name!r}; the program needs {list(program.inputs)}")
+        arr = inputs[name]
+        arr = arr.detach().cpu().numpy() if hasattr(arr, "detach") else np.asarray(arr)
+        node = program.node(name)
+        if arr.ndim < 2 or tuple(arr.shape[2:]) != tuple(node.shape):
+            raise ValueError(
+                f"input {name!r}: expected shape [T, B, {', '.join(map(str, node.shape))}], "
+                f"got {list(arr.shape)}"
+            )
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"input {name!r} contains NaN or inf")
+        out[name] = arr
+    shapes = {a.shape[:2] for a in out.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"inputs disagree on [T, B]: {sorted(shapes)}")
+    return out
+
+
+def _parse_probes(program: Program, probes: Iterable[str]) -> tuple[set[str], set[str]]:
+    signals, membranes = set(), set()
+    for p in probes:
+        name, _, what = p.partition(".")
+        node = program.node(name)  # raises naming the probe
+        if what in ("", "s", "spikes"):
+            signals.add(name)
+        elif what == "v":
+            if not isinstance(node, Population):
+                raise ValueError(f"probe {p!r}: only populations have a membrane ('.v')")
+            membranes.add(name)
+        else:
+            raise ValueError(f"probe {p!r}: expected 'NODE' (output) or 'NODE.v' (membrane)")
+    return signals, membranes
+
+
+def run(
+    program: Program,
+    inputs: Any,
+    backend: str | Backend = "numba",
+    probes: Iterable[str] = (),
+) -> RunResult:
+    """Execute ``program`` on ``inputs`` (``[T, B, *shape]`` array, or dict by input name)."""
+    be = get_backend(backend) if isinstance(backend, str) else backend
+    be.check(program)
+    arrays = _as_inputs(program, inputs)
+    T, B = next(iter(arrays.values())).shape[:2]
+    sig_probes, mem_probes = _parse_probes(program, probes)
+    dtype = "int32" if program.metadata.get("precision") == "fixed" else "float32"
+
+    values: dict[str, Any] = {}
+    ctxs: dict[str, NodeContext] = {}
+    counts = OpCounts()
+    t_start = time.perf_counter()
+    for stage in program.schedule():
+        stage_ctx = []
+        for name in stage.nodes:
+            node = program.node(name)
+            counts.kinds[name] = node.KIND
+            if isinstance(node, Input):
+                values[name] = be.from_numpy(arrays[name].reshape(T, B, node.size).astype(dtype))
+                continue
+            if isinstance(node, Output):
+                (src,) = program.sources(name)
+                values[name] = values[src]
+                continue
+            out = be.zeros((T, B, node.size), dtype)
+            values[name] = out
+            node_counts = {k: np.zeros(B, dtype=np.int64) for k in OP_KEYS}
+            counts.per_node[name] = node_counts
+            cache = _CACHES.setdefault(node, {}).setdefault(be.name, {})
+            ctx = NodeContext(
+                name=name,
+                node=node,
+                sources=[],  # filled below: sources on a cycle may be allocated later
+                out=out,
+                counts=node_counts,
+                steps=T,
+                batch=B,
+                mem=be.zeros((T, B, node.size), "float32") if name in mem_probes else None,
+                cache=cache,
+            )
+            ctxs[name] = ctx
+            stage_ctx.append(ctx)
+        for ctx in stage_ctx:
+            ctx.sources = [values[s] for s in program.sources(ctx.name)]
+            ctx.source_signals = [output_signal(program, s) for s in program.sources(ctx.name)]
+        kernels = [be.kernels[c.node.KIND] for c in stage_ctx]
+        if not stage.cyclic:
+            for fn, ctx in zip(kernels, stage_ctx):
+                fn(ctx, 0, T)
+        else:
+            for t in range(T):
+                for fn, ctx in zip(kernels, stage_ctx):
+                    fn(ctx, t, t + 1)
+    elapsed = time.perf_counter() - t_start
+
+    def shaped(name: str, arr: Any) -> np.ndarray:
+        return np.asarray(be.to_numpy(arr)).reshape(T, B, *program.node(name).shape)
+
+    outputs = {name: shaped(name, values[name]) for name in program.outputs}
+    probed = {name: shaped(name, values[name]) for name in sig_probes}
+    probed.update({f"{name}.v": shaped(name, ctxs[name].mem) for name in mem_probes})
+    timing = {"run_s": elapsed, "steps": float(T), "ms_per_step": 1e3 * elapsed / max(T, 1)}
+    return RunResult(outputs=outputs, probes=probed, ops=counts, timing=timing, backend=be.name)

@@ -1,0 +1,352 @@
+"""The numba backend: event-driven execution on CPU, counting the operations it performs.
+
+Each node kind has one kernel that prepares (once per node object, in ``ctx.cache``) the arrays its
+compiled loop needs, then makes one compiled call for the steps it is given: acyclic nodes run all
+steps in a single call, nodes on a cycle one step per call. The loops live in ``numba_kernels``.
+
+Counts (per sample, summed over steps), as NeuroBench defines them (design §7):
+- projections: ``syn_ops`` (spike source) or ``macs`` (real source) += (non-zero input, non-zero
+  weight) pairs delivered, border clipping included; ``dense_ops`` += all (input, weight) pairs
+  of a step, every step; max pooling only routes events and counts nothing;
+- populations: ``neuron_updates`` += size per step, ``spikes`` += spikes emitted;
+- host ops: ``host_flops`` += size * (number of sources - 1) per step.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+from spike.backends import numba_kernels as K
+from spike.backends.engine import NodeContext
+from spike.backends.registry import Backend, BackendError, register_backend
+from spike.compiler.ir import (
+    Conv2d, Dense, HostOp, Identity, Pool2d, Population, Projection, Sparse, conv_output_hw,
+)
+from spike.compiler.program import Program
+
+_HOST_OPS = ("add",)
+_MODELS = {"lif": K.MODEL_LIF, "if": K.MODEL_LIF, "cuba_lif": K.MODEL_CUBA, "li": K.MODEL_LI}
+_RESETS = {"subtract": K.RESET_SUBTRACT, "zero": K.RESET_ZERO, "none": K.RESET_NONE}
+_EMPTY = np.zeros(0, np.float32)
+_NO_MEM = np.zeros((1, 1, 1), np.float32)
+
+
+class NumbaBackend(Backend):
+    """Adds checks of node fields this backend cannot execute (host ops, fixed populations)."""
+
+    def check(self, program: Program) -> None:
+        super().check(program)
+        bad = []
+        for name, node in program.nodes():
+            if isinstance(node, HostOp) and node.op not in _HOST_OPS:
+                bad.append(f"{name} (hostop {node.op!r}; supported: {list(_HOST_OPS)})")
+            elif isinstance(node, Population):
+                if node.precision != "float32":
+                    bad.append(f"{name} (population precision {node.precision!r})")
+                if node.model not in _MODELS:
+                    bad.append(f"{name} (neuron model {node.model!r})")
+                if node.reset not in _RESETS:
+                    bad.append(f"{name} (reset {node.reset!r})")
+            elif isinstance(node, Pool2d) and node.mode not in ("max", "avg", "sum"):
+                bad.append(f"{name} (pool mode {node.mode!r})")
+            elif isinstance(node, Projection):
+                srcs = program.sources(name)
+                if len(srcs) != 1:
+                    bad.append(f"{name} ({node.KIND} needs exactly one source, has {len(srcs)})")
+                elif program.node(srcs[0]).size != node.in_size:
+                    bad.append(
+                        f"{name} ({node.KIND} expects {node.in_size} inputs, source "
+                        f"{srcs[0]!r} has {program.node(srcs[0]).size})"
+                    )
+                if node.delay < 0:
+                    bad.append(f"{name} (negative delay {node.delay})")
+        if bad:
+            raise BackendError(f"backend {self.name!r} cannot execute node(s) {', '.join(bad)}")
+
+
+class _ArrayPool:
+    """Recycles the large per-run arrays (node outputs, membrane records) between runs.
+
+    A fresh multi-megabyte array costs a page fault per 4 KiB page on first touch, which at low
+    activity costs more than the events themselves. The pool keeps the arrays it handed out and
+    reuses one once nothing else references it (no result, view or run holds it any more), after
+    zeroing it. At most ``max_bytes`` of idle arrays are kept.
+    """
+
+    MIN_BYTES = 1 << 20
+
+    def __init__(self, max_bytes: int = 256 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.arrays: list[np.ndarray] = []
+        self._free_refs = sys.getrefcount(np.zeros(1)) + 1  # held by the list only
+
+    def zeros(self, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        dt = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        if nbytes < self.MIN_BYTES:
+            return np.zeros(shape, dtype=dt)
+        arrays = self.arrays
+        idle = 0
+        for i in range(len(arrays)):
+            if sys.getrefcount(arrays[i]) <= self._free_refs:
+                if arrays[i].shape == tuple(shape) and arrays[i].dtype == dt:
+                    a = arrays[i]
+                    a.fill(0)
+                    return a
+                idle += arrays[i].nbytes
+        if idle + nbytes > self.max_bytes:  # drop idle arrays before growing past the cap
+            self.arrays = [a for a in arrays if sys.getrefcount(a) > self._free_refs + 1]
+        a = np.zeros(shape, dtype=dt)
+        self.arrays.append(a)
+        return a
+
+
+_POOL = _ArrayPool()
+
+
+def _zeros(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    return _POOL.zeros(shape, dtype)
+
+
+BACKEND = register_backend(
+    NumbaBackend(
+        name="numba",
+        precisions=frozenset({"float32"}),
+        zeros=_zeros,
+        to_numpy=lambda a: a,
+        from_numpy=lambda a: np.ascontiguousarray(a),
+    )
+)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _pair_key(ctx: NodeContext) -> str:
+    return "syn_ops" if ctx.source_signals[0] == "spike" else "macs"
+
+
+def _f32(a: Any) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+
+
+def _bias(node: Any, n: int) -> np.ndarray:
+    if getattr(node, "bias", None) is None:
+        return _EMPTY
+    b = _f32(node.bias).reshape(-1)
+    if b.shape[0] != n:
+        raise BackendError(f"bias has {b.shape[0]} values, expected {n}")
+    return b
+
+
+def _source(ctx: NodeContext) -> np.ndarray:
+    src = ctx.sources[0]
+    if src.dtype != np.float32 or not src.flags.c_contiguous:
+        src = np.ascontiguousarray(src, dtype=np.float32)
+    return src
+
+
+def _geometry_2d(node: Any, kernel: tuple[int, int]) -> tuple[int, int, int, int, int]:
+    if len(node.in_shape) != 3 or len(node.shape) != 3:
+        raise BackendError(f"{node.KIND}: in_shape and shape must be (C, H, W), got {node.in_shape}, {node.shape}")
+    C, H, W = node.in_shape
+    Ho, Wo = conv_output_hw((H, W), kernel, tuple(node.stride), tuple(node.padding))
+    if tuple(node.shape[1:]) != (Ho, Wo):
+        raise BackendError(f"{node.KIND}: output shape {node.shape} does not match the window geometry ({Ho}, {Wo})")
+    return C, H, W, Ho, Wo
+
+
+def _param(arr: Any, n: int, default: float, what: str, name: str) -> np.ndarray:
+    if arr is None:
+        return np.full(n, default, np.float32)
+    a = _f32(arr).reshape(-1)
+    if a.shape[0] == 1 and n != 1:
+        a = np.full(n, a[0], np.float32)
+    if a.shape[0] != n:
+        raise BackendError(f"population {name!r}: {what} has {a.shape[0]} values, expected {n}")
+    return a
+
+
+# ----------------------------------------------------------------------------- projections
+
+
+@BACKEND.kernel("dense")
+def dense(ctx: NodeContext, t0: int, t1: int) -> None:
+    node: Dense = ctx.node
+    c = ctx.cache
+    if "wt" not in c:
+        w = _f32(node.weight)
+        if w.shape != (node.size, node.in_size):
+            raise BackendError(f"dense {ctx.name!r}: weight {w.shape}, expected {(node.size, node.in_size)}")
+        c["wt"] = np.ascontiguousarray(w.T)
+        c["row_nnz"] = np.count_nonzero(c["wt"], axis=1).astype(np.int64)
+        c["bias"] = _bias(node, node.size)
+    K.dense_forward(
+        _source(ctx), c["wt"], c["row_nnz"], c["bias"], ctx.out, t0, t1, node.delay, ctx.counts[_pair_key(ctx)]
+    )
+    ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
+
+
+@BACKEND.kernel("sparse")
+def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
+    node: Sparse = ctx.node
+    c = ctx.cache
+    if "indptr" not in c:
+        indptr = np.ascontiguousarray(node.indptr, dtype=np.int64)
+        indices = np.ascontiguousarray(node.indices, dtype=np.int64)
+        data = _f32(node.data)
+        if indptr.shape != (node.in_size + 1,) or indptr[0] != 0 or np.any(np.diff(indptr) < 0) \
+                or indptr[-1] != len(indices) or len(indices) != len(data):
+            raise BackendError(f"sparse {ctx.name!r}: malformed CSR (indptr/indices/data)")
+        if len(indices) and (indices.min() < 0 or indices.max() >= node.size):
+            raise BackendError(f"sparse {ctx.name!r}: target index out of range [0, {node.size})")
+        c["indptr"], c["indices"], c["data"] = indptr, indices, data
+        nz = np.concatenate([[0], np.cumsum(data != 0, dtype=np.int64)])
+        c["row_nnz"] = np.ascontiguousarray(nz[indptr[1:]] - nz[indptr[:-1]])
+        c["bias"] = _bias(node, node.size)
+    K.sparse_forward(
+        _source(ctx), c["indptr"], c["indices"], c["data"], c["row_nnz"], c["bias"], ctx.out,
+        t0, t1, node.delay, ctx.counts[_pair_key(ctx)],
+    )
+    ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
+
+
+@BACKEND.kernel("conv2d")
+def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
+    node: Conv2d = ctx.node
+    c = ctx.cache
+    if "wc" not in c:
+        w = _f32(node.weight)
+        G = int(node.groups)
+        if w.ndim != 4:
+            raise BackendError(f"conv2d {ctx.name!r}: weight must be [C_out, C_in/groups, kh, kw], got {w.shape}")
+        C_out, cin_pg, kh, kw = w.shape
+        C, H, W, Ho, Wo = _geometry_2d(node, (kh, kw))
+        if C_out != node.shape[0] or C % G or C_out % G or cin_pg != C // G:
+            raise BackendError(
+                f"conv2d {ctx.name!r}: weight {w.shape} does not fit in_shape {node.in_shape}, "
+                f"shape {node.shape}, groups {G}"
+            )
+        cout_pg = C_out // G
+        wc = np.ascontiguousarray(w.reshape(G, cout_pg, cin_pg, kh, kw).transpose(0, 2, 3, 4, 1))
+        hw = np.array([H, W], np.int64)
+        args = (np.array([Ho, Wo], np.int64), np.array([kh, kw], np.int64),
+                np.array(node.stride, np.int64), np.array(node.padding, np.int64), cin_pg)
+        c["wc"] = wc
+        c["in_pairs"] = K.conv2d_pair_counts(np.count_nonzero(wc, axis=4).astype(np.int64), hw, *args)
+        ones = np.full((G, cin_pg, kh, kw), cout_pg, np.int64)
+        c["dense_per_step"] = int(K.conv2d_pair_counts(ones, hw, *args).sum())
+        c["geom"] = np.array(
+            [C, H, W, C_out, Ho, Wo, kh, kw, *node.stride, *node.padding, cin_pg, cout_pg], np.int64
+        )
+        c["bias"] = _bias(node, C_out)
+    K.conv2d_forward(
+        _source(ctx), c["wc"], c["in_pairs"], c["bias"], ctx.out, t0, t1, node.delay, c["geom"],
+        ctx.counts[_pair_key(ctx)],
+    )
+    ctx.counts["dense_ops"] += c["dense_per_step"] * (t1 - t0)
+
+
+def _windows_per_position(n: int, n_out: int, k: int, s: int, p: int) -> np.ndarray:
+    """For each input coordinate, the number of output windows (along one axis) containing it."""
+    res = np.zeros(n, np.int64)
+    for o in range(n_out):
+        lo, hi = o * s - p, o * s - p + k
+        res[max(lo, 0):min(hi, n)] += 1
+    return res
+
+
+@BACKEND.kernel("pool2d")
+def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
+    node: Pool2d = ctx.node
+    c = ctx.cache
+    if "geom" not in c:
+        kh, kw = node.kernel
+        C, H, W, Ho, Wo = _geometry_2d(node, (kh, kw))
+        if node.shape[0] != C:
+            raise BackendError(f"pool2d {ctx.name!r}: {C} input channels, output shape {node.shape}")
+        c["geom"] = np.array([C, H, W, Ho, Wo, kh, kw, *node.stride, *node.padding], np.int64)
+        wy = _windows_per_position(H, Ho, kh, node.stride[0], node.padding[0])
+        wx = _windows_per_position(W, Wo, kw, node.stride[1], node.padding[1])
+        c["win_count"] = np.ascontiguousarray(np.outer(wy, wx).reshape(-1))
+        c["dense_per_step"] = int(c["win_count"].sum()) * C
+    src = _source(ctx)
+    if node.mode == "max":
+        K.pool_max_forward(src, ctx.out, t0, t1, node.delay, c["geom"])
+        return
+    divisor = np.float32(node.kernel[0] * node.kernel[1] if node.mode == "avg" else 0)
+    K.pool_sum_forward(
+        src, c["win_count"], ctx.out, t0, t1, node.delay, c["geom"], divisor, ctx.counts[_pair_key(ctx)]
+    )
+    ctx.counts["dense_ops"] += c["dense_per_step"] * (t1 - t0)
+
+
+@BACKEND.kernel("identity")
+def identity(ctx: NodeContext, t0: int, t1: int) -> None:
+    node: Identity = ctx.node
+    K.identity_forward(
+        _source(ctx), np.float32(node.scale), ctx.out, t0, t1, node.delay, ctx.counts[_pair_key(ctx)]
+    )
+    ctx.counts["dense_ops"] += node.size * (t1 - t0)
+
+
+# ----------------------------------------------------------------------------- host ops
+
+
+@BACKEND.kernel("hostop")
+def hostop(ctx: NodeContext, t0: int, t1: int) -> None:
+    node: HostOp = ctx.node
+    if node.op != "add":  # check() rejects these before a run; kept for direct kernel calls
+        raise BackendError(f"node {ctx.name!r}: host op {node.op!r} is not supported by the numba backend")
+    out = ctx.out[t0:t1]
+    np.copyto(out, ctx.sources[0][t0:t1])
+    for src in ctx.sources[1:]:
+        np.add(out, src[t0:t1], out=out)
+    ctx.counts["host_flops"] += node.size * (len(ctx.sources) - 1) * (t1 - t0)
+
+
+# ----------------------------------------------------------------------------- neurons
+
+
+@BACKEND.kernel("population")
+def population(ctx: NodeContext, t0: int, t1: int) -> None:
+    """Design §3, float32, in this order (I = sum of sources in source order, ((s0+s1)+s2)):
+    cuba_lif: ``i = alpha*i + I``, then I := i. reset_delay: subtract ``v = (beta*v + gain*I) -
+    thr*s_prev``, zero ``v = beta*((1-s_prev)*v) + gain*I``, none ``v = beta*v + gain*I``, spike
+    ``v > thr`` (``>=`` if fire_ge). Otherwise ``h = beta*v + gain*I``, spike on h, then subtract
+    ``v = h - thr*s``, zero ``v = h*(1-s)``, none ``v = h``. li: ``v = beta*v + gain*I``, output v.
+    """
+    node: Population = ctx.node
+    n = node.size
+    c = ctx.cache
+    if "beta" not in c:
+        c["beta"] = _param(node.beta, n, 1.0, "beta", ctx.name)
+        c["thr"] = _param(node.threshold, n, 1.0, "threshold", ctx.name)
+        c["alpha"] = _param(node.alpha, n, 0.0, "alpha", ctx.name) if node.model == "cuba_lif" else _EMPTY
+    st = ctx.state
+    if not st:
+        shape = (ctx.batch, n)
+        st.update(v=np.zeros(shape, np.float32), s=np.zeros(shape, np.float32), i=np.zeros(shape, np.float32))
+    srcs = ctx.sources
+    for s in srcs:
+        if s.shape[2] != n:
+            raise BackendError(f"population {ctx.name!r}: a source has {s.shape[2]} values per step, expected {n}")
+    if not srcs:
+        cur, ioff = np.zeros((t1 - t0, ctx.batch, n), np.float32), -t0
+    elif len(srcs) == 1:
+        cur, ioff = srcs[0], 0
+        if cur.dtype != np.float32 or not cur.flags.c_contiguous:
+            cur = np.ascontiguousarray(cur, dtype=np.float32)
+    else:
+        cur, ioff = srcs[0][t0:t1].copy(), -t0
+        for s in srcs[1:]:
+            np.add(cur, s[t0:t1], out=cur)
+    record = ctx.mem is not None
+    K.population_forward(
+        cur, ioff, t0, t1, c["beta"], c["thr"], c["alpha"], np.float32(node.gain),
+        _MODELS[node.model], _RESETS[node.reset], bool(node.reset_delay), bool(node.fire_ge),
+        st["v"], st["s"], st["i"], ctx.out, ctx.mem if record else _NO_MEM, record, ctx.counts["spikes"],
+    )
+    ctx.counts["neuron_updates"] += n * (t1 - t0)

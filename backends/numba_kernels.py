@@ -1,0 +1,502 @@
+"""Compiled loops of the numba backend (see ``numba_backend`` for how nodes map onto them).
+
+Every function works on float32 arrays ``[T, B, n]`` and fills steps ``t0..t1-1`` of ``out``;
+the batch is split over threads with ``prange`` (each thread owns whole samples, so the per-sample
+counters need no atomics). Projections read their source at ``t - delay`` and deliver nothing
+before the source starts. Arithmetic stays in float32 and in the order of design §3 (no
+``fastmath``), so results equal the dense torch reference bit for bit whenever the sums are exact.
+
+Event-driven projections gather the non-zero inputs of a step, then add one contiguous weight
+row per event into the step's output; counters add a precomputed per-input pair count per event.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+# population model / reset codes (shared with numba_backend)
+MODEL_LIF, MODEL_CUBA, MODEL_LI = 0, 1, 2
+RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
+
+
+# ----------------------------------------------------------------------------- row accumulation
+
+
+@njit(cache=True, inline="always")
+def _add_rows(acc, rows, idx, val, m, unit):
+    """``acc += sum_k rows[idx[k]] * val[k]`` for k < m, in k order for every element.
+
+    Four rows are added per pass over ``acc`` (``((acc + r0) + r1) + ...``: the same float
+    operations in the same order as one row at a time, with a quarter of the accumulator
+    traffic). ``unit`` says every value is 1 (binary events): add without multiplying.
+    """
+    n = acc.shape[0]
+    k = 0
+    if unit:
+        while k + 4 <= m:
+            r0 = rows[idx[k]]
+            r1 = rows[idx[k + 1]]
+            r2 = rows[idx[k + 2]]
+            r3 = rows[idx[k + 3]]
+            for j in range(n):
+                acc[j] = acc[j] + r0[j] + r1[j] + r2[j] + r3[j]
+            k += 4
+        while k < m:
+            r0 = rows[idx[k]]
+            for j in range(n):
+                acc[j] = acc[j] + r0[j]
+            k += 1
+    else:
+        while k + 4 <= m:
+            r0 = rows[idx[k]]
+            r1 = rows[idx[k + 1]]
+            r2 = rows[idx[k + 2]]
+            r3 = rows[idx[k + 3]]
+            v0 = val[k]
+            v1 = val[k + 1]
+            v2 = val[k + 2]
+            v3 = val[k + 3]
+            for j in range(n):
+                acc[j] = acc[j] + r0[j] * v0 + r1[j] * v1 + r2[j] * v2 + r3[j] * v3
+            k += 4
+        while k < m:
+            r0 = rows[idx[k]]
+            v0 = val[k]
+            for j in range(n):
+                acc[j] = acc[j] + r0[j] * v0
+            k += 1
+
+
+@njit(cache=True, inline="always")
+def _gather(x, idx):
+    """Indices of the non-zero entries of ``x`` into ``idx``; returns their number.
+
+    Branch-free compaction (every index is written, the count advances on non-zero values):
+    constant cost per input whatever the activity, no branch mispredictions.
+    """
+    m = 0
+    for i in range(x.shape[0]):
+        idx[m] = i
+        m += x[i] != 0
+    return m
+
+
+@njit(cache=True, parallel=True)
+def dense_forward(src, wt, row_nnz, bias, out, t0, t1, delay, pairs):
+    """Dense projection, ``wt`` = W^T ``[n_in, n_out]`` (C order), ``row_nnz[i]`` = nnz(W[:, i]).
+
+    ``out[t, b] = bias + sum over non-zero x = src[t-delay, b, i] of wt[i] * x``;
+    ``pairs[b]`` += non-zero (input, weight) pairs delivered.
+    """
+    B = out.shape[1]
+    n_in = wt.shape[0]
+    n_out = wt.shape[1]
+    has_bias = bias.shape[0] > 0
+    for b in prange(B):
+        idx = np.empty(n_in, np.int64)
+        val = np.empty(n_in, np.float32)
+        nops = 0
+        for t in range(t0, t1):
+            acc = out[t, b]
+            if has_bias:
+                for j in range(n_out):
+                    acc[j] = bias[j]
+            else:
+                for j in range(n_out):
+                    acc[j] = 0
+            ts = t - delay
+            if ts < 0:
+                continue
+            x = src[ts, b]
+            m = _gather(x, idx)
+            unit = True
+            for k in range(m):
+                v = x[idx[k]]
+                val[k] = v
+                nops += row_nnz[idx[k]]
+                if v != 1:
+                    unit = False
+            _add_rows(acc, wt, idx, val, m, unit)
+        pairs[b] += nops
+
+
+@njit(cache=True, parallel=True)
+def sparse_forward(src, indptr, indices, data, row_nnz, bias, out, t0, t1, delay, pairs):
+    """CSR projection over source neurons (targets of input i: ``indices[indptr[i]:indptr[i+1]]``)."""
+    B = out.shape[1]
+    n_in = indptr.shape[0] - 1
+    n_out = out.shape[2]
+    has_bias = bias.shape[0] > 0
+    for b in prange(B):
+        nops = 0
+        for t in range(t0, t1):
+            acc = out[t, b]
+            if has_bias:
+                for j in range(n_out):
+                    acc[j] = bias[j]
+            else:
+                for j in range(n_out):
+                    acc[j] = 0
+            ts = t - delay
+            if ts < 0:
+                continue
+            x = src[ts, b]
+            for i in range(n_in):
+                v = x[i]
+                if v == 0:
+                    continue
+                nops += row_nnz[i]
+                if v == 1:
+                    for k in range(indptr[i], indptr[i + 1]):
+                        acc[indices[k]] += data[k]
+                else:
+                    for k in range(indptr[i], indptr[i + 1]):
+                        acc[indices[k]] += data[k] * v
+        pairs[b] += nops
+
+
+# ----------------------------------------------------------------------------- convolution
+
+
+@njit(cache=True, parallel=True)
+def conv2d_forward(
+    src, wc, in_pairs, bias, out, t0, t1, delay, geom, pairs
+):
+    """Event-driven 2-D convolution (dilation 1).
+
+    ``wc[g, cl, ky, kx, j]`` = W[g*cout_pg + j, cl, ky, kx]; ``geom`` = (C_in, H, W, C_out, H_out,
+    W_out, kh, kw, sy, sx, py, px, cin_pg, cout_pg). Each input event (c, y, x) adds
+    ``wc[g, cl, ky, kx] * value`` at every output (oy, ox) it reaches, accumulated channel-last in a
+    per-thread buffer and written out channel-first. ``in_pairs[c*H*W + y*W + x]`` is the number of
+    non-zero weights that event reaches inside the output.
+    """
+    C_in, H, W, C_out, Ho, Wo = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
+    kh, kw, sy, sx, py, px = geom[6], geom[7], geom[8], geom[9], geom[10], geom[11]
+    cin_pg, cout_pg = geom[12], geom[13]
+    B = out.shape[1]
+    has_bias = bias.shape[0] > 0
+    HW = H * W
+    HWo = Ho * Wo
+    for b in prange(B):
+        acc = np.empty((Ho, Wo, C_out), np.float32)
+        nops = 0
+        for t in range(t0, t1):
+            o = out[t, b]
+            ts = t - delay
+            if ts < 0:
+                for co in range(C_out):
+                    bv = bias[co] if has_bias else np.float32(0)
+                    for p in range(HWo):
+                        o[co * HWo + p] = bv
+                continue
+            acc[:] = 0
+            x = src[ts, b]
+            for c in range(C_in):
+                g = c // cin_pg
+                cl = c - g * cin_pg
+                base = g * cout_pg
+                for y in range(H):
+                    for xx in range(W):
+                        v = x[c * HW + y * W + xx]
+                        if v == 0:
+                            continue
+                        nops += in_pairs[c * HW + y * W + xx]
+                        for ky in range(kh):
+                            ny = y + py - ky
+                            if ny < 0:
+                                break
+                            if ny % sy != 0:
+                                continue
+                            oy = ny // sy
+                            if oy >= Ho:
+                                continue
+                            for kx in range(kw):
+                                nx = xx + px - kx
+                                if nx < 0:
+                                    break
+                                if nx % sx != 0:
+                                    continue
+                                ox = nx // sx
+                                if ox >= Wo:
+                                    continue
+                                w = wc[g, cl, ky, kx]
+                                a = acc[oy, ox]
+                                if v == 1:
+                                    for j in range(cout_pg):
+                                        a[base + j] = a[base + j] + w[j]
+                                else:
+                                    for j in range(cout_pg):
+                                        a[base + j] = a[base + j] + w[j] * v
+            for co in range(C_out):
+                for oy in range(Ho):
+                    for ox in range(Wo):
+                        if has_bias:
+                            o[co * HWo + oy * Wo + ox] = acc[oy, ox, co] + bias[co]
+                        else:
+                            o[co * HWo + oy * Wo + ox] = acc[oy, ox, co]
+        pairs[b] += nops
+
+
+@njit(cache=True)
+def conv2d_pair_counts(nnz_tap, in_shape_hw, out_hw, kernel, stride, padding, cin_pg):
+    """Pairs each input position (c, y, x) delivers inside the output, for weights whose
+    per-tap non-zero count is ``nnz_tap[g, cl, ky, kx]`` (over the group's output channels)."""
+    G = nnz_tap.shape[0]
+    C_in = G * cin_pg
+    H, W = in_shape_hw[0], in_shape_hw[1]
+    Ho, Wo = out_hw[0], out_hw[1]
+    kh, kw = kernel[0], kernel[1]
+    sy, sx = stride[0], stride[1]
+    py, px = padding[0], padding[1]
+    res = np.zeros(C_in * H * W, np.int64)
+    for c in range(C_in):
+        g = c // cin_pg
+        cl = c - g * cin_pg
+        for y in range(H):
+            for xx in range(W):
+                n = 0
+                for ky in range(kh):
+                    ny = y + py - ky
+                    if ny < 0 or ny % sy != 0 or ny // sy >= Ho:
+                        continue
+                    for kx in range(kw):
+                        nx = xx + px - kx
+                        if nx < 0 or nx % sx != 0 or nx // sx >= Wo:
+                            continue
+                        n += nnz_tap[g, cl, ky, kx]
+                res[(c * H + y) * W + xx] = n
+    return res
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+@njit(cache=True, parallel=True)
+def pool_sum_forward(src, win_count, out, t0, t1, delay, geom, divisor, pairs):
+    """Sum / average pooling by scattering each event into the windows that contain it.
+
+    Contributions reach each window in (ky, kx) order, as torch sums; zero padding adds nothing.
+    ``divisor`` > 0 divides each window sum (float32), as ``avg_pool2d(count_include_pad=True)``.
+    ``win_count[y*W + x]`` = number of windows containing input (y, x).
+    """
+    C, H, W, Ho, Wo = geom[0], geom[1], geom[2], geom[3], geom[4]
+    kh, kw, sy, sx, py, px = geom[5], geom[6], geom[7], geom[8], geom[9], geom[10]
+    B = out.shape[1]
+    HW = H * W
+    HWo = Ho * Wo
+    n_out = out.shape[2]
+    for b in prange(B):
+        nops = 0
+        for t in range(t0, t1):
+            o = out[t, b]
+            for j in range(n_out):
+                o[j] = 0
+            ts = t - delay
+            if ts < 0:
+                continue
+            x = src[ts, b]
+            for c in range(C):
+                for y in range(H):
+                    for xx in range(W):
+                        v = x[c * HW + y * W + xx]
+                        if v == 0:
+                            continue
+                        nops += win_count[y * W + xx]
+                        for ky in range(kh):
+                            ny = y + py - ky
+                            if ny < 0:
+                                break
+                            if ny % sy != 0:
+                                continue
+                            oy = ny // sy
+                            if oy >= Ho:
+                                continue
+                            for kx in range(kw):
+                                nx = xx + px - kx
+                                if nx < 0:
+                                    break
+                                if nx % sx != 0:
+                                    continue
+                                ox = nx // sx
+                                if ox >= Wo:
+                                    continue
+                                o[c * HWo + oy * Wo + ox] += v
+            if divisor > 0:
+                for j in range(n_out):
+                    o[j] = o[j] / divisor
+        pairs[b] += nops
+
+
+@njit(cache=True, parallel=True)
+def pool_max_forward(src, out, t0, t1, delay, geom):
+    """Max pooling with zero padding (the IR's rule); on binary events an OR of the window."""
+    C, H, W, Ho, Wo = geom[0], geom[1], geom[2], geom[3], geom[4]
+    kh, kw, sy, sx, py, px = geom[5], geom[6], geom[7], geom[8], geom[9], geom[10]
+    B = out.shape[1]
+    HW = H * W
+    HWo = Ho * Wo
+    for b in prange(B):
+        for t in range(t0, t1):
+            o = out[t, b]
+            ts = t - delay
+            if ts < 0:
+                for j in range(o.shape[0]):
+                    o[j] = 0
+                continue
+            x = src[ts, b]
+            for c in range(C):
+                for oy in range(Ho):
+                    for ox in range(Wo):
+                        m = np.float32(-np.inf)
+                        padded = False
+                        for ky in range(kh):
+                            iy = oy * sy - py + ky
+                            for kx in range(kw):
+                                ix = ox * sx - px + kx
+                                if iy < 0 or iy >= H or ix < 0 or ix >= W:
+                                    padded = True
+                                    continue
+                                v = x[c * HW + iy * W + ix]
+                                if v > m or v != v:
+                                    m = v
+                        if padded and m < 0:
+                            m = np.float32(0)
+                        o[c * HWo + oy * Wo + ox] = m
+
+
+# ----------------------------------------------------------------------------- one-to-one
+
+
+@njit(cache=True, parallel=True)
+def identity_forward(src, scale, out, t0, t1, delay, pairs):
+    """``out[t] = scale * src[t - delay]`` (a copy when scale is 1); pairs += non-zero inputs."""
+    B = out.shape[1]
+    n = out.shape[2]
+    one = scale == 1
+    for b in prange(B):
+        nops = 0
+        for t in range(t0, t1):
+            o = out[t, b]
+            ts = t - delay
+            if ts < 0:
+                for j in range(n):
+                    o[j] = 0
+                continue
+            x = src[ts, b]
+            for j in range(n):
+                v = x[j]
+                if v != 0:
+                    nops += 1
+                if one:
+                    o[j] = v
+                else:
+                    o[j] = scale * v
+        pairs[b] += nops
+
+
+# ----------------------------------------------------------------------------- neurons
+
+
+@njit(cache=True, parallel=True)
+def population_forward(
+    cur, ioff, t0, t1, beta, thr, alpha, gain, model, reset, reset_delay, fire_ge,
+    v_state, s_state, i_state, out, mem, record, spikes
+):
+    """Neuron updates for steps t0..t1-1, input current ``cur[t + ioff]``, state [B, n] in place.
+
+    Float32 operations in exactly the order of design §3 (see ``numba_backend.population``).
+    Each (model, reset) case is its own branch-free loop over neurons so that it vectorises;
+    ``fire_ge`` turns ``v > thr`` into ``v >= thr``.
+    """
+    B = out.shape[1]
+    n = out.shape[2]
+    one = np.float32(1)
+    zero = np.float32(0)
+    ge = fire_ge
+    for b in prange(B):
+        nsp = 0
+        v_b = v_state[b]
+        s_b = s_state[b]
+        i_b = i_state[b]
+        syn = np.empty(n, np.float32)
+        for t in range(t0, t1):
+            x_t = cur[t + ioff, b]
+            o = out[t, b]
+            if model == MODEL_CUBA:
+                for k in range(n):
+                    ii = alpha[k] * i_b[k] + x_t[k]
+                    i_b[k] = ii
+                    syn[k] = ii
+                x_t = syn
+            if model == MODEL_LI:
+                for k in range(n):
+                    vn = beta[k] * v_b[k] + gain * x_t[k]
+                    v_b[k] = vn
+                    o[k] = vn
+            elif reset_delay:
+                if reset == RESET_SUBTRACT:
+                    for k in range(n):
+                        th = thr[k]
+                        vn = (beta[k] * v_b[k] + gain * x_t[k]) - th * s_b[k]
+                        f = (vn > th) | (ge & (vn == th))
+                        sn = one if f else zero
+                        v_b[k] = vn
+                        s_b[k] = sn
+                        o[k] = sn
+                        nsp += f
+                elif reset == RESET_ZERO:
+                    for k in range(n):
+                        th = thr[k]
+                        vn = beta[k] * ((one - s_b[k]) * v_b[k]) + gain * x_t[k]
+                        f = (vn > th) | (ge & (vn == th))
+                        sn = one if f else zero
+                        v_b[k] = vn
+                        s_b[k] = sn
+                        o[k] = sn
+                        nsp += f
+                else:
+                    for k in range(n):
+                        th = thr[k]
+                        vn = beta[k] * v_b[k] + gain * x_t[k]
+                        f = (vn > th) | (ge & (vn == th))
+                        sn = one if f else zero
+                        v_b[k] = vn
+                        s_b[k] = sn
+                        o[k] = sn
+                        nsp += f
+            else:
+                if reset == RESET_SUBTRACT:
+                    for k in range(n):
+                        th = thr[k]
+                        h = beta[k] * v_b[k] + gain * x_t[k]
+                        f = (h > th) | (ge & (h == th))
+                        sn = one if f else zero
+                        v_b[k] = h - th * sn
+                        s_b[k] = sn
+                        o[k] = sn
+                        nsp += f
+                elif reset == RESET_ZERO:
+                    for k in range(n):
+                        th = thr[k]
+                        h = beta[k] * v_b[k] + gain * x_t[k]
+                        f = (h > th) | (ge & (h == th))
+                        sn = one if f else zero
+                        v_b[k] = h * (one - sn)
+                        s_b[k] = sn
+                        o[k] = sn
+                        nsp += f
+                else:
+                    for k in range(n):
+                        th = thr[k]
+                        h = beta[k] * v_b[k] + gain * x_t[k]
+                        f = (h > th) | (ge & (h == th))
+                        sn = one if f else zero
+                        v_b[k] = h
+                        s_b[k] = sn
+                        o[k] = sn
+                        nsp += f
+            if record:
+                m = mem[t, b]
+                for k in range(n):
+                    m[k] = v_b[k]
+        spikes[b] += nsp

@@ -1,0 +1,91 @@
+"""Backends register by name; each declares its node kinds and precisions, and one kernel per kind."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from spike.compiler.program import Program
+
+OP_KEYS = ("syn_ops", "macs", "dense_ops", "neuron_updates", "spikes", "host_flops")
+ENGINE_KINDS = ("input", "output")  # handled by the engine itself, not by kernels
+
+
+class BackendError(RuntimeError):
+    """A program this backend cannot run; raised before any step executes."""
+
+
+class Kernel(Protocol):
+    def __call__(self, ctx: "Any", t0: int, t1: int) -> None: ...
+
+
+@dataclass
+class Backend:
+    """One execution backend: array module hooks plus a kernel per node kind."""
+
+    name: str
+    precisions: frozenset[str]
+    kernels: dict[str, Kernel] = field(default_factory=dict)
+    # hooks filled by the backend module
+    zeros: Callable[[tuple[int, ...], str], Any] | None = None
+    to_numpy: Callable[[Any], Any] | None = None
+    from_numpy: Callable[[Any], Any] | None = None
+    available: Callable[[], str | None] = lambda: None  # None = usable, else why not
+
+    def kernel(self, kind: str) -> Callable[[Kernel], Kernel]:
+        """Decorator registering the kernel of one node kind."""
+
+        def register(fn: Kernel) -> Kernel:
+            if kind in self.kernels:
+                raise ValueError(f"backend {self.name!r} already has a kernel for {kind!r}")
+            self.kernels[kind] = fn
+            return fn
+
+        return register
+
+    def check(self, program: Program) -> None:
+        """Raise BackendError naming every node this backend cannot execute."""
+        why = self.available()
+        if why:
+            raise BackendError(f"backend {self.name!r} is not usable here: {why}")
+        precision = str(program.metadata.get("precision", "float32"))
+        if precision not in self.precisions:
+            raise BackendError(
+                f"backend {self.name!r} supports precisions {sorted(self.precisions)}, "
+                f"the program is {precision!r}"
+            )
+        bad = [
+            f"{n} ({node.KIND})"
+            for n, node in program.nodes()
+            if node.KIND not in self.kernels and node.KIND not in ENGINE_KINDS
+        ]
+        if bad:
+            raise BackendError(
+                f"backend {self.name!r} cannot execute node(s) {', '.join(bad)}; "
+                f"it supports {sorted(self.kernels)}"
+            )
+
+
+_BACKENDS: dict[str, Backend] = {}
+_LOADERS: dict[str, str] = {
+    "torch": "spike.backends.torch_backend",
+    "numba": "spike.backends.numba_backend",
+}
+
+
+def register_backend(backend: Backend) -> Backend:
+    _BACKENDS[backend.name] = backend
+    return backend
+
+
+def get_backend(name: str) -> Backend:
+    if name not in _BACKENDS:
+        if name not in _LOADERS:
+            raise BackendError(f"unknown backend {name!r}; choose one of {sorted(_LOADERS)}")
+        import importlib
+
+        importlib.import_module(_LOADERS[name])
+    return _BACKENDS[name]
+
+
+def backend_names() -> list[str]:
+    return sorted(_LOADERS)

@@ -1,0 +1,175 @@
+"""Dense PyTorch execution of a Program: the oracle for the other backends and the dense baseline.
+
+Every kernel computes its node with whole-tensor torch operations (matmul, conv2d, pooling) and
+derives the operation counts from the same tensors: ``syn_ops``/``macs`` are the number of
+(non-zero input, non-zero weight) pairs, computed by running the layer on binarised inputs and
+weights, as NeuroBench defines them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from spike.backends.engine import NodeContext
+from spike.backends.registry import Backend, BackendError, register_backend
+from spike.compiler.ir import Conv2d, Dense, Identity, Pool2d, Population, Sparse
+
+_DTYPES = {"float32": torch.float32, "int32": torch.int32}
+
+BACKEND = register_backend(
+    Backend(
+        name="torch",
+        precisions=frozenset({"float32"}),
+        zeros=lambda shape, dtype: torch.zeros(shape, dtype=_DTYPES[dtype]),
+        to_numpy=lambda t: t.numpy(),
+        from_numpy=lambda a: torch.from_numpy(np.ascontiguousarray(a)),
+    )
+)
+
+
+def _delayed(src: torch.Tensor, delay: int, t0: int, t1: int) -> torch.Tensor:
+    """Source values seen at steps t0..t1-1 through a delay (zeros before the source starts)."""
+    out = torch.zeros((t1 - t0,) + tuple(src.shape[1:]), dtype=src.dtype)
+    lo = max(t0, delay)
+    if lo < t1:
+        out[lo - t0 :] = src[lo - delay : t1 - delay]
+    return out
+
+
+def _count_pairs(ctx: NodeContext, x: torch.Tensor, pairs: torch.Tensor, dense_per_step: float) -> None:
+    """Add per-sample pair counts; ``pairs`` is [t, B, ...] of pair counts per output."""
+    per_sample = pairs.reshape(pairs.shape[0], pairs.shape[1], -1).sum(dim=(0, 2)).to(torch.float64)
+    key = "syn_ops" if ctx.source_signals[0] == "spike" else "macs"
+    ctx.counts[key] += np.rint(per_sample.numpy()).astype(np.int64)
+    ctx.counts["dense_ops"] += int(round(dense_per_step)) * x.shape[0]
+
+
+def _weights(ctx: NodeContext) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if "w" not in ctx.cache:
+        node = ctx.node
+        if isinstance(node, Sparse):
+            w = np.zeros((node.size, node.in_size), dtype=np.float32)
+            rows = np.repeat(np.arange(node.in_size), np.diff(node.indptr))
+            np.add.at(w, (node.indices, rows), node.data)  # duplicate entries add up, as delivered
+        else:
+            w = node.weight
+        ctx.cache["w"] = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+        ctx.cache["b"] = None if node.bias is None else torch.from_numpy(np.asarray(node.bias, np.float32))
+    return ctx.cache["w"], ctx.cache["b"]
+
+
+@BACKEND.kernel("dense")
+@BACKEND.kernel("sparse")
+def dense(ctx: NodeContext, t0: int, t1: int) -> None:
+    node: Dense = ctx.node
+    w, b = _weights(ctx)
+    x = _delayed(ctx.sources[0], node.delay, t0, t1)
+    ctx.out[t0:t1] = F.linear(x, w, b)
+    nz_w = (w != 0).to(torch.float32)
+    pairs = F.linear((x != 0).to(torch.float32), nz_w)
+    _count_pairs(ctx, x, pairs, node.in_size * node.size)
+
+
+@BACKEND.kernel("conv2d")
+def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
+    node: Conv2d = ctx.node
+    w, b = _weights(ctx)
+    x = _delayed(ctx.sources[0], node.delay, t0, t1)
+    t, B = x.shape[:2]
+    xi = x.reshape(t * B, *node.in_shape)
+    kw = dict(stride=node.stride, padding=node.padding, groups=node.groups)
+    ctx.out[t0:t1] = F.conv2d(xi, w, b, **kw).reshape(t, B, node.size)
+    pairs = F.conv2d((xi != 0).to(torch.float32), (w != 0).to(torch.float32), **kw).reshape(t, B, -1)
+    if "dense_per_step" not in ctx.cache:
+        ones = torch.ones((1, *node.in_shape))
+        ctx.cache["dense_per_step"] = float(F.conv2d(ones, torch.ones_like(w), **kw).sum())
+    _count_pairs(ctx, x, pairs, ctx.cache["dense_per_step"])
+
+
+@BACKEND.kernel("pool2d")
+def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
+    node: Pool2d = ctx.node
+    x = _delayed(ctx.sources[0], node.delay, t0, t1)
+    t, B = x.shape[:2]
+    xi = x.reshape(t * B, *node.in_shape)
+    kw = dict(kernel_size=node.kernel, stride=node.stride, padding=node.padding)
+    if node.mode == "max":
+        y = F.max_pool2d(F.pad(xi, (node.padding[1],) * 2 + (node.padding[0],) * 2), node.kernel, node.stride)
+    elif node.mode == "avg":
+        y = F.avg_pool2d(xi, **kw, count_include_pad=True)
+    else:
+        y = F.avg_pool2d(xi, **kw, count_include_pad=True, divisor_override=1)
+    ctx.out[t0:t1] = y.reshape(t, B, node.size)
+    if node.mode != "max":
+        nz = (xi != 0).to(torch.float32)
+        pairs = F.avg_pool2d(nz, **kw, divisor_override=1).reshape(t, B, -1)
+        if "dense_per_step" not in ctx.cache:
+            ones = torch.ones((1, *node.in_shape))
+            ctx.cache["dense_per_step"] = float(F.avg_pool2d(ones, **kw, divisor_override=1).sum())
+        _count_pairs(ctx, x, pairs, ctx.cache["dense_per_step"])
+
+
+@BACKEND.kernel("identity")
+def identity(ctx: NodeContext, t0: int, t1: int) -> None:
+    node: Identity = ctx.node
+    x = _delayed(ctx.sources[0], node.delay, t0, t1)
+    ctx.out[t0:t1] = x if node.scale == 1.0 else x * node.scale
+    _count_pairs(ctx, x, (x != 0).to(torch.float32), node.size)
+
+
+@BACKEND.kernel("hostop")
+def hostop(ctx: NodeContext, t0: int, t1: int) -> None:
+    if ctx.node.op != "add":
+        raise BackendError(f"node {ctx.name!r}: host op {ctx.node.op!r} is not supported by the torch backend")
+    acc = ctx.sources[0][t0:t1].clone()
+    for src in ctx.sources[1:]:
+        acc = acc + src[t0:t1]
+    ctx.out[t0:t1] = acc
+    ctx.counts["host_flops"] += ctx.node.size * (len(ctx.sources) - 1) * (t1 - t0)
+
+
+@BACKEND.kernel("population")
+def population(ctx: NodeContext, t0: int, t1: int) -> None:
+    node: Population = ctx.node
+    st = ctx.state
+    if not st:
+        shape = (ctx.batch, node.size)
+        st.update(v=torch.zeros(shape), s=torch.zeros(shape), i=torch.zeros(shape))
+        st["beta"] = torch.from_numpy(np.asarray(node.beta, np.float32))
+        st["thr"] = torch.from_numpy(np.asarray(node.threshold, np.float32))
+        st["alpha"] = None if node.alpha is None else torch.from_numpy(np.asarray(node.alpha, np.float32))
+    beta, thr, gain = st["beta"], st["thr"], torch.tensor(node.gain, dtype=torch.float32)
+    for t in range(t0, t1):
+        current = ctx.sources[0][t].clone()
+        for src in ctx.sources[1:]:
+            current = current + src[t]
+        if node.model == "cuba_lif":
+            st["i"] = st["alpha"] * st["i"] + current
+            current = st["i"]
+        v, s_prev = st["v"], st["s"]
+        if node.model == "li":
+            v = beta * v + gain * current
+            s = torch.zeros_like(v)
+            ctx.out[t] = v
+        elif node.reset_delay:
+            if node.reset == "subtract":
+                v = beta * v + gain * current - thr * s_prev
+            elif node.reset == "zero":
+                v = beta * ((1 - s_prev) * v) + gain * current
+            else:
+                v = beta * v + gain * current
+            s = ((v >= thr) if node.fire_ge else (v > thr)).to(torch.float32)
+            ctx.out[t] = s
+        else:
+            h = beta * v + gain * current
+            s = ((h >= thr) if node.fire_ge else (h > thr)).to(torch.float32)
+            v = h - thr * s if node.reset == "subtract" else (h * (1 - s) if node.reset == "zero" else h)
+            ctx.out[t] = s
+        st["v"], st["s"] = v, s
+        if ctx.mem is not None:
+            ctx.mem[t] = v
+        ctx.counts["neuron_updates"] += node.size
+        ctx.counts["spikes"] += s.sum(dim=1).to(torch.int64).numpy()
