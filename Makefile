@@ -11,8 +11,10 @@ $(STAMP): pyproject.toml requirements-pinned.txt
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -r requirements-pinned.txt
 	$(PY) -m pip install -q -c requirements-pinned.txt -e '.[test]'
-	# lava-nc 0.10.0 declares Python <3.11; it runs on 3.11 through spike.compat.lava.
+	# lava-nc 0.10.0 declares Python <3.11 (the Loihi simulator for the lava backend); install it anyway.
 	$(PY) -m pip install -q -c requirements-pinned.txt --ignore-requires-python lava-nc==0.10.0
+	# NeuroBench is the oracle for operation counts in the tests; --no-deps keeps torchaudio out.
+	$(PY) -m pip install -q --no-deps neurobench==2.3.0
 	touch $(STAMP)
 
 venv: $(STAMP)
