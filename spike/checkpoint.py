@@ -1,0 +1,330 @@
+"""Atomic file writes and training checkpoints.
+
+Every file is written to a temporary file in the target's directory, flushed, fsynced and then
+renamed onto the target (``os.replace``), so an interrupted run leaves either the old file or the
+new one, never a partial one (design brief §9).
+
+Checkpoint schema (``format_version`` 1), a plain dict loadable with ``torch.load(weights_only=True)``:
+
+``format_version`` (int)
+    Schema version; loading a newer version raises :class:`CheckpointError`.
+``config`` (dict)
+    Everything needed to rebuild the run, plain python types only. Conventional keys (see
+    :func:`make_config`): ``model`` = ``{"kind": str, "kwargs": dict}`` (constructor arguments),
+    ``encoding`` (the input-encoding dict), ``num_steps`` (simulation time steps), ``dataset`` (name).
+    Extra keys are allowed.
+``model_state`` (dict[str, Tensor])
+    ``state_dict()`` of the bare model (never the DistributedDataParallel wrapper).
+``optimizer_state`` / ``scheduler_state`` (dict or None)
+    Their ``state_dict()``s.
+``epoch`` (int)
+    Number of completed epochs; a resumed run continues with epoch index ``epoch``.
+``step`` (int)
+    Number of optimizer steps taken so far.
+``rng_state`` (dict)
+    ``torch`` (ByteTensor), ``cuda`` (list of ByteTensors, empty without CUDA), ``numpy``
+    (``{"bit_generator", "keys", "pos", "has_gauss", "cached_gaussian"}``), ``python``
+    (``[version, [ints], gauss_next]``), ``data_generator`` (ByteTensor or None) and ``generators``
+    (``{name: ByteTensor}`` for other named ``torch.Generator``s, e.g. an encoder's).
+    See :func:`get_rng_state` / :func:`set_rng_state`.
+``metrics`` (dict)
+    Plain python numbers/strings/lists, e.g. the per-epoch training history.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+__all__ = [
+    "FORMAT_VERSION",
+    "REQUIRED_KEYS",
+    "CheckpointError",
+    "atomic_save",
+    "atomic_write_text",
+    "atomic_write_json",
+    "make_config",
+    "get_rng_state",
+    "set_rng_state",
+    "save_checkpoint",
+    "load_checkpoint",
+]
+
+FORMAT_VERSION = 1
+REQUIRED_KEYS = (
+    "format_version",
+    "config",
+    "model_state",
+    "optimizer_state",
+    "scheduler_state",
+    "epoch",
+    "step",
+    "rng_state",
+    "metrics",
+)
+
+PathLike = str | os.PathLike
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file exists but cannot be used (corrupt, truncated, wrong schema)."""
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def _file_mode() -> int:
+    """Permissions a normally created file would get (0o666 minus the umask)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
+    """Run ``write(fileobj)`` on a temp file beside ``path``, fsync it, then rename it onto ``path``."""
+    target = Path(path)
+    directory = target.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = tempfile.NamedTemporaryFile(
+        mode="wb", dir=directory, prefix=f".{target.name}.", suffix=".tmp", delete=False
+    )
+    try:
+        with tmp:
+            write(tmp)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.chmod(tmp.name, _file_mode())
+        os.replace(tmp.name, target)
+    except BaseException:
+        try:
+            os.unlink(tmp.name)
+        except FileNotFoundError:
+            pass
+        raise
+    # Make the rename itself durable (best effort; not every platform/filesystem allows it).
+    try:
+        dir_fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return target
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+    return target
+
+
+def atomic_save(obj: Any, path: PathLike) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically; on any failure ``path`` is untouched and no temp file remains."""
+    return _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    data = text.encode(encoding)
+    return _atomic_write(path, lambda f: f.write(data))
+
+
+def atomic_write_json(path: PathLike, obj: Any, indent: int = 2) -> Path:
+    """Write ``obj`` as JSON to ``path`` atomically (serialisation happens before the file is touched)."""
+    text = json.dumps(obj, indent=indent, sort_keys=True) + "\n"
+    return atomic_write_text(path, text)
+
+
+# --------------------------------------------------------------------------- config / plain values
+
+
+def make_config(
+    model_kind: str,
+    model_kwargs: Mapping[str, Any] | None = None,
+    encoding: Mapping[str, Any] | None = None,
+    num_steps: int | None = None,
+    dataset: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Build a checkpoint ``config`` dict in the conventional layout (see module docstring)."""
+    config: dict[str, Any] = {
+        "model": {"kind": str(model_kind), "kwargs": dict(model_kwargs or {})},
+        "encoding": dict(encoding or {}),
+        "num_steps": num_steps,
+        "dataset": dataset,
+    }
+    config.update(extra)
+    _check_plain(config, "config")
+    return config
+
+
+_PLAIN_SCALARS = (type(None), bool, int, float, str, bytes)
+
+
+def _check_plain(obj: Any, where: str) -> None:
+    """Raise TypeError naming the offending key if ``obj`` holds anything ``weights_only`` cannot load."""
+    if isinstance(obj, _PLAIN_SCALARS) or isinstance(obj, (torch.Tensor, torch.Size, torch.dtype)):
+        return
+    if isinstance(obj, Mapping):
+        for key, value in obj.items():
+            if not isinstance(key, _PLAIN_SCALARS):
+                raise TypeError(f"{where}: key {key!r} has type {type(key).__name__}; expected str/int")
+            _check_plain(value, f"{where}[{key!r}]")
+        return
+    if isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            _check_plain(value, f"{where}[{i}]")
+        return
+    raise TypeError(
+        f"{where} has type {type(obj).__name__}; checkpoints hold only tensors and plain python "
+        "values (None/bool/int/float/str/list/tuple/dict)"
+    )
+
+
+# --------------------------------------------------------------------------- RNG state
+
+
+def get_rng_state(
+    generator: torch.Generator | None = None,
+    generators: Mapping[str, torch.Generator] | None = None,
+) -> dict[str, Any]:
+    """Capture torch (CPU and CUDA), numpy, python ``random`` and the given generators' states.
+
+    ``generator`` is the data-order generator; ``generators`` are other named generators.
+    """
+    bit_generator, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    version, internal, gauss_next = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+        "numpy": {
+            "bit_generator": str(bit_generator),
+            "keys": [int(k) for k in keys],
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": [int(version), list(internal), gauss_next],
+        "data_generator": generator.get_state() if generator is not None else None,
+        "generators": {str(k): g.get_state() for k, g in (generators or {}).items()},
+    }
+
+
+def set_rng_state(
+    state: Mapping[str, Any],
+    generator: torch.Generator | None = None,
+    generators: Mapping[str, torch.Generator] | None = None,
+) -> None:
+    """Restore states captured by :func:`get_rng_state`.
+
+    ``generator`` gets ``data_generator``; each of ``generators`` gets the state saved under its
+    name (a KeyError names any generator the state does not hold).
+    """
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            np_state["bit_generator"],
+            np.asarray(np_state["keys"], dtype=np.uint32),
+            int(np_state["pos"]),
+            int(np_state["has_gauss"]),
+            float(np_state["cached_gaussian"]),
+        )
+    )
+    version, internal, gauss_next = state["python"]
+    random.setstate((int(version), tuple(int(v) for v in internal), gauss_next))
+    if generator is not None and state.get("data_generator") is not None:
+        generator.set_state(state["data_generator"])
+    saved = state.get("generators") or {}
+    for name, gen in (generators or {}).items():
+        if name not in saved:
+            raise KeyError(f"RNG state has no generator named {name!r} (it has {sorted(saved)})")
+        gen.set_state(saved[name])
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(
+    path: PathLike,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None,
+    scheduler: Any | None,
+    epoch: int,
+    step: int,
+    rng_state: Mapping[str, Any] | None,
+    config: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+) -> Path:
+    """Write a checkpoint (schema in the module docstring) atomically to ``path``.
+
+    ``model`` may be wrapped in DistributedDataParallel; the bare module's state is stored.
+    ``rng_state=None`` captures the current global RNG states.
+    """
+    bare = getattr(model, "module", model) if _is_ddp(model) else model
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a dict, got {type(config).__name__}")
+    checkpoint = {
+        "format_version": FORMAT_VERSION,
+        "config": dict(config),
+        "model_state": bare.state_dict(),
+        "optimizer_state": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler_state": scheduler.state_dict() if scheduler is not None else None,
+        "epoch": int(epoch),
+        "step": int(step),
+        "rng_state": dict(rng_state) if rng_state is not None else get_rng_state(),
+        "metrics": dict(metrics),
+    }
+    for key in ("config", "metrics", "rng_state", "scheduler_state"):
+        _check_plain(checkpoint[key], key)
+    return atomic_save(checkpoint, path)
+
+
+def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict[str, Any]:
+    """Load and validate a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
+
+    Raises FileNotFoundError if ``path`` does not exist and :class:`CheckpointError` if it is not a
+    valid checkpoint (corrupt/truncated, not a dict, a required key missing, unknown version).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {p}")
+    try:
+        checkpoint = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError/UnpicklingError/EOFError/... for bad files
+        raise CheckpointError(
+            f"{p} is not a valid checkpoint (corrupt, truncated or unsafe to load): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(
+            f"{p} is not a valid checkpoint: expected a dict, found {type(checkpoint).__name__}"
+        )
+    for key in REQUIRED_KEYS:
+        if key not in checkpoint:
+            raise CheckpointError(f"{p} is not a valid checkpoint: required key {key!r} is missing")
+    version = checkpoint["format_version"]
+    if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+        raise CheckpointError(
+            f"{p} is not a valid checkpoint: format_version {version!r} is not supported "
+            f"(this version reads 1..{FORMAT_VERSION})"
+        )
+    if not isinstance(checkpoint["config"], dict):
+        raise CheckpointError(f"{p} is not a valid checkpoint: 'config' must be a dict")
+    for key in ("epoch", "step"):
+        if not isinstance(checkpoint[key], int) or checkpoint[key] < 0:
+            raise CheckpointError(
+                f"{p} is not a valid checkpoint: {key!r} must be a non-negative int, "
+                f"found {checkpoint[key]!r}"
+            )
+    return checkpoint
+
+
+def _is_ddp(model: torch.nn.Module) -> bool:
+    return isinstance(model, torch.nn.parallel.DistributedDataParallel)

@@ -1,0 +1,435 @@
+"""A generic, resumable training loop (any ``nn.Module`` + loss), single-process or under torchrun.
+
+Determinism contract: the order of samples in epoch ``e`` comes only from a ``torch.Generator``
+seeded with ``seed + e``, and checkpoints hold the model, optimizer, scheduler, epoch, step and
+every RNG state. A run stopped after any checkpoint and resumed with ``resume=True`` therefore
+sees exactly the same batches and random draws (e.g. dropout masks) as an uninterrupted run and
+ends with identical weights.
+
+Data-parallel: when launched by torchrun, :meth:`Trainer.fit` creates a ``gloo`` process group,
+wraps the model in DistributedDataParallel and gives each rank a contiguous slice of every global
+batch (see :func:`spike.distributed.shard_bounds`). Each rank's mean loss is rescaled by
+``local_n * world / global_n`` so that DDP's gradient average equals the gradient of the mean loss
+over the whole global batch, even when the slices differ in size. Only rank 0 writes checkpoints
+and shows progress bars; the group is destroyed when ``fit`` ends.
+"""
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset, default_collate
+from tqdm.auto import tqdm
+
+from . import distributed as dist_utils
+from .checkpoint import (
+    CheckpointError,
+    get_rng_state,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
+)
+
+__all__ = ["set_seed", "accuracy", "Trainer"]
+
+Batch = Any
+#: A data source: tensors sharing their first dimension (e.g. ``(x, y)``), a map-style Dataset,
+#: or a callable ``(epoch, generator) -> iterable of batches`` (generator is None for evaluation).
+DataSource = Sequence[torch.Tensor] | Dataset | Callable[[int, torch.Generator | None], Iterable[Batch]]
+
+
+def set_seed(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy's global RNG and python's ``random``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def accuracy(output: torch.Tensor, target: torch.Tensor) -> float:
+    """Fraction of rows whose argmax over the last dimension equals ``target``."""
+    return (output.argmax(dim=-1) == target).float().mean().item()
+
+
+class Trainer:
+    """Train ``model`` for ``epochs`` epochs; checkpoint, resume and run data-parallel.
+
+    Args:
+        model: any module; ``forward_fn(model, x)`` (default ``model(x)``) gives its output.
+        optimizer, loss_fn: ``loss_fn(output, y)`` must return the *mean* loss over the batch.
+        train_data: a :data:`DataSource`; batches are ``(x, y)`` pairs.
+        epochs, batch_size: total epochs and *global* batch size (split over ranks).
+        seed: data order of epoch ``e`` is ``randperm`` from a generator seeded ``seed + e``.
+        eval_data: optional :data:`DataSource` evaluated (in order, no grad) after every epoch.
+        checkpoint_path: where to write checkpoints (atomically); None disables them.
+        checkpoint_every: write every this many epochs (and always after the last one).
+        scheduler: optional LR scheduler, stepped per epoch or per step (``scheduler_interval``).
+        forward_fn: ``(model, x) -> output``; it receives the DDP-wrapped model when distributed,
+            so it must call the model it is given (e.g. ``lambda m, x: m(encode(x))``).
+        metric_fn: ``(output, y) -> float`` batch mean (e.g. :func:`accuracy`), logged as ``metric_name``.
+        progress: show a tqdm bar per epoch (rank 0 only).
+        resume: if ``checkpoint_path`` exists, restore everything from it and continue with the
+            next epoch; if it does not exist, start from scratch.
+        config: plain dict stored in every checkpoint (see :func:`spike.checkpoint.make_config`).
+        on_epoch_end: ``(epoch_index, epoch_metrics)`` called after the epoch's checkpoint is written.
+        generators: other named ``torch.Generator``s the run draws from (e.g. an encoder's);
+            their states are checkpointed and restored on resume like the global RNGs.
+        drop_last: drop the last incomplete batch.
+        device: where batches go; default the device of the model's first parameter.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        loss_fn: Callable[[Any, Any], torch.Tensor],
+        train_data: DataSource,
+        *,
+        epochs: int,
+        batch_size: int,
+        seed: int = 0,
+        eval_data: DataSource | None = None,
+        eval_batch_size: int | None = None,
+        checkpoint_path: str | Path | None = None,
+        checkpoint_every: int = 1,
+        scheduler: Any | None = None,
+        scheduler_interval: str = "epoch",
+        forward_fn: Callable[[nn.Module, Any], Any] | None = None,
+        metric_fn: Callable[[Any, Any], float] | None = None,
+        metric_name: str = "acc",
+        progress: bool = True,
+        resume: bool = False,
+        config: Mapping[str, Any] | None = None,
+        on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+        generators: Mapping[str, torch.Generator] | None = None,
+        drop_last: bool = False,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {epochs}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1 epoch, got {checkpoint_every}")
+        if scheduler_interval not in ("epoch", "step"):
+            raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
+        self.model = model
+        self.optimizer = optimizer
+        self.loss_fn = loss_fn
+        self.train_data = train_data
+        self.eval_data = eval_data
+        self.epochs = int(epochs)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.seed = int(seed)
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+        self.checkpoint_every = int(checkpoint_every)
+        self.scheduler = scheduler
+        self.scheduler_interval = scheduler_interval
+        self.forward_fn = forward_fn
+        self.metric_fn = metric_fn
+        self.metric_name = metric_name
+        self.progress = progress
+        self.config: dict[str, Any] = dict(config or {})
+        self.on_epoch_end = on_epoch_end
+        self.generators: dict[str, torch.Generator] = dict(generators or {})
+        self.drop_last = drop_last
+        if device is None:
+            param = next(model.parameters(), None)
+            device = param.device if param is not None else torch.device("cpu")
+        self.device = torch.device(device)
+        _check_source(train_data, "train_data")
+        if eval_data is not None:
+            _check_source(eval_data, "eval_data")
+
+        self.start_epoch = 0
+        self.step = 0
+        self.history: dict[str, list[float]] = {}
+        self.resumed_from: Path | None = None
+        self._data_generator = torch.Generator()
+        if resume:
+            if self.checkpoint_path is None:
+                raise ValueError("resume=True needs a checkpoint_path")
+            if self.checkpoint_path.exists():
+                self._restore(load_checkpoint(self.checkpoint_path))
+                self.resumed_from = self.checkpoint_path
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        path = self.checkpoint_path
+        try:
+            self.model.load_state_dict(ckpt["model_state"])
+        except RuntimeError as exc:
+            raise CheckpointError(f"{path}: model state does not fit this model: {exc}") from exc
+        if ckpt["optimizer_state"] is not None:
+            self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        if self.scheduler is not None:
+            if ckpt["scheduler_state"] is None:
+                raise CheckpointError(f"{path}: a scheduler was given but the checkpoint has none")
+            self.scheduler.load_state_dict(ckpt["scheduler_state"])
+        try:
+            set_rng_state(ckpt["rng_state"], self._data_generator, self.generators)
+        except KeyError as exc:
+            raise CheckpointError(f"{path}: {exc.args[0]}") from exc
+        self.start_epoch = ckpt["epoch"]
+        self.step = ckpt["step"]
+        self.history = {k: list(v) for k, v in ckpt["metrics"].get("history", {}).items()}
+
+    def save(self, epochs_done: int) -> Path | None:
+        """Write a checkpoint for ``epochs_done`` completed epochs (rank 0 only)."""
+        if self.checkpoint_path is None or not dist_utils.is_main_process():
+            return None
+        return save_checkpoint(
+            self.checkpoint_path,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            epoch=epochs_done,
+            step=self.step,
+            rng_state=get_rng_state(self._data_generator, self.generators),
+            config=self.config,
+            metrics={"history": self.history},
+        )
+
+    # ------------------------------------------------------------------ data
+
+    def _num_items(self, data: DataSource) -> int | None:
+        if callable(data) and not isinstance(data, Dataset):
+            return None
+        if isinstance(data, Dataset):
+            return len(data)  # type: ignore[arg-type]
+        return len(data[0])
+
+    def _take(self, data: DataSource, idx: torch.Tensor) -> Batch | None:
+        if len(idx) == 0:
+            return None
+        if isinstance(data, Dataset):
+            return default_collate([data[int(i)] for i in idx])
+        return tuple(t[idx] for t in data)
+
+    def _batches(
+        self, data: DataSource, epoch: int, generator: torch.Generator | None, batch_size: int, drop_last: bool
+    ) -> Iterator[tuple[Batch, int]]:
+        """Yield ``(this rank's slice of the global batch or None if empty, global batch size)``."""
+        r, w = dist_utils.rank(), dist_utils.world_size()
+        n = self._num_items(data)
+        if n is None:  # callable source: it batches; we slice
+            for batch in data(epoch, generator):  # type: ignore[operator]
+                global_n = _batch_len(batch)
+                start, stop = dist_utils.shard_bounds(global_n, r, w)
+                if start == stop:
+                    yield None, global_n
+                else:
+                    yield (_slice(batch, start, stop) if w > 1 else batch), global_n
+            return
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        for begin in range(0, n, batch_size):
+            idx = order[begin : begin + batch_size]
+            if drop_last and len(idx) < batch_size:
+                break
+            start, stop = dist_utils.shard_bounds(len(idx), r, w)
+            yield self._take(data, idx[start:stop]), len(idx)
+
+    def _num_batches(self, data: DataSource, batch_size: int, drop_last: bool) -> int | None:
+        n = self._num_items(data)
+        if n is None:
+            try:
+                return len(data)  # type: ignore[arg-type]
+            except TypeError:
+                return None
+        return n // batch_size if drop_last else -(-n // batch_size)
+
+    def _forward(self, model: nn.Module, x: Any) -> Any:
+        return self.forward_fn(model, x) if self.forward_fn is not None else model(x)
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self) -> dict[str, list[float]]:
+        """Train from ``start_epoch`` to ``epochs``; return the per-epoch history.
+
+        History keys: ``epoch`` (1-based), ``loss``, ``lr``, ``time_s``, the metric name if
+        ``metric_fn`` is given, and ``eval_loss`` / ``eval_<metric>`` if ``eval_data`` is given.
+        Under torchrun the process group is created here and destroyed on return.
+        """
+        created_group = dist_utils.init_distributed("gloo")
+        train_model: nn.Module | None = None
+        try:
+            self._check_shardable()
+            train_model = dist_utils.wrap_model(self.model)
+            for epoch in range(self.start_epoch, self.epochs):
+                stats = self._train_epoch(train_model, epoch)
+                if self.scheduler is not None and self.scheduler_interval == "epoch":
+                    self.scheduler.step()
+                for key, value in stats.items():
+                    self.history.setdefault(key, []).append(value)
+                done = epoch + 1
+                if done % self.checkpoint_every == 0 or done == self.epochs:
+                    self.save(done)
+                if self.on_epoch_end is not None:
+                    self.on_epoch_end(epoch, stats)
+            dist_utils.barrier()
+            return self.history
+        finally:
+            # Free the DDP wrapper (its reducer holds the group) before the group is destroyed;
+            # destroying the group first can hang in the reducer's destructor.
+            del train_model
+            if created_group:
+                dist_utils.cleanup_distributed()
+
+    def _check_shardable(self) -> None:
+        w = dist_utils.world_size()
+        if w == 1:
+            return
+        if self.batch_size < w:
+            raise ValueError(f"global batch_size {self.batch_size} is smaller than world size {w}")
+        n = self._num_items(self.train_data)
+        if n is not None and not self.drop_last and 0 < n % self.batch_size < w:
+            raise ValueError(
+                f"the last batch has {n % self.batch_size} samples, fewer than the {w} ranks; "
+                "pass drop_last=True or change batch_size"
+            )
+
+    def _train_epoch(self, train_model: nn.Module, epoch: int) -> dict[str, float]:
+        t0 = time.perf_counter()
+        world = dist_utils.world_size()
+        self._data_generator.manual_seed(self.seed + epoch)
+        train_model.train()
+        show = self.progress and dist_utils.is_main_process()
+        bar = tqdm(
+            total=self._num_batches(self.train_data, self.batch_size, self.drop_last),
+            desc=f"epoch {epoch + 1}/{self.epochs}",
+            disable=not show,
+            dynamic_ncols=True,
+        )
+        loss_sum = metric_sum = 0.0
+        count = 0
+        try:
+            batches = self._batches(
+                self.train_data, epoch, self._data_generator, self.batch_size, self.drop_last
+            )
+            for batch, global_n in batches:
+                if batch is None:
+                    raise ValueError(
+                        f"rank {dist_utils.rank()} got an empty slice of a {global_n}-sample batch; "
+                        "use a larger batch or drop_last=True"
+                    )
+                x, y = _to_device(batch, self.device)
+                local_n = _batch_len(y)
+                self.optimizer.zero_grad(set_to_none=True)
+                out = self._forward(train_model, x)
+                loss = self.loss_fn(out, y)
+                if world > 1:
+                    # DDP averages gradients over ranks; weight each rank's mean by its share.
+                    (loss * (local_n * world / global_n)).backward()
+                else:
+                    loss.backward()
+                self.optimizer.step()
+                self.step += 1
+                if self.scheduler is not None and self.scheduler_interval == "step":
+                    self.scheduler.step()
+                loss_sum += loss.item() * local_n
+                count += local_n
+                postfix = {"loss": f"{loss_sum / count:.4f}"}
+                if self.metric_fn is not None:
+                    with torch.no_grad():
+                        metric_sum += float(self.metric_fn(out, y)) * local_n
+                    postfix[self.metric_name] = f"{metric_sum / count:.4f}"
+                bar.set_postfix(postfix)
+                bar.update(1)
+            loss_sum, metric_sum, count = dist_utils.all_reduce_sum([loss_sum, metric_sum, count])
+            stats: dict[str, float] = {"epoch": epoch + 1, "loss": loss_sum / max(count, 1)}
+            if self.metric_fn is not None:
+                stats[self.metric_name] = metric_sum / max(count, 1)
+            if self.eval_data is not None:
+                stats.update({f"eval_{k}": v for k, v in self.evaluate(self.eval_data, epoch).items()})
+                bar.set_postfix({k: f"{v:.4f}" for k, v in stats.items() if k != "epoch"})
+            stats["lr"] = float(self.optimizer.param_groups[0]["lr"])
+            stats["time_s"] = time.perf_counter() - t0
+            return stats
+        finally:
+            bar.close()
+
+    @torch.no_grad()
+    def evaluate(self, data: DataSource, epoch: int = 0) -> dict[str, float]:
+        """``{"loss": mean loss, <metric_name>: mean metric}`` over ``data`` in order (all ranks' slices)."""
+        was_training = self.model.training
+        self.model.eval()
+        loss_sum = metric_sum = 0.0
+        count = 0
+        try:
+            for batch, _ in self._batches(data, epoch, None, self.eval_batch_size, False):
+                if batch is None:
+                    continue
+                x, y = _to_device(batch, self.device)
+                n = _batch_len(y)
+                out = self._forward(self.model, x)
+                loss_sum += float(self.loss_fn(out, y)) * n
+                if self.metric_fn is not None:
+                    metric_sum += float(self.metric_fn(out, y)) * n
+                count += n
+        finally:
+            self.model.train(was_training)
+        loss_sum, metric_sum, count = dist_utils.all_reduce_sum([loss_sum, metric_sum, count])
+        result = {"loss": loss_sum / max(count, 1)}
+        if self.metric_fn is not None:
+            result[self.metric_name] = metric_sum / max(count, 1)
+        return result
+
+
+def _check_source(data: Any, name: str) -> None:
+    """Reject data sources the loop cannot batch, naming the argument."""
+    if isinstance(data, Dataset) or (callable(data) and not isinstance(data, torch.Tensor)):
+        return
+    if isinstance(data, torch.Tensor) or not isinstance(data, (tuple, list)) or not data:
+        raise TypeError(
+            f"{name} must be a tuple of tensors such as (x, y), a map-style Dataset or a callable "
+            f"(epoch, generator) -> batches; got {type(data).__name__}"
+        )
+    if not all(isinstance(t, torch.Tensor) for t in data):
+        raise TypeError(f"{name}: every element must be a tensor")
+    lengths = {len(t) for t in data}
+    if len(lengths) != 1:
+        raise ValueError(f"{name}: tensors have different first dimensions {sorted(lengths)}")
+
+
+def _batch_len(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.shape[0]
+    if isinstance(obj, Mapping):
+        return _batch_len(next(iter(obj.values())))
+    if isinstance(obj, (list, tuple)):
+        return _batch_len(obj[0])
+    return len(obj)
+
+
+def _slice(obj: Any, start: int, stop: int) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj[start:stop]
+    if isinstance(obj, Mapping):
+        return {k: _slice(v, start, stop) for k, v in obj.items()}
+    if isinstance(obj, tuple):
+        return tuple(_slice(v, start, stop) for v in obj)
+    if isinstance(obj, list) and obj and isinstance(obj[0], (torch.Tensor, Mapping, tuple, list)):
+        return [_slice(v, start, stop) for v in obj]
+    return obj[start:stop]
+
+
+def _to_device(batch: Batch, device: torch.device) -> tuple[Any, Any]:
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise ValueError(f"a training batch must be an (x, y) pair, got {type(batch).__name__}")
+    return tuple(_move(b, device) for b in batch)  # type: ignore[return-value]
+
+
+def _move(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, Mapping):
+        return {k: _move(v, device) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_move(v, device) for v in obj)
+    return obj
