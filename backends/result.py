@@ -8,21 +8,30 @@ import numpy as np
 
 from spike.backends.registry import OP_KEYS
 
+# Added by spike.backends.routing after a run of a mapped program (design §7); reported only
+# when present.
+ROUTING_KEYS = ("spikes_routed_local", "spikes_routed_hops", "syn_mem_reads_bytes")
+
 
 @dataclass
 class OpCounts:
     """Counts measured by the executing backend, per node and per sample (summed over steps).
 
-    ``per_node[name][key]`` is an array ``[B]``; keys are :data:`OP_KEYS`. ``kinds[name]`` is the
-    node kind, for reports.
+    ``per_node[name][key]`` is an array ``[B]``; keys are :data:`OP_KEYS`, plus
+    :data:`ROUTING_KEYS` for a mapped program. ``kinds[name]`` is the node kind, for reports.
     """
 
     per_node: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
 
+    def keys(self) -> tuple[str, ...]:
+        """:data:`OP_KEYS`, then the routing keys that some node has."""
+        present = {k for c in self.per_node.values() for k in c}
+        return OP_KEYS + tuple(k for k in ROUTING_KEYS if k in present)
+
     def per_sample_total(self) -> dict[str, np.ndarray]:
         batch = next((len(a) for c in self.per_node.values() for a in c.values()), 0)
-        total = {k: np.zeros(batch, dtype=np.float64) for k in OP_KEYS}
+        total = {k: np.zeros(batch, dtype=np.float64) for k in self.keys()}
         for counts in self.per_node.values():
             for k, a in counts.items():
                 total[k] = total[k] + a
@@ -34,7 +43,7 @@ class OpCounts:
 
     def node_mean(self, name: str) -> dict[str, float]:
         counts = self.per_node[name]
-        return {k: float(np.mean(counts[k])) if k in counts and len(counts[k]) else 0.0 for k in OP_KEYS}
+        return {k: float(np.mean(counts[k])) if k in counts and len(counts[k]) else 0.0 for k in self.keys()}
 
     @classmethod
     def concat(cls, parts: "list[OpCounts]") -> "OpCounts":

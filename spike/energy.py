@@ -1,0 +1,362 @@
+"""Energy of a run on a hardware target, from the measured op counts (design §7).
+
+Energy per sample = sum over counted operations of count x energy per operation, plus static
+power x run time. Categories (the keys of ``breakdown``) and the figure each one uses:
+
+=========================  ===============================  ======================================
+category                   count (per sample)               figure (``hw_configs/<target>.yaml``)
+=========================  ===============================  ======================================
+``syn_ops``                ``syn_ops``                      ``energy.syn_op``
+``macs``                   ``macs``                         ``energy.mac``
+``neuron_updates_active``  spikes of the population          ``energy.neuron_update_active``
+``neuron_updates_idle``    ``neuron_updates`` - spikes       ``energy.neuron_update_idle``
+``spikes``                 ``spikes``                       ``energy.spike`` (sent within a tile)
+``spikes_routed_hops``     ``spikes_routed_hops``           ``energy.hop`` (per mesh hop)
+``syn_mem_reads``          ``syn_mem_reads_bytes``          ``energy.sram_read`` (per byte)
+``host_flops``             ``host_flops``                   ``energy.host_flop``
+``static``                 chips x run time                 ``power.static``
+=========================  ===============================  ======================================
+
+An *active* neuron update is one that emits a spike (the update that also resets and sends);
+every other update is *idle*. Run time is ``batch_time_s`` when given (seconds the hardware takes
+per sample), else ``steps x timing.time_per_step``; chips are the mapped program's chips in use
+(1 when unmapped). A category with a non-zero count but no figure in the target is NOT charged: it
+is listed under ``uncharged`` (JSON) and "not charged" (table), never silently dropped.
+``dense_ops`` is never charged on the target: it feeds the ANN comparison row.
+
+Comparison rows (labelled; the convention SNN papers such as SpikeGPT use, arithmetic only):
+the same network as a dense ANN on ``cmos45nm_fp32`` (every dense op a MAC, 4.6 pJ) and the SNN on
+the same CMOS (syn_ops as adds at 0.9 pJ, macs at 4.6 pJ); the figures come from that YAML file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from spike.backends.result import OpCounts
+from spike.compiler.ir import Population
+from spike.compiler.program import Program
+from spike.hardware import Figure, HardwareTarget, load_target
+
+# category -> (figure path, short column label)
+CATEGORIES: dict[str, tuple[str, str]] = {
+    "syn_ops": ("energy.syn_op", "syn_ops"),
+    "macs": ("energy.mac", "macs"),
+    "neuron_updates_active": ("energy.neuron_update_active", "upd_active"),
+    "neuron_updates_idle": ("energy.neuron_update_idle", "upd_idle"),
+    "spikes": ("energy.spike", "spikes"),
+    "spikes_routed_hops": ("energy.hop", "hops"),
+    "syn_mem_reads": ("energy.sram_read", "mem_reads"),
+    "host_flops": ("energy.host_flop", "host_flops"),
+}
+STATIC = "static"
+COMPARISON_TARGET = "cmos45nm_fp32"
+
+
+def _category_counts(counts: Mapping[str, float]) -> dict[str, float]:
+    spikes = float(counts.get("spikes", 0.0))
+    updates = float(counts.get("neuron_updates", 0.0))
+    active = min(spikes, updates)
+    return {
+        "syn_ops": float(counts.get("syn_ops", 0.0)),
+        "macs": float(counts.get("macs", 0.0)),
+        "neuron_updates_active": active,
+        "neuron_updates_idle": updates - active,
+        "spikes": spikes,
+        "spikes_routed_hops": float(counts.get("spikes_routed_hops", 0.0)),
+        "syn_mem_reads": float(counts.get("syn_mem_reads_bytes", 0.0)),
+        "host_flops": float(counts.get("host_flops", 0.0)),
+    }
+
+
+def _figure(target: HardwareTarget, path: str) -> Figure | None:
+    section, name = path.split(".")
+    obj = getattr(target, section)
+    return getattr(obj, name, None) if obj is not None else None
+
+
+@dataclass
+class EnergyReport:
+    """Energy per sample (joules) on one target, per node and in total, with provenance."""
+
+    target: str
+    steps: int
+    chips: int
+    run_time_s: float | None
+    per_node: list[dict[str, Any]]
+    breakdown: dict[str, float]
+    sources: dict[str, dict[str, Any]]
+    estimates: list[str]
+    uncharged: dict[str, float]
+    comparison: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def static_j(self) -> float:
+        return self.breakdown.get(STATIC, 0.0)
+
+    @property
+    def dynamic_j(self) -> float:
+        return sum(v for k, v in self.breakdown.items() if k != STATIC)
+
+    @property
+    def total_j(self) -> float:
+        return self.dynamic_j + self.static_j
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "total_j": self.total_j,
+            "dynamic_j": self.dynamic_j,
+            "static_j": self.static_j,
+            "per_node": [dict(r) for r in self.per_node],
+            "breakdown": dict(self.breakdown),
+            "sources": {k: dict(v) for k, v in self.sources.items()},
+            "estimates": list(self.estimates),
+            "uncharged": dict(self.uncharged),
+            "comparison": [dict(c) for c in self.comparison],
+            "steps": self.steps,
+            "chips": self.chips,
+            "run_time_s": self.run_time_s,
+            "energy_is": "joules per sample (mean over samples), summed over steps",
+        }
+
+    def table(self) -> str:
+        cats = [c for c in CATEGORIES if any(r["breakdown"].get(c, 0.0) for r in self.per_node)]
+        head = f"{'node':<22} {'kind':<10} " + " ".join(f"{CATEGORIES[c][1]:>10}" for c in cats) + f" {'total':>12} {'share':>6}"
+        lines = [
+            f"energy on {self.target} per sample ({self.steps} steps, {self.chips} chip(s))",
+            head,
+            "-" * len(head),
+        ]
+        dyn = self.dynamic_j or 1.0
+        for r in self.per_node:
+            if not r["energy_j"] and not any(r["counts"].values()):
+                continue
+            lines.append(
+                f"{r['name'][:22]:<22} {r['kind'][:10]:<10} "
+                + " ".join(f"{fmt_energy(r['breakdown'].get(c, 0.0)):>10}" for c in cats)
+                + f" {fmt_energy(r['energy_j']):>12} {100 * r['energy_j'] / dyn:>5.1f}%"
+            )
+        lines.append("-" * len(head))
+        lines.append(
+            f"{'dynamic':<22} {'':<10} " + " ".join(f"{fmt_energy(self.breakdown.get(c, 0.0)):>10}" for c in cats)
+            + f" {fmt_energy(self.dynamic_j):>12}"
+        )
+        if STATIC in self.breakdown:
+            lines.append(
+                f"static {fmt_energy(self.static_j)}: {self.sources['power.static']['value']} "
+                f"{self.sources['power.static']['unit']} x {self.chips} chip(s) x {self.run_time_s:.4g} s"
+            )
+        lines.append(f"total {fmt_energy(self.total_j)} per sample")
+        if self.uncharged:
+            lines.append(
+                f"not charged (no figure in {self.target}): "
+                + ", ".join(f"{k} {v:.4g}" for k, v in self.uncharged.items())
+            )
+        if self.comparison:
+            lines.append("comparison, 45 nm CMOS arithmetic only (the convention of SNN papers):")
+            for c in self.comparison:
+                lines.append(f"  {c['label']}: {fmt_energy(c['energy_j'])}  [{c['formula']}]")
+        lines.append("figures used:")
+        for path, s in self.sources.items():
+            lines.append(f"  {path} = {s['value']} {s['unit']} [{s['kind']}] {s['source']}")
+        lines.append("estimates: " + (", ".join(self.estimates) if self.estimates else "none"))
+        return "\n".join(lines)
+
+
+def fmt_energy(j: float) -> str:
+    """Joules with an SI prefix: ``1.23 nJ``."""
+    if j == 0:
+        return "0 J"
+    for scale, unit in ((1, "J"), (1e-3, "mJ"), (1e-6, "uJ"), (1e-9, "nJ"), (1e-12, "pJ")):
+        if abs(j) >= scale:
+            return f"{j / scale:.3g} {unit}"
+    return f"{j / 1e-15:.3g} fJ"
+
+
+def _node_rows(ops: OpCounts, program: Program | None, steps: int) -> list[tuple[str, str, dict[str, float], dict[str, Any]]]:
+    rows = []
+    for name in ops.per_node:
+        counts = ops.node_mean(name)
+        extra: dict[str, Any] = {"neurons": 0, "firing_rate": None}
+        if program is not None and name in program.graph:
+            node = program.node(name)
+            if isinstance(node, Population):
+                extra = {
+                    "neurons": node.size,
+                    "firing_rate": counts.get("spikes", 0.0) / max(node.size * steps, 1),
+                }
+        rows.append((name, ops.kinds.get(name, ""), counts, extra))
+    return rows
+
+
+def comparison_rows(ops: OpCounts) -> list[dict[str, Any]]:
+    """The dense-ANN and SNN rows on 45 nm fp32 CMOS (figures from ``cmos45nm_fp32.yaml``)."""
+    cmos = load_target(COMPARISON_TARGET)
+    mac, add = cmos.energy.mac, cmos.energy.syn_op
+    t = ops.total()
+    ann = t.get("dense_ops", 0.0) * mac.si
+    snn = t.get("syn_ops", 0.0) * add.si + t.get("macs", 0.0) * mac.si
+    return [
+        {
+            "label": f"dense ANN on {cmos.name}",
+            "energy_j": ann,
+            "formula": f"dense_ops x E_MAC {mac.value} {mac.unit}",
+            "target": cmos.name,
+            "sources": [mac.source],
+        },
+        {
+            "label": f"SNN on {cmos.name}",
+            "energy_j": snn,
+            "formula": f"syn_ops x E_AC {add.value} {add.unit} + macs x E_MAC {mac.value} {mac.unit}",
+            "target": cmos.name,
+            "sources": [add.source, mac.source],
+            "ann_over_snn": ann / snn if snn else None,
+        },
+    ]
+
+
+def energy_report(
+    ops: OpCounts,
+    program: Program | None,
+    target: "str | os.PathLike | HardwareTarget",
+    steps: int,
+    batch_time_s: float | None = None,
+    compare: bool = True,
+) -> EnergyReport:
+    """Energy per sample of the counted run ``ops`` (per sample, summed over ``steps``) on
+    ``target``. ``program`` supplies neuron counts (firing rates) and the mapping's chip count."""
+    tgt = load_target(target)
+    figs = {cat: _figure(tgt, path) for cat, (path, _) in CATEGORIES.items()}
+    per_node, breakdown, uncharged = [], {c: 0.0 for c in CATEGORIES}, {}
+    for name, kind, counts, extra in _node_rows(ops, program, steps):
+        cat_counts = _category_counts(counts)
+        node_break = {}
+        for cat, n in cat_counts.items():
+            fig = figs[cat]
+            if fig is None:
+                if n:
+                    uncharged[cat] = uncharged.get(cat, 0.0) + n
+                continue
+            node_break[cat] = n * fig.si
+            breakdown[cat] += node_break[cat]
+        per_node.append({
+            "name": name, "kind": kind, "energy_j": sum(node_break.values()), "breakdown": node_break,
+            "counts": cat_counts, **extra,
+        })
+    breakdown = {c: v for c, v in breakdown.items() if figs[c] is not None}
+    used = {CATEGORIES[c][0]: figs[c] for c in breakdown if any(r["counts"][c] for r in per_node)}
+
+    mapping = (program.metadata.get("mapping") if program is not None else None) or {}
+    chips = int(mapping.get("chips_used", mapping.get("chips", 1)) or 1)
+    run_time = batch_time_s
+    if run_time is None and tgt.timing.time_per_step is not None:
+        run_time = steps * tgt.timing.time_per_step.si
+        used["timing.time_per_step"] = tgt.timing.time_per_step
+    static = tgt.power.static
+    if static is not None:
+        if run_time is None:
+            uncharged[STATIC] = float(chips)
+        else:
+            breakdown[STATIC] = static.si * chips * run_time
+            used["power.static"] = static
+    estimates = [p for p, f in used.items() if f.is_estimate]  # their sources are in ``sources``
+    return EnergyReport(
+        target=tgt.name,
+        steps=int(steps),
+        chips=chips,
+        run_time_s=run_time,
+        per_node=per_node,
+        breakdown=breakdown,
+        sources={p: f.to_json() for p, f in used.items()},
+        estimates=estimates,
+        uncharged=uncharged,
+        comparison=comparison_rows(ops) if compare else [],
+    )
+
+
+# ------------------------------------------------------------------------------------ plots
+
+
+def _as_energy_json(report: Any) -> dict[str, Any]:
+    if isinstance(report, EnergyReport):
+        return report.to_json()
+    if isinstance(report, (str, os.PathLike)):
+        report = json.loads(Path(report).read_text())
+    if isinstance(report, Mapping):
+        if "energy" in report and isinstance(report["energy"], Mapping):
+            return dict(report["energy"])
+        if "per_node" in report:
+            return dict(report)
+    raise ValueError(
+        "plot_report: expected an EnergyReport, its to_json() dict, a report dict with an 'energy' key, "
+        f"or a path to such a JSON file; got {type(report).__name__}"
+    )
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def plot_report(report: Any, path: "str | os.PathLike") -> Path:
+    """PNG with the firing rate per population and the energy per node (stacked by category),
+    written atomically. ``report``: an :class:`EnergyReport`, its JSON, a dict holding it under
+    ``"energy"`` (e.g. ``report.json``) or a path to such a file."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure
+
+    data = _as_energy_json(report)
+    rows = data["per_node"]
+    pops = [r for r in rows if r.get("firing_rate") is not None]
+    charged = [r for r in rows if r.get("energy_j")]
+    fig = MplFigure(figsize=(max(8.0, 0.5 * (len(pops) + len(charged)) + 4), 4.5), dpi=100)
+    FigureCanvasAgg(fig)
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.bar(range(len(pops)), [r["firing_rate"] for r in pops], color="tab:blue")
+    ax1.set_xticks(range(len(pops)), [r["name"] for r in pops], rotation=45, ha="right", fontsize=8)
+    ax1.set_ylabel("spikes per neuron per step")
+    ax1.set_title("firing rate per layer")
+    peak = max((r["energy_j"] for r in charged), default=0.0)
+    scale, unit = next(((s, u) for s, u in ((1, "J"), (1e-3, "mJ"), (1e-6, "uJ"), (1e-9, "nJ"))
+                        if peak >= s), (1e-12, "pJ"))
+    bottom = np.zeros(len(charged))
+    for cat in CATEGORIES:
+        vals = np.array([r["breakdown"].get(cat, 0.0) for r in charged]) / scale
+        if vals.any():
+            ax2.bar(range(len(charged)), vals, bottom=bottom, label=cat)
+            bottom += vals
+    ax2.set_xticks(range(len(charged)), [r["name"] for r in charged], rotation=45, ha="right", fontsize=8)
+    ax2.set_ylabel(f"{unit} per sample (dynamic)")
+    ax2.set_title(f"energy per layer on {data.get('target', '?')} (static {fmt_energy(data.get('static_j', 0.0))})")
+    if charged:
+        ax2.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    out = Path(path)
+    _atomic_write_bytes(out, buf.getvalue())
+    return out
+
+
+__all__ = ["EnergyReport", "energy_report", "comparison_rows", "plot_report", "fmt_energy", "CATEGORIES"]
