@@ -1,0 +1,57 @@
+"""Graph compiler: PyTorch/snnTorch models -> passes -> event-driven IR ``Program``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from spike.compiler.ir import NODE_TYPES
+from spike.compiler.program import Program, ProgramBuilder, ProgramError
+
+PRECISIONS_BUILT = ("float32", "fixed")
+
+
+def compile(  # noqa: A001 - the natural name for a compiler entry point
+    model: Any,
+    example_input: Any = None,
+    target: str = "generic",
+    precision: str = "float32",
+    input_signal: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Program:
+    """Compile a model (or a saved program path) to a Program for ``target``.
+
+    ``example_input`` is ``[T, B, ...]`` for multi-step models and ``[B, ...]`` for single-step
+    (snnTorch ``init_hidden=True``) models; ``input_signal`` forces "spike" or "real" inputs
+    (default: "spike" when the example input is binary). ``precision="fixed"`` runs the float
+    pipeline, then :func:`~spike.compiler.quantize.quantize` (Loihi fixed point; its per-layer
+    report is in ``program.metadata["quantization"]``).
+    """
+    from spike.compiler.passes import FLOAT_PIPELINE, run_passes
+    from spike.compiler.validate import program_precision
+
+    if precision not in PRECISIONS_BUILT:
+        raise ValueError(f"precision {precision!r}: this compiler builds {list(PRECISIONS_BUILT)}")
+    if isinstance(model, (str, Path)):
+        from spike.compiler.serialize import load_program
+
+        program = load_program(model)
+        if program_precision(program) == "fixed":
+            if precision != "fixed":
+                raise ValueError(f"{model}: the saved program is fixed point; it cannot be compiled to {precision!r}")
+            return program
+    else:
+        if example_input is None:
+            raise ValueError("compile(model, example_input): an example input is needed to trace a model")
+        from spike.compiler.frontend_torch import trace
+
+        meta = {"target": target, "precision": "float32", **(metadata or {})}
+        program = trace(model, example_input, input_signal=input_signal, metadata=meta)
+    program = run_passes(program, FLOAT_PIPELINE)
+    if precision == "fixed":
+        from spike.compiler.quantize import quantize
+
+        program = quantize(program)
+    return program
+
+
+__all__ = ["compile", "Program", "ProgramBuilder", "ProgramError", "NODE_TYPES"]

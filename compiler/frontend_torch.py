@@ -1,0 +1,478 @@
+"""Trace a PyTorch model with torch.fx (neurons as leaves) and lower it to IR nodes.
+
+Handles our neurons (`spike.neurons`), snnTorch's `Leaky` and `Synaptic` (``init_hidden=True``),
+Linear, Conv2d, BatchNorm (folded later by a pass), AvgPool2d, MaxPool2d on spikes, Flatten and
+reshapes, Dropout (dropped), residual adds and recurrent layers (`spike.recurrent.RecurrentLIF`,
+lowered to a projection of delay 1). Models are multi-step (``[T, B, ...]``, our neurons) or
+single-step (``[B, ...]``, snnTorch's stateful neurons); the IR is the same either way.
+One lowering function per module type, registered in ``MODULE_LOWERINGS``.
+"""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from spike.compiler.ir import (
+    BatchNorm, Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Projection,
+    conv_output_hw,
+)
+from spike.compiler.program import Program, ProgramBuilder
+from spike.layers import TimeDistributed
+
+
+class LoweringError(ValueError):
+    """A module or operation the compiler cannot lower; names it, its type and its path."""
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _np(t: Any) -> np.ndarray:
+    return np.asarray(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t, dtype=np.float32)
+
+
+def _neuron_types() -> tuple[type, ...]:
+    from spike.neurons import CubaLIF, IF, LI, LIF
+
+    types: list[type] = [LIF, IF, CubaLIF, LI]
+    try:
+        from spike.recurrent import RecurrentLIF
+
+        types.append(RecurrentLIF)
+    except ImportError:  # pragma: no cover - recurrent module always ships
+        pass
+    try:
+        import snntorch
+
+        types.append(snntorch.SpikingNeuron)
+    except ImportError:  # snnTorch is optional for users of our own neurons
+        pass
+    return tuple(types)
+
+
+class _Tracer(fx.Tracer):
+    def __init__(self, leaves: tuple[type, ...]):
+        super().__init__()
+        self.leaves = leaves
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        from spike.layers import TimeDistributed
+
+        return isinstance(m, (TimeDistributed, *self.leaves)) or super().is_leaf_module(m, qualname)
+
+
+@dataclass
+class _Lowering:
+    """State while lowering one traced graph."""
+
+    gm: fx.GraphModule
+    time_dims: int  # 2 for [T, B, ...], 1 for [B, ...]
+    input_signal: str | None
+    example: torch.Tensor
+    b: ProgramBuilder = field(default_factory=ProgramBuilder)
+    value: dict[str, Any] = field(default_factory=dict)  # fx node name -> IR node name | _Sum
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # IR node -> feature shape
+
+    def feature_shape(self, n: fx.Node) -> tuple[int, ...]:
+        meta = n.meta.get("tensor_meta")
+        if meta is None or not hasattr(meta, "shape"):
+            raise LoweringError(f"{_where(n)}: cannot infer the shape of its output")
+        return tuple(int(s) for s in meta.shape[self.time_dims :])
+
+    def add(self, name: str, node: Any, sources: list[str]) -> str:
+        name = self.unique(name)
+        self.b.add(name, node, sources)
+        self.shapes[name] = tuple(node.shape)
+        return name
+
+    def unique(self, name: str) -> str:
+        base, i = name.replace(".", "_") or "node", 1
+        name = base
+        while name in self.b.graph:
+            i += 1
+            name = f"{base}_{i}"
+        return name
+
+    def source(self, n: fx.Node, arg: Any) -> str:
+        """The IR node an fx argument refers to (sums are materialised as a host add)."""
+        if not isinstance(arg, fx.Node):
+            raise LoweringError(f"{_where(n)}: expected a tensor input, got {type(arg).__name__}")
+        v = self.value[arg.name]
+        if isinstance(v, _Sum):
+            terms = [self.as_projection(n, t) for t in v.terms]
+            v = self.add(f"{arg.name}", HostOp(shape=self.shapes[terms[0]], op="add"), terms)
+            self.value[arg.name] = v
+        return v
+
+    def as_projection(self, n: fx.Node, name: str) -> str:
+        """``name`` if it delivers a current; else an identity projection from it (so events count)."""
+        node = self.b.graph.nodes[name]["node"]
+        if isinstance(node, Projection) and not (isinstance(node, Pool2d) and node.mode == "max"):
+            return name
+        shape = self.shapes[name]
+        return self.add(f"{name}_id", Identity(shape=shape, in_shape=shape), [name])
+
+
+@dataclass
+class _Sum:
+    """A residual add not yet materialised: populations take its terms as separate inputs."""
+
+    terms: list[str]
+
+
+def _where(n: fx.Node) -> str:
+    return f"node {n.name!r} ({n.op} {n.target})"
+
+
+def _module_where(path: str, m: nn.Module) -> str:
+    return f"module {path!r} of type {type(m).__module__}.{type(m).__name__}"
+
+
+# ---- module lowerings ----------------------------------------------------------------------
+ModuleLowering = Callable[[_Lowering, fx.Node, nn.Module, str], Any]
+MODULE_LOWERINGS: dict[type, ModuleLowering] = {}
+
+
+def lowers(*types: type) -> Callable[[ModuleLowering], ModuleLowering]:
+    def register(fn: ModuleLowering) -> ModuleLowering:
+        for t in types:
+            MODULE_LOWERINGS[t] = fn
+        return fn
+
+    return register
+
+
+@lowers(nn.Linear)
+def _linear(L: _Lowering, n: fx.Node, m: nn.Linear, path: str) -> str:
+    src = L.source(n, n.args[0])
+    if L.feature_shape(n.args[0]) != (m.in_features,):
+        raise LoweringError(
+            f"{_module_where(path, m)}: expects {m.in_features} input features, its input has "
+            f"shape {L.feature_shape(n.args[0])} (flatten it first)"
+        )
+    bias = None if m.bias is None else _np(m.bias)
+    return L.add(path, Dense(shape=(m.out_features,), in_shape=(m.in_features,), weight=_np(m.weight), bias=bias), [src])
+
+
+@lowers(nn.Conv2d)
+def _conv(L: _Lowering, n: fx.Node, m: nn.Conv2d, path: str) -> str:
+    if _pair(m.dilation) != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
+        raise LoweringError(
+            f"{_module_where(path, m)}: only dilation 1, numeric padding and padding_mode 'zeros' "
+            f"can be lowered (got dilation={m.dilation}, padding={m.padding!r}, padding_mode={m.padding_mode!r})"
+        )
+    src = L.source(n, n.args[0])
+    in_shape = L.feature_shape(n.args[0])
+    if len(in_shape) != 3 or in_shape[0] != m.in_channels:
+        raise LoweringError(f"{_module_where(path, m)}: expects input (C={m.in_channels}, H, W), got {in_shape}")
+    stride, padding, kernel = _pair(m.stride), _pair(m.padding), _pair(m.kernel_size)
+    hw = conv_output_hw(in_shape[1:], kernel, stride, padding)
+    node = Conv2d(
+        shape=(m.out_channels, *hw), in_shape=in_shape, weight=_np(m.weight),
+        bias=None if m.bias is None else _np(m.bias), stride=stride, padding=padding, groups=m.groups,
+    )
+    return L.add(path, node, [src])
+
+
+@lowers(nn.BatchNorm1d, nn.BatchNorm2d)
+def _batchnorm(L: _Lowering, n: fx.Node, m: nn.modules.batchnorm._BatchNorm, path: str) -> str:
+    if not m.track_running_stats or m.running_mean is None:
+        raise LoweringError(f"{_module_where(path, m)}: needs running statistics (track_running_stats=True)")
+    src = L.source(n, n.args[0])
+    c = m.num_features
+    w = _np(m.weight) if m.affine else np.ones(c, np.float32)
+    b = _np(m.bias) if m.affine else np.zeros(c, np.float32)
+    node = BatchNorm(
+        shape=L.feature_shape(n.args[0]), weight=w, bias=b, running_mean=_np(m.running_mean),
+        running_var=_np(m.running_var), eps=float(m.eps),
+    )
+    return L.add(path, node, [src])
+
+
+@lowers(nn.AvgPool2d, nn.MaxPool2d)
+def _pool(L: _Lowering, n: fx.Node, m: nn.Module, path: str) -> str:
+    src = L.source(n, n.args[0])
+    in_shape = L.feature_shape(n.args[0])
+    if len(in_shape) != 3:
+        raise LoweringError(f"{_module_where(path, m)}: expects input (C, H, W), got {in_shape}")
+    is_max = isinstance(m, nn.MaxPool2d)
+    if m.ceil_mode or (is_max and _pair(m.dilation) != (1, 1)) or (
+        not is_max and (not m.count_include_pad or m.divisor_override is not None)
+    ):
+        raise LoweringError(
+            f"{_module_where(path, m)}: only floor mode, dilation 1, count_include_pad=True and no "
+            "divisor_override can be lowered"
+        )
+    kernel = _pair(m.kernel_size)
+    stride = _pair(m.stride if m.stride is not None else m.kernel_size)
+    padding = _pair(m.padding)
+    if is_max:
+        from spike.compiler.signals import output_signal
+
+        signal = output_signal(L.b.build(), src)
+        if signal != "spike":
+            raise LoweringError(
+                f"{_module_where(path, m)}: max pooling is lowered as an OR of spike events, but its "
+                f"input is a {signal} signal; pool after the neurons or use AvgPool2d"
+            )
+    hw = conv_output_hw(in_shape[1:], kernel, stride, padding)
+    node = Pool2d(
+        shape=(in_shape[0], *hw), in_shape=in_shape, mode="max" if is_max else "avg",
+        kernel=kernel, stride=stride, padding=padding,
+    )
+    return L.add(path, node, [src])
+
+
+@lowers(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Identity, nn.Flatten, nn.Unflatten)
+def _passthrough(L: _Lowering, n: fx.Node, m: nn.Module, path: str) -> Any:
+    return _reshape_like(L, n, n.args[0])
+
+
+def _reshape_like(L: _Lowering, n: fx.Node, arg: fx.Node) -> Any:
+    """Flatten/reshape/dropout: no node; arrays are flat in C order, so only the view changes."""
+    v = L.value[arg.name]
+    before, after = L.feature_shape(arg), L.feature_shape(n)
+    if int(np.prod(before)) != int(np.prod(after)):
+        raise LoweringError(
+            f"{_where(n)}: reshapes features {before} to {after}; reshapes that mix the time or "
+            "batch dimensions with features cannot be lowered"
+        )
+    return v
+
+
+def _neuron_params(m: nn.Module, path: str, shape: tuple[int, ...]) -> dict[str, Any]:
+    size = int(np.prod(shape))
+
+    def per_neuron(value: Any, field_name: str) -> np.ndarray:
+        arr = _np(value)
+        try:
+            return np.ascontiguousarray(np.broadcast_to(arr, shape).reshape(size), dtype=np.float32)
+        except ValueError:
+            raise LoweringError(
+                f"{_module_where(path, m)}: {field_name} of shape {arr.shape} does not broadcast to the "
+                f"layer's shape {shape}"
+            ) from None
+
+    from spike.neurons import LIF, IF, CubaLIF, LI
+
+    if isinstance(m, (LIF, IF, CubaLIF, LI)):
+        beta = torch.as_tensor(m.beta).detach().clamp(0, 1)
+        params = dict(
+            model=m.model, beta=per_neuron(beta, "beta"), threshold=per_neuron(m.threshold, "threshold"),
+            gain=float(m.gain), reset=m.reset, reset_delay=bool(m.reset_delay), fire_ge=bool(m.fire_ge),
+        )
+        if m.model == "li":  # never spikes: its threshold is unused (files hold no infinities)
+            params["threshold"] = np.zeros(size, np.float32)
+        if m.model == "cuba_lif":
+            params["alpha"] = per_neuron(torch.as_tensor(m.alpha).detach().clamp(0, 1), "alpha")
+        return params
+
+    import snntorch
+
+    unsupported = {
+        "inhibition": getattr(m, "inhibition", False),
+        "state_quant": bool(getattr(m, "state_quant", False)),
+        "graded_spikes_factor != 1": float(torch.as_tensor(getattr(m, "graded_spikes_factor", 1.0))) != 1.0,
+        "init_hidden=False (pass the state explicitly)": not getattr(m, "init_hidden", True),
+    }
+    bad = [k for k, v in unsupported.items() if v]
+    if bad:
+        raise LoweringError(f"{_module_where(path, m)}: unsupported option(s) {', '.join(bad)}")
+    if type(m) not in (snntorch.Leaky, snntorch.Synaptic):
+        raise LoweringError(
+            f"{_module_where(path, m)}: snnTorch neuron type not supported (Leaky and Synaptic are)"
+        )
+    reset = {0: "subtract", 1: "zero", 2: "none"}[int(m.reset_mechanism_val)]
+    params = dict(
+        model="cuba_lif" if isinstance(m, snntorch.Synaptic) else "lif",
+        beta=per_neuron(torch.as_tensor(m.beta).detach().clamp(0, 1), "beta"),
+        threshold=per_neuron(m.threshold, "threshold"), gain=1.0, reset=reset,
+        reset_delay=bool(getattr(m, "reset_delay", True)), fire_ge=False,
+    )
+    if isinstance(m, snntorch.Synaptic):
+        params["alpha"] = per_neuron(torch.as_tensor(m.alpha).detach().clamp(0, 1), "alpha")
+    return params
+
+
+def _lower_neuron(L: _Lowering, n: fx.Node, m: nn.Module, path: str) -> str:
+    arg = n.args[0]
+    v = L.value[arg.name] if isinstance(arg, fx.Node) else None
+    terms = v.terms if isinstance(v, _Sum) else [L.source(n, arg)]
+    sources = [L.as_projection(n, t) for t in terms]
+    shape = L.feature_shape(arg)  # the neuron's own output may be a (spikes, membrane) tuple
+    for s in sources:
+        if int(np.prod(L.shapes[s])) != int(np.prod(shape)):
+            raise LoweringError(
+                f"{_module_where(path, m)}: an input of shape {L.shapes[s]} feeds neurons of shape {shape}"
+            )
+    params = _neuron_params(getattr(m, "neuron", m), path, shape)  # RecurrentLIF wraps its LIF
+    pop = L.add(path, Population(shape=shape, **params), sources)
+    rec = getattr(m, "recurrent", None)
+    if rec is not None:  # spike.recurrent.RecurrentLIF: s[t-1] -> Linear -> same population
+        w = _np(rec.weight)
+        bias = None if rec.bias is None else _np(rec.bias)
+        size = int(np.prod(shape))
+        proj = L.add(f"{path}.recurrent", Dense(shape=(size,), in_shape=(size,), weight=w, bias=bias, delay=1), [pop])
+        L.b.connect(proj, pop)
+    return pop
+
+
+# ---- function / method lowerings -----------------------------------------------------------
+def _lower_add(L: _Lowering, n: fx.Node) -> _Sum:
+    if len(n.args) != 2 or n.kwargs or not all(isinstance(a, fx.Node) for a in n.args):
+        raise LoweringError(f"{_where(n)}: only the sum of two tensors can be lowered")
+    terms: list[str] = []
+    for a in n.args:
+        v = L.value[a.name]
+        terms.extend(v.terms if isinstance(v, _Sum) else [v])
+    return _Sum(terms)
+
+
+_FUNCTIONS: dict[Any, Callable[[_Lowering, fx.Node], Any]] = {
+    operator.add: _lower_add,
+    torch.add: _lower_add,
+    operator.iadd: _lower_add,
+    torch.flatten: lambda L, n: _reshape_like(L, n, n.args[0]),
+}
+_METHODS: dict[str, Callable[[_Lowering, fx.Node], Any]] = {
+    "add": _lower_add,
+    "flatten": lambda L, n: _reshape_like(L, n, n.args[0]),
+    "view": lambda L, n: _reshape_like(L, n, n.args[0]),
+    "reshape": lambda L, n: _reshape_like(L, n, n.args[0]),
+    "contiguous": lambda L, n: L.value[n.args[0].name],
+}
+
+
+def _lower_getitem(L: _Lowering, n: fx.Node) -> Any:
+    base, idx = n.args
+    v = L.value[base.name]
+    if isinstance(v, tuple):  # (spikes, membrane) from a neuron
+        if idx != 0:
+            raise LoweringError(
+                f"{_where(n)}: only the spike output of a neuron can be used in a compiled program "
+                "(probe the membrane at run time with '<population>.v')"
+            )
+        return v[0]
+    raise LoweringError(f"{_where(n)}: indexing a tensor cannot be lowered")
+
+
+def trace(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    input_signal: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Program:
+    """Trace ``model`` on ``example_input`` and lower it to an (un-optimised) Program."""
+    neuron_types = _neuron_types()
+    neurons: list[tuple[str, nn.Module]] = []
+    for p, m in model.named_modules():
+        inside = any(p.startswith(q + ".") for q, _ in neurons)  # e.g. the LIF inside RecurrentLIF
+        if isinstance(m, neuron_types) and not inside:
+            neurons.append((p, m))
+    single = [p for p, m in neurons if _is_single_step(m)]
+    multi = [p for p, m in neurons if not _is_single_step(m)]
+    if single and multi:
+        raise LoweringError(
+            f"model mixes single-step neurons ({single[0]!r}) and multi-step neurons ({multi[0]!r})"
+        )
+    time_dims = 1 if single else 2
+    if example_input.dim() <= time_dims:
+        raise LoweringError(
+            f"example input of shape {list(example_input.shape)}: expected "
+            + ("[B, ...] (single-step model)" if single else "[T, B, ...] (multi-step model)")
+        )
+    tracer = _Tracer(neuron_types)
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:  # fx raises many kinds; name the model
+        raise LoweringError(f"torch.fx could not trace {type(model).__name__}: {exc}") from exc
+    gm = fx.GraphModule(tracer.root, graph)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            _reset_states(model)
+            ShapeProp(gm).propagate(example_input)
+            _reset_states(model)
+    finally:
+        model.train(was_training)
+    L = _Lowering(gm=gm, time_dims=time_dims, input_signal=input_signal, example=example_input)
+    modules = dict(gm.named_modules())
+    for n in gm.graph.nodes:
+        if n.op == "placeholder":
+            signal = input_signal or _detect_signal(example_input)
+            L.value[n.name] = L.add(n.name, Input(shape=L.feature_shape(n), signal=signal), [])
+        elif n.op == "call_module":
+            m = modules[n.target]
+            while isinstance(m, TimeDistributed):  # per-step layer on [T, B, ...]: lower the inner one
+                m = m.module
+            if isinstance(m, neuron_types):
+                pop = _lower_neuron(L, n, m, n.target)
+                L.value[n.name] = (pop, None) if _returns_tuple(m) else pop
+                continue
+            fn = next((MODULE_LOWERINGS[t] for t in type(m).__mro__ if t in MODULE_LOWERINGS), None)
+            if fn is None:
+                raise LoweringError(f"{_module_where(n.target, m)} cannot be lowered to the IR")
+            L.value[n.name] = fn(L, n, m, n.target)
+        elif n.op == "call_function":
+            if n.target is operator.getitem:
+                L.value[n.name] = _lower_getitem(L, n)
+            elif n.target in _FUNCTIONS:
+                L.value[n.name] = _FUNCTIONS[n.target](L, n)
+            else:
+                raise LoweringError(f"{_where(n)}: function {getattr(n.target, '__name__', n.target)} cannot be lowered")
+        elif n.op == "call_method":
+            if n.target not in _METHODS:
+                raise LoweringError(f"{_where(n)}: method .{n.target}() cannot be lowered")
+            L.value[n.name] = _METHODS[n.target](L, n)
+        elif n.op == "output":
+            results = n.args[0] if isinstance(n.args[0], (tuple, list)) else (n.args[0],)
+            for i, r in enumerate(results):
+                v = L.value[r.name]
+                if isinstance(v, tuple):
+                    v = v[0]
+                if isinstance(v, _Sum):
+                    v = L.source(n, r)
+                shape = L.feature_shape(r) if hasattr(r.meta.get("tensor_meta"), "shape") else L.shapes[v]
+                L.add(f"output{i}" if len(results) > 1 else "output", Output(shape=shape), [v])
+        elif n.op == "get_attr":
+            raise LoweringError(f"{_where(n)}: parameters used outside modules cannot be lowered")
+    meta = {"step_mode": "single" if single else "multi", **(metadata or {})}
+    return L.b.build(meta)
+
+
+def _is_single_step(m: nn.Module) -> bool:
+    mode = getattr(m, "step_mode", None)
+    if mode is not None:
+        return mode == "single"
+    return True  # snnTorch neurons are stateful single-step modules
+
+
+def _returns_tuple(m: nn.Module) -> bool:
+    if getattr(m, "return_mem", False):
+        return True
+    return bool(getattr(m, "output", False)) and hasattr(m, "init_hidden")
+
+
+def _reset_states(model: nn.Module) -> None:
+    for m in model.modules():
+        for attr in ("reset_state", "reset_hidden_state"):
+            fn = getattr(m, attr, None)
+            if callable(fn):
+                fn()
+        if hasattr(m, "init_hidden") and getattr(m, "init_hidden", False) and hasattr(m, "reset_mem"):
+            m.reset_mem()
+        if hasattr(m, "syn") and hasattr(m, "init_hidden") and getattr(m, "init_hidden", False):
+            m.syn = torch.zeros_like(m.syn)
+
+
+def _detect_signal(x: torch.Tensor) -> str:
+    return "spike" if bool(((x == 0) | (x == 1)).all()) else "real"

@@ -1,0 +1,256 @@
+"""The ``spike`` command line: train, compile, run, demo."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from spike import __version__
+
+
+def _train_mlp(args: argparse.Namespace) -> dict[str, Any]:
+    from spike.checkpoint import load_checkpoint, make_config
+    from spike.data import load_dataset
+    from spike.encoders import Encoder
+    from spike.losses import rate_cross_entropy
+    from spike.models import build_model
+    from spike.training import Trainer, accuracy, set_seed
+
+    set_seed(args.seed)
+    data = load_dataset(args.dataset, args.data_root)
+    in_features = int(torch.tensor(data.input_shape).prod())
+    kwargs = dict(
+        in_features=in_features, num_classes=data.num_classes, hidden=list(args.hidden),
+        beta=args.beta, threshold=1.0,
+    )
+    model = build_model("mlp", **kwargs)
+    encoder = Encoder(args.encoding, args.steps)
+    config = make_config("mlp", kwargs, encoder.to_dict(), args.steps, args.dataset)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)
+    enc_gen = torch.Generator().manual_seed(args.seed)
+
+    def forward(m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return m(encoder(x, generator=enc_gen))
+
+    trainer = Trainer(
+        model, opt, rate_cross_entropy, (data.x_train, data.y_train), epochs=args.epochs,
+        batch_size=args.batch_size, seed=args.seed, eval_data=(data.x_test, data.y_test),
+        checkpoint_path=args.out, scheduler=sched, forward_fn=forward,
+        metric_fn=lambda out, y: accuracy(out.sum(0), y), progress=not args.quiet,
+        resume=args.resume, config=config, generators={"encoder": enc_gen},
+    )
+    history = trainer.fit()
+    acc = trainer.evaluate((data.x_test, data.y_test))
+    print(f"test accuracy {100 * acc['acc']:.2f}% ({data.num_test} {args.dataset} test samples, "
+          f"{args.steps} steps, {args.encoding} encoding) -> {args.out}")
+    ckpt = load_checkpoint(args.out)
+    return {"accuracy": acc["acc"], "history": history, "checkpoint": ckpt}
+
+
+def _load_model(path: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    from spike.checkpoint import load_checkpoint
+    from spike.models import build_model
+
+    ckpt = load_checkpoint(path)
+    cfg = ckpt["config"]
+    model = build_model(cfg["model"]["kind"], **cfg["model"]["kwargs"])
+    model.load_state_dict(ckpt["model_state"])
+    model.eval()
+    return model, cfg
+
+
+def compile_checkpoint(path: str, target: str = "generic", precision: str = "float32", calibrate: int = 64):
+    """Rebuild the model in a checkpoint and compile it for ``target``.
+
+    The encoding travels in the program's metadata. On a target with cores the program is
+    partitioned and placed, weighting traffic by firing rates from a calibration run on the
+    first ``calibrate`` training samples.
+    """
+    from spike.compiler import compile as compile_model
+    from spike.compiler.partition import calibration_rates, map_program
+    from spike.data import load_dataset
+    from spike.encoders import Encoder
+    from spike.hardware import load_target
+
+    model, cfg = _load_model(path)
+    hw = load_target(target)
+    encoder = Encoder.from_dict(cfg["encoding"])
+    data = load_dataset(cfg["dataset"], cfg.get("data_root")) if cfg.get("dataset") else None
+    if data is None:
+        raise ValueError(f"{path}: the checkpoint's config names no dataset, so the input shape is unknown")
+    gen = torch.Generator().manual_seed(0)
+    example = encoder(data.x_train[:1], generator=gen)
+    signal = "real" if encoder.kind == "direct" else "spike"
+    meta = {"encoding": encoder.to_dict(), "num_steps": cfg["num_steps"], "dataset": cfg.get("dataset"),
+            "source": str(path)}
+    program = compile_model(model, example, target=hw.name, precision=precision, input_signal=signal, metadata=meta)
+    if hw.has_cores:
+        rates = calibration_rates(program, encoder(data.x_train[:calibrate], generator=gen))
+        program = map_program(program, hw, rates)
+    return program
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    _train_mlp(args)
+    return 0
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from spike.compiler.serialize import save_program
+
+    program = compile_checkpoint(args.checkpoint, args.target, args.precision)
+    save_program(program, args.out)
+    print(program.summary())
+    if program.metadata.get("mapping"):
+        from spike.compiler.partition import mapping_report
+
+        print(mapping_report(program).render())
+    print(f"-> {args.out}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from spike.checkpoint import atomic_write_json
+    from spike.compiler.serialize import load_program
+    from spike.data import load_dataset
+    from spike.evaluate import evaluate_program
+
+    program = load_program(args.program)
+    dataset = args.dataset or program.metadata.get("dataset")
+    if not dataset:
+        raise SystemExit("spike run: --dataset is needed (the program does not name one)")
+    data = load_dataset(dataset, args.data_root)
+    x, y = data.x_test, data.y_test
+    if args.limit:
+        x, y = x[: args.limit], y[: args.limit]
+    report = evaluate_program(program, x, y, backend=args.backend, steps=args.steps,
+                              batch_size=args.batch_size, progress=not args.quiet)
+    print(f"accuracy {100 * report.accuracy:.2f}% on {report.num_samples} {dataset} test samples, "
+          f"{report.steps} steps, backend {args.backend} ({report.timing['ms_per_sample']:.2f} ms/sample)")
+    print(report.table())
+    result = report.to_json()
+    target = args.target or program.metadata.get("target", "generic")
+    energy = _print_energy(report, program, target)
+    if energy is not None:
+        result["energy"] = energy.to_json()
+    if args.json:
+        atomic_write_json(args.json, result)
+        print(f"report -> {args.json}")
+    if args.plot:
+        from spike.energy import plot_report
+
+        if energy is None:
+            raise ValueError(f"--plot needs a target with energy figures; {target!r} has none")
+        plot_report({**result, "energy": result["energy"]}, args.plot)
+        print(f"plot -> {args.plot}")
+    return 0
+
+
+def _print_energy(report: Any, program: Any, target: str):
+    """Energy table for targets that have energy figures (None for 'generic')."""
+    from spike.energy import energy_report
+    from spike.hardware import load_target
+
+    hw = load_target(target)
+    if not any(path.startswith("energy.") for path in hw.figures()):
+        return None
+    energy = energy_report(report.ops, program, hw, report.steps)
+    print(energy.table())
+    return energy
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from spike.checkpoint import atomic_write_json
+    from spike.compiler.serialize import save_program
+    from spike.data import load_digits
+    from spike.evaluate import evaluate_program
+
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    print("== 1/3 train a spiking MLP on the built-in digits")
+    train_args = _parser().parse_args(
+        ["train", "mlp", "--dataset", "digits", "--out", str(out / "mlp.pt"), "--epochs", str(args.epochs)]
+        + (["--quiet"] if args.quiet else [])
+    )
+    _train_mlp(train_args)
+    print("== 2/3 compile it to the event-driven IR")
+    program = compile_checkpoint(str(out / "mlp.pt"))
+    save_program(program, out / "mlp.h5")
+    print(program.summary())
+    print("== 3/3 run the compiled program on the numba backend")
+    data = load_digits()
+    report = evaluate_program(program, data.x_test, data.y_test, backend="numba", progress=not args.quiet)
+    print(f"compiled accuracy {100 * report.accuracy:.2f}% on {report.num_samples} digits test samples "
+          f"({report.timing['ms_per_sample']:.3f} ms/sample)")
+    print(report.table())
+    atomic_write_json(out / "report.json", report.to_json())
+    print(f"report -> {out / 'report.json'}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spike", description="Spiking-network simulator and compiler.")
+    p.add_argument("--version", action="version", version=f"spike {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model")
+    t.add_argument("model", choices=["mlp"], help="model family")
+    t.add_argument("--dataset", default="digits", help="digits (built in), mnist or cifar10")
+    t.add_argument("--data-root", default=None, help="folder with the MNIST/CIFAR-10 files")
+    t.add_argument("--out", required=True, help="checkpoint path (written atomically)")
+    t.add_argument("--epochs", type=int, default=15)
+    t.add_argument("--steps", type=int, default=16, help="simulation time steps per sample")
+    t.add_argument("--encoding", default="direct", choices=["direct", "rate", "latency"])
+    t.add_argument("--hidden", type=int, nargs="+", default=[128])
+    t.add_argument("--beta", type=float, default=0.9)
+    t.add_argument("--lr", type=float, default=5e-3)
+    t.add_argument("--batch-size", type=int, default=64)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    t.add_argument("--quiet", action="store_true")
+    t.set_defaults(fn=_cmd_train)
+
+    c = sub.add_parser("compile", help="compile a checkpoint to an IR program (HDF5)")
+    c.add_argument("checkpoint")
+    c.add_argument("--target", default="generic", help="a name in hw_configs/ or a YAML path")
+    c.add_argument("--precision", default="float32", choices=["float32", "fixed"])
+    c.add_argument("--out", required=True)
+    c.set_defaults(fn=_cmd_compile)
+
+    r = sub.add_parser("run", help="run a compiled program on a dataset's test split")
+    r.add_argument("program")
+    r.add_argument("--backend", default="numba")
+    r.add_argument("--dataset", default=None)
+    r.add_argument("--data-root", default=None)
+    r.add_argument("--steps", type=int, default=None, help="default: as trained")
+    r.add_argument("--limit", type=int, default=None, help="only the first N test samples")
+    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--json", default=None, help="write the report here")
+    r.add_argument("--target", default=None, help="energy figures from this target (default: the program's)")
+    r.add_argument("--plot", default=None, help="PNG with firing rate and energy per layer")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(fn=_cmd_run)
+
+    d = sub.add_parser("demo", help="train -> compile -> run on built-in data")
+    d.add_argument("--out-dir", default="runs/demo")
+    d.add_argument("--epochs", type=int, default=15)
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(fn=_cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"spike {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

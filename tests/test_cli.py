@@ -1,0 +1,86 @@
+"""The command line end to end: train -> compile -> run, on the built-in digits."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spike.cli import compile_checkpoint, main
+
+
+def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("train", "compile", "run", "demo"):
+        assert cmd in out
+
+
+def test_console_script_runs() -> None:
+    exe = Path(sys.executable).parent / "spike"
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
+    assert "usage: spike" in out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("cli") / "mlp.pt"
+    assert main(["train", "mlp", "--dataset", "digits", "--out", str(out), "--epochs", "2",
+                 "--hidden", "32", "--steps", "8", "--quiet"]) == 0
+    return out
+
+
+def test_train_compile_run(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp = trained.parent
+    capsys.readouterr()
+    assert main(["compile", str(trained), "--out", str(tmp / "net.h5")]) == 0
+    summary = capsys.readouterr().out
+    assert "neurons" in summary and "synapses" in summary and "42 neurons" in summary  # 32 + 10
+    report = tmp / "report.json"
+    assert main(["run", str(tmp / "net.h5"), "--backend", "numba", "--dataset", "digits", "--limit", "40",
+                 "--json", str(report), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "accuracy" in printed and "syn_ops" in printed
+    data = json.loads(report.read_text())
+    assert data["num_samples"] == 40 and data["steps"] == 8
+    assert set(data["ops"]["total"]) >= {"syn_ops", "macs", "dense_ops", "neuron_updates", "spikes", "host_flops"}
+    names = [r["name"] for r in data["ops"]["per_node"]]
+    assert len(names) == len(set(names)) and all("name" in r for r in data["ops"]["per_node"])
+    # digits pixels are real-valued: the first layer does MACs, the second synaptic ops
+    assert data["ops"]["total"]["macs"] > 0 and data["ops"]["total"]["neuron_updates"] == 42 * 8
+
+
+def test_compiled_predictions_match_model(trained: Path) -> None:
+    from spike.backends import run
+    from spike.cli import _load_model
+    from spike.data import load_digits
+    from spike.encoders import Encoder
+    from spike.evaluate import predictions
+
+    model, cfg = _load_model(str(trained))
+    program = compile_checkpoint(str(trained))
+    x = Encoder.from_dict(cfg["encoding"])(load_digits().x_test[:64])
+    with torch.no_grad():
+        expected = model(x).numpy()
+    got = run(program, x, backend="numba").output
+    # trained weights are not dyadic: event-order float sums may flip a rare spike
+    assert np.mean(got == expected) > 0.995
+    assert np.mean(predictions(got) == predictions(expected)) >= 0.95
+
+
+def test_run_missing_program_is_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(tmp_path / "nope.h5"), "--dataset", "digits"]) == 2
+    assert "nope.h5" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_train_reaches_90_percent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "mlp", "--dataset", "digits", "--out", str(tmp_path / "m.pt"), "--quiet"]) == 0
+    line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("test accuracy")][-1]
+    assert float(line.split()[2].rstrip("%")) >= 90.0
