@@ -99,10 +99,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def compile_nir(path: str, target: str, precision: str, dt: float, reset: str | None):
+    """Import a NIR graph and compile it; on a target with cores map it (uniform rates)."""
+    from spike.compiler import compile as compile_model
+    from spike.compiler.partition import map_program
+    from spike.hardware import load_target
+
+    hw = load_target(target)
+    program = compile_model(path, target=hw.name, precision=precision, nir_options={"dt": dt, "reset": reset})
+    return map_program(program, hw) if hw.has_cores else program
+
+
 def _cmd_compile(args: argparse.Namespace) -> int:
     from spike.compiler.serialize import save_program
 
-    program = compile_checkpoint(args.checkpoint, args.target, args.precision)
+    if args.checkpoint.endswith(".nir"):
+        program = compile_nir(args.checkpoint, args.target, args.precision, args.dt, args.reset)
+    else:
+        program = compile_checkpoint(args.checkpoint, args.target, args.precision)
     save_program(program, args.out)
     print(program.summary())
     if program.metadata.get("mapping"):
@@ -110,6 +124,19 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
         print(mapping_report(program).render())
     print(f"-> {args.out}")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from spike.compiler.nir_export import save_nir, to_nir
+    from spike.compiler.serialize import load_program
+
+    if args.checkpoint.endswith(".h5"):
+        program = load_program(args.checkpoint)
+    else:
+        program = compile_checkpoint(args.checkpoint)
+    save_nir(to_nir(program, dt=args.dt), args.nir)
+    print(f"NIR graph ({len(program.graph)} IR nodes) -> {args.nir}")
     return 0
 
 
@@ -214,12 +241,21 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(fn=_cmd_train)
 
-    c = sub.add_parser("compile", help="compile a checkpoint to an IR program (HDF5)")
-    c.add_argument("checkpoint")
+    c = sub.add_parser("compile", help="compile a checkpoint or a NIR graph to an IR program (HDF5)")
+    c.add_argument("checkpoint", help="a checkpoint from `spike train`, or a .nir graph")
+    c.add_argument("--dt", type=float, default=1e-4, help="NIR import: time step in seconds")
+    c.add_argument("--reset", default=None, choices=["subtract", "zero", "none"],
+                   help="NIR import: reset mode when the graph's metadata has none (default zero)")
     c.add_argument("--target", default="generic", help="a name in hw_configs/ or a YAML path")
     c.add_argument("--precision", default="float32", choices=["float32", "fixed"])
     c.add_argument("--out", required=True)
     c.set_defaults(fn=_cmd_compile)
+
+    e = sub.add_parser("export", help="export a checkpoint or a compiled program to NIR")
+    e.add_argument("checkpoint", help="a checkpoint from `spike train` or a program .h5")
+    e.add_argument("--nir", required=True, help="output .nir file")
+    e.add_argument("--dt", type=float, default=None, help="time step written to the graph (default 1e-4)")
+    e.set_defaults(fn=_cmd_export)
 
     r = sub.add_parser("run", help="run a compiled program on a dataset's test split")
     r.add_argument("program")

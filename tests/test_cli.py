@@ -84,3 +84,31 @@ def test_train_reaches_90_percent(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["train", "mlp", "--dataset", "digits", "--out", str(tmp_path / "m.pt"), "--quiet"]) == 0
     line = [l for l in capsys.readouterr().out.splitlines() if l.startswith("test accuracy")][-1]
     assert float(line.split()[2].rstrip("%")) >= 90.0
+
+
+def test_export_nir_then_compile_it(trained: Path, tmp_path: Path) -> None:
+    from spike.backends import run
+    from spike.compiler.serialize import load_program
+    from spike.data import load_digits
+    from spike.encoders import Encoder
+
+    nir_path, h5 = tmp_path / "mlp.nir", tmp_path / "from_nir.h5"
+    assert main(["export", str(trained), "--nir", str(nir_path)]) == 0
+    assert main(["compile", str(nir_path), "--out", str(h5)]) == 0
+    original = compile_checkpoint(str(trained))
+    x = Encoder.from_dict(original.metadata["encoding"])(load_digits().x_test[:16])
+    np.testing.assert_array_equal(run(load_program(h5), x).output, run(original, x).output)
+
+
+def test_run_with_target_prints_energy_and_plots(trained: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    h5, report, png = tmp_path / "loihi.h5", tmp_path / "r.json", tmp_path / "r.png"
+    assert main(["compile", str(trained), "--target", "loihi1", "--out", str(h5)]) == 0
+    assert "core" in capsys.readouterr().out
+    assert main(["run", str(h5), "--limit", "16", "--json", str(report), "--plot", str(png), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "estimate" in out
+    data = json.loads(report.read_text())
+    assert data["energy"]["total_j"] > 0 and data["energy"]["per_node"]
+    assert "spikes_routed_hops" in data["ops"]["total"]
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
