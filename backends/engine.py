@@ -37,6 +37,8 @@ class NodeContext:
     mem: Any = None  # membrane record [T, B, size] when probed (populations)
     state: dict[str, Any] = field(default_factory=dict)
     cache: dict[str, Any] = field(default_factory=dict)  # per (backend, node), kept across runs
+    precision: str = "float32"  # the program's: "fixed" runs Loihi fixed point on int32 signals
+    mem_u: Any = None  # Loihi current u record [T, B, size] when probed ('.u', fixed point only)
 
 
 def _as_inputs(program: Program, inputs: Any) -> dict[str, np.ndarray]:
@@ -65,20 +67,22 @@ def _as_inputs(program: Program, inputs: Any) -> dict[str, np.ndarray]:
     return out
 
 
-def _parse_probes(program: Program, probes: Iterable[str]) -> tuple[set[str], set[str]]:
-    signals, membranes = set(), set()
+def _parse_probes(program: Program, probes: Iterable[str]) -> tuple[set[str], set[str], set[str]]:
+    signals, membranes, currents = set(), set(), set()
     for p in probes:
-        name, _, what = p.partition(".")
+        name, what = (p, "") if p in program.graph else p.rpartition(".")[::2]
         node = program.node(name)  # raises naming the probe
         if what in ("", "s", "spikes"):
             signals.add(name)
-        elif what == "v":
+        elif what in ("v", "u"):
             if not isinstance(node, Population):
-                raise ValueError(f"probe {p!r}: only populations have a membrane ('.v')")
-            membranes.add(name)
+                raise ValueError(f"probe {p!r}: only populations have a membrane ('.v') and current ('.u')")
+            if what == "u" and program.metadata.get("precision") != "fixed":
+                raise ValueError(f"probe {p!r}: the Loihi current '.u' is recorded for fixed-point programs only")
+            (membranes if what == "v" else currents).add(name)
         else:
-            raise ValueError(f"probe {p!r}: expected 'NODE' (output) or 'NODE.v' (membrane)")
-    return signals, membranes
+            raise ValueError(f"probe {p!r}: expected 'NODE' (output), 'NODE.v' (membrane) or 'NODE.u' (current)")
+    return signals, membranes, currents
 
 
 def run(
@@ -92,8 +96,13 @@ def run(
     be.check(program)
     arrays = _as_inputs(program, inputs)
     T, B = next(iter(arrays.values())).shape[:2]
-    sig_probes, mem_probes = _parse_probes(program, probes)
-    dtype = "int32" if program.metadata.get("precision") == "fixed" else "float32"
+    sig_probes, mem_probes, cur_probes = _parse_probes(program, probes)
+    precision = "fixed" if program.metadata.get("precision") == "fixed" else "float32"
+    dtype = "int32" if precision == "fixed" else "float32"
+    if precision == "fixed":
+        for name, arr in arrays.items():
+            if not np.isin(arr, (0, 1)).all():
+                raise ValueError(f"input {name!r}: a fixed-point program takes spikes (0/1) only; encode real values first")
 
     values: dict[str, Any] = {}
     ctxs: dict[str, NodeContext] = {}
@@ -124,8 +133,10 @@ def run(
                 counts=node_counts,
                 steps=T,
                 batch=B,
-                mem=be.zeros((T, B, node.size), "float32") if name in mem_probes else None,
+                mem=be.zeros((T, B, node.size), dtype) if name in mem_probes else None,
                 cache=cache,
+                precision=precision,
+                mem_u=be.zeros((T, B, node.size), dtype) if name in cur_probes else None,
             )
             ctxs[name] = ctx
             stage_ctx.append(ctx)
@@ -141,6 +152,10 @@ def run(
                 for fn, ctx in zip(kernels, stage_ctx):
                     fn(ctx, t, t + 1)
     elapsed = time.perf_counter() - t_start
+    if program.metadata.get("mapping"):  # routing counts of a mapped program (design §7)
+        from spike.backends.routing import add_routing_counts
+
+        add_routing_counts(program, lambda n: np.asarray(be.to_numpy(values[n])), counts)
 
     def shaped(name: str, arr: Any) -> np.ndarray:
         return np.asarray(be.to_numpy(arr)).reshape(T, B, *program.node(name).shape)
@@ -148,5 +163,6 @@ def run(
     outputs = {name: shaped(name, values[name]) for name in program.outputs}
     probed = {name: shaped(name, values[name]) for name in sig_probes}
     probed.update({f"{name}.v": shaped(name, ctxs[name].mem) for name in mem_probes})
+    probed.update({f"{name}.u": shaped(name, ctxs[name].mem_u) for name in cur_probes})
     timing = {"run_s": elapsed, "steps": float(T), "ms_per_step": 1e3 * elapsed / max(T, 1)}
     return RunResult(outputs=outputs, probes=probed, ops=counts, timing=timing, backend=be.name)

@@ -10,6 +10,10 @@ Counts (per sample, summed over steps), as NeuroBench defines them (design §7):
   of a step, every step; max pooling only routes events and counts nothing;
 - populations: ``neuron_updates`` += size per step, ``spikes`` += spikes emitted;
 - host ops: ``host_flops`` += size * (number of sources - 1) per step.
+
+Programs of precision "fixed" (``spike.compiler.quantize``) run Loihi fixed point, bit-accurate with
+lava-nc's ``PyLifModelBitAcc``/``PyDenseModelBitAcc``: int32 signals, integer weights shifted by
+``weight_exp``, populations stepped by ``numba_kernels.loihi_lif_step``; same counts.
 """
 from __future__ import annotations
 
@@ -24,7 +28,9 @@ from spike.backends.registry import Backend, BackendError, register_backend
 from spike.compiler.ir import (
     Conv2d, Dense, HostOp, Identity, Pool2d, Population, Projection, Sparse, conv_output_hw,
 )
-from spike.compiler.program import Program
+from spike.compiler.program import Program, ProgramError
+from spike.compiler.quantize import loihi_neuron_params
+from spike.compiler.validate import check_fixed_point
 
 _HOST_OPS = ("add",)
 _MODELS = {"lif": K.MODEL_LIF, "if": K.MODEL_LIF, "cuba_lif": K.MODEL_CUBA, "li": K.MODEL_LI}
@@ -38,13 +44,19 @@ class NumbaBackend(Backend):
 
     def check(self, program: Program) -> None:
         super().check(program)
+        precision = "fixed" if program.metadata.get("precision") == "fixed" else "float32"
+        if precision == "fixed":
+            try:
+                check_fixed_point(program)
+            except ProgramError as e:
+                raise BackendError(f"backend {self.name!r} cannot execute this fixed-point program: {e}") from None
         bad = []
         for name, node in program.nodes():
             if isinstance(node, HostOp) and node.op not in _HOST_OPS:
                 bad.append(f"{name} (hostop {node.op!r}; supported: {list(_HOST_OPS)})")
             elif isinstance(node, Population):
-                if node.precision != "float32":
-                    bad.append(f"{name} (population precision {node.precision!r})")
+                if node.precision != precision:
+                    bad.append(f"{name} (population precision {node.precision!r} in a {precision} program)")
                 if node.model not in _MODELS:
                     bad.append(f"{name} (neuron model {node.model!r})")
                 if node.reset not in _RESETS:
@@ -113,7 +125,7 @@ def _zeros(shape: tuple[int, ...], dtype: str) -> np.ndarray:
 BACKEND = register_backend(
     NumbaBackend(
         name="numba",
-        precisions=frozenset({"float32"}),
+        precisions=frozenset({"float32", "fixed"}),
         zeros=_zeros,
         to_numpy=lambda a: a,
         from_numpy=lambda a: np.ascontiguousarray(a),
@@ -143,9 +155,15 @@ def _bias(node: Any, n: int) -> np.ndarray:
 
 def _source(ctx: NodeContext) -> np.ndarray:
     src = ctx.sources[0]
-    if src.dtype != np.float32 or not src.flags.c_contiguous:
-        src = np.ascontiguousarray(src, dtype=np.float32)
+    dt = np.int32 if ctx.precision == "fixed" else np.float32
+    if src.dtype != dt or not src.flags.c_contiguous:
+        src = np.ascontiguousarray(src, dtype=dt)
     return src
+
+
+def _int_weights(a: Any) -> np.ndarray:
+    """Fixed-point weights as int64 (integer-valued by validation)."""
+    return np.ascontiguousarray(np.asarray(a).astype(np.int64))
 
 
 def _geometry_2d(node: Any, kernel: tuple[int, int]) -> tuple[int, int, int, int, int]:
@@ -176,6 +194,19 @@ def _param(arr: Any, n: int, default: float, what: str, name: str) -> np.ndarray
 def dense(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Dense = ctx.node
     c = ctx.cache
+    if ctx.precision == "fixed":
+        if "wt_fixed" not in c:
+            if np.shape(node.weight) != (node.size, node.in_size):
+                raise BackendError(f"dense {ctx.name!r}: weight {np.shape(node.weight)}, expected {(node.size, node.in_size)}")
+            wt = _int_weights(node.weight).T
+            c["wt_fixed"] = np.ascontiguousarray(wt)
+            c["row_nnz_fixed"] = np.count_nonzero(wt, axis=1).astype(np.int64)
+        K.dense_fixed_forward(
+            _source(ctx), c["wt_fixed"], c["row_nnz_fixed"], int(node.weight_exp), ctx.out, t0, t1, node.delay,
+            ctx.counts[_pair_key(ctx)],
+        )
+        ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
+        return
     if "wt" not in c:
         w = _f32(node.weight)
         if w.shape != (node.size, node.in_size):
@@ -205,7 +236,15 @@ def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
         c["indptr"], c["indices"], c["data"] = indptr, indices, data
         nz = np.concatenate([[0], np.cumsum(data != 0, dtype=np.int64)])
         c["row_nnz"] = np.ascontiguousarray(nz[indptr[1:]] - nz[indptr[:-1]])
-        c["bias"] = _bias(node, node.size)
+        c["bias"] = _bias(node, node.size) if ctx.precision != "fixed" else _EMPTY
+        c["data_fixed"] = _int_weights(node.data) if ctx.precision == "fixed" else None
+    if ctx.precision == "fixed":
+        K.sparse_fixed_forward(
+            _source(ctx), c["indptr"], c["indices"], c["data_fixed"], c["row_nnz"], int(node.weight_exp), ctx.out,
+            t0, t1, node.delay, ctx.counts[_pair_key(ctx)],
+        )
+        ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
+        return
     K.sparse_forward(
         _source(ctx), c["indptr"], c["indices"], c["data"], c["row_nnz"], c["bias"], ctx.out,
         t0, t1, node.delay, ctx.counts[_pair_key(ctx)],
@@ -241,7 +280,15 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
         c["geom"] = np.array(
             [C, H, W, C_out, Ho, Wo, kh, kw, *node.stride, *node.padding, cin_pg, cout_pg], np.int64
         )
-        c["bias"] = _bias(node, C_out)
+        c["bias"] = _bias(node, C_out) if ctx.precision != "fixed" else _EMPTY
+        c["wc_fixed"] = _int_weights(wc) if ctx.precision == "fixed" else None
+    if ctx.precision == "fixed":
+        K.conv2d_fixed_forward(
+            _source(ctx), c["wc_fixed"], c["in_pairs"], int(node.weight_exp), ctx.out, t0, t1, node.delay,
+            c["geom"], ctx.counts[_pair_key(ctx)],
+        )
+        ctx.counts["dense_ops"] += c["dense_per_step"] * (t1 - t0)
+        return
     K.conv2d_forward(
         _source(ctx), c["wc"], c["in_pairs"], c["bias"], ctx.out, t0, t1, node.delay, c["geom"],
         ctx.counts[_pair_key(ctx)],
@@ -274,8 +321,13 @@ def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
         c["dense_per_step"] = int(c["win_count"].sum()) * C
     src = _source(ctx)
     if node.mode == "max":
-        K.pool_max_forward(src, ctx.out, t0, t1, node.delay, c["geom"])
+        if ctx.precision == "fixed":
+            K.pool_or_forward(src, ctx.out, t0, t1, node.delay, c["geom"])
+        else:
+            K.pool_max_forward(src, ctx.out, t0, t1, node.delay, c["geom"])
         return
+    if ctx.precision == "fixed":  # check() rejects these; kept for direct kernel calls
+        raise BackendError(f"pool2d {ctx.name!r}: {node.mode!r} pooling has no fixed-point form")
     divisor = np.float32(node.kernel[0] * node.kernel[1] if node.mode == "avg" else 0)
     K.pool_sum_forward(
         src, c["win_count"], ctx.out, t0, t1, node.delay, c["geom"], divisor, ctx.counts[_pair_key(ctx)]
@@ -286,6 +338,13 @@ def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
 @BACKEND.kernel("identity")
 def identity(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Identity = ctx.node
+    if ctx.precision == "fixed":
+        K.identity_fixed_forward(
+            _source(ctx), np.int64(node.scale), int(node.weight_exp), ctx.out, t0, t1, node.delay,
+            ctx.counts[_pair_key(ctx)],
+        )
+        ctx.counts["dense_ops"] += node.size * (t1 - t0)
+        return
     K.identity_forward(
         _source(ctx), np.float32(node.scale), ctx.out, t0, t1, node.delay, ctx.counts[_pair_key(ctx)]
     )
@@ -319,6 +378,9 @@ def population(ctx: NodeContext, t0: int, t1: int) -> None:
     ``v = h - thr*s``, zero ``v = h*(1-s)``, none ``v = h``. li: ``v = beta*v + gain*I``, output v.
     """
     node: Population = ctx.node
+    if ctx.precision == "fixed":
+        _population_fixed(ctx, t0, t1)
+        return
     n = node.size
     c = ctx.cache
     if "beta" not in c:
@@ -348,5 +410,40 @@ def population(ctx: NodeContext, t0: int, t1: int) -> None:
         cur, ioff, t0, t1, c["beta"], c["thr"], c["alpha"], np.float32(node.gain),
         _MODELS[node.model], _RESETS[node.reset], bool(node.reset_delay), bool(node.fire_ge),
         st["v"], st["s"], st["i"], ctx.out, ctx.mem if record else _NO_MEM, record, ctx.counts["spikes"],
+    )
+    ctx.counts["neuron_updates"] += n * (t1 - t0)
+
+
+def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
+    """Loihi fixed point (``numba_kernels.loihi_lif_step``); input = int32 sum of the sources."""
+    node: Population = ctx.node
+    n = node.size
+    c = ctx.cache
+    if "fixed" not in c:
+        c["fixed"] = loihi_neuron_params(node, ctx.name)
+    p = c["fixed"]
+    st = ctx.state
+    if not st:
+        st.update(u=np.zeros((ctx.batch, n), np.int32), v=np.zeros((ctx.batch, n), np.int32))
+    srcs = ctx.sources
+    for s in srcs:
+        if s.shape[2] != n:
+            raise BackendError(f"population {ctx.name!r}: a source has {s.shape[2]} values per step, expected {n}")
+    if not srcs:
+        cur, ioff = np.zeros((t1 - t0, ctx.batch, n), np.int32), -t0
+    elif len(srcs) == 1:
+        cur, ioff = np.ascontiguousarray(srcs[0], dtype=np.int32), 0
+    else:  # int32 sum, wrapping as lava's int32 port adds
+        cur, ioff = srcs[0][t0:t1].astype(np.int32), -t0
+        for s in srcs[1:]:
+            np.add(cur, s[t0:t1], out=cur, casting="unsafe")
+    record = ctx.mem is not None or ctx.mem_u is not None
+    no_mem = np.zeros((1, 1, 1), np.int32)
+    K.population_fixed_forward(
+        cur, ioff, t0, t1, p["du"], p["dv"], p["bias"], p["vth_eff"], node.model != "li",
+        st["u"], st["v"], ctx.out,
+        ctx.mem if ctx.mem is not None else (np.zeros_like(ctx.out) if record else no_mem),
+        ctx.mem_u if ctx.mem_u is not None else (np.zeros_like(ctx.out) if record else no_mem),
+        record, ctx.counts["spikes"],
     )
     ctx.counts["neuron_updates"] += n * (t1 - t0)

@@ -500,3 +500,279 @@ def population_forward(
                 for k in range(n):
                     m[k] = v_b[k]
         spikes[b] += nsp
+
+
+# ----------------------------------------------------------------------------- Loihi fixed point
+#
+# Bit-accurate with lava-nc 0.10.0 (``PyLifModelBitAcc``, ``PyDenseModelBitAcc``); see
+# ``spike.compiler.quantize`` for the mapping from float programs. Every value is carried in int64
+# and wrapped or clipped exactly where lava's int32 / 24-bit arithmetic does. Left shifts are
+# written as multiplications by a power of two (the same two's-complement result, defined for
+# negative values in every language the kernels get ported to).
+
+UV_MAX = 1 << 23  # u wraps past this, v is clipped to +-(UV_MAX - 1)
+DECAY_UNITY = 4096  # 12-bit decays: factor (4096 - d) / 4096
+ACT_SCALE = 64  # a_in << 6
+VTH_SCALE = 64  # v > vth << 6
+
+
+@njit(cache=True, inline="always")
+def wrap_int32(x):
+    """``x`` (int64) reduced to the signed 32-bit range, as a cast to int32 wraps."""
+    return ((x + 2147483648) & 4294967295) - 2147483648
+
+
+@njit(cache=True, inline="always")
+def shift_by_exp(x, exp):
+    """``x << exp`` for ``exp >= 0``, arithmetic ``x >> -exp`` (floor) otherwise."""
+    if exp >= 0:
+        return x * (1 << exp)
+    return x >> (-exp)
+
+
+@njit(cache=True, inline="always")
+def loihi_decay(x, d):
+    """``sign(x) * ((|x| * (4096 - d)) >> 12)`` in int64: the decay rounds toward zero."""
+    p = x * (DECAY_UNITY - d)
+    if p < 0:
+        return -((-p) >> 12)
+    return p >> 12
+
+
+@njit(cache=True, inline="always")
+def loihi_lif_step(u, v, a_in, du, dv, bias, vth_eff, spiking):
+    """One Loihi LIF compartment, one step (int64 in, int64 out): returns ``(u, v, spike)``.
+
+    ``a_in``: the int32 sum of this step's synaptic inputs; ``bias`` = ``bias_mant << bias_exp``;
+    ``vth_eff`` = ``vth << 6``; ``spiking`` False for an ``li`` readout (no spike, no reset)::
+
+        u = sign(u) * ((|u| * (4096 - (du + 1))) >> 12)      # current decay, hidden +1
+        u = int32(u + int32(a_in << 6))                       # lava adds in int32
+        u -= 2^24 if u > 2^23;  u += 2^24 if u <= -2^23      # 24-bit wrap, once, as lava
+        v = sign(v) * ((|v| * (4096 - dv)) >> 12) + u + bias
+        v = clip(v, -(2^23 - 1), 2^23 - 1)
+        spike = v > vth << 6;  v = 0 where spike              # hard reset, u unchanged
+    """
+    uu = wrap_int32(loihi_decay(u, du + 1) + wrap_int32(a_in * ACT_SCALE))
+    if uu > UV_MAX:
+        uu -= 2 * UV_MAX
+    elif uu <= -UV_MAX:
+        uu += 2 * UV_MAX
+    vv = loihi_decay(v, dv) + uu + bias
+    if vv > UV_MAX - 1:
+        vv = UV_MAX - 1
+    elif vv < -(UV_MAX - 1):
+        vv = -(UV_MAX - 1)
+    s = spiking and vv > vth_eff
+    if s:
+        vv = 0
+    return uu, vv, s
+
+
+@njit(cache=True, parallel=True)
+def population_fixed_forward(
+    cur, ioff, t0, t1, du, dv, bias, vth_eff, spiking, u_state, v_state, out, mem_v, mem_u, record, spikes
+):
+    """Loihi fixed-point neurons for steps t0..t1-1 (see :func:`loihi_lif_step`).
+
+    ``cur[t + ioff, b]`` is the int32 input of step t; ``du``, ``dv``, ``bias`` (effective),
+    ``vth_eff`` (= vth << 6) are per-neuron int64; state ``u_state``/``v_state`` [B, n] int32 in
+    place. ``out`` gets spikes (0/1), or v for an ``li`` readout (``spiking`` False).
+    """
+    B = out.shape[1]
+    n = out.shape[2]
+    for b in prange(B):
+        nsp = 0
+        u_b = u_state[b]
+        v_b = v_state[b]
+        for t in range(t0, t1):
+            x_t = cur[t + ioff, b]
+            o = out[t, b]
+            for k in range(n):
+                uu, vv, s = loihi_lif_step(
+                    np.int64(u_b[k]), np.int64(v_b[k]), np.int64(x_t[k]), du[k], dv[k], bias[k], vth_eff[k], spiking
+                )
+                u_b[k] = uu
+                v_b[k] = vv
+                if spiking:
+                    o[k] = 1 if s else 0
+                    nsp += s
+                else:
+                    o[k] = vv
+            if record:
+                mv = mem_v[t, b]
+                mu = mem_u[t, b]
+                for k in range(n):
+                    mv[k] = v_b[k]
+                    mu[k] = u_b[k]
+        spikes[b] += nsp
+
+
+@njit(cache=True, parallel=True)
+def dense_fixed_forward(src, wt, row_nnz, weight_exp, out, t0, t1, delay, pairs):
+    """Fixed-point dense projection: every non-zero input is a spike (lava casts to bool);
+    ``out[t, b] = int32((sum of wt[i] over spiking i) shifted by weight_exp)``, summed in int64.
+    ``wt`` = W^T [n_in, n_out] of integer weights (int64)."""
+    B = out.shape[1]
+    n_in = wt.shape[0]
+    n_out = wt.shape[1]
+    for b in prange(B):
+        idx = np.empty(n_in, np.int64)
+        acc = np.zeros(n_out, np.int64)
+        nops = 0
+        for t in range(t0, t1):
+            acc[:] = 0
+            ts = t - delay
+            if ts >= 0:
+                x = src[ts, b]
+                m = _gather(x, idx)
+                for k in range(m):
+                    row = wt[idx[k]]
+                    nops += row_nnz[idx[k]]
+                    for j in range(n_out):
+                        acc[j] += row[j]
+            o = out[t, b]
+            for j in range(n_out):
+                o[j] = wrap_int32(shift_by_exp(acc[j], weight_exp))
+        pairs[b] += nops
+
+
+@njit(cache=True, parallel=True)
+def sparse_fixed_forward(src, indptr, indices, data, row_nnz, weight_exp, out, t0, t1, delay, pairs):
+    """Fixed-point CSR projection (integer ``data``), as :func:`dense_fixed_forward`."""
+    B = out.shape[1]
+    n_in = indptr.shape[0] - 1
+    n_out = out.shape[2]
+    for b in prange(B):
+        acc = np.zeros(n_out, np.int64)
+        nops = 0
+        for t in range(t0, t1):
+            acc[:] = 0
+            ts = t - delay
+            if ts >= 0:
+                x = src[ts, b]
+                for i in range(n_in):
+                    if x[i] == 0:
+                        continue
+                    nops += row_nnz[i]
+                    for k in range(indptr[i], indptr[i + 1]):
+                        acc[indices[k]] += data[k]
+            o = out[t, b]
+            for j in range(n_out):
+                o[j] = wrap_int32(shift_by_exp(acc[j], weight_exp))
+        pairs[b] += nops
+
+
+@njit(cache=True, parallel=True)
+def conv2d_fixed_forward(src, wc, in_pairs, weight_exp, out, t0, t1, delay, geom, pairs):
+    """Fixed-point event-driven convolution (integer ``wc``, layout and ``geom`` as
+    :func:`conv2d_forward`); sums in int64, then shift by weight_exp and wrap to int32."""
+    C_in, H, W, C_out, Ho, Wo = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
+    kh, kw, sy, sx, py, px = geom[6], geom[7], geom[8], geom[9], geom[10], geom[11]
+    cin_pg, cout_pg = geom[12], geom[13]
+    B = out.shape[1]
+    HW = H * W
+    HWo = Ho * Wo
+    for b in prange(B):
+        acc = np.zeros((Ho, Wo, C_out), np.int64)
+        nops = 0
+        for t in range(t0, t1):
+            acc[:] = 0
+            ts = t - delay
+            if ts >= 0:
+                x = src[ts, b]
+                for c in range(C_in):
+                    g = c // cin_pg
+                    cl = c - g * cin_pg
+                    base = g * cout_pg
+                    for y in range(H):
+                        for xx in range(W):
+                            if x[c * HW + y * W + xx] == 0:
+                                continue
+                            nops += in_pairs[c * HW + y * W + xx]
+                            for ky in range(kh):
+                                ny = y + py - ky
+                                if ny < 0:
+                                    break
+                                if ny % sy != 0:
+                                    continue
+                                oy = ny // sy
+                                if oy >= Ho:
+                                    continue
+                                for kx in range(kw):
+                                    nx = xx + px - kx
+                                    if nx < 0:
+                                        break
+                                    if nx % sx != 0:
+                                        continue
+                                    ox = nx // sx
+                                    if ox >= Wo:
+                                        continue
+                                    w = wc[g, cl, ky, kx]
+                                    a = acc[oy, ox]
+                                    for j in range(cout_pg):
+                                        a[base + j] += w[j]
+            o = out[t, b]
+            for co in range(C_out):
+                for oy in range(Ho):
+                    for ox in range(Wo):
+                        o[co * HWo + oy * Wo + ox] = wrap_int32(shift_by_exp(acc[oy, ox, co], weight_exp))
+        pairs[b] += nops
+
+
+@njit(cache=True, parallel=True)
+def identity_fixed_forward(src, weight, weight_exp, out, t0, t1, delay, pairs):
+    """Fixed-point one-to-one synapses: ``out = int32((weight if spike else 0) shifted by weight_exp)``."""
+    B = out.shape[1]
+    n = out.shape[2]
+    on = wrap_int32(shift_by_exp(weight, weight_exp))
+    off = wrap_int32(shift_by_exp(np.int64(0), weight_exp))
+    for b in prange(B):
+        nops = 0
+        for t in range(t0, t1):
+            o = out[t, b]
+            ts = t - delay
+            if ts < 0:
+                for j in range(n):
+                    o[j] = off
+                continue
+            x = src[ts, b]
+            for j in range(n):
+                if x[j] != 0:
+                    nops += 1
+                    o[j] = on
+                else:
+                    o[j] = off
+        pairs[b] += nops
+
+
+@njit(cache=True, parallel=True)
+def pool_or_forward(src, out, t0, t1, delay, geom):
+    """Fixed-point max pooling of spikes: 1 where any input of the window is non-zero (an OR)."""
+    C, H, W, Ho, Wo = geom[0], geom[1], geom[2], geom[3], geom[4]
+    kh, kw, sy, sx, py, px = geom[5], geom[6], geom[7], geom[8], geom[9], geom[10]
+    B = out.shape[1]
+    HW = H * W
+    HWo = Ho * Wo
+    for b in prange(B):
+        for t in range(t0, t1):
+            o = out[t, b]
+            ts = t - delay
+            if ts < 0:
+                for j in range(o.shape[0]):
+                    o[j] = 0
+                continue
+            x = src[ts, b]
+            for c in range(C):
+                for oy in range(Ho):
+                    for ox in range(Wo):
+                        m = 0
+                        for ky in range(kh):
+                            iy = oy * sy - py + ky
+                            if iy < 0 or iy >= H:
+                                continue
+                            for kx in range(kw):
+                                ix = ox * sx - px + kx
+                                if ix >= 0 and ix < W and x[c * HW + iy * W + ix] != 0:
+                                    m = 1
+                        o[c * HWo + oy * Wo + ox] = m

@@ -4,6 +4,11 @@ Every kernel computes its node with whole-tensor torch operations (matmul, conv2
 derives the operation counts from the same tensors: ``syn_ops``/``macs`` are the number of
 (non-zero input, non-zero weight) pairs, computed by running the layer on binarised inputs and
 weights, as NeuroBench defines them.
+
+Programs of precision "fixed" run Loihi fixed point on int32 tensors (the oracle for the numba
+kernels): projections sum integer weights exactly in float64 (|sums| < 2^53), then shift by
+``weight_exp`` and wrap to int32 in int64; populations follow ``numba_kernels.loihi_lif_step``
+element-wise in int64.
 """
 from __future__ import annotations
 
@@ -16,13 +21,33 @@ import torch.nn.functional as F
 from spike.backends.engine import NodeContext
 from spike.backends.registry import Backend, BackendError, register_backend
 from spike.compiler.ir import Conv2d, Dense, Identity, Pool2d, Population, Sparse
+from spike.compiler.program import Program, ProgramError
 
 _DTYPES = {"float32": torch.float32, "int32": torch.int32}
 
+class TorchBackend(Backend):
+    """Checks fixed-point programs against the fixed-point rules before a run."""
+
+    def check(self, program: Program) -> None:
+        super().check(program)
+        precision = "fixed" if program.metadata.get("precision") == "fixed" else "float32"
+        if precision == "fixed":
+            from spike.compiler.validate import check_fixed_point
+
+            try:
+                check_fixed_point(program)
+            except ProgramError as e:
+                raise BackendError(f"backend {self.name!r} cannot execute this fixed-point program: {e}") from None
+        bad = [f"{n} (precision {node.precision!r})" for n, node in program.nodes()
+               if isinstance(node, Population) and node.precision != precision]
+        if bad:
+            raise BackendError(f"backend {self.name!r}: population(s) {', '.join(bad)} in a {precision} program")
+
+
 BACKEND = register_backend(
-    Backend(
+    TorchBackend(
         name="torch",
-        precisions=frozenset({"float32"}),
+        precisions=frozenset({"float32", "fixed"}),
         zeros=lambda shape, dtype: torch.zeros(shape, dtype=_DTYPES[dtype]),
         to_numpy=lambda t: t.numpy(),
         from_numpy=lambda a: torch.from_numpy(np.ascontiguousarray(a)),
@@ -37,6 +62,18 @@ def _delayed(src: torch.Tensor, delay: int, t0: int, t1: int) -> torch.Tensor:
     if lo < t1:
         out[lo - t0 :] = src[lo - delay : t1 - delay]
     return out
+
+
+def _wrap_int32(x: torch.Tensor) -> torch.Tensor:
+    """int64 values reduced to the signed 32-bit range, as a cast to int32 wraps."""
+    return ((x + 2**31) & (2**32 - 1)) - 2**31
+
+
+def _deliver(acc: torch.Tensor, weight_exp: int) -> torch.Tensor:
+    """Exact integer sums (float64) shifted by ``weight_exp`` (right shifts floor) and wrapped to int32."""
+    a = acc.round().to(torch.int64)
+    a = a * (1 << weight_exp) if weight_exp >= 0 else torch.div(a, 1 << -weight_exp, rounding_mode="floor")
+    return _wrap_int32(a).to(torch.int32)
 
 
 def _count_pairs(ctx: NodeContext, x: torch.Tensor, pairs: torch.Tensor, dense_per_step: float) -> None:
@@ -67,7 +104,12 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Dense = ctx.node
     w, b = _weights(ctx)
     x = _delayed(ctx.sources[0], node.delay, t0, t1)
-    ctx.out[t0:t1] = F.linear(x, w, b)
+    if ctx.precision == "fixed":
+        spikes = (x != 0).to(torch.float64)
+        ctx.out[t0:t1] = _deliver(F.linear(spikes, w.to(torch.float64)), node.weight_exp)
+        x = spikes
+    else:
+        ctx.out[t0:t1] = F.linear(x, w, b)
     nz_w = (w != 0).to(torch.float32)
     pairs = F.linear((x != 0).to(torch.float32), nz_w)
     _count_pairs(ctx, x, pairs, node.in_size * node.size)
@@ -81,7 +123,12 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
     t, B = x.shape[:2]
     xi = x.reshape(t * B, *node.in_shape)
     kw = dict(stride=node.stride, padding=node.padding, groups=node.groups)
-    ctx.out[t0:t1] = F.conv2d(xi, w, b, **kw).reshape(t, B, node.size)
+    if ctx.precision == "fixed":
+        xi = (xi != 0).to(torch.float64)
+        y = F.conv2d(xi, w.to(torch.float64), **kw).reshape(t, B, node.size)
+        ctx.out[t0:t1] = _deliver(y, node.weight_exp)
+    else:
+        ctx.out[t0:t1] = F.conv2d(xi, w, b, **kw).reshape(t, B, node.size)
     pairs = F.conv2d((xi != 0).to(torch.float32), (w != 0).to(torch.float32), **kw).reshape(t, B, -1)
     if "dense_per_step" not in ctx.cache:
         ones = torch.ones((1, *node.in_shape))
@@ -96,6 +143,10 @@ def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
     t, B = x.shape[:2]
     xi = x.reshape(t * B, *node.in_shape)
     kw = dict(kernel_size=node.kernel, stride=node.stride, padding=node.padding)
+    if ctx.precision == "fixed":
+        if node.mode != "max":  # check() rejects these; kept for direct kernel calls
+            raise BackendError(f"pool2d {ctx.name!r}: {node.mode!r} pooling has no fixed-point form")
+        xi = (xi != 0).to(torch.float32)  # an OR of spikes
     if node.mode == "max":
         y = F.max_pool2d(F.pad(xi, (node.padding[1],) * 2 + (node.padding[0],) * 2), node.kernel, node.stride)
     elif node.mode == "avg":
@@ -116,7 +167,10 @@ def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
 def identity(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Identity = ctx.node
     x = _delayed(ctx.sources[0], node.delay, t0, t1)
-    ctx.out[t0:t1] = x if node.scale == 1.0 else x * node.scale
+    if ctx.precision == "fixed":
+        ctx.out[t0:t1] = _deliver((x != 0).to(torch.float64) * float(node.scale), node.weight_exp)
+    else:
+        ctx.out[t0:t1] = x if node.scale == 1.0 else x * node.scale
     _count_pairs(ctx, x, (x != 0).to(torch.float32), node.size)
 
 
@@ -134,6 +188,9 @@ def hostop(ctx: NodeContext, t0: int, t1: int) -> None:
 @BACKEND.kernel("population")
 def population(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Population = ctx.node
+    if ctx.precision == "fixed":
+        _population_fixed(ctx, t0, t1)
+        return
     st = ctx.state
     if not st:
         shape = (ctx.batch, node.size)
@@ -173,3 +230,47 @@ def population(ctx: NodeContext, t0: int, t1: int) -> None:
             ctx.mem[t] = v
         ctx.counts["neuron_updates"] += node.size
         ctx.counts["spikes"] += s.sum(dim=1).to(torch.int64).numpy()
+
+
+UV_MAX = 1 << 23
+
+
+def _loihi_decay(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+    """``sign(x) * ((|x| * (4096 - d)) >> 12)`` in int64."""
+    p = x * (4096 - d)
+    return torch.sign(p) * torch.div(p.abs(), 4096, rounding_mode="floor")
+
+
+def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
+    """Loihi fixed point, element-wise in int64 (same rule as ``numba_kernels.loihi_lif_step``)."""
+    node: Population = ctx.node
+    st = ctx.state
+    if not st:
+        from spike.compiler.quantize import loihi_neuron_params
+
+        p = loihi_neuron_params(node, ctx.name)
+        st.update({k: torch.from_numpy(v) for k, v in p.items()})
+        st["u"] = torch.zeros((ctx.batch, node.size), dtype=torch.int64)
+        st["v"] = torch.zeros((ctx.batch, node.size), dtype=torch.int64)
+    du, dv, bias, vth_eff = st["du"], st["dv"], st["bias"], st["vth_eff"]
+    spiking = node.model != "li"
+    for t in range(t0, t1):
+        a_in = torch.zeros((ctx.batch, node.size), dtype=torch.int64)
+        for src in ctx.sources:
+            a_in = _wrap_int32(a_in + src[t].to(torch.int64))
+        u = _wrap_int32(_loihi_decay(st["u"], du + 1) + _wrap_int32(a_in * 64))
+        u = torch.where(u > UV_MAX, u - 2 * UV_MAX, torch.where(u <= -UV_MAX, u + 2 * UV_MAX, u))
+        v = torch.clamp(_loihi_decay(st["v"], dv) + u + bias, -(UV_MAX - 1), UV_MAX - 1)
+        if spiking:
+            s = v > vth_eff
+            v = torch.where(s, torch.zeros_like(v), v)
+            ctx.out[t] = s.to(torch.int32)
+            ctx.counts["spikes"] += s.sum(dim=1).numpy().astype(np.int64)
+        else:
+            ctx.out[t] = v.to(torch.int32)
+        st["u"], st["v"] = u, v
+        if ctx.mem is not None:
+            ctx.mem[t] = v.to(torch.int32)
+        if ctx.mem_u is not None:
+            ctx.mem_u[t] = u.to(torch.int32)
+        ctx.counts["neuron_updates"] += node.size

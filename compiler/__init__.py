@@ -17,12 +17,15 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
     precision: str = "float32",
     input_signal: str | None = None,
     metadata: dict[str, Any] | None = None,
+    nir_options: dict[str, Any] | None = None,
 ) -> Program:
     """Compile a model (or a saved program path) to a Program for ``target``.
 
     ``example_input`` is ``[T, B, ...]`` for multi-step models and ``[B, ...]`` for single-step
     (snnTorch ``init_hidden=True``) models; ``input_signal`` forces "spike" or "real" inputs
-    (default: "spike" when the example input is binary). ``precision="fixed"`` runs the float
+    (default: "spike" when the example input is binary). A ``.nir`` path is imported with
+    ``nir_options`` (``dt``, ``reset``, ``reset_delay``, ``input_signal``; see ``from_nir``).
+    ``precision="fixed"`` runs the float
     pipeline, then :func:`~spike.compiler.quantize.quantize` (Loihi fixed point; its per-layer
     report is in ``program.metadata["quantization"]``).
     """
@@ -31,7 +34,14 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
 
     if precision not in PRECISIONS_BUILT:
         raise ValueError(f"precision {precision!r}: this compiler builds {list(PRECISIONS_BUILT)}")
-    if isinstance(model, (str, Path)):
+    if isinstance(model, (str, Path)) and Path(model).suffix == ".nir":
+        from spike.compiler.nir_import import from_nir
+
+        program = from_nir(model, run_pipeline=False, **(nir_options or {}))
+        program = program.with_graph(
+            program.graph, metadata={**program.metadata, "target": target, "precision": precision, **(metadata or {})}
+        )
+    elif isinstance(model, (str, Path)):
         from spike.compiler.serialize import load_program
 
         program = load_program(model)

@@ -76,6 +76,13 @@ class Population(Node):
     reset_delay: bool = True
     fire_ge: bool = False
     precision: str = "float32"
+    # Loihi fixed point (precision "fixed", set by ``spike.compiler.quantize``): per-neuron int32
+    # arrays; see ``quantize`` for the update rule and the mapping from the float fields.
+    du: np.ndarray | None = None  # current decay, 0..4095 (effective decay du + 1)
+    dv: np.ndarray | None = None  # voltage decay, 0..4095
+    vth: np.ndarray | None = None  # threshold mantissa, 0..2^17-1, compared as vth << 6
+    bias_mant: np.ndarray | None = None  # bias mantissa, -4096..4095
+    bias_exp: np.ndarray | None = None  # bias exponent, 0..7: bias = bias_mant << bias_exp
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,6 +104,8 @@ class Dense(Projection):
     KIND: ClassVar[str] = "dense"
     weight: np.ndarray | None = None
     bias: np.ndarray | None = None
+    weight_exp: int = 0  # fixed point: delivered = (sum of integer weights) shifted by weight_exp
+    num_weight_bits: int = 8  # fixed point: signed integer weights in [-2^(b-1), 2^(b-1)-1]
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,6 +118,8 @@ class Sparse(Projection):
     indices: np.ndarray | None = None
     data: np.ndarray | None = None
     bias: np.ndarray | None = None
+    weight_exp: int = 0  # fixed point: delivered = (sum of integer weights) shifted by weight_exp
+    num_weight_bits: int = 8  # fixed point: signed integer weights in [-2^(b-1), 2^(b-1)-1]
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,6 +136,8 @@ class Conv2d(Projection):
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     groups: int = 1
+    weight_exp: int = 0  # fixed point: delivered = (sum of integer weights) shifted by weight_exp
+    num_weight_bits: int = 8  # fixed point: signed integer weights in [-2^(b-1), 2^(b-1)-1]
 
 
 @dataclass(frozen=True, eq=False)
@@ -145,6 +158,8 @@ class Identity(Projection):
 
     KIND: ClassVar[str] = "identity"
     scale: float = 1.0
+    weight_exp: int = 0  # fixed point: delivered = (sum of integer weights) shifted by weight_exp
+    num_weight_bits: int = 8  # fixed point: signed integer weights in [-2^(b-1), 2^(b-1)-1]
 
 
 @dataclass(frozen=True, eq=False)

@@ -55,7 +55,13 @@ __all__ = [
     "INTEGER_ARRAYS",
     "ENUM_FIELDS",
     "ELEMENTWISE_HOST_OPS",
+    "FIXED_POINT_FIELDS",
+    "FIXED_WEIGHT_ARRAYS",
+    "LOIHI",
     "validate_program",
+    "program_precision",
+    "check_precision",
+    "check_fixed_point",
     "check_graph",
     "check_io",
     "check_node",
@@ -73,6 +79,11 @@ REQUIRED_ARRAYS: dict[type[Node], tuple[str, ...]] = {
 }
 # Array fields holding integers (CSR structure); every other array field holds floats.
 INTEGER_ARRAYS: dict[type[Node], tuple[str, ...]] = {Sparse: ("indptr", "indices")}
+# Loihi fixed-point parameters of a Population (precision "fixed"): integer arrays.
+FIXED_POINT_FIELDS = ("du", "dv", "vth", "bias_mant", "bias_exp")
+INTEGER_ARRAYS[Population] = FIXED_POINT_FIELDS
+# Weight arrays that are floating in float32 programs and integer in fixed-point programs.
+FIXED_WEIGHT_ARRAYS: dict[type[Node], tuple[str, ...]] = {Dense: ("weight",), Sparse: ("data",), Conv2d: ("weight",)}
 # (class, field) -> allowed values.
 ENUM_FIELDS: dict[tuple[type[Node], str], tuple[str, ...]] = {
     (Input, "signal"): ir.SIGNALS,
@@ -188,6 +199,8 @@ def _check_field_type(name: str, node: Node, spec: FieldSpec, value: Any) -> Non
             raise bad("a numpy array")
         integer = spec.name in INTEGER_ARRAYS.get(type(node), ())
         kind = value.dtype.kind
+        if spec.name in FIXED_WEIGHT_ARRAYS.get(type(node), ()) and kind in "iu":
+            return  # fixed-point weights; check_precision decides whether they belong here
         if integer and kind not in "iu":
             raise _err(name, node, spec.name, f"expected an integer array, got dtype {value.dtype}")
         if not integer and kind != "f":
@@ -209,7 +222,7 @@ def _expect_shape(name: str, node: Node, field: str, arr: np.ndarray | None, wan
 
 def _check_population(name: str, node: Population) -> None:
     n = node.size
-    for f in ("beta", "threshold", "alpha"):
+    for f in ("beta", "threshold", "alpha", *FIXED_POINT_FIELDS):
         arr = getattr(node, f)
         if arr is not None and not (arr.ndim == 0 or (arr.ndim == 1 and arr.shape[0] in (1, n))):
             raise _err(name, node, f, f"shape {arr.shape}: expected per-neuron length {n} (size) or one value")
@@ -408,7 +421,131 @@ def validate_program(program: Program) -> None:
         check_node(name, node)
     check_io(program)
     check_connections(program)
+    check_precision(program)
     program.schedule()  # raises ProgramError on a cycle without delay
+
+
+# ---- precision --------------------------------------------------------------------------
+class LOIHI:
+    """Loihi fixed-point ranges (lava-nc 0.10.0 ``PyLifModelBitAcc`` / ``PyDenseModelBitAcc``)."""
+
+    UV_BITS = 24  # u and v are 24-bit signed
+    UV_MAX = 1 << 23  # u wraps past +-2^23, v is clipped to +-(2^23 - 1)
+    DECAY_BITS = 12  # du, dv in 0..4095, decay factor (4096 - d) / 4096
+    DECAY_MAX = 4095
+    VTH_MAX = (1 << 17) - 1  # 17-bit unsigned threshold mantissa
+    ACT_SHIFT = 6  # a_in << 6 into u
+    VTH_SHIFT = 6  # spike on v > vth << 6
+    BIAS_MANT_MIN, BIAS_MANT_MAX = -4096, 4095  # 13-bit signed
+    BIAS_EXP_MIN, BIAS_EXP_MAX = 0, 7  # 3-bit unsigned
+    WEIGHT_EXP_MIN, WEIGHT_EXP_MAX = -8, 7
+    WEIGHT_BITS_MIN, WEIGHT_BITS_MAX = 1, 8
+    FIXED_MODELS = ("lif", "if", "cuba_lif", "li")
+
+
+def program_precision(program: Program) -> str:
+    """``metadata["precision"]`` when given, else ``fixed`` if any population is fixed point."""
+    p = program.metadata.get("precision")
+    if p is not None:
+        return str(p)
+    fixed = any(isinstance(n, Population) and n.precision == "fixed" for _, n in program.nodes())
+    return "fixed" if fixed else "float32"
+
+
+def check_precision(program: Program) -> None:
+    """A float32 program has float weights and float populations; a fixed one obeys
+    :func:`check_fixed_point`."""
+    precision = program_precision(program)
+    if precision not in ir.PRECISIONS:
+        raise ProgramError(f"program metadata precision {precision!r} is not one of {', '.join(ir.PRECISIONS)}")
+    if precision == "fixed":
+        check_fixed_point(program)
+        return
+    for name, node in program.nodes():
+        if isinstance(node, Population) and node.precision != "float32":
+            raise _err(name, node, "precision", f"{node.precision!r} in a {precision} program (metadata precision)")
+        for f in FIXED_WEIGHT_ARRAYS.get(type(node), ()):
+            arr = getattr(node, f)
+            if arr is not None and arr.dtype.kind in "iu":
+                raise _err(name, node, f, f"integer weights (dtype {arr.dtype}) belong to fixed-point programs; "
+                           f"this program's precision is {precision}")
+
+
+def _int_values(name: str, node: Node, field: str, arr: Any, lo: int, hi: int, why: str) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.dtype.kind == "f":
+        if a.size and not np.array_equal(a, np.round(a)):
+            raise _err(name, node, field, f"fixed point needs integer values ({why})")
+    elif a.dtype.kind not in "iu":
+        raise _err(name, node, field, f"fixed point needs an integer array, got dtype {a.dtype}")
+    if a.size and (a.min() < lo or a.max() > hi):
+        raise _err(name, node, field, f"values must lie in [{lo}, {hi}] ({why}), got [{a.min()}, {a.max()}]")
+    return a
+
+
+def _check_fixed_node(name: str, node: Node, program: Program) -> None:
+    L = LOIHI
+    if isinstance(node, Population):
+        if node.precision != "fixed":
+            raise _err(name, node, "precision", f"{node.precision!r} in a fixed-point program: run spike.compiler.quantize")
+        if node.model not in L.FIXED_MODELS:
+            raise _err(name, node, "model", f"{node.model!r} has no fixed-point form")
+        if node.model != "li":
+            if node.reset != "zero":
+                raise _err(name, node, "reset", f"{node.reset!r}: Loihi's LIF resets to zero")
+            if node.reset_delay:
+                raise _err(name, node, "reset_delay", "must be False: Loihi resets in the step it spikes")
+            if node.fire_ge:
+                raise _err(name, node, "fire_ge", "must be False: Loihi spikes on v > vth << 6")
+        ranges = {
+            "du": (0, L.DECAY_MAX, "12-bit current decay"),
+            "dv": (0, L.DECAY_MAX, "12-bit voltage decay"),
+            "vth": (0, L.VTH_MAX, "17-bit unsigned threshold"),
+            "bias_mant": (L.BIAS_MANT_MIN, L.BIAS_MANT_MAX, "13-bit signed bias mantissa"),
+            "bias_exp": (L.BIAS_EXP_MIN, L.BIAS_EXP_MAX, "3-bit bias exponent"),
+        }
+        for f, (lo, hi, why) in ranges.items():
+            if getattr(node, f) is None:
+                raise _err(name, node, f, "required for a fixed-point population (run spike.compiler.quantize)")
+            _int_values(name, node, f, getattr(node, f), lo, hi, why)
+        return
+    if isinstance(node, Input):
+        if node.signal != "spike":
+            raise _err(name, node, "signal", "fixed-point programs take spike inputs (Loihi cores take spikes)")
+        return
+    if isinstance(node, HostOp):
+        raise _err(name, node, None, "host ops have no fixed-point form")
+    if isinstance(node, BatchNorm):
+        raise _err(name, node, None, "fold BatchNorm before quantising")
+    if isinstance(node, Pool2d):
+        if node.mode != "max":
+            raise _err(name, node, "mode", f"{node.mode!r} pooling has no fixed-point form (quantize turns it into a depthwise conv2d)")
+        return
+    if isinstance(node, (Dense, Sparse, Conv2d, Identity)):
+        nb = node.num_weight_bits
+        if not (L.WEIGHT_BITS_MIN <= nb <= L.WEIGHT_BITS_MAX):
+            raise _err(name, node, "num_weight_bits", f"must lie in [{L.WEIGHT_BITS_MIN}, {L.WEIGHT_BITS_MAX}], got {nb}")
+        if not (L.WEIGHT_EXP_MIN <= node.weight_exp <= L.WEIGHT_EXP_MAX):
+            raise _err(name, node, "weight_exp", f"must lie in [{L.WEIGHT_EXP_MIN}, {L.WEIGHT_EXP_MAX}], got {node.weight_exp}")
+        lo, hi = -(1 << (nb - 1)), (1 << (nb - 1)) - 1
+        why = f"{nb}-bit signed weights"
+        if isinstance(node, Identity):
+            _int_values(name, node, "scale", np.asarray(node.scale), lo, hi, why)
+        else:
+            for f in FIXED_WEIGHT_ARRAYS[type(node)]:
+                _int_values(name, node, f, getattr(node, f), lo, hi, why)
+            if node.bias is not None:
+                raise _err(name, node, "bias", "must be None in fixed point: Loihi adds biases in the neuron (bias_mant)")
+
+
+def check_fixed_point(program: Program) -> None:
+    """Rules of a fixed-point program (precision "fixed"), naming the node and field:
+    fixed populations with in-range Loihi parameters (``du``, ``dv`` 0..4095, ``vth`` 0..2^17-1,
+    ``bias_mant`` 13-bit signed, ``bias_exp`` 0..7; reset zero without delay, strict ``>``);
+    projections with integer-valued weights in their signed ``num_weight_bits`` range, no bias
+    and ``weight_exp`` in -8..7; spike inputs; no host ops; pooling only ``max`` (an OR)."""
+    for name, node in program.nodes():
+        _check_fixed_node(name, node, program)
 
 
 # ---- edge order -------------------------------------------------------------------------
