@@ -24,7 +24,7 @@ def _train_mlp(args: argparse.Namespace) -> dict[str, Any]:
     in_features = int(torch.tensor(data.input_shape).prod())
     kwargs = dict(
         in_features=in_features, num_classes=data.num_classes, hidden=list(args.hidden),
-        beta=args.beta, threshold=1.0,
+        beta=args.beta, threshold=1.0, reset=args.reset, reset_delay=not args.no_reset_delay,
     )
     model = build_model("mlp", **kwargs)
     encoder = Encoder(args.encoding, args.steps)
@@ -191,31 +191,44 @@ def _print_energy(report: Any, program: Any, target: str):
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    """Train a Loihi-compatible spiking MLP on digits, compile it, run it, count and cost it."""
     from spike.checkpoint import atomic_write_json
+    from spike.compiler.partition import mapping_report
     from spike.compiler.serialize import save_program
     from spike.data import load_digits
+    from spike.energy import plot_report
     from spike.evaluate import evaluate_program
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    print("== 1/3 train a spiking MLP on the built-in digits")
-    train_args = _parser().parse_args(
-        ["train", "mlp", "--dataset", "digits", "--out", str(out / "mlp.pt"), "--epochs", str(args.epochs)]
-        + (["--quiet"] if args.quiet else [])
-    )
-    _train_mlp(train_args)
-    print("== 2/3 compile it to the event-driven IR")
-    program = compile_checkpoint(str(out / "mlp.pt"))
-    save_program(program, out / "mlp.h5")
-    print(program.summary())
-    print("== 3/3 run the compiled program on the numba backend")
+    quiet = ["--quiet"] if args.quiet else []
+    print("== 1/4 train a spiking MLP on the built-in digits (rate-coded spikes; reset to zero, as Loihi does)")
+    _train_mlp(_parser().parse_args(
+        ["train", "mlp", "--dataset", "digits", "--out", str(out / "mlp.pt"), "--epochs", str(args.epochs),
+         "--encoding", "rate", "--reset", "zero", "--no-reset-delay"] + quiet
+    ))
     data = load_digits()
-    report = evaluate_program(program, data.x_test, data.y_test, backend="numba", progress=not args.quiet)
-    print(f"compiled accuracy {100 * report.accuracy:.2f}% on {report.num_samples} digits test samples "
-          f"({report.timing['ms_per_sample']:.3f} ms/sample)")
-    print(report.table())
-    atomic_write_json(out / "report.json", report.to_json())
-    print(f"report -> {out / 'report.json'}")
+    print("\n== 2/4 compile to the event-driven IR and run it on the numba backend (float32)")
+    program = compile_checkpoint(str(out / "mlp.pt"))
+    save_program(program, out / "mlp_float.h5")
+    print(program.summary())
+    floating = evaluate_program(program, data.x_test, data.y_test, backend="numba", progress=not args.quiet)
+    print(f"compiled accuracy {100 * floating.accuracy:.2f}% on {floating.num_samples} digits test samples "
+          f"({floating.timing['ms_per_sample']:.3f} ms/sample)")
+    print(floating.table())
+    print("\n== 3/4 compile for loihi1 in fixed point: quantise, partition onto cores, place on the mesh")
+    loihi = compile_checkpoint(str(out / "mlp.pt"), target="loihi1", precision="fixed")
+    save_program(loihi, out / "mlp_loihi1.h5")
+    print(mapping_report(loihi).render())
+    print("\n== 4/4 run the fixed-point program on the numba backend and cost it on loihi1")
+    fixed = evaluate_program(loihi, data.x_test, data.y_test, backend="numba", progress=not args.quiet)
+    print(f"fixed-point accuracy {100 * fixed.accuracy:.2f}% (float {100 * floating.accuracy:.2f}%)")
+    print(fixed.table())
+    energy = _print_energy(fixed, loihi, "loihi1")
+    result = {"float": floating.to_json(), "loihi1_fixed": {**fixed.to_json(), "energy": energy.to_json()}}
+    atomic_write_json(out / "report.json", result)
+    plot_report(result["loihi1_fixed"], out / "report.png")
+    print(f"report -> {out / 'report.json'}, plot -> {out / 'report.png'}")
     return 0
 
 
@@ -234,6 +247,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--encoding", default="direct", choices=["direct", "rate", "latency"])
     t.add_argument("--hidden", type=int, nargs="+", default=[128])
     t.add_argument("--beta", type=float, default=0.9)
+    t.add_argument("--reset", default="subtract", choices=["subtract", "zero", "none"])
+    t.add_argument("--no-reset-delay", action="store_true",
+                   help="reset in the step that spikes (Loihi's rule; needed for --precision fixed)")
     t.add_argument("--lr", type=float, default=5e-3)
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--seed", type=int, default=0)
