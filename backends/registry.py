@@ -69,6 +69,7 @@ _BACKENDS: dict[str, Backend] = {}
 _LOADERS: dict[str, str] = {
     "torch": "spike.backends.torch_backend",
     "numba": "spike.backends.numba_backend",
+    "cuda": "spike.backends.cuda_backend",
 }
 
 

@@ -1,0 +1,658 @@
+"""The cuda backend: the numba backend's event-driven execution on an NVIDIA GPU (Numba CUDA).
+
+Same semantics, operation order and operation counts as the numba backend (design §6), bit for
+bit: see ``cuda_kernels`` for how the kernels keep float32 results exact. Per node call:
+
+- projections: a compaction kernel lists the non-zero inputs of every (step, sample) in
+  ascending order and counts their synaptic pairs on the GPU; a delivery kernel adds the weight
+  rows (dense, sparse) or kernels (conv2d) of those inputs into the targets; pooling and identity
+  are element-wise;
+- populations: one thread per (sample, neuron) steps the neuron state in registers.
+
+Every array of a run (node outputs ``[T, B, size]``, membrane records, neuron state, scratch,
+counters) lives on the device for the whole run; weights are uploaded once per node and kept
+(``ctx.cache``). Event-dependent counts (``syn_ops``/``macs``, ``spikes``) are int64 ``[B]``
+device counters copied to the host once, after a node's last step; the counts that follow from
+the shapes alone (``dense_ops``, ``neuron_updates``, ``host_flops``) are added on the host, as
+the numba backend does. ``numba.cuda`` is imported lazily: importing this module needs no GPU.
+
+Runs on a real GPU, or anywhere through Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` set
+before numba is imported; slow: tiny programs only).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+from spike.backends.engine import NodeContext
+from spike.backends.registry import Backend, BackendError, register_backend
+from spike.compiler.ir import (
+    Conv2d, Dense, HostOp, Identity, Pool2d, Population, Projection, Sparse, conv_output_hw,
+)
+from spike.compiler.program import Program
+
+_MODELS = {"lif": 0, "if": 0, "cuba_lif": 1, "li": 2}  # = cuda_kernels.MODEL_*
+_RESETS = {"subtract": 0, "zero": 1, "none": 2}  # = cuda_kernels.RESET_*
+_PRECISIONS = ("float32", "fixed")
+_HOST_OPS = ("add",)
+
+_NO_GPU = (
+    "no CUDA GPU found and NUMBA_ENABLE_CUDASIM is not set (run on a machine with an NVIDIA GPU "
+    "and numba-cuda, or set NUMBA_ENABLE_CUDASIM=1 before numba is imported to use Numba's CUDA "
+    "simulator)"
+)
+
+
+def _kernels() -> Any:
+    from spike.backends import cuda_kernels
+
+    return cuda_kernels
+
+
+def _cuda() -> Any:
+    from numba import cuda
+
+    return cuda
+
+
+def _available() -> str | None:
+    try:
+        cuda = _cuda()
+        K = _kernels()
+    except Exception as e:  # numba without its CUDA target, or a broken CUDA install
+        return f"numba.cuda cannot be used ({type(e).__name__}: {e}); install numba-cuda"
+    if K.SIMULATING:
+        return None
+    try:
+        ok = bool(cuda.is_available())
+    except Exception:  # pragma: no cover - driver errors
+        ok = False
+    return None if ok else _NO_GPU
+
+
+class CudaBackend(Backend):
+    """Adds checks of node fields this backend cannot execute (host ops, populations, geometry)."""
+
+    def check(self, program: Program) -> None:
+        super().check(program)
+        precision = "fixed" if program.metadata.get("precision") == "fixed" else "float32"
+        if precision == "fixed":
+            from spike.compiler.program import ProgramError
+            from spike.compiler.validate import check_fixed_point
+
+            try:
+                check_fixed_point(program)
+            except ProgramError as e:
+                raise BackendError(f"backend {self.name!r} cannot execute this fixed-point program: {e}") from None
+        bad = []
+        for name, node in program.nodes():
+            if isinstance(node, HostOp) and node.op not in _HOST_OPS:
+                bad.append(f"{name} (hostop {node.op!r}; supported: {list(_HOST_OPS)})")
+            elif isinstance(node, Population):
+                if node.precision != precision:
+                    bad.append(f"{name} (population precision {node.precision!r} in a {precision} program)")
+                if node.model not in _MODELS:
+                    bad.append(f"{name} (neuron model {node.model!r})")
+                if node.reset not in _RESETS:
+                    bad.append(f"{name} (reset {node.reset!r})")
+            elif isinstance(node, Pool2d) and node.mode not in ("max", "avg", "sum"):
+                bad.append(f"{name} (pool mode {node.mode!r})")
+            elif isinstance(node, Projection):
+                srcs = program.sources(name)
+                if len(srcs) != 1:
+                    bad.append(f"{name} ({node.KIND} needs exactly one source, has {len(srcs)})")
+                elif program.node(srcs[0]).size != node.in_size:
+                    bad.append(
+                        f"{name} ({node.KIND} expects {node.in_size} inputs, source "
+                        f"{srcs[0]!r} has {program.node(srcs[0]).size})"
+                    )
+                if node.delay < 0:
+                    bad.append(f"{name} (negative delay {node.delay})")
+        if bad:
+            raise BackendError(f"backend {self.name!r} cannot execute node(s) {', '.join(bad)}")
+
+
+# ----------------------------------------------------------------------------- device arrays
+
+
+class _DevicePool:
+    """Recycles device arrays between runs: a new allocation (``cuMemAlloc``) and its deferred
+    free cost more than the work of a sparse step. An array is reused once only the pool holds it
+    (nothing else references it), keyed by shape and dtype; at most ``max_bytes`` stay idle."""
+
+    def __init__(self, max_bytes: int = 2 << 30) -> None:
+        self.max_bytes = max_bytes
+        self.arrays: list[Any] = []
+        probe = [object()]
+        for a in probe:  # references of an array held by the list only, counted as below
+            self._idle_refs = sys.getrefcount(a)
+
+    def _idle(self) -> list[bool]:
+        idle = []
+        for a in self.arrays:
+            idle.append(sys.getrefcount(a) <= self._idle_refs)
+        return idle
+
+    def empty(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        dt = np.dtype(dtype)
+        shape = tuple(int(s) for s in shape)
+        idle = self._idle()
+        idle_bytes = 0
+        for a, free in zip(self.arrays, idle):
+            if free:
+                if a.shape == shape and a.dtype == dt:
+                    return a
+                idle_bytes += a.nbytes
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        if idle_bytes + nbytes > self.max_bytes:  # drop idle arrays before growing past the cap
+            self.arrays = [a for a, free in zip(self.arrays, idle) if not free]
+        a = _cuda().device_array(shape, dtype=dt)
+        self.arrays.append(a)
+        return a
+
+    def zeros(self, shape: tuple[int, ...], dtype: Any) -> Any:
+        a = self.empty(shape, dtype)
+        _fill_zero(a)
+        return a
+
+
+_HOST_ZERO_BYTES = 1 << 20  # smaller arrays are zeroed by a copy from the host (no launch)
+
+
+def _fill_zero(a: Any) -> None:
+    n = int(a.size)
+    if not n:
+        return
+    if n * a.dtype.itemsize <= _HOST_ZERO_BYTES:
+        a.copy_to_device(np.zeros(a.shape, a.dtype))
+    else:
+        K = _kernels()
+        K.fill_zero[K.blocks_for(n), K.TPB](a.reshape(n))
+
+
+_POOL = _DevicePool()
+
+
+def _zeros(shape: tuple[int, ...], dtype: str) -> Any:
+    return _POOL.zeros(shape, dtype)
+
+
+def _from_numpy(a: np.ndarray) -> Any:
+    a = np.ascontiguousarray(a)
+    d = _POOL.empty(a.shape, a.dtype)
+    d.copy_to_device(a)
+    return d
+
+
+def _to_numpy(a: Any) -> np.ndarray:
+    return a if isinstance(a, np.ndarray) else a.copy_to_host()
+
+
+def _to_device(a: np.ndarray) -> Any:
+    return _cuda().to_device(np.ascontiguousarray(a))
+
+
+BACKEND = register_backend(
+    CudaBackend(
+        name="cuda",
+        precisions=frozenset(_PRECISIONS),
+        zeros=_zeros,
+        to_numpy=_to_numpy,
+        from_numpy=_from_numpy,
+        available=_available,
+    )
+)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _fixed(ctx: NodeContext) -> bool:
+    """Whether the run is Loihi fixed point (int32 signals)."""
+    return getattr(ctx, "precision", "float32") == "fixed"
+
+
+def _mem_u(ctx: NodeContext) -> Any:
+    """The Loihi current record (fixed point, probe ``NODE.u``), or None."""
+    return getattr(ctx, "mem_u", None)
+
+
+def _pair_key(ctx: NodeContext) -> str:
+    return "syn_ops" if ctx.source_signals[0] == "spike" else "macs"
+
+
+def _f32(a: Any) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+
+
+def _bias(node: Any, n: int, name: str) -> tuple[Any, bool]:
+    """Device bias (a one-element dummy when there is none) and whether there is one."""
+    if getattr(node, "bias", None) is None:
+        return _to_device(np.zeros(1, np.float32)), False
+    b = _f32(node.bias).reshape(-1)
+    if b.shape[0] != n:
+        raise BackendError(f"{node.KIND} {name!r}: bias has {b.shape[0]} values, expected {n}")
+    return _to_device(b), True
+
+
+def _param(arr: Any, n: int, default: float, what: str, name: str) -> np.ndarray:
+    if arr is None:
+        return np.full(n, default, np.float32)
+    a = _f32(arr).reshape(-1)
+    if a.shape[0] == 1 and n != 1:
+        a = np.full(n, a[0], np.float32)
+    if a.shape[0] != n:
+        raise BackendError(f"population {name!r}: {what} has {a.shape[0]} values, expected {n}")
+    return a
+
+
+def _geometry_2d(node: Any, kernel: tuple[int, int]) -> tuple[int, int, int, int, int]:
+    if len(node.in_shape) != 3 or len(node.shape) != 3:
+        raise BackendError(f"{node.KIND}: in_shape and shape must be (C, H, W), got {node.in_shape}, {node.shape}")
+    C, H, W = node.in_shape
+    Ho, Wo = conv_output_hw((H, W), kernel, tuple(node.stride), tuple(node.padding))
+    if tuple(node.shape[1:]) != (Ho, Wo):
+        raise BackendError(f"{node.KIND}: output shape {node.shape} does not match the window geometry ({Ho}, {Wo})")
+    return C, H, W, Ho, Wo
+
+
+def _source(ctx: NodeContext, i: int = 0) -> Any:
+    src = ctx.sources[i]
+    dt = np.dtype(np.int32 if _fixed(ctx) else np.float32)
+    if isinstance(src, np.ndarray):  # not produced by this backend (direct kernel calls)
+        src = _to_device(np.asarray(src, dt))
+    elif src.dtype != dt:
+        raise BackendError(f"node {ctx.name!r}: source {i} is {src.dtype}, expected {dt}")
+    return src
+
+
+def _int_weights(a: Any, name: str) -> np.ndarray:
+    """Fixed-point weights (integer-valued by validation) as int32."""
+    w = np.asarray(a).astype(np.int64)
+    if w.size and (w.min() < -(1 << 31) or w.max() >= 1 << 31):
+        raise BackendError(f"node {name!r}: fixed-point weights beyond the int32 range")
+    return np.ascontiguousarray(w.astype(np.int32))
+
+
+def _acc_rows(ctx: NodeContext, units: int, n_out: int) -> tuple[int, Any]:
+    """Grid and int64 accumulator rows (one per block) of a fixed-point scatter kernel."""
+    K = _kernels()
+    grid = max(1, min(K.grid_for(units), 4096, (256 << 20) // max(8 * n_out, 1)))
+    return grid, _scratch(ctx, "acc", (grid, max(n_out, 1)), np.int64)
+
+
+def _counter(ctx: NodeContext, key: str) -> Any:
+    """The node's device counter for ``key`` (int64 ``[B]``), zeroed at its first use in a run."""
+    dc = ctx.state.setdefault("device_counts", {})
+    if key not in dc:
+        dc[key] = _POOL.zeros((ctx.batch,), np.int64)
+    return dc[key]
+
+
+def _finish(ctx: NodeContext, t1: int) -> None:
+    """After the node's last step: copy its device counters into the run's host counters."""
+    if t1 >= ctx.steps:
+        for key, d in ctx.state.get("device_counts", {}).items():
+            ctx.counts[key] += d.copy_to_host()
+
+
+def _scratch(ctx: NodeContext, name: str, shape: tuple[int, ...], dtype: Any) -> Any:
+    """A per-run device buffer of this node, reused by every call of the run."""
+    a = ctx.state.get(name)
+    if a is None or tuple(a.shape) != tuple(shape):
+        a = _POOL.empty(shape, dtype)
+        ctx.state[name] = a
+    return a
+
+
+def _gather(ctx: NodeContext, src: Any, t0: int, t1: int, delay: int, pair_w: Any, write_idx: bool) -> tuple[Any, Any]:
+    """Active inputs of steps t0..t1-1 (``idx``, ``cnt``) and their pairs into the node's counter."""
+    K = _kernels()
+    nsteps, B = t1 - t0, ctx.batch
+    n_in = src.shape[2]
+    idx = _scratch(ctx, "idx", (nsteps, B, n_in if write_idx else 1), np.int32)
+    cnt = _scratch(ctx, "cnt", (nsteps, B), np.int32)
+    K.gather_active[K.grid_for(nsteps * B), K.TPB](
+        src, t0, nsteps, delay, pair_w, idx, cnt, _counter(ctx, _pair_key(ctx)), write_idx
+    )
+    return idx, cnt
+
+
+# ----------------------------------------------------------------------------- projections
+
+
+@BACKEND.kernel("dense")
+def dense(ctx: NodeContext, t0: int, t1: int) -> None:
+    node: Dense = ctx.node
+    c = ctx.cache
+    K = _kernels()
+    if "wt" not in c:
+        w = _f32(node.weight)
+        if w.shape != (node.size, node.in_size):
+            raise BackendError(f"dense {ctx.name!r}: weight {w.shape}, expected {(node.size, node.in_size)}")
+        wt = np.ascontiguousarray(w.T)
+        c["wt"] = _to_device(wt)
+        c["row_nnz"] = _to_device(np.count_nonzero(wt, axis=1).astype(np.int64))
+        c["bias"], c["has_bias"] = _bias(node, node.size, ctx.name)
+    if _fixed(ctx) and "wt_fixed" not in c:
+        c["wt_fixed"] = _to_device(np.ascontiguousarray(_int_weights(node.weight, ctx.name).T))
+    if t1 > t0 and ctx.batch > 0 and _fixed(ctx):
+        src = _source(ctx)
+        idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["row_nnz"], True)
+        n_tiles = (node.size + K.TPB - 1) // K.TPB
+        K.dense_fixed_deliver[K.grid_for((t1 - t0) * ctx.batch * n_tiles), K.TPB](
+            src, idx, cnt, c["wt_fixed"], int(node.weight_exp), ctx.out, t0, t1 - t0, node.delay
+        )
+    elif t1 > t0 and ctx.batch > 0:
+        src = _source(ctx)
+        idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["row_nnz"], True)
+        n_tiles = (node.size + K.TPB - 1) // K.TPB
+        K.dense_deliver[K.grid_for((t1 - t0) * ctx.batch * n_tiles), K.TPB](
+            src, idx, cnt, c["wt"], c["bias"], c["has_bias"], ctx.out, t0, t1 - t0, node.delay
+        )
+    ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
+    _finish(ctx, t1)
+
+
+@BACKEND.kernel("sparse")
+def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
+    node: Sparse = ctx.node
+    c = ctx.cache
+    K = _kernels()
+    if "indptr" not in c:
+        indptr = np.ascontiguousarray(node.indptr, dtype=np.int64)
+        indices = np.ascontiguousarray(node.indices, dtype=np.int64)
+        data = _f32(node.data)
+        if indptr.shape != (node.in_size + 1,) or indptr[0] != 0 or np.any(np.diff(indptr) < 0) \
+                or indptr[-1] != len(indices) or len(indices) != len(data):
+            raise BackendError(f"sparse {ctx.name!r}: malformed CSR (indptr/indices/data)")
+        if len(indices) and (indices.min() < 0 or indices.max() >= node.size):
+            raise BackendError(f"sparse {ctx.name!r}: target index out of range [0, {node.size})")
+        nz = np.concatenate([[0], np.cumsum(data != 0, dtype=np.int64)])
+        row_nnz = np.ascontiguousarray(nz[indptr[1:]] - nz[indptr[:-1]])
+        # rows naming one target twice are applied serially (their terms must add in CSR order)
+        serial = np.array(
+            [len(np.unique(indices[indptr[i]:indptr[i + 1]])) < indptr[i + 1] - indptr[i] for i in range(node.in_size)],
+            dtype=np.int8,
+        )
+        c["indptr"], c["indices"] = _to_device(indptr), _to_device(indices)
+        c["data"] = _to_device(data if len(data) else np.zeros(1, np.float32))
+        if not len(indices):
+            c["indices"] = _to_device(np.zeros(1, np.int64))
+        c["row_nnz"], c["serial"] = _to_device(row_nnz), _to_device(serial)
+        c["bias"], c["has_bias"] = _bias(node, node.size, ctx.name)
+    if _fixed(ctx) and "data_fixed" not in c:
+        c["data_fixed"] = _to_device(_int_weights(node.data, ctx.name) if len(node.data) else np.zeros(1, np.int32))
+    if t1 > t0 and ctx.batch > 0 and _fixed(ctx):
+        src = _source(ctx)
+        idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["row_nnz"], True)
+        grid, acc = _acc_rows(ctx, (t1 - t0) * ctx.batch, node.size)
+        K.sparse_fixed_deliver[grid, K.TPB](
+            src, idx, cnt, c["indptr"], c["indices"], c["data_fixed"], int(node.weight_exp), acc, ctx.out,
+            t0, t1 - t0, node.delay,
+        )
+    elif t1 > t0 and ctx.batch > 0:
+        src = _source(ctx)
+        idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["row_nnz"], True)
+        K.sparse_deliver[K.grid_for((t1 - t0) * ctx.batch), K.TPB](
+            src, idx, cnt, c["indptr"], c["indices"], c["data"], c["serial"], c["bias"], c["has_bias"],
+            ctx.out, t0, t1 - t0, node.delay,
+        )
+    ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
+    _finish(ctx, t1)
+
+
+@BACKEND.kernel("conv2d")
+def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
+    node: Conv2d = ctx.node
+    c = ctx.cache
+    K = _kernels()
+    if "wc" not in c:
+        w = _f32(node.weight)
+        G = int(node.groups)
+        if w.ndim != 4:
+            raise BackendError(f"conv2d {ctx.name!r}: weight must be [C_out, C_in/groups, kh, kw], got {w.shape}")
+        C_out, cin_pg, kh, kw = w.shape
+        C, H, W, Ho, Wo = _geometry_2d(node, (kh, kw))
+        if C_out != node.shape[0] or C % G or C_out % G or cin_pg != C // G:
+            raise BackendError(
+                f"conv2d {ctx.name!r}: weight {w.shape} does not fit in_shape {node.in_shape}, "
+                f"shape {node.shape}, groups {G}"
+            )
+        cout_pg = C_out // G
+        wc = np.ascontiguousarray(w.reshape(G, cout_pg, cin_pg, kh, kw).transpose(0, 2, 3, 4, 1))
+        sy, sx = node.stride
+        py, px = node.padding
+        taps = np.count_nonzero(wc, axis=4).astype(np.int64).reshape(C, kh, kw)  # [c, ky, kx]
+        vy, vx = _reach(H, kh, Ho, sy, py), _reach(W, kw, Wo, sx, px)
+        in_pairs = np.einsum("yk,ckl,xl->cyx", vy, taps, vx).reshape(-1)
+        c["dense_per_step"] = int(np.einsum("yk,ckl,xl->", vy, np.full_like(taps, cout_pg), vx))
+        c["wc"], c["in_pairs"] = _to_device(wc), _to_device(np.ascontiguousarray(in_pairs, np.int64))
+        c["geom"] = _to_device(np.array(
+            [C, H, W, C_out, Ho, Wo, kh, kw, *node.stride, *node.padding, cin_pg, cout_pg], np.int64
+        ))
+        c["bias"], c["has_bias"] = _bias(node, C_out, ctx.name)
+    if _fixed(ctx) and "wc_fixed" not in c:
+        w = _int_weights(node.weight, ctx.name)
+        G, (C_out, cin_pg, kh, kw) = int(node.groups), w.shape
+        c["wc_fixed"] = _to_device(np.ascontiguousarray(w.reshape(G, C_out // G, cin_pg, kh, kw).transpose(0, 2, 3, 4, 1)))
+    if t1 > t0 and ctx.batch > 0 and _fixed(ctx):
+        src = _source(ctx)
+        idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["in_pairs"], True)
+        grid, acc = _acc_rows(ctx, (t1 - t0) * ctx.batch, node.size)
+        K.conv2d_fixed_deliver[grid, K.TPB](
+            src, idx, cnt, c["wc_fixed"], int(node.weight_exp), acc, ctx.out, t0, t1 - t0, node.delay, c["geom"]
+        )
+    elif t1 > t0 and ctx.batch > 0:
+        src = _source(ctx)
+        idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["in_pairs"], True)
+        K.conv2d_deliver[K.grid_for((t1 - t0) * ctx.batch), K.TPB](
+            src, idx, cnt, c["wc"], c["bias"], c["has_bias"], ctx.out, t0, t1 - t0, node.delay, c["geom"]
+        )
+    ctx.counts["dense_ops"] += c["dense_per_step"] * (t1 - t0)
+    _finish(ctx, t1)
+
+
+def _reach(n: int, k: int, n_out: int, s: int, p: int) -> np.ndarray:
+    """``r[y, ky]`` = 1 when input coordinate y reaches an output through kernel tap ky."""
+    ny = np.arange(n)[:, None] + p - np.arange(k)[None, :]
+    return ((ny >= 0) & (ny % s == 0) & (ny // s < n_out)).astype(np.int64)
+
+
+def _windows_per_position(n: int, n_out: int, k: int, s: int, p: int) -> np.ndarray:
+    """For each input coordinate, the number of output windows (along one axis) containing it."""
+    res = np.zeros(n, np.int64)
+    for o in range(n_out):
+        lo, hi = o * s - p, o * s - p + k
+        res[max(lo, 0):min(hi, n)] += 1
+    return res
+
+
+@BACKEND.kernel("pool2d")
+def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
+    node: Pool2d = ctx.node
+    c = ctx.cache
+    K = _kernels()
+    if "geom" not in c:
+        kh, kw = node.kernel
+        C, H, W, Ho, Wo = _geometry_2d(node, (kh, kw))
+        if node.shape[0] != C:
+            raise BackendError(f"pool2d {ctx.name!r}: {C} input channels, output shape {node.shape}")
+        c["geom"] = _to_device(np.array([C, H, W, Ho, Wo, kh, kw, *node.stride, *node.padding], np.int64))
+        wy = _windows_per_position(H, Ho, kh, node.stride[0], node.padding[0])
+        wx = _windows_per_position(W, Wo, kw, node.stride[1], node.padding[1])
+        win = np.outer(wy, wx).reshape(-1)
+        c["win_count"] = _to_device(np.ascontiguousarray(np.tile(win, C)))  # per flat input (c, y, x)
+        c["dense_per_step"] = int(win.sum()) * C
+    nsteps = t1 - t0
+    total = nsteps * ctx.batch * node.size
+    if node.mode == "max":
+        kern = K.pool_or_forward if _fixed(ctx) else K.pool_max_forward
+        if total:
+            kern[K.blocks_for(total), K.TPB](_source(ctx), ctx.out, t0, nsteps, node.delay, c["geom"])
+        return
+    if _fixed(ctx):  # check() rejects these; kept for direct kernel calls
+        raise BackendError(f"pool2d {ctx.name!r}: {node.mode!r} pooling has no fixed-point form")
+    if total:
+        src = _source(ctx)
+        _gather(ctx, src, t0, t1, node.delay, c["win_count"], False)
+        divisor = np.float32(node.kernel[0] * node.kernel[1] if node.mode == "avg" else 0)
+        K.pool_sum_forward[K.blocks_for(total), K.TPB](src, ctx.out, t0, nsteps, node.delay, c["geom"], divisor)
+    ctx.counts["dense_ops"] += c["dense_per_step"] * nsteps
+    _finish(ctx, t1)
+
+
+@BACKEND.kernel("identity")
+def identity(ctx: NodeContext, t0: int, t1: int) -> None:
+    node: Identity = ctx.node
+    c = ctx.cache
+    K = _kernels()
+    if "ones" not in c:
+        c["ones"] = _to_device(np.ones(max(node.size, 1), np.int64))
+    nsteps = t1 - t0
+    total = nsteps * ctx.batch * node.size
+    if total:
+        src = _source(ctx)
+        _gather(ctx, src, t0, t1, node.delay, c["ones"], False)
+        if _fixed(ctx):
+            on, off = (_wrap_int32(_shift_by_exp(w, int(node.weight_exp))) for w in (int(np.int64(node.scale)), 0))
+            K.identity_fixed_forward[K.blocks_for(total), K.TPB](
+                src, np.int64(on), np.int64(off), ctx.out, t0, nsteps, node.delay
+            )
+        else:
+            scale = np.float32(node.scale)
+            K.identity_forward[K.blocks_for(total), K.TPB](
+                src, scale, bool(scale == 1), ctx.out, t0, nsteps, node.delay
+            )
+    ctx.counts["dense_ops"] += node.size * nsteps
+    _finish(ctx, t1)
+
+
+def _shift_by_exp(x: int, e: int) -> int:
+    return x * (1 << e) if e >= 0 else x >> -e
+
+
+def _wrap_int32(x: int) -> int:
+    return ((x + (1 << 31)) & ((1 << 32) - 1)) - (1 << 31)
+
+
+# ----------------------------------------------------------------------------- host ops
+
+
+def _sum_sources(ctx: NodeContext, dst: Any, dst_t0: int, t0: int, t1: int) -> None:
+    """``dst[dst_t0 + s] = ((src0 + src1) + src2) ...`` at steps t0 + s (numpy's order)."""
+    K = _kernels()
+    nsteps = t1 - t0
+    total = nsteps * ctx.batch * dst.shape[2]
+    if not total:
+        return
+    grid = K.blocks_for(total)
+    srcs = [_source(ctx, i) for i in range(len(ctx.sources))]
+    for s in srcs:
+        if s.shape[2] != dst.shape[2]:
+            raise BackendError(
+                f"node {ctx.name!r}: a source has {s.shape[2]} values per step, expected {dst.shape[2]}"
+            )
+    K.copy_steps[grid, K.TPB](dst, dst_t0, srcs[0], t0, nsteps)
+    for s in srcs[1:]:
+        K.add_steps[grid, K.TPB](dst, dst_t0, s, t0, nsteps)
+
+
+@BACKEND.kernel("hostop")
+def hostop(ctx: NodeContext, t0: int, t1: int) -> None:
+    node: HostOp = ctx.node
+    if node.op != "add":  # check() rejects these before a run; kept for direct kernel calls
+        raise BackendError(f"node {ctx.name!r}: host op {node.op!r} is not supported by the cuda backend")
+    _sum_sources(ctx, ctx.out, t0, t0, t1)
+    ctx.counts["host_flops"] += node.size * (len(ctx.sources) - 1) * (t1 - t0)
+
+
+# ----------------------------------------------------------------------------- neurons
+
+
+@BACKEND.kernel("population")
+def population(ctx: NodeContext, t0: int, t1: int) -> None:
+    """Design §3, float32, in the numba backend's order (see ``numba_backend.population``)."""
+    node: Population = ctx.node
+    if _fixed(ctx):
+        _population_fixed(ctx, t0, t1)
+        return
+    n = node.size
+    c = ctx.cache
+    K = _kernels()
+    if "beta" not in c:
+        c["beta"] = _to_device(_param(node.beta, n, 1.0, "beta", ctx.name))
+        c["thr"] = _to_device(_param(node.threshold, n, 1.0, "threshold", ctx.name))
+        alpha = _param(node.alpha, n, 0.0, "alpha", ctx.name) if node.model == "cuba_lif" else np.zeros(1, np.float32)
+        c["alpha"] = _to_device(alpha)
+        c["no_mem"] = _to_device(np.zeros((1, 1, 1), np.float32))
+    st = ctx.state
+    B = ctx.batch
+    if "v" not in st:
+        for key in ("v", "s", "i"):  # one at a time: each is referenced before the next is drawn
+            st[key] = _POOL.zeros((B, n), np.float32)
+    spikes = _counter(ctx, "spikes")
+    nsteps = t1 - t0
+    if nsteps > 0 and B > 0 and n > 0:
+        cur, ioff = _current(ctx, t0, t1, np.float32)
+        record = ctx.mem is not None
+        n_tiles = (n + K.TPB - 1) // K.TPB
+        K.population_forward[K.grid_for(B * n_tiles), K.TPB](
+            cur, ioff, t0, t1, c["beta"], c["thr"], c["alpha"], np.float32(node.gain),
+            _MODELS[node.model], _RESETS[node.reset], bool(node.reset_delay), bool(node.fire_ge),
+            st["v"], st["s"], st["i"], ctx.out, ctx.mem if record else c["no_mem"], record, spikes,
+        )
+    ctx.counts["neuron_updates"] += n * nsteps
+    _finish(ctx, t1)
+
+
+def _current(ctx: NodeContext, t0: int, t1: int, dtype: Any) -> tuple[Any, int]:
+    """The population's input over steps t0..t1-1 and its step offset: the single source itself,
+    or the sum of the sources in source order (int32 sums wrap, as numpy's)."""
+    n, B = ctx.node.size, ctx.batch
+    srcs = ctx.sources
+    if len(srcs) == 1:
+        cur = _source(ctx)
+        if cur.shape[2] != n:
+            raise BackendError(f"population {ctx.name!r}: a source has {cur.shape[2]} values per step, expected {n}")
+        return cur, 0
+    cur = _scratch(ctx, "cur", (t1 - t0, B, n), dtype)
+    if srcs:
+        _sum_sources(ctx, cur, 0, t0, t1)
+    else:
+        _fill_zero(cur)
+    return cur, -t0
+
+
+def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
+    """Loihi fixed point (``numba_kernels.loihi_lif_step``); input = int32 sum of the sources."""
+    from spike.compiler.quantize import loihi_neuron_params
+
+    node: Population = ctx.node
+    n, B = node.size, ctx.batch
+    c = ctx.cache
+    K = _kernels()
+    if "fixed" not in c:
+        p = loihi_neuron_params(node, ctx.name)
+        c["fixed"] = {k: _to_device(np.asarray(p[k], np.int64)) for k in ("du", "dv", "bias", "vth_eff")}
+        c["no_mem_i32"] = _to_device(np.zeros((1, 1, 1), np.int32))
+    p = c["fixed"]
+    st = ctx.state
+    if "u" not in st:
+        for key in ("u", "v"):  # one at a time: each is referenced before the next is drawn
+            st[key] = _POOL.zeros((B, n), np.int32)
+    spikes = _counter(ctx, "spikes")
+    nsteps = t1 - t0
+    if nsteps > 0 and B > 0 and n > 0:
+        cur, ioff = _current(ctx, t0, t1, np.int32)
+        n_tiles = (n + K.TPB - 1) // K.TPB
+        K.population_fixed_forward[K.grid_for(B * n_tiles), K.TPB](
+            cur, ioff, t0, t1, p["du"], p["dv"], p["bias"], p["vth_eff"], node.model != "li", st["u"], st["v"],
+            ctx.out, ctx.mem if ctx.mem is not None else c["no_mem_i32"],
+            _mem_u(ctx) if _mem_u(ctx) is not None else c["no_mem_i32"],
+            ctx.mem is not None, _mem_u(ctx) is not None, spikes,
+        )
+    ctx.counts["neuron_updates"] += n * nsteps
+    _finish(ctx, t1)

@@ -1,0 +1,843 @@
+"""Numba CUDA kernels of the cuda backend (see ``cuda_backend`` for how nodes map onto them).
+
+Every kernel reproduces the float32 operations of the matching loop in ``numba_kernels`` in the
+same order, so outputs, membranes and counts are bit-identical to the numba backend:
+
+- Products that feed an addition go through :func:`fmul` (``mul.rn`` on a GPU): NVVM contracts a
+  plain ``a*b + c`` into one fused multiply-add by default, which rounds once instead of twice.
+- No float atomics anywhere. Each output element is owned by one thread (dense: one thread per
+  (step, sample, target) looping over the step's active inputs in ascending order), or by one
+  block that applies the events one after another, in ascending input order, with a barrier
+  between events (sparse rows and conv kernels scatter to distinct targets within one event).
+- Counters are int64 ``[B]`` device arrays, added to with integer atomics (one per thread and
+  kernel call; integer sums do not depend on the order).
+
+Arrays are ``[T, B, n]`` (C order); kernels handle ``nsteps`` steps from ``t0`` at once, all
+samples in parallel. The block size ``TPB`` is a power of two; under Numba's CUDA simulator (each
+simulated thread is a Python thread) it is small and element-wise grids are capped.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from numba import cuda, float32, int32, int64
+
+
+def simulating() -> bool:
+    """True when ``numba.cuda`` is Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
+    if "simulator" in getattr(cuda.jit, "__module__", ""):
+        return True
+    try:
+        from numba.core import config
+
+        return bool(getattr(config, "ENABLE_CUDASIM", 0))
+    except Exception:  # pragma: no cover - numba layouts without numba.core.config
+        return os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0")
+
+
+SIMULATING = simulating()
+# threads per block: a power of two (the scans and reductions); SPIKE_CUDA_TPB overrides it
+TPB = int(os.environ.get("SPIKE_CUDA_TPB", "0")) or (16 if SIMULATING else 128)
+if TPB < 2 or TPB & (TPB - 1) or TPB > 1024:
+    raise ValueError(f"SPIKE_CUDA_TPB={TPB}: expected a power of two in [2, 1024]")
+# Grid caps. Kernels loop over their work units with a block stride (``for r in range(blockIdx.x,
+# units, gridDim.x)``): on a GPU a launch has one block per unit (element-wise kernels: up to
+# EW_MAX_BLOCKS), under the simulator, where every block costs milliseconds, a couple of blocks
+# run all units.
+MAX_BLOCKS = 2 if SIMULATING else 1 << 30
+EW_MAX_BLOCKS = 2 if SIMULATING else 8192
+
+# population model / reset codes (the same values as numba_kernels)
+MODEL_LIF, MODEL_CUBA, MODEL_LI = 0, 1, 2
+RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
+
+ZERO = np.float32(0.0)
+ONE = np.float32(1.0)
+NEG_INF = np.float32(-np.inf)
+
+if SIMULATING:
+
+    def fmul(a, b):
+        """float32 product (numpy scalars: rounded to float32, nothing to contract)."""
+        return a * b
+
+else:
+    from numba.cuda import libdevice
+
+    @cuda.jit(device=True)
+    def fmul(a, b):
+        """float32 product rounded on its own (``mul.rn``: never fused into an FMA)."""
+        return libdevice.fmul_rn(a, b)
+
+
+def blocks_for(n: int) -> int:
+    """Blocks of a grid-stride element-wise kernel over ``n`` elements."""
+    return max(1, min((n + TPB - 1) // TPB, EW_MAX_BLOCKS))
+
+
+def grid_for(units: int) -> int:
+    """Blocks of a block-stride kernel over ``units`` work units (one block each on a GPU)."""
+    return max(1, min(units, MAX_BLOCKS))
+
+
+# ----------------------------------------------------------------------------- utilities
+
+
+@cuda.jit
+def fill_zero(a):
+    """``a[:] = 0`` for a 1-D array (any dtype)."""
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    for e in range(start, a.shape[0], stride):
+        a[e] = 0
+
+
+@cuda.jit
+def copy_steps(dst, dst_t0, src, src_t0, nsteps):
+    """``dst[dst_t0 + s] = src[src_t0 + s]`` for s < nsteps (``[T, B, n]`` arrays)."""
+    B = dst.shape[1]
+    n = dst.shape[2]
+    total = nsteps * B * n
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    for e in range(start, total, stride):
+        j = e % n
+        r = e // n
+        b = r % B
+        s = r // B
+        dst[dst_t0 + s, b, j] = src[src_t0 + s, b, j]
+
+
+@cuda.jit
+def add_steps(dst, dst_t0, src, src_t0, nsteps):
+    """``dst[dst_t0 + s] = dst[dst_t0 + s] + src[src_t0 + s]`` (float32, element-wise)."""
+    B = dst.shape[1]
+    n = dst.shape[2]
+    total = nsteps * B * n
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    for e in range(start, total, stride):
+        j = e % n
+        r = e // n
+        b = r % B
+        s = r // B
+        dst[dst_t0 + s, b, j] = dst[dst_t0 + s, b, j] + src[src_t0 + s, b, j]
+
+
+# ----------------------------------------------------------------------------- active inputs
+
+
+@cuda.jit
+def gather_active(src, t0, nsteps, delay, pair_w, idx, cnt, pairs, write_idx):
+    """Compact the non-zero inputs of every (step, sample); count their pairs.
+
+    One work unit per (step ``t0 + tt``, sample ``b``), ``unit = tt * B + b``, reading
+    ``src[t - delay, b]``. Thread ``tid`` owns a contiguous segment of the inputs: it counts its
+    non-zero entries, an inclusive scan of the counts in shared memory gives its first slot, and
+    it writes its indices there, so ``idx[tt, b, :cnt[tt, b]]`` lists the active inputs in
+    ascending order (written when ``write_idx``). ``pairs[b] += pair_w[i]`` for every active
+    ``i`` (integer atomics, one per thread). Steps before the source starts have no events.
+    """
+    B = src.shape[1]
+    n = src.shape[2]
+    tid = cuda.threadIdx.x
+    scan = cuda.shared.array(TPB, int32)
+    seg = (n + TPB - 1) // TPB
+    lo = min(tid * seg, n)
+    hi = min(lo + seg, n)
+    for r in range(cuda.blockIdx.x, nsteps * B, cuda.gridDim.x):
+        b = r % B
+        tt = r // B
+        ts = t0 + tt - delay
+        if ts < 0:
+            if tid == 0:
+                cnt[tt, b] = 0
+            continue
+        m = 0
+        mine = 0
+        for i in range(lo, hi):
+            if src[ts, b, i] != ZERO:
+                m += 1
+                mine += pair_w[i]
+        if mine != 0:
+            cuda.atomic.add(pairs, b, mine)
+        scan[tid] = m
+        cuda.syncthreads()
+        off = 1
+        while off < TPB:
+            add = 0
+            if tid >= off:
+                add = scan[tid - off]
+            cuda.syncthreads()
+            scan[tid] += add
+            cuda.syncthreads()
+            off *= 2
+        if write_idx:
+            k = scan[tid] - m
+            for i in range(lo, hi):
+                if src[ts, b, i] != ZERO:
+                    idx[tt, b, k] = i
+                    k += 1
+        if tid == TPB - 1:
+            cnt[tt, b] = scan[tid]
+        cuda.syncthreads()  # the scan is read before the next unit rewrites it
+
+
+# ----------------------------------------------------------------------------- projections
+
+
+@cuda.jit
+def dense_deliver(src, idx, cnt, wt, bias, has_bias, out, t0, nsteps, delay):
+    """``out[t, b, j] = bias[j] + sum over active i (ascending) of wt[i, j] * x[i]``.
+
+    One thread per (step, sample, target ``j``); a work unit covers ``TPB`` consecutive targets
+    of one (step, sample), so a warp reads consecutive entries of a row of ``wt`` = W^T
+    (coalesced). The active indices and values are staged in shared memory ``TPB`` at a time.
+    The running sum starts at the bias and adds ``w`` (value 1) or ``w*x`` in the numba
+    kernel's order.
+    """
+    B = out.shape[1]
+    n_out = out.shape[2]
+    n_tiles = (n_out + TPB - 1) // TPB
+    tid = cuda.threadIdx.x
+    sidx = cuda.shared.array(TPB, int32)
+    sval = cuda.shared.array(TPB, float32)
+    for r in range(cuda.blockIdx.x, nsteps * B * n_tiles, cuda.gridDim.x):
+        tile = r % n_tiles
+        rest = r // n_tiles
+        b = rest % B
+        tt = rest // B
+        t = t0 + tt
+        ts = t - delay
+        j = tile * TPB + tid
+        acc = ZERO
+        if has_bias and j < n_out:
+            acc = bias[j]
+        if ts >= 0:
+            m = cnt[tt, b]
+            for c0 in range(0, m, TPB):
+                k = c0 + tid
+                if k < m:
+                    i = idx[tt, b, k]
+                    sidx[tid] = i
+                    sval[tid] = src[ts, b, i]
+                cuda.syncthreads()
+                if j < n_out:
+                    q_end = min(TPB, m - c0)
+                    for q in range(q_end):
+                        v = sval[q]
+                        w = wt[sidx[q], j]
+                        if v == ONE:
+                            acc = acc + w
+                        else:
+                            acc = acc + fmul(w, v)
+                cuda.syncthreads()
+        if j < n_out:
+            out[t, b, j] = acc
+
+
+@cuda.jit
+def sparse_deliver(src, idx, cnt, indptr, indices, data, row_serial, bias, has_bias, out, t0, nsteps, delay):
+    """CSR rows of the active inputs scattered into ``out[t, b]``, one work unit per (step, sample).
+
+    The block initialises the row with the bias, then applies the active inputs in ascending
+    order: the threads share one CSR row (distinct targets: plain read-add-write, no atomics),
+    with a barrier between rows, so every target receives its terms in the numba kernel's order.
+    A row that names a target twice (``row_serial``) is applied by one thread, in CSR order.
+    """
+    B = out.shape[1]
+    n_out = out.shape[2]
+    tid = cuda.threadIdx.x
+    for r in range(cuda.blockIdx.x, nsteps * B, cuda.gridDim.x):
+        b = r % B
+        tt = r // B
+        t = t0 + tt
+        ts = t - delay
+        for j in range(tid, n_out, TPB):
+            if has_bias:
+                out[t, b, j] = bias[j]
+            else:
+                out[t, b, j] = ZERO
+        if ts < 0:
+            continue
+        cuda.syncthreads()
+        m = cnt[tt, b]
+        for k in range(m):
+            i = idx[tt, b, k]
+            v = src[ts, b, i]
+            lo = indptr[i]
+            hi = indptr[i + 1]
+            if row_serial[i] != 0:
+                if tid == 0:
+                    for p in range(lo, hi):
+                        jj = indices[p]
+                        if v == ONE:
+                            out[t, b, jj] = out[t, b, jj] + data[p]
+                        else:
+                            out[t, b, jj] = out[t, b, jj] + fmul(data[p], v)
+            else:
+                for p in range(lo + tid, hi, TPB):
+                    jj = indices[p]
+                    if v == ONE:
+                        out[t, b, jj] = out[t, b, jj] + data[p]
+                    else:
+                        out[t, b, jj] = out[t, b, jj] + fmul(data[p], v)
+            cuda.syncthreads()
+
+
+@cuda.jit
+def conv2d_deliver(src, idx, cnt, wc, bias, has_bias, out, t0, nsteps, delay, geom):
+    """Event-driven 2-D convolution, one work unit per (step, sample), accumulating in ``out[t, b]``.
+
+    ``wc[g, cl, ky, kx, j]`` = W[g*cout_pg + j, cl, ky, kx]; ``geom`` as in ``numba_kernels``.
+    The active inputs are applied in ascending flat order (c, y, x); for one event the threads
+    cover its (tap, output channel) pairs, which reach distinct outputs, then a barrier. The
+    bias is added last (``acc + bias``), as the numba kernel does.
+    """
+    H = geom[1]
+    W = geom[2]
+    Ho = geom[4]
+    Wo = geom[5]
+    kh = geom[6]
+    kw = geom[7]
+    sy = geom[8]
+    sx = geom[9]
+    py = geom[10]
+    px = geom[11]
+    cin_pg = geom[12]
+    cout_pg = geom[13]
+    B = out.shape[1]
+    n_out = out.shape[2]
+    HW = H * W
+    HWo = Ho * Wo
+    nwork = kh * kw * cout_pg
+    tid = cuda.threadIdx.x
+    for r in range(cuda.blockIdx.x, nsteps * B, cuda.gridDim.x):
+        b = r % B
+        tt = r // B
+        t = t0 + tt
+        ts = t - delay
+        if ts < 0:
+            for o in range(tid, n_out, TPB):
+                if has_bias:
+                    out[t, b, o] = bias[o // HWo]
+                else:
+                    out[t, b, o] = ZERO
+            continue
+        for o in range(tid, n_out, TPB):
+            out[t, b, o] = ZERO
+        cuda.syncthreads()
+        m = cnt[tt, b]
+        for k in range(m):
+            i = idx[tt, b, k]
+            v = src[ts, b, i]
+            c = i // HW
+            rem = i - c * HW
+            y = rem // W
+            x = rem - y * W
+            g = c // cin_pg
+            cl = c - g * cin_pg
+            base = g * cout_pg
+            for wid in range(tid, nwork, TPB):
+                tap = wid // cout_pg
+                j = wid - tap * cout_pg
+                ky = tap // kw
+                kx = tap - ky * kw
+                ny = y + py - ky
+                nx = x + px - kx
+                if ny >= 0 and nx >= 0 and ny % sy == 0 and nx % sx == 0:
+                    oy = ny // sy
+                    ox = nx // sx
+                    if oy < Ho and ox < Wo:
+                        w = wc[g, cl, ky, kx, j]
+                        o = (base + j) * HWo + oy * Wo + ox
+                        if v == ONE:
+                            out[t, b, o] = out[t, b, o] + w
+                        else:
+                            out[t, b, o] = out[t, b, o] + fmul(w, v)
+            cuda.syncthreads()
+        if has_bias:
+            for o in range(tid, n_out, TPB):
+                out[t, b, o] = out[t, b, o] + bias[o // HWo]
+
+
+@cuda.jit
+def pool_sum_forward(src, out, t0, nsteps, delay, geom, divisor):
+    """Sum / average pooling, one thread per output: the window's non-zero inputs in ascending
+    (ky, kx) order (the order events reach it in the numba kernel), divided by ``divisor`` > 0."""
+    H = geom[1]
+    W = geom[2]
+    Ho = geom[3]
+    Wo = geom[4]
+    kh = geom[5]
+    kw = geom[6]
+    sy = geom[7]
+    sx = geom[8]
+    py = geom[9]
+    px = geom[10]
+    B = out.shape[1]
+    n_out = out.shape[2]
+    HW = H * W
+    HWo = Ho * Wo
+    total = nsteps * B * n_out
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    for e in range(start, total, stride):
+        o = e % n_out
+        rest = e // n_out
+        b = rest % B
+        t = t0 + rest // B
+        ts = t - delay
+        acc = ZERO
+        if ts >= 0:
+            c = o // HWo
+            p = o - c * HWo
+            oy = p // Wo
+            ox = p - oy * Wo
+            for ky in range(kh):
+                iy = oy * sy - py + ky
+                if iy >= 0 and iy < H:
+                    for kx in range(kw):
+                        ix = ox * sx - px + kx
+                        if ix >= 0 and ix < W:
+                            v = src[ts, b, c * HW + iy * W + ix]
+                            if v != ZERO:
+                                acc = acc + v
+            if divisor > ZERO:
+                acc = acc / divisor
+        out[t, b, o] = acc
+
+
+@cuda.jit
+def pool_max_forward(src, out, t0, nsteps, delay, geom):
+    """Max pooling with zero padding, one thread per output (the numba kernel's rule)."""
+    H = geom[1]
+    W = geom[2]
+    Ho = geom[3]
+    Wo = geom[4]
+    kh = geom[5]
+    kw = geom[6]
+    sy = geom[7]
+    sx = geom[8]
+    py = geom[9]
+    px = geom[10]
+    B = out.shape[1]
+    n_out = out.shape[2]
+    HW = H * W
+    HWo = Ho * Wo
+    total = nsteps * B * n_out
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    for e in range(start, total, stride):
+        o = e % n_out
+        rest = e // n_out
+        b = rest % B
+        t = t0 + rest // B
+        ts = t - delay
+        if ts < 0:
+            out[t, b, o] = ZERO
+            continue
+        c = o // HWo
+        p = o - c * HWo
+        oy = p // Wo
+        ox = p - oy * Wo
+        mx = NEG_INF
+        padded = False
+        for ky in range(kh):
+            iy = oy * sy - py + ky
+            for kx in range(kw):
+                ix = ox * sx - px + kx
+                if iy < 0 or iy >= H or ix < 0 or ix >= W:
+                    padded = True
+                    continue
+                v = src[ts, b, c * HW + iy * W + ix]
+                if v > mx or v != v:
+                    mx = v
+        if padded and mx < ZERO:
+            mx = ZERO
+        out[t, b, o] = mx
+
+
+@cuda.jit
+def identity_forward(src, scale, unit, out, t0, nsteps, delay):
+    """``out[t] = scale * src[t - delay]`` (a copy when ``unit``), zeros before the source."""
+    B = out.shape[1]
+    n = out.shape[2]
+    total = nsteps * B * n
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    for e in range(start, total, stride):
+        j = e % n
+        rest = e // n
+        b = rest % B
+        t = t0 + rest // B
+        ts = t - delay
+        if ts < 0:
+            out[t, b, j] = ZERO
+        elif unit:
+            out[t, b, j] = src[ts, b, j]
+        else:
+            out[t, b, j] = fmul(scale, src[ts, b, j])
+
+
+# ----------------------------------------------------------------------------- neurons
+
+
+@cuda.jit
+def population_forward(
+    cur, ioff, t0, t1, beta, thr, alpha, gain, model, reset, reset_delay, fire_ge,
+    v_state, s_state, i_state, out, mem, record, spikes,
+):
+    """Neuron updates for steps t0..t1-1, one thread per (sample, neuron), state in registers.
+
+    Input current ``cur[t + ioff]``; float32 operations in the order of ``numba_kernels``
+    (design §3). Each thread adds its spike count to ``spikes[b]`` with one int64 atomic.
+    Work unit ``r = b * n_tiles + tile``: ``TPB`` consecutive neurons of sample ``b``.
+    """
+    B = out.shape[1]
+    n = out.shape[2]
+    n_tiles = (n + TPB - 1) // TPB
+    tid = cuda.threadIdx.x
+    for r in range(cuda.blockIdx.x, B * n_tiles, cuda.gridDim.x):
+        b = r // n_tiles
+        k = (r - b * n_tiles) * TPB + tid
+        if k < n:
+            _neuron(cur, ioff, t0, t1, beta, thr, alpha, gain, model, reset, reset_delay, fire_ge,
+                    v_state, s_state, i_state, out, mem, record, spikes, b, k)
+
+
+@cuda.jit(device=True)
+def _neuron(cur, ioff, t0, t1, beta, thr, alpha, gain, model, reset, reset_delay, fire_ge,
+            v_state, s_state, i_state, out, mem, record, spikes, b, k):
+    """Steps t0..t1-1 of neuron ``k`` of sample ``b`` (see ``population_forward``)."""
+    nsp = 0
+    v = v_state[b, k]
+    s = s_state[b, k]
+    ii = i_state[b, k]
+    be = beta[k]
+    th = thr[k]
+    al = ZERO
+    if model == MODEL_CUBA:
+        al = alpha[k]
+    for t in range(t0, t1):
+        x = cur[t + ioff, b, k]
+        if model == MODEL_CUBA:
+            ii = fmul(al, ii) + x
+            x = ii
+        if model == MODEL_LI:
+            v = fmul(be, v) + fmul(gain, x)
+            o = v
+        else:
+            if reset_delay:
+                if reset == RESET_SUBTRACT:
+                    h = (fmul(be, v) + fmul(gain, x)) - fmul(th, s)
+                elif reset == RESET_ZERO:
+                    h = fmul(be, fmul(ONE - s, v)) + fmul(gain, x)
+                else:
+                    h = fmul(be, v) + fmul(gain, x)
+            else:
+                h = fmul(be, v) + fmul(gain, x)
+            f = h > th or (fire_ge and h == th)
+            sn = ONE if f else ZERO
+            if reset_delay:
+                v = h
+            elif reset == RESET_SUBTRACT:
+                v = h - fmul(th, sn)
+            elif reset == RESET_ZERO:
+                v = fmul(h, ONE - sn)
+            else:
+                v = h
+            s = sn
+            if f:
+                nsp += 1
+            o = sn
+        out[t, b, k] = o
+        if record:
+            mem[t, b, k] = v
+    v_state[b, k] = v
+    s_state[b, k] = s
+    i_state[b, k] = ii
+    if nsp != 0:
+        cuda.atomic.add(spikes, b, nsp)
+
+
+# ----------------------------------------------------------------------------- Loihi fixed point
+#
+# Ports of the fixed-point loops of ``numba_kernels`` (bit-accurate with lava-nc's
+# ``PyLifModelBitAcc``): values carried in int64, wrapped or clipped where lava's int32 / 24-bit
+# arithmetic does. Integer sums do not depend on their order, so the scatter kernels add with
+# integer atomics into an int64 accumulator row.
+
+I64_2_31 = np.int64(1 << 31)
+I64_MASK32 = np.int64((1 << 32) - 1)
+UV_MAX = np.int64(1 << 23)  # u wraps past this, v is clipped to +-(UV_MAX - 1)
+DECAY_UNITY = np.int64(4096)  # 12-bit decays: factor (4096 - d) / 4096
+ACT_SCALE = np.int64(64)  # a_in << 6
+I64_ZERO = np.int64(0)
+I64_ONE = np.int64(1)
+
+
+@cuda.jit(device=True)
+def wrap_int32(x):
+    """``x`` (int64) reduced to the signed 32-bit range, as a cast to int32 wraps."""
+    return ((x + I64_2_31) & I64_MASK32) - I64_2_31
+
+
+@cuda.jit(device=True)
+def shift_by_exp(x, e):
+    """``x << e`` for ``e >= 0``, arithmetic ``x >> -e`` (floor) otherwise."""
+    if e >= 0:
+        return x * (I64_ONE << e)
+    return x >> (-e)
+
+
+@cuda.jit(device=True)
+def loihi_decay(x, d):
+    """``sign(x) * ((|x| * (4096 - d)) >> 12)`` in int64: the decay rounds toward zero."""
+    p = x * (DECAY_UNITY - d)
+    if p < 0:
+        return -((-p) >> 12)
+    return p >> 12
+
+
+@cuda.jit
+def dense_fixed_deliver(src, idx, cnt, wt, weight_exp, out, t0, nsteps, delay):
+    """Fixed-point dense projection: ``out[t, b, j] = int32((sum of wt[i, j] over active i)
+    shifted by weight_exp)``, summed in int64 by one thread per target (as ``dense_deliver``)."""
+    B = out.shape[1]
+    n_out = out.shape[2]
+    n_tiles = (n_out + TPB - 1) // TPB
+    tid = cuda.threadIdx.x
+    sidx = cuda.shared.array(TPB, int32)
+    for r in range(cuda.blockIdx.x, nsteps * B * n_tiles, cuda.gridDim.x):
+        tile = r % n_tiles
+        rest = r // n_tiles
+        b = rest % B
+        tt = rest // B
+        t = t0 + tt
+        ts = t - delay
+        j = tile * TPB + tid
+        acc = I64_ZERO
+        if ts >= 0:
+            m = cnt[tt, b]
+            for c0 in range(0, m, TPB):
+                k = c0 + tid
+                if k < m:
+                    sidx[tid] = idx[tt, b, k]
+                cuda.syncthreads()
+                if j < n_out:
+                    q_end = min(TPB, m - c0)
+                    for q in range(q_end):
+                        acc += int64(wt[sidx[q], j])
+                cuda.syncthreads()
+        if j < n_out:
+            out[t, b, j] = wrap_int32(shift_by_exp(acc, weight_exp))
+
+
+@cuda.jit
+def sparse_fixed_deliver(src, idx, cnt, indptr, indices, data, weight_exp, acc, out, t0, nsteps, delay):
+    """Fixed-point CSR projection, one work unit per (step, sample): the block zeroes its int64
+    row ``acc[blockIdx.x]``, adds the rows of the active inputs with integer atomics, then writes
+    ``out = int32(acc shifted by weight_exp)``."""
+    B = out.shape[1]
+    n_out = out.shape[2]
+    tid = cuda.threadIdx.x
+    row = cuda.blockIdx.x
+    for r in range(cuda.blockIdx.x, nsteps * B, cuda.gridDim.x):
+        b = r % B
+        tt = r // B
+        t = t0 + tt
+        ts = t - delay
+        for j in range(tid, n_out, TPB):
+            acc[row, j] = 0
+        cuda.syncthreads()
+        if ts >= 0:
+            m = cnt[tt, b]
+            for k in range(m):
+                i = idx[tt, b, k]
+                for p in range(indptr[i] + tid, indptr[i + 1], TPB):
+                    cuda.atomic.add(acc, (row, indices[p]), int64(data[p]))
+        cuda.syncthreads()
+        for j in range(tid, n_out, TPB):
+            out[t, b, j] = wrap_int32(shift_by_exp(acc[row, j], weight_exp))
+        cuda.syncthreads()
+
+
+@cuda.jit
+def conv2d_fixed_deliver(src, idx, cnt, wc, weight_exp, acc, out, t0, nsteps, delay, geom):
+    """Fixed-point event-driven convolution (integer ``wc``, layout and ``geom`` as
+    ``conv2d_deliver``): the block's int64 row ``acc[blockIdx.x]`` (channel-first), integer atomics, then
+    ``out = int32(acc shifted by weight_exp)``."""
+    H = geom[1]
+    W = geom[2]
+    Ho = geom[4]
+    Wo = geom[5]
+    kh = geom[6]
+    kw = geom[7]
+    sy = geom[8]
+    sx = geom[9]
+    py = geom[10]
+    px = geom[11]
+    cin_pg = geom[12]
+    cout_pg = geom[13]
+    B = out.shape[1]
+    n_out = out.shape[2]
+    HW = H * W
+    HWo = Ho * Wo
+    nwork = kh * kw * cout_pg
+    tid = cuda.threadIdx.x
+    row = cuda.blockIdx.x
+    for r in range(cuda.blockIdx.x, nsteps * B, cuda.gridDim.x):
+        b = r % B
+        tt = r // B
+        t = t0 + tt
+        ts = t - delay
+        for o in range(tid, n_out, TPB):
+            acc[row, o] = 0
+        cuda.syncthreads()
+        if ts >= 0:
+            m = cnt[tt, b]
+            for k in range(m):
+                i = idx[tt, b, k]
+                c = i // HW
+                rem = i - c * HW
+                y = rem // W
+                x = rem - y * W
+                g = c // cin_pg
+                cl = c - g * cin_pg
+                base = g * cout_pg
+                for wid in range(tid, nwork, TPB):
+                    tap = wid // cout_pg
+                    j = wid - tap * cout_pg
+                    ky = tap // kw
+                    kx = tap - ky * kw
+                    ny = y + py - ky
+                    nx = x + px - kx
+                    if ny >= 0 and nx >= 0 and ny % sy == 0 and nx % sx == 0:
+                        oy = ny // sy
+                        ox = nx // sx
+                        if oy < Ho and ox < Wo:
+                            o = (base + j) * HWo + oy * Wo + ox
+                            cuda.atomic.add(acc, (row, o), int64(wc[g, cl, ky, kx, j]))
+        cuda.syncthreads()
+        for o in range(tid, n_out, TPB):
+            out[t, b, o] = wrap_int32(shift_by_exp(acc[row, o], weight_exp))
+        cuda.syncthreads()
+
+
+@cuda.jit
+def identity_fixed_forward(src, on, off, out, t0, nsteps, delay):
+    """Fixed-point one-to-one synapses: ``out = on`` where the source spiked, else ``off``."""
+    B = out.shape[1]
+    n = out.shape[2]
+    total = nsteps * B * n
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    for e in range(start, total, stride):
+        j = e % n
+        rest = e // n
+        b = rest % B
+        t = t0 + rest // B
+        ts = t - delay
+        if ts >= 0 and src[ts, b, j] != 0:
+            out[t, b, j] = on
+        else:
+            out[t, b, j] = off
+
+
+@cuda.jit
+def pool_or_forward(src, out, t0, nsteps, delay, geom):
+    """Fixed-point max pooling of spikes: 1 where any input of the window is non-zero (an OR)."""
+    H = geom[1]
+    W = geom[2]
+    Ho = geom[3]
+    Wo = geom[4]
+    kh = geom[5]
+    kw = geom[6]
+    sy = geom[7]
+    sx = geom[8]
+    py = geom[9]
+    px = geom[10]
+    B = out.shape[1]
+    n_out = out.shape[2]
+    HW = H * W
+    HWo = Ho * Wo
+    total = nsteps * B * n_out
+    start = cuda.grid(1)
+    stride = cuda.gridsize(1)
+    for e in range(start, total, stride):
+        o = e % n_out
+        rest = e // n_out
+        b = rest % B
+        t = t0 + rest // B
+        ts = t - delay
+        mx = 0
+        if ts >= 0:
+            c = o // HWo
+            p = o - c * HWo
+            oy = p // Wo
+            ox = p - oy * Wo
+            for ky in range(kh):
+                iy = oy * sy - py + ky
+                if iy >= 0 and iy < H:
+                    for kx in range(kw):
+                        ix = ox * sx - px + kx
+                        if ix >= 0 and ix < W and src[ts, b, c * HW + iy * W + ix] != 0:
+                            mx = 1
+        out[t, b, o] = mx
+
+
+@cuda.jit
+def population_fixed_forward(
+    cur, ioff, t0, t1, du, dv, bias, vth_eff, spiking, u_state, v_state, out, mem_v, mem_u,
+    record_v, record_u, spikes,
+):
+    """Loihi fixed-point neurons for steps t0..t1-1, one thread per (sample, neuron), as
+    ``numba_kernels.population_fixed_forward`` / ``loihi_lif_step``: int32 input ``cur[t + ioff]``,
+    int32 state ``u_state``/``v_state`` [B, n]; ``out`` gets spikes (0/1), or v for an ``li``
+    readout (``spiking`` False). Work unit ``r = b * n_tiles + tile``."""
+    B = out.shape[1]
+    n = out.shape[2]
+    n_tiles = (n + TPB - 1) // TPB
+    tid = cuda.threadIdx.x
+    for r in range(cuda.blockIdx.x, B * n_tiles, cuda.gridDim.x):
+        b = r // n_tiles
+        k = (r - b * n_tiles) * TPB + tid
+        if k < n:
+            nsp = 0
+            u = int64(u_state[b, k])
+            v = int64(v_state[b, k])
+            du_k = du[k] + 1  # the hidden +1 of lava's current decay
+            dv_k = dv[k]
+            bias_k = bias[k]
+            vth_k = vth_eff[k]
+            for t in range(t0, t1):
+                a_in = int64(cur[t + ioff, b, k])
+                u = wrap_int32(loihi_decay(u, du_k) + wrap_int32(a_in * ACT_SCALE))
+                if u > UV_MAX:
+                    u -= 2 * UV_MAX
+                elif u <= -UV_MAX:
+                    u += 2 * UV_MAX
+                v = loihi_decay(v, dv_k) + u + bias_k
+                if v > UV_MAX - 1:
+                    v = UV_MAX - 1
+                elif v < -(UV_MAX - 1):
+                    v = -(UV_MAX - 1)
+                if spiking:
+                    if v > vth_k:
+                        v = I64_ZERO
+                        out[t, b, k] = 1
+                        nsp += 1
+                    else:
+                        out[t, b, k] = 0
+                else:
+                    out[t, b, k] = v
+                if record_v:
+                    mem_v[t, b, k] = v
+                if record_u:
+                    mem_u[t, b, k] = u
+            u_state[b, k] = u
+            v_state[b, k] = v
+            if nsp != 0:
+                cuda.atomic.add(spikes, b, nsp)

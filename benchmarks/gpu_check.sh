@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# One prepared check of the cuda backend for a machine with an NVIDIA GPU (about 8 minutes at most):
+#   1. versions (python, numpy, numba, numba-cuda, torch, GPU);
+#   2. the gpu-marked tests (cuda == numba bit for bit on a real GPU, programs wider than a block);
+#   3. the benchmark benchmarks/cuda_sparsity.py (cuda backend vs dense torch.cuda);
+#   4. the CUDA-simulator tests (the same check through NUMBA_ENABLE_CUDASIM=1).
+# Logs and benchmarks/cuda_sparsity JSON go to $OUT (or ./gpu_check_out). Every step runs under a
+# timeout; a failing step does not stop the later ones, and the script exits non-zero if any failed.
+#
+#     bash benchmarks/gpu_check.sh            # from anywhere; PYTHON=... picks the interpreter
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+OUT_DIR="${OUT:-$ROOT/gpu_check_out}"
+mkdir -p "$OUT_DIR"
+PY="${PYTHON:-}"
+if [[ -z "$PY" ]]; then
+  if [[ -x "$ROOT/.venv/bin/python" ]] && "$ROOT/.venv/bin/python" -c "import numba" 2>/dev/null; then
+    PY="$ROOT/.venv/bin/python"
+  else
+    PY="$(command -v python3 || command -v python)"
+  fi
+fi
+export PYTHONDONTWRITEBYTECODE=1
+unset NUMBA_ENABLE_CUDASIM || true
+FAILED=()
+
+log() { echo "[gpu_check $(date +%H:%M:%S)] $*" | tee -a "$OUT_DIR/summary.txt"; }
+
+# step NAME SECONDS CMD...: run CMD under a timeout, log to $OUT_DIR/NAME.log, remember failures
+step() {
+  local name="$1" secs="$2"
+  shift 2
+  log "step $name (timeout ${secs}s): $*"
+  local t0=$SECONDS rc=0
+  timeout --kill-after=10 "$secs" "$@" >"$OUT_DIR/$name.log" 2>&1 || rc=$?
+  tail -n 25 "$OUT_DIR/$name.log" || true
+  log "step $name: exit $rc after $((SECONDS - t0)) s"
+  if [[ $rc -ne 0 ]]; then FAILED+=("$name"); fi
+  return 0
+}
+
+# 1. versions
+log "python: $PY"
+"$PY" - <<'EOF' 2>&1 | tee "$OUT_DIR/versions.txt"
+import platform, sys
+print("python", platform.python_version(), sys.executable)
+for mod in ("numpy", "numba", "torch"):
+    try:
+        m = __import__(mod)
+        print(mod, m.__version__)
+    except Exception as e:
+        print(mod, "MISSING", e)
+try:
+    from importlib.metadata import version
+    print("numba-cuda", version("numba-cuda"))
+except Exception as e:
+    print("numba-cuda not installed (numba's built-in CUDA target):", type(e).__name__)
+try:
+    from numba import cuda
+    print("numba.cuda.is_available", cuda.is_available())
+    if cuda.is_available():
+        d = cuda.get_current_device()
+        print("gpu", d.name, "cc", d.compute_capability)
+except Exception as e:
+    print("numba.cuda error", e)
+try:
+    import torch
+    print("torch.cuda", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+except Exception as e:
+    print("torch error", e)
+EOF
+nvidia-smi -L 2>&1 | tee -a "$OUT_DIR/versions.txt" || true
+
+# make `spike` importable: installed already, an editable install without deps, or a symlink tree
+if ! "$PY" -c "import spike.backends.cuda_backend" 2>/dev/null; then
+  if ! "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" >"$OUT_DIR/pip.log" 2>&1 \
+      || ! "$PY" -c "import spike.backends.cuda_backend" 2>/dev/null; then
+    SHIM="$(mktemp -d)"
+    mkdir -p "$SHIM/spike"
+    for f in "$ROOT"/spike/*; do ln -s "$f" "$SHIM/spike/"; done
+    for sub in compiler backends models hw_configs; do ln -sfn "$ROOT/$sub" "$SHIM/spike/$sub"; done
+    export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
+    export PYTHONSAFEPATH=1  # python >= 3.11: the repository's own spike/ must not shadow the shim
+    log "spike made importable through $SHIM (PYTHONPATH, PYTHONSAFEPATH=1)"
+  fi
+fi
+"$PY" -c "import spike.backends.cuda_backend as m; print('spike from', m.__file__)" | tee -a "$OUT_DIR/summary.txt"
+
+HAVE_PYTEST=1
+"$PY" -m pytest --version >/dev/null 2>&1 || HAVE_PYTEST=0
+
+# 2. real GPU: cuda == numba bit for bit (gpu-marked test, or the check script directly)
+if [[ $HAVE_PYTEST -eq 1 ]]; then
+  step gpu_tests 200 "$PY" -m pytest -q -p no:cacheprovider -rs -m gpu tests/test_cuda_backend.py
+else
+  step gpu_tests 200 "$PY" tests/cuda_sim_check.py --large
+fi
+
+# 3. benchmark (cuda backend vs dense torch.cuda), JSON under $OUT_DIR
+step benchmark 200 "$PY" benchmarks/cuda_sparsity.py --json "$OUT_DIR/cuda_sparsity.json"
+
+# 4. the simulator tests (slow: tiny programs)
+if [[ $HAVE_PYTEST -eq 1 ]]; then
+  step sim_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m "not gpu" tests/test_cuda_backend.py
+else
+  step sim_tests 120 env NUMBA_ENABLE_CUDASIM=1 "$PY" tests/cuda_sim_check.py
+fi
+
+if [[ ${#FAILED[@]} -gt 0 ]]; then
+  log "FAILED steps: ${FAILED[*]}"
+  exit 1
+fi
+log "all steps passed"

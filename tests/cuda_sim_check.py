@@ -1,0 +1,380 @@
+"""Runs small programs on the "cuda" and "numba" backends and checks that every node's output,
+every population's membrane and every operation count agree exactly (bit for bit).
+
+Run by ``tests/test_cuda_backend.py`` in a subprocess, with ``NUMBA_ENABLE_CUDASIM=1`` (Numba's
+CUDA simulator: any machine) or on a real GPU. Weights here are NOT dyadic: float sums depend on
+their order, so equality shows that the cuda kernels add in the numba kernels' order (and that no
+multiply-add is fused on the GPU). ``--large`` adds programs wider than a GPU thread block.
+
+    NUMBA_ENABLE_CUDASIM=1 python tests/cuda_sim_check.py [--large] [--only NAME ...]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Callable
+
+import numpy as np
+
+from spike.backends import run
+from spike.compiler.ir import Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse
+from spike.compiler.program import Program, ProgramBuilder
+
+KEYS = ("syn_ops", "macs", "dense_ops", "neuron_updates", "spikes", "host_flops")
+NEURON_VARIANTS = (
+    ("lif", "subtract", True, False),
+    ("lif", "zero", True, True),
+    ("lif", "none", True, False),
+    ("lif", "subtract", False, True),
+    ("lif", "zero", False, False),
+    ("if", "none", False, False),
+    ("cuba_lif", "subtract", True, False),
+    ("cuba_lif", "zero", False, True),
+    ("li", "none", True, False),
+)
+
+
+def weights(rng: np.random.Generator, shape, scale: float = 0.5) -> np.ndarray:
+    """Arbitrary float32 weights (not dyadic) with some exact zeros."""
+    w = (rng.standard_normal(shape) * scale).astype(np.float32)
+    w[rng.random(shape) < 0.15] = 0
+    return w
+
+
+def spikes(rng: np.random.Generator, T: int, B: int, shape, p: float = 0.3) -> np.ndarray:
+    return (rng.random((T, B, *shape)) < p).astype(np.float32)
+
+
+def pop(rng, shape, model="lif", reset="subtract", reset_delay=True, fire_ge=False, gain=1.0) -> Population:
+    n = int(np.prod(shape))
+    return Population(
+        shape=tuple(shape),
+        model=model,
+        beta=(np.ones(n) if model == "if" else rng.uniform(0.5, 0.95, n)).astype(np.float32),
+        threshold=rng.uniform(0.25, 0.75, n).astype(np.float32),
+        alpha=rng.uniform(0.3, 0.8, n).astype(np.float32) if model == "cuba_lif" else None,
+        gain=gain,
+        reset=reset,
+        reset_delay=reset_delay,
+        fire_ge=fire_ge,
+    )
+
+
+# ----------------------------------------------------------------------------- programs
+
+
+def mlp(rng):
+    """Dense with bias, a delay-2 projection with zero columns, LI readout; spike input."""
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(40,)))
+    b.add("fc1", Dense(shape=(36,), in_shape=(40,), weight=weights(rng, (36, 40)), bias=weights(rng, 36, 0.2)), "in")
+    b.add("p1", pop(rng, (36,)), "fc1")
+    w2 = weights(rng, (6, 36))
+    w2[:, :3] = 0
+    b.add("fc2", Dense(shape=(6,), in_shape=(36,), weight=w2, delay=2), "p1")
+    b.add("p2", pop(rng, (6,), model="li"), "fc2")
+    b.add("out", Output(shape=(6,)), "p2")
+    return b.build(), spikes(rng, 8, 2, (40,), 0.3)
+
+
+def real_input(rng):
+    """Real-valued input: MACs, products by the input values (dense and conv)."""
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(2, 5, 5), signal="real"))
+    b.add("conv", Conv2d(shape=(3, 5, 5), in_shape=(2, 5, 5), weight=weights(rng, (3, 2, 3, 3)),
+                         bias=weights(rng, 3, 0.1), padding=(1, 1)), "in")
+    b.add("fc", Dense(shape=(20,), in_shape=(50,), weight=weights(rng, (20, 50)), delay=1), "in")
+    b.add("p", pop(rng, (3, 5, 5)), "conv")
+    b.add("q", pop(rng, (20,), model="cuba_lif"), "fc")
+    b.add("out", Output(shape=(3, 5, 5)), "p")
+    b.add("out2", Output(shape=(20,)), "q")
+    x = rng.standard_normal((5, 2, 2, 5, 5)).astype(np.float32)
+    x[rng.random(x.shape) < 0.5] = 0
+    x[rng.random(x.shape) < 0.1] = 1
+    return b.build(), x
+
+
+def conv_pool(rng, mode: str, stride, padding, groups, kernel):
+    C, H, W, C_out = 2, 7, 8, 4
+    Ho = (H + 2 * padding[0] - kernel[0]) // stride[0] + 1
+    Wo = (W + 2 * padding[1] - kernel[1]) // stride[1] + 1
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(C, H, W)))
+    b.add("conv", Conv2d(shape=(C_out, Ho, Wo), in_shape=(C, H, W), weight=weights(rng, (C_out, C // groups, *kernel)),
+                         bias=weights(rng, C_out, 0.1), stride=stride, padding=padding, groups=groups), "in")
+    b.add("p1", pop(rng, (C_out, Ho, Wo)), "conv")
+    Po, Qo = (Ho + 2 - 2) // 2 + 1, (Wo + 2 - 3) // 1 + 1
+    b.add("pool", Pool2d(shape=(C_out, Po, Qo), in_shape=(C_out, Ho, Wo), mode=mode, kernel=(2, 3),
+                         stride=(2, 1), padding=(1, 1), delay=1), "p1")
+    b.add("p2", pop(rng, (C_out, Po, Qo), gain=0.75), "pool")
+    b.add("out", Output(shape=(C_out, Po, Qo)), "p2")
+    return b.build(), spikes(rng, 5, 2, (C, H, W), 0.3)
+
+
+def recurrent(rng):
+    """A population driving itself through a delay-1 dense projection (stepped per step)."""
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(8,)))
+    b.add("fc", Dense(shape=(20,), in_shape=(8,), weight=weights(rng, (20, 8), 1.0)), "in")
+    b.add("p", pop(rng, (20,)), "fc")
+    b.add("rec", Dense(shape=(20,), in_shape=(20,), weight=weights(rng, (20, 20), 0.5), delay=1), "p")
+    b.connect("rec", "p")
+    b.add("ro", Dense(shape=(3,), in_shape=(20,), weight=weights(rng, (3, 20))), "p")
+    b.add("li", pop(rng, (3,), model="li"), "ro")
+    b.add("out", Output(shape=(3,)), "li")
+    prog = b.build()
+    assert any(stage.cyclic for stage in prog.schedule())
+    return prog, spikes(rng, 8, 2, (8,), 0.3)
+
+
+def residual(rng):
+    """Identity (scale 1 and 0.5) into a population with two sources, host add of three."""
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(18,)))
+    b.add("fc1", Dense(shape=(18,), in_shape=(18,), weight=weights(rng, (18, 18), 0.8)), "in")
+    b.add("a", pop(rng, (18,)), "fc1")
+    b.add("fc2", Dense(shape=(18,), in_shape=(18,), weight=weights(rng, (18, 18), 0.8)), "a")
+    b.add("res", Identity(shape=(18,), in_shape=(18,)), "a")
+    b.add("half", Identity(shape=(18,), in_shape=(18,), scale=0.3, delay=1), "in")
+    b.add("c", pop(rng, (18,), reset="zero"), ["fc2", "res", "half"])
+    b.add("sum", HostOp(shape=(18,), op="add"), ["a", "c", "in"])
+    b.add("out", Output(shape=(18,)), "sum")
+    return b.build(), spikes(rng, 6, 2, (18,), 0.4)
+
+
+def neurons(rng):
+    """Every neuron variant, each fed by a dense projection and a scaled identity."""
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(10,)))
+    b.add("fc", Dense(shape=(10,), in_shape=(10,), weight=weights(rng, (10, 10), 0.6)), "in")
+    b.add("id", Identity(shape=(10,), in_shape=(10,), scale=0.5), "in")
+    for k, (model, reset, reset_delay, fire_ge) in enumerate(NEURON_VARIANTS):
+        b.add(f"p{k}", pop(rng, (10,), model, reset, reset_delay, fire_ge, gain=0.75), ["fc", "id"])
+        b.add(f"out{k}", Output(shape=(10,)), f"p{k}")
+    return b.build(), spikes(rng, 8, 2, (10,), 0.4)
+
+
+def sparse(rng):
+    """CSR with an explicit zero weight and a row naming one target twice; delay 1."""
+    n_in, n_out = 20, 18
+    dense = weights(rng, (n_out, n_in)) * (rng.random((n_out, n_in)) < 0.4)
+    indptr, indices, data = [0], [], []
+    for i in range(n_in):
+        rows = np.nonzero(dense[:, i])[0]
+        indices += rows.tolist()
+        data += dense[rows, i].tolist()
+        if i == 3:
+            indices.append(0)
+            data.append(0.0)
+        if i == 5:  # duplicate target: its two terms add in CSR order
+            indices += [2, 2]
+            data += [0.3, -0.7]
+        indptr.append(len(indices))
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(n_in,)))
+    b.add("sp", Sparse(shape=(n_out,), in_shape=(n_in,), indptr=np.array(indptr), indices=np.array(indices),
+                       data=np.array(data, np.float32), bias=weights(rng, n_out, 0.1), delay=1), "in")
+    b.add("p", pop(rng, (n_out,)), "sp")
+    b.add("out", Output(shape=(n_out,)), "p")
+    return b.build(), spikes(rng, 6, 2, (n_in,), 0.4)
+
+
+def _loihi_pop(rng, shape, model="lif"):
+    n = int(np.prod(shape))
+    extra = {"alpha": rng.uniform(0, 1, n).astype(np.float32)} if model == "cuba_lif" else {}
+    if model == "li":
+        return Population(shape=shape, model="li", beta=np.float32(0.75))
+    return Population(shape=shape, model=model, beta=rng.uniform(0.5, 1.0, n).astype(np.float32),
+                      threshold=np.float32(rng.uniform(0.5, 1.5)), reset="zero", reset_delay=False, **extra)
+
+
+def fixed_conv(rng):
+    """Loihi fixed point (``quantize``): conv, max pooling (an OR), grouped conv, average pooling
+    (a depthwise conv once quantised), dense, an LI readout."""
+    from spike.compiler.quantize import quantize
+
+    w = lambda shape, s=0.5: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(2, 6, 6)))
+    b.add("c1", Conv2d(shape=(4, 6, 6), in_shape=(2, 6, 6), weight=w((4, 2, 3, 3)), padding=(1, 1)), "in")
+    b.add("p1", _loihi_pop(rng, (4, 6, 6)), "c1")
+    b.add("mp", Pool2d(shape=(4, 3, 3), in_shape=(4, 6, 6), mode="max", kernel=(2, 2), stride=(2, 2)), "p1")
+    b.add("c2", Conv2d(shape=(6, 3, 3), in_shape=(4, 3, 3), weight=w((6, 2, 3, 3)), padding=(1, 1), groups=2), "mp")
+    b.add("p2", _loihi_pop(rng, (6, 3, 3), "cuba_lif"), "c2")
+    b.add("fc", Dense(shape=(5,), in_shape=(54,), weight=w((5, 54))), "p2")
+    b.add("ro", _loihi_pop(rng, (5,), "li"), "fc")
+    b.add("out", Output(shape=(5,)), "ro")
+    return quantize(b.build({"precision": "float32"})), spikes(rng, 6, 2, (2, 6, 6), 0.3)
+
+
+def fixed_recurrent(rng):
+    """Loihi fixed point: sparse, recurrent dense (delay 1), identities, two sources."""
+    from spike.compiler.quantize import quantize
+
+    w = lambda shape, s=0.5: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
+    n_in, n = 20, 12
+    mask = rng.random((n_in, n)) < 0.3
+    rows, cols = np.nonzero(mask)
+    indptr = np.concatenate([[0], np.cumsum(mask.sum(1))]).astype(np.int64)
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(n_in,)))
+    b.add("sp", Sparse(shape=(n,), in_shape=(n_in,), indptr=indptr, indices=cols.astype(np.int64),
+                       data=w(len(cols), 0.6)), "in")
+    b.add("pop", _loihi_pop(rng, (n,)), "sp")
+    b.add("rec", Dense(shape=(n,), in_shape=(n,), weight=w((n, n), 0.3), delay=1), "pop")
+    b.connect("rec", "pop")
+    b.add("id", Identity(shape=(n,), in_shape=(n,), scale=1.5, delay=1), "pop")
+    b.add("id2", Identity(shape=(n,), in_shape=(n,), scale=-0.25), "pop")
+    b.add("pop3", _loihi_pop(rng, (n,)), ["id", "id2"])
+    b.add("out3", Output(shape=(n,)), "pop3")
+    return quantize(b.build({"precision": "float32"})), spikes(rng, 8, 2, (n_in,), 0.3)
+
+
+def large_mlp(rng):
+    """Wider than a GPU block (several chunks in the compaction, several target tiles)."""
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(700,)))
+    b.add("fc1", Dense(shape=(300,), in_shape=(700,), weight=weights(rng, (300, 700), 0.2), bias=weights(rng, 300, 0.1)), "in")
+    b.add("p1", pop(rng, (300,)), "fc1")
+    b.add("fc2", Dense(shape=(260,), in_shape=(300,), weight=weights(rng, (260, 300), 0.2), delay=1), "p1")
+    b.add("p2", pop(rng, (260,), model="cuba_lif"), "fc2")
+    b.add("fc3", Dense(shape=(10,), in_shape=(260,), weight=weights(rng, (10, 260), 0.3)), "p2")
+    b.add("p3", pop(rng, (10,), model="li"), "fc3")
+    b.add("out", Output(shape=(10,)), "p3")
+    return b.build(), spikes(rng, 30, 5, (700,), 0.1)
+
+
+def large_conv(rng):
+    C, H, W = 8, 20, 20
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(C, H, W)))
+    b.add("conv", Conv2d(shape=(32, 20, 20), in_shape=(C, H, W), weight=weights(rng, (32, C, 3, 3), 0.3),
+                         bias=weights(rng, 32, 0.1), padding=(1, 1)), "in")
+    b.add("p1", pop(rng, (32, 20, 20)), "conv")
+    b.add("pool", Pool2d(shape=(32, 10, 10), in_shape=(32, 20, 20), mode="avg", kernel=(2, 2), stride=(2, 2)), "p1")
+    b.add("p2", pop(rng, (32, 10, 10)), "pool")
+    b.add("out", Output(shape=(32, 10, 10)), "p2")
+    return b.build(), spikes(rng, 12, 3, (C, H, W), 0.1)
+
+
+CASES: dict[str, Callable] = {
+    "mlp": mlp,
+    "real_input": real_input,
+    "conv_avg": lambda rng: conv_pool(rng, "avg", (2, 2), (1, 1), 2, (3, 3)),
+    "conv_max": lambda rng: conv_pool(rng, "max", (1, 1), (0, 0), 1, (3, 3)),
+    "conv_sum": lambda rng: conv_pool(rng, "sum", (2, 1), (1, 2), 1, (2, 3)),
+    "recurrent": recurrent,
+    "residual": residual,
+    "neurons": neurons,
+    "sparse": sparse,
+    "fixed_conv": fixed_conv,
+    "fixed_recurrent": fixed_recurrent,
+}
+LARGE: dict[str, Callable] = {"large_mlp": large_mlp, "large_conv": large_conv}
+
+
+# ----------------------------------------------------------------------------- comparison
+
+
+def compare(name: str, program: Program, x: np.ndarray) -> list[str]:
+    """Differences between the cuda and numba runs of ``program`` (empty: identical)."""
+    nodes = [n for n, node in program.nodes() if not isinstance(node, (Input, Output))]
+    probes = nodes + [f"{n}.v" for n in program.populations()]
+    if program.metadata.get("precision") == "fixed":
+        probes += [f"{n}.u" for n in program.populations()]
+    ref = run(program, x, backend="numba", probes=probes)
+    got = run(program, x, backend="cuda", probes=probes)
+    again = run(program, x, backend="cuda", probes=probes)  # cached weights, recycled arrays
+    errors = []
+    for res, label in ((got, "run 1"), (again, "run 2")):
+        for key in probes:
+            a, b = res.probes[key], ref.probes[key]
+            if a.shape != b.shape or a.dtype != b.dtype or not np.array_equal(a, b, equal_nan=True) \
+                    or not np.array_equal(np.signbit(a), np.signbit(b)):
+                bad = np.argwhere(a != b)[:3].tolist() if a.shape == b.shape else "shape"
+                errors.append(f"{name} {label}: {key} differs (first at {bad})")
+        for out in program.outputs:
+            if not np.array_equal(res.outputs[out], ref.outputs[out]):
+                errors.append(f"{name} {label}: output {out} differs")
+        for node in nodes:
+            for k in KEYS:
+                a, b = res.ops.per_node[node][k], ref.ops.per_node[node][k]
+                if not np.array_equal(a, b):
+                    errors.append(f"{name} {label}: {node}.{k} cuda {a.tolist()} numba {b.tolist()}")
+    total = ref.ops.total()
+    if total["neuron_updates"] <= 0 or total["syn_ops"] + total["macs"] <= 0:
+        errors.append(f"{name}: the program did no work (test too weak)")
+    return errors
+
+
+def check_rules() -> list[str]:
+    """Errors raised before a run, the utility kernels, and the result's bookkeeping."""
+    from spike.backends import BackendError
+    from spike.backends import cuda_backend, cuda_kernels as K
+
+    errors = []
+    rng = np.random.default_rng(0)
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(4,)))
+    b.add("fc", Dense(shape=(4,), in_shape=(4,), weight=weights(rng, (4, 4))), "in")
+    b.add("sig", HostOp(shape=(4,), op="sigmoid"), "fc")
+    b.add("out", Output(shape=(4,)), "sig")
+    try:
+        run(b.build(), spikes(rng, 3, 1, (4,)), backend="cuda")
+        errors.append("a sigmoid host op was not rejected")
+    except BackendError as e:
+        if "sigmoid" not in str(e):
+            errors.append(f"unclear error for a sigmoid host op: {e}")
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(4,)))
+    b.add("fc", Dense(shape=(4,), in_shape=(4,), weight=weights(rng, (4, 4))), "in")
+    b.add("p", pop(rng, (4,)), "fc")
+    b.add("out", Output(shape=(4,)), "p")
+    prog = b.build()
+    res = run(prog, spikes(rng, 3, 2, (4,)), backend="cuda")
+    if res.backend != "cuda" or res.output.shape != (3, 2, 4) or res.output.dtype != np.float32:
+        errors.append(f"result: backend {res.backend}, output {res.output.shape} {res.output.dtype}")
+    fixed = prog.with_graph(prog.graph, metadata={"precision": "fixed"})  # float populations, bias
+    try:
+        run(fixed, spikes(rng, 3, 1, (4,)), backend="cuda")
+        errors.append("a malformed fixed-point program was not rejected")
+    except BackendError as e:
+        if "fixed" not in str(e):
+            errors.append(f"unclear error for a malformed fixed-point program: {e}")
+    a = cuda_backend._to_device(np.arange(1, 50, dtype=np.int64))
+    K.fill_zero[K.blocks_for(49), K.TPB](a)
+    if a.copy_to_host().any():
+        errors.append("fill_zero left non-zero values")
+    return errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--large", action="store_true", help="add programs wider than a GPU block")
+    ap.add_argument("--only", nargs="*", help="run only these cases")
+    args = ap.parse_args(argv)
+    from spike.backends import cuda_kernels
+
+    cases = dict(CASES, **(LARGE if args.large else {}))
+    if args.only:
+        cases = {k: v for k, v in cases.items() if k in args.only}
+    if cuda_kernels.SIMULATING:  # simulated threads hand the GIL over at every barrier
+        sys.setswitchinterval(5e-5)
+    print(f"cuda backend check: simulator={cuda_kernels.SIMULATING} TPB={cuda_kernels.TPB}", flush=True)
+    errors = check_rules()
+    print(f"  {'rules':12s} {'OK' if not errors else 'FAILED'}", flush=True)
+    for k, (name, make) in enumerate(cases.items()):
+        t = time.perf_counter()
+        program, x = make(np.random.default_rng(100 + k))
+        errs = compare(name, program, x)
+        errors += errs
+        print(f"  {name:12s} {'OK' if not errs else 'FAILED'} ({time.perf_counter() - t:.1f} s)", flush=True)
+    for e in errors:
+        print("ERROR", e)
+    print("ALL EQUAL" if not errors else f"{len(errors)} DIFFERENCES")
+    return 0 if not errors else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

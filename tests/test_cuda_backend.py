@@ -1,0 +1,102 @@
+"""The cuda backend: bit-identical outputs, membranes and operation counts to the numba backend,
+through Numba's CUDA simulator (any machine) and on a real GPU (``-m gpu``); a clear error where
+neither is available.
+
+Numba chooses between the simulator and the real CUDA target when it is first imported, so every
+test runs in a subprocess with its own environment (``tests/cuda_sim_check.py`` does the work).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECK = ROOT / "tests" / "cuda_sim_check.py"
+
+
+def _env(simulate: bool) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_ENABLE_CUDASIM", "SPIKE_CUDA_TPB")}
+    if simulate:
+        env["NUMBA_ENABLE_CUDASIM"] = "1"
+    return env
+
+
+def _python(code_or_args: list[str], simulate: bool, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *code_or_args], env=_env(simulate), cwd=ROOT, capture_output=True, text=True,
+        timeout=timeout,
+    )
+
+
+def _gpu_present() -> bool:
+    """A real CUDA GPU usable by numba (asked in a subprocess: no simulator there)."""
+    try:
+        p = _python(["-c", "from numba import cuda; print(bool(cuda.is_available()))"], False, 120)
+    except subprocess.TimeoutExpired:
+        return False
+    return p.returncode == 0 and p.stdout.strip().endswith("True")
+
+
+def _report(p: subprocess.CompletedProcess) -> str:
+    return f"exit {p.returncode}\n--- stdout\n{p.stdout[-6000:]}\n--- stderr\n{p.stderr[-6000:]}"
+
+
+def test_simulator_matches_numba_bit_for_bit():
+    """MLP with bias and delay, real-valued input, conv + avg/max/sum pooling, recurrent delay 1,
+    residual identity + host add, every neuron variant, sparse CSR, Loihi fixed point (quantised
+    conv and recurrent programs): identical to numba, outputs, membranes and counts."""
+    p = _python([str(CHECK)], simulate=True, timeout=600)
+    assert p.returncode == 0 and "ALL EQUAL" in p.stdout, _report(p)
+
+
+@pytest.mark.gpu
+def test_gpu_matches_numba_bit_for_bit():
+    """The same programs plus ones wider than a thread block, on a real GPU (no simulator)."""
+    if not _gpu_present():
+        pytest.skip("no CUDA GPU usable by numba")
+    p = _python([str(CHECK), "--large"], simulate=False, timeout=600)
+    assert p.returncode == 0 and "ALL EQUAL" in p.stdout and "simulator=False" in p.stdout, _report(p)
+
+
+def test_no_gpu_and_no_simulator_is_a_clear_error():
+    if _gpu_present():
+        pytest.skip("a CUDA GPU is present")
+    code = """
+import numpy as np
+from spike.backends import BackendError, run
+from spike.compiler.ir import Dense, Input, Output, Population
+from spike.compiler.program import ProgramBuilder
+b = ProgramBuilder()
+b.add("in", Input(shape=(3,)))
+b.add("fc", Dense(shape=(2,), in_shape=(3,), weight=np.ones((2, 3), np.float32)), "in")
+b.add("p", Population(shape=(2,)), "fc")
+b.add("out", Output(shape=(2,)), "p")
+try:
+    run(b.build(), np.ones((2, 1, 3), np.float32), backend="cuda")
+except BackendError as e:
+    print("BackendError:", e)
+"""
+    p = _python(["-c", code], simulate=False, timeout=120)
+    assert p.returncode == 0, _report(p)
+    assert "BackendError: backend 'cuda' is not usable here" in p.stdout, _report(p)
+    assert "no CUDA GPU found and NUMBA_ENABLE_CUDASIM is not set" in p.stdout, _report(p)
+
+
+def test_registered_without_importing_numba_cuda():
+    """The registry knows "cuda"; importing the backend module needs neither a GPU nor the
+    simulator (numba.cuda is imported lazily)."""
+    code = (
+        "import sys\n"
+        "from spike.backends.registry import backend_names, get_backend\n"
+        "assert 'cuda' in backend_names(), backend_names()\n"
+        "be = get_backend('cuda')\n"
+        "assert 'numba.cuda' not in sys.modules, 'numba.cuda imported eagerly'\n"
+        "assert be.precisions and 'float32' in be.precisions\n"
+        "print('ok', sorted(be.kernels))\n"
+    )
+    p = _python(["-c", code], simulate=False, timeout=120)
+    assert p.returncode == 0 and p.stdout.startswith("ok"), _report(p)
