@@ -1,0 +1,162 @@
+"""Training step of one LIF layer: our fused Numba kernel vs snnTorch ``Leaky`` stepped in Python.
+
+Forward + backward of one LIF layer (subtract reset, atan surrogate, beta 0.9, threshold 1) on
+``x[T, B, N]`` with ``loss = spikes.sum()`` and the gradient taken w.r.t. ``x``, at
+``N=4096, B=32, T=100`` and ``N=256, B=32, T=1000``. One thread each (``torch.set_num_threads(1)``,
+``numba.set_num_threads(1)``), same process, same input; each contender runs ``--repeats`` times,
+interleaved, after a warm-up that is excluded (the first call's time, which includes Numba
+compilation or loading it from the on-disk cache, is reported separately). Times are the best of
+the repeats; medians are reported too.
+
+* ours: ``spike.neurons.LIF(0.9)`` (multi-step) -> :class:`spike.lif_function.LIFFunction`.
+* snnTorch: ``snntorch.Leaky(beta=0.9)``, ``for x_t in x.unbind(0): spk, mem = lif(x_t, mem)``,
+  then ``torch.stack``. (Indexing ``x[t]`` instead of ``unbind`` makes snnTorch's backward
+  quadratic in T -- every ``x[t]`` backward writes a full-size zero gradient -- and is about 15x
+  slower at T=100; ``--index-baseline`` times that variant too. The ratios use the faster one.)
+* ``mem_floor``: two copies of ``x`` into already-touched buffers -- the least memory traffic of
+  a training step (read ``x`` and write the spikes; read ``x`` and write ``dL/dx``), a
+  single-core bandwidth floor for any implementation that keeps only ``x`` for backward.
+
+    python benchmarks/lif_train.py [--repeats 7] [--json out.json] [--quick]
+
+JSON: ``{"name": "lif_train", "ratio": snntorch/ours at T=100, "ratio_t1000": ... at T=1000,``
+plus the raw seconds.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import numba
+import torch
+
+CONFIGS = {"t100": (4096, 32, 100), "t1000": (256, 32, 1000)}
+QUICK = {"t100": (512, 8, 100), "t1000": (64, 8, 1000)}
+
+
+def ours_step(lif, x):
+    spk = lif(x)
+    (g,) = torch.autograd.grad(spk.sum(), x)
+    return g
+
+
+def snn_step(x, index=False):
+    import snntorch as snn
+
+    lif = snn.Leaky(beta=0.9)
+    mem = lif.init_leaky()
+    out = []
+    steps = (x[t] for t in range(x.shape[0])) if index else x.unbind(0)
+    for xt in steps:
+        spk, mem = lif(xt, mem)
+        out.append(spk)
+    (g,) = torch.autograd.grad(torch.stack(out).sum(), x)
+    return g
+
+
+def mem_floor(x, bufs):
+    bufs[0].copy_(x.detach())
+    bufs[1].copy_(x.detach())
+
+
+def _time(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def bench(N, B, T, repeats, index_baseline):
+    from spike import lif_kernels as K
+    from spike.neurons import LIF
+
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(T, B, N, generator=g) * 1.5 - 0.5).requires_grad_(True)
+    lif = LIF(0.9, 1.0, reset="subtract", surrogate="atan")
+
+    first = _time(lambda: ours_step(lif, x))
+    hits = sum(K.lif_forward.stats.cache_hits.values()) + sum(K.lif_backward.stats.cache_hits.values())
+    misses = sum(K.lif_forward.stats.cache_misses.values()) + sum(
+        K.lif_backward.stats.cache_misses.values())
+    g_ours = ours_step(lif, x)
+    g_snn = snn_step(x)
+    max_diff = (g_ours - g_snn).abs().max().item()
+    spike_rate = lif(x.detach()).mean().item()
+    del g_ours, g_snn
+
+    bufs = [torch.zeros_like(x, requires_grad=False) for _ in range(2)]
+    t_ours, t_snn, t_floor, t_index = [], [], [], []
+    for _ in range(repeats):
+        t_ours.append(_time(lambda: ours_step(lif, x)))
+        t_snn.append(_time(lambda: snn_step(x)))
+        t_floor.append(_time(lambda: mem_floor(x, bufs)))
+    del bufs
+    if index_baseline:
+        for _ in range(max(1, repeats // 3)):
+            t_index.append(_time(lambda: snn_step(x, index=True)))
+    res = {
+        "N": N, "B": B, "T": T,
+        "ours_s": min(t_ours), "snntorch_s": min(t_snn), "mem_floor_s": min(t_floor),
+        "ours_median_s": statistics.median(t_ours), "snntorch_median_s": statistics.median(t_snn),
+        "first_call_s": first,
+        "numba_cache": "hit" if hits and not misses else ("compiled" if misses else "n/a"),
+        "grad_max_abs_diff_vs_snntorch": max_diff, "spike_rate": spike_rate,
+    }
+    if t_index:
+        res["snntorch_index_s"] = min(t_index)
+    res["ratio"] = res["snntorch_s"] / res["ours_s"]
+    return res
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--json", type=str, default=None)
+    ap.add_argument("--quick", action="store_true", help="small sizes (smoke test)")
+    ap.add_argument("--index-baseline", action="store_true",
+                    help="also time snnTorch fed with x[t] (quadratic backward)")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    configs = QUICK if args.quick else CONFIGS
+    out = {}
+    for key, (N, B, T) in configs.items():
+        r = bench(N, B, T, args.repeats, args.index_baseline)
+        out[key] = r
+        extra = (f", snnTorch with x[t] indexing {r['snntorch_index_s']:.3f} s"
+                 if "snntorch_index_s" in r else "")
+        print(f"LIF fwd+bwd N={N} B={B} T={T}: ours {r['ours_s'] * 1e3:.1f} ms "
+              f"(median {r['ours_median_s'] * 1e3:.1f}), snnTorch {r['snntorch_s'] * 1e3:.1f} ms "
+              f"(median {r['snntorch_median_s'] * 1e3:.1f}) -> {r['ratio']:.1f}x; "
+              f"memory floor {r['mem_floor_s'] * 1e3:.1f} ms{extra}")
+        print(f"  first call {r['first_call_s']:.2f} s (numba {r['numba_cache']}), "
+              f"max |dL/dx ours - snnTorch| = {r['grad_max_abs_diff_vs_snntorch']:.2e}, "
+              f"spike rate {r['spike_rate']:.3f}")
+    result = {
+        "name": "lif_train",
+        "ratio": out["t100"]["ratio"],
+        "ratio_t1000": out["t1000"]["ratio"],
+        "ours_s": out["t100"]["ours_s"],
+        "snntorch_s": out["t100"]["snntorch_s"],
+        "ours_s_t1000": out["t1000"]["ours_s"],
+        "snntorch_s_t1000": out["t1000"]["snntorch_s"],
+        "mem_floor_s": out["t100"]["mem_floor_s"],
+        "mem_floor_s_t1000": out["t1000"]["mem_floor_s"],
+        "first_call_s": out["t100"]["first_call_s"],
+        "numba_cache": out["t100"]["numba_cache"],
+        "threads": 1,
+        "quick": bool(args.quick),
+        "configs": out,
+    }
+    print(f"ratio (snnTorch/ours): T=100 {result['ratio']:.1f}x (goal 10), "
+          f"T=1000 {result['ratio_t1000']:.1f}x (goal 60)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()

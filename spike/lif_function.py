@@ -1,0 +1,434 @@
+"""Fused multi-step LIF as a torch autograd Function (forward and backward are compiled time loops).
+
+:func:`lif_multistep` is the entry point used by the neuron modules (``spike.neurons``). It
+flattens ``x[T, ...]`` to ``[T, M]``, expands the per-neuron parameters to ``[M]`` and calls
+:class:`LIFFunction`, which dispatches to
+
+* CPU tensors: the Numba kernels in :mod:`spike.lif_kernels`;
+* CUDA tensors: the Numba CUDA kernels in :mod:`spike.lif_kernels_cuda` (imported lazily);
+* anything else, or ``backend="loop"``: a Python loop of :func:`spike.neurons.lif_step`
+  (torch ops, same formulas, the reference).
+
+Semantics and the adjoint recursion are documented in :mod:`spike.lif_kernels`. On CPU the
+backward does not keep the membrane: the forward stores the state every ``CKPT_EVERY`` steps and
+the backward recomputes each segment (bit-identical) in cache, so a layer keeps only its input
+plus ``T*M/16`` floats for backward (the CUDA backward recomputes into scratch memory). Incoming
+gradients that are constant over time (e.g. from ``spikes.sum()``) are passed as one row, never
+materialised; an unused output's gradient is None (``set_materialize_grads(False)``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.autograd.function import once_differentiable
+
+from . import surrogate as _sg
+from .lif_kernels import RESET_CODES
+
+__all__ = ["LIFFunction", "LIFConfig", "lif_multistep", "make_config", "clear_buffer_cache"]
+
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
+
+
+class LIFConfig(NamedTuple):
+    """Static settings of one fused call (hashable; kept on the autograd context)."""
+
+    gain: float
+    reset: int  # RESET_CODES: 0 subtract, 1 zero, 2 none
+    reset_delay: bool
+    fire_ge: bool
+    detach_reset: bool
+    surrogate_id: int
+    surrogate_param: float
+    need_mem: bool
+
+
+def make_config(*, gain=1.0, reset="subtract", reset_delay=True, fire_ge=False,
+                detach_reset=True, surrogate="atan", need_mem=False) -> LIFConfig:
+    if reset not in RESET_CODES:
+        raise ValueError(f"reset: expected one of {sorted(RESET_CODES)}, got {reset!r}")
+    sg = _sg.get(surrogate)
+    return LIFConfig(float(gain), RESET_CODES[reset], bool(reset_delay), bool(fire_ge),
+                     bool(detach_reset), sg.id, sg.param, bool(need_mem))
+
+
+def _params(cfg: LIFConfig, dtype) -> np.ndarray:
+    from .lif_kernels import make_params
+
+    return make_params(cfg.gain, cfg.surrogate_id, cfg.surrogate_param, dtype)
+
+
+_HUGE_MIN_BYTES = 8 << 20
+_CACHE_MIN_BYTES = 1 << 20
+_libc = None
+
+
+class _BufferCache:
+    """Reuses the memory of the big ``[T, M]`` CPU outputs (spikes, membrane, dL/dx).
+
+    A fresh multi-MB tensor is page-faulted by the kernel on first touch, which on a VM costs
+    about as much as the LIF kernel itself; a training loop asks for the same sizes every
+    iteration. Buffers are numpy arrays handed to torch with ``torch.from_numpy``: torch's storage
+    keeps the handed-out view alive, and a buffer is free again exactly when that view is gone
+    (a weak reference; no guessing). At most ``max_bytes`` are kept (free buffers of other sizes
+    are dropped to make room; beyond that, allocations fall back to ``torch.empty``). Set
+    ``SPIKE_LIF_BUFFER_CACHE_MB=0`` to disable, or call :func:`clear_buffer_cache`.
+    """
+
+    def __init__(self, max_bytes: int):
+        import threading
+
+        self.max_bytes = max_bytes
+        self.entries: list = []  # [buffer ndarray (uint8), weakref to the handed-out view]
+        self.lock = threading.Lock()
+
+    def _pooled(self) -> int:
+        return sum(b.nbytes for b, _ in self.entries)
+
+    def get(self, shape, dtype) -> torch.Tensor | None:
+        import weakref
+
+        npdt = np.dtype(_NUMPY_DTYPES[dtype])
+        nbytes = int(np.prod(shape)) * npdt.itemsize
+        if nbytes > self.max_bytes:
+            return None
+        with self.lock:
+            buf = None
+            for e in self.entries:
+                if e[0].nbytes == nbytes and e[1]() is None:
+                    buf = e
+                    break
+            if buf is None:
+                free = [e for e in self.entries if e[1]() is None]
+                total = self._pooled()
+                while total + nbytes > self.max_bytes and free:
+                    e = free.pop(0)
+                    self.entries = [k for k in self.entries if k is not e]  # by identity
+                    total -= e[0].nbytes
+                if total + nbytes > self.max_bytes:
+                    return None
+                if nbytes >= _HUGE_MIN_BYTES:
+                    arr = np.empty(nbytes + (2 << 20), np.uint8)  # slack for 2 MiB alignment
+                    off = (-arr.ctypes.data) % (2 << 20)
+                    arr = arr[off:off + nbytes]
+                    _advise_hugepage(arr.ctypes.data, nbytes)
+                else:
+                    arr = np.empty(nbytes, np.uint8)
+                buf = [arr, lambda: None]
+                self.entries.append(buf)
+            view = buf[0].view(npdt).reshape(shape)
+            buf[1] = weakref.ref(view)
+            return torch.from_numpy(view)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+
+def _cache_bytes() -> int:
+    import os
+
+    try:
+        return int(float(os.environ.get("SPIKE_LIF_BUFFER_CACHE_MB", "256")) * (1 << 20))
+    except ValueError:
+        return 1 << 30
+
+
+_CACHE = _BufferCache(_cache_bytes())
+
+
+def clear_buffer_cache() -> None:
+    """Drop the reusable output buffers of the CPU kernels (memory still in use stays valid)."""
+    _CACHE.clear()
+
+
+def _empty_big(like: torch.Tensor, shape=None) -> torch.Tensor:
+    """An uninitialised contiguous tensor of ``like``'s dtype and device (``like``'s shape unless
+    ``shape`` is given), for the kernels' big outputs and checkpoints.
+
+    On CPU, buffers of 1 MiB and more come from :class:`_BufferCache` (reused: no page faults) or,
+    failing that, and from 8 MiB, are marked ``MADV_HUGEPAGE`` before first touch (fewer, larger
+    faults). Both are transparent to torch: an ordinary contiguous CPU tensor."""
+    shape = tuple(like.shape) if shape is None else tuple(shape)
+    nbytes = int(np.prod(shape)) * like.element_size()
+    if like.device.type == "cpu" and nbytes >= _CACHE_MIN_BYTES:
+        t = _CACHE.get(shape, like.dtype) if _CACHE.max_bytes > 0 else None
+        if t is not None:
+            return t
+        t = like.new_empty(shape)
+        if nbytes >= _HUGE_MIN_BYTES:
+            _advise_hugepage(t.data_ptr(), nbytes)
+        return t
+    return like.new_empty(shape)
+
+
+def _advise_hugepage(ptr: int, nbytes: int) -> None:
+    global _libc
+    if _libc is False:
+        return
+    try:
+        if _libc is None:
+            import ctypes
+            import sys
+
+            if not sys.platform.startswith("linux"):
+                _libc = False
+                return
+            lib = ctypes.CDLL(None, use_errno=True)
+            lib.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+            lib.madvise.restype = ctypes.c_int
+            _libc = lib
+        huge = 2 << 20
+        start = (ptr + huge - 1) // huge * huge
+        end = (ptr + nbytes) // huge * huge
+        if end > start:
+            _libc.madvise(start, end - start, 14)  # MADV_HUGEPAGE
+    except Exception:  # advisory: never fail a forward over it
+        _libc = False
+
+
+def _grad_rows(g: torch.Tensor | None, T: int, M: int, like: torch.Tensor):
+    """A gradient as ``(rows, tstep)``: ``[T, M]`` contiguous with tstep 1, or a single row
+    ``[1, M]`` with tstep 0 when it is the same at every step (e.g. the expanded ones of
+    ``.sum()``) or absent (zeros). Avoids materialising broadcast gradients."""
+    if g is None:
+        return like.new_zeros((1, M)), 0
+    if T > 0 and g.stride(0) == 0:
+        return g[0:1].contiguous(), 0
+    return g.contiguous(), 1
+
+
+class LIFFunction(torch.autograd.Function):
+    """``(spikes, mem) = LIFFunction.apply(x, beta, thr, alpha, cfg)``.
+
+    ``x``: ``[T, M]`` float32/float64 contiguous; ``beta``, ``thr``: ``[M]`` or ``[1]`` (both
+    ``[1]``: the kernels' uniform scalar path); ``alpha``: ``[M]`` (CubaLIF) or None; ``cfg``:
+    :class:`LIFConfig`. ``mem`` is an empty tensor unless
+    ``cfg.need_mem``. Gradients flow to ``x``, ``beta``, ``thr`` and ``alpha``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, beta, thr, alpha, cfg):  # type: ignore[override]
+        from . import lif_kernels as K
+
+        ctx.set_materialize_grads(False)
+        T, M = x.shape
+        cuba = alpha is not None
+        spk = _empty_big(x)
+        mem = _empty_big(x) if cfg.need_mem else x.new_empty((0,))
+        if x.is_cuda:
+            from . import lif_kernels_cuda as KC
+
+            KC.forward_torch(x, *_rows_bt(beta, thr, M), alpha, cfg, spk, mem)
+            ckv = cki = None
+        else:
+            dt = _NUMPY_DTYPES[x.dtype]
+            Q = K.n_ckpt(T)
+            ckv = _empty_big(x, (Q, M))
+            cki = _empty_big(x, (Q, M)) if cuba else None
+            K.lif_forward(
+                x.detach().numpy(), *_kernel_bt(beta, thr, M),
+                alpha.detach().numpy() if cuba else np.zeros(1, dt), _params(cfg, dt),
+                cfg.reset, int(cfg.reset_delay), int(cfg.fire_ge), int(cuba),
+                spk.numpy(), mem.numpy() if cfg.need_mem else np.empty((1, 1), dt), cfg.need_mem,
+                ckv.numpy(), cki.numpy() if cuba else np.empty((1, 1), dt), K.CKPT_EVERY,
+                K.fwd_block(M),
+            )
+        ctx.cfg = cfg
+        ctx.cuba = cuba
+        ctx.save_for_backward(x, beta, thr, alpha, ckv, cki)
+        if not cfg.need_mem:
+            ctx.mark_non_differentiable(mem)
+        return spk, mem
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gs, gv):  # type: ignore[override]
+        from . import lif_kernels as K
+
+        x, beta, thr, alpha, ckv, cki = ctx.saved_tensors
+        cfg: LIFConfig = ctx.cfg
+        cuba = ctx.cuba
+        T, M = x.shape
+        if gs is None and gv is None:
+            return None, None, None, None, None
+        need = ctx.needs_input_grad
+        has_gv = gv is not None and cfg.need_mem
+        full = has_gv or need[1] or need[2] or (cuba and need[3])
+        gs_r, gs_st = _grad_rows(gs, T, M, x)
+        gv_r, gv_st = _grad_rows(gv if has_gv else None, T, M, x)
+        dx = _empty_big(x)
+        # per element (summed below for a uniform parameter); not written by the lean CPU path
+        npg = M if (full or x.is_cuda) else 1
+        dbeta = x.new_empty((npg,))
+        dthr = x.new_empty((npg,))
+        dalpha = x.new_empty((npg,)) if cuba else None
+        if x.is_cuda:
+            from . import lif_kernels_cuda as KC
+
+            KC.backward_torch(x, *_rows_bt(beta, thr, M), alpha, cfg, gs_r, gs_st, gv_r, gv_st,
+                              dx, dbeta, dthr, dalpha)
+        else:
+            dt = _NUMPY_DTYPES[x.dtype]
+            K.lif_backward(
+                x.detach().numpy(), *_kernel_bt(beta, thr, M),
+                alpha.detach().numpy() if cuba else np.zeros(1, dt), _params(cfg, dt),
+                cfg.reset, int(cfg.reset_delay), int(cfg.fire_ge), int(cuba),
+                int(not cfg.detach_reset), cfg.surrogate_id,
+                gs_r.numpy(), gs_st, gv_r.numpy(), gv_st,
+                ckv.numpy(), cki.numpy() if cuba else np.empty((1, 1), dt), K.CKPT_EVERY,
+                dx.numpy(), dbeta.numpy(), dthr.numpy(),
+                dalpha.numpy() if cuba else np.zeros(1, dt), int(full), K.bwd_block(M),
+            )
+        if beta.shape[0] != M:
+            dbeta = dbeta.sum().reshape(1)
+        if thr.shape[0] != M:
+            dthr = dthr.sum().reshape(1)
+        if not full:
+            dbeta = dthr = dalpha = None
+        return (
+            dx if need[0] else None,
+            dbeta if need[1] else None,
+            dthr if need[2] else None,
+            dalpha if (cuba and need[3]) else None,
+            None,
+        )
+
+
+def _kernel_bt(beta: torch.Tensor, thr: torch.Tensor, M: int):
+    """beta, thr for the CPU kernels: dtype scalars when both are uniform (``[1]``), else rows."""
+    if beta.shape[0] == 1 and thr.shape[0] == 1:
+        return beta.detach().numpy()[0], thr.detach().numpy()[0]
+    return tuple(t.numpy() for t in _rows_bt(beta, thr, M))
+
+
+def _rows_bt(beta: torch.Tensor, thr: torch.Tensor, M: int):
+    """beta, thr as ``[M]`` rows (the CUDA kernels take rows only)."""
+    return (beta.detach().expand(M).contiguous() if beta.shape[0] != M else beta.detach(),
+            thr.detach().expand(M).contiguous() if thr.shape[0] != M else thr.detach())
+
+
+def _uniform(p) -> bool:
+    return not isinstance(p, torch.Tensor) or p.numel() == 1
+
+
+def _per_neuron(p, shape: torch.Size, M: int, like: torch.Tensor, name: str,
+                uniform: bool = False) -> torch.Tensor:
+    """A float or tensor parameter, broadcast over ``shape`` (= x.shape[1:]) and flattened to
+    ``[M]``; with ``uniform`` (a single value) it stays ``[1]`` (the kernels' scalar path)."""
+    if not isinstance(p, torch.Tensor):
+        return torch.full((1 if uniform else M,), float(p), dtype=like.dtype, device=like.device)
+    p = p.to(dtype=like.dtype, device=like.device)
+    if uniform and p.numel() == 1:
+        return p.reshape(1)
+    try:
+        p = torch.broadcast_to(p, shape)
+    except RuntimeError as e:
+        raise ValueError(
+            f"{name}: shape {tuple(p.shape)} does not broadcast over the neuron shape "
+            f"{tuple(shape)} (x.shape[1:])"
+        ) from e
+    return p.reshape(M).contiguous()
+
+
+def _fused_available(x: torch.Tensor) -> bool:
+    if x.device.type == "cpu":
+        return True
+    if x.device.type == "cuda":
+        try:
+            from . import lif_kernels_cuda as KC
+
+            return KC.available()
+        except Exception:  # numba.cuda missing or broken: fall back to the loop
+            return False
+    return False
+
+
+def lif_multistep(
+    x: torch.Tensor,
+    beta,
+    threshold,
+    *,
+    alpha=None,
+    gain: float = 1.0,
+    reset: str = "subtract",
+    reset_delay: bool = True,
+    fire_ge: bool = False,
+    detach_reset: bool = True,
+    surrogate="atan",
+    return_mem: bool = False,
+    backend: str = "auto",
+):
+    """Run LIF (or CubaLIF with ``alpha``) over ``x[T, ...]`` from a zero state.
+
+    ``beta``, ``threshold``, ``alpha``: floats or tensors broadcastable to ``x.shape[1:]``
+    (per-neuron parameters broadcast over the batch). Returns spikes ``[T, ...]``, or
+    ``(spikes, mem)`` with ``return_mem`` (``mem`` is the membrane after any reset).
+    ``backend``: ``"auto"`` (fused kernel on CPU/CUDA, loop elsewhere), ``"fused"`` or ``"loop"``.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() < 1:
+        raise ValueError("x: expected a tensor [T, ...] (time first)")
+    if backend not in ("auto", "fused", "loop"):
+        raise ValueError(f"backend: expected 'auto', 'fused' or 'loop', got {backend!r}")
+    cfg = make_config(gain=gain, reset=reset, reset_delay=reset_delay, fire_ge=fire_ge,
+                      detach_reset=detach_reset, surrogate=surrogate, need_mem=return_mem)
+    use_fused = backend == "fused" or (backend == "auto" and _fused_available(x))
+    if backend == "fused" and not _fused_available(x):
+        raise ValueError(f"backend='fused': no fused kernel for device {x.device}")
+    if not use_fused:
+        return _loop(x, beta, threshold, alpha, cfg, reset, surrogate, return_mem)
+
+    out_dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+    work = x if x.dtype in _NUMPY_DTYPES else x.to(torch.float32 if out_dtype != torch.float64 else out_dtype)
+    T = work.shape[0]
+    shape = work.shape[1:]
+    M = int(np.prod(shape)) if len(shape) else 1
+    x2 = work.reshape(T, M)
+    if not x2.is_contiguous():
+        x2 = x2.contiguous()
+    uni = _uniform(beta) and _uniform(threshold)
+    b = _per_neuron(beta, shape, M, x2, "beta", uni)
+    th = _per_neuron(threshold, shape, M, x2, "threshold", uni)
+    al = None if alpha is None else _per_neuron(alpha, shape, M, x2, "alpha")
+    spk, mem = LIFFunction.apply(x2, b, th, al, cfg)
+    spk = spk.reshape(x.shape)
+    if spk.dtype != out_dtype:
+        spk = spk.to(out_dtype)
+    if not return_mem:
+        return spk
+    mem = mem.reshape(x.shape)
+    if mem.dtype != out_dtype:
+        mem = mem.to(out_dtype)
+    return spk, mem
+
+
+def _loop(x, beta, threshold, alpha, cfg: LIFConfig, reset: str, surrogate, return_mem: bool):
+    """Reference path: a Python loop of :func:`spike.neurons.lif_step` (any device)."""
+    from .neurons import lif_step
+
+    if not x.is_floating_point():
+        x = x.to(torch.get_default_dtype())
+
+    def as_t(p):
+        if p is None:
+            return None
+        return p.to(dtype=x.dtype, device=x.device) if isinstance(p, torch.Tensor) else float(p)
+
+    b, th, al = as_t(beta), as_t(threshold), as_t(alpha)
+    v = torch.zeros_like(x[0]) if x.shape[0] else None
+    s = torch.zeros_like(x[0]) if x.shape[0] else None
+    i = torch.zeros_like(x[0]) if (alpha is not None and x.shape[0]) else None
+    spikes, mems = [], []
+    for xt in x.unbind(0):
+        s, v, i = lif_step(xt, v, s, b, th, i=i, alpha=al, gain=cfg.gain, reset=reset,
+                           reset_delay=cfg.reset_delay, fire_ge=cfg.fire_ge,
+                           detach_reset=cfg.detach_reset, surrogate=surrogate)
+        spikes.append(s)
+        mems.append(v)
+    spk = torch.stack(spikes) if spikes else torch.empty_like(x)
+    if not return_mem:
+        return spk
+    return spk, (torch.stack(mems) if mems else torch.empty_like(x))

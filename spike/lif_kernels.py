@@ -1,0 +1,576 @@
+"""Numba CPU kernels: the fused multi-step LIF forward and backward (design §3).
+
+Layout: ``x[T, M]`` time-first and C-contiguous, ``M`` = batch x neurons. Both kernels run
+``prange`` over blocks of neurons; inside a block the loop is *time outer, neurons inner*, so the
+inner loop walks contiguous memory with no branches (flags are hoisted or turned into selects)
+and LLVM vectorises it. float32 and float64 are both supported; every constant is read from the
+``params`` array so the float32 path never promotes to float64 (in Numba ``float32 + int`` is
+float64). ``beta`` and ``thr`` are either per-neuron rows ``[M]`` or, when uniform, scalars of
+the dtype (a separate specialisation that streams two arrays fewer). Row helpers index
+block-local views with the range variable only, so Numba emits no negative-index wrap-around
+(which would turn loads into gathers), and use ``error_model="numpy"`` (Python's
+ZeroDivisionError check would block vectorisation of the surrogate's division). The surrogate
+derivative is inlined into the adjoint loops (its switch is loop-invariant and gets unswitched).
+With no parameter and no membrane gradient (the usual training case) a leaner adjoint runs.
+
+Semantics (one neuron; ``c_t`` is ``x_t``, or ``i_t = alpha*i_{t-1} + x_t`` when ``cuba``;
+state starts at ``v = s = i = 0``), operation order exactly as written:
+
+reset_delay=1::
+
+    subtract: v_t = (beta*v_{t-1} + g*c_t) - thr*s_{t-1}
+    zero:     v_t = beta*((1-s_{t-1})*v_{t-1}) + g*c_t
+    none:     v_t = beta*v_{t-1} + g*c_t
+    s_t = H(v_t - thr)                          (membrane output v_t)
+
+reset_delay=0::
+
+    h_t = beta*v_{t-1} + g*c_t ;  s_t = H(h_t - thr)
+    subtract: v_t = h_t - thr*s_t ; zero: v_t = h_t*(1-s_t) ; none: v_t = h_t
+
+``H`` fires on ``>`` or, with ``fire_ge``, on ``>=``. The kernels evaluate the reset-mode
+switches as ``(1 - kz*s)*v`` and ``X - (thr*s if subtract else 0)`` with ``kz`` in {0, 1}: these are
+exactly the formulas above (multiplying by 1 and subtracting 0 are exact).
+
+Backward by checkpointed recomputation: the forward also stores the state every ``K`` steps
+(``ckv[q] = v_{qK-1}``, ``cki[q] = i_{qK-1}``, zeros for ``q = 0``; ``T*M/K`` floats). The backward
+walks the segments from last to first; for each block of neurons it recomputes the segment's
+forward (bit-identical, same arithmetic) into a ``(K+1) x block`` buffer that stays in L2, then
+runs the adjoint recursion through it. The membrane is therefore never kept for backward: a layer saves
+its input and the checkpoints only, and the kernels stream wide contiguous rows.
+
+Adjoint (reset_delay=1), ``sigma_t = surrogate'(v_t - thr)``, ``nd`` = not detach_reset::
+
+    Gs_t = gs_t + nd * Gv_{t+1} * dv_{t+1}/ds_t   (zero: -beta*v_t, subtract: -thr, none: 0)
+    Gv_t = gv_t + Gv_{t+1} * beta*(1 - [zero]*s_t) + Gs_t*sigma_t
+    dc_t = g*Gv_t ; dbeta += Gv_t*A_t ; dthr += -Gs_t*sigma_t - [subtract]*Gv_t*s_{t-1}
+
+(``A_t = (1-[zero]*s_{t-1})*v_{t-1}``.) reset_delay=0::
+
+    Gv_t = gv_t + beta*Gh_{t+1}
+    Gs_t = gs_t + nd * Gv_t * dv_t/ds_t            (zero: -h_t, subtract: -thr, none: 0)
+    Gh_t = Gv_t*(1 - [zero]*s_t) + Gs_t*sigma_t,  sigma_t = surrogate'(h_t - thr)
+    dc_t = g*Gh_t ; dbeta += Gh_t*v_{t-1} ; dthr += -Gs_t*sigma_t - [subtract]*Gv_t*s_t
+
+Synaptic current (cuba): ``Gi_t = dc_t + alpha*Gi_{t+1}``, ``dx_t = Gi_t``,
+``dalpha += Gi_t*i_{t-1}``; otherwise ``dx_t = dc_t``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+from numba import njit, prange
+from numba.core import types
+from numba.extending import overload
+
+__all__ = [
+    "RESET_CODES",
+    "SURROGATE_IDS",
+    "CKPT_EVERY",
+    "make_params",
+    "n_ckpt",
+    "fwd_block",
+    "bwd_block",
+    "lif_forward",
+    "lif_backward",
+    "forward",
+    "backward",
+]
+
+RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
+SURROGATE_IDS = {"atan": 0, "fast_sigmoid": 1, "sigmoid": 2, "triangle": 3, "straight_through": 4}
+
+# params[] layout (dtype of x): gain, surrogate constants c0 and c1, then typed 0 and 1.
+P_GAIN, P_C0, P_C1, P_ZERO, P_ONE = 0, 1, 2, 3, 4
+N_PARAMS = 5
+
+CKPT_EVERY = 16  # K: steps per checkpoint segment
+BLOCK = 8192  # neurons per work item (rows of 32 KiB in float32; wide rows stream best)
+
+
+def make_params(gain: float, surrogate_id: int, surrogate_param: float, dtype) -> np.ndarray:
+    """Pack the float constants for the kernels in the kernels' dtype.
+
+    The surrogate constants are computed in float64 and then rounded, as torch does with a
+    Python scalar: atan ``c0 = alpha/2``, ``c1 = pi/2*alpha``; the others use ``c0 = param``.
+    """
+    p = float(surrogate_param)
+    if surrogate_id == 0:
+        c0, c1 = p / 2, math.pi / 2 * p
+    else:
+        c0, c1 = p, 0.0
+    return np.array([gain, c0, c1, 0.0, 1.0], dtype=dtype)
+
+
+def n_ckpt(T: int, K: int = CKPT_EVERY) -> int:
+    """Number of checkpoint rows for ``T`` steps (at least 1)."""
+    return max(1, -(-T // K))
+
+
+def _split(M: int, blk: int) -> int:
+    """Cap the block so that every Numba thread gets work (multiple of 16 for the vector loop)."""
+    nt = numba.get_num_threads()
+    if nt > 1:
+        per = -(-M // nt)
+        per = -(-per // 16) * 16
+        blk = min(blk, max(16, per))
+    return max(1, min(M, blk))
+
+
+def fwd_block(M: int) -> int:
+    """Neurons per forward work item (the ``blk`` argument of :func:`lif_forward`)."""
+    return _split(M, BLOCK)
+
+
+def bwd_block(M: int) -> int:
+    """Neurons per backward work item (the ``blk`` argument of :func:`lif_backward`)."""
+    return _split(M, BLOCK)
+
+
+def _at(a, k):
+    """``a[k]`` for a per-neuron row, ``a`` itself for a uniform (scalar) parameter."""
+    return a if np.ndim(a) == 0 else a[k]
+
+
+def _blk(a, j0, j1):
+    """The block ``a[j0:j1]`` of a per-neuron parameter; a uniform (scalar) one as is."""
+    return a if np.ndim(a) == 0 else a[j0:j1]
+
+
+@overload(_at, inline="always")
+def _at_impl(a, k):
+    if isinstance(a, types.Array):
+        return lambda a, k: a[k]
+    return lambda a, k: a
+
+
+@overload(_blk, inline="always")
+def _blk_impl(a, j0, j1):
+    if isinstance(a, types.Array):
+        return lambda a, j0, j1: a[j0:j1]
+    return lambda a, j0, j1: a
+
+
+# ---------------------------------------------------------------------------------------------
+# forward
+# ---------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, error_model="numpy")
+def _fwd_row_delay(c, beta, thr, vin, vout, sout, n, g, kz, ks, ge, first, zero, one):
+    """reset_delay=1, one time step for a block of ``n`` neurons: ``vin`` (v_{t-1}) to ``vout``
+    (v_t) and ``sout`` (s_t). ``s_{t-1} = H(v_{t-1} - thr)`` is recomputed from ``vin`` (a compare
+    is cheaper than another stream); ``first`` is 0 at t=0 (s_{-1} = 0), else 1.
+
+    All arrays are block-local rows indexed by the range variable only, so Numba drops
+    negative-index wrap-around and LLVM vectorises the loop; inputs and outputs are distinct
+    arrays (an in-place update would fail LLVM's runtime alias check and run scalar)."""
+    for k in range(n):
+        th = _at(thr, k)
+        pv = vin[k]
+        sp = first if (pv > th) | (ge & (pv == th)) else zero
+        a = (one - kz * sp) * pv
+        r = th * sp if ks else zero
+        v = (_at(beta, k) * a + g * c[k]) - r
+        vout[k] = v
+        sout[k] = one if (v > th) | (ge & (v == th)) else zero
+
+
+@njit(cache=True, error_model="numpy")
+def _fwd_row_delay_v(c, beta, thr, vin, vout, n, g, kz, ks, ge, first, zero, one):
+    """:func:`_fwd_row_delay` without the spike output (backward recomputation)."""
+    for k in range(n):
+        th = _at(thr, k)
+        pv = vin[k]
+        sp = first if (pv > th) | (ge & (pv == th)) else zero
+        a = (one - kz * sp) * pv
+        r = th * sp if ks else zero
+        vout[k] = (_at(beta, k) * a + g * c[k]) - r
+
+
+@njit(cache=True, error_model="numpy")
+def _fwd_row_nodelay(c, beta, thr, vin, vout, sout, n, g, kz, ks, ge, zero, one):
+    """reset_delay=0, one time step: ``vin`` (v_{t-1}) to ``vout`` (v_t, post reset), ``sout``."""
+    for k in range(n):
+        th = _at(thr, k)
+        h = _at(beta, k) * vin[k] + g * c[k]
+        sn = one if (h > th) | (ge & (h == th)) else zero
+        r = th * sn if ks else zero
+        vout[k] = h * (one - kz * sn) - r
+        sout[k] = sn
+
+
+@njit(cache=True, error_model="numpy")
+def _fwd_row_nodelay_h(c, beta, thr, vin, vout, hout, n, g, kz, ks, ge, zero, one):
+    """:func:`_fwd_row_nodelay` writing the pre-reset ``h`` instead of spikes (recomputation)."""
+    for k in range(n):
+        th = _at(thr, k)
+        h = _at(beta, k) * vin[k] + g * c[k]
+        sn = one if (h > th) | (ge & (h == th)) else zero
+        r = th * sn if ks else zero
+        vout[k] = h * (one - kz * sn) - r
+        hout[k] = h
+
+
+@njit(cache=True, error_model="numpy")
+def _syn_row(x, alpha, iin, iout, n):
+    """Synaptic current ``i_t = alpha*i_{t-1} + x_t`` for one step of a block."""
+    for k in range(n):
+        iout[k] = alpha[k] * iin[k] + x[k]
+
+
+@njit(cache=True, error_model="numpy")
+def _fill_row(dst, value, n):
+    for k in range(n):
+        dst[k] = value
+
+
+@njit(cache=True, error_model="numpy")
+def _copy_row(src, dst, n):
+    for k in range(n):
+        dst[k] = src[k]
+
+
+@njit(cache=True, error_model="numpy")
+def _spike_row(v, thr, n, ge, zero, one, out):
+    for k in range(n):
+        out[k] = one if (v[k] > _at(thr, k)) | (ge & (v[k] == _at(thr, k))) else zero
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def lif_forward(x, beta, thr, alpha, params, reset, delay, ge, cuba, spk, mem, need_mem,
+                ckv, cki, K, blk):
+    """Forward over ``T`` steps from a zero state. ``beta``, ``thr``: ``[M]`` rows, or both dtype
+    scalars (uniform parameters); ``alpha``: ``[M]`` (read only when ``cuba``).
+
+    Writes spikes to ``spk[T, M]``; with ``need_mem`` the membrane (post reset) to ``mem[T, M]``
+    (else ``mem`` may be any 2-D array). Checkpoints for :func:`lif_backward`: ``ckv[q] =
+    v_{qK-1}`` (``[n_ckpt(T, K), M]``, row 0 zeros) and, when ``cuba``, ``cki[q] = i_{qK-1}``
+    (else ``cki`` may be any 2-D array). ``blk``: neurons per work item (:func:`fwd_block`).
+    """
+    T, M = x.shape
+    g = params[P_GAIN]
+    zero = params[P_ZERO]
+    one = params[P_ONE]
+    kz = one if reset == 1 else zero
+    ks = reset == 0
+    geb = ge != 0
+    nb = (M + blk - 1) // blk
+    for b in prange(nb):
+        j0 = b * blk
+        j1 = min(M, j0 + blk)
+        n = j1 - j0
+        bb = _blk(beta, j0, j1)
+        tb = _blk(thr, j0, j1)
+        ab = alpha[j0:j1] if cuba else alpha[0:1]
+        zrow = np.zeros(n, dtype=x.dtype)
+        vbuf = np.zeros((2, n), dtype=x.dtype)  # ping-pong state when mem is not kept
+        ibuf = np.zeros((2, n), dtype=x.dtype)  # ping-pong synaptic current
+        _fill_row(ckv[0, j0:j1], zero, n)
+        if cuba:
+            _fill_row(cki[0, j0:j1], zero, n)
+        for t in range(T):
+            vout = mem[t, j0:j1] if need_mem else vbuf[t & 1]
+            if t == 0:
+                vin = zrow
+                first = zero
+            else:
+                vin = mem[t - 1, j0:j1] if need_mem else vbuf[(t - 1) & 1]
+                first = one
+            sout = spk[t, j0:j1]
+            if cuba:
+                c = ibuf[t & 1]
+                _syn_row(x[t, j0:j1], ab, ibuf[(t + 1) & 1], c, n)
+            else:
+                c = x[t, j0:j1]
+            if delay:
+                _fwd_row_delay(c, bb, tb, vin, vout, sout, n, g, kz, ks, geb, first, zero, one)
+            else:
+                _fwd_row_nodelay(c, bb, tb, vin, vout, sout, n, g, kz, ks, geb, zero, one)
+            if (t + 1) % K == 0 and t + 1 < T:
+                q = (t + 1) // K
+                _copy_row(vout, ckv[q, j0:j1], n)
+                if cuba:
+                    _copy_row(ibuf[t & 1], cki[q, j0:j1], n)
+
+
+# ---------------------------------------------------------------------------------------------
+# backward
+# ---------------------------------------------------------------------------------------------
+
+
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _sg1(u, sid, c0, c1, one):
+    """surrogate'(u) (``u = v - thr``). Inlined into the adjoint loops: ``sid`` is loop-invariant,
+    so LLVM unswitches the branch and still vectorises (cheaper than a separate pass)."""
+    if sid == 0:  # atan: alpha/2 / (1 + (pi/2*alpha*u)^2)
+        w = c1 * u
+        return c0 / (one + w * w)
+    elif sid == 1:  # fast sigmoid: 1/(slope*|u| + 1)^2
+        d = c0 * abs(u) + one
+        return one / (d * d)
+    elif sid == 2:  # sigmoid, stable form: slope*e/(1+e)^2, e = exp(-slope*|u|)
+        e = math.exp(-c0 * abs(u))
+        return c0 * e / ((one + e) * (one + e))
+    elif sid == 3:  # snnTorch triangular: +p for u<0, -p for u>=0
+        return c0 if u < 0 else -c0
+    return one  # straight through
+
+
+@njit(cache=True, error_model="numpy")
+def _bwd_row_delay(gs, gv, beta, thr, vt, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge,
+                   nd, first, sid, c0, c1, zero, one):
+    """Adjoint of one reset_delay=1 step. ``gnext`` holds Gv_{t+1} in, Gv_t out; ``dc`` gets
+    dL/dc_t. ``first`` is 0 at t=0 (s_{-1} = 0 whatever H(0 - thr) is), else 1."""
+    for k in range(n):
+        th = _at(thr, k)
+        bj = _at(beta, k)
+        vv = vt[k]
+        sv = one if (vv > th) | (ge & (vv == th)) else zero
+        pv = vp[k]
+        sp = first if (pv > th) | (ge & (pv == th)) else zero
+        gvn = gnext[k]
+        dvds = -(bj * vv) * kz - (th if ks else zero)
+        Gs = gs[k] + (gvn * dvds if nd else zero)
+        sg = _sg1(vv - th, sid, c0, c1, one)
+        Gv = gv[k] + gvn * (bj * (one - kz * sv)) + Gs * sg
+        gnext[k] = Gv
+        dc[k] = g * Gv
+        acc_b[k] += Gv * ((one - kz * sp) * pv)
+        acc_t[k] += -Gs * sg - (Gv * sp if ks else zero)
+
+
+@njit(cache=True, error_model="numpy")
+def _bwd_row_nodelay(gs, gv, beta, thr, ht, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge,
+                     nd, sid, c0, c1, zero, one):
+    """Adjoint of one reset_delay=0 step. ``gnext`` holds Gh_{t+1} in, Gh_t out."""
+    for k in range(n):
+        th = _at(thr, k)
+        hh = ht[k]
+        sv = one if (hh > th) | (ge & (hh == th)) else zero
+        Gv = gv[k] + _at(beta, k) * gnext[k]
+        dvds = -hh * kz - (th if ks else zero)
+        Gs = gs[k] + (Gv * dvds if nd else zero)
+        sg = _sg1(hh - th, sid, c0, c1, one)
+        Gh = Gv * (one - kz * sv) + Gs * sg
+        gnext[k] = Gh
+        dc[k] = g * Gh
+        acc_b[k] += Gh * vp[k]
+        acc_t[k] += -Gs * sg - (Gv * sv if ks else zero)
+
+
+@njit(cache=True, error_model="numpy")
+def _bwd_row_delay_lean(gs, beta, thr, vt, gnext, dc, n, g, kz, ks, ge, nd, sid, c0, c1, zero,
+                        one):
+    """:func:`_bwd_row_delay` with no membrane gradient and no parameter gradients (the usual
+    training case): fewer streams through the cache."""
+    for k in range(n):
+        th = _at(thr, k)
+        bj = _at(beta, k)
+        vv = vt[k]
+        sv = one if (vv > th) | (ge & (vv == th)) else zero
+        gvn = gnext[k]
+        dvds = -(bj * vv) * kz - (th if ks else zero)
+        Gs = gs[k] + (gvn * dvds if nd else zero)
+        Gv = gvn * (bj * (one - kz * sv)) + Gs * _sg1(vv - th, sid, c0, c1, one)
+        gnext[k] = Gv
+        dc[k] = g * Gv
+
+
+@njit(cache=True, error_model="numpy")
+def _bwd_row_nodelay_lean(gs, beta, thr, ht, gnext, dc, n, g, kz, ks, ge, nd, sid, c0, c1, zero,
+                          one):
+    """:func:`_bwd_row_nodelay` with no membrane gradient and no parameter gradients."""
+    for k in range(n):
+        th = _at(thr, k)
+        hh = ht[k]
+        sv = one if (hh > th) | (ge & (hh == th)) else zero
+        Gv = _at(beta, k) * gnext[k]
+        dvds = -hh * kz - (th if ks else zero)
+        Gs = gs[k] + (Gv * dvds if nd else zero)
+        Gh = Gv * (one - kz * sv) + Gs * _sg1(hh - th, sid, c0, c1, one)
+        gnext[k] = Gh
+        dc[k] = g * Gh
+
+
+@njit(cache=True, error_model="numpy")
+def _bwd_syn_row(dc, alpha, ip, gi, dx, acc_a, n):
+    """Synaptic current adjoint: Gi_t = dc_t + alpha*Gi_{t+1}; dx_t = Gi_t; dalpha += Gi_t*i_{t-1}."""
+    for k in range(n):
+        G = dc[k] + alpha[k] * gi[k]
+        gi[k] = G
+        dx[k] = G
+        acc_a[k] += G * ip[k]
+
+
+@njit(cache=True, parallel=True, error_model="numpy")
+def lif_backward(x, beta, thr, alpha, params, reset, delay, ge, cuba, nd, sid,
+                 gs, gs_tstep, gv, gv_tstep, ckv, cki, K, dx, dbeta, dthr, dalpha, full, blk):
+    """Adjoint over ``T`` steps (see module docstring). Inputs as :func:`lif_forward`.
+
+    ``gs``/``gv``: gradients of the spike and membrane outputs, ``[T, M]`` with ``*_tstep=1`` or
+    one broadcast row ``[1, M]`` with ``*_tstep=0`` (zeros for an unused output). ``ckv``,
+    ``cki``, ``K``: the checkpoints written by :func:`lif_forward`. Writes ``dx[T, M]`` and the
+    per-neuron sums ``dbeta``, ``dthr`` and (when ``cuba``) ``dalpha`` (``[M]``). With
+    ``full=0`` the caller promises that no parameter gradient is wanted and that ``gv`` is zero:
+    a leaner adjoint runs (fewer streams) and ``dbeta``/``dthr``/``dalpha`` are not written
+    (they may then be any 1-D arrays).
+    ``blk``: neurons per work item (:func:`bwd_block`).
+    """
+    T, M = x.shape
+    g = params[P_GAIN]
+    c0 = params[P_C0]
+    c1 = params[P_C1]
+    zero = params[P_ZERO]
+    one = params[P_ONE]
+    kz = one if reset == 1 else zero
+    ks = reset == 0
+    geb = ge != 0
+    ndb = nd != 0
+    lean = full == 0
+    nb = (M + blk - 1) // blk
+    nq = (T + K - 1) // K
+    for b in prange(nb):
+        j0 = b * blk
+        j1 = min(M, j0 + blk)
+        n = j1 - j0
+        bb = _blk(beta, j0, j1)
+        tb = _blk(thr, j0, j1)
+        ab = alpha[j0:j1] if cuba else alpha[0:1]
+        V = np.empty((K + 1, n), dtype=x.dtype)  # V[u+1] = v_{t0+u}, V[0] = v_{t0-1}
+        H = np.empty((K if delay == 0 else 1, n), dtype=x.dtype)  # pre-reset h (delay=0)
+        I = np.empty((K + 1 if cuba else 1, n), dtype=x.dtype)  # I[u+1] = i_{t0+u}
+        dc = np.empty(n, dtype=x.dtype)
+        gnext = np.zeros(n, dtype=x.dtype)  # Gv_{t+1} (delay=1) or Gh_{t+1} (delay=0)
+        gi = np.zeros(n, dtype=x.dtype)  # Gi_{t+1}
+        acc_b = np.zeros(n, dtype=x.dtype)
+        acc_t = np.zeros(n, dtype=x.dtype)
+        acc_a = np.zeros(n, dtype=x.dtype)
+        for q in range(nq - 1, -1, -1):
+            t0 = q * K
+            L = min(T, t0 + K) - t0
+            # ---- recompute steps t0 .. t0+L-1 from the checkpoint
+            _copy_row(ckv[q, j0:j1], V[0], n)
+            if cuba:
+                _copy_row(cki[q, j0:j1], I[0], n)
+            for u in range(L):
+                t = t0 + u
+                first = zero if t == 0 else one
+                if cuba:
+                    c = I[u + 1]
+                    _syn_row(x[t, j0:j1], ab, I[u], c, n)
+                else:
+                    c = x[t, j0:j1]
+                if delay:
+                    _fwd_row_delay_v(c, bb, tb, V[u], V[u + 1], n, g, kz, ks, geb, first, zero,
+                                     one)
+                else:
+                    _fwd_row_nodelay_h(c, bb, tb, V[u], V[u + 1], H[u], n, g, kz, ks, geb, zero,
+                                       one)
+            # ---- adjoint, t = t0+L-1 .. t0
+            for u in range(L - 1, -1, -1):
+                t = t0 + u
+                gsr = gs[t * gs_tstep, j0:j1]
+                dst = dx[t, j0:j1]
+                tgt = dc if cuba else dst
+                if delay:
+                    if lean:
+                        _bwd_row_delay_lean(gsr, bb, tb, V[u + 1], gnext, tgt, n, g, kz, ks, geb,
+                                            ndb, sid, c0, c1, zero, one)
+                    else:
+                        first = zero if t == 0 else one
+                        _bwd_row_delay(gsr, gv[t * gv_tstep, j0:j1], bb, tb, V[u + 1], V[u],
+                                       gnext, tgt, acc_b, acc_t, n, g, kz, ks, geb, ndb, first,
+                                       sid, c0, c1, zero, one)
+                else:
+                    if lean:
+                        _bwd_row_nodelay_lean(gsr, bb, tb, H[u], gnext, tgt, n, g, kz, ks, geb,
+                                              ndb, sid, c0, c1, zero, one)
+                    else:
+                        _bwd_row_nodelay(gsr, gv[t * gv_tstep, j0:j1], bb, tb, H[u], V[u], gnext,
+                                         tgt, acc_b, acc_t, n, g, kz, ks, geb, ndb, sid, c0, c1,
+                                         zero, one)
+                if cuba:
+                    _bwd_syn_row(dc, ab, I[u], gi, dst, acc_a, n)
+        if not lean:
+            _copy_row(acc_b, dbeta[j0:j1], n)
+            _copy_row(acc_t, dthr[j0:j1], n)
+            if cuba:
+                _copy_row(acc_a, dalpha[j0:j1], n)
+
+
+# ---------------------------------------------------------------------------------------------
+# numpy-level entry points (tests, the CUDA simulator comparison, scripts)
+# ---------------------------------------------------------------------------------------------
+
+
+def _per(p, M, dt):
+    # always a fresh writable copy: a read-only array is a different Numba type (a recompile)
+    return np.array(np.broadcast_to(np.asarray(p, dt), (M,)), dtype=dt)
+
+
+def _params_bt(beta, thr, M, dt):
+    """beta, thr as dtype scalars when both are uniform, else as [M] rows."""
+    if np.ndim(beta) == 0 and np.ndim(thr) == 0:
+        return dt.type(beta), dt.type(thr)
+    return _per(beta, M, dt), _per(thr, M, dt)
+
+
+def _sid(surrogate):
+    return SURROGATE_IDS[surrogate] if isinstance(surrogate, str) else int(surrogate)
+
+
+def forward(x, beta, thr, alpha=None, *, gain=1.0, reset="subtract", reset_delay=True,
+            fire_ge=False, need_mem=True, K=CKPT_EVERY):
+    """numpy wrapper of :func:`lif_forward`: returns ``(spk, mem, ckv, cki)`` (``mem`` None
+    without ``need_mem``; ``cki`` None without ``alpha``)."""
+    x = np.ascontiguousarray(x)
+    T, M = x.shape
+    dt = x.dtype
+    cuba = alpha is not None
+    spk = np.empty((T, M), dt)
+    mem = np.empty((T, M), dt) if need_mem else np.empty((1, 1), dt)
+    ckv = np.empty((n_ckpt(T, K), M), dt)
+    cki = np.empty((n_ckpt(T, K), M), dt) if cuba else np.empty((1, 1), dt)
+    lif_forward(x, *_params_bt(beta, thr, M, dt), _per(alpha, M, dt) if cuba else np.zeros(1, dt),
+                make_params(gain, 0, 2.0, dt), RESET_CODES[reset], int(bool(reset_delay)),
+                int(bool(fire_ge)), int(cuba), spk, mem, bool(need_mem), ckv, cki, K, fwd_block(M))
+    return spk, (mem if need_mem else None), ckv, (cki if cuba else None)
+
+
+def backward(x, beta, thr, alpha=None, gs=None, gv=None, *, gain=1.0, reset="subtract",
+             reset_delay=True, fire_ge=False, detach_reset=True, surrogate="atan",
+             surrogate_param=2.0, K=CKPT_EVERY):
+    """numpy wrapper of :func:`lif_backward` (runs :func:`forward` for the checkpoints): returns
+    ``(dx, dbeta, dthr, dalpha)``, per-neuron parameter gradients (``dalpha`` None without
+    ``alpha``). ``gs``/``gv``: ``[T, M]`` or None."""
+    x = np.ascontiguousarray(x)
+    T, M = x.shape
+    dt = x.dtype
+    cuba = alpha is not None
+    _, _, ckv, cki = forward(x, beta, thr, alpha, gain=gain, reset=reset, reset_delay=reset_delay,
+                             fire_ge=fire_ge, need_mem=False, K=K)
+
+    def rows(gr):
+        if gr is None:
+            return np.zeros((1, M), dt), 0
+        return np.ascontiguousarray(gr, dtype=dt), 1
+
+    gs_a, gs_st = rows(gs)
+    gv_a, gv_st = rows(gv)
+    dx = np.empty((T, M), dt)
+    dbeta = np.empty(M, dt)
+    dthr = np.empty(M, dt)
+    dalpha = np.empty(M if cuba else 1, dt)
+    sid = _sid(surrogate)
+    lif_backward(x, *_params_bt(beta, thr, M, dt), _per(alpha, M, dt) if cuba else np.zeros(1, dt),
+                 make_params(gain, sid, surrogate_param, dt), RESET_CODES[reset],
+                 int(bool(reset_delay)), int(bool(fire_ge)), int(cuba), int(not detach_reset), sid,
+                 gs_a, gs_st, gv_a, gv_st, ckv, cki if cuba else np.empty((1, 1), dt), K,
+                 dx, dbeta, dthr, dalpha, 1, bwd_block(M))
+    return dx, dbeta, dthr, (dalpha if cuba else None)
