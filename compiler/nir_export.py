@@ -31,12 +31,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any
 
 import networkx as nx
 import numpy as np
 
+from spike.atomic import atomic_path
 from spike.compiler.ir import (
     BatchNorm, Conv2d, Dense, HostOp, Identity, Input, Node, Output, Pool2d, Population, Projection,
     Sparse,
@@ -302,15 +302,5 @@ def save_nir(graph: Any, path: str | os.PathLike) -> None:
     ``path`` (an interrupted save never leaves a partial file)."""
     nir = _nir()
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".nir", dir=directory)
-    os.close(fd)
-    try:
-        nir.write(tmp, graph)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_path(path) as tmp:
+        nir.write(str(tmp), graph)

@@ -26,13 +26,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from typing import Any
 
 import h5py
 import networkx as nx
 import numpy as np
 
+from spike.atomic import atomic_path
 from spike.compiler import ir
 from spike.compiler.ir import Node, Population
 from spike.compiler.program import PRODUCER, Program, ProgramError
@@ -131,10 +131,7 @@ def save_program(program: Program, path: str | os.PathLike) -> None:
     target = program.metadata.get("target", "")
     precision = _precision(program)
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
             f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
             f.attrs["producer"] = _producer()
@@ -149,23 +146,6 @@ def save_program(program: Program, path: str | os.PathLike) -> None:
             edges = ordered_edges(program.graph)
             data = np.array(edges, dtype=object).reshape(len(edges), 2)
             f.create_dataset("edges", data=data, shape=(len(edges), 2), dtype=h5py.string_dtype("utf-8"))
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename durable; not possible on every platform
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 # ---- load -------------------------------------------------------------------------------

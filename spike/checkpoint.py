@@ -35,12 +35,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping
 
 import numpy as np
 import torch
+
+from spike.atomic import atomic_write, atomic_write_bytes
 
 __all__ = [
     "FORMAT_VERSION",
@@ -79,57 +80,14 @@ class CheckpointError(RuntimeError):
 # --------------------------------------------------------------------------- atomic writes
 
 
-def _file_mode() -> int:
-    """Permissions a normally created file would get (0o666 minus the umask)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-def _atomic_write(path: PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Run ``write(fileobj)`` on a temp file beside ``path``, fsync it, then rename it onto ``path``."""
-    target = Path(path)
-    directory = target.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    tmp = tempfile.NamedTemporaryFile(
-        mode="wb", dir=directory, prefix=f".{target.name}.", suffix=".tmp", delete=False
-    )
-    try:
-        with tmp:
-            write(tmp)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.chmod(tmp.name, _file_mode())
-        os.replace(tmp.name, target)
-    except BaseException:
-        try:
-            os.unlink(tmp.name)
-        except FileNotFoundError:
-            pass
-        raise
-    # Make the rename itself durable (best effort; not every platform/filesystem allows it).
-    try:
-        dir_fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return target
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-    return target
-
-
 def atomic_save(obj: Any, path: PathLike) -> Path:
     """``torch.save(obj)`` to ``path`` atomically; on any failure ``path`` is untouched and no temp file remains."""
-    return _atomic_write(path, lambda f: torch.save(obj, f))
+    return atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
     """Write ``text`` to ``path`` atomically."""
-    data = text.encode(encoding)
-    return _atomic_write(path, lambda f: f.write(data))
+    return atomic_write_bytes(path, text.encode(encoding))
 
 
 def atomic_write_json(path: PathLike, obj: Any, indent: int = 2) -> Path:

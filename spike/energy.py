@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
+from spike.atomic import atomic_write_bytes
 from spike.backends.result import OpCounts
 from spike.compiler.ir import Population
 from spike.compiler.program import Program
@@ -300,23 +300,6 @@ def _as_energy_json(report: Any) -> dict[str, Any]:
     )
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def plot_report(report: Any, path: "str | os.PathLike") -> Path:
     """PNG with the firing rate per population and the energy per node (stacked by category),
     written atomically. ``report``: an :class:`EnergyReport`, its JSON, a dict holding it under
@@ -355,7 +338,7 @@ def plot_report(report: Any, path: "str | os.PathLike") -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     out = Path(path)
-    _atomic_write_bytes(out, buf.getvalue())
+    atomic_write_bytes(out, buf.getvalue())
     return out
 
 
