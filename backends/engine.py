@@ -39,6 +39,13 @@ class NodeContext:
     cache: dict[str, Any] = field(default_factory=dict)  # per (backend, node), kept across runs
     precision: str = "float32"  # the program's: "fixed" runs Loihi fixed point on int32 signals
     mem_u: Any = None  # Loihi current u record [T, B, size] when probed ('.u', fixed point only)
+    # The whole run, for kernels whose node acts on its neighbours (an FTWT Gate masks the
+    # population it feeds and the projections into it): the program, every node's output array
+    # by name (read-only; sources are complete when a node runs), and a dict shared by all kernels
+    # of this run (e.g. a gate's mask, computed once).
+    program: Any = None
+    values: dict[str, Any] = field(default_factory=dict)
+    shared: dict[str, Any] = field(default_factory=dict)
 
 
 def _as_inputs(program: Program, inputs: Any) -> dict[str, np.ndarray]:
@@ -103,8 +110,11 @@ def run(
         for name, arr in arrays.items():
             if not np.isin(arr, (0, 1)).all():
                 raise ValueError(f"input {name!r}: a fixed-point program takes spikes (0/1) only; encode real values first")
+    if be.runner is not None:  # the backend runs the whole program itself (same RunResult)
+        return be.runner(program, arrays, sig_probes, mem_probes, cur_probes)
 
     values: dict[str, Any] = {}
+    shared: dict[str, Any] = {}
     ctxs: dict[str, NodeContext] = {}
     counts = OpCounts()
     t_start = time.perf_counter()
@@ -137,6 +147,9 @@ def run(
                 cache=cache,
                 precision=precision,
                 mem_u=be.zeros((T, B, node.size), dtype) if name in cur_probes else None,
+                program=program,
+                values=values,
+                shared=shared,
             )
             ctxs[name] = ctx
             stage_ctx.append(ctx)

@@ -30,6 +30,10 @@ class Backend:
     to_numpy: Callable[[Any], Any] | None = None
     from_numpy: Callable[[Any], Any] | None = None
     available: Callable[[], str | None] = lambda: None  # None = usable, else why not
+    # A backend that executes the whole program itself (e.g. lava) instead of per-node kernels:
+    # ``runner(program, inputs, signal_probes, membrane_probes, current_probes) -> RunResult``,
+    # called by ``engine.run`` after its checks, with ``inputs`` validated ``[T, B, *shape]`` arrays.
+    runner: Callable[..., Any] | None = None
 
     def kernel(self, kind: str) -> Callable[[Kernel], Kernel]:
         """Decorator registering the kernel of one node kind."""
@@ -70,6 +74,7 @@ _LOADERS: dict[str, str] = {
     "torch": "spike.backends.torch_backend",
     "numba": "spike.backends.numba_backend",
     "cuda": "spike.backends.cuda_backend",
+    "lava": "spike.backends.lava_backend",
 }
 
 

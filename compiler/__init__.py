@@ -27,8 +27,11 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
     ``nir_options`` (``dt``, ``reset``, ``reset_delay``, ``input_signal``; see ``from_nir``).
     ``precision="fixed"`` runs the float
     pipeline, then :func:`~spike.compiler.quantize.quantize` (Loihi fixed point; its per-layer
-    report is in ``program.metadata["quantization"]``).
+    report is in ``program.metadata["quantization"]``). For a Loihi ``target`` (``loihi1``,
+    ``loihi2``) :func:`~spike.compiler.loihi.loihi_delays` then puts ``delay=1`` on every projection
+    (Lava's synapses deliver one step late; every backend honours the delay).
     """
+    from spike.compiler.loihi import is_loihi_target, loihi_delays
     from spike.compiler.passes import FLOAT_PIPELINE, run_passes
     from spike.compiler.validate import program_precision
 
@@ -48,7 +51,7 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
         if program_precision(program) == "fixed":
             if precision != "fixed":
                 raise ValueError(f"{model}: the saved program is fixed point; it cannot be compiled to {precision!r}")
-            return program
+            return loihi_delays(program) if is_loihi_target(target) else program
     else:
         if example_input is None:
             raise ValueError("compile(model, example_input): an example input is needed to trace a model")
@@ -61,6 +64,8 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
         from spike.compiler.quantize import quantize
 
         program = quantize(program)
+    if is_loihi_target(target):
+        program = loihi_delays(program)
     return program
 
 

@@ -1,0 +1,745 @@
+"""The lava backend: a Program lowered to lava-nc processes and run in Lava's Loihi 2 simulation.
+
+Unlike the kernel backends, it runs the whole program in Lava (``Backend.runner``): every node
+becomes Lava processes, connected as the IR's edges, run for ``T`` steps per sample under
+``Loihi2SimCfg(select_tag="fixed_pt")`` (bit-accurate Loihi, programs of precision "fixed") or
+``"floating_pt"`` (float32 programs), then stopped, also when the run fails. The result is the
+same ``RunResult`` as numba's: outputs and probes ``[T, B, *shape]`` (int32 in fixed point,
+float32 otherwise) and the same operation counts, derived from the recorded spike trains and the
+weights (``op_counting``).
+
+Lowering, one function per node kind (``_LOWER``):
+
+- ``input``: ``lava.proc.io.source.RingBuffer`` holding the whole batch, one sample after another;
+- ``dense`` -> ``Dense``; ``sparse`` (CSR over sources) -> ``Sparse`` (scipy CSR over targets);
+  ``identity`` -> a diagonal ``Sparse``; ``conv2d`` -> ``lava.proc.conv.Conv`` (Lava's ``(W, H,
+  C)`` layout, connected through reshape/transpose ports), or, in fixed point when Lava's Conv
+  cannot reproduce the projection exactly (it ignores ``weight_exp`` and wraps at 24 bits), the
+  same synapses as a ``Sparse``; ``pool2d`` avg/sum (float) -> a depthwise ``Conv`` with weights
+  ``1/(kh*kw)`` (a power of two, else refused) or 1; ``pool2d`` max of spikes -> a depthwise
+  ``Conv`` of ones into a LIF that fires when any input fired (an OR, exact in both precisions);
+- ``population`` -> ``LIF`` (per-neuron ``du``, ``dv``, ``vth``, bias; ``li``: a LIF that never
+  fires whose ``v`` is read by a ``Monitor``);
+- ``hostop`` (``add``) -> our ``HostAdd`` Python process (``lava_procs``);
+- what a run returns or counts (spikes of every population, outputs, probes) is recorded by
+  ``lava.proc.io.sink.RingBuffer`` processes, ``.v``/``.u`` probes and ``li`` readouts by
+  ``Monitor`` processes.
+
+Fixed-point weights: a Lava Dense/Sparse with ``weights = 2 * W_int``, ``weight_exp = e - 1``,
+``num_weight_bits=8``, sign mode mixed equals our projection exactly (``quantize`` docstring).
+Float programs: a population's ``gain`` is folded into its projections' weights and their biases
+become the LIF's bias (exact for dyadic values, as equality tests use).
+
+Timing: Lava's Dense, Sparse and Conv send at step t what step t-1's spikes produced, so every
+projection must carry ``delay=1`` (compile for a Loihi target: ``spike.compiler.loihi``), or the
+program is refused naming the projection. The batch runs one sample at a time through one process
+graph, whose state (``u``, ``v``, the synapses' buffered currents) is reset between samples.
+
+Refused before anything starts, naming the node: float populations with a reset other than
+``zero``, ``reset_delay=True`` or ``fire_ge=True`` (Lava's LIF resets to zero in the step it
+fires on ``v > vth``); float ``cuba_lif`` fed by a projection with a bias (Lava adds biases to
+``v``, not to the synaptic current); projections reading an ``li`` readout (Lava's LIF sends only
+spikes); max pooling of real values; a program made of several unconnected parts.
+"""
+from __future__ import annotations
+
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from spike.backends.registry import Backend, BackendError, register_backend
+from spike.backends.result import RunResult
+from spike.compat.lava import LAVA_INSTALL_HINT, lava_available
+from spike.compiler.ir import (
+    Conv2d, Dense, HostOp, Identity, Input, Node, Output, Pool2d, Population, Projection, Sparse, conv_output_hw,
+)
+from spike.compiler.loihi import LOIHI_DELAY
+from spike.compiler.program import Program, ProgramError
+from spike.compiler.signals import output_signal
+from spike.compiler.validate import LOIHI, check_fixed_point
+
+__all__ = ["BACKEND", "LavaBackend", "lower", "LavaPlan"]
+
+_TAGS = {"fixed": "fixed_pt", "float32": "floating_pt"}
+_HOST_OPS = ("add",)
+_CONV_LIMIT = 1 << 23  # Lava's fixed Conv wraps its output to 24 bits and has no weight exponent
+_OR_FIXED = dict(du=LOIHI.DECAY_MAX, dv=LOIHI.DECAY_MAX, vth=0, bias_mant=0, bias_exp=0)
+_OR_FLOAT = dict(du=1.0, dv=1.0, vth=0.5, bias_mant=0.0, bias_exp=0)
+
+
+# ---------------------------------------------------------------------------- the plan
+@dataclass
+class LavaProc:
+    """One Lava process to create: ``kind`` (source, dense, sparse, conv, lif, host), its
+    constructor arguments, and the IR nodes whose outputs feed its input port (in order)."""
+
+    key: str  # unique; the IR node name, or name + "/sum" for a max pool's synapses
+    kind: str
+    args: dict[str, Any]
+    inputs: list[str] = field(default_factory=list)  # keys of the processes (or IR nodes) feeding it
+    out_layout: str = "flat"  # "flat" ([n]) or "whc" (Lava's (W, H, C) image layout)
+    in_layout: str = "flat"
+    chw_in: tuple[int, int, int] | None = None  # (C, H, W) of the input, for layout changes
+    chw_out: tuple[int, int, int] | None = None
+
+
+@dataclass
+class LavaPlan:
+    """Everything needed to build the Lava process graph of a program (no lava import needed)."""
+
+    precision: str
+    procs: dict[str, LavaProc]
+    output_proc: dict[str, str]  # IR node -> key of the process whose output port is its output
+    chw: dict[str, tuple[int, int, int] | None]  # IR node -> (C, H, W) of its output, if an image
+    recorded: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
+    # IR node -> fix-up applied to the recorded port values (float projections: undo the folded gain, add the bias)
+
+
+def _err(name: str, node: Node, msg: str) -> str:
+    return f"{name} ({node.KIND}): {msg}"
+
+
+def _gain_and_bias_targets(program: Program, name: str, problems: list[str]) -> float:
+    """Float programs: the gain folded into projection ``name``'s weights (its consumers'
+    common gain; 1 if it feeds anything but populations)."""
+    node = program.node(name)
+    consumers = [program.node(c) for c in program.consumers(name)]
+    pops = [c for c in consumers if isinstance(c, Population)]
+    gains = {float(p.gain) for p in pops}
+    if len(gains) > 1:
+        problems.append(_err(name, node, f"feeds populations with different gains {sorted(gains)}; one Lava "
+                             "synapse has one set of weights"))
+        return 1.0
+    gain = gains.pop() if gains else 1.0
+    if gain != 1.0 and len(pops) != len(consumers):
+        problems.append(_err(name, node, f"feeds a population of gain {gain} and also other nodes; the gain is "
+                             "folded into the weights on Lava"))
+    bias = getattr(node, "bias", None)
+    if bias is not None and np.any(np.asarray(bias) != 0):
+        if len(pops) != len(consumers) or not consumers:
+            problems.append(_err(name, node, "has a bias and feeds something other than populations: Lava's "
+                                 "synapses have no bias (it is added to the LIF's bias)"))
+        bad = [c for c in program.consumers(name) if isinstance(program.node(c), Population)
+               and program.node(c).model == "cuba_lif"]
+        if bad:
+            problems.append(_err(name, node, f"has a bias and feeds cuba_lif population(s) {bad}: Lava adds biases "
+                                 "to v, numba to the synaptic current"))
+    return gain
+
+
+def _lava_weights_fixed(w_int: np.ndarray, exp: int) -> tuple[np.ndarray, int]:
+    """(Lava weights, Lava weight_exp) equal to integer weights ``w_int`` shifted by ``exp``."""
+    return (2 * np.asarray(w_int).astype(np.int64)).astype(np.int32), int(exp) - 1
+
+
+def _conv_lava_layout(w: np.ndarray) -> np.ndarray:
+    """Torch ``[C_out, C_in/g, kh, kw]`` (correlation) -> Lava ``[C_out, kw, kh, C_in/g]``
+    (Lava's Conv convolves, i.e. flips the kernel)."""
+    return np.ascontiguousarray(np.asarray(w)[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))
+
+
+def _conv_as_csr(node: Conv2d, w: np.ndarray):
+    """The synapses of a conv2d as a scipy CSR matrix ``[n_out, n_in]`` (zero weights dropped)."""
+    import scipy.sparse as sp
+
+    C_out, cin_pg, kh, kw = w.shape
+    C, H, W = node.in_shape
+    Ho, Wo = conv_output_hw((H, W), (kh, kw), tuple(node.stride), tuple(node.padding))
+    G = int(node.groups)
+    cout_pg = C_out // G
+    co, ci, ky, kx, oy, ox = np.meshgrid(np.arange(C_out), np.arange(cin_pg), np.arange(kh), np.arange(kw),
+                                         np.arange(Ho), np.arange(Wo), indexing="ij")
+    iy = oy * node.stride[0] - node.padding[0] + ky
+    ix = ox * node.stride[1] - node.padding[1] + kx
+    c_in = (co // cout_pg) * cin_pg + ci
+    vals = w[co, ci, ky, kx]
+    ok = (iy >= 0) & (iy < H) & (ix >= 0) & (ix < W) & (vals != 0)
+    rows = (co * Ho + oy) * Wo + ox
+    cols = (c_in * H + iy) * W + ix
+    m = sp.csr_matrix((vals[ok], (rows[ok], cols[ok])), shape=(C_out * Ho * Wo, C * H * W))
+    m.sum_duplicates()
+    return m
+
+
+def _csr_of_sparse(node: Sparse, data: np.ndarray):
+    import scipy.sparse as sp
+
+    by_source = sp.csr_matrix(
+        (data, np.asarray(node.indices, np.int64), np.asarray(node.indptr, np.int64)), shape=(node.in_size, node.size)
+    )
+    m = by_source.T.tocsr()
+    m.sum_duplicates()
+    return m
+
+
+class _Planner:
+    def __init__(self, program: Program, precision: str) -> None:
+        self.program = program
+        self.fixed = precision == "fixed"
+        self.plan = LavaPlan(precision=precision, procs={}, output_proc={}, chw={})
+        self.problems: list[str] = []
+        self.bias: dict[str, np.ndarray] = {}  # float: population -> bias collected from its projections
+
+    # ---- helpers
+    def add(self, proc: LavaProc, output_of: str | None = None) -> None:
+        self.plan.procs[proc.key] = proc
+        if output_of is not None:
+            self.plan.output_proc[output_of] = proc.key
+
+    def graded(self, src: str) -> int:
+        """num_message_bits for a synapse reading ``src``: binary events in fixed point (any
+        non-zero value is a spike, as numba), the values themselves in float."""
+        return 0 if self.fixed else 24
+
+    def check_projection(self, name: str, node: Projection) -> str | None:
+        srcs = self.program.sources(name)
+        if len(srcs) != 1:
+            self.problems.append(_err(name, node, f"needs exactly one source, has {len(srcs)}"))
+            return None
+        (src,) = srcs
+        if self.program.node(src).size != node.in_size:
+            self.problems.append(_err(name, node, f"expects {node.in_size} inputs, source {src!r} has "
+                                      f"{self.program.node(src).size}"))
+            return None
+        if node.delay != LOIHI_DELAY:
+            self.problems.append(_err(name, node, (
+                f"delay {node.delay}: Lava's Dense/Sparse/Conv deliver exactly {LOIHI_DELAY} step late, so the lava "
+                f"backend needs delay {LOIHI_DELAY} on every projection; compile for a Loihi target "
+                "(compile(..., target='loihi2') runs spike.compiler.loihi.loihi_delays)")))
+        src_node = self.program.node(src)
+        if isinstance(src_node, Population) and src_node.model == "li":
+            self.problems.append(_err(name, node, f"reads the membrane of li population {src!r}: Lava's LIF "
+                                      "sends only spikes"))
+        return src
+
+    def image(self, name: str) -> tuple[int, int, int] | None:
+        node = self.program.node(name)
+        return tuple(int(x) for x in node.shape) if len(node.shape) == 3 else None
+
+    def fold_bias(self, name: str, node: Projection, gain: float) -> None:
+        bias = getattr(node, "bias", None)
+        if self.fixed or bias is None:
+            return
+        b = np.asarray(bias, np.float64).reshape(-1)
+        if isinstance(node, Conv2d):
+            b = np.repeat(b, node.size // len(b))
+        for c in self.program.consumers(name):
+            if isinstance(self.program.node(c), Population):
+                self.bias[c] = self.bias.get(c, 0.0) + gain * b
+        if np.any(b != 0):  # a recorded current must equal numba's: undo the gain, add the bias
+            self.plan.recorded[name] = lambda x, g=gain, bb=b: (x / g + bb)
+        elif gain != 1.0:
+            self.plan.recorded[name] = lambda x, g=gain: x / g
+
+    # ---- one lowering per node kind
+    def input(self, name: str, node: Input) -> None:
+        if self.fixed and node.signal != "spike":
+            self.problems.append(_err(name, node, "a fixed-point program takes spike inputs"))
+        if all(isinstance(self.program.node(c), Output) for c in self.program.consumers(name)):
+            return  # no process reads it: none is made (its values come from the inputs)
+        self.add(LavaProc(name, "source", {}), output_of=name)
+
+    def output(self, name: str, node: Output) -> None:
+        (src,) = self.program.sources(name)
+        self.plan.output_proc[name] = self.plan.output_proc.get(src, src)  # resolved after all nodes
+
+    def dense(self, name: str, node: Dense) -> None:
+        src = self.check_projection(name, node)
+        if src is None:
+            return
+        if self.fixed:
+            w, e = _lava_weights_fixed(node.weight, node.weight_exp)
+            args = dict(weights=w, weight_exp=e, num_weight_bits=8, sign_mode="mixed", num_message_bits=0)
+        else:
+            gain = _gain_and_bias_targets(self.program, name, self.problems)
+            args = dict(weights=np.asarray(node.weight, np.float64) * gain, num_message_bits=24)
+            self.fold_bias(name, node, gain)
+        self.add(LavaProc(name, "dense", args, [src]), output_of=name)
+
+    def sparse(self, name: str, node: Sparse) -> None:
+        src = self.check_projection(name, node)
+        if src is None:
+            return
+        if self.fixed:
+            m = _csr_of_sparse(node, np.asarray(node.data).astype(np.int64) * 2)
+            if m.nnz and (m.data.max() > 254 or m.data.min() < -256):
+                self.problems.append(_err(name, node, "repeated synapses between one pair of neurons sum past 8 bits"))
+            args = dict(weights=m.astype(np.int32), weight_exp=int(node.weight_exp) - 1, num_weight_bits=8,
+                        sign_mode="mixed", num_message_bits=0)
+        else:
+            gain = _gain_and_bias_targets(self.program, name, self.problems)
+            args = dict(weights=_csr_of_sparse(node, np.asarray(node.data, np.float64) * gain), num_message_bits=24)
+            self.fold_bias(name, node, gain)
+        self.add(LavaProc(name, "sparse", args, [src]), output_of=name)
+
+    def identity(self, name: str, node: Identity) -> None:
+        import scipy.sparse as sp
+
+        src = self.check_projection(name, node)
+        if src is None:
+            return
+        if self.fixed:
+            w, e = _lava_weights_fixed(np.asarray([node.scale]), node.weight_exp)
+            args = dict(weights=sp.identity(node.size, dtype=np.int32, format="csr") * int(w[0]), weight_exp=e,
+                        num_weight_bits=8, sign_mode="mixed", num_message_bits=0)
+        else:
+            gain = _gain_and_bias_targets(self.program, name, self.problems)
+            args = dict(weights=sp.identity(node.size, dtype=np.float64, format="csr") * (float(node.scale) * gain),
+                        num_message_bits=24)
+            self.fold_bias(name, node, gain)
+        self.add(LavaProc(name, "sparse", args, [src]), output_of=name)
+
+    def conv2d(self, name: str, node: Conv2d) -> None:
+        src = self.check_projection(name, node)
+        if src is None:
+            return
+        w = np.asarray(node.weight)
+        if w.ndim != 4 or len(node.in_shape) != 3 or len(node.shape) != 3:
+            self.problems.append(_err(name, node, f"weight {w.shape} / shapes {node.in_shape} -> {node.shape} are not 2-D"))
+            return
+        chw_in, chw_out = tuple(node.in_shape), tuple(node.shape)
+        conv_args = dict(input_shape=(chw_in[2], chw_in[1], chw_in[0]), padding=(node.padding[1], node.padding[0]),
+                         stride=(node.stride[1], node.stride[0]), groups=int(node.groups))
+        if self.fixed:
+            e = int(node.weight_exp)
+            w_int = w.astype(np.int64)
+            if e >= 0:
+                ws = w_int * (1 << e)
+                worst = max(np.clip(ws, 0, None).sum(axis=(1, 2, 3)).max(), (-np.clip(ws, None, 0)).sum(axis=(1, 2, 3)).max())
+            if e >= 0 and worst < _CONV_LIMIT:
+                args = dict(weight=_conv_lava_layout(ws).astype(np.int32), weight_exp=0, num_message_bits=0, **conv_args)
+                self.add(LavaProc(name, "conv", args, [src], out_layout="whc", in_layout="whc", chw_in=chw_in,
+                                  chw_out=chw_out), output_of=name)
+            else:  # Lava's Conv cannot shift right or exceed 24 bits: the same synapses as a Sparse
+                m = _conv_as_csr(node, w_int * 2)
+                args = dict(weights=m.astype(np.int32), weight_exp=e - 1, num_weight_bits=8, sign_mode="mixed",
+                            num_message_bits=0)
+                self.add(LavaProc(name, "sparse", args, [src]), output_of=name)
+            return
+        gain = _gain_and_bias_targets(self.program, name, self.problems)
+        args = dict(weight=_conv_lava_layout(w.astype(np.float64) * gain), num_message_bits=24, **conv_args)
+        self.fold_bias(name, node, gain)
+        self.add(LavaProc(name, "conv", args, [src], out_layout="whc", in_layout="whc", chw_in=chw_in,
+                          chw_out=chw_out), output_of=name)
+
+    def pool2d(self, name: str, node: Pool2d) -> None:
+        src = self.check_projection(name, node)
+        if src is None:
+            return
+        C, H, W = node.in_shape
+        kh, kw = node.kernel
+        conv_args = dict(input_shape=(W, H, C), padding=(node.padding[1], node.padding[0]),
+                         stride=(node.stride[1], node.stride[0]), groups=int(C))
+        chw_in, chw_out = tuple(node.in_shape), tuple(node.shape)
+        if node.mode == "max":
+            if output_signal(self.program, src) != "spike":
+                self.problems.append(_err(name, node, "max pooling of real values has no exact Lava form (max of "
+                                          "spikes is an OR: a conv of ones into a LIF that fires on any input)"))
+                return
+            ones = np.ones((C, kw, kh, 1), np.int32 if self.fixed else np.float64)
+            if f"{name}/sum" in self.program.graph:
+                self.problems.append(_err(name, node, f"the name {name + '/sum'!r} of its Lava synapses is taken by a node"))
+            self.add(LavaProc(f"{name}/sum", "conv", dict(weight=ones, weight_exp=0, num_message_bits=0, **conv_args),
+                              [src], out_layout="whc", in_layout="whc", chw_in=chw_in, chw_out=chw_out))
+            self.add(LavaProc(name, "lif", dict(_OR_FIXED if self.fixed else _OR_FLOAT), [f"{name}/sum"]),
+                     output_of=name)
+            return
+        if self.fixed:
+            self.problems.append(_err(name, node, f"{node.mode!r} pooling in a fixed-point program (quantize turns it "
+                                      "into a depthwise conv2d)"))
+            return
+        area = kh * kw
+        if node.mode == "avg" and area & (area - 1):
+            self.problems.append(_err(name, node, f"average pooling over {kh}x{kw} = {area} inputs: Lava multiplies "
+                                      f"by 1/{area}, which is not exact in binary (numba divides the sum); use a window "
+                                      "of 1, 2, 4, 8, ... inputs or sum pooling"))
+            return
+        gain = _gain_and_bias_targets(self.program, name, self.problems)
+        wv = (1.0 / area if node.mode == "avg" else 1.0) * gain
+        self.fold_bias(name, node, gain)
+        args = dict(weight=np.full((C, kw, kh, 1), wv), num_message_bits=24, **conv_args)
+        self.add(LavaProc(name, "conv", args, [src], out_layout="whc", in_layout="whc", chw_in=chw_in,
+                          chw_out=chw_out), output_of=name)
+
+    def hostop(self, name: str, node: HostOp) -> None:
+        if node.op not in _HOST_OPS:
+            self.problems.append(_err(name, node, f"host op {node.op!r} (supported on lava: {list(_HOST_OPS)})"))
+            return
+        srcs = self.program.sources(name)
+        for s in srcs:
+            sn = self.program.node(s)
+            if sn.size != node.size:
+                self.problems.append(_err(name, node, f"source {s!r} has {sn.size} values, expected {node.size}"))
+            if isinstance(sn, Population) and sn.model == "li":
+                self.problems.append(_err(name, node, f"reads the membrane of li population {s!r}: Lava's LIF sends "
+                                          "only spikes"))
+        self.add(LavaProc(name, "host", dict(op=node.op), list(srcs)), output_of=name)
+
+    def population(self, name: str, node: Population) -> None:
+        n = node.size
+        srcs = self.program.sources(name)
+        for s in srcs:
+            sn = self.program.node(s)
+            if sn.size != n:
+                self.problems.append(_err(name, node, f"source {s!r} has {sn.size} values per step, expected {n}"))
+            if isinstance(sn, Population) and sn.model == "li":
+                self.problems.append(_err(name, node, f"reads the membrane of li population {s!r}: Lava's LIF sends "
+                                          "only spikes"))
+            weighted = isinstance(sn, Projection) and not (isinstance(sn, Pool2d) and sn.mode == "max")
+            if not self.fixed and float(node.gain) != 1.0 and not weighted:
+                self.problems.append(_err(name, node, f"gain {node.gain} with input {s!r} that is not a projection: "
+                                          "Lava folds the gain into synaptic weights (a max pool passes spikes unweighted)"))
+        spiking = node.model != "li"
+        if self.fixed:
+            from spike.compiler.quantize import loihi_neuron_params
+
+            try:
+                loihi_neuron_params(node, name)
+            except ProgramError as e:
+                self.problems.append(str(e))
+                return
+            args = {f: np.asarray(getattr(node, f)).astype(np.int64).reshape(-1) for f in
+                    ("du", "dv", "vth", "bias_mant", "bias_exp")}
+            if not spiking:
+                args["vth"] = np.full(n, LOIHI.VTH_MAX, np.int64)
+        else:
+            if spiking:
+                for f, bad, why in (("reset", node.reset != "zero", f"{node.reset!r}: Lava's LIF resets v to zero"),
+                                    ("reset_delay", node.reset_delay, "True: Lava's LIF resets in the step it fires"),
+                                    ("fire_ge", node.fire_ge, "True: Lava's LIF fires on v > vth")):
+                    if bad:
+                        self.problems.append(_err(name, node, f"{f} {why}"))
+            beta = np.broadcast_to(np.asarray(1.0 if node.beta is None else node.beta, np.float64).reshape(-1), (n,))
+            alpha = (np.broadcast_to(np.asarray(node.alpha, np.float64).reshape(-1), (n,))
+                     if node.model == "cuba_lif" else np.zeros(n))
+            thr = np.broadcast_to(np.asarray(1.0 if node.threshold is None else node.threshold, np.float64).reshape(-1), (n,))
+            args = dict(du=1.0 - alpha, dv=1.0 - beta, vth=thr.copy() if spiking else np.full(n, np.inf),
+                        bias_mant=np.zeros(n), bias_exp=0)
+        self.add(LavaProc(name, "lif", dict(args, spiking=spiking), list(srcs)), output_of=name)
+
+    def finish(self) -> LavaPlan:
+        for name, proc in self.plan.procs.items():
+            if proc.kind == "lif" and name in self.bias:
+                proc.args["bias_mant"] = proc.args["bias_mant"] + self.bias[name]
+        for name in self.program.graph.nodes:  # chains of outputs
+            key = self.plan.output_proc.get(name)
+            seen = set()
+            while key is not None and key not in self.plan.procs and key not in seen:
+                seen.add(key)
+                key = self.plan.output_proc.get(key)
+            if key is not None:
+                self.plan.output_proc[name] = key
+        for name in self.program.graph.nodes:
+            self.plan.chw[name] = self.image(name)
+        return self.plan
+
+
+_LOWER: dict[str, Callable[[_Planner, str, Any], None]] = {
+    "input": _Planner.input, "output": _Planner.output, "dense": _Planner.dense, "sparse": _Planner.sparse,
+    "identity": _Planner.identity, "conv2d": _Planner.conv2d, "pool2d": _Planner.pool2d, "hostop": _Planner.hostop,
+    "population": _Planner.population,
+}
+
+
+_PLANS: "weakref.WeakKeyDictionary[Program, LavaPlan]" = weakref.WeakKeyDictionary()
+
+
+def lower(program: Program) -> LavaPlan:
+    """The Lava process plan of ``program``, or a :class:`BackendError` listing every node it
+    cannot lower (checked without starting anything; lava need not be installed). Cached per
+    program object (programs are immutable)."""
+    plan = _PLANS.get(program)
+    if plan is None:
+        plan = _PLANS[program] = _lower(program)
+    return plan
+
+
+def _lower(program: Program) -> LavaPlan:
+    precision = "fixed" if program.metadata.get("precision") == "fixed" else "float32"
+    if precision == "fixed":
+        try:
+            check_fixed_point(program)
+        except ProgramError as e:
+            raise BackendError(f"backend 'lava' cannot execute this fixed-point program: {e}") from None
+    planner = _Planner(program, precision)
+    for stage in program.schedule():
+        for name in stage.nodes:
+            node = program.node(name)
+            fn = _LOWER.get(node.KIND)
+            if fn is None:
+                planner.problems.append(_err(name, node, f"node kind {node.KIND!r} has no Lava lowering "
+                                             f"(supported: {sorted(_LOWER)})"))
+                continue
+            if isinstance(node, Population) and node.precision != precision:
+                planner.problems.append(_err(name, node, f"population precision {node.precision!r} in a {precision} program"))
+                continue
+            fn(planner, name, node)
+    import networkx as nx
+
+    used = program.graph.subgraph([n for n in program.graph.nodes
+                                   if not (isinstance(program.node(n), Input) and not program.consumers(n))])
+    parts = list(nx.weakly_connected_components(used))
+    if len(parts) > 1:
+        planner.problems.append(f"the program has {len(parts)} unconnected parts "
+                                f"({', '.join(sorted(min(p) for p in parts))}, ...): Lava runs one connected process graph")
+    if planner.problems:
+        raise BackendError("backend 'lava' cannot execute node(s): " + "; ".join(planner.problems))
+    return planner.finish()
+
+
+# ---------------------------------------------------------------------------- building and running
+class _Graph:
+    """The Lava processes of one plan, for one batch: built, run sample by sample, read."""
+
+    def __init__(self, program: Program, plan: LavaPlan, arrays: dict[str, np.ndarray], steps: int, batch: int) -> None:
+        from lava.proc.conv.process import Conv
+        from lava.proc.dense.process import Dense
+        from lava.proc.io.source import RingBuffer as Source
+        from lava.proc.lif.process import LIF
+        from lava.proc.sparse.process import Sparse
+        from lava.utils.weightutils import SignMode
+
+        from spike.backends.lava_procs import HostAdd, host_model
+
+        self.program, self.plan, self.T, self.B = program, plan, steps, batch
+        self.fixed = plan.precision == "fixed"
+        span = steps * batch
+        self.procs: dict[str, Any] = {}
+        self.model_map: dict[Any, type] = {}
+        self.resets: list[tuple[Any, str]] = []  # (process, var name) zeroed between samples
+        dt = np.int32 if self.fixed else np.float64
+        for key, p in plan.procs.items():
+            a = dict(p.args)
+            if a.get("sign_mode") == "mixed":
+                a["sign_mode"] = SignMode.MIXED
+            if p.kind == "source":
+                x = arrays[key].reshape(steps, batch, -1)  # [T, B, n] -> [n, B*T], sample-major
+                data = np.ascontiguousarray(x.transpose(2, 1, 0).reshape(x.shape[2], span)).astype(dt)
+                proc = Source(data=data)
+            elif p.kind == "dense":
+                proc = Dense(**a)
+                self.resets.append((proc, "a_buff"))
+            elif p.kind == "sparse":
+                proc = Sparse(**a)
+                self.resets.append((proc, "a_buff"))
+            elif p.kind == "conv":
+                proc = Conv(**a)
+                self.resets.append((proc, "a_buf"))
+            elif p.kind == "lif":
+                a.pop("spiking", None)
+                n = self._size_of(key)
+                a = {k: (v.flat[0].item() if isinstance(v, np.ndarray) and v.size and (v == v.flat[0]).all()
+                         and k in ("du", "dv", "vth") else v) for k, v in a.items()}
+                proc = LIF(shape=(n,), **a)
+                self.resets += [(proc, "u"), (proc, "v")]
+            elif p.kind == "host":
+                proc = HostAdd(shape=(self._size_of(key),), buffer=span)
+                self.model_map[proc] = host_model(a["op"], plan.precision)
+            else:  # pragma: no cover - the planner makes only these kinds
+                raise BackendError(f"internal: unknown Lava process kind {p.kind!r}")
+            self.procs[key] = proc
+        for key, p in plan.procs.items():
+            if not p.inputs:
+                continue
+            proc = self.procs[key]
+            dst = proc.a_in if p.kind in ("lif", "host") else proc.s_in
+            for src in p.inputs:
+                self._port(src, p.in_layout, p.chw_in).connect(dst)
+
+    def _size_of(self, key: str) -> int:
+        return self.program.node(key).size  # neurons and host ops are keyed by their IR node
+
+    def _native(self, name: str) -> tuple[Any, str, tuple[int, int, int] | None]:
+        key = self.plan.output_proc[name]
+        p = self.plan.procs[key]
+        proc = self.procs[key]
+        port = proc.a_out if p.kind in ("dense", "sparse", "conv") else proc.s_out
+        return port, p.out_layout, p.chw_out
+
+    def _port(self, name: str, layout: str, chw: tuple[int, int, int] | None) -> Any:
+        """The output port of IR node (or process key) ``name`` in ``layout``."""
+        if name not in self.plan.output_proc:  # an internal process key (max pool's sum)
+            p = self.plan.procs[name]
+            port, native, chw_native = self.procs[name].a_out, p.out_layout, p.chw_out
+        else:
+            port, native, chw_native = self._native(name)
+        if native == layout:
+            return port
+        if native == "whc":  # (W, H, C) -> flat C-order (C, H, W)
+            C, H, W = chw_native
+            return port.transpose([2, 1, 0]).reshape((C * H * W,))
+        C, H, W = chw
+        return port.reshape((C, H, W)).transpose([2, 1, 0])
+
+
+class LavaBackend(Backend):
+    """Checks by lowering the program (every refusal names its node); runs through ``runner``."""
+
+    def check(self, program: Program) -> None:
+        why = self.available()
+        if why:
+            raise BackendError(f"backend {self.name!r} is not usable here: {why}")
+        precision = str(program.metadata.get("precision", "float32"))
+        if precision not in self.precisions:
+            raise BackendError(f"backend {self.name!r} supports precisions {sorted(self.precisions)}, "
+                               f"the program is {precision!r}")
+        lower(program)
+
+
+def _run(program: Program, arrays: dict[str, np.ndarray], sig_probes: set[str], mem_probes: set[str],
+         cur_probes: set[str]) -> RunResult:
+    from spike.backends.op_counting import count_ops
+
+    plan = lower(program)
+    T, B = next(iter(arrays.values())).shape[:2]
+    return _execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, count_ops)
+
+
+def _execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, count_ops) -> RunResult:
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.sink import RingBuffer as Sink
+    from lava.proc.monitor.process import Monitor
+
+    fixed = plan.precision == "fixed"
+    out_dtype = np.int32 if fixed else np.float32
+    span = T * B
+
+    def resolve(name: str) -> str:  # Output nodes read their source
+        while isinstance(program.node(name), Output):
+            (name,) = program.sources(name)
+        return name
+
+    # what to record: every population (counts), projection sources, outputs, probes
+    need: set[str] = set()
+    for name, node in program.nodes():
+        if isinstance(node, Population):
+            need.add(name)
+        elif isinstance(node, Projection):
+            need.update(program.sources(name))
+    need.update(resolve(o) for o in program.outputs)
+    need.update(resolve(p) for p in sig_probes)
+    need = {n for n in need if not isinstance(program.node(n), Input)}
+
+    t_build = time.perf_counter()
+    g = _Graph(program, plan, arrays, T, B)
+    sinks: dict[str, Any] = {}
+    monitors: dict[tuple[str, str], Any] = {}
+    for name in sorted(need):
+        node = program.node(name)
+        proc = g.procs[plan.output_proc[name]]
+        if isinstance(node, Population) and node.model == "li":
+            monitors[(name, "v")] = None
+            if fixed:  # Lava's li is a LIF at the largest threshold: it must never fire
+                sinks[f"{name}/guard"] = (proc.s_out, node.size)
+        elif isinstance(node, HostOp):
+            continue  # records itself
+        else:
+            sinks[name] = (g._port(name, "flat", None), node.size)
+    for name in mem_probes:
+        monitors[(name, "v")] = None
+    for name in cur_probes:
+        monitors[(name, "u")] = None
+    sink_procs = {}
+    for key, (port, n) in sinks.items():
+        s = Sink(shape=(n,), buffer=span)
+        port.connect(s.a_in)
+        sink_procs[key] = s
+    for (name, var) in list(monitors):
+        m = Monitor()
+        m.probe(getattr(g.procs[plan.output_proc[name]], var), span)
+        monitors[(name, var)] = m
+
+    anchor = next(iter(g.procs.values()))
+    cfg = Loihi2SimCfg(select_tag=_TAGS[plan.precision], exception_proc_model_map=dict(g.model_map))
+    run_s = 0.0
+    try:
+        anchor.create_runtime(run_cfg=cfg)
+        build_s = time.perf_counter() - t_build
+        for b in range(B):
+            if b:
+                for proc, var in g.resets:
+                    getattr(proc, var).set(np.zeros(getattr(proc, var).shape))
+            t0 = time.perf_counter()
+            anchor.run(condition=RunSteps(num_steps=T))
+            run_s += time.perf_counter() - t0
+        recorded: dict[str, np.ndarray] = {}
+        for key, s in sink_procs.items():
+            recorded[key] = np.asarray(s.data.get())  # [n, B*T]
+        for key, p in plan.procs.items():
+            if p.kind == "host":
+                recorded[key] = np.asarray(g.procs[key].data.get())
+        mem: dict[tuple[str, str], np.ndarray] = {}
+        for (name, var), m in monitors.items():
+            data = m.get_data()
+            target = getattr(g.procs[plan.output_proc[name]], var)
+            mem[(name, var)] = np.asarray(data[target.process.name][target.name])  # [B*T, n]
+    finally:
+        try:
+            anchor.stop()
+        except Exception:  # noqa: BLE001 - never hide the run's own error behind a failed stop
+            pass
+
+    def from_ring(a: np.ndarray) -> np.ndarray:  # [n, B*T] -> [T, B, n]
+        return a.reshape(a.shape[0], B, T).transpose(2, 1, 0)
+
+    values: dict[str, np.ndarray] = {}
+    for name, arr in arrays.items():
+        values[name] = np.asarray(arr).reshape(T, B, -1)
+    for key, a in recorded.items():
+        if key.endswith("/guard"):
+            if np.any(a):
+                name = key[: -len("/guard")]
+                raise BackendError(
+                    f"li population {name!r} reached v > {LOIHI.VTH_MAX << LOIHI.VTH_SHIFT} on Lava, where a readout is a "
+                    "LIF at the largest threshold and resets; numba's li does not (lower the readout's input scale)")
+            continue
+        v = from_ring(a)
+        fix = plan.recorded.get(key)
+        values[key] = (fix(v) if fix is not None else v)
+    membranes: dict[tuple[str, str], np.ndarray] = {}
+    for (name, var), a in mem.items():
+        membranes[(name, var)] = a.reshape(B, T, -1).transpose(1, 0, 2)
+        node = program.node(name)
+        if var == "v" and node.model == "li":
+            values[name] = membranes[(name, var)]
+
+    def get(name: str) -> np.ndarray:
+        name = resolve(name)
+        if name not in values:
+            raise BackendError(f"internal: the lava backend recorded no output for node {name!r}")
+        return values[name]
+
+    counts = count_ops(program, get, T, B)
+    if program.metadata.get("mapping"):
+        from spike.backends.routing import add_routing_counts
+
+        add_routing_counts(program, get, counts)
+
+    def shaped(name: str, arr: np.ndarray) -> np.ndarray:
+        return np.asarray(arr).astype(out_dtype).reshape(T, B, *program.node(name).shape)
+
+    outputs = {name: shaped(name, get(name)) for name in program.outputs}
+    probed = {name: shaped(name, get(name)) for name in sig_probes}
+    probed.update({f"{n}.v": shaped(n, membranes[(n, "v")]) for n in mem_probes})
+    probed.update({f"{n}.u": shaped(n, membranes[(n, "u")]) for n in cur_probes})
+    timing = {"run_s": run_s, "steps": float(T), "ms_per_step": 1e3 * run_s / max(T, 1), "build_s": build_s}
+    return RunResult(outputs=outputs, probes=probed, ops=counts, timing=timing, backend="lava")
+
+
+def _available() -> str | None:
+    why = lava_available()
+    return None if why is None else why if LAVA_INSTALL_HINT in why else f"{why} ({LAVA_INSTALL_HINT})"
+
+
+BACKEND = register_backend(
+    LavaBackend(
+        name="lava",
+        precisions=frozenset({"float32", "fixed"}),
+        available=_available,
+        runner=_run,
+    )
+)

@@ -1,0 +1,114 @@
+"""Operation counts from recorded signals, equal to what the numba backend counts while it runs.
+
+A backend that does not count inside its kernels (lava: the work happens in Lava processes) records
+every node's output and derives the counts afterwards from those spike trains and the weights,
+with the numba backend's rules (``numba_backend`` docstring, design §7), per sample, summed over
+steps:
+
+- projections: ``syn_ops`` (spike source) or ``macs`` (real source) += non-zero (input, weight)
+  pairs delivered in the run, i.e. the events of source steps ``0 .. T-1-delay`` times the number
+  of non-zero weights each event reaches (border clipping included for conv2d and pooling);
+  ``dense_ops`` += all pairs of a step, every step; max pooling counts nothing;
+- populations: ``neuron_updates`` += size per step; ``spikes`` += spikes (``li`` never spikes);
+- host ops: ``host_flops`` += size * (number of sources - 1) per step.
+
+Nodes appear in ``OpCounts`` in schedule order, as the engine inserts them.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+
+from spike.backends import numba_kernels as K
+from spike.backends.registry import OP_KEYS
+from spike.backends.result import OpCounts
+from spike.compiler.ir import (
+    Conv2d, Dense, HostOp, Identity, Input, Node, Output, Pool2d, Population, Sparse, conv_output_hw,
+)
+from spike.compiler.program import Program
+from spike.compiler.signals import output_signal
+
+__all__ = ["count_ops", "projection_pair_weights"]
+
+
+def _windows_per_position(n: int, n_out: int, k: int, s: int, p: int) -> np.ndarray:
+    res = np.zeros(n, np.int64)
+    for o in range(n_out):
+        lo = o * s - p
+        res[max(lo, 0):min(lo + k, n)] += 1
+    return res
+
+
+def projection_pair_weights(node: Node) -> tuple[np.ndarray, int] | None:
+    """For a projection: (pairs each input element delivers per event ``[in_size]``, all pairs of
+    one step), or None for max pooling (which routes events and counts nothing)."""
+    if isinstance(node, Dense):
+        w = np.asarray(node.weight)
+        return np.count_nonzero(w, axis=0).astype(np.int64), node.in_size * node.size
+    if isinstance(node, Sparse):
+        data = np.asarray(node.data)
+        indptr = np.asarray(node.indptr, np.int64)
+        nz = np.concatenate([[0], np.cumsum(data != 0, dtype=np.int64)])
+        return nz[indptr[1:]] - nz[indptr[:-1]], node.in_size * node.size
+    if isinstance(node, Identity):
+        return np.ones(node.size, np.int64), node.size
+    if isinstance(node, Conv2d):
+        w = np.asarray(node.weight)
+        G = int(node.groups)
+        C_out, cin_pg, kh, kw = w.shape
+        C, H, W = node.in_shape
+        Ho, Wo = conv_output_hw((H, W), (kh, kw), tuple(node.stride), tuple(node.padding))
+        cout_pg = C_out // G
+        wc = w.reshape(G, cout_pg, cin_pg, kh, kw).transpose(0, 2, 3, 4, 1)
+        args = (np.array([H, W], np.int64), np.array([Ho, Wo], np.int64), np.array([kh, kw], np.int64),
+                np.array(node.stride, np.int64), np.array(node.padding, np.int64), cin_pg)
+        per_input = K.conv2d_pair_counts(np.count_nonzero(wc, axis=4).astype(np.int64), *args)
+        ones = np.full((G, cin_pg, kh, kw), cout_pg, np.int64)
+        return per_input, int(K.conv2d_pair_counts(ones, *args).sum())
+    if isinstance(node, Pool2d):
+        if node.mode == "max":
+            return None
+        kh, kw = node.kernel
+        C, H, W = node.in_shape
+        Ho, Wo = conv_output_hw((H, W), (kh, kw), tuple(node.stride), tuple(node.padding))
+        wy = _windows_per_position(H, Ho, kh, node.stride[0], node.padding[0])
+        wx = _windows_per_position(W, Wo, kw, node.stride[1], node.padding[1])
+        win = np.outer(wy, wx).reshape(-1)
+        return np.tile(win, C), int(win.sum()) * C
+    raise TypeError(f"not a projection: {node.KIND}")
+
+
+def count_ops(program: Program, output_of: Callable[[str], np.ndarray] | Mapping[str, np.ndarray],
+              steps: int, batch: int) -> OpCounts:
+    """The counts of a run of ``program`` whose node outputs (``[T, B, size]``, any numeric dtype)
+    ``output_of(name)`` returns; only the outputs of projection sources and of populations are read."""
+    get = output_of.__getitem__ if isinstance(output_of, Mapping) else output_of
+    T, B = steps, batch
+    counts = OpCounts()
+    for stage in program.schedule():
+        for name in stage.nodes:
+            node = program.node(name)
+            counts.kinds[name] = node.KIND
+            if isinstance(node, (Input, Output)):
+                continue
+            c = {k: np.zeros(B, dtype=np.int64) for k in OP_KEYS}
+            counts.per_node[name] = c
+            if isinstance(node, Population):
+                c["neuron_updates"] += node.size * T
+                if node.model != "li":
+                    c["spikes"] += np.count_nonzero(np.asarray(get(name)).reshape(T, B, -1), axis=(0, 2))
+            elif isinstance(node, HostOp):
+                c["host_flops"] += node.size * (len(program.sources(name)) - 1) * T
+            else:  # a projection
+                pw = projection_pair_weights(node)
+                if pw is None:
+                    continue
+                per_input, dense_per_step = pw
+                (src,) = program.sources(name)
+                key = "syn_ops" if output_signal(program, src) == "spike" else "macs"
+                x = np.asarray(get(src)).reshape(T, B, -1)[: max(T - node.delay, 0)]
+                events = np.count_nonzero(x, axis=0).astype(np.int64)  # [B, in_size]
+                c[key] += events @ per_input
+                c["dense_ops"] += dense_per_step * T
+    return counts
