@@ -20,6 +20,9 @@ def _train_mlp(args: argparse.Namespace) -> dict[str, Any]:
     from spike.training import Trainer, accuracy, set_seed
 
     set_seed(args.seed)
+    args.steps = 16 if args.steps is None else args.steps  # the train command's defaults for an MLP
+    args.beta = 0.9 if args.beta is None else args.beta
+    args.lr = 5e-3 if args.lr is None else args.lr
     data = load_dataset(args.dataset, args.data_root)
     in_features = int(torch.tensor(data.input_shape).prod())
     kwargs = dict(
@@ -94,7 +97,35 @@ def compile_checkpoint(path: str, target: str = "generic", precision: str = "flo
     return program
 
 
+def _train_cnn(args: argparse.Namespace) -> dict[str, Any]:
+    """``spike train cnn``: the unmasked baseline, or with ``--ftwt R`` FTWT masks (``--init`` a baseline)."""
+    from spike.cnn_training import train_cnn
+
+    ftwt = None
+    if args.ftwt is not None:
+        ftwt = {"ratio": args.ftwt, "mode": args.ftwt_mode, "mass": args.ftwt_mass, "window": args.ftwt_window}
+    overrides: dict[str, Any] = {}
+    if args.beta is not None:
+        overrides["beta"] = args.beta
+    if args.init is None:
+        overrides.setdefault("beta", 0.5)
+    result = train_cnn(
+        out=args.out, dataset=args.dataset, data_root=args.data_root, preset=args.preset, model_kwargs=overrides,
+        steps=args.steps if args.steps is not None else 4, encoding=args.encoding, epochs=args.epochs,
+        lr=args.lr if args.lr is not None else (1e-3 if ftwt else 5e-3),
+        head_lr=args.head_lr, batch_size=args.batch_size, seed=args.seed, ftwt=ftwt, init=args.init,
+        channel_sparsity=args.channel_sparsity, resume=args.resume, progress=not args.quiet,
+    )
+    what = f"FTWT r={args.ftwt}" if ftwt else "unmasked"
+    print(f"test accuracy {100 * result['accuracy']:.2f}% ({what} spiking CNN, {result['config']['dataset']}, "
+          f"{result['config']['num_steps']} steps) -> {args.out}")
+    return result
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.model == "cnn":
+        _train_cnn(args)
+        return 0
     _train_mlp(args)
     return 0
 
@@ -225,11 +256,35 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"fixed-point accuracy {100 * fixed.accuracy:.2f}% (float {100 * floating.accuracy:.2f}%)")
     print(fixed.table())
     energy = _print_energy(fixed, loihi, "loihi1")
-    result = {"float": floating.to_json(), "loihi1_fixed": {**fixed.to_json(), "energy": energy.to_json()}}
+    lava = _lava_check(loihi, data.x_test[: args.lava_samples])
+    result = {"float": floating.to_json(), "loihi1_fixed": {**fixed.to_json(), "energy": energy.to_json()},
+              "lava_equals_numba": lava}
     atomic_write_json(out / "report.json", result)
     plot_report(result["loihi1_fixed"], out / "report.png")
     print(f"report -> {out / 'report.json'}, plot -> {out / 'report.png'}")
     return 0
+
+
+def _lava_check(program: Any, x: torch.Tensor) -> dict[str, Any]:
+    """Run the fixed-point program on Lava and on numba with the same spikes; compare bit for bit."""
+    import numpy as np
+
+    from spike.backends import run
+    from spike.evaluate import encoder_of
+
+    print(f"\n== Loihi through Lava: the same program on lava-nc for {len(x)} test samples")
+    spikes = encoder_of(program)(x, generator=torch.Generator().manual_seed(1))
+    by_lava = run(program, spikes, backend="lava", probes=[program.populations()[0] + ".v"])
+    by_numba = run(program, spikes, backend="numba", probes=[program.populations()[0] + ".v"])
+    same = bool(np.array_equal(by_lava.output, by_numba.output)) and all(
+        np.array_equal(by_lava.probes[k], by_numba.probes[k]) for k in by_numba.probes
+    )
+    print(f"lava output spikes and membranes equal numba's bit for bit: {same} "
+          f"(lava {by_lava.timing['ms_per_step']:.2f} ms/step, numba {by_numba.timing['ms_per_step']:.3f} ms/step)")
+    if not same:
+        raise RuntimeError("the lava run differs from the numba run of the same fixed-point program")
+    return {"samples": len(x), "equal": same, "lava_ms_per_step": by_lava.timing["ms_per_step"],
+            "numba_ms_per_step": by_numba.timing["ms_per_step"]}
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -238,22 +293,34 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model")
-    t.add_argument("model", choices=["mlp"], help="model family")
+    t.add_argument("model", choices=["mlp", "cnn"], help="model family")
     t.add_argument("--dataset", default="digits", help="digits (built in), mnist or cifar10")
     t.add_argument("--data-root", default=None, help="folder with the MNIST/CIFAR-10 files")
     t.add_argument("--out", required=True, help="checkpoint path (written atomically)")
     t.add_argument("--epochs", type=int, default=15)
-    t.add_argument("--steps", type=int, default=16, help="simulation time steps per sample")
+    t.add_argument("--steps", type=int, default=None, help="simulation time steps per sample (mlp 16, cnn 4)")
     t.add_argument("--encoding", default="direct", choices=["direct", "rate", "latency"])
     t.add_argument("--hidden", type=int, nargs="+", default=[128])
-    t.add_argument("--beta", type=float, default=0.9)
+    t.add_argument("--beta", type=float, default=None, help="LIF decay (mlp 0.9, cnn 0.5)")
     t.add_argument("--reset", default="subtract", choices=["subtract", "zero", "none"])
     t.add_argument("--no-reset-delay", action="store_true",
                    help="reset in the step that spikes (Loihi's rule; needed for --precision fixed)")
-    t.add_argument("--lr", type=float, default=5e-3)
+    t.add_argument("--lr", type=float, default=None, help="default 5e-3 (1e-3 for cnn --ftwt)")
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+    t.add_argument("--preset", default="digits",
+                   help="cnn: digits, digits_resnet, vgg16, resnet20, resnet56 (spike.models.cnn.PRESETS)")
+    t.add_argument("--ftwt", type=float, default=None, metavar="R",
+                   help="cnn: train FTWT channel masks with target mass ratio R (without: the unmasked baseline)")
+    t.add_argument("--init", default=None, metavar="BASELINE.pt", help="cnn: start from this baseline checkpoint")
+    t.add_argument("--ftwt-mode", default="decoupled", choices=["decoupled", "joint"])
+    t.add_argument("--ftwt-mass", default="spikes", choices=["spikes", "absmax"],
+                   help="channel mass of the targets: spike count (default) or the paper's max |activation|")
+    t.add_argument("--ftwt-window", type=int, default=0, help="steps the mask heads read (0: all)")
+    t.add_argument("--head-lr", type=float, default=2e-2, help="cnn: learning rate of the mask heads")
+    t.add_argument("--channel-sparsity", type=float, default=0.2,
+                   help="cnn: weight of the channel-group spike sparsity penalty (0: off)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(fn=_cmd_train)
 
@@ -290,6 +357,7 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="train -> compile -> run on built-in data")
     d.add_argument("--out-dir", default="runs/demo")
     d.add_argument("--epochs", type=int, default=15)
+    d.add_argument("--lava-samples", type=int, default=8, help="test samples also run on Lava")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(fn=_cmd_demo)
     return p
