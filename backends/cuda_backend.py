@@ -36,7 +36,6 @@ from spike.compiler.program import Program
 _MODELS = {"lif": 0, "if": 0, "cuba_lif": 1, "li": 2}  # = cuda_kernels.MODEL_*
 _RESETS = {"subtract": 0, "zero": 1, "none": 2}  # = cuda_kernels.RESET_*
 _PRECISIONS = ("float32", "fixed")
-_HOST_OPS = ("add",)
 
 _NO_GPU = (
     "no CUDA GPU found and NUMBA_ENABLE_CUDASIM is not set (run on a machine with an NVIDIA GPU "
@@ -70,48 +69,6 @@ def _available() -> str | None:
     except Exception:  # pragma: no cover - driver errors
         ok = False
     return None if ok else _NO_GPU
-
-
-class CudaBackend(Backend):
-    """Adds checks of node fields this backend cannot execute (host ops, populations, geometry)."""
-
-    def check(self, program: Program) -> None:
-        super().check(program)
-        precision = "fixed" if program.metadata.get("precision") == "fixed" else "float32"
-        if precision == "fixed":
-            from spike.compiler.program import ProgramError
-            from spike.compiler.validate import check_fixed_point
-
-            try:
-                check_fixed_point(program)
-            except ProgramError as e:
-                raise BackendError(f"backend {self.name!r} cannot execute this fixed-point program: {e}") from None
-        bad = []
-        for name, node in program.nodes():
-            if isinstance(node, HostOp) and node.op not in _HOST_OPS:
-                bad.append(f"{name} (hostop {node.op!r}; supported: {list(_HOST_OPS)})")
-            elif isinstance(node, Population):
-                if node.precision != precision:
-                    bad.append(f"{name} (population precision {node.precision!r} in a {precision} program)")
-                if node.model not in _MODELS:
-                    bad.append(f"{name} (neuron model {node.model!r})")
-                if node.reset not in _RESETS:
-                    bad.append(f"{name} (reset {node.reset!r})")
-            elif isinstance(node, Pool2d) and node.mode not in ("max", "avg", "sum"):
-                bad.append(f"{name} (pool mode {node.mode!r})")
-            elif isinstance(node, Projection):
-                srcs = program.sources(name)
-                if len(srcs) != 1:
-                    bad.append(f"{name} ({node.KIND} needs exactly one source, has {len(srcs)})")
-                elif program.node(srcs[0]).size != node.in_size:
-                    bad.append(
-                        f"{name} ({node.KIND} expects {node.in_size} inputs, source "
-                        f"{srcs[0]!r} has {program.node(srcs[0]).size})"
-                    )
-                if node.delay < 0:
-                    bad.append(f"{name} (negative delay {node.delay})")
-        if bad:
-            raise BackendError(f"backend {self.name!r} cannot execute node(s) {', '.join(bad)}")
 
 
 # ----------------------------------------------------------------------------- device arrays
@@ -195,7 +152,7 @@ def _to_device(a: np.ndarray) -> Any:
 
 
 BACKEND = register_backend(
-    CudaBackend(
+    Backend(
         name="cuda",
         precisions=frozenset(_PRECISIONS),
         zeros=_zeros,

@@ -34,6 +34,7 @@ class Backend:
     # ``runner(program, inputs, signal_probes, membrane_probes, current_probes) -> RunResult``,
     # called by ``engine.run`` after its checks, with ``inputs`` validated ``[T, B, *shape]`` arrays.
     runner: Callable[..., Any] | None = None
+    host_ops: frozenset[str] = frozenset({"add"})  # HostOp.op values the kernels execute
 
     def kernel(self, kind: str) -> Callable[[Kernel], Kernel]:
         """Decorator registering the kernel of one node kind."""
@@ -67,6 +68,38 @@ class Backend:
                 f"backend {self.name!r} cannot execute node(s) {', '.join(bad)}; "
                 f"it supports {sorted(self.kernels)}"
             )
+        if precision == "fixed":
+            from spike.compiler.program import ProgramError
+            from spike.compiler.validate import check_fixed_point
+
+            try:
+                check_fixed_point(program)
+            except ProgramError as e:
+                raise BackendError(f"backend {self.name!r} cannot execute this fixed-point program: {e}") from None
+        bad = [f"{name} ({why})" for name, why in self._node_problems(program, precision)]
+        if bad:
+            raise BackendError(f"backend {self.name!r} cannot execute node(s) {', '.join(bad)}")
+
+    def _node_problems(self, program: Program, precision: str) -> list[tuple[str, str]]:
+        """Fields of otherwise supported nodes that no kernel of this backend executes."""
+        from spike.compiler.ir import HostOp, Population, Projection
+
+        problems = []
+        for name, node in program.nodes():
+            if isinstance(node, HostOp) and node.op not in self.host_ops:
+                problems.append((name, f"hostop {node.op!r}; supported: {sorted(self.host_ops)}"))
+            elif isinstance(node, Population) and node.precision != precision:
+                problems.append((name, f"population precision {node.precision!r} in a {precision} program"))
+            elif isinstance(node, Projection):
+                srcs = program.sources(name)
+                if len(srcs) != 1:
+                    problems.append((name, f"{node.KIND} needs exactly one source, has {len(srcs)}"))
+                elif program.node(srcs[0]).size != node.in_size:
+                    problems.append((name, f"{node.KIND} expects {node.in_size} inputs, source "
+                                           f"{srcs[0]!r} has {program.node(srcs[0]).size}"))
+                if node.delay < 0:
+                    problems.append((name, f"negative delay {node.delay}"))
+        return problems
 
 
 _BACKENDS: dict[str, Backend] = {}
