@@ -12,7 +12,19 @@ def _mlp(**kwargs: Any) -> nn.Module:
     return SpikingMLP(**kwargs)
 
 
-MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {"mlp": _mlp}
+def _cnn(**kwargs: Any) -> nn.Module:
+    from spike.models.cnn import SpikingCNN
+
+    return SpikingCNN(**kwargs)
+
+
+def _spikegpt(**kwargs: Any) -> nn.Module:
+    from spike.models.spikegpt import SpikeGPT
+
+    return SpikeGPT(**kwargs)
+
+
+MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {"mlp": _mlp, "cnn": _cnn, "spikegpt": _spikegpt}
 
 
 def build_model(kind: str, **kwargs: Any) -> nn.Module:

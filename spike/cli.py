@@ -109,8 +109,11 @@ def _train_cnn(args: argparse.Namespace) -> dict[str, Any]:
         overrides["beta"] = args.beta
     if args.init is None:
         overrides.setdefault("beta", 0.5)
+    from spike.models.cnn import DATASET_PRESETS
+
+    preset = args.preset or DATASET_PRESETS.get(args.dataset, "digits")
     result = train_cnn(
-        out=args.out, dataset=args.dataset, data_root=args.data_root, preset=args.preset, model_kwargs=overrides,
+        out=args.out, dataset=args.dataset, data_root=args.data_root, preset=preset, model_kwargs=overrides,
         steps=args.steps if args.steps is not None else 4, encoding=args.encoding, epochs=args.epochs,
         lr=args.lr if args.lr is not None else (1e-3 if ftwt else 5e-3),
         head_lr=args.head_lr, batch_size=args.batch_size, seed=args.seed, ftwt=ftwt, init=args.init,
@@ -125,6 +128,11 @@ def _train_cnn(args: argparse.Namespace) -> dict[str, Any]:
 def _cmd_train(args: argparse.Namespace) -> int:
     if args.model == "cnn":
         _train_cnn(args)
+        return 0
+    if args.model == "spikegpt":
+        from spike.cli_spikegpt import train_spikegpt
+
+        train_spikegpt(args)
         return 0
     _train_mlp(args)
     return 0
@@ -293,7 +301,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model")
-    t.add_argument("model", choices=["mlp", "cnn"], help="model family")
+    t.add_argument("model", choices=["mlp", "cnn", "spikegpt"], help="model family")
     t.add_argument("--dataset", default="digits", help="digits (built in), mnist or cifar10")
     t.add_argument("--data-root", default=None, help="folder with the MNIST/CIFAR-10 files")
     t.add_argument("--out", required=True, help="checkpoint path (written atomically)")
@@ -309,8 +317,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
-    t.add_argument("--preset", default="digits",
-                   help="cnn: digits, digits_resnet, vgg16, resnet20, resnet56 (spike.models.cnn.PRESETS)")
+    t.add_argument("--preset", default=None,
+                   help="cnn: digits, mnist, digits_resnet, vgg16, resnet20, resnet56 (spike.models.cnn.PRESETS; "
+                        "default by dataset: digits, mnist, vgg16 for cifar10)")
     t.add_argument("--ftwt", type=float, default=None, metavar="R",
                    help="cnn: train FTWT channel masks with target mass ratio R (without: the unmasked baseline)")
     t.add_argument("--init", default=None, metavar="BASELINE.pt", help="cnn: start from this baseline checkpoint")
@@ -319,10 +328,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="channel mass of the targets: spike count (default) or the paper's max |activation|")
     t.add_argument("--ftwt-window", type=int, default=0, help="steps the mask heads read (0: all)")
     t.add_argument("--head-lr", type=float, default=2e-2, help="cnn: learning rate of the mask heads")
-    t.add_argument("--channel-sparsity", type=float, default=0.2,
-                   help="cnn: weight of the channel-group spike sparsity penalty (0: off)")
+    t.add_argument("--channel-sparsity", type=float, default=None,
+                   help="cnn: weight of the channel-group spike sparsity penalty (default 0.7 for the "
+                        "baseline, 0 with --ftwt)")
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(fn=_cmd_train)
+    from spike.cli_spikegpt import add_eval_parser, add_generate_parser, add_train_arguments
+
+    add_train_arguments(t)  # spikegpt: --size, --data, --minutes, ... (skips options above)
+    add_eval_parser(sub)
+    add_generate_parser(sub)
 
     c = sub.add_parser("compile", help="compile a checkpoint or a NIR graph to an IR program (HDF5)")
     c.add_argument("checkpoint", help="a checkpoint from `spike train`, or a .nir graph")
