@@ -274,3 +274,6 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
         if ctx.mem_u is not None:
             ctx.mem_u[t] = u.to(torch.int32)
         ctx.counts["neuron_updates"] += node.size
+
+
+from spike.backends import torch_gate  # noqa: E402,F401  (FTWT gates: gate kernel, gated conv2d/population)

@@ -66,7 +66,9 @@ class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         from spike.layers import TimeDistributed
 
-        return isinstance(m, (TimeDistributed, *self.leaves)) or super().is_leaf_module(m, qualname)
+        if isinstance(m, (TimeDistributed, *self.leaves)) or type(m) in MODULE_LOWERINGS:
+            return True  # modules with their own lowering (e.g. spike.ftwt.GatedConv) stay whole
+        return super().is_leaf_module(m, qualname)
 
 
 @dataclass
@@ -117,6 +119,10 @@ class _Lowering:
         node = self.b.graph.nodes[name]["node"]
         if isinstance(node, Projection) and not (isinstance(node, Pool2d) and node.mode == "max"):
             return name
+        if isinstance(node, BatchNorm):  # fold_batchnorm turns it into its Dense/Conv2d source
+            srcs = list(self.b.graph.predecessors(name))
+            if len(srcs) == 1 and isinstance(self.b.graph.nodes[srcs[0]]["node"], (Dense, Conv2d)):
+                return name
         shape = self.shapes[name]
         return self.add(f"{name}_id", Identity(shape=shape, in_shape=shape), [name])
 
@@ -476,3 +482,7 @@ def _reset_states(model: nn.Module) -> None:
 
 def _detect_signal(x: torch.Tensor) -> str:
     return "spike" if bool(((x == 0) | (x == 1)).all()) else "real"
+
+
+# Lowerings that live in their own modules register themselves on import.
+from spike.compiler import ftwt_lowering  # noqa: E402,F401  (spike.ftwt.GatedConv)

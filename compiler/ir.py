@@ -199,3 +199,33 @@ def conv_output_hw(
     return tuple(
         (hw[i] + 2 * padding[i] - kernel[i]) // stride[i] + 1 for i in range(2)
     )  # type: ignore[return-value]
+
+
+@dataclass(frozen=True, eq=False)
+class Gate(Node):
+    """An FTWT channel mask (``spike.ftwt``): a predictor head that reads its single source and the
+    mask it applies to the Population it feeds (edge Gate -> Population; ``shape`` is ``(C_out,)``,
+    one entry per channel of that population, whose neurons are channel-major).
+
+    Per sample: ``sums[c]`` = the source's values summed over the first ``window`` steps (0: all
+    steps of the run) and over all positions of channel ``c`` of ``in_shape`` ``(C_in, ...)``;
+    ``P = softmax(sums / positions) @ weight.T + bias`` (``weight [C_out, C_in]``, ``bias
+    [C_out]``, see ``spike.ftwt.gate_logits``); channel ``c`` is kept when ``P[c] > 0``
+    (``sigmoid(P) > 0.5``), for every step. A masked channel's neurons receive no synaptic
+    operations, do no updates and never spike. The output of the node is the mask (1 kept, 0
+    masked) at every step. Rules (``validate``): the population's other inputs are conv2d
+    projections reading the gate's source; nothing here is on a cycle.
+    """
+
+    KIND: ClassVar[str] = "gate"
+    in_shape: tuple[int, ...] = ()
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    window: int = 0
+
+    @property
+    def in_size(self) -> int:
+        return _size(self.in_shape)
+
+
+NODE_TYPES[Gate.KIND] = Gate

@@ -57,7 +57,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from spike.compiler.ir import (
-    Conv2d, Dense, Identity, Input, Output, Pool2d, Population, Projection, Sparse,
+    Conv2d, Dense, Gate, Identity, Input, Output, Pool2d, Population, Projection, Sparse,
 )
 from spike.compiler.program import Program
 
@@ -196,6 +196,8 @@ def connections(program: Program) -> list[Connection]:
             continue
         to_host = not isinstance(node, Population)  # host op / batchnorm: runs on the host
         for pred in program.sources(name):
+            if isinstance(program.node(pred), Gate):
+                continue  # an FTWT channel mask from the host, not spike traffic (its source's events go to the gate)
             source, m, delay = _resolve(program, pred, frozenset())
             src_node = program.node(source)
             on_host = not _on_chip_source(src_node)

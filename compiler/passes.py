@@ -35,6 +35,7 @@ from spike.compiler.program import Program, ProgramError
 from spike.compiler.validate import (
     ELEMENTWISE_HOST_OPS,
     check_connections,
+    check_gates,
     check_graph,
     check_node,
     rebuild_graph,
@@ -274,9 +275,11 @@ def _stages_or_graph_order(program: Program) -> list[tuple[str, ...]]:
 # ---- check_cycles -----------------------------------------------------------------------
 def check_cycles(program: Program) -> Program:
     """Raise :class:`ProgramError` naming the nodes of a cycle without a projection of delay
-    >= 1; return the program unchanged otherwise."""
+    >= 1, or a gate breaking :func:`~spike.compiler.validate.check_gates`; return the program
+    unchanged otherwise."""
     check_graph(program)
     program.schedule()
+    check_gates(program)
     return program
 
 

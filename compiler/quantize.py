@@ -465,6 +465,8 @@ def quantize(program: Program, weight_bits: int = 8) -> Program:
             raise _err(name, node, None, f"host op {node.op!r} has no fixed-point form ({SPIKES_ONLY_HINT})")
         if isinstance(node, BatchNorm):
             raise _err(name, node, None, "BatchNorm must be folded first (spike.compiler.passes.fold_batchnorm)")
+        if node.KIND == "gate":
+            raise _err(name, node, None, "FTWT gates run in float32 programs only (no fixed-point form yet)")
     projs: dict[str, _Proj] = {}
     for name, node in nodes.items():
         if isinstance(node, Population):

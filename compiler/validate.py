@@ -35,6 +35,7 @@ from spike.compiler.ir import (
     BatchNorm,
     Conv2d,
     Dense,
+    Gate,
     HostOp,
     Identity,
     Input,
@@ -66,6 +67,8 @@ __all__ = [
     "check_io",
     "check_node",
     "check_connections",
+    "check_gates",
+    "gate_of",
     "ordered_edges",
     "node_label",
 ]
@@ -76,6 +79,7 @@ REQUIRED_ARRAYS: dict[type[Node], tuple[str, ...]] = {
     Sparse: ("indptr", "indices", "data"),
     Conv2d: ("weight",),
     BatchNorm: ("running_mean", "running_var"),
+    Gate: ("weight", "bias"),
 }
 # Array fields holding integers (CSR structure); every other array field holds floats.
 INTEGER_ARRAYS: dict[type[Node], tuple[str, ...]] = {Sparse: ("indptr", "indices")}
@@ -319,6 +323,21 @@ def check_node(name: str, node: Any) -> None:
     elif isinstance(node, HostOp):
         if not node.op:
             raise _err(name, node, "op", "must name an operation")
+    elif isinstance(node, Gate):
+        _check_gate(name, node)
+
+
+def _check_gate(name: str, node: Gate) -> None:
+    if len(node.shape) != 1:
+        raise _err(name, node, "shape", f"expected (C_out,) (one mask entry per channel), got {node.shape}")
+    _check_shape_tuple(name, node, "in_shape", node.in_shape)
+    if not node.in_shape:
+        raise _err(name, node, "in_shape", "required: the source's shape (C_in, ...)")
+    c_out, c_in = node.shape[0], node.in_shape[0]
+    _expect_shape(name, node, "weight", node.weight, (c_out, c_in), "[C_out, C_in] of the head's 1x1 conv")
+    _expect_shape(name, node, "bias", node.bias, (c_out,), "one per output channel")
+    if node.window < 0:
+        raise _err(name, node, "window", f"must be >= 0 (0 = all steps), got {node.window}")
 
 
 def _check_csr(name: str, node: Sparse) -> None:
@@ -405,11 +424,19 @@ def check_connections(program: Program) -> None:
             elif not node.in_shape and node.size != sn.size and isinstance(node, Identity):
                 raise _err(name, node, "shape", f"size {node.size} differs from source {src!r} size {sn.size}")
             continue
+        if isinstance(node, Gate):
+            (src,) = _n_sources(program, name, node, "1")
+            sn = program.node(src)
+            if node.in_size != sn.size:
+                raise _err(name, node, "in_shape", f"{node.in_shape} has {node.in_size} elements but source {src!r} has size {sn.size} {sn.shape}")
+            continue
         if isinstance(node, Population) or (isinstance(node, HostOp) and node.op in ELEMENTWISE_HOST_OPS):
             if isinstance(node, HostOp):
                 _n_sources(program, name, node, "1+")
             for src in program.sources(name):
                 sn = program.node(src)
+                if isinstance(sn, Gate):
+                    continue  # a channel mask, not a current (check_gates)
                 if sn.size != node.size:
                     raise _err(name, node, "shape", f"size {node.size} {node.shape} differs from source {src!r} size {sn.size} {sn.shape}")
 
@@ -423,6 +450,60 @@ def validate_program(program: Program) -> None:
     check_connections(program)
     check_precision(program)
     program.schedule()  # raises ProgramError on a cycle without delay
+    check_gates(program)
+
+
+# ---- FTWT gates -------------------------------------------------------------------------
+def gate_of(program: Program, population: str) -> str | None:
+    """The Gate that masks ``population`` (None when it has none)."""
+    gates = [s for s in program.sources(population) if isinstance(program.node(s), Gate)]
+    return gates[0] if gates else None
+
+
+def check_gates(program: Program) -> None:
+    """Rules of ``Gate`` nodes (see :class:`~spike.compiler.ir.Gate`), naming the node:
+
+    every consumer of a gate is a Population whose size is a multiple of the gate's channels (and,
+    when the population has a channel axis, ``shape[0] == C_out``); a population has at most one
+    gate; every other input of a gated population is a conv2d projection (possibly through the
+    BatchNorm folded into it later) reading the gate's source; no gate or gated population lies on
+    a cycle.
+    """
+    cyclic: set[str] = set()
+    gates = [(n, node) for n, node in program.nodes() if isinstance(node, Gate)]
+    if not gates:
+        return
+    for stage in program.schedule():
+        if stage.cyclic:
+            cyclic.update(stage.nodes)
+    for name, node in gates:
+        consumers = program.consumers(name)
+        if not consumers:
+            raise _err(name, node, None, "masks nothing: a gate must feed a population")
+        (src,) = program.sources(name) or [None]
+        if name in cyclic:
+            raise _err(name, node, None, "lies on a cycle; gates need their source's counts before the masked layer runs")
+        c_out = node.shape[0] if node.shape else 0
+        for pop in consumers:
+            pn = program.node(pop)
+            if not isinstance(pn, Population):
+                raise _err(name, node, None, f"feeds {pop!r} ({pn.KIND}); a gate masks populations only")
+            if c_out < 1 or pn.size % c_out or (len(pn.shape) > 1 and pn.shape[0] != c_out):
+                raise _err(pop, pn, "shape", f"{pn.shape} does not split into the {c_out} channels of gate {name!r}")
+            if pop in cyclic:
+                raise _err(pop, pn, None, f"is gated by {name!r} and lies on a cycle (not supported)")
+            for other in program.sources(pop):
+                on = program.node(other)
+                if other == name:
+                    continue
+                if isinstance(on, Gate):
+                    raise _err(pop, pn, None, f"has two gates ({name!r}, {other!r}); at most one is allowed")
+                proj = other
+                if isinstance(on, BatchNorm) and len(program.sources(other)) == 1:  # not folded yet
+                    proj = program.sources(other)[0]
+                if not isinstance(program.node(proj), Conv2d) or program.sources(proj) != [src]:
+                    raise _err(pop, pn, None, f"is gated by {name!r}, so its inputs must be conv2d projections reading "
+                               f"the gate's source {src!r}; input {other!r} ({on.KIND}) is not")
 
 
 # ---- precision --------------------------------------------------------------------------
@@ -515,6 +596,8 @@ def _check_fixed_node(name: str, node: Node, program: Program) -> None:
         return
     if isinstance(node, HostOp):
         raise _err(name, node, None, "host ops have no fixed-point form")
+    if isinstance(node, Gate):
+        raise _err(name, node, None, "FTWT gates run in float32 programs only (no fixed-point form yet)")
     if isinstance(node, BatchNorm):
         raise _err(name, node, None, "fold BatchNorm before quantising")
     if isinstance(node, Pool2d):

@@ -22,3 +22,36 @@ class TimeDistributed(nn.Module):
         T, B = x.shape[:2]
         y = self.module(x.reshape(T * B, *x.shape[2:]))
         return y.reshape(T, B, *y.shape[1:])
+
+
+def shift_steps(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """``x[t - steps]`` at step ``t`` (zeros for ``t < steps``), on a time-first ``[T, ...]`` tensor."""
+    if steps <= 0:
+        return x
+    if steps >= x.shape[0]:
+        return torch.zeros_like(x)
+    return torch.cat((torch.zeros_like(x[:steps]), x[:-steps]), dim=0)
+
+
+class Delayed(nn.Module):
+    """``module`` applied to its input ``steps`` steps late: ``y[t] = module(x[t - steps])``, with
+    ``x = 0`` before the start (a layer with a bias delivers only the bias then).
+
+    Wrap a synaptic layer (Linear, Conv2d, pooling, or ``nn.Identity`` for a residual path; inside
+    ``TimeDistributed`` where needed) to model a synaptic delay, e.g. Loihi's one step: the compiler
+    lowers it to the same projection with ``delay`` increased by ``steps``, so the model equals the
+    program compiled for a Loihi target.
+    """
+
+    def __init__(self, module: nn.Module, steps: int = 1) -> None:
+        super().__init__()
+        if int(steps) < 0:
+            raise ValueError(f"Delayed: steps must be >= 0, got {steps!r}")
+        self.module = module
+        self.steps = int(steps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(shift_steps(x, self.steps))
+
+    def extra_repr(self) -> str:
+        return f"steps={self.steps}"

@@ -1,0 +1,306 @@
+"""FTWT gates on the numba backend: the ``gate`` kernel, and gated forms of the ``conv2d`` and
+``population`` kernels (registered onto ``numba_backend.BACKEND``; the plain kernels still run
+every node that no gate touches).
+
+Per sample ``b`` with mask ``keep[b]`` (``backends.gate_common.gate_mask``):
+
+- a conv2d projection into a gated population adds each input event's kernel taps into the kept
+  output channels only; ``syn_ops``/``macs`` count the (event, non-zero weight) pairs delivered
+  into kept channels, ``dense_ops`` stays the dense count of the layer; masked channels' outputs
+  are 0 (no bias);
+- the gated population updates only the neurons of kept channels (the same float32 operations, in
+  the same order, as ``numba_kernels.population_forward``); masked neurons keep ``v = 0``, emit no
+  spike and are not counted in ``neuron_updates``;
+- the gate node outputs the mask (1.0 kept) at every step and counts its head as ``host_flops``.
+
+Gated programs run in float32 (fixed-point programs with gates are refused by validation).
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from spike.backends import numba_backend as NB
+from spike.backends import numba_kernels as K
+from spike.backends.engine import NodeContext
+from spike.backends.gate_common import add_gate_checks, gate_host_flops, gate_mask, gate_of_population, gated_consumer
+from spike.backends.registry import BackendError
+
+BACKEND = NB.BACKEND
+_CUBA, _LI = K.MODEL_CUBA, K.MODEL_LI
+_SUBTRACT, _ZERO = K.RESET_SUBTRACT, K.RESET_ZERO
+_plain_conv2d = BACKEND.kernels["conv2d"]
+_plain_population = BACKEND.kernels["population"]
+
+
+# ----------------------------------------------------------------------------- compiled loops
+
+
+@njit(cache=True, parallel=True)
+def conv2d_gated_forward(src, wc, tap_nnz, bias, out, t0, t1, delay, geom, act, nact, keep, pairs):
+    """``numba_kernels.conv2d_forward`` restricted per sample to the kept output channels.
+
+    ``act[b, g, :nact[b, g]]`` are the kept channels of group ``g`` (local indices), ``keep[b, co]``
+    (uint8) the mask, ``tap_nnz[b, g, cl, ky, kx]`` the non-zero weights of a tap into kept channels.
+    """
+    C_in, H, W, C_out, Ho, Wo = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
+    kh, kw, sy, sx, py, px = geom[6], geom[7], geom[8], geom[9], geom[10], geom[11]
+    cin_pg, cout_pg = geom[12], geom[13]
+    B = out.shape[1]
+    has_bias = bias.shape[0] > 0
+    HW = H * W
+    HWo = Ho * Wo
+    for b in prange(B):
+        acc = np.empty((Ho, Wo, C_out), np.float32)
+        nops = 0
+        for t in range(t0, t1):
+            o = out[t, b]
+            ts = t - delay
+            if ts < 0:
+                for co in range(C_out):
+                    bv = bias[co] if (has_bias and keep[b, co]) else np.float32(0)
+                    for p in range(HWo):
+                        o[co * HWo + p] = bv
+                continue
+            acc[:] = 0
+            x = src[ts, b]
+            for c in range(C_in):
+                g = c // cin_pg
+                cl = c - g * cin_pg
+                base = g * cout_pg
+                na = nact[b, g]
+                if na == 0:
+                    continue
+                for y in range(H):
+                    for xx in range(W):
+                        v = x[c * HW + y * W + xx]
+                        if v == 0:
+                            continue
+                        for ky in range(kh):
+                            ny = y + py - ky
+                            if ny < 0:
+                                break
+                            if ny % sy != 0:
+                                continue
+                            oy = ny // sy
+                            if oy >= Ho:
+                                continue
+                            for kx in range(kw):
+                                nx = xx + px - kx
+                                if nx < 0:
+                                    break
+                                if nx % sx != 0:
+                                    continue
+                                ox = nx // sx
+                                if ox >= Wo:
+                                    continue
+                                nops += tap_nnz[b, g, cl, ky, kx]
+                                w = wc[g, cl, ky, kx]
+                                a = acc[oy, ox]
+                                if v == 1:
+                                    for jj in range(na):
+                                        j = base + act[b, g, jj]
+                                        a[j] = a[j] + w[j - base]
+                                else:
+                                    for jj in range(na):
+                                        j = base + act[b, g, jj]
+                                        a[j] = a[j] + w[j - base] * v
+            for co in range(C_out):
+                kept = keep[b, co] != 0
+                for oy in range(Ho):
+                    for ox in range(Wo):
+                        if not kept:
+                            o[co * HWo + oy * Wo + ox] = 0
+                        elif has_bias:
+                            o[co * HWo + oy * Wo + ox] = acc[oy, ox, co] + bias[co]
+                        else:
+                            o[co * HWo + oy * Wo + ox] = acc[oy, ox, co]
+        pairs[b] += nops
+
+
+@njit(cache=True, parallel=True)
+def population_gated_forward(
+    cur, ioff, t0, t1, beta, thr, alpha, gain, model, reset, reset_delay, fire_ge,
+    v_state, s_state, i_state, out, mem, record, active, nactive, spikes, updates
+):
+    """``numba_kernels.population_forward`` for the neurons ``active[b, :nactive[b]]`` only."""
+    B = out.shape[1]
+    n = out.shape[2]
+    one = np.float32(1)
+    zero = np.float32(0)
+    ge = fire_ge
+    for b in prange(B):
+        nsp = 0
+        nup = 0
+        v_b = v_state[b]
+        s_b = s_state[b]
+        i_b = i_state[b]
+        na = nactive[b]
+        for t in range(t0, t1):
+            x_t = cur[t + ioff, b]
+            o = out[t, b]
+            for k in range(n):
+                o[k] = zero
+            for kk in range(na):
+                k = active[b, kk]
+                xk = x_t[k]
+                if model == _CUBA:
+                    ii = alpha[k] * i_b[k] + xk
+                    i_b[k] = ii
+                    xk = ii
+                th = thr[k]
+                if model == _LI:
+                    vn = beta[k] * v_b[k] + gain * xk
+                    v_b[k] = vn
+                    o[k] = vn
+                    continue
+                if reset_delay:
+                    if reset == _SUBTRACT:
+                        vn = (beta[k] * v_b[k] + gain * xk) - th * s_b[k]
+                    elif reset == _ZERO:
+                        vn = beta[k] * ((one - s_b[k]) * v_b[k]) + gain * xk
+                    else:
+                        vn = beta[k] * v_b[k] + gain * xk
+                    f = (vn > th) | (ge & (vn == th))
+                    sn = one if f else zero
+                    v_b[k] = vn
+                else:
+                    h = beta[k] * v_b[k] + gain * xk
+                    f = (h > th) | (ge & (h == th))
+                    sn = one if f else zero
+                    if reset == _SUBTRACT:
+                        v_b[k] = h - th * sn
+                    elif reset == _ZERO:
+                        v_b[k] = h * (one - sn)
+                    else:
+                        v_b[k] = h
+                s_b[k] = sn
+                o[k] = sn
+                nsp += f
+            nup += na
+            if record:
+                m = mem[t, b]
+                for k in range(n):
+                    m[k] = v_b[k]
+        spikes[b] += nsp
+        updates[b] += nup
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+def _float_only(ctx: NodeContext, what: str) -> None:
+    if ctx.precision == "fixed":
+        raise BackendError(f"{what} {ctx.name!r}: FTWT gates run in float32 programs only")
+
+
+@BACKEND.kernel("gate")
+def gate(ctx: NodeContext, t0: int, t1: int) -> None:
+    _float_only(ctx, "gate")
+    mask = gate_mask(ctx, ctx.name)
+    ctx.out[t0:t1] = mask.astype(ctx.out.dtype)[None]
+    if t0 == 0:
+        ctx.counts["host_flops"] += gate_host_flops(ctx, ctx.name)
+
+
+def _conv_prep(ctx: NodeContext) -> dict:
+    c = ctx.cache
+    if "g_wc" not in c:
+        node = ctx.node
+        w = NB._f32(node.weight)
+        G = int(node.groups)
+        C_out, cin_pg, kh, kw = w.shape
+        C, H, W, Ho, Wo = NB._geometry_2d(node, (kh, kw))
+        if C_out != node.shape[0] or C % G or C_out % G or cin_pg != C // G:
+            raise BackendError(f"conv2d {ctx.name!r}: weight {w.shape} does not fit in_shape {node.in_shape}, "
+                               f"shape {node.shape}, groups {G}")
+        cout_pg = C_out // G
+        wc = np.ascontiguousarray(w.reshape(G, cout_pg, cin_pg, kh, kw).transpose(0, 2, 3, 4, 1))
+        c["g_wc"] = wc
+        c["g_nz"] = (wc != 0).astype(np.int64)  # [G, cin_pg, kh, kw, cout_pg]
+        c["g_geom"] = np.array([C, H, W, C_out, Ho, Wo, kh, kw, *node.stride, *node.padding, cin_pg, cout_pg], np.int64)
+        c["g_bias"] = NB._bias(node, C_out)
+        hw = np.array([H, W], np.int64)
+        ones = np.full((G, cin_pg, kh, kw), cout_pg, np.int64)
+        c["g_dense_per_step"] = int(K.conv2d_pair_counts(
+            ones, hw, np.array([Ho, Wo], np.int64), np.array([kh, kw], np.int64), np.array(node.stride, np.int64),
+            np.array(node.padding, np.int64), cin_pg).sum())
+    return c
+
+
+def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
+    target = gated_consumer(ctx.program, ctx.name) if ctx.program is not None else None
+    if target is None:
+        _plain_conv2d(ctx, t0, t1)
+        return
+    _float_only(ctx, "conv2d")
+    c = _conv_prep(ctx)
+    keep = gate_mask(ctx, target[1])  # [B, C_out]
+    G, cin_pg, kh, kw, cout_pg = c["g_nz"].shape
+    B = ctx.batch
+    kg = keep.reshape(B, G, cout_pg)
+    nact = kg.sum(axis=2).astype(np.int64)
+    act = np.zeros((B, G, cout_pg), np.int64)
+    for b in range(B):
+        for g in range(G):
+            idx = np.flatnonzero(kg[b, g])
+            act[b, g, : len(idx)] = idx
+    tap_nnz = np.ascontiguousarray(np.einsum("gcyxj,bgj->bgcyx", c["g_nz"], kg.astype(np.int64)))
+    conv2d_gated_forward(
+        NB._source(ctx), c["g_wc"], tap_nnz, c["g_bias"], ctx.out, t0, t1, ctx.node.delay, c["g_geom"], act, nact,
+        keep.astype(np.uint8), ctx.counts[NB._pair_key(ctx)],
+    )
+    ctx.counts["dense_ops"] += c["g_dense_per_step"] * (t1 - t0)
+
+
+def population(ctx: NodeContext, t0: int, t1: int) -> None:
+    found = gate_of_population(ctx.program, ctx.name) if ctx.program is not None else None
+    if found is None:
+        _plain_population(ctx, t0, t1)
+        return
+    _float_only(ctx, "population")
+    gate_name, gi = found
+    node = ctx.node
+    n = node.size
+    c = ctx.cache
+    if "beta" not in c:
+        c["beta"] = NB._param(node.beta, n, 1.0, "beta", ctx.name)
+        c["thr"] = NB._param(node.threshold, n, 1.0, "threshold", ctx.name)
+        c["alpha"] = NB._param(node.alpha, n, 0.0, "alpha", ctx.name) if node.model == "cuba_lif" else NB._EMPTY
+    st = ctx.state
+    if not st:
+        shape = (ctx.batch, n)
+        st.update(v=np.zeros(shape, np.float32), s=np.zeros(shape, np.float32), i=np.zeros(shape, np.float32))
+        keep = gate_mask(ctx, gate_name)  # [B, C]
+        per_channel = n // keep.shape[1]
+        neuron_keep = np.repeat(keep, per_channel, axis=1)  # channel-major neurons
+        nactive = neuron_keep.sum(axis=1).astype(np.int64)
+        active = np.zeros((ctx.batch, n), np.int64)
+        for b in range(ctx.batch):
+            idx = np.flatnonzero(neuron_keep[b])
+            active[b, : len(idx)] = idx
+        st["active"], st["nactive"] = active, nactive
+    srcs = [s for i, s in enumerate(ctx.sources) if i != gi]
+    for s in srcs:
+        if s.shape[2] != n:
+            raise BackendError(f"population {ctx.name!r}: a source has {s.shape[2]} values per step, expected {n}")
+    if not srcs:
+        cur, ioff = np.zeros((t1 - t0, ctx.batch, n), np.float32), -t0
+    elif len(srcs) == 1:
+        cur, ioff = np.ascontiguousarray(srcs[0], dtype=np.float32), 0
+    else:
+        cur, ioff = srcs[0][t0:t1].copy(), -t0
+        for s in srcs[1:]:
+            np.add(cur, s[t0:t1], out=cur)
+    record = ctx.mem is not None
+    population_gated_forward(
+        cur, ioff, t0, t1, c["beta"], c["thr"], c["alpha"], np.float32(node.gain),
+        NB._MODELS[node.model], NB._RESETS[node.reset], bool(node.reset_delay), bool(node.fire_ge),
+        st["v"], st["s"], st["i"], ctx.out, ctx.mem if record else NB._NO_MEM, record, st["active"], st["nactive"],
+        ctx.counts["spikes"], ctx.counts["neuron_updates"],
+    )
+
+
+BACKEND.kernels["conv2d"] = conv2d
+BACKEND.kernels["population"] = population
+add_gate_checks(BACKEND)

@@ -1,0 +1,193 @@
+"""The FTWT demo: train a spiking CNN on the built-in digits, prune it on the fly with FTWT masks,
+compile both networks for a neuromorphic target and count what the masks save.
+
+:func:`run_ftwt_demo` (what ``make demo`` runs for FTWT) trains the unmasked baseline and its FTWT
+version (``r = 0.9``), reports the "estimate before training" (the target rule alone on the
+baseline), compiles both for ``loihi1`` in float32, runs them on the numba backend and prints the
+accuracy and the per-layer operation table with the saving from the masks.
+
+Loihi's synapses deliver one step late and a program compiled for a Loihi target says so
+(``delay=1`` on every projection). The demo therefore trains the network with the same one-step
+synaptic delay (``SpikingCNN(synaptic_delay=1)``) and ``steps = 6 + latency`` time steps (the
+latency is 6 steps: three convs, two poolings, the classifier), so the compiled program computes
+exactly what the trained model computes. (The model is not quantised:
+its first layer takes real-valued pixels and its neurons reset by subtraction, while Loihi's fixed
+point needs spike inputs and reset to zero; FTWT gates run in float32 programs.)
+
+:func:`compare_ops` and :func:`evaluate_compiled` are shared with ``benchmarks/ftwt_digits.py``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+
+from spike.compiler.ir import Gate, Population, Projection
+
+__all__ = ["run_ftwt_demo", "evaluate_compiled", "compare_ops", "program_latency", "QUICK", "FULL"]
+
+# Training recipes (epochs) for the digits; quick fits a couple of minutes on 2 cores.
+QUICK = {"baseline_epochs": 12, "ftwt_epochs": 16}
+FULL = {"baseline_epochs": 30, "ftwt_epochs": 30}
+BASE_STEPS = 6  # steps through the whole network; a delayed network runs ``latency`` more
+
+
+def program_latency(program: Any) -> int:
+    """The largest sum of projection delays on a path from an input to an output."""
+    best: dict[str, int] = {}
+    for stage in program.schedule():
+        for name in stage.nodes:
+            node = program.node(name)
+            here = max((best.get(s, 0) for s in program.sources(name)), default=0)
+            best[name] = here + (node.delay if isinstance(node, Projection) else 0)
+    return max((best.get(o, 0) for o in program.outputs), default=0)
+
+
+def evaluate_compiled(program: Any, x: Any, y: Any, steps: int | None = None, backend: str = "numba",
+                      progress: bool = False) -> dict[str, Any]:
+    """Run ``program`` over ``(x, y)`` and collect the figures: ``accuracy``, ``ops`` (totals per
+    sample), ``keep`` (per gated population: neuron updates / (neurons x steps), the fraction of
+    channels its gate kept), ``report`` (the :class:`spike.evaluate.Report`)."""
+    from spike.evaluate import evaluate_program
+
+    report = evaluate_program(program, x, y, backend=backend, steps=steps, progress=progress)
+    keep = {}
+    for name, node in program.nodes():
+        if isinstance(node, Population) and any(isinstance(program.node(s), Gate) for s in program.sources(name)):
+            keep[name] = report.ops.node_mean(name)["neuron_updates"] / (node.size * report.steps)
+    return {"accuracy": report.accuracy, "ops": report.ops.total(), "keep": keep, "report": report,
+            "steps": report.steps, "ms_per_sample": report.timing["ms_per_sample"]}
+
+
+def compare_ops(base: Any, ftwt: Any) -> dict[str, Any]:
+    """Per-layer and total operation counts of two compiled runs (``Report``s) of the same network,
+    without and with masks: rows ``{name, kind, <key>_base, <key>_ftwt, syn_saving}``."""
+    keys = ("syn_ops", "macs", "neuron_updates", "spikes", "host_flops")
+    rows = []
+    for name in base.ops.per_node:
+        b = base.ops.node_mean(name)
+        f = ftwt.ops.node_mean(name) if name in ftwt.ops.per_node else {k: 0.0 for k in keys}
+        if not any(b[k] or f[k] for k in keys):
+            continue
+        row = {"name": name, "kind": base.ops.kinds.get(name, "")}
+        for k in keys:
+            row[f"{k}_base"], row[f"{k}_ftwt"] = b[k], f[k]
+        row["syn_saving"] = 1 - f["syn_ops"] / b["syn_ops"] if b["syn_ops"] else None
+        rows.append(row)
+    for name in ftwt.ops.per_node:  # gate nodes exist only in the FTWT program
+        if name not in base.ops.per_node:
+            f = ftwt.ops.node_mean(name)
+            rows.append({"name": name, "kind": ftwt.ops.kinds.get(name, ""),
+                         **{f"{k}_base": 0.0 for k in keys}, **{f"{k}_ftwt": f[k] for k in keys}, "syn_saving": None})
+    tb, tf = base.ops.total(), ftwt.ops.total()
+    total = {"name": "total", "kind": ""}
+    for k in keys:
+        total[f"{k}_base"], total[f"{k}_ftwt"] = tb[k], tf[k]
+    total["syn_saving"] = 1 - tf["syn_ops"] / tb["syn_ops"] if tb["syn_ops"] else None
+    return {"rows": rows, "total": total}
+
+
+def render_ops(table: dict[str, Any]) -> str:
+    head = (f"{'node':<24} {'kind':<10} {'syn_ops':>11} {'syn_ops':>11} {'saving':>7} {'updates':>9} {'updates':>9} "
+            f"{'spikes':>8} {'spikes':>8}")
+    sub = f"{'':<24} {'':<10} {'unmasked':>11} {'FTWT':>11} {'':>7} {'unmasked':>9} {'FTWT':>9} {'unmasked':>8} {'FTWT':>8}"
+    lines = [head, sub, "-" * len(head)]
+    for r in table["rows"] + [table["total"]]:
+        if r["name"] == "total":
+            lines.append("-" * len(head))
+        saving = f"{100 * r['syn_saving']:.1f}%" if r["syn_saving"] is not None else ""
+        lines.append(
+            f"{r['name'][:24]:<24} {r['kind'][:10]:<10} {r['syn_ops_base']:>11.0f} {r['syn_ops_ftwt']:>11.0f} {saving:>7} "
+            f"{r['neuron_updates_base']:>9.0f} {r['neuron_updates_ftwt']:>9.0f} {r['spikes_base']:>8.1f} {r['spikes_ftwt']:>8.1f}"
+        )
+    t = table["total"]
+    lines.append(f"macs {t['macs_base']:.0f} -> {t['macs_ftwt']:.0f}, host_flops {t['host_flops_base']:.0f} -> "
+                 f"{t['host_flops_ftwt']:.0f} (the FTWT heads), per sample")
+    return "\n".join(lines)
+
+
+def run_ftwt_demo(out_dir: str | Path, quick: bool = True, ratio: float = 0.9, target: str = "loihi1",
+                  progress: bool = False, seed: int = 0, channel_sparsity: float | None = None,
+                  recipe: dict[str, int] | None = None) -> dict[str, Any]:
+    """Train, estimate, compile and count (module docstring); returns the figures.
+
+    ``quick`` picks the epochs (:data:`QUICK`: about 1.5 minutes on 2 cores; :data:`FULL`);
+    ``recipe`` overrides them (``{"baseline_epochs", "ftwt_epochs"}``); ``channel_sparsity`` the
+    baseline's penalty weight. Writes ``cnn.pt``, ``cnn_ftwt.pt`` (checkpoints), ``cnn.h5``, ``cnn_ftwt.h5`` (programs for
+    ``target``) and ``ftwt_report.json`` (the figures plus both run reports) to ``out_dir``. The
+    returned dict holds JSON-able figures and, under ``"reports"``, the two
+    :class:`spike.evaluate.Report` objects (``.ops``, ``.program``: input for energy tables).
+    """
+    import torch
+
+    from spike.checkpoint import atomic_write_json
+    from spike.cli import compile_checkpoint
+    from spike.cnn_training import estimate_reduction, ftwt_report, train_cnn
+    from spike.compiler.serialize import save_program
+    from spike.data import load_digits
+    from spike.encoders import Encoder
+    from spike.models.cnn import PRESETS
+
+    t_start = time.perf_counter()
+    recipe = dict(recipe or (QUICK if quick else FULL))  # {"baseline_epochs", "ftwt_epochs"}
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_digits()
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    delay = 1 if target.lower().startswith("loihi") else 0
+    latency = delay * (len(PRESETS["digits"]["layers"]) + 1)  # every conv, pooling and the classifier
+    steps = BASE_STEPS + latency
+    extra = {} if channel_sparsity is None else {"channel_sparsity": channel_sparsity}  # the baseline's
+    common = dict(data=data, progress=progress, seed=seed)
+
+    print(f"== FTWT 1/4 train the unmasked spiking CNN on the digits ({steps} steps"
+          + (f", {delay}-step synaptic delay as on {target}" if delay else "") + ")")
+    base = train_cnn(out=out / "cnn.pt", preset="digits", model_kwargs={"synaptic_delay": delay}, steps=steps,
+                     epochs=recipe["baseline_epochs"], **common, **extra)
+    print(f"unmasked test accuracy {100 * base['accuracy']:.2f}% -> {out / 'cnn.pt'}")
+
+    encoder = Encoder("direct", steps)
+    est = estimate_reduction(base["model"], data.x_test, data.y_test, encoder, ratio)
+    print(f"== FTWT 2/4 estimate before training: the target rule at r={ratio} on the trained network keeps "
+          + ", ".join(f"{100 * v:.0f}%" for v in est["keep"].values())
+          + f" of the channels per layer: {100 * est['reduction']:.1f}% fewer syn_ops expected")
+
+    print(f"== FTWT 3/4 train the FTWT mask heads (r={ratio}) from the baseline")
+    ftwt = train_cnn(out=out / "cnn_ftwt.pt", init=out / "cnn.pt", ftwt={"ratio": ratio}, lr=1e-3,
+                     epochs=recipe["ftwt_epochs"], **common)
+    torch_fig = ftwt_report(ftwt["model"], data.x_test, data.y_test, encoder)
+    print(f"FTWT test accuracy {100 * ftwt['accuracy']:.2f}%, mask accuracy "
+          + ", ".join(f"{100 * v:.1f}%" for v in torch_fig["mask_accuracy"].values()) + f" -> {out / 'cnn_ftwt.pt'}")
+
+    print(f"== FTWT 4/4 compile both for {target} (float32) and run them on the numba backend")
+    pb = compile_checkpoint(str(out / "cnn.pt"), target=target)
+    pf = compile_checkpoint(str(out / "cnn_ftwt.pt"), target=target)
+    save_program(pb, out / "cnn.h5")
+    save_program(pf, out / "cnn_ftwt.h5")
+    rb = evaluate_compiled(pb, data.x_test, data.y_test)
+    rf = evaluate_compiled(pf, data.x_test, data.y_test)
+    table = compare_ops(rb["report"], rf["report"])
+    measured = table["total"]["syn_saving"]
+    print(f"compiled accuracy: unmasked {100 * rb['accuracy']:.2f}%, FTWT {100 * rf['accuracy']:.2f}% "
+          f"({data.num_test} digits test samples, {steps} steps, {rf['ms_per_sample']:.2f} ms/sample on numba)")
+    print(render_ops(table))
+    print("kept channels per gated layer (compiled run): "
+          + ", ".join(f"{k} {100 * v:.1f}%" for k, v in rf["keep"].items()))
+    print(f"syn_ops saved by the masks: {100 * measured:.1f}% measured, {100 * est['reduction']:.1f}% "
+          "predicted before training")
+
+    figures = {
+        "ratio": ratio, "target": target, "steps": steps, "synaptic_delay": delay,
+        "accuracy": {"baseline": base["accuracy"], "ftwt": ftwt["accuracy"],
+                     "baseline_compiled": rb["accuracy"], "ftwt_compiled": rf["accuracy"]},
+        "predicted_reduction": est["reduction"], "measured_reduction": measured,
+        "keep": rf["keep"], "mask_accuracy": torch_fig["mask_accuracy"],
+        "ops": {"baseline": rb["ops"], "ftwt": rf["ops"]}, "op_table": table,
+        "programs": {"baseline": str(out / "cnn.h5"), "ftwt": str(out / "cnn_ftwt.h5")},
+        "seconds": time.perf_counter() - t_start,
+    }
+    atomic_write_json(out / "ftwt_report.json", {**figures, "reports": {
+        "baseline": rb["report"].to_json(), "ftwt": rf["report"].to_json()}})
+    print(f"report -> {out / 'ftwt_report.json'} ({figures['seconds']:.0f} s)")
+    return {**figures, "reports": {"baseline": rb["report"], "ftwt": rf["report"]}}
