@@ -613,3 +613,6 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
         )
     ctx.counts["neuron_updates"] += n * nsteps
     _finish(ctx, t1)
+
+
+from spike.backends import cuda_gate  # noqa: E402,F401  (FTWT gates: gate kernel, gated conv2d/population)

@@ -841,3 +841,125 @@ def population_fixed_forward(
             v_state[b, k] = v
             if nsp != 0:
                 cuda.atomic.add(spikes, b, nsp)
+
+
+# ----------------------------------------------------------------------------- FTWT gates
+#
+# Gated forms of ``conv2d_deliver`` and ``population_forward`` (used by ``cuda_gate``; the numba
+# loops are ``numba_gate.conv2d_gated_forward`` / ``population_gated_forward``). They live in this
+# module because the simulator swaps ``cuda`` into a module's globals for a launch: a kernel calling
+# ``_neuron`` from another module would race on that swap.
+
+
+@cuda.jit
+def conv2d_gated_deliver(src, idx, cnt, wc, bias, has_bias, keep, out, t0, nsteps, delay, geom, pairs):
+    """``conv2d_deliver`` into the kept output channels only (``keep[b, co]`` != 0).
+
+    Per event, the taps into kept channels are added (zero weights included, as the numba kernel
+    adds them); ``pairs[b]`` counts the (event, non-zero weight) pairs into kept channels (one
+    integer atomic per thread and work unit). Masked channels' outputs are 0 (no bias); kept ones
+    get ``acc + bias``.
+    """
+    H = geom[1]
+    W = geom[2]
+    Ho = geom[4]
+    Wo = geom[5]
+    kh = geom[6]
+    kw = geom[7]
+    sy = geom[8]
+    sx = geom[9]
+    py = geom[10]
+    px = geom[11]
+    cin_pg = geom[12]
+    cout_pg = geom[13]
+    B = out.shape[1]
+    n_out = out.shape[2]
+    HW = H * W
+    HWo = Ho * Wo
+    nwork = kh * kw * cout_pg
+    tid = cuda.threadIdx.x
+    for r in range(cuda.blockIdx.x, nsteps * B, cuda.gridDim.x):
+        b = r % B
+        tt = r // B
+        t = t0 + tt
+        ts = t - delay
+        if ts < 0:
+            for o in range(tid, n_out, TPB):
+                co = o // HWo
+                if has_bias and keep[b, co] != 0:
+                    out[t, b, o] = bias[co]
+                else:
+                    out[t, b, o] = ZERO
+            continue
+        for o in range(tid, n_out, TPB):
+            out[t, b, o] = ZERO
+        cuda.syncthreads()
+        nops = 0
+        m = cnt[tt, b]
+        for k in range(m):
+            i = idx[tt, b, k]
+            v = src[ts, b, i]
+            c = i // HW
+            rem = i - c * HW
+            y = rem // W
+            x = rem - y * W
+            g = c // cin_pg
+            cl = c - g * cin_pg
+            base = g * cout_pg
+            for wid in range(tid, nwork, TPB):
+                tap = wid // cout_pg
+                j = wid - tap * cout_pg
+                if keep[b, base + j] == 0:
+                    continue
+                ky = tap // kw
+                kx = tap - ky * kw
+                ny = y + py - ky
+                nx = x + px - kx
+                if ny >= 0 and nx >= 0 and ny % sy == 0 and nx % sx == 0:
+                    oy = ny // sy
+                    ox = nx // sx
+                    if oy < Ho and ox < Wo:
+                        w = wc[g, cl, ky, kx, j]
+                        if w != ZERO:
+                            nops += 1
+                        o = (base + j) * HWo + oy * Wo + ox
+                        if v == ONE:
+                            out[t, b, o] = out[t, b, o] + w
+                        else:
+                            out[t, b, o] = out[t, b, o] + fmul(w, v)
+            cuda.syncthreads()
+        if nops != 0:
+            cuda.atomic.add(pairs, b, nops)
+        for o in range(tid, n_out, TPB):
+            co = o // HWo
+            if keep[b, co] == 0:
+                out[t, b, o] = ZERO
+            elif has_bias:
+                out[t, b, o] = out[t, b, o] + bias[co]
+        cuda.syncthreads()  # the outputs are final before the block's next unit
+
+
+@cuda.jit
+def population_gated_forward(
+    cur, ioff, t0, t1, beta, thr, alpha, gain, model, reset, reset_delay, fire_ge,
+    v_state, s_state, i_state, out, mem, record, keep, spikes,
+):
+    """``cuda_kernels.population_forward`` for the kept neurons (``keep[b, k]`` != 0); masked
+    neurons output 0, keep their (zero) state, never spike, and record their state as membrane."""
+    B = out.shape[1]
+    n = out.shape[2]
+    n_tiles = (n + TPB - 1) // TPB
+    tid = cuda.threadIdx.x
+    for r in range(cuda.blockIdx.x, B * n_tiles, cuda.gridDim.x):
+        b = r // n_tiles
+        k = (r - b * n_tiles) * TPB + tid
+        if k < n:
+            if keep[b, k] != 0:
+                _neuron(cur, ioff, t0, t1, beta, thr, alpha, gain, model, reset, reset_delay, fire_ge,
+                        v_state, s_state, i_state, out, mem, record, spikes, b, k)
+            else:
+                vk = v_state[b, k]
+                for t in range(t0, t1):
+                    out[t, b, k] = ZERO
+                    if record:
+                        mem[t, b, k] = vk

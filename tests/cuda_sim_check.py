@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 
 from spike.backends import run
-from spike.compiler.ir import Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse
+from spike.compiler.ir import Conv2d, Dense, Gate, HostOp, Identity, Input, Output, Pool2d, Population, Sparse
 from spike.compiler.program import Program, ProgramBuilder
 
 KEYS = ("syn_ops", "macs", "dense_ops", "neuron_updates", "spikes", "host_flops")
@@ -180,6 +180,37 @@ def sparse(rng):
     return b.build(), spikes(rng, 6, 2, (n_in,), 0.4)
 
 
+def _gate(rng, c_in: int, c_out: int, window: int, shape_in) -> Gate:
+    """A gate head whose mask mixes channels always kept (bias +2), always masked (bias -2) and
+    channels that depend on the sample's counts (bias 0, random weights)."""
+    bias = np.zeros(c_out, np.float32)
+    bias[0::3], bias[1::3] = 2.0, -2.0
+    return Gate(shape=(c_out,), in_shape=tuple(shape_in), weight=weights(rng, (c_out, c_in), 1.5), bias=bias,
+                window=window)
+
+
+def ftwt(rng):
+    """FTWT gates (float32): a gate on the input masking a conv population (spike input), and a
+    windowed gate masking a population fed by two convs of its source (grouped, strided, with
+    bias; one with delay 1), CUBA neurons with zero reset; a dense LI readout of the gated layer."""
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(2, 6, 6)))
+    b.add("c1", Conv2d(shape=(4, 6, 6), in_shape=(2, 6, 6), weight=weights(rng, (4, 2, 3, 3)),
+                       bias=weights(rng, 4, 0.1), padding=(1, 1)), "in")
+    b.add("g1", _gate(rng, 2, 4, 0, (2, 6, 6)), "in")
+    b.add("p1", pop(rng, (4, 6, 6)), ["c1", "g1"])
+    b.add("c2", Conv2d(shape=(6, 3, 3), in_shape=(4, 6, 6), weight=weights(rng, (6, 2, 3, 3)),
+                       bias=weights(rng, 6, 0.1), stride=(2, 2), padding=(1, 1), groups=2), "p1")
+    b.add("c2b", Conv2d(shape=(6, 3, 3), in_shape=(4, 6, 6), weight=weights(rng, (6, 4, 2, 2)),
+                        stride=(2, 2), delay=1), "p1")
+    b.add("g2", _gate(rng, 4, 6, 3, (4, 6, 6)), "p1")
+    b.add("p2", pop(rng, (6, 3, 3), model="cuba_lif", reset="zero", reset_delay=False), ["c2", "g2", "c2b"])
+    b.add("fc", Dense(shape=(5,), in_shape=(54,), weight=weights(rng, (5, 54))), "p2")
+    b.add("ro", pop(rng, (5,), model="li"), "fc")
+    b.add("out", Output(shape=(5,)), "ro")
+    return b.build(), spikes(rng, 6, 3, (2, 6, 6), 0.35)
+
+
 def _loihi_pop(rng, shape, model="lif"):
     n = int(np.prod(shape))
     extra = {"alpha": rng.uniform(0, 1, n).astype(np.float32)} if model == "cuba_lif" else {}
@@ -270,6 +301,7 @@ CASES: dict[str, Callable] = {
     "sparse": sparse,
     "fixed_conv": fixed_conv,
     "fixed_recurrent": fixed_recurrent,
+    "ftwt": ftwt,
 }
 LARGE: dict[str, Callable] = {"large_mlp": large_mlp, "large_conv": large_conv}
 

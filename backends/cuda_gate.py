@@ -1,0 +1,193 @@
+"""FTWT gates on the cuda backend: the ``gate`` kernel, and gated forms of the ``conv2d`` and
+``population`` kernels (registered onto ``cuda_backend.BACKEND``; the plain kernels still run
+every node that no gate touches). Same semantics, operation order and counts as ``numba_gate``,
+bit for bit:
+
+- the mask of a gate (``gate_common.gate_mask``) is computed on the host, once per run, from its
+  source's values copied back from the device (small: ``[T, B, C_in*H*W]``);
+- a conv2d projection into a gated population (``cuda_kernels.conv2d_gated_deliver``) adds
+  each input event's taps into the kept output channels only, in ascending event order; its
+  ``syn_ops``/``macs`` are the (event, non-zero weight) pairs into kept channels, counted on the
+  device; ``dense_ops`` stays the dense count of the layer; masked channels output 0 (no bias);
+- the gated population (``cuda_kernels.population_gated_forward``) updates only the neurons
+  of kept channels (the plain kernel's float32 operations); masked neurons keep ``v = 0``, emit no
+  spike and are not counted in ``neuron_updates`` (added on the host from the mask);
+- the gate node outputs the mask (1.0 kept) at every step and counts its head as ``host_flops``.
+
+Gated programs run in float32 (fixed-point programs with gates are refused by validation).
+The kernels are in ``cuda_kernels`` (imported lazily, as in ``cuda_backend``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from spike.backends import cuda_backend as CB
+from spike.backends.engine import NodeContext
+from spike.backends.gate_common import add_gate_checks, gate_host_flops, gate_mask, gate_of_population, gated_consumer
+from spike.backends.registry import BackendError
+
+BACKEND = CB.BACKEND
+_plain_conv2d = BACKEND.kernels["conv2d"]
+_plain_population = BACKEND.kernels["population"]
+
+
+def _float_only(ctx: NodeContext, what: str) -> None:
+    if CB._fixed(ctx):
+        raise BackendError(f"{what} {ctx.name!r}: FTWT gates run in float32 programs only")
+
+
+class _HostView:
+    """What ``gate_common`` reads of a run (program, shared dict, the gate source's values), with
+    the source copied to the host once per run (kept in ``ctx.shared``)."""
+
+    def __init__(self, ctx: NodeContext, gate: str) -> None:
+        self.program = ctx.program
+        self.shared = ctx.shared
+        srcs = ctx.program.sources(gate)
+        self.values: dict[str, Any] = {}
+        if len(srcs) == 1 and srcs[0] in ctx.values:
+            host = ctx.shared.setdefault("ftwt_gate_sources_host", {})
+            if srcs[0] not in host:
+                host[srcs[0]] = CB._to_numpy(ctx.values[srcs[0]])
+            self.values[srcs[0]] = host[srcs[0]]
+
+
+def _mask(ctx: NodeContext, gate: str) -> np.ndarray:
+    return gate_mask(_HostView(ctx, gate), gate)
+
+
+@BACKEND.kernel("gate")
+def gate(ctx: NodeContext, t0: int, t1: int) -> None:
+    _float_only(ctx, "gate")
+    K = CB._kernels()
+    mask = _mask(ctx, ctx.name).astype(np.float32)  # [B, C]
+    nsteps = t1 - t0
+    total = nsteps * ctx.batch * mask.shape[1]
+    if total:
+        dev = CB._from_numpy(np.broadcast_to(mask[None], (nsteps, *mask.shape)))
+        K.copy_steps[K.blocks_for(total), K.TPB](ctx.out, t0, dev, 0, nsteps)
+    if t0 == 0:
+        ctx.counts["host_flops"] += gate_host_flops(_HostView(ctx, ctx.name), ctx.name)
+
+
+def _conv_prep(ctx: NodeContext) -> dict:
+    c = ctx.cache
+    if "g_wc" not in c:
+        node = ctx.node
+        w = CB._f32(node.weight)
+        G = int(node.groups)
+        if w.ndim != 4:
+            raise BackendError(f"conv2d {ctx.name!r}: weight must be [C_out, C_in/groups, kh, kw], got {w.shape}")
+        C_out, cin_pg, kh, kw = w.shape
+        C, H, W, Ho, Wo = CB._geometry_2d(node, (kh, kw))
+        if C_out != node.shape[0] or C % G or C_out % G or cin_pg != C // G:
+            raise BackendError(f"conv2d {ctx.name!r}: weight {w.shape} does not fit in_shape {node.in_shape}, "
+                               f"shape {node.shape}, groups {G}")
+        cout_pg = C_out // G
+        wc = np.ascontiguousarray(w.reshape(G, cout_pg, cin_pg, kh, kw).transpose(0, 2, 3, 4, 1))
+        vy = CB._reach(H, kh, Ho, node.stride[0], node.padding[0])
+        vx = CB._reach(W, kw, Wo, node.stride[1], node.padding[1])
+        taps = np.full((C, kh, kw), cout_pg, np.int64)
+        c["g_dense_per_step"] = int(np.einsum("yk,ckl,xl->", vy, taps, vx))
+        c["g_wc"] = CB._to_device(wc)
+        c["g_geom"] = CB._to_device(np.array(
+            [C, H, W, C_out, Ho, Wo, kh, kw, *node.stride, *node.padding, cin_pg, cout_pg], np.int64
+        ))
+        c["g_bias"], c["g_has_bias"] = CB._bias(node, C_out, ctx.name)
+        c["g_no_pairs"] = CB._to_device(np.zeros(max(C * H * W, 1), np.int64))  # pairs counted on delivery
+    return c
+
+
+def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
+    target = gated_consumer(ctx.program, ctx.name) if ctx.program is not None else None
+    if target is None:
+        _plain_conv2d(ctx, t0, t1)
+        return
+    _float_only(ctx, "conv2d")
+    c = _conv_prep(ctx)
+    st = ctx.state
+    if "g_keep" not in st:
+        st["g_keep"] = CB._from_numpy(_mask(ctx, target[1]).astype(np.uint8))  # [B, C_out]
+    if t1 > t0 and ctx.batch > 0:
+        K = CB._kernels()
+        src = CB._source(ctx)
+        idx, cnt = CB._gather(ctx, src, t0, t1, ctx.node.delay, c["g_no_pairs"], True)
+        K.conv2d_gated_deliver[K.grid_for((t1 - t0) * ctx.batch), K.TPB](
+            src, idx, cnt, c["g_wc"], c["g_bias"], c["g_has_bias"], st["g_keep"], ctx.out, t0, t1 - t0,
+            ctx.node.delay, c["g_geom"], CB._counter(ctx, CB._pair_key(ctx)),
+        )
+    ctx.counts["dense_ops"] += c["g_dense_per_step"] * (t1 - t0)
+    CB._finish(ctx, t1)
+
+
+def _gated_current(ctx: NodeContext, gi: int, t0: int, t1: int) -> tuple[Any, int]:
+    """The input of the gated population (its sources but the gate, summed in source order, as
+    ``numba_gate.population``) over steps t0..t1-1, and its step offset."""
+    K = CB._kernels()
+    n, B = ctx.node.size, ctx.batch
+    srcs = [CB._source(ctx, i) for i in range(len(ctx.sources)) if i != gi]
+    for s in srcs:
+        if s.shape[2] != n:
+            raise BackendError(f"population {ctx.name!r}: a source has {s.shape[2]} values per step, expected {n}")
+    if len(srcs) == 1:
+        return srcs[0], 0
+    nsteps = t1 - t0
+    cur = CB._scratch(ctx, "cur", (nsteps, B, n), np.float32)
+    if not srcs:
+        CB._fill_zero(cur)
+    else:
+        grid = K.blocks_for(nsteps * B * n)
+        K.copy_steps[grid, K.TPB](cur, 0, srcs[0], t0, nsteps)
+        for s in srcs[1:]:
+            K.add_steps[grid, K.TPB](cur, 0, s, t0, nsteps)
+    return cur, -t0
+
+
+def population(ctx: NodeContext, t0: int, t1: int) -> None:
+    found = gate_of_population(ctx.program, ctx.name) if ctx.program is not None else None
+    if found is None:
+        _plain_population(ctx, t0, t1)
+        return
+    _float_only(ctx, "population")
+    gate_name, gi = found
+    node = ctx.node
+    n, B = node.size, ctx.batch
+    c = ctx.cache
+    K = CB._kernels()
+    if "beta" not in c:
+        c["beta"] = CB._to_device(CB._param(node.beta, n, 1.0, "beta", ctx.name))
+        c["thr"] = CB._to_device(CB._param(node.threshold, n, 1.0, "threshold", ctx.name))
+        alpha = CB._param(node.alpha, n, 0.0, "alpha", ctx.name) if node.model == "cuba_lif" else np.zeros(1, np.float32)
+        c["alpha"] = CB._to_device(alpha)
+        c["no_mem"] = CB._to_device(np.zeros((1, 1, 1), np.float32))
+    st = ctx.state
+    if "v" not in st:
+        for key in ("v", "s", "i"):  # one at a time: each is referenced before the next is drawn
+            st[key] = CB._POOL.zeros((B, n), np.float32)
+        keep = _mask(ctx, gate_name)  # [B, C]
+        if keep.shape[1] == 0 or n % keep.shape[1]:
+            raise BackendError(f"population {ctx.name!r}: {n} neurons do not split into the {keep.shape[1]} "
+                               f"channels of gate {gate_name!r}")
+        neuron_keep = np.repeat(keep, n // keep.shape[1], axis=1)  # channel-major neurons
+        st["g_keep"] = CB._from_numpy(neuron_keep.astype(np.uint8))
+        st["g_nactive"] = neuron_keep.sum(axis=1).astype(np.int64)
+    spikes = CB._counter(ctx, "spikes")
+    nsteps = t1 - t0
+    if nsteps > 0 and B > 0 and n > 0:
+        cur, ioff = _gated_current(ctx, gi, t0, t1)
+        record = ctx.mem is not None
+        n_tiles = (n + K.TPB - 1) // K.TPB
+        K.population_gated_forward[K.grid_for(B * n_tiles), K.TPB](
+            cur, ioff, t0, t1, c["beta"], c["thr"], c["alpha"], np.float32(node.gain),
+            CB._MODELS[node.model], CB._RESETS[node.reset], bool(node.reset_delay), bool(node.fire_ge),
+            st["v"], st["s"], st["i"], ctx.out, ctx.mem if record else c["no_mem"], record, st["g_keep"], spikes,
+        )
+    ctx.counts["neuron_updates"] += st["g_nactive"] * nsteps
+    CB._finish(ctx, t1)
+
+
+BACKEND.kernels["conv2d"] = conv2d
+BACKEND.kernels["population"] = population
+add_gate_checks(BACKEND)
