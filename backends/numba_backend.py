@@ -25,57 +25,13 @@ import numpy as np
 from spike.backends import numba_kernels as K
 from spike.backends.engine import NodeContext
 from spike.backends.registry import Backend, BackendError, register_backend
-from spike.compiler.ir import (
-    Conv2d, Dense, HostOp, Identity, Pool2d, Population, Projection, Sparse, conv_output_hw,
-)
-from spike.compiler.program import Program, ProgramError
+from spike.compiler.ir import Conv2d, Dense, HostOp, Identity, Pool2d, Population, Sparse, conv_output_hw
 from spike.compiler.quantize import loihi_neuron_params
-from spike.compiler.validate import check_fixed_point
 
-_HOST_OPS = ("add",)
 _MODELS = {"lif": K.MODEL_LIF, "if": K.MODEL_LIF, "cuba_lif": K.MODEL_CUBA, "li": K.MODEL_LI}
 _RESETS = {"subtract": K.RESET_SUBTRACT, "zero": K.RESET_ZERO, "none": K.RESET_NONE}
 _EMPTY = np.zeros(0, np.float32)
 _NO_MEM = np.zeros((1, 1, 1), np.float32)
-
-
-class NumbaBackend(Backend):
-    """Adds checks of node fields this backend cannot execute (host ops, fixed populations)."""
-
-    def check(self, program: Program) -> None:
-        super().check(program)
-        precision = "fixed" if program.metadata.get("precision") == "fixed" else "float32"
-        if precision == "fixed":
-            try:
-                check_fixed_point(program)
-            except ProgramError as e:
-                raise BackendError(f"backend {self.name!r} cannot execute this fixed-point program: {e}") from None
-        bad = []
-        for name, node in program.nodes():
-            if isinstance(node, HostOp) and node.op not in _HOST_OPS:
-                bad.append(f"{name} (hostop {node.op!r}; supported: {list(_HOST_OPS)})")
-            elif isinstance(node, Population):
-                if node.precision != precision:
-                    bad.append(f"{name} (population precision {node.precision!r} in a {precision} program)")
-                if node.model not in _MODELS:
-                    bad.append(f"{name} (neuron model {node.model!r})")
-                if node.reset not in _RESETS:
-                    bad.append(f"{name} (reset {node.reset!r})")
-            elif isinstance(node, Pool2d) and node.mode not in ("max", "avg", "sum"):
-                bad.append(f"{name} (pool mode {node.mode!r})")
-            elif isinstance(node, Projection):
-                srcs = program.sources(name)
-                if len(srcs) != 1:
-                    bad.append(f"{name} ({node.KIND} needs exactly one source, has {len(srcs)})")
-                elif program.node(srcs[0]).size != node.in_size:
-                    bad.append(
-                        f"{name} ({node.KIND} expects {node.in_size} inputs, source "
-                        f"{srcs[0]!r} has {program.node(srcs[0]).size})"
-                    )
-                if node.delay < 0:
-                    bad.append(f"{name} (negative delay {node.delay})")
-        if bad:
-            raise BackendError(f"backend {self.name!r} cannot execute node(s) {', '.join(bad)}")
 
 
 class _ArrayPool:
@@ -123,7 +79,7 @@ def _zeros(shape: tuple[int, ...], dtype: str) -> np.ndarray:
 
 
 BACKEND = register_backend(
-    NumbaBackend(
+    Backend(
         name="numba",
         precisions=frozenset({"float32", "fixed"}),
         zeros=_zeros,
@@ -447,3 +403,6 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
         record, ctx.counts["spikes"],
     )
     ctx.counts["neuron_updates"] += n * (t1 - t0)
+
+
+from spike.backends import numba_gate  # noqa: E402,F401  (FTWT gates: gate kernel, gated conv2d/population)
