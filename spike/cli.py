@@ -267,9 +267,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     lava = _lava_check(loihi, data.x_test[: args.lava_samples])
     result = {"float": floating.to_json(), "loihi1_fixed": {**fixed.to_json(), "energy": energy.to_json()},
               "lava_equals_numba": lava}
-    atomic_write_json(out / "report.json", result)
     plot_report(result["loihi1_fixed"], out / "report.png")
-    print(f"report -> {out / 'report.json'}, plot -> {out / 'report.png'}")
+    if not args.no_ftwt:
+        from spike.ftwt_demo import run_ftwt_demo
+
+        print("\n== Spiking CNN pruned on the fly with Fire-Together-Wire-Together masks")
+        ftwt = run_ftwt_demo(out / "ftwt", quick=True, progress=not args.quiet)
+        reports = ftwt.pop("reports")
+        for label, rep in reports.items():
+            print(f"\nenergy of the {label} CNN on loihi1:")
+            ftwt[f"energy_{label}"] = _print_energy(rep, rep.program, "loihi1").to_json()
+        plot_report({**reports["ftwt"].to_json(), "energy": ftwt["energy_ftwt"]}, out / "ftwt_report.png")
+        result["ftwt"] = ftwt
+    atomic_write_json(out / "report.json", result)
+    print(f"report -> {out / 'report.json'}, plots -> {out / 'report.png'}"
+          + ("" if args.no_ftwt else f", {out / 'ftwt_report.png'}"))
     return 0
 
 
@@ -373,6 +385,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--out-dir", default="runs/demo")
     d.add_argument("--epochs", type=int, default=15)
     d.add_argument("--lava-samples", type=int, default=8, help="test samples also run on Lava")
+    d.add_argument("--no-ftwt", action="store_true", help="skip the FTWT CNN part")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(fn=_cmd_demo)
     return p
