@@ -118,8 +118,11 @@ def _source(ctx: NodeContext) -> np.ndarray:
 
 
 def _int_weights(a: Any) -> np.ndarray:
-    """Fixed-point weights as int64 (integer-valued by validation)."""
-    return np.ascontiguousarray(np.asarray(a).astype(np.int64))
+    """Fixed-point weights (integer-valued by validation) in the narrowest of int16/int32 that
+    holds them: the kernels sum them in int64, and narrow rows cut the memory traffic per event."""
+    a = np.asarray(a)
+    small = a.size == 0 or np.abs(a).max() <= np.iinfo(np.int16).max
+    return np.ascontiguousarray(a.astype(np.int16 if small else np.int32))
 
 
 def _geometry_2d(node: Any, kernel: tuple[int, int]) -> tuple[int, int, int, int, int]:
