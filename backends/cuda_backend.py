@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from spike.backends.engine import NodeContext
+from spike.backends.layout import conv_layout, f32 as _f32, geometry_2d as _geometry_2d
 from spike.backends.registry import Backend, BackendError, register_backend
 from spike.compiler.ir import (
-    Conv2d, Dense, HostOp, Identity, Pool2d, Population, Projection, Sparse, conv_output_hw,
+    Conv2d, Dense, HostOp, Identity, Pool2d, Population, Sparse,
 )
-from spike.compiler.program import Program
 
 _MODELS = {"lif": 0, "if": 0, "cuba_lif": 1, "li": 2}  # = cuda_kernels.MODEL_*
 _RESETS = {"subtract": 0, "zero": 1, "none": 2}  # = cuda_kernels.RESET_*
@@ -180,10 +180,6 @@ def _pair_key(ctx: NodeContext) -> str:
     return "syn_ops" if ctx.source_signals[0] == "spike" else "macs"
 
 
-def _f32(a: Any) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
-
-
 def _bias(node: Any, n: int, name: str) -> tuple[Any, bool]:
     """Device bias (a one-element dummy when there is none) and whether there is one."""
     if getattr(node, "bias", None) is None:
@@ -203,16 +199,6 @@ def _param(arr: Any, n: int, default: float, what: str, name: str) -> np.ndarray
     if a.shape[0] != n:
         raise BackendError(f"population {name!r}: {what} has {a.shape[0]} values, expected {n}")
     return a
-
-
-def _geometry_2d(node: Any, kernel: tuple[int, int]) -> tuple[int, int, int, int, int]:
-    if len(node.in_shape) != 3 or len(node.shape) != 3:
-        raise BackendError(f"{node.KIND}: in_shape and shape must be (C, H, W), got {node.in_shape}, {node.shape}")
-    C, H, W = node.in_shape
-    Ho, Wo = conv_output_hw((H, W), kernel, tuple(node.stride), tuple(node.padding))
-    if tuple(node.shape[1:]) != (Ho, Wo):
-        raise BackendError(f"{node.KIND}: output shape {node.shape} does not match the window geometry ({Ho}, {Wo})")
-    return C, H, W, Ho, Wo
 
 
 def _source(ctx: NodeContext, i: int = 0) -> Any:
@@ -367,19 +353,8 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
     c = ctx.cache
     K = _kernels()
     if "wc" not in c:
-        w = _f32(node.weight)
-        G = int(node.groups)
-        if w.ndim != 4:
-            raise BackendError(f"conv2d {ctx.name!r}: weight must be [C_out, C_in/groups, kh, kw], got {w.shape}")
-        C_out, cin_pg, kh, kw = w.shape
-        C, H, W, Ho, Wo = _geometry_2d(node, (kh, kw))
-        if C_out != node.shape[0] or C % G or C_out % G or cin_pg != C // G:
-            raise BackendError(
-                f"conv2d {ctx.name!r}: weight {w.shape} does not fit in_shape {node.in_shape}, "
-                f"shape {node.shape}, groups {G}"
-            )
-        cout_pg = C_out // G
-        wc = np.ascontiguousarray(w.reshape(G, cout_pg, cin_pg, kh, kw).transpose(0, 2, 3, 4, 1))
+        L = conv_layout(node, ctx.name)
+        wc, cout_pg, kh, kw, C, H, W, Ho, Wo, C_out = L.wc, L.cout_pg, L.kh, L.kw, L.C, L.H, L.W, L.Ho, L.Wo, L.C_out
         sy, sx = node.stride
         py, px = node.padding
         taps = np.count_nonzero(wc, axis=4).astype(np.int64).reshape(C, kh, kw)  # [c, ky, kx]
@@ -387,14 +362,10 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
         in_pairs = np.einsum("yk,ckl,xl->cyx", vy, taps, vx).reshape(-1)
         c["dense_per_step"] = int(np.einsum("yk,ckl,xl->", vy, np.full_like(taps, cout_pg), vx))
         c["wc"], c["in_pairs"] = _to_device(wc), _to_device(np.ascontiguousarray(in_pairs, np.int64))
-        c["geom"] = _to_device(np.array(
-            [C, H, W, C_out, Ho, Wo, kh, kw, *node.stride, *node.padding, cin_pg, cout_pg], np.int64
-        ))
+        c["geom"] = _to_device(L.geom)
         c["bias"], c["has_bias"] = _bias(node, C_out, ctx.name)
     if _fixed(ctx) and "wc_fixed" not in c:
-        w = _int_weights(node.weight, ctx.name)
-        G, (C_out, cin_pg, kh, kw) = int(node.groups), w.shape
-        c["wc_fixed"] = _to_device(np.ascontiguousarray(w.reshape(G, C_out // G, cin_pg, kh, kw).transpose(0, 2, 3, 4, 1)))
+        c["wc_fixed"] = _to_device(conv_layout(node, ctx.name, _int_weights(node.weight, ctx.name)).wc)
     if t1 > t0 and ctx.batch > 0 and _fixed(ctx):
         src = _source(ctx)
         idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["in_pairs"], True)

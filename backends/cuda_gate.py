@@ -25,6 +25,7 @@ import numpy as np
 
 from spike.backends import cuda_backend as CB
 from spike.backends.engine import NodeContext
+from spike.backends.layout import conv_layout
 from spike.backends.gate_common import add_gate_checks, gate_host_flops, gate_mask, gate_of_population, gated_consumer
 from spike.backends.registry import BackendError
 
@@ -76,25 +77,14 @@ def _conv_prep(ctx: NodeContext) -> dict:
     c = ctx.cache
     if "g_wc" not in c:
         node = ctx.node
-        w = CB._f32(node.weight)
-        G = int(node.groups)
-        if w.ndim != 4:
-            raise BackendError(f"conv2d {ctx.name!r}: weight must be [C_out, C_in/groups, kh, kw], got {w.shape}")
-        C_out, cin_pg, kh, kw = w.shape
-        C, H, W, Ho, Wo = CB._geometry_2d(node, (kh, kw))
-        if C_out != node.shape[0] or C % G or C_out % G or cin_pg != C // G:
-            raise BackendError(f"conv2d {ctx.name!r}: weight {w.shape} does not fit in_shape {node.in_shape}, "
-                               f"shape {node.shape}, groups {G}")
-        cout_pg = C_out // G
-        wc = np.ascontiguousarray(w.reshape(G, cout_pg, cin_pg, kh, kw).transpose(0, 2, 3, 4, 1))
+        L = conv_layout(node, ctx.name)
+        wc, cout_pg, kh, kw, C, H, W, Ho, Wo, C_out = L.wc, L.cout_pg, L.kh, L.kw, L.C, L.H, L.W, L.Ho, L.Wo, L.C_out
         vy = CB._reach(H, kh, Ho, node.stride[0], node.padding[0])
         vx = CB._reach(W, kw, Wo, node.stride[1], node.padding[1])
         taps = np.full((C, kh, kw), cout_pg, np.int64)
         c["g_dense_per_step"] = int(np.einsum("yk,ckl,xl->", vy, taps, vx))
         c["g_wc"] = CB._to_device(wc)
-        c["g_geom"] = CB._to_device(np.array(
-            [C, H, W, C_out, Ho, Wo, kh, kw, *node.stride, *node.padding, cin_pg, cout_pg], np.int64
-        ))
+        c["g_geom"] = CB._to_device(L.geom)
         c["g_bias"], c["g_has_bias"] = CB._bias(node, C_out, ctx.name)
         c["g_no_pairs"] = CB._to_device(np.zeros(max(C * H * W, 1), np.int64))  # pairs counted on delivery
     return c

@@ -24,8 +24,9 @@ import numpy as np
 
 from spike.backends import numba_kernels as K
 from spike.backends.engine import NodeContext
+from spike.backends.layout import conv_layout, f32 as _f32, geometry_2d as _geometry_2d
 from spike.backends.registry import Backend, BackendError, register_backend
-from spike.compiler.ir import Conv2d, Dense, HostOp, Identity, Pool2d, Population, Sparse, conv_output_hw
+from spike.compiler.ir import Conv2d, Dense, HostOp, Identity, Pool2d, Population, Sparse
 from spike.compiler.quantize import loihi_neuron_params
 
 _MODELS = {"lif": K.MODEL_LIF, "if": K.MODEL_LIF, "cuba_lif": K.MODEL_CUBA, "li": K.MODEL_LI}
@@ -96,10 +97,6 @@ def _pair_key(ctx: NodeContext) -> str:
     return "syn_ops" if ctx.source_signals[0] == "spike" else "macs"
 
 
-def _f32(a: Any) -> np.ndarray:
-    return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
-
-
 def _bias(node: Any, n: int) -> np.ndarray:
     if getattr(node, "bias", None) is None:
         return _EMPTY
@@ -123,16 +120,6 @@ def _int_weights(a: Any) -> np.ndarray:
     a = np.asarray(a)
     small = a.size == 0 or np.abs(a).max() <= np.iinfo(np.int16).max
     return np.ascontiguousarray(a.astype(np.int16 if small else np.int32))
-
-
-def _geometry_2d(node: Any, kernel: tuple[int, int]) -> tuple[int, int, int, int, int]:
-    if len(node.in_shape) != 3 or len(node.shape) != 3:
-        raise BackendError(f"{node.KIND}: in_shape and shape must be (C, H, W), got {node.in_shape}, {node.shape}")
-    C, H, W = node.in_shape
-    Ho, Wo = conv_output_hw((H, W), kernel, tuple(node.stride), tuple(node.padding))
-    if tuple(node.shape[1:]) != (Ho, Wo):
-        raise BackendError(f"{node.KIND}: output shape {node.shape} does not match the window geometry ({Ho}, {Wo})")
-    return C, H, W, Ho, Wo
 
 
 def _param(arr: Any, n: int, default: float, what: str, name: str) -> np.ndarray:
@@ -216,19 +203,9 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Conv2d = ctx.node
     c = ctx.cache
     if "wc" not in c:
-        w = _f32(node.weight)
-        G = int(node.groups)
-        if w.ndim != 4:
-            raise BackendError(f"conv2d {ctx.name!r}: weight must be [C_out, C_in/groups, kh, kw], got {w.shape}")
-        C_out, cin_pg, kh, kw = w.shape
-        C, H, W, Ho, Wo = _geometry_2d(node, (kh, kw))
-        if C_out != node.shape[0] or C % G or C_out % G or cin_pg != C // G:
-            raise BackendError(
-                f"conv2d {ctx.name!r}: weight {w.shape} does not fit in_shape {node.in_shape}, "
-                f"shape {node.shape}, groups {G}"
-            )
-        cout_pg = C_out // G
-        wc = np.ascontiguousarray(w.reshape(G, cout_pg, cin_pg, kh, kw).transpose(0, 2, 3, 4, 1))
+        L = conv_layout(node, ctx.name)
+        wc, G, cin_pg, cout_pg, kh, kw = L.wc, L.groups, L.cin_pg, L.cout_pg, L.kh, L.kw
+        H, W, Ho, Wo, C_out = L.H, L.W, L.Ho, L.Wo, L.C_out
         hw = np.array([H, W], np.int64)
         args = (np.array([Ho, Wo], np.int64), np.array([kh, kw], np.int64),
                 np.array(node.stride, np.int64), np.array(node.padding, np.int64), cin_pg)
@@ -236,9 +213,7 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
         c["in_pairs"] = K.conv2d_pair_counts(np.count_nonzero(wc, axis=4).astype(np.int64), hw, *args)
         ones = np.full((G, cin_pg, kh, kw), cout_pg, np.int64)
         c["dense_per_step"] = int(K.conv2d_pair_counts(ones, hw, *args).sum())
-        c["geom"] = np.array(
-            [C, H, W, C_out, Ho, Wo, kh, kw, *node.stride, *node.padding, cin_pg, cout_pg], np.int64
-        )
+        c["geom"] = L.geom
         c["bias"] = _bias(node, C_out) if ctx.precision != "fixed" else _EMPTY
         c["wc_fixed"] = _int_weights(wc) if ctx.precision == "fixed" else None
     if ctx.precision == "fixed":

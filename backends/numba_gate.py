@@ -23,6 +23,7 @@ from numba import njit, prange
 from spike.backends import numba_backend as NB
 from spike.backends import numba_kernels as K
 from spike.backends.engine import NodeContext
+from spike.backends.layout import conv_layout
 from spike.backends.gate_common import add_gate_checks, gate_host_flops, gate_mask, gate_of_population, gated_consumer
 from spike.backends.registry import BackendError
 
@@ -207,18 +208,12 @@ def _conv_prep(ctx: NodeContext) -> dict:
     c = ctx.cache
     if "g_wc" not in c:
         node = ctx.node
-        w = NB._f32(node.weight)
-        G = int(node.groups)
-        C_out, cin_pg, kh, kw = w.shape
-        C, H, W, Ho, Wo = NB._geometry_2d(node, (kh, kw))
-        if C_out != node.shape[0] or C % G or C_out % G or cin_pg != C // G:
-            raise BackendError(f"conv2d {ctx.name!r}: weight {w.shape} does not fit in_shape {node.in_shape}, "
-                               f"shape {node.shape}, groups {G}")
-        cout_pg = C_out // G
-        wc = np.ascontiguousarray(w.reshape(G, cout_pg, cin_pg, kh, kw).transpose(0, 2, 3, 4, 1))
+        L = conv_layout(node, ctx.name)
+        wc, G, cin_pg, cout_pg, kh, kw = L.wc, L.groups, L.cin_pg, L.cout_pg, L.kh, L.kw
+        H, W, Ho, Wo, C_out = L.H, L.W, L.Ho, L.Wo, L.C_out
         c["g_wc"] = wc
         c["g_nz"] = (wc != 0).astype(np.int64)  # [G, cin_pg, kh, kw, cout_pg]
-        c["g_geom"] = np.array([C, H, W, C_out, Ho, Wo, kh, kw, *node.stride, *node.padding, cin_pg, cout_pg], np.int64)
+        c["g_geom"] = L.geom
         c["g_bias"] = NB._bias(node, C_out)
         hw = np.array([H, W], np.int64)
         ones = np.full((G, cin_pg, kh, kw), cout_pg, np.int64)
