@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from spike.backends.engine import NodeContext
-from spike.backends.layout import conv_layout, f32 as _f32, geometry_2d as _geometry_2d
+from spike.backends.layout import conv_layout, f32 as _f32, geometry_2d as _geometry_2d, windows_per_position
 from spike.backends.registry import Backend, BackendError, register_backend
 from spike.compiler.ir import (
     Conv2d, Dense, HostOp, Identity, Pool2d, Population, Sparse,
@@ -354,16 +354,10 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
     K = _kernels()
     if "wc" not in c:
         L = conv_layout(node, ctx.name)
-        wc, cout_pg, kh, kw, C, H, W, Ho, Wo, C_out = L.wc, L.cout_pg, L.kh, L.kw, L.C, L.H, L.W, L.Ho, L.Wo, L.C_out
-        sy, sx = node.stride
-        py, px = node.padding
-        taps = np.count_nonzero(wc, axis=4).astype(np.int64).reshape(C, kh, kw)  # [c, ky, kx]
-        vy, vx = _reach(H, kh, Ho, sy, py), _reach(W, kw, Wo, sx, px)
-        in_pairs = np.einsum("yk,ckl,xl->cyx", vy, taps, vx).reshape(-1)
-        c["dense_per_step"] = int(np.einsum("yk,ckl,xl->", vy, np.full_like(taps, cout_pg), vx))
-        c["wc"], c["in_pairs"] = _to_device(wc), _to_device(np.ascontiguousarray(in_pairs, np.int64))
+        c["dense_per_step"] = L.dense_per_step
+        c["wc"], c["in_pairs"] = _to_device(L.wc), _to_device(L.in_pairs)
         c["geom"] = _to_device(L.geom)
-        c["bias"], c["has_bias"] = _bias(node, C_out, ctx.name)
+        c["bias"], c["has_bias"] = _bias(node, L.C_out, ctx.name)
     if _fixed(ctx) and "wc_fixed" not in c:
         c["wc_fixed"] = _to_device(conv_layout(node, ctx.name, _int_weights(node.weight, ctx.name)).wc)
     if t1 > t0 and ctx.batch > 0 and _fixed(ctx):
@@ -383,21 +377,6 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
     _finish(ctx, t1)
 
 
-def _reach(n: int, k: int, n_out: int, s: int, p: int) -> np.ndarray:
-    """``r[y, ky]`` = 1 when input coordinate y reaches an output through kernel tap ky."""
-    ny = np.arange(n)[:, None] + p - np.arange(k)[None, :]
-    return ((ny >= 0) & (ny % s == 0) & (ny // s < n_out)).astype(np.int64)
-
-
-def _windows_per_position(n: int, n_out: int, k: int, s: int, p: int) -> np.ndarray:
-    """For each input coordinate, the number of output windows (along one axis) containing it."""
-    res = np.zeros(n, np.int64)
-    for o in range(n_out):
-        lo, hi = o * s - p, o * s - p + k
-        res[max(lo, 0):min(hi, n)] += 1
-    return res
-
-
 @BACKEND.kernel("pool2d")
 def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Pool2d = ctx.node
@@ -409,8 +388,8 @@ def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
         if node.shape[0] != C:
             raise BackendError(f"pool2d {ctx.name!r}: {C} input channels, output shape {node.shape}")
         c["geom"] = _to_device(np.array([C, H, W, Ho, Wo, kh, kw, *node.stride, *node.padding], np.int64))
-        wy = _windows_per_position(H, Ho, kh, node.stride[0], node.padding[0])
-        wx = _windows_per_position(W, Wo, kw, node.stride[1], node.padding[1])
+        wy = windows_per_position(H, Ho, kh, node.stride[0], node.padding[0])
+        wx = windows_per_position(W, Wo, kw, node.stride[1], node.padding[1])
         win = np.outer(wy, wx).reshape(-1)
         c["win_count"] = _to_device(np.ascontiguousarray(np.tile(win, C)))  # per flat input (c, y, x)
         c["dense_per_step"] = int(win.sum()) * C

@@ -78,15 +78,11 @@ def _conv_prep(ctx: NodeContext) -> dict:
     if "g_wc" not in c:
         node = ctx.node
         L = conv_layout(node, ctx.name)
-        wc, cout_pg, kh, kw, C, H, W, Ho, Wo, C_out = L.wc, L.cout_pg, L.kh, L.kw, L.C, L.H, L.W, L.Ho, L.Wo, L.C_out
-        vy = CB._reach(H, kh, Ho, node.stride[0], node.padding[0])
-        vx = CB._reach(W, kw, Wo, node.stride[1], node.padding[1])
-        taps = np.full((C, kh, kw), cout_pg, np.int64)
-        c["g_dense_per_step"] = int(np.einsum("yk,ckl,xl->", vy, taps, vx))
-        c["g_wc"] = CB._to_device(wc)
+        c["g_dense_per_step"] = L.dense_per_step
+        c["g_wc"] = CB._to_device(L.wc)
         c["g_geom"] = CB._to_device(L.geom)
-        c["g_bias"], c["g_has_bias"] = CB._bias(node, C_out, ctx.name)
-        c["g_no_pairs"] = CB._to_device(np.zeros(max(C * H * W, 1), np.int64))  # pairs counted on delivery
+        c["g_bias"], c["g_has_bias"] = CB._bias(node, L.C_out, ctx.name)
+        c["g_no_pairs"] = CB._to_device(np.zeros(max(L.C * L.H * L.W, 1), np.int64))  # pairs counted on delivery
     return c
 
 

@@ -44,6 +44,26 @@ class ConvLayout:
     groups: int
     cin_pg: int
     cout_pg: int
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+
+    def input_pairs(self, per_tap: np.ndarray) -> np.ndarray:
+        """Per input element ``(c, y, x)`` (flat): the sum of ``per_tap[c, ky, kx]`` over the taps
+        through which that element reaches an output (border clipping included)."""
+        vy = reach(self.H, self.kh, self.Ho, self.stride[0], self.padding[0])
+        vx = reach(self.W, self.kw, self.Wo, self.stride[1], self.padding[1])
+        return np.ascontiguousarray(np.einsum("yk,ckl,xl->cyx", vy, per_tap, vx).reshape(-1), np.int64)
+
+    @property
+    def in_pairs(self) -> np.ndarray:
+        """(event, non-zero weight) pairs one event at each input element delivers."""
+        taps = np.count_nonzero(self.wc, axis=4).astype(np.int64).reshape(self.C, self.kh, self.kw)
+        return self.input_pairs(taps)
+
+    @property
+    def dense_per_step(self) -> int:
+        """All (input, weight) pairs of one step: NeuroBench's Dense count."""
+        return int(self.input_pairs(np.full((self.C, self.kh, self.kw), self.cout_pg, np.int64)).sum())
 
 
 def conv_layout(node: Any, name: str, weight: Any = None) -> ConvLayout:
@@ -66,4 +86,20 @@ def conv_layout(node: Any, name: str, weight: Any = None) -> ConvLayout:
     cout_pg = C_out // G
     wc = np.ascontiguousarray(w.reshape(G, cout_pg, cin_pg, kh, kw).transpose(0, 2, 3, 4, 1))
     geom = np.array([C, H, W, C_out, Ho, Wo, kh, kw, *node.stride, *node.padding, cin_pg, cout_pg], np.int64)
-    return ConvLayout(wc, geom, C, H, W, C_out, Ho, Wo, kh, kw, G, cin_pg, cout_pg)
+    return ConvLayout(wc, geom, C, H, W, C_out, Ho, Wo, kh, kw, G, cin_pg, cout_pg,
+                      tuple(node.stride), tuple(node.padding))
+
+
+def reach(n: int, k: int, n_out: int, s: int, p: int) -> np.ndarray:
+    """``r[y, ky]`` = 1 when input coordinate y reaches an output through kernel tap ky."""
+    ny = np.arange(n)[:, None] + p - np.arange(k)[None, :]
+    return ((ny >= 0) & (ny % s == 0) & (ny // s < n_out)).astype(np.int64)
+
+
+def windows_per_position(n: int, n_out: int, k: int, s: int, p: int) -> np.ndarray:
+    """For each input coordinate, the number of pooling windows (along one axis) containing it."""
+    res = np.zeros(n, np.int64)
+    for o in range(n_out):
+        lo = o * s - p
+        res[max(lo, 0):min(lo + k, n)] += 1
+    return res

@@ -24,7 +24,7 @@ import numpy as np
 
 from spike.backends import numba_kernels as K
 from spike.backends.engine import NodeContext
-from spike.backends.layout import conv_layout, f32 as _f32, geometry_2d as _geometry_2d
+from spike.backends.layout import conv_layout, f32 as _f32, geometry_2d as _geometry_2d, windows_per_position
 from spike.backends.registry import Backend, BackendError, register_backend
 from spike.compiler.ir import Conv2d, Dense, HostOp, Identity, Pool2d, Population, Sparse
 from spike.compiler.quantize import loihi_neuron_params
@@ -204,18 +204,10 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
     c = ctx.cache
     if "wc" not in c:
         L = conv_layout(node, ctx.name)
-        wc, G, cin_pg, cout_pg, kh, kw = L.wc, L.groups, L.cin_pg, L.cout_pg, L.kh, L.kw
-        H, W, Ho, Wo, C_out = L.H, L.W, L.Ho, L.Wo, L.C_out
-        hw = np.array([H, W], np.int64)
-        args = (np.array([Ho, Wo], np.int64), np.array([kh, kw], np.int64),
-                np.array(node.stride, np.int64), np.array(node.padding, np.int64), cin_pg)
-        c["wc"] = wc
-        c["in_pairs"] = K.conv2d_pair_counts(np.count_nonzero(wc, axis=4).astype(np.int64), hw, *args)
-        ones = np.full((G, cin_pg, kh, kw), cout_pg, np.int64)
-        c["dense_per_step"] = int(K.conv2d_pair_counts(ones, hw, *args).sum())
+        c["wc"], c["in_pairs"], c["dense_per_step"] = L.wc, L.in_pairs, L.dense_per_step
         c["geom"] = L.geom
-        c["bias"] = _bias(node, C_out) if ctx.precision != "fixed" else _EMPTY
-        c["wc_fixed"] = _int_weights(wc) if ctx.precision == "fixed" else None
+        c["bias"] = _bias(node, L.C_out) if ctx.precision != "fixed" else _EMPTY
+        c["wc_fixed"] = _int_weights(L.wc) if ctx.precision == "fixed" else None
     if ctx.precision == "fixed":
         K.conv2d_fixed_forward(
             _source(ctx), c["wc_fixed"], c["in_pairs"], int(node.weight_exp), ctx.out, t0, t1, node.delay,
@@ -230,15 +222,6 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
     ctx.counts["dense_ops"] += c["dense_per_step"] * (t1 - t0)
 
 
-def _windows_per_position(n: int, n_out: int, k: int, s: int, p: int) -> np.ndarray:
-    """For each input coordinate, the number of output windows (along one axis) containing it."""
-    res = np.zeros(n, np.int64)
-    for o in range(n_out):
-        lo, hi = o * s - p, o * s - p + k
-        res[max(lo, 0):min(hi, n)] += 1
-    return res
-
-
 @BACKEND.kernel("pool2d")
 def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Pool2d = ctx.node
@@ -249,8 +232,8 @@ def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
         if node.shape[0] != C:
             raise BackendError(f"pool2d {ctx.name!r}: {C} input channels, output shape {node.shape}")
         c["geom"] = np.array([C, H, W, Ho, Wo, kh, kw, *node.stride, *node.padding], np.int64)
-        wy = _windows_per_position(H, Ho, kh, node.stride[0], node.padding[0])
-        wx = _windows_per_position(W, Wo, kw, node.stride[1], node.padding[1])
+        wy = windows_per_position(H, Ho, kh, node.stride[0], node.padding[0])
+        wx = windows_per_position(W, Wo, kw, node.stride[1], node.padding[1])
         c["win_count"] = np.ascontiguousarray(np.outer(wy, wx).reshape(-1))
         c["dense_per_step"] = int(c["win_count"].sum()) * C
     src = _source(ctx)

@@ -209,17 +209,11 @@ def _conv_prep(ctx: NodeContext) -> dict:
     if "g_wc" not in c:
         node = ctx.node
         L = conv_layout(node, ctx.name)
-        wc, G, cin_pg, cout_pg, kh, kw = L.wc, L.groups, L.cin_pg, L.cout_pg, L.kh, L.kw
-        H, W, Ho, Wo, C_out = L.H, L.W, L.Ho, L.Wo, L.C_out
-        c["g_wc"] = wc
-        c["g_nz"] = (wc != 0).astype(np.int64)  # [G, cin_pg, kh, kw, cout_pg]
+        c["g_wc"] = L.wc
+        c["g_nz"] = (L.wc != 0).astype(np.int64)  # [G, cin_pg, kh, kw, cout_pg]
         c["g_geom"] = L.geom
-        c["g_bias"] = NB._bias(node, C_out)
-        hw = np.array([H, W], np.int64)
-        ones = np.full((G, cin_pg, kh, kw), cout_pg, np.int64)
-        c["g_dense_per_step"] = int(K.conv2d_pair_counts(
-            ones, hw, np.array([Ho, Wo], np.int64), np.array([kh, kw], np.int64), np.array(node.stride, np.int64),
-            np.array(node.padding, np.int64), cin_pg).sum())
+        c["g_bias"] = NB._bias(node, L.C_out)
+        c["g_dense_per_step"] = L.dense_per_step
     return c
 
 

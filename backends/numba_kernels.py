@@ -237,37 +237,6 @@ def conv2d_forward(
         pairs[b] += nops
 
 
-@njit(cache=True)
-def conv2d_pair_counts(nnz_tap, in_shape_hw, out_hw, kernel, stride, padding, cin_pg):
-    """Pairs each input position (c, y, x) delivers inside the output, for weights whose
-    per-tap non-zero count is ``nnz_tap[g, cl, ky, kx]`` (over the group's output channels)."""
-    G = nnz_tap.shape[0]
-    C_in = G * cin_pg
-    H, W = in_shape_hw[0], in_shape_hw[1]
-    Ho, Wo = out_hw[0], out_hw[1]
-    kh, kw = kernel[0], kernel[1]
-    sy, sx = stride[0], stride[1]
-    py, px = padding[0], padding[1]
-    res = np.zeros(C_in * H * W, np.int64)
-    for c in range(C_in):
-        g = c // cin_pg
-        cl = c - g * cin_pg
-        for y in range(H):
-            for xx in range(W):
-                n = 0
-                for ky in range(kh):
-                    ny = y + py - ky
-                    if ny < 0 or ny % sy != 0 or ny // sy >= Ho:
-                        continue
-                    for kx in range(kw):
-                        nx = xx + px - kx
-                        if nx < 0 or nx % sx != 0 or nx // sx >= Wo:
-                            continue
-                        n += nnz_tap[g, cl, ky, kx]
-                res[(c * H + y) * W + xx] = n
-    return res
-
-
 # ----------------------------------------------------------------------------- pooling
 
 

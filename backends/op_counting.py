@@ -20,8 +20,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from spike.backends import numba_kernels as K
 from spike.backends.registry import OP_KEYS
+from spike.backends.layout import conv_layout, windows_per_position
 from spike.backends.result import OpCounts
 from spike.compiler.ir import (
     Conv2d, Dense, HostOp, Identity, Input, Node, Output, Pool2d, Population, Sparse, conv_output_hw,
@@ -30,14 +30,6 @@ from spike.compiler.program import Program
 from spike.compiler.signals import output_signal
 
 __all__ = ["count_ops", "projection_pair_weights"]
-
-
-def _windows_per_position(n: int, n_out: int, k: int, s: int, p: int) -> np.ndarray:
-    res = np.zeros(n, np.int64)
-    for o in range(n_out):
-        lo = o * s - p
-        res[max(lo, 0):min(lo + k, n)] += 1
-    return res
 
 
 def projection_pair_weights(node: Node) -> tuple[np.ndarray, int] | None:
@@ -54,26 +46,16 @@ def projection_pair_weights(node: Node) -> tuple[np.ndarray, int] | None:
     if isinstance(node, Identity):
         return np.ones(node.size, np.int64), node.size
     if isinstance(node, Conv2d):
-        w = np.asarray(node.weight)
-        G = int(node.groups)
-        C_out, cin_pg, kh, kw = w.shape
-        C, H, W = node.in_shape
-        Ho, Wo = conv_output_hw((H, W), (kh, kw), tuple(node.stride), tuple(node.padding))
-        cout_pg = C_out // G
-        wc = w.reshape(G, cout_pg, cin_pg, kh, kw).transpose(0, 2, 3, 4, 1)
-        args = (np.array([H, W], np.int64), np.array([Ho, Wo], np.int64), np.array([kh, kw], np.int64),
-                np.array(node.stride, np.int64), np.array(node.padding, np.int64), cin_pg)
-        per_input = K.conv2d_pair_counts(np.count_nonzero(wc, axis=4).astype(np.int64), *args)
-        ones = np.full((G, cin_pg, kh, kw), cout_pg, np.int64)
-        return per_input, int(K.conv2d_pair_counts(ones, *args).sum())
+        layout = conv_layout(node, "")
+        return layout.in_pairs, layout.dense_per_step
     if isinstance(node, Pool2d):
         if node.mode == "max":
             return None
         kh, kw = node.kernel
         C, H, W = node.in_shape
         Ho, Wo = conv_output_hw((H, W), (kh, kw), tuple(node.stride), tuple(node.padding))
-        wy = _windows_per_position(H, Ho, kh, node.stride[0], node.padding[0])
-        wx = _windows_per_position(W, Wo, kw, node.stride[1], node.padding[1])
+        wy = windows_per_position(H, Ho, kh, node.stride[0], node.padding[0])
+        wx = windows_per_position(W, Wo, kw, node.stride[1], node.padding[1])
         win = np.outer(wy, wx).reshape(-1)
         return np.tile(win, C), int(win.sum()) * C
     raise TypeError(f"not a projection: {node.KIND}")
