@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from spike.backends.engine import NodeContext
+from spike.backends.host_kernels import host_op_kernel
 from spike.backends.layout import conv_layout, f32 as _f32, geometry_2d as _geometry_2d, windows_per_position
 from spike.backends.registry import Backend, BackendError, register_backend
 from spike.compiler.ir import (
@@ -467,13 +468,24 @@ def _sum_sources(ctx: NodeContext, dst: Any, dst_t0: int, t0: int, t1: int) -> N
         K.add_steps[grid, K.TPB](dst, dst_t0, s, t0, nsteps)
 
 
-@BACKEND.kernel("hostop")
-def hostop(ctx: NodeContext, t0: int, t1: int) -> None:
-    node: HostOp = ctx.node
-    if node.op != "add":  # check() rejects these before a run; kept for direct kernel calls
-        raise BackendError(f"node {ctx.name!r}: host op {node.op!r} is not supported by the cuda backend")
-    _sum_sources(ctx, ctx.out, t0, t0, t1)
-    ctx.counts["host_flops"] += node.size * (len(ctx.sources) - 1) * (t1 - t0)
+def _as_tensor(a: Any) -> Any:
+    """A torch view of a device array (a host copy under the simulator)."""
+    import torch
+
+    if _kernels().SIMULATING:
+        return torch.from_numpy(np.ascontiguousarray(a.copy_to_host()))
+    return torch.as_tensor(a, device="cuda")
+
+
+def _write_tensor(out: Any, t0: int, t1: int, values: Any) -> None:
+    if _kernels().SIMULATING:
+        out[t0:t1].copy_to_device(np.ascontiguousarray(values.numpy()))
+    else:
+        _as_tensor(out[t0:t1]).copy_(values)
+
+
+# Host ops through torch on the GPU (the kernels every backend shares), counted there too.
+BACKEND.kernel("hostop")(host_op_kernel(_as_tensor, _write_tensor))
 
 
 # ----------------------------------------------------------------------------- neurons

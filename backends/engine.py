@@ -6,6 +6,7 @@ one call over all steps, nodes on a cycle one call per step (see ``Program.sched
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ import numpy as np
 
 from spike.backends.registry import OP_KEYS, Backend, BackendError, get_backend
 from spike.backends.result import OpCounts, RunResult
-from spike.compiler.ir import Input, Node, Output, Population
+from spike.compiler.ir import Gate, Input, Node, Output, Population
 from spike.compiler.program import Program
 from spike.compiler.signals import output_signal
 
@@ -92,13 +93,37 @@ def _parse_probes(program: Program, probes: Iterable[str]) -> tuple[set[str], se
     return signals, membranes, currents
 
 
+def _run_stage(cyclic: bool, calls: list[tuple[Any, NodeContext]], T: int) -> None:
+    if not cyclic:
+        for fn, ctx in calls:
+            fn(ctx, 0, T)
+    else:
+        for t in range(T):
+            for fn, ctx in calls:
+                fn(ctx, t, t + 1)
+
+
 def run(
     program: Program,
     inputs: Any,
     backend: str | Backend = "numba",
     probes: Iterable[str] = (),
+    stepwise: bool | None = None,
 ) -> RunResult:
-    """Execute ``program`` on ``inputs`` (``[T, B, *shape]`` array, or dict by input name)."""
+    """Execute ``program`` on ``inputs`` (``[T, B, *shape]`` array, or dict by input name).
+
+    ``stepwise`` runs every node one step at a time (token by token), as a streaming device
+    would; by default a node runs all its steps in one call unless it lies on a cycle, or the
+    program asks for steps (``metadata["stepwise"]``, set for SpikeGPT, whose real-valued matmuls
+    then see the shapes of token-by-token inference and round alike).
+    """
+    if stepwise is None:
+        stepwise = bool(program.metadata.get("stepwise", False))
+    if stepwise:
+        gates = [n for n, node in program.nodes() if isinstance(node, Gate)]
+        if gates:
+            raise BackendError(f"gate(s) {gates}: an FTWT mask needs its source's whole run before the first "
+                               "step (it is not causal), so the program cannot run step by step")
     be = get_backend(backend) if isinstance(backend, str) else backend
     be.check(program)
     arrays = _as_inputs(program, inputs)
@@ -113,11 +138,19 @@ def run(
     if be.runner is not None:  # the backend runs the whole program itself (same RunResult)
         return be.runner(program, arrays, sig_probes, mem_probes, cur_probes)
 
+    with be.run_context(B) if be.run_context is not None else contextlib.nullcontext():
+        return _run_kernels(program, be, arrays, T, B, dtype, precision, stepwise, sig_probes, mem_probes, cur_probes)
+
+
+def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T: int, B: int, dtype: str,
+                 precision: str, stepwise: bool, sig_probes: set[str], mem_probes: set[str],
+                 cur_probes: set[str]) -> RunResult:
     values: dict[str, Any] = {}
     shared: dict[str, Any] = {}
     ctxs: dict[str, NodeContext] = {}
     counts = OpCounts()
     t_start = time.perf_counter()
+    stages: list[tuple[Any, list[NodeContext]]] = []
     for stage in program.schedule():
         stage_ctx = []
         for name in stage.nodes:
@@ -156,14 +189,14 @@ def run(
         for ctx in stage_ctx:
             ctx.sources = [values[s] for s in program.sources(ctx.name)]
             ctx.source_signals = [output_signal(program, s) for s in program.sources(ctx.name)]
-        kernels = [be.kernels[c.node.KIND] for c in stage_ctx]
-        if not stage.cyclic:
-            for fn, ctx in zip(kernels, stage_ctx):
-                fn(ctx, 0, T)
-        else:
-            for t in range(T):
-                for fn, ctx in zip(kernels, stage_ctx):
-                    fn(ctx, t, t + 1)
+        stages.append((stage, [(be.kernels[c.node.KIND], c) for c in stage_ctx]))
+        if not stepwise:
+            _run_stage(stage.cyclic, stages[-1][1], T)
+    if stepwise:  # every node one step at a time, in schedule order
+        calls = [call for _, stage_calls in stages for call in stage_calls]
+        for t in range(T):
+            for fn, ctx in calls:
+                fn(ctx, t, t + 1)
     elapsed = time.perf_counter() - t_start
     if program.metadata.get("mapping"):  # routing counts of a mapped program (design §7)
         from spike.backends.routing import add_routing_counts

@@ -21,13 +21,16 @@ import sys
 from typing import Any
 
 import numpy as np
+import torch
 
 from spike.backends import numba_kernels as K
 from spike.backends.engine import NodeContext
+from spike.backends.host_kernels import host_op_kernel
 from spike.backends.layout import conv_layout, f32 as _f32, geometry_2d as _geometry_2d, windows_per_position
 from spike.backends.registry import Backend, BackendError, register_backend
 from spike.compiler.ir import Conv2d, Dense, HostOp, Identity, Pool2d, Population, Sparse
 from spike.compiler.quantize import loihi_neuron_params
+from spike.numba_threads import threads_at_most
 
 _MODELS = {"lif": K.MODEL_LIF, "if": K.MODEL_LIF, "cuba_lif": K.MODEL_CUBA, "li": K.MODEL_LI}
 _RESETS = {"subtract": K.RESET_SUBTRACT, "zero": K.RESET_ZERO, "none": K.RESET_NONE}
@@ -86,6 +89,7 @@ BACKEND = register_backend(
         zeros=_zeros,
         to_numpy=lambda a: a,
         from_numpy=lambda a: np.ascontiguousarray(a),
+        run_context=threads_at_most,  # kernels are parallel over the samples
     )
 )
 
@@ -271,16 +275,12 @@ def identity(ctx: NodeContext, t0: int, t1: int) -> None:
 # ----------------------------------------------------------------------------- host ops
 
 
-@BACKEND.kernel("hostop")
-def hostop(ctx: NodeContext, t0: int, t1: int) -> None:
-    node: HostOp = ctx.node
-    if node.op != "add":  # check() rejects these before a run; kept for direct kernel calls
-        raise BackendError(f"node {ctx.name!r}: host op {node.op!r} is not supported by the numba backend")
-    out = ctx.out[t0:t1]
-    np.copyto(out, ctx.sources[0][t0:t1])
-    for src in ctx.sources[1:]:
-        np.add(out, src[t0:t1], out=out)
-    ctx.counts["host_flops"] += node.size * (len(ctx.sources) - 1) * (t1 - t0)
+def _write_numpy(out: np.ndarray, t0: int, t1: int, values: Any) -> None:
+    out[t0:t1] = values.numpy()
+
+
+BACKEND.kernel("hostop")(host_op_kernel(lambda a: torch.from_numpy(np.ascontiguousarray(a)), _write_numpy))
+
 
 
 # ----------------------------------------------------------------------------- neurons

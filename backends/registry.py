@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
+from spike.compiler.hostops import HOST_OPS
 from spike.compiler.program import Program
 
 OP_KEYS = ("syn_ops", "macs", "dense_ops", "neuron_updates", "spikes", "host_flops")
@@ -34,7 +35,10 @@ class Backend:
     # ``runner(program, inputs, signal_probes, membrane_probes, current_probes) -> RunResult``,
     # called by ``engine.run`` after its checks, with ``inputs`` validated ``[T, B, *shape]`` arrays.
     runner: Callable[..., Any] | None = None
-    host_ops: frozenset[str] = frozenset({"add"})  # HostOp.op values the kernels execute
+    host_ops: frozenset[str] = frozenset(HOST_OPS)  # HostOp.op values the kernels execute (host_kernels)
+    # ``run_context(batch)``: a context manager the engine holds while the kernels run (e.g. the
+    # numba backend runs a batch of one on one thread: its kernels are parallel over samples).
+    run_context: Callable[[int], Any] | None = None
 
     def kernel(self, kind: str) -> Callable[[Kernel], Kernel]:
         """Decorator registering the kernel of one node kind."""

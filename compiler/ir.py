@@ -11,6 +11,7 @@ kernel per kind, and serialisation validates every field against the dataclass d
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -24,7 +25,7 @@ PRECISIONS = ("float32", "fixed")
 
 
 def _size(shape: tuple[int, ...]) -> int:
-    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+    return math.prod(int(s) for s in shape)
 
 
 @dataclass(frozen=True, eq=False)
@@ -176,13 +177,19 @@ class BatchNorm(Node):
 
 @dataclass(frozen=True, eq=False)
 class HostOp(Node):
-    """Real-valued computation done on the host (counted as ``host_flops``).
+    """Real-valued computation done on the host: LayerNorm, matmul on real inputs, sigmoid,
+    squared ReLU, token shift, the WKV recurrence, add, ...
 
-    ``op`` names the operation; ``add`` sums its sources element-wise.
+    ``op`` names the operation; :data:`spike.compiler.hostops.HOST_OPS` says, per op, its sources,
+    what ``weight``/``bias``/``eps`` mean, its output shape and how it is counted (``macs`` for a
+    matmul, ``syn_ops`` for spikes added into an ``add``, ``host_flops`` otherwise).
     """
 
     KIND: ClassVar[str] = "hostop"
     op: str = "add"
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    eps: float = 1e-5
 
 
 NODE_TYPES: dict[str, type[Node]] = {

@@ -47,6 +47,7 @@ from spike.compiler.ir import (
     Sparse,
     conv_output_hw,
 )
+from spike.compiler.hostops import ELEMENTWISE_HOST_OPS, HOST_OPS
 from spike.compiler.program import Program, ProgramError
 
 __all__ = [
@@ -96,10 +97,6 @@ ENUM_FIELDS: dict[tuple[type[Node], str], tuple[str, ...]] = {
     (Population, "precision"): ir.PRECISIONS,
     (Pool2d, "mode"): ir.POOL_MODES,
 }
-# Host ops whose output has the shape of each of their (equally sized) sources.
-ELEMENTWISE_HOST_OPS = frozenset(
-    {"add", "sub", "mul", "sigmoid", "relu", "squared_relu", "tanh", "exp", "neg", "identity"}
-)
 
 
 # ---- field declarations -----------------------------------------------------------------
@@ -321,10 +318,34 @@ def check_node(name: str, node: Any) -> None:
         if node.eps <= 0:
             raise _err(name, node, "eps", f"must be > 0, got {node.eps}")
     elif isinstance(node, HostOp):
-        if not node.op:
-            raise _err(name, node, "op", "must name an operation")
+        _check_hostop(name, node)
     elif isinstance(node, Gate):
         _check_gate(name, node)
+
+
+def _check_hostop(name: str, node: HostOp) -> None:
+    spec = HOST_OPS.get(node.op)
+    if spec is None:
+        raise _err(name, node, "op", f"unknown host op {node.op!r}; known: {', '.join(sorted(HOST_OPS))}")
+    allowed = {**spec.params, **spec.optional}
+    for f in ("weight", "bias"):
+        value = getattr(node, f)
+        if value is None:
+            if f in spec.params:
+                raise _err(name, node, f, f"required by host op {node.op!r}: {spec.params[f]}")
+            continue
+        if f not in allowed:
+            raise _err(name, node, f, f"host op {node.op!r} takes no {f}")
+    if node.op == "matmul":
+        w = node.weight
+        if w.ndim != 2 or w.shape[0] != node.size:
+            raise _err(name, node, "weight", f"shape {w.shape} does not match [{node.size}, n_in] = [prod(shape), n_in]")
+        _expect_shape(name, node, "bias", node.bias, (node.size,), "one per output")
+    else:
+        for f in spec.params:
+            _expect_shape(name, node, f, getattr(node, f), (node.size,), spec.params[f])
+    if node.op == "layernorm" and not node.eps > 0:
+        raise _err(name, node, "eps", f"must be > 0, got {node.eps}")
 
 
 def _check_gate(name: str, node: Gate) -> None:
@@ -389,9 +410,10 @@ def check_io(program: Program) -> None:
 
 def _n_sources(program: Program, name: str, node: Node, want: str) -> list[str]:
     srcs = program.sources(name)
-    ok = {"0": len(srcs) == 0, "1": len(srcs) == 1, "1+": len(srcs) >= 1}[want]
+    ok = {"0": len(srcs) == 0, "1": len(srcs) == 1, "2": len(srcs) == 2, "1+": len(srcs) >= 1}[want]
     if not ok:
-        need = {"0": "no sources", "1": "exactly one source", "1+": "at least one source"}[want]
+        need = {"0": "no sources", "1": "exactly one source", "2": "exactly two sources",
+                "1+": "at least one source"}[want]
         raise _err(name, node, None, f"needs {need}, has {len(srcs)}: {srcs}")
     return srcs
 
@@ -430,9 +452,15 @@ def check_connections(program: Program) -> None:
             if node.in_size != sn.size:
                 raise _err(name, node, "in_shape", f"{node.in_shape} has {node.in_size} elements but source {src!r} has size {sn.size} {sn.shape}")
             continue
+        if isinstance(node, HostOp):
+            srcs = _n_sources(program, name, node, HOST_OPS[node.op].sources)
+            if node.op == "matmul":
+                n_in = node.weight.shape[1]
+                if program.node(srcs[0]).size != n_in:
+                    raise _err(name, node, "weight", f"expects {n_in} inputs (weight columns) but source "
+                               f"{srcs[0]!r} has size {program.node(srcs[0]).size}")
+                continue
         if isinstance(node, Population) or (isinstance(node, HostOp) and node.op in ELEMENTWISE_HOST_OPS):
-            if isinstance(node, HostOp):
-                _n_sources(program, name, node, "1+")
             for src in program.sources(name):
                 sn = program.node(src)
                 if isinstance(sn, Gate):

@@ -54,6 +54,8 @@ import torch
 from numba import njit, prange
 from torch.autograd.function import once_differentiable
 
+from spike.numba_threads import threads_at_most
+
 __all__ = [
     "NEG",
     "WKVState",
@@ -358,9 +360,11 @@ def _forward_into(w, u, k, v, y, state: WKVState) -> None:
 
         wkv_cuda.forward_torch(w, u, k, v, y, state)
         return
-    wkv_forward_kernel(w.numpy(), u.numpy(), k.numpy().reshape(T, M), v.numpy().reshape(T, M),
-                       y.numpy().reshape(T, M), state.a.numpy().reshape(M), state.b.numpy().reshape(M),
-                       state.p.numpy().reshape(M), C, _block(C))
+    blk = _block(C)
+    with threads_at_most(B * ((C + blk - 1) // blk)):  # the kernel's parallel work items
+        wkv_forward_kernel(w.numpy(), u.numpy(), k.numpy().reshape(T, M), v.numpy().reshape(T, M),
+                           y.numpy().reshape(T, M), state.a.numpy().reshape(M), state.b.numpy().reshape(M),
+                           state.p.numpy().reshape(M), C, blk)
 
 
 def wkv(time_decay: torch.Tensor, time_first: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

@@ -524,7 +524,7 @@ def test_export_errors_name_the_node():
         to_nir(b.build())
     b = ProgramBuilder()
     b.add("x", Input(shape=(3,)))
-    b.add("ln", HostOp(shape=(3,), op="layernorm"), "x")
+    b.add("ln", HostOp(shape=(3,), op="layernorm", weight=np.ones(3, np.float32), bias=np.zeros(3, np.float32)), "x")
     b.add("o", Output(shape=(3,)), "ln")
     with pytest.raises(NIRExportError, match="'ln'.*layernorm"):
         to_nir(b.build())
