@@ -25,7 +25,8 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
     (snnTorch ``init_hidden=True``) models; ``input_signal`` forces "spike" or "real" inputs
     (default: "spike" when the example input is binary). A ``.nir`` path is imported with
     ``nir_options`` (``dt``, ``reset``, ``reset_delay``, ``input_signal``; see ``from_nir``).
-    ``precision="fixed"`` runs the float
+    A :class:`~spike.models.spikegpt.SpikeGPT` needs no example input: it lowers through
+    ``frontend_spikegpt`` (float32, host targets). ``precision="fixed"`` runs the float
     pipeline, then :func:`~spike.compiler.quantize.quantize` (Loihi fixed point; its per-layer
     report is in ``program.metadata["quantization"]``). For a Loihi ``target`` (``loihi1``,
     ``loihi2``) :func:`~spike.compiler.loihi.loihi_delays` then puts ``delay=1`` on every projection
@@ -52,6 +53,8 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
             if precision != "fixed":
                 raise ValueError(f"{model}: the saved program is fixed point; it cannot be compiled to {precision!r}")
             return loihi_delays(program) if is_loihi_target(target) else program
+    elif _is_spikegpt(model):
+        return _compile_spikegpt(model, target, precision, metadata)
     else:
         if example_input is None:
             raise ValueError("compile(model, example_input): an example input is needed to trace a model")
@@ -66,6 +69,33 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
         program = quantize(program)
     if is_loihi_target(target):
         program = loihi_delays(program)
+    return program
+
+
+def _is_spikegpt(model: Any) -> bool:
+    from spike.models.spikegpt import SpikeGPT
+
+    return isinstance(model, SpikeGPT)
+
+
+def _compile_spikegpt(model: Any, target: str, precision: str, metadata: dict[str, Any] | None) -> Program:
+    """SpikeGPT lowers by its own frontend (``frontend_spikegpt``): host ops everywhere but the
+    embedding, LIF layers and residual adds, so it targets hosts without cores, in float32."""
+    from spike.compiler.frontend_spikegpt import lower_spikegpt
+    from spike.hardware import load_target
+
+    if precision != "float32":
+        raise ValueError(f"precision {precision!r}: SpikeGPT's host ops (LayerNorm, WKV, matmuls on real "
+                         "values) have no fixed-point form; compile it in float32")
+    hw = load_target(target)
+    if hw.has_cores:
+        raise ValueError(f"target {hw.name!r}: SpikeGPT is mostly host ops (real-valued matmuls, WKV, "
+                         "LayerNorm) that no neuromorphic core runs; compile it for a host target such as "
+                         "'generic' or 'cmos45nm_fp32'")
+    from spike.compiler.validate import validate_program
+
+    program = lower_spikegpt(model, metadata={"target": hw.name, **(metadata or {})})
+    validate_program(program)
     return program
 
 

@@ -152,8 +152,12 @@ def compile_nir(path: str, target: str, precision: str, dt: float, reset: str | 
 def _cmd_compile(args: argparse.Namespace) -> int:
     from spike.compiler.serialize import save_program
 
+    from spike.cli_spikegpt import compile_lm, is_lm_checkpoint
+
     if args.checkpoint.endswith(".nir"):
         program = compile_nir(args.checkpoint, args.target, args.precision, args.dt, args.reset)
+    elif is_lm_checkpoint(args.checkpoint):
+        program = compile_lm(args.checkpoint, args.target, args.precision)
     else:
         program = compile_checkpoint(args.checkpoint, args.target, args.precision)
     save_program(program, args.out)
@@ -186,6 +190,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from spike.evaluate import evaluate_program
 
     program = load_program(args.program)
+    if program.metadata.get("model") == "spikegpt":
+        return _run_lm(program, args)
     dataset = args.dataset or program.metadata.get("dataset")
     if not dataset:
         raise SystemExit("spike run: --dataset is needed (the program does not name one)")
@@ -212,6 +218,28 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if energy is None:
             raise ValueError(f"--plot needs a target with energy figures; {target!r} has none")
         plot_report({**result, "energy": result["energy"]}, args.plot)
+        print(f"plot -> {args.plot}")
+    return 0
+
+
+def _run_lm(program: Any, args: argparse.Namespace) -> int:
+    """``spike run`` of a compiled SpikeGPT: firing rates, counts and energy three ways."""
+    from spike.checkpoint import atomic_write_json
+    from spike.cli_spikegpt import run_lm_program
+
+    target = args.target or "cmos45nm_fp32"
+    report, result = run_lm_program(program, backend=args.backend, data=args.data, tokens=args.tokens,
+                                    tokenizer=args.tokenizer, target=target)
+    print(f"backend {args.backend}: {result.timing['ms_per_step']:.2f} ms per token")
+    print(report.table())
+    if args.json:
+        atomic_write_json(args.json, {"backend": args.backend, "timing": result.timing, **report.to_json(),
+                                      "energy": report.energy_detail.to_json()})
+        print(f"report -> {args.json}")
+    if args.plot:
+        from spike.energy import plot_report
+
+        plot_report(report.energy_detail, args.plot)
         print(f"plot -> {args.plot}")
     return 0
 
@@ -352,7 +380,7 @@ def _parser() -> argparse.ArgumentParser:
     add_generate_parser(sub)
 
     c = sub.add_parser("compile", help="compile a checkpoint or a NIR graph to an IR program (HDF5)")
-    c.add_argument("checkpoint", help="a checkpoint from `spike train`, or a .nir graph")
+    c.add_argument("checkpoint", help="a checkpoint from `spike train` (SpikeGPT included), or a .nir graph")
     c.add_argument("--dt", type=float, default=1e-4, help="NIR import: time step in seconds")
     c.add_argument("--reset", default=None, choices=["subtract", "zero", "none"],
                    help="NIR import: reset mode when the graph's metadata has none (default zero)")
@@ -367,7 +395,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--dt", type=float, default=None, help="time step written to the graph (default 1e-4)")
     e.set_defaults(fn=_cmd_export)
 
-    r = sub.add_parser("run", help="run a compiled program on a dataset's test split")
+    r = sub.add_parser("run", help="run a compiled program on a dataset's (or a SpikeGPT's corpus's) test split")
     r.add_argument("program")
     r.add_argument("--backend", default="numba")
     r.add_argument("--dataset", default=None)
@@ -379,6 +407,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--target", default=None, help="energy figures from this target (default: the program's)")
     r.add_argument("--plot", default=None, help="PNG with firing rate and energy per layer")
     r.add_argument("--quiet", action="store_true")
+    r.add_argument("--data", default=None, help="SpikeGPT: text file whose test split is run (default: built-in corpus)")
+    r.add_argument("--tokens", type=int, default=512, help="SpikeGPT: tokens to run (default 512)")
+    r.add_argument("--tokenizer", default=None, help="SpikeGPT: tokenizer JSON when the program does not carry it")
     r.set_defaults(fn=_cmd_run)
 
     d = sub.add_parser("demo", help="train -> compile -> run on built-in data")

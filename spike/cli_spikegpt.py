@@ -526,3 +526,78 @@ def main(argv=None) -> int:  # pragma: no cover - convenience for running withou
 
 if __name__ == "__main__":  # pragma: no cover
     raise SystemExit(main())
+
+
+# ---------------------------------------------------------------------------------------------
+# compile / run a compiled program
+# ---------------------------------------------------------------------------------------------
+
+#: Vocabularies up to this size (JSON characters) travel in the program's metadata; a larger one
+#: (a tokenizer) is named by its hash and given again at run time (``--tokenizer``).
+_VOCAB_IN_METADATA = 32_000
+
+
+def is_lm_checkpoint(path) -> bool:
+    """True for a ``spike train spikegpt`` checkpoint or a reference state dict of SpikeGPT."""
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - not ours to judge here; the normal loader reports it
+        return False
+    if isinstance(raw, dict) and "format_version" in raw:
+        return raw.get("config", {}).get("model", {}).get("kind") == "spikegpt"
+    return isinstance(raw, dict) and "emb.weight" in raw or any(str(k).startswith("module.emb") for k in raw)
+
+
+def compile_lm(path, target: str = "generic", precision: str = "float32", **load_kw):
+    """Compile a SpikeGPT checkpoint to a Program; its vocabulary goes into the metadata."""
+    import json
+
+    from spike.compiler import compile as compile_model
+
+    model, voc, _ = load_lm(path, **load_kw)
+    vcfg = voc.to_config()
+    if len(json.dumps(vcfg)) > _VOCAB_IN_METADATA:
+        vcfg = {"kind": vcfg["kind"], "sha256": vcfg.get("sha256"), "stored": False}
+    return compile_model(model, target=target, precision=precision,
+                         metadata={"vocab": vcfg, "source": str(path)})
+
+
+def _program_vocab(program, tokenizer=None):
+    from spike.text import TokenizerVocab, vocab_from_config
+
+    vcfg = program.metadata.get("vocab")
+    if tokenizer is not None:
+        voc = TokenizerVocab.from_file(tokenizer)
+        want = (vcfg or {}).get("sha256")
+        if want and voc.to_config().get("sha256") != want:
+            raise ValueError(f"--tokenizer {tokenizer}: not the tokenizer the program was compiled with "
+                             f"(sha256 {want[:12]}...)")
+        return voc
+    if not vcfg or vcfg.get("stored") is False:
+        raise ValueError("the program does not carry its vocabulary; give --tokenizer FILE")
+    return vocab_from_config(vcfg)
+
+
+def run_lm_program(program, backend: str = "numba", data=None, tokens: int = 512, tokenizer=None,
+                   target: str = "cmos45nm_fp32"):
+    """Run a compiled SpikeGPT token by token on the first ``tokens`` tokens of a corpus's test
+    split (the built-in corpus by default) and return its :class:`SpikeGPTReport`."""
+    import numpy as np
+
+    from spike.backends import run
+    from spike.spikegpt_report import spikegpt_report
+    from spike.text import load_corpus
+
+    voc = _program_vocab(program, tokenizer)
+    V = int(program.metadata["spikegpt"]["vocab_size"])
+    if voc.size != V:
+        raise ValueError(f"vocabulary has {voc.size} tokens, the program {V}")
+    corpus = load_corpus(data, vocab=voc)
+    ids = np.asarray(corpus.split("test")[: int(tokens)], np.int64)
+    if len(ids) < 2:
+        raise ValueError(f"the test split of {corpus.name} has {len(ids)} tokens; need at least 2")
+    x = np.zeros((len(ids), 1, V), np.float32)
+    x[np.arange(len(ids)), 0, ids] = 1.0  # one spike per token on its input line
+    result = run(program, x, backend=backend)
+    report = spikegpt_report(program, result, target=target, token_ids=ids[:, None])
+    return report, result
