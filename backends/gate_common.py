@@ -22,7 +22,8 @@ from spike.compiler.ir import Gate, Population
 from spike.compiler.program import Program, ProgramError
 from spike.compiler.validate import check_gates
 
-__all__ = ["gate_of_population", "gated_consumer", "gate_mask", "gate_host_flops", "add_gate_checks"]
+__all__ = ["gate_of_population", "gated_consumer", "gate_mask", "mask_from_window", "gate_host_flops",
+           "add_gate_checks"]
 
 _MASKS = "ftwt_gate_masks"
 
@@ -71,17 +72,24 @@ def gate_mask(ctx: Any, gate: str) -> np.ndarray:
     masks = ctx.shared.setdefault(_MASKS, {})
     if gate in masks:
         return masks[gate]
+    node, vals = _window_values(ctx, gate)
+    mask = mask_from_window(node.weight, node.bias, vals)
+    masks[gate] = mask
+    return mask
+
+
+def mask_from_window(weight: Any, bias: Any, vals: np.ndarray) -> np.ndarray:
+    """The mask ``[B, C_out]`` (bool) of a gate head (``weight [C_out, C_in]``, ``bias``) from its
+    source's values over the window, ``[steps, B, C_in, positions]`` (also used by the lava
+    backend's gate process, so every backend decides alike)."""
     from spike.ftwt import gate_logits
 
-    node, vals = _window_values(ctx, gate)
     sums = vals.astype(np.float64).sum(axis=(0, 3)).astype(np.float32)  # [B, C_in]
     positions = float(vals.shape[3])
     with torch.no_grad():
-        logits = gate_logits(torch.from_numpy(sums), positions, torch.from_numpy(np.asarray(node.weight, np.float32)),
-                             torch.from_numpy(np.asarray(node.bias, np.float32)))
-    mask = np.ascontiguousarray(logits.numpy() > 0)
-    masks[gate] = mask
-    return mask
+        logits = gate_logits(torch.from_numpy(sums), positions, torch.from_numpy(np.asarray(weight, np.float32)),
+                             torch.from_numpy(np.asarray(bias, np.float32)))
+    return np.ascontiguousarray(logits.numpy() > 0)
 
 
 def gate_host_flops(ctx: Any, gate: str) -> np.ndarray:

@@ -21,6 +21,8 @@ Lowering, one function per node kind (``_LOWER``):
 - ``population`` -> ``LIF`` (per-neuron ``du``, ``dv``, ``vth``, bias; ``li``: a LIF that never
   fires whose ``v`` is read by a ``Monitor``);
 - ``hostop`` (``add``) -> our ``HostAdd`` Python process (``lava_procs``);
+- ``gate`` (FTWT, float32 programs only) -> our ``FTWTGate`` Python process reading the gate's
+  source (see "Gates" below);
 - what a run returns or counts (spikes of every population, outputs, probes) is recorded by
   ``lava.proc.io.sink.RingBuffer`` processes, ``.v``/``.u`` probes and ``li`` readouts by
   ``Monitor`` processes.
@@ -35,11 +37,43 @@ projection must carry ``delay=1`` (compile for a Loihi target: ``spike.compiler.
 program is refused naming the projection. The batch runs one sample at a time through one process
 graph, whose state (``u``, ``v``, the synapses' buffered currents) is reset between samples.
 
+Gates (``ir.Gate``: per sample, a channel mask computed from the gate source's first ``window``
+steps, applied to every step of the gated population): a mask is not causal, so a gated program
+runs each sample in stages, all in the same process graph. Each gate has a level: 0 when no gated
+population lies upstream of its source, else 1 + the highest level among the gates upstream; the
+gate depth ``D`` is the highest level + 1, and every sample runs ``D + 1`` times, ``T`` steps each:
+
+- run ``s`` (``s = 0 .. D-1``) applies the masks of the gates of level < ``s`` (known from earlier
+  runs of this sample) and leaves the others open (all channels kept); the ``FTWTGate`` processes
+  of level ``s`` sum their source over the window and compute the mask with the function every
+  backend uses (``gate_common.mask_from_window`` -> ``spike.ftwt.gate_logits``), held in their
+  ``mask`` Var, which is read after the run; then the state is reset and the sample re-run;
+- run ``D`` applies every mask; only its recordings are the result (the gates, recomputing their
+  masks there, must agree with the masks applied, which is checked).
+
+A mask is applied without extra processes, by ``Var.set`` between runs: the weights of the
+gated population's conv2d projections into masked channels are set to 0 (a Lava ``Conv``'s
+``weight``) and so are the LIF biases of masked neurons (the projections' folded biases), so a
+masked neuron receives nothing, stays at ``u = v = 0`` and never fires (its threshold must not be
+negative), as on numba, where masked neurons do no updates. The conv2d's recorded output is 0 in
+masked channels (numba: no bias there), a gate's output its mask at every step, and the counts
+(``op_counting.count_ops`` with the masks read from Lava) are numba's: syn_ops/macs only into kept
+channels, neuron_updates only of kept neurons, the gate head's ``host_flops``.
+
+Inputs are replayed in every run (the source ring buffers hold each sample ``D + 1`` times) and
+the sinks and monitors record all runs; the result takes each sample's final run. Timing is
+honest: ``run_s`` is the time of every run of every stage plus the mask reads and weight/bias
+writes between them (not the state resets, as without gates), ``stages`` is ``D + 1`` and
+``final_stage_run_s`` the time of the final runs alone; ``ms_per_step`` is ``run_s`` per step.
+
 Refused before anything starts, naming the node: float populations with a reset other than
 ``zero``, ``reset_delay=True`` or ``fire_ge=True`` (Lava's LIF resets to zero in the step it
 fires on ``v > vth``); float ``cuba_lif`` fed by a projection with a bias (Lava adds biases to
 ``v``, not to the synaptic current); projections reading an ``li`` readout (Lava's LIF sends only
-spikes); max pooling of real values; a program made of several unconnected parts.
+spikes); max pooling of real values; a program made of several unconnected parts; gates in a
+fixed-point program (no backend runs those), gates breaking ``validate.check_gates``, and gated
+populations with a negative threshold (a masked neuron at rest would fire on Lava). Gated programs
+cannot run step by step on any backend (``engine.run``).
 """
 from __future__ import annotations
 
@@ -54,7 +88,8 @@ from spike.backends.registry import Backend, BackendError, register_backend
 from spike.backends.result import RunResult
 from spike.compat.lava import LAVA_INSTALL_HINT, lava_available
 from spike.compiler.ir import (
-    Conv2d, Dense, HostOp, Identity, Input, Node, Output, Pool2d, Population, Projection, Sparse, conv_output_hw,
+    Conv2d, Dense, Gate, HostOp, Identity, Input, Node, Output, Pool2d, Population, Projection, Sparse,
+    conv_output_hw,
 )
 from spike.compiler.loihi import LOIHI_DELAY
 from spike.compiler.program import Program, ProgramError
@@ -96,6 +131,28 @@ class LavaPlan:
     chw: dict[str, tuple[int, int, int] | None]  # IR node -> (C, H, W) of its output, if an image
     recorded: dict[str, Callable[[np.ndarray], np.ndarray]] = field(default_factory=dict)
     # IR node -> fix-up applied to the recorded port values (float projections: undo the folded gain, add the bias)
+    # FTWT gates (float32 only; module docstring, "Gates"):
+    gate_level: dict[str, int] = field(default_factory=dict)  # gate -> the stage whose run computes its mask
+    gated_convs: dict[str, str] = field(default_factory=dict)  # conv2d into a gated population -> its gate
+    gated_pops: dict[str, str] = field(default_factory=dict)  # gated population -> its gate
+    bias_parts: dict[str, list[tuple[str | None, np.ndarray]]] = field(default_factory=dict)
+    # population -> its folded projection biases in order, each with the gate that masks it (or None)
+
+    @property
+    def stages(self) -> int:
+        """Runs per sample: the gate depth + 1 (1 without gates)."""
+        return max(self.gate_level.values(), default=-1) + 2
+
+
+def lif_bias(parts: list[tuple[str | None, np.ndarray]], n: int,
+             keep: Callable[[str], np.ndarray | None] = lambda gate: None) -> np.ndarray:
+    """A float LIF's ``bias_mant`` from its projections' biases (gain folded), summed in order;
+    ``keep(gate)`` is the per-channel mask of a gate when known (masked channels get no bias)."""
+    total: Any = 0.0
+    for gate, part in parts:
+        k = None if gate is None else keep(gate)
+        total = total + (part if k is None else np.where(np.repeat(k, len(part) // len(k)), part, 0.0))
+    return np.zeros(n) + total
 
 
 def _err(name: str, node: Node, msg: str) -> str:
@@ -181,7 +238,8 @@ class _Planner:
         self.fixed = precision == "fixed"
         self.plan = LavaPlan(precision=precision, procs={}, output_proc={}, chw={})
         self.problems: list[str] = []
-        self.bias: dict[str, np.ndarray] = {}  # float: population -> bias collected from its projections
+        self.gate_of_pop = {pop: g for g, node in program.nodes() if isinstance(node, Gate)
+                            for pop in program.consumers(g)}
 
     # ---- helpers
     def add(self, proc: LavaProc, output_of: str | None = None) -> None:
@@ -226,9 +284,10 @@ class _Planner:
         b = np.asarray(bias, np.float64).reshape(-1)
         if isinstance(node, Conv2d):
             b = np.repeat(b, node.size // len(b))
+        gate = self.plan.gated_convs.get(name)
         for c in self.program.consumers(name):
             if isinstance(self.program.node(c), Population):
-                self.bias[c] = self.bias.get(c, 0.0) + gain * b
+                self.plan.bias_parts.setdefault(c, []).append((gate, gain * b))
         if np.any(b != 0):  # a recorded current must equal numba's: undo the gain, add the bias
             self.plan.recorded[name] = lambda x, g=gain, bb=b: (x / g + bb)
         elif gain != 1.0:
@@ -321,6 +380,9 @@ class _Planner:
             return
         gain = _gain_and_bias_targets(self.program, name, self.problems)
         args = dict(weight=_conv_lava_layout(w.astype(np.float64) * gain), num_message_bits=24, **conv_args)
+        gated = [self.gate_of_pop[c] for c in self.program.consumers(name) if c in self.gate_of_pop]
+        if gated:  # its weights into masked channels are zeroed per sample (module docstring)
+            self.plan.gated_convs[name] = gated[0]
         self.fold_bias(name, node, gain)
         self.add(LavaProc(name, "conv", args, [src], out_layout="whc", in_layout="whc", chw_in=chw_in,
                           chw_out=chw_out), output_of=name)
@@ -378,9 +440,32 @@ class _Planner:
                                           "only spikes"))
         self.add(LavaProc(name, "host", dict(op=node.op), list(srcs)), output_of=name)
 
+    def gate(self, name: str, node: Gate) -> None:
+        if self.fixed:
+            self.problems.append(_err(name, node, "FTWT gates run in float32 programs only"))
+            return
+        srcs = self.program.sources(name)
+        if len(srcs) != 1 or self.program.node(srcs[0]).size != node.in_size:
+            self.problems.append(_err(name, node, f"needs one source of {node.in_size} values, has {srcs}"))
+            return
+        sn = self.program.node(srcs[0])
+        if isinstance(sn, Population) and sn.model == "li":
+            self.problems.append(_err(name, node, f"reads the membrane of li population {srcs[0]!r}: Lava's LIF "
+                                      "sends only spikes"))
+        args = dict(weight=np.asarray(node.weight, np.float32), bias=np.asarray(node.bias, np.float32),
+                    window=int(node.window))
+        self.add(LavaProc(name, "gate", args, list(srcs)))
+
     def population(self, name: str, node: Population) -> None:
         n = node.size
-        srcs = self.program.sources(name)
+        gate = self.gate_of_pop.get(name)
+        srcs = [s for s in self.program.sources(name) if s != gate]
+        if gate is not None:
+            self.plan.gated_pops[name] = gate
+            thr = np.asarray(1.0 if node.threshold is None else node.threshold)
+            if node.model != "li" and np.any(thr < 0):
+                self.problems.append(_err(name, node, f"gated by {gate!r} with a negative threshold: on Lava a masked "
+                                          "neuron rests at v = 0 and would fire"))
         for s in srcs:
             sn = self.program.node(s)
             if sn.size != n:
@@ -422,8 +507,9 @@ class _Planner:
 
     def finish(self) -> LavaPlan:
         for name, proc in self.plan.procs.items():
-            if proc.kind == "lif" and name in self.bias:
-                proc.args["bias_mant"] = proc.args["bias_mant"] + self.bias[name]
+            if proc.kind == "lif" and name in self.plan.bias_parts:
+                proc.args["bias_mant"] = lif_bias(self.plan.bias_parts[name], len(proc.args["bias_mant"]))
+        self.plan.gate_level = _gate_levels(self.program, self.gate_of_pop)
         for name in self.program.graph.nodes:  # chains of outputs
             key = self.plan.output_proc.get(name)
             seen = set()
@@ -437,10 +523,32 @@ class _Planner:
         return self.plan
 
 
+def _gate_levels(program: Program, gate_of_pop: dict[str, str]) -> dict[str, int]:
+    """Gate -> level: 0 when no gated population lies upstream of (or is) its source, else 1 + the
+    highest level among the gates of those populations. A gate of level ``s`` gets its mask from
+    run ``s`` of a sample, when every mask of a lower level is applied."""
+    import networkx as nx
+
+    levels: dict[str, int] = {}
+
+    def level(gate: str, seen: tuple[str, ...] = ()) -> int:
+        if gate not in levels:
+            if gate in seen:  # pragma: no cover - check_gates refuses gates on cycles
+                raise BackendError(f"gate {gate!r} depends on its own mask")
+            (src,) = program.sources(gate)
+            up = nx.ancestors(program.graph, src) | {src}
+            levels[gate] = max((level(gate_of_pop[p], seen + (gate,)) + 1 for p in up if p in gate_of_pop), default=0)
+        return levels[gate]
+
+    for gate in sorted(set(gate_of_pop.values())):
+        level(gate)
+    return levels
+
+
 _LOWER: dict[str, Callable[[_Planner, str, Any], None]] = {
     "input": _Planner.input, "output": _Planner.output, "dense": _Planner.dense, "sparse": _Planner.sparse,
     "identity": _Planner.identity, "conv2d": _Planner.conv2d, "pool2d": _Planner.pool2d, "hostop": _Planner.hostop,
-    "population": _Planner.population,
+    "population": _Planner.population, "gate": _Planner.gate,
 }
 
 
@@ -464,6 +572,13 @@ def _lower(program: Program) -> LavaPlan:
             check_fixed_point(program)
         except ProgramError as e:
             raise BackendError(f"backend 'lava' cannot execute this fixed-point program: {e}") from None
+    if any(isinstance(node, Gate) for _, node in program.nodes()):
+        from spike.compiler.validate import check_gates
+
+        try:
+            check_gates(program)
+        except ProgramError as e:
+            raise BackendError(f"backend 'lava' cannot execute this program: {e}") from None
     planner = _Planner(program, precision)
     for stage in program.schedule():
         for name in stage.nodes:
@@ -494,7 +609,8 @@ def _lower(program: Program) -> LavaPlan:
 class _Graph:
     """The Lava processes of one plan, for one batch: built, run sample by sample, read."""
 
-    def __init__(self, program: Program, plan: LavaPlan, arrays: dict[str, np.ndarray], steps: int, batch: int) -> None:
+    def __init__(self, program: Program, plan: LavaPlan, arrays: dict[str, np.ndarray], steps: int, batch: int,
+                 reps: int = 1) -> None:
         from lava.proc.conv.process import Conv
         from lava.proc.dense.process import Dense
         from lava.proc.io.source import RingBuffer as Source
@@ -502,11 +618,11 @@ class _Graph:
         from lava.proc.sparse.process import Sparse
         from lava.utils.weightutils import SignMode
 
-        from spike.backends.lava_procs import HostAdd, host_model
+        from spike.backends.lava_procs import FTWTGate, HostAdd, PyFTWTGateFloat, host_model
 
         self.program, self.plan, self.T, self.B = program, plan, steps, batch
         self.fixed = plan.precision == "fixed"
-        span = steps * batch
+        span = steps * batch * reps  # every sample runs ``reps`` times (one run per stage)
         self.procs: dict[str, Any] = {}
         self.model_map: dict[Any, type] = {}
         self.resets: list[tuple[Any, str]] = []  # (process, var name) zeroed between samples
@@ -516,8 +632,9 @@ class _Graph:
             if a.get("sign_mode") == "mixed":
                 a["sign_mode"] = SignMode.MIXED
             if p.kind == "source":
-                x = arrays[key].reshape(steps, batch, -1)  # [T, B, n] -> [n, B*T], sample-major
-                data = np.ascontiguousarray(x.transpose(2, 1, 0).reshape(x.shape[2], span)).astype(dt)
+                x = arrays[key].reshape(steps, batch, -1)  # [T, B, n] -> [n, B*reps*T], sample-major
+                x = np.broadcast_to(x.transpose(2, 1, 0)[:, :, None, :], (x.shape[2], batch, reps, steps))
+                data = np.ascontiguousarray(x.reshape(x.shape[0], span)).astype(dt)
                 proc = Source(data=data)
             elif p.kind == "dense":
                 proc = Dense(**a)
@@ -538,6 +655,12 @@ class _Graph:
             elif p.kind == "host":
                 proc = HostAdd(shape=(self._size_of(key),), buffer=span)
                 self.model_map[proc] = host_model(a["op"], plan.precision)
+            elif p.kind == "gate":
+                (src,) = p.inputs
+                window = steps if a["window"] <= 0 else min(a["window"], steps)
+                proc = FTWTGate(n_in=program.node(src).size, weight=a["weight"], bias=a["bias"], window=window,
+                                period=steps)
+                self.model_map[proc] = PyFTWTGateFloat
             else:  # pragma: no cover - the planner makes only these kinds
                 raise BackendError(f"internal: unknown Lava process kind {p.kind!r}")
             self.procs[key] = proc
@@ -545,7 +668,7 @@ class _Graph:
             if not p.inputs:
                 continue
             proc = self.procs[key]
-            dst = proc.a_in if p.kind in ("lif", "host") else proc.s_in
+            dst = proc.a_in if p.kind in ("lif", "host", "gate") else proc.s_in
             for src in p.inputs:
                 self._port(src, p.in_layout, p.chw_in).connect(dst)
 
@@ -606,37 +729,38 @@ def _execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, co
 
     fixed = plan.precision == "fixed"
     out_dtype = np.int32 if fixed else np.float32
-    span = T * B
+    reps = plan.stages  # runs per sample (gates: one per level of masks, then the final run)
+    span = T * B * reps
 
     def resolve(name: str) -> str:  # Output nodes read their source
         while isinstance(program.node(name), Output):
             (name,) = program.sources(name)
         return name
 
-    # what to record: every population (counts), projection sources, outputs, probes
+    # what to record: every population (counts), projection and gate sources, outputs, probes
     need: set[str] = set()
     for name, node in program.nodes():
         if isinstance(node, Population):
             need.add(name)
-        elif isinstance(node, Projection):
+        elif isinstance(node, (Projection, Gate)):
             need.update(program.sources(name))
     need.update(resolve(o) for o in program.outputs)
     need.update(resolve(p) for p in sig_probes)
     need = {n for n in need if not isinstance(program.node(n), Input)}
 
     t_build = time.perf_counter()
-    g = _Graph(program, plan, arrays, T, B)
+    g = _Graph(program, plan, arrays, T, B, reps)
     sinks: dict[str, Any] = {}
     monitors: dict[tuple[str, str], Any] = {}
     for name in sorted(need):
         node = program.node(name)
+        if isinstance(node, (HostOp, Gate)):
+            continue  # records itself / its mask is read after each run
         proc = g.procs[plan.output_proc[name]]
         if isinstance(node, Population) and node.model == "li":
             monitors[(name, "v")] = None
             if fixed:  # Lava's li is a LIF at the largest threshold: it must never fire
                 sinks[f"{name}/guard"] = (proc.s_out, node.size)
-        elif isinstance(node, HostOp):
-            continue  # records itself
         else:
             sinks[name] = (g._port(name, "flat", None), node.size)
     for name in mem_probes:
@@ -653,22 +777,31 @@ def _execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, co
         m.probe(getattr(g.procs[plan.output_proc[name]], var), span)
         monitors[(name, var)] = m
 
+    masks = {gate: np.ones((B, program.node(gate).shape[0]), bool) for gate in plan.gate_level}
+    gates = _GateStages(plan, g, masks)
     anchor = next(iter(g.procs.values()))
     cfg = Loihi2SimCfg(select_tag=_TAGS[plan.precision], exception_proc_model_map=dict(g.model_map))
-    run_s = 0.0
+    run_s = final_s = 0.0
     try:
         anchor.create_runtime(run_cfg=cfg)
         build_s = time.perf_counter() - t_build
         for b in range(B):
-            if b:
-                for proc, var in g.resets:
-                    getattr(proc, var).set(np.zeros(getattr(proc, var).shape))
-            t0 = time.perf_counter()
-            anchor.run(condition=RunSteps(num_steps=T))
-            run_s += time.perf_counter() - t0
+            for stage in range(reps):
+                if b or stage:
+                    for proc, var in g.resets:
+                        getattr(proc, var).set(np.zeros(getattr(proc, var).shape))
+                t0 = time.perf_counter()
+                gates.apply(b, stage)
+                t1 = time.perf_counter()
+                anchor.run(condition=RunSteps(num_steps=T))
+                t2 = time.perf_counter()
+                gates.read(b, stage)
+                run_s += time.perf_counter() - t0
+                if stage == reps - 1:
+                    final_s += t2 - t1
         recorded: dict[str, np.ndarray] = {}
         for key, s in sink_procs.items():
-            recorded[key] = np.asarray(s.data.get())  # [n, B*T]
+            recorded[key] = np.asarray(s.data.get())  # [n, B*reps*T]
         for key, p in plan.procs.items():
             if p.kind == "host":
                 recorded[key] = np.asarray(g.procs[key].data.get())
@@ -676,15 +809,15 @@ def _execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, co
         for (name, var), m in monitors.items():
             data = m.get_data()
             target = getattr(g.procs[plan.output_proc[name]], var)
-            mem[(name, var)] = np.asarray(data[target.process.name][target.name])  # [B*T, n]
+            mem[(name, var)] = np.asarray(data[target.process.name][target.name])  # [B*reps*T, n]
     finally:
         try:
             anchor.stop()
         except Exception:  # noqa: BLE001 - never hide the run's own error behind a failed stop
             pass
 
-    def from_ring(a: np.ndarray) -> np.ndarray:  # [n, B*T] -> [T, B, n]
-        return a.reshape(a.shape[0], B, T).transpose(2, 1, 0)
+    def from_ring(a: np.ndarray) -> np.ndarray:  # [n, B*reps*T] -> [T, B, n], the final run of each sample
+        return a.reshape(a.shape[0], B, reps, T)[:, :, -1].transpose(2, 1, 0)
 
     values: dict[str, np.ndarray] = {}
     for name, arr in arrays.items():
@@ -700,9 +833,15 @@ def _execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, co
         v = from_ring(a)
         fix = plan.recorded.get(key)
         values[key] = (fix(v) if fix is not None else v)
+    for conv, gate in plan.gated_convs.items():  # masked channels deliver 0 (no bias), as numba
+        if conv in values:
+            keep = np.repeat(masks[gate], program.node(conv).size // masks[gate].shape[1], axis=1)
+            values[conv] = np.where(keep[None], values[conv], 0)
+    for gate, keep in masks.items():  # a gate's output: its mask at every step
+        values[gate] = np.broadcast_to(keep[None].astype(np.float32), (T, *keep.shape))
     membranes: dict[tuple[str, str], np.ndarray] = {}
     for (name, var), a in mem.items():
-        membranes[(name, var)] = a.reshape(B, T, -1).transpose(1, 0, 2)
+        membranes[(name, var)] = a.reshape(B, reps, T, -1)[:, -1].transpose(1, 0, 2)
         node = program.node(name)
         if var == "v" and node.model == "li":
             values[name] = membranes[(name, var)]
@@ -713,7 +852,7 @@ def _execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, co
             raise BackendError(f"internal: the lava backend recorded no output for node {name!r}")
         return values[name]
 
-    counts = count_ops(program, get, T, B)
+    counts = count_ops(program, get, T, B, masks=masks) if masks else count_ops(program, get, T, B)
     if program.metadata.get("mapping"):
         from spike.backends.routing import add_routing_counts
 
@@ -726,8 +865,54 @@ def _execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, co
     probed = {name: shaped(name, get(name)) for name in sig_probes}
     probed.update({f"{n}.v": shaped(n, membranes[(n, "v")]) for n in mem_probes})
     probed.update({f"{n}.u": shaped(n, membranes[(n, "u")]) for n in cur_probes})
-    timing = {"run_s": run_s, "steps": float(T), "ms_per_step": 1e3 * run_s / max(T, 1), "build_s": build_s}
+    timing = {"run_s": run_s, "steps": float(T), "ms_per_step": 1e3 * run_s / max(T, 1), "build_s": build_s,
+              "stages": float(reps), "final_stage_run_s": final_s}
     return RunResult(outputs=outputs, probes=probed, ops=counts, timing=timing, backend="lava")
+
+
+class _GateStages:
+    """The staged runs of a gated program on one process graph (module docstring, "Gates"): before
+    run ``stage`` of sample ``b``, the masks of gates of level < ``stage`` are applied (the weights of
+    their conv2d projections into masked channels and the LIF biases of masked neurons set to 0),
+    the others left open (all channels); after the run, the masks of gates of level ``stage`` are
+    read from their ``FTWTGate`` processes; after the final run every mask is read again and must
+    be unchanged (each gate's source saw the same masks as when its mask was taken)."""
+
+    def __init__(self, plan: LavaPlan, graph: _Graph, masks: dict[str, np.ndarray]) -> None:
+        self.plan, self.g, self.masks = plan, graph, masks
+        self.final = plan.stages - 1
+        self.applied: dict[str, Any] = {}  # conv / population -> what its Lava Var holds now (None: no mask)
+
+    def _known(self, gate: str | None, b: int, stage: int) -> np.ndarray | None:
+        if gate is None or self.plan.gate_level[gate] >= stage:
+            return None
+        return self.masks[gate][b]
+
+    def apply(self, b: int, stage: int) -> None:
+        for conv, gate in self.plan.gated_convs.items():
+            keep = self._known(gate, b, stage)
+            tag = None if keep is None else keep.tobytes()
+            if self.applied.get(conv) != tag:
+                w = self.plan.procs[conv].args["weight"]  # [C_out, kw, kh, C_in/groups]
+                self.g.procs[conv].weight.set(w if keep is None else np.where(keep[:, None, None, None], w, 0.0))
+                self.applied[conv] = tag
+        for pop, parts in self.plan.bias_parts.items():
+            keeps = {gate: self._known(gate, b, stage) for gate, _ in parts if gate is not None}
+            if not keeps:
+                continue
+            tag = tuple(None if k is None else k.tobytes() for k in keeps.values())
+            if self.applied.get(pop, (None,) * len(keeps)) != tag:
+                self.g.procs[pop].bias_mant.set(lif_bias(parts, self.g.program.node(pop).size, keeps.get))
+                self.applied[pop] = tag
+
+    def read(self, b: int, stage: int) -> None:
+        for gate, level in self.plan.gate_level.items():
+            if level == stage or stage == self.final:
+                keep = np.asarray(self.g.procs[gate].mask.get()) > 0.5
+                if stage != self.final:
+                    self.masks[gate][b] = keep
+                elif not np.array_equal(keep, self.masks[gate][b]):
+                    raise BackendError(f"internal: gate {gate!r} decided differently in the final run of sample {b}")
 
 
 def _available() -> str | None:

@@ -11,6 +11,11 @@ steps:
   ``dense_ops`` += all pairs of a step, every step; max pooling counts nothing;
 - populations: ``neuron_updates`` += size per step; ``spikes`` += spikes (``li`` never spikes);
 - host ops: ``host_flops`` += size * (number of sources - 1) per step.
+- FTWT gates (as ``numba_gate``), per sample with the gate's mask (passed in as ``masks``, or
+  recomputed from the recorded source values with ``gate_common``): a conv2d into a gated
+  population counts only the pairs delivered into kept channels (``dense_ops`` unchanged); the
+  gated population counts ``neuron_updates`` for the neurons of kept channels only; the gate node
+  counts ``gate_common.gate_host_flops``.
 
 Nodes appear in ``OpCounts`` in schedule order, as the engine inserts them.
 """
@@ -24,7 +29,7 @@ from spike.backends.registry import OP_KEYS
 from spike.backends.layout import conv_layout, windows_per_position
 from spike.backends.result import OpCounts
 from spike.compiler.ir import (
-    Conv2d, Dense, HostOp, Identity, Input, Node, Output, Pool2d, Population, Sparse, conv_output_hw,
+    Conv2d, Dense, Gate, HostOp, Identity, Input, Node, Output, Pool2d, Population, Sparse, conv_output_hw,
 )
 from spike.compiler.program import Program
 from spike.compiler.signals import output_signal
@@ -61,13 +66,54 @@ def projection_pair_weights(node: Node) -> tuple[np.ndarray, int] | None:
     raise TypeError(f"not a projection: {node.KIND}")
 
 
+class _GateRun:
+    """What ``gate_common`` reads of a run (``program``, ``values``, ``shared``): the recorded
+    outputs of the gates' sources; and the masks ``keep[gate] [B, C_out]`` (bool)."""
+
+    def __init__(self, program: Program, get: Callable[[str], np.ndarray], T: int, B: int,
+                 masks: Mapping[str, np.ndarray] | None) -> None:
+        from spike.backends.gate_common import gate_mask
+
+        self.program = program
+        gates = [n for n, node in program.nodes() if isinstance(node, Gate)]
+        self.values = {s: np.asarray(get(s)).reshape(T, B, -1) for g in gates for s in program.sources(g)}
+        self.shared: dict = {}
+        self.keep: dict[str, np.ndarray] = {}
+        for g in gates:
+            m = None if masks is None else masks.get(g)
+            self.keep[g] = gate_mask(self, g) if m is None else np.asarray(m).astype(bool).reshape(B, -1)
+
+    def neurons(self, gate: str, size: int) -> np.ndarray:
+        """``[B, size]`` bool: the neurons (channel-major) of kept channels."""
+        keep = self.keep[gate]
+        return np.repeat(keep, size // keep.shape[1], axis=1)
+
+
+def _gated_conv_pairs(node: Conv2d, name: str, keep: np.ndarray) -> np.ndarray:
+    """``[B, in_size]``: per sample, the (event, non-zero weight) pairs one event at each input
+    element delivers into the kept output channels ``keep [B, C_out]`` (as ``numba_gate``)."""
+    layout = conv_layout(node, name)
+    nz = (layout.wc != 0).astype(np.int64)  # [G, cin_pg, kh, kw, cout_pg]
+    B = keep.shape[0]
+    kg = keep.reshape(B, layout.groups, layout.cout_pg).astype(np.int64)
+    taps = np.einsum("gcyxj,bgj->bgcyx", nz, kg).reshape(B, layout.C, layout.kh, layout.kw)
+    return np.stack([layout.input_pairs(taps[b]) for b in range(B)])
+
+
 def count_ops(program: Program, output_of: Callable[[str], np.ndarray] | Mapping[str, np.ndarray],
-              steps: int, batch: int) -> OpCounts:
+              steps: int, batch: int, masks: Mapping[str, np.ndarray] | None = None) -> OpCounts:
     """The counts of a run of ``program`` whose node outputs (``[T, B, size]``, any numeric dtype)
-    ``output_of(name)`` returns; only the outputs of projection sources and of populations are read."""
+    ``output_of(name)`` returns; only the outputs of projection sources and of populations are read
+    (and of gate sources). ``masks``: the FTWT mask ``[B, C_out]`` of each gate when the caller
+    knows it (else recomputed from the recorded source values)."""
     get = output_of.__getitem__ if isinstance(output_of, Mapping) else output_of
     T, B = steps, batch
     counts = OpCounts()
+    gates = None
+    if any(isinstance(n, Gate) for _, n in program.nodes()):
+        from spike.backends.gate_common import gate_host_flops, gate_of_population, gated_consumer
+
+        gates = _GateRun(program, get, T, B, masks)
     for stage in program.schedule():
         for name in stage.nodes:
             node = program.node(name)
@@ -77,11 +123,23 @@ def count_ops(program: Program, output_of: Callable[[str], np.ndarray] | Mapping
             c = {k: np.zeros(B, dtype=np.int64) for k in OP_KEYS}
             counts.per_node[name] = c
             if isinstance(node, Population):
-                c["neuron_updates"] += node.size * T
+                gated = gate_of_population(program, name) if gates is not None else None
+                if gated is None:
+                    c["neuron_updates"] += node.size * T
+                else:  # only the neurons of kept channels update
+                    c["neuron_updates"] += gates.neurons(gated[0], node.size).sum(axis=1) * T
                 if node.model != "li":
                     c["spikes"] += np.count_nonzero(np.asarray(get(name)).reshape(T, B, -1), axis=(0, 2))
             elif isinstance(node, HostOp):
-                c["host_flops"] += node.size * (len(program.sources(name)) - 1) * T
+                from spike.backends.host_kernels import host_op_counts
+
+                srcs = program.sources(name)
+                xs = [np.asarray(get(s), np.float32).reshape(T, B, -1) for s in srcs]
+                spiking = [output_signal(program, s) == "spike" for s in srcs]
+                for key, value in host_op_counts(node, xs, spiking).items():
+                    c[key] += value
+            elif isinstance(node, Gate):
+                c["host_flops"] += gate_host_flops(gates, name)
             else:  # a projection
                 pw = projection_pair_weights(node)
                 if pw is None:
@@ -91,6 +149,10 @@ def count_ops(program: Program, output_of: Callable[[str], np.ndarray] | Mapping
                 key = "syn_ops" if output_signal(program, src) == "spike" else "macs"
                 x = np.asarray(get(src)).reshape(T, B, -1)[: max(T - node.delay, 0)]
                 events = np.count_nonzero(x, axis=0).astype(np.int64)  # [B, in_size]
-                c[key] += events @ per_input
+                target = gated_consumer(program, name) if gates is not None and isinstance(node, Conv2d) else None
+                if target is None:
+                    c[key] += events @ per_input
+                else:  # only the pairs into kept channels
+                    c[key] += np.einsum("bi,bi->b", events, _gated_conv_pairs(node, name, gates.keep[target[1]]))
                 c["dense_ops"] += dense_per_step * T
     return counts

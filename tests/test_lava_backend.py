@@ -202,7 +202,9 @@ def test_float_equals_numba_on_dyadic_values() -> None:
     x = (np.random.default_rng(4).random((10, 2, *in_shape)) < 0.4).astype(np.float32)
     neurons = [p for p in probes if isinstance(program.node(p), Population)]
     res = _assert_same(program, x, probes + [f"{p}.v" for p in neurons])
-    assert res["numba"].ops.total()["macs"] > 0 and res["numba"].ops.total()["host_flops"] > 0
+    assert res["numba"].ops.total()["macs"] > 0
+    # the host add of two spike trains: one accumulate per event of its second operand
+    assert res["numba"].ops.per_node["add"]["syn_ops"].sum() == res["numba"].probes["pb"].sum() > 0
     assert all(res["numba"].probes[p].any() for p in ("p1", "p2", "p3", "pa", "pb", "pc"))
 
 
