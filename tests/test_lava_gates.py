@@ -17,31 +17,11 @@ from spike.compat.lava import lava_available
 from spike.compiler import compile as compile_model
 from spike.compiler.ir import Conv2d, Gate, Population
 from spike.compiler.validate import rebuild_graph
-from spike.ftwt import FTWTGate
 from spike.models.cnn import SpikingCNN
+from test_ftwt import _dyadic_model  # dyadic weights: float32 (numba) and Lava's float64 agree
 
 needs_lava = pytest.mark.skipif(lava_available() is not None, reason="lava-nc is not importable here")
 LOIHI_NEURON = dict(synaptic_delay=1, reset="zero", reset_delay=False)  # what Lava's LIF computes
-
-
-def _dyadic(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Weights in multiples of 1/64, BatchNorms whose fold stays dyadic, varied gate heads (as
-    tests/test_ftwt.py), so float32 (numba) and Lava's float64 agree exactly."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".bn" not in name and "sc_bn" not in name and ".gate." not in name:
-                p.copy_(torch.randint(-40, 48, p.shape, generator=g).float() / 64)
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_var.fill_(1 - m.eps)
-                m.running_mean.copy_(torch.randint(-4, 5, m.running_mean.shape, generator=g).float() / 16)
-                m.weight.copy_(torch.randint(2, 9, m.weight.shape, generator=g).float() / 4)
-                m.bias.copy_(torch.randint(-2, 9, m.bias.shape, generator=g).float() / 16)
-            if isinstance(m, FTWTGate):
-                m.weight.copy_(torch.randint(-24, 25, m.weight.shape, generator=g).float() / 8)
-                m.bias.copy_(torch.randint(-8, 9, m.bias.shape, generator=g).float() / 16)
-    return model.eval()
 
 
 def _inputs(T: int, B: int, seed: int) -> np.ndarray:
@@ -60,7 +40,7 @@ def gated_program(kind: str, T: int = 8, B: int = 2, target: str = "loihi1"):
         model = SpikingCNN("digits_resnet", widths=[4, 6, 8], ftwt=dict(ratio=0.9, window=3), **neuron)
     seed, x_seed = (2, 1) if kind == "vgg" else (0, 10)  # vgg: the samples' masks differ
     x = _inputs(T, B, x_seed)
-    program = compile_model(_dyadic(model, seed), torch.from_numpy(x), target=target)
+    program = compile_model(_dyadic_model(model, seed), torch.from_numpy(x), target=target)
     return program, x
 
 
