@@ -109,13 +109,15 @@ def run(
     backend: str | Backend = "numba",
     probes: Iterable[str] = (),
     stepwise: bool | None = None,
+    progress: bool = False,
 ) -> RunResult:
     """Execute ``program`` on ``inputs`` (``[T, B, *shape]`` array, or dict by input name).
 
     ``stepwise`` runs every node one step at a time (token by token), as a streaming device
     would; by default a node runs all its steps in one call unless it lies on a cycle, or the
     program asks for steps (``metadata["stepwise"]``, set for SpikeGPT, whose real-valued matmuls
-    then see the shapes of token-by-token inference and round alike).
+    then see the shapes of token-by-token inference and round alike). ``progress`` shows a bar
+    over the steps of a stepwise run.
     """
     if stepwise is None:
         stepwise = bool(program.metadata.get("stepwise", False))
@@ -139,11 +141,12 @@ def run(
         return be.runner(program, arrays, sig_probes, mem_probes, cur_probes)
 
     with be.run_context(B) if be.run_context is not None else contextlib.nullcontext():
-        return _run_kernels(program, be, arrays, T, B, dtype, precision, stepwise, sig_probes, mem_probes, cur_probes)
+        return _run_kernels(program, be, arrays, T, B, dtype, precision, stepwise, progress, sig_probes, mem_probes,
+                            cur_probes)
 
 
 def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T: int, B: int, dtype: str,
-                 precision: str, stepwise: bool, sig_probes: set[str], mem_probes: set[str],
+                 precision: str, stepwise: bool, progress: bool, sig_probes: set[str], mem_probes: set[str],
                  cur_probes: set[str]) -> RunResult:
     values: dict[str, Any] = {}
     shared: dict[str, Any] = {}
@@ -194,7 +197,9 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
             _run_stage(stage.cyclic, stages[-1][1], T)
     if stepwise:  # every node one step at a time, in schedule order
         calls = [call for _, stage_calls in stages for call in stage_calls]
-        for t in range(T):
+        from tqdm.auto import tqdm
+
+        for t in tqdm(range(T), desc="steps", unit="step", disable=not progress, leave=False):
             for fn, ctx in calls:
                 fn(ctx, t, t + 1)
     elapsed = time.perf_counter() - t_start

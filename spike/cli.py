@@ -229,7 +229,7 @@ def _run_lm(program: Any, args: argparse.Namespace) -> int:
 
     target = args.target or "cmos45nm_fp32"
     report, result = run_lm_program(program, backend=args.backend, data=args.data, tokens=args.tokens,
-                                    tokenizer=args.tokenizer, target=target)
+                                    tokenizer=args.tokenizer, target=target, progress=not args.quiet)
     print(f"backend {args.backend}: {result.timing['ms_per_step']:.2f} ms per token")
     print(report.table())
     if args.json:

@@ -579,7 +579,7 @@ def _program_vocab(program, tokenizer=None):
 
 
 def run_lm_program(program, backend: str = "numba", data=None, tokens: int = 512, tokenizer=None,
-                   target: str = "cmos45nm_fp32"):
+                   target: str = "cmos45nm_fp32", progress: bool = False):
     """Run a compiled SpikeGPT token by token on the first ``tokens`` tokens of a corpus's test
     split (the built-in corpus by default) and return its :class:`SpikeGPTReport`."""
     import numpy as np
@@ -598,6 +598,6 @@ def run_lm_program(program, backend: str = "numba", data=None, tokens: int = 512
         raise ValueError(f"the test split of {corpus.name} has {len(ids)} tokens; need at least 2")
     x = np.zeros((len(ids), 1, V), np.float32)
     x[np.arange(len(ids)), 0, ids] = 1.0  # one spike per token on its input line
-    result = run(program, x, backend=backend)
+    result = run(program, x, backend=backend, progress=progress)
     report = spikegpt_report(program, result, target=target, token_ids=ids[:, None])
     return report, result
