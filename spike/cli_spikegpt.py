@@ -545,7 +545,7 @@ def is_lm_checkpoint(path) -> bool:
         return False
     if isinstance(raw, dict) and "format_version" in raw:
         return raw.get("config", {}).get("model", {}).get("kind") == "spikegpt"
-    return isinstance(raw, dict) and "emb.weight" in raw or any(str(k).startswith("module.emb") for k in raw)
+    return isinstance(raw, dict) and ("emb.weight" in raw or "module.emb.weight" in raw)
 
 
 def compile_lm(path, target: str = "generic", precision: str = "float32", **load_kw):

@@ -8,8 +8,9 @@
   FFN key, value, receptance) charged as accumulates, ``E_AC x firing rate x FLOPs``, at the
   firing rate of the spiking layer that feeds the sub-layer (block ``i``'s time mixer: the
   binary embedding for ``i = 0``, else SN2 of block ``i-1``; its channel mixer: SN1 of block
-  ``i``); WKV and the element-wise ops as MACs (their measured ``host_flops``); the embedding and
-  head as executed. Our reading of the paper; the released code publishes no energy script.
+  ``i``); WKV and the element-wise ops as MACs (their measured ``host_flops``); the embedding,
+  the residual adds and the head as executed. Our reading of the paper; the released code
+  publishes no energy script.
 - **vanilla GPT** of the same ``L``, ``d`` and context ``T`` (the run's tokens), the paper's way:
   every operation a MAC, per token ``L (12 d^2 + T d) + V d`` (Kaplan et al. 2020: ``2N +
   2 L n_ctx d`` forward FLOPs with ``N = 12 L d^2``, plus the head).
