@@ -20,7 +20,8 @@ Lowering, one function per node kind (``_LOWER``):
   ``Conv`` of ones into a LIF that fires when any input fired (an OR, exact in both precisions);
 - ``population`` -> ``LIF`` (per-neuron ``du``, ``dv``, ``vth``, bias; ``li``: a LIF that never
   fires whose ``v`` is read by a ``Monitor``);
-- ``hostop`` (``add``) -> our ``HostAdd`` Python process (``lava_procs``);
+- ``hostop`` (``add``) -> our ``HostAdd`` Python process (``lava_procs``); any other host op puts the
+  program in host mode (below);
 - ``gate`` (FTWT, float32 programs only) -> our ``FTWTGate`` Python process reading the gate's
   source (see "Gates" below);
 - what a run returns or counts (spikes of every population, outputs, probes) is recorded by
@@ -34,8 +35,48 @@ become the LIF's bias (exact for dyadic values, as equality tests use).
 
 Timing: Lava's Dense, Sparse and Conv send at step t what step t-1's spikes produced, so every
 projection must carry ``delay=1`` (compile for a Loihi target: ``spike.compiler.loihi``), or the
-program is refused naming the projection. The batch runs one sample at a time through one process
-graph, whose state (``u``, ``v``, the synapses' buffered currents) is reset between samples.
+program is refused naming the projection (host mode below lifts this for the dense, sparse and
+identity projections of delay 0, which it computes itself). The batch runs one sample at a time
+through one process graph, whose state (``u``, ``v``, the synapses' buffered currents) is reset
+between samples (host mode: all samples side by side, in one run).
+
+Host ops (host mode): a float32 program that is stepwise (``metadata["stepwise"]``, e.g. SpikeGPT)
+or has a host op other than ``add`` runs in host mode. Its real-valued parts run as custom Lava
+Python processes, ``FusedBlock`` (``lava_procs``): float, zero delay (each step: receive every
+input port, compute, send, in the same step), computing with ``BlockStep`` exactly what the numba
+backend computes, a host op by ``host_kernels.run_host_op`` (the shared torch kernel), a population
+or a zero-delay projection with the numba kernels' float32 operations in their order.
+
+- What a block computes ("fused" nodes): every host op; every dense/sparse/identity projection of
+  delay 0 (Lava's synapses are one step late); and every population Lava's LIF cannot reproduce
+  exactly: float32 SpikingJelly/snnTorch neurons (``fire_ge``, ``reset_delay``, resets other than
+  zero), ``li`` readouts, and any population fed by a fused node (host ops send real values, which
+  Lava's float64 LIF would round differently from numba's float32). Populations fed only by
+  projections of delay 1 whose readers are all such populations stay Lava LIFs (gain and bias
+  folded as above), and those projections stay Lava synapses (for ``B`` > 1 a ``Sparse`` repeating
+  the weights once per sample, LIF parameters tiled); a Lava projection read by blocks keeps gain 1
+  and its bias is added by them.
+- Fusing, to keep the process count small: each fused population is its own "neurons" block,
+  together with the zero-delay projections only it reads (synapses and neurons of one core, e.g.
+  SpikeGPT's one-hot ``emb`` Dense with ``emb_spike``). The other fused nodes are merged in
+  topological order: a node joins the block of one of its fused sources unless that closes a
+  cycle between processes (zero-delay processes on a cycle would wait for each other forever;
+  cycles through a Lava synapse, which sends before it receives, do not count), else it starts a
+  new block (``_fuse``). A 2-layer SpikeGPT becomes 11 processes: the token source, 5 neuron
+  blocks (``emb_spike`` with ``emb``, each SN1/SN2) and 5 host blocks (``ln0`` .. ``att.output``
+  of block 0; then one per residual ``add``: ``add1`` .. ``ffn.gated``, ``add2`` .. the next
+  block's ``att.output``, the last ``add2`` .. ``head``), ``4L + 3`` for ``L`` layers, and no sinks:
+  a block records the members the backend reads back (every population, the sources of
+  projections and host ops, outputs, probes, ``.v`` probes) in its ``data`` Var.
+- Exactness: a block holds all samples side by side (``[1, B, size]`` per host-op call), since
+  MKL's matrix product rounds differently for another batch size, and hands each host op step t
+  of a ``[T, B, size]`` array of its source, as numba's stepwise run does (the product also
+  depends on the operands' strides and address modulo 16 bytes). So a stepwise program equals the
+  numba backend bit for bit (outputs, spikes, membranes, every operation count); a program that is
+  not stepwise runs its host ops on all steps at once on numba, which can round differently.
+- Lava runs each process in a fork of this process; ``lava_procs._fork_safe_kernels`` keeps the
+  host-op kernels off OpenMP thread pools there (torch on one thread, the WKV kernel serial).
+  ``timing["processes"]`` of the result counts the Lava processes built (sinks, monitors included).
 
 Gates (``ir.Gate``: per sample, a channel mask computed from the gate source's first ``window``
 steps, applied to every step of the gated population): a mask is not causal, so a gated program
@@ -66,14 +107,16 @@ honest: ``run_s`` is the time of every run of every stage plus the mask reads an
 writes between them (not the state resets, as without gates), ``stages`` is ``D + 1`` and
 ``final_stage_run_s`` the time of the final runs alone; ``ms_per_step`` is ``run_s`` per step.
 
-Refused before anything starts, naming the node: float populations with a reset other than
-``zero``, ``reset_delay=True`` or ``fire_ge=True`` (Lava's LIF resets to zero in the step it
-fires on ``v > vth``); float ``cuba_lif`` fed by a projection with a bias (Lava adds biases to
-``v``, not to the synaptic current); projections reading an ``li`` readout (Lava's LIF sends only
-spikes); max pooling of real values; a program made of several unconnected parts; gates in a
-fixed-point program (no backend runs those), gates breaking ``validate.check_gates``, and gated
-populations with a negative threshold (a masked neuron at rest would fire on Lava). Gated programs
-cannot run step by step on any backend (``engine.run``).
+Refused before anything starts, naming the node: outside host mode, float populations with a
+reset other than ``zero``, ``reset_delay=True`` or ``fire_ge=True`` (Lava's LIF resets to zero in
+the step it fires on ``v > vth``); in host mode, conv2d, pool2d and gates (the batch runs side by
+side, which Lava's Conv and the gate stages do not); host ops other than ``add`` in fixed point;
+float ``cuba_lif`` fed by a projection with a bias (Lava adds biases to ``v``, not to the synaptic
+current); Lava synapses reading the membrane of an ``li`` readout that is a Lava LIF (it sends only
+spikes; a fused ``li`` sends ``v``); max pooling of real values; a program made of several
+unconnected parts; gates in a fixed-point program (no backend runs those), gates breaking
+``validate.check_gates``, and gated populations with a negative threshold (a masked neuron at rest
+would fire on Lava). Gated programs cannot run step by step on any backend (``engine.run``).
 """
 from __future__ import annotations
 
@@ -137,6 +180,10 @@ class LavaPlan:
     gated_pops: dict[str, str] = field(default_factory=dict)  # gated population -> its gate
     bias_parts: dict[str, list[tuple[str | None, np.ndarray]]] = field(default_factory=dict)
     # population -> its folded projection biases in order, each with the gate that masks it (or None)
+    # host mode (module docstring, "Host ops"):
+    batched: bool = False  # the batch runs side by side (every process ``B`` lanes wide), once
+    fused: dict[str, str] = field(default_factory=dict)  # IR node computed in a fused block -> the block's key
+    synapse_bias: dict[str, np.ndarray] = field(default_factory=dict)  # Lava projection -> bias its fused readers add
 
     @property
     def stages(self) -> int:
@@ -232,6 +279,316 @@ def _csr_of_sparse(node: Sparse, data: np.ndarray):
     return m
 
 
+# ---------------------------------------------------------------------------- host mode: fused blocks
+@dataclass
+class FusedMember:
+    """One IR node computed inside a fused block: ``kind`` is "hostop", "population", "dense",
+    "sparse" or "identity"; ``srcs`` its sources in the IR's order, each ("ext", input port) or
+    ("int", index of an earlier member)."""
+
+    name: str
+    kind: str
+    node: Node
+    srcs: list[tuple[str, int]]
+
+
+@dataclass
+class FusedSpec:
+    """A fused block (module docstring, "Host ops"): its members in topological order, the IR nodes
+    feeding its input ports ``in0, in1, ...`` (with the bias of a Lava projection to add, if any)
+    and the members sent on its output ports ``out0, out1, ...``. ``role``: "host" (host ops and
+    zero-delay projections) or "neurons" (one population and the zero-delay synapses only it reads)."""
+
+    role: str
+    members: list[FusedMember]
+    inputs: list[str]
+    input_bias: list[np.ndarray | None]
+    outputs: list[int]
+
+    def index(self, name: str) -> int:
+        return next(i for i, m in enumerate(self.members) if m.name == name)
+
+
+def _vec(a: Any, n: int, default: float) -> np.ndarray:
+    """A float32 per-neuron parameter, as ``numba_backend._param``."""
+    if a is None:
+        return np.full(n, default, np.float32)
+    a = np.ascontiguousarray(np.asarray(a, np.float32).reshape(-1))
+    return np.full(n, a[0], np.float32) if a.shape[0] == 1 and n != 1 else a
+
+
+class BlockStep:
+    """The steps of a fused block for ``lanes`` samples side by side: every member computed in
+    order with the numba backend's float32 arithmetic (populations, zero-delay projections) or the
+    shared host-op kernels (``host_kernels.run_host_op``). A host op gets exactly the tensors the
+    numba backend gives it when it runs a program step by step: step ``t`` of a ``[steps, lanes,
+    size]`` float32 array holding its source's values (MKL's matrix product rounds differently
+    with the operands' shape, strides and even their address modulo 16 bytes, so the block keeps
+    such an array per host-op source). Pure numpy/torch: the Lava process model (``lava_procs``)
+    calls it, and so can a test without Lava. ``reset()`` starts a new run (zero state, step 0)."""
+
+    def __init__(self, spec: FusedSpec, lanes: int, steps: int) -> None:
+        self.spec, self.lanes, self.steps = spec, int(lanes), max(int(steps), 1)
+        self.consts = [self._prepare(m) for m in spec.members]
+        self.hist_keys = {tuple(src) for m in spec.members if m.kind == "hostop" for src in m.srcs}
+        self.hist: dict[tuple[str, int], np.ndarray] = {}
+        self.state: list[dict[str, Any]] = []
+        self.t = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = [{} for _ in self.spec.members]
+        self.hist = {}  # fresh arrays, as every numba run allocates its own
+        self.t = 0
+
+    def _keep(self, key: tuple[str, int], value: np.ndarray) -> np.ndarray:
+        """``value`` ``[lanes, size]`` stored at this step of its source's ``[steps, lanes, size]``
+        array; the ``[1, lanes, size]`` view a host op reads (as numba's ``out[t:t+1]``)."""
+        h = self.hist.get(key)
+        if h is None:
+            h = self.hist[key] = np.zeros((self.steps, *value.shape), np.float32)
+        t = self.t % self.steps
+        h[t] = value
+        return h[t:t + 1]
+
+    @staticmethod
+    def _prepare(m: FusedMember) -> dict[str, Any]:
+        node = m.node
+        if m.kind == "population":
+            n = node.size
+            return dict(beta=_vec(node.beta, n, 1.0), thr=_vec(node.threshold, n, 1.0),
+                        alpha=_vec(node.alpha, n, 0.0), gain=np.float32(node.gain))
+        bias = getattr(node, "bias", None)
+        bias = None if bias is None else np.ascontiguousarray(np.asarray(bias, np.float32).reshape(-1))
+        if m.kind == "dense":
+            return dict(wt=np.ascontiguousarray(np.asarray(node.weight, np.float32).T), bias=bias)
+        if m.kind == "sparse":
+            return dict(indptr=np.asarray(node.indptr, np.int64), indices=np.asarray(node.indices, np.int64),
+                        data=np.asarray(node.data, np.float32), bias=bias)
+        if m.kind == "identity":
+            return dict(scale=np.float32(node.scale))
+        return {}
+
+    def step(self, ext: list[Any]) -> list[np.ndarray]:
+        """The values ``[lanes, size]`` (float32) of every member, given the input ports' values."""
+        L = self.lanes
+        xs = []
+        views: dict[tuple[str, int], np.ndarray] = {}
+        for i, (a, bias) in enumerate(zip(ext, self.spec.input_bias)):
+            a = np.asarray(a).reshape(L, -1)
+            if bias is not None:  # a Lava projection's bias (Lava synapses have none)
+                a = a.astype(np.float64) + bias
+            xs.append(np.ascontiguousarray(a, dtype=np.float32))
+            if ("ext", i) in self.hist_keys:
+                views[("ext", i)] = self._keep(("ext", i), xs[-1])
+        vals: list[np.ndarray] = []
+        for j, m in enumerate(self.spec.members):
+            if m.kind == "hostop":
+                srcs = [views[(where, i)] for where, i in m.srcs]
+            else:
+                srcs = [xs[i] if where == "ext" else vals[i] for where, i in m.srcs]
+            vals.append(getattr(self, "_" + m.kind)(j, m.node, srcs))
+            if ("int", j) in self.hist_keys:
+                views[("int", j)] = self._keep(("int", j), vals[-1])
+        self.t += 1
+        return vals
+
+    # ---- members
+    def _hostop(self, j: int, node: HostOp, srcs: list[np.ndarray]) -> np.ndarray:
+        import torch
+
+        from spike.backends.host_kernels import fresh_input, run_host_op
+
+        xs = [fresh_input(torch.from_numpy(s)) for s in srcs]  # [1, lanes, size], as numba's
+        return np.array(run_host_op(node, xs, self.state[j]).numpy()[0], np.float32)
+
+    def _population(self, j: int, node: Population, srcs: list[np.ndarray]) -> np.ndarray:
+        c, st = self.consts[j], self.state[j]
+        n = node.size
+        if not st:
+            st.update(v=np.zeros((self.lanes, n), np.float32), s=np.zeros((self.lanes, n), np.float32),
+                      i=np.zeros((self.lanes, n), np.float32))
+        if not srcs:
+            x = np.zeros((self.lanes, n), np.float32)
+        else:  # ((s0 + s1) + s2), as numba
+            x = srcs[0]
+            for s in srcs[1:]:
+                x = x + s
+        beta, thr, gain, one = c["beta"], c["thr"], c["gain"], np.float32(1)
+        if node.model == "cuba_lif":
+            st["i"] = c["alpha"] * st["i"] + x
+            x = st["i"]
+        if node.model == "li":
+            st["v"] = beta * st["v"] + gain * x
+            return st["v"]
+        v, s = st["v"], st["s"]
+        if node.reset_delay:
+            if node.reset == "subtract":
+                h = (beta * v + gain * x) - thr * s
+            elif node.reset == "zero":
+                h = beta * ((one - s) * v) + gain * x
+            else:
+                h = beta * v + gain * x
+        else:
+            h = beta * v + gain * x
+        fired = (h >= thr) if node.fire_ge else (h > thr)
+        s = fired.astype(np.float32)
+        if node.reset_delay or node.reset == "none":
+            v = h
+        elif node.reset == "subtract":
+            v = h - thr * s
+        else:
+            v = h * (one - s)
+        st["v"], st["s"] = v, s
+        return s
+
+    def _dense(self, j: int, node: Dense, srcs: list[np.ndarray]) -> np.ndarray:
+        c = self.consts[j]
+        (x,) = srcs
+        init = c["bias"] if c["bias"] is not None else np.zeros(node.size, np.float32)
+        out = np.empty((self.lanes, node.size), np.float32)
+        for b in range(self.lanes):  # bias, then the rows of the active inputs in index order (numba)
+            idx = np.flatnonzero(x[b])
+            rows = c["wt"][idx] * x[b, idx][:, None]
+            out[b] = np.add.accumulate(np.vstack([init[None], rows]), axis=0)[-1] if len(idx) else init
+        return out
+
+    def _sparse(self, j: int, node: Sparse, srcs: list[np.ndarray]) -> np.ndarray:
+        c = self.consts[j]
+        (x,) = srcs
+        out = np.empty((self.lanes, node.size), np.float32)
+        indptr, indices, data = c["indptr"], c["indices"], c["data"]
+        for b in range(self.lanes):
+            acc = c["bias"].copy() if c["bias"] is not None else np.zeros(node.size, np.float32)
+            idx = np.flatnonzero(x[b])
+            if len(idx):
+                counts = indptr[idx + 1] - indptr[idx]
+                ks = np.concatenate([np.arange(indptr[i], indptr[i + 1]) for i in idx])
+                np.add.at(acc, indices[ks], data[ks] * np.repeat(x[b, idx], counts))  # in order, unbuffered
+            out[b] = acc
+        return out
+
+    def _identity(self, j: int, node: Identity, srcs: list[np.ndarray]) -> np.ndarray:
+        (x,) = srcs
+        scale = self.consts[j]["scale"]
+        return x.copy() if scale == 1 else scale * x
+
+
+def host_mode(program: Program) -> bool:
+    """Whether the program runs in host mode (module docstring, "Host ops"): a float32 program that
+    is stepwise or has host ops other than ``add``."""
+    if program.metadata.get("precision") == "fixed":
+        return False
+    return bool(program.metadata.get("stepwise")) or any(
+        isinstance(node, HostOp) and node.op not in _HOST_OPS for _, node in program.nodes())
+
+
+def _zero_delay_synapse(node: Node) -> bool:
+    return isinstance(node, (Dense, Sparse, Identity)) and int(node.delay) == 0
+
+
+def _lava_lif_populations(program: Program) -> set[str]:
+    """Host mode: the populations that stay Lava LIFs: float ``lif``/``if``/``cuba_lif`` with the
+    reset Lava's LIF computes (zero, in the step it fires on ``v > vth``), fed only by projections of
+    delay >= 1 (Lava's own synapses) all of whose other consumers are such populations too."""
+    ok = set()
+    for name, node in program.nodes():
+        if not isinstance(node, Population) or node.model not in ("lif", "if", "cuba_lif"):
+            continue
+        if node.reset != "zero" or node.reset_delay or node.fire_ge:
+            continue
+        srcs = program.sources(name)
+        if srcs and all(isinstance(program.node(s), Projection) and int(program.node(s).delay) >= 1 for s in srcs):
+            ok.add(name)
+    changed = True
+    while changed:
+        changed = False
+        for name in sorted(ok):
+            for s in program.sources(name):
+                if any(c not in ok and not isinstance(program.node(c), Output) for c in program.consumers(s)):
+                    ok.discard(name)
+                    changed = True
+                    break
+    return ok
+
+
+def _fuse(program: Program) -> tuple[dict[str, str], dict[str, FusedSpec], set[str]]:
+    """Host mode: (IR node -> key of its fused block, block key -> spec, Lava LIF populations).
+
+    Fused are host ops, zero-delay projections and the populations Lava's LIF cannot compute. Each
+    such population is its own "neurons" block, with the zero-delay projections that only it reads.
+    The other fused nodes are merged greedily in topological order: a node joins the block of one of
+    its fused sources unless that would close a cycle between processes (a path from the block back
+    to another source of the node); else it starts a new block. Cycles through a projection of
+    delay >= 1 do not count: Lava's synapses send before they receive."""
+    import networkx as nx
+
+    nodes = dict(program.nodes())
+    lif = _lava_lif_populations(program)
+    pops = [n for n, node in nodes.items() if isinstance(node, Population) and n not in lif]
+    fused = {n for n, node in nodes.items() if isinstance(node, HostOp) or _zero_delay_synapse(node)} | set(pops)
+    g0 = program.undelayed_graph().copy()
+    g0.remove_nodes_from([n for n, node in nodes.items() if isinstance(node, Output)])
+    order_ix = {n: i for i, n in enumerate(program.graph.nodes)}
+    order = list(nx.lexicographical_topological_sort(g0, key=lambda n: order_ix[n]))
+    group: dict[str, str] = {p: p for p in pops}
+    role = {p: "neurons" for p in pops}
+    for n in fused:
+        if _zero_delay_synapse(nodes[n]):
+            cons = program.consumers(n)
+            if len(cons) == 1 and cons[0] in role:
+                group[n] = cons[0]
+    quot = nx.DiGraph()
+
+    def qid(n: str) -> str:
+        return group.get(n, n)
+
+    for n in order:
+        preds = list(g0.predecessors(n))
+        if n in fused and n not in group:
+            target = None
+            for c in dict.fromkeys(group[p] for p in preds if p in group and role[group[p]] == "host"):
+                if all(qid(p) == c or not nx.has_path(quot, c, qid(p)) for p in preds):
+                    target = c
+                    break
+            if target is None:
+                target = f"host:{n}"
+                role[target] = "host"
+            group[n] = target
+        g = qid(n)
+        quot.add_node(g)
+        for p in preds:
+            if qid(p) != g:
+                quot.add_edge(qid(p), g)
+    if not nx.is_directed_acyclic_graph(quot):  # pragma: no cover - the greedy merge never closes a cycle
+        raise BackendError("internal: the fused blocks of the lava backend form a cycle")
+    specs: dict[str, FusedSpec] = {}
+    members: dict[str, list[str]] = {}
+    for n in order:
+        if n in fused:
+            members.setdefault(group[n], []).append(n)
+    for key, names in members.items():
+        inside = {m: i for i, m in enumerate(names)}
+        inputs: list[str] = []
+        ms = []
+        for m in names:
+            srcs = []
+            for s in program.sources(m):
+                if s in inside:
+                    srcs.append(("int", inside[s]))
+                else:
+                    if s not in inputs:
+                        inputs.append(s)
+                    srcs.append(("ext", inputs.index(s)))
+            node = nodes[m]
+            kind = "hostop" if isinstance(node, HostOp) else "population" if isinstance(node, Population) else node.KIND
+            ms.append(FusedMember(m, kind, node, srcs))
+        outputs = [i for i, m in enumerate(names)
+                   if any(c not in inside and not isinstance(nodes[c], Output) for c in program.consumers(m))]
+        specs[key] = FusedSpec(role[key], ms, inputs, [None] * len(inputs), outputs)
+    return {n: group[n] for n in fused}, specs, lif
+
+
 class _Planner:
     def __init__(self, program: Program, precision: str) -> None:
         self.program = program
@@ -240,6 +597,13 @@ class _Planner:
         self.problems: list[str] = []
         self.gate_of_pop = {pop: g for g, node in program.nodes() if isinstance(node, Gate)
                             for pop in program.consumers(g)}
+        self.host = host_mode(program)
+        self.specs: dict[str, FusedSpec] = {}
+        self.fused: dict[str, str] = {}
+        if self.host:
+            self.fused, self.specs, _ = _fuse(program)
+            self.plan.batched = True
+            self.plan.fused = dict(self.fused)
 
     # ---- helpers
     def add(self, proc: LavaProc, output_of: str | None = None) -> None:
@@ -268,7 +632,7 @@ class _Planner:
                 f"backend needs delay {LOIHI_DELAY} on every projection; compile for a Loihi target "
                 "(compile(..., target='loihi2') runs spike.compiler.loihi.loihi_delays)")))
         src_node = self.program.node(src)
-        if isinstance(src_node, Population) and src_node.model == "li":
+        if isinstance(src_node, Population) and src_node.model == "li" and src not in self.fused:
             self.problems.append(_err(name, node, f"reads the membrane of li population {src!r}: Lava's LIF "
                                       "sends only spikes"))
         return src
@@ -293,6 +657,28 @@ class _Planner:
         elif gain != 1.0:
             self.plan.recorded[name] = lambda x, g=gain: x / g
 
+    def float_gain(self, name: str, node: Projection) -> float:
+        """A float projection's gain folded into its Lava weights (its biases folded into the LIFs
+        it feeds); in host mode, a projection read by fused blocks keeps gain 1 and its bias is
+        added by the blocks (``synapse_bias``), which apply the gain themselves."""
+        if self.host and any(c in self.fused for c in self.program.consumers(name)):
+            bias = getattr(node, "bias", None)
+            if bias is not None and np.any(np.asarray(bias) != 0):
+                b = np.asarray(bias, np.float64).reshape(-1)
+                self.plan.synapse_bias[name] = b
+                self.plan.recorded[name] = lambda x, bb=b: x + bb
+            return 1.0
+        gain = _gain_and_bias_targets(self.program, name, self.problems)
+        self.fold_bias(name, node, gain)
+        return gain
+
+    def not_in_host_mode(self, name: str, node: Node) -> bool:
+        if self.host:
+            self.problems.append(_err(name, node, "not supported in a program with host ops other than add or a "
+                                      "stepwise program: the lava backend runs those with the batch side by side "
+                                      "(host mode), which Lava's Conv and the FTWT gates do not"))
+        return self.host
+
     # ---- one lowering per node kind
     def input(self, name: str, node: Input) -> None:
         if self.fixed and node.signal != "spike":
@@ -313,9 +699,8 @@ class _Planner:
             w, e = _lava_weights_fixed(node.weight, node.weight_exp)
             args = dict(weights=w, weight_exp=e, num_weight_bits=8, sign_mode="mixed", num_message_bits=0)
         else:
-            gain = _gain_and_bias_targets(self.program, name, self.problems)
+            gain = self.float_gain(name, node)
             args = dict(weights=np.asarray(node.weight, np.float64) * gain, num_message_bits=24)
-            self.fold_bias(name, node, gain)
         self.add(LavaProc(name, "dense", args, [src]), output_of=name)
 
     def sparse(self, name: str, node: Sparse) -> None:
@@ -329,9 +714,8 @@ class _Planner:
             args = dict(weights=m.astype(np.int32), weight_exp=int(node.weight_exp) - 1, num_weight_bits=8,
                         sign_mode="mixed", num_message_bits=0)
         else:
-            gain = _gain_and_bias_targets(self.program, name, self.problems)
+            gain = self.float_gain(name, node)
             args = dict(weights=_csr_of_sparse(node, np.asarray(node.data, np.float64) * gain), num_message_bits=24)
-            self.fold_bias(name, node, gain)
         self.add(LavaProc(name, "sparse", args, [src]), output_of=name)
 
     def identity(self, name: str, node: Identity) -> None:
@@ -345,13 +729,14 @@ class _Planner:
             args = dict(weights=sp.identity(node.size, dtype=np.int32, format="csr") * int(w[0]), weight_exp=e,
                         num_weight_bits=8, sign_mode="mixed", num_message_bits=0)
         else:
-            gain = _gain_and_bias_targets(self.program, name, self.problems)
+            gain = self.float_gain(name, node)
             args = dict(weights=sp.identity(node.size, dtype=np.float64, format="csr") * (float(node.scale) * gain),
                         num_message_bits=24)
-            self.fold_bias(name, node, gain)
         self.add(LavaProc(name, "sparse", args, [src]), output_of=name)
 
     def conv2d(self, name: str, node: Conv2d) -> None:
+        if self.not_in_host_mode(name, node):
+            return
         src = self.check_projection(name, node)
         if src is None:
             return
@@ -388,6 +773,8 @@ class _Planner:
                           chw_out=chw_out), output_of=name)
 
     def pool2d(self, name: str, node: Pool2d) -> None:
+        if self.not_in_host_mode(name, node):
+            return
         src = self.check_projection(name, node)
         if src is None:
             return
@@ -427,8 +814,9 @@ class _Planner:
                           chw_out=chw_out), output_of=name)
 
     def hostop(self, name: str, node: HostOp) -> None:
-        if node.op not in _HOST_OPS:
-            self.problems.append(_err(name, node, f"host op {node.op!r} (supported on lava: {list(_HOST_OPS)})"))
+        if node.op not in _HOST_OPS:  # host mode fuses every host op; only fixed point gets here
+            self.problems.append(_err(name, node, f"host op {node.op!r} in a fixed-point program (supported there on "
+                                      f"lava: {list(_HOST_OPS)})"))
             return
         srcs = self.program.sources(name)
         for s in srcs:
@@ -441,6 +829,8 @@ class _Planner:
         self.add(LavaProc(name, "host", dict(op=node.op), list(srcs)), output_of=name)
 
     def gate(self, name: str, node: Gate) -> None:
+        if self.not_in_host_mode(name, node):
+            return
         if self.fixed:
             self.problems.append(_err(name, node, "FTWT gates run in float32 programs only"))
             return
@@ -504,6 +894,16 @@ class _Planner:
             args = dict(du=1.0 - alpha, dv=1.0 - beta, vth=thr.copy() if spiking else np.full(n, np.inf),
                         bias_mant=np.zeros(n), bias_exp=0)
         self.add(LavaProc(name, "lif", dict(args, spiking=spiking), list(srcs)), output_of=name)
+
+    def blocks(self) -> None:
+        """Host mode: one ``fused`` process per block (``_fuse``)."""
+        for key, spec in self.specs.items():
+            if key in self.program.graph and key not in {m.name for m in spec.members}:
+                self.problems.append(f"{key}: the name of a fused Lava block is taken by a node")
+            spec.input_bias = [self.plan.synapse_bias.get(s) for s in spec.inputs]
+            self.add(LavaProc(key, "fused", dict(spec=spec), list(spec.inputs)))
+            for m in spec.members:
+                self.plan.output_proc[m.name] = key
 
     def finish(self) -> LavaPlan:
         for name, proc in self.plan.procs.items():
@@ -583,6 +983,8 @@ def _lower(program: Program) -> LavaPlan:
     for stage in program.schedule():
         for name in stage.nodes:
             node = program.node(name)
+            if name in planner.fused:
+                continue  # computed in a fused block (planner.blocks)
             fn = _LOWER.get(node.KIND)
             if fn is None:
                 planner.problems.append(_err(name, node, f"node kind {node.KIND!r} has no Lava lowering "
@@ -600,6 +1002,7 @@ def _lower(program: Program) -> LavaPlan:
     if len(parts) > 1:
         planner.problems.append(f"the program has {len(parts)} unconnected parts "
                                 f"({', '.join(sorted(min(p) for p in parts))}, ...): Lava runs one connected process graph")
+    planner.blocks()
     if planner.problems:
         raise BackendError("backend 'lava' cannot execute node(s): " + "; ".join(planner.problems))
     return planner.finish()
@@ -610,7 +1013,7 @@ class _Graph:
     """The Lava processes of one plan, for one batch: built, run sample by sample, read."""
 
     def __init__(self, program: Program, plan: LavaPlan, arrays: dict[str, np.ndarray], steps: int, batch: int,
-                 reps: int = 1) -> None:
+                 reps: int = 1, record: frozenset[str] = frozenset(), record_v: frozenset[str] = frozenset()) -> None:
         from lava.proc.conv.process import Conv
         from lava.proc.dense.process import Dense
         from lava.proc.io.source import RingBuffer as Source
@@ -618,24 +1021,35 @@ class _Graph:
         from lava.proc.sparse.process import Sparse
         from lava.utils.weightutils import SignMode
 
-        from spike.backends.lava_procs import FTWTGate, HostAdd, PyFTWTGateFloat, host_model
+        from spike.backends.lava_procs import FTWTGate, FusedBlock, HostAdd, PyFTWTGateFloat, fused_model, host_model
 
         self.program, self.plan, self.T, self.B = program, plan, steps, batch
         self.fixed = plan.precision == "fixed"
-        span = steps * batch * reps  # every sample runs ``reps`` times (one run per stage)
+        # samples side by side (host mode: ``lanes`` = B, one pass) or one after another (``passes`` = B)
+        self.lanes, self.passes = (batch, 1) if plan.batched else (1, batch)
+        lanes = self.lanes
+        span = steps * self.passes * reps  # every pass runs ``reps`` times (one run per stage)
+        self.span = span
         self.procs: dict[str, Any] = {}
         self.model_map: dict[Any, type] = {}
         self.resets: list[tuple[Any, str]] = []  # (process, var name) zeroed between samples
+        self.records: dict[str, list[tuple[str, str, int]]] = {}  # fused block -> (IR node, "out"/"v", rows)
         dt = np.int32 if self.fixed else np.float64
         for key, p in plan.procs.items():
             a = dict(p.args)
             if a.get("sign_mode") == "mixed":
                 a["sign_mode"] = SignMode.MIXED
-            if p.kind == "source":
-                x = arrays[key].reshape(steps, batch, -1)  # [T, B, n] -> [n, B*reps*T], sample-major
-                x = np.broadcast_to(x.transpose(2, 1, 0)[:, :, None, :], (x.shape[2], batch, reps, steps))
-                data = np.ascontiguousarray(x.reshape(x.shape[0], span)).astype(dt)
+            if p.kind == "source":  # [T, B, n] -> [lanes*n, passes*reps*T]: sample = pass*lanes + lane
+                x = arrays[key].reshape(steps, self.passes, lanes, -1).transpose(2, 3, 1, 0)
+                x = np.broadcast_to(x[:, :, :, None, :], (*x.shape[:3], reps, steps))
+                data = np.ascontiguousarray(x.reshape(-1, span)).astype(dt)
                 proc = Source(data=data)
+            elif p.kind in ("dense", "sparse") and lanes > 1:  # the same synapses once per lane
+                import scipy.sparse as sp
+
+                a["weights"] = sp.kron(sp.identity(lanes, format="csr"), sp.csr_matrix(a["weights"]), format="csr")
+                proc = Sparse(**a)
+                self.resets.append((proc, "a_buff"))
             elif p.kind == "dense":
                 proc = Dense(**a)
                 self.resets.append((proc, "a_buff"))
@@ -650,11 +1064,24 @@ class _Graph:
                 n = self._size_of(key)
                 a = {k: (v.flat[0].item() if isinstance(v, np.ndarray) and v.size and (v == v.flat[0]).all()
                          and k in ("du", "dv", "vth") else v) for k, v in a.items()}
-                proc = LIF(shape=(n,), **a)
+                a = {k: (np.tile(v, lanes) if isinstance(v, np.ndarray) and v.ndim == 1 and v.size == n else v)
+                     for k, v in a.items()}
+                proc = LIF(shape=(n * lanes,), **a)
                 self.resets += [(proc, "u"), (proc, "v")]
             elif p.kind == "host":
                 proc = HostAdd(shape=(self._size_of(key),), buffer=span)
                 self.model_map[proc] = host_model(a["op"], plan.precision)
+            elif p.kind == "fused":
+                spec: FusedSpec = a["spec"]
+                rec = [(j, m.name, what) for j, m in enumerate(spec.members) for what, wanted in
+                       (("out", record), ("v", record_v)) if m.name in wanted
+                       and (what == "out" or (m.kind == "population" and m.node.model != "li"))]
+                self.records[key] = [(name, what, lanes * spec.members[j].node.size) for j, name, what in rec]
+                proc = FusedBlock(spec=spec, lanes=lanes, record=[(j, what) for j, _, what in rec], period=steps,
+                                  buffer=span, in_sizes=[program.node(s).size * lanes for s in spec.inputs],
+                                  out_sizes=[spec.members[j].node.size * lanes for j in spec.outputs],
+                                  name=f"fused {key}")
+                self.model_map[proc] = fused_model(len(spec.inputs), len(spec.outputs))
             elif p.kind == "gate":
                 (src,) = p.inputs
                 window = steps if a["window"] <= 0 else min(a["window"], steps)
@@ -668,6 +1095,10 @@ class _Graph:
             if not p.inputs:
                 continue
             proc = self.procs[key]
+            if p.kind == "fused":  # one port per source
+                for i, src in enumerate(p.inputs):
+                    self._port(src, "flat", None).connect(getattr(proc, f"in{i}"))
+                continue
             dst = proc.a_in if p.kind in ("lif", "host", "gate") else proc.s_in
             for src in p.inputs:
                 self._port(src, p.in_layout, p.chw_in).connect(dst)
@@ -679,6 +1110,9 @@ class _Graph:
         key = self.plan.output_proc[name]
         p = self.plan.procs[key]
         proc = self.procs[key]
+        if p.kind == "fused":
+            spec = p.args["spec"]
+            return getattr(proc, f"out{spec.outputs.index(spec.index(name))}"), "flat", None
         port = proc.a_out if p.kind in ("dense", "sparse", "conv") else proc.s_out
         return port, p.out_layout, p.chw_out
 
@@ -730,7 +1164,8 @@ def _execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, co
     fixed = plan.precision == "fixed"
     out_dtype = np.int32 if fixed else np.float32
     reps = plan.stages  # runs per sample (gates: one per level of masks, then the final run)
-    span = T * B * reps
+    lanes, passes = (B, 1) if plan.batched else (1, B)  # host mode: the batch side by side, one pass
+    span = T * passes * reps
 
     def resolve(name: str) -> str:  # Output nodes read their source
         while isinstance(program.node(name), Output):
@@ -742,20 +1177,20 @@ def _execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, co
     for name, node in program.nodes():
         if isinstance(node, Population):
             need.add(name)
-        elif isinstance(node, (Projection, Gate)):
+        elif isinstance(node, (Projection, Gate, HostOp)):
             need.update(program.sources(name))
     need.update(resolve(o) for o in program.outputs)
     need.update(resolve(p) for p in sig_probes)
     need = {n for n in need if not isinstance(program.node(n), Input)}
 
     t_build = time.perf_counter()
-    g = _Graph(program, plan, arrays, T, B, reps)
+    g = _Graph(program, plan, arrays, T, B, reps, record=frozenset(need), record_v=frozenset(mem_probes))
     sinks: dict[str, Any] = {}
     monitors: dict[tuple[str, str], Any] = {}
     for name in sorted(need):
         node = program.node(name)
-        if isinstance(node, (HostOp, Gate)):
-            continue  # records itself / its mask is read after each run
+        if isinstance(node, (HostOp, Gate)) or name in plan.fused:
+            continue  # records itself / its mask is read after each run / its fused block records it
         proc = g.procs[plan.output_proc[name]]
         if isinstance(node, Population) and node.model == "li":
             monitors[(name, "v")] = None
@@ -764,12 +1199,13 @@ def _execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, co
         else:
             sinks[name] = (g._port(name, "flat", None), node.size)
     for name in mem_probes:
-        monitors[(name, "v")] = None
+        if name not in plan.fused:
+            monitors[(name, "v")] = None
     for name in cur_probes:
         monitors[(name, "u")] = None
     sink_procs = {}
     for key, (port, n) in sinks.items():
-        s = Sink(shape=(n,), buffer=span)
+        s = Sink(shape=(n * lanes,), buffer=span)
         port.connect(s.a_in)
         sink_procs[key] = s
     for (name, var) in list(monitors):
@@ -785,7 +1221,7 @@ def _execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, co
     try:
         anchor.create_runtime(run_cfg=cfg)
         build_s = time.perf_counter() - t_build
-        for b in range(B):
+        for b in range(passes):
             for stage in range(reps):
                 if b or stage:
                     for proc, var in g.resets:
@@ -800,11 +1236,20 @@ def _execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, co
                 if stage == reps - 1:
                     final_s += t2 - t1
         recorded: dict[str, np.ndarray] = {}
+        fused_v: dict[str, np.ndarray] = {}
         for key, s in sink_procs.items():
             recorded[key] = np.asarray(s.data.get())  # [n, B*reps*T]
         for key, p in plan.procs.items():
             if p.kind == "host":
                 recorded[key] = np.asarray(g.procs[key].data.get())
+            elif p.kind == "fused" and g.records[key]:
+                data, row = np.asarray(g.procs[key].data.get()), 0
+                for name, what, rows in g.records[key]:
+                    if what == "out":
+                        recorded[name] = data[row:row + rows]
+                    else:
+                        fused_v[name] = data[row:row + rows]
+                    row += rows
         mem: dict[tuple[str, str], np.ndarray] = {}
         for (name, var), m in monitors.items():
             data = m.get_data()
@@ -816,12 +1261,14 @@ def _execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, co
         except Exception:  # noqa: BLE001 - never hide the run's own error behind a failed stop
             pass
 
-    def from_ring(a: np.ndarray) -> np.ndarray:  # [n, B*reps*T] -> [T, B, n], the final run of each sample
-        return a.reshape(a.shape[0], B, reps, T)[:, :, -1].transpose(2, 1, 0)
+    def from_ring(a: np.ndarray) -> np.ndarray:  # [lanes*n, passes*reps*T] -> [T, B, n], each sample's final run
+        a = a.reshape(lanes, a.shape[0] // lanes, passes, reps, T)[:, :, :, -1]  # [lanes, n, passes, T]
+        return a.transpose(3, 2, 0, 1).reshape(T, B, -1)
 
     values: dict[str, np.ndarray] = {}
     for name, arr in arrays.items():
         values[name] = np.asarray(arr).reshape(T, B, -1)
+    membranes = {(name, "v"): from_ring(a) for name, a in fused_v.items()}  # fused populations
     for key, a in recorded.items():
         if key.endswith("/guard"):
             if np.any(a):
@@ -839,12 +1286,15 @@ def _execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, co
             values[conv] = np.where(keep[None], values[conv], 0)
     for gate, keep in masks.items():  # a gate's output: its mask at every step
         values[gate] = np.broadcast_to(keep[None].astype(np.float32), (T, *keep.shape))
-    membranes: dict[tuple[str, str], np.ndarray] = {}
-    for (name, var), a in mem.items():
-        membranes[(name, var)] = a.reshape(B, reps, T, -1)[:, -1].transpose(1, 0, 2)
+    for (name, var), a in mem.items():  # [passes*reps*T, lanes*n]
+        a = a.reshape(passes, reps, T, lanes, -1)[:, -1]  # [passes, T, lanes, n]
+        membranes[(name, var)] = a.transpose(1, 0, 2, 3).reshape(T, B, -1)
         node = program.node(name)
         if var == "v" and node.model == "li":
             values[name] = membranes[(name, var)]
+    for name in mem_probes:  # a fused li's membrane is its output
+        if name in plan.fused and (name, "v") not in membranes:
+            membranes[(name, "v")] = values[name]
 
     def get(name: str) -> np.ndarray:
         name = resolve(name)
@@ -866,7 +1316,8 @@ def _execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, co
     probed.update({f"{n}.v": shaped(n, membranes[(n, "v")]) for n in mem_probes})
     probed.update({f"{n}.u": shaped(n, membranes[(n, "u")]) for n in cur_probes})
     timing = {"run_s": run_s, "steps": float(T), "ms_per_step": 1e3 * run_s / max(T, 1), "build_s": build_s,
-              "stages": float(reps), "final_stage_run_s": final_s}
+              "stages": float(reps), "final_stage_run_s": final_s,
+              "processes": float(len(g.procs) + len(sink_procs) + len(monitors))}
     return RunResult(outputs=outputs, probes=probed, ops=counts, timing=timing, backend="lava")
 
 

@@ -19,9 +19,21 @@ backends use, so the decisions are identical) and stores it in the ``mask`` Var 
 masked), which the lava backend reads after the run. The step within a run is ``(time_step - 1) %
 period``: every run of the lava backend is exactly ``period`` steps, so nothing needs resetting
 between runs. It has no output port: the backend applies the mask itself (``lava_backend``).
+
+``FusedBlock`` is a fused block of host mode (``lava_backend`` docstring, "Host ops"): host ops,
+zero-delay projections and/or a population the LIF of Lava cannot compute, executed in one Python
+process, float32, with zero delay: each step it receives every input port, computes its members in
+topological order (``lava_backend.BlockStep``: the numba backend's float32 arithmetic and the
+shared torch host-op kernels, all lanes of the batch at once), sends the members read by other
+processes and records the members the backend reads back in ``data`` (rows: each recorded
+member's ``lanes * size`` values, in order; columns: the steps). Its ports are named ``in0..``
+and ``out0..`` (one per external source / exported member); since a process model declares its
+ports as class attributes, :func:`fused_model` makes (and caches) one model class per port count.
+The state (host-op state, membranes) restarts at step 0 of every ``period``-step run.
 """
 from __future__ import annotations
 
+import os
 import typing as ty
 
 import numpy as np
@@ -35,7 +47,8 @@ from lava.magma.core.process.variable import Var
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-__all__ = ["HostAdd", "PyHostAddFloat", "PyHostAddFixed", "host_model", "FTWTGate", "PyFTWTGateFloat"]
+__all__ = ["HostAdd", "PyHostAddFloat", "PyHostAddFixed", "host_model", "FTWTGate", "PyFTWTGateFloat", "FusedBlock",
+           "fused_model"]
 
 
 class HostAdd(AbstractProcess):
@@ -131,3 +144,93 @@ class PyFTWTGateFloat(PyLoihiProcessModel):
             # float32 like the other backends' source values; [steps, 1, C_in, positions]
             vals = self.values.astype(np.float32).reshape(self._window, 1, self._c_in, -1)
             self.mask[:] = mask_from_window(self._weight, self._bias, vals)[0]
+
+
+class FusedBlock(AbstractProcess):
+    """A fused block (module docstring): ``spec`` a ``lava_backend.FusedSpec``, ``lanes`` samples
+    side by side, input ports ``in{i}`` of ``in_sizes[i]`` values, output ports ``out{i}`` of
+    ``out_sizes[i]``, and ``record`` the (member index, "out" or "v") pairs kept in ``data``
+    (``buffer`` steps)."""
+
+    def __init__(self, *, spec: ty.Any, lanes: int, record: ty.List[ty.Tuple[int, str]], period: int, buffer: int,
+                 in_sizes: ty.List[int], out_sizes: ty.List[int], name: ty.Optional[str] = None) -> None:
+        rows = sum(int(lanes) * spec.members[j].node.size for j, _ in record)
+        super().__init__(spec=spec, lanes=int(lanes), record=list(record), period=int(period), n_in=len(in_sizes),
+                         n_out=len(out_sizes), name=name)
+        for i, n in enumerate(in_sizes):
+            setattr(self, f"in{i}", InPort(shape=(int(n),)))
+        for i, n in enumerate(out_sizes):
+            setattr(self, f"out{i}", OutPort(shape=(int(n),)))
+        self.data = Var(shape=(max(rows, 1), int(buffer)), init=0)
+
+
+def _fork_safe_kernels() -> None:
+    """Make the host-op kernels usable in a Lava worker, which is a fork of the process that built
+    the graph (Lava's runtime forks). That process may already have run OpenMP thread pools (torch's
+    intra-op pool and numba's "omp" threading layer share GNU libgomp), whose threads do not exist in
+    the fork: a parallel torch kernel would wait for them forever, and numba kills a forked child
+    that enters a parallel loop. So each worker runs torch on one thread, and the WKV kernel
+    (``spike.wkv.wkv_forward_kernel``, ``prange`` over rows x channel blocks) as its own Python
+    function, which calls the same compiled per-row function in the same order: identical floats,
+    no parallel region. Only a worker process is affected (never the process that imported us)."""
+    if os.getpid() == _IMPORTED_BY:
+        return
+    import torch
+
+    import spike.wkv as wkv
+
+    torch.set_num_threads(1)
+    kernel = wkv.wkv_forward_kernel
+    if hasattr(kernel, "py_func"):
+        wkv.wkv_forward_kernel = kernel.py_func
+
+
+class _PyFusedBlock(PyLoihiProcessModel):
+    """The model of every ``FusedBlock``; :func:`fused_model` adds the port attributes."""
+
+    data = None
+
+    def __init__(self, proc_params) -> None:  # noqa: ANN001 - Lava's ProcessParameters
+        super().__init__(proc_params)
+        from spike.backends.lava_backend import BlockStep
+
+        self._spec = proc_params["spec"]
+        self._block = BlockStep(self._spec, proc_params["lanes"], proc_params["period"])
+        self._record = proc_params["record"]
+        self._period = int(proc_params["period"])
+        self._n_in, self._n_out = int(proc_params["n_in"]), int(proc_params["n_out"])
+        self._ports: ty.Optional[ty.Tuple[list, list]] = None
+        _fork_safe_kernels()
+
+    def run_spk(self) -> None:
+        if self._ports is None:  # Lava sets the ports after __init__
+            self._ports = ([getattr(self, f"in{i}") for i in range(self._n_in)],
+                           [getattr(self, f"out{i}") for i in range(self._n_out)])
+        ins, outs = self._ports
+        if (self.time_step - 1) % self._period == 0:
+            self._block.reset()
+        vals = self._block.step([p.recv() for p in ins])
+        for p, j in zip(outs, self._spec.outputs):
+            p.send(vals[j].reshape(-1).astype(np.float64))
+        if self._record:
+            col = (self.time_step - 1) % self.data.shape[-1]
+            parts = [vals[j] if what == "out" else self._block.state[j]["v"] for j, what in self._record]
+            self.data[:, col] = np.concatenate([np.asarray(v, np.float64).reshape(-1) for v in parts])
+
+
+_IMPORTED_BY = os.getpid()  # the process building Lava graphs; its forks run the process models
+_FUSED_MODELS: ty.Dict[ty.Tuple[int, int], type] = {}
+
+
+def fused_model(n_in: int, n_out: int) -> type:
+    """The process model class of a ``FusedBlock`` with ``n_in`` input and ``n_out`` output ports
+    (float; made once per pair and cached: Lava's runtime forks, so the class reaches its workers)."""
+    key = (int(n_in), int(n_out))
+    if key not in _FUSED_MODELS:
+        attrs: ty.Dict[str, ty.Any] = {f"in{i}": LavaPyType(PyInPort.VEC_DENSE, float) for i in range(key[0])}
+        attrs.update({f"out{i}": LavaPyType(PyOutPort.VEC_DENSE, float) for i in range(key[1])})
+        attrs["data"] = LavaPyType(np.ndarray, float)
+        attrs["__module__"] = __name__
+        cls = type(f"PyFusedBlock{key[0]}x{key[1]}", (_PyFusedBlock,), attrs)
+        _FUSED_MODELS[key] = implements(proc=FusedBlock, protocol=LoihiProtocol)(requires(CPU)(tag("floating_pt")(cls)))
+    return _FUSED_MODELS[key]
