@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from spike.compiler.hostops import HOST_OPS
 from spike.compiler.ir import HostOp
 
-__all__ = ["HOST_KERNELS", "run_host_op", "host_op_counts", "host_op_kernel", "SUPPORTED"]
+__all__ = ["HOST_KERNELS", "fresh_input", "run_host_op", "host_op_counts", "host_op_kernel", "SUPPORTED"]
 
 HostKernel = Callable[[HostOp, Sequence[torch.Tensor], dict], torch.Tensor]
 HOST_KERNELS: dict[str, HostKernel] = {}
@@ -105,6 +105,13 @@ SUPPORTED = frozenset(HOST_KERNELS)
 assert SUPPORTED == frozenset(HOST_OPS), sorted(SUPPORTED ^ frozenset(HOST_OPS))
 
 
+def fresh_input(x: torch.Tensor) -> torch.Tensor:
+    """A host op's input as a fresh tensor from torch's allocator, as in PyTorch's own inference:
+    BLAS kernels may round differently for data at other alignments or strides (e.g. a view into
+    a run's ``[T, B, size]`` array), and every backend must round alike."""
+    return x.clone(memory_format=torch.contiguous_format)
+
+
 def run_host_op(node: HostOp, xs: Sequence[torch.Tensor], state: dict) -> torch.Tensor:
     """Output ``[n, B, size]`` of ``node`` for source chunks ``xs`` (``state`` carried by the caller)."""
     with torch.no_grad():
@@ -151,7 +158,7 @@ def host_op_kernel(to_tensor: Callable[[Any], torch.Tensor], write: Callable[[An
     ``write(out, t0, t1, values)`` fills: runs :func:`run_host_op` and adds its counts."""
 
     def hostop(ctx: Any, t0: int, t1: int) -> None:
-        xs = [to_tensor(s[t0:t1]) for s in ctx.sources]
+        xs = [fresh_input(to_tensor(s[t0:t1])) for s in ctx.sources]
         write(ctx.out, t0, t1, run_host_op(ctx.node, xs, ctx.state))
         spiking = [s == "spike" for s in ctx.source_signals]
         for key, value in host_op_counts(ctx.node, xs, spiking, ctx.cache).items():

@@ -2,6 +2,8 @@
 membranes and operation counts (counts derived independently from the delivered inputs)."""
 from __future__ import annotations
 
+import zlib
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -283,7 +285,7 @@ def test_population_models(model, reset, reset_delay, fire_ge):
 )
 @pytest.mark.parametrize("pool_mode", ["avg", "max", "sum"])
 def test_conv_pool(stride, padding, groups, kernel, pool_mode):
-    rng = np.random.default_rng(hash((stride, padding, groups, pool_mode)) % 1000)
+    rng = np.random.default_rng(zlib.crc32(repr((stride, padding, groups, pool_mode)).encode()))  # stable
     C, H, W, C_out = 2, 7, 8, 4
     Ho = (H + 2 * padding[0] - kernel[0]) // stride[0] + 1
     Wo = (W + 2 * padding[1] - kernel[1]) // stride[1] + 1
