@@ -37,6 +37,10 @@ def simulating() -> bool:
 
 
 SIMULATING = simulating()
+if SIMULATING:  # a race in the simulator's shared arrays (spike.compat.numba_cudasim)
+    from spike.compat.numba_cudasim import lock_shared_arrays
+
+    lock_shared_arrays()
 # threads per block: a power of two (the scans and reductions); SPIKE_CUDA_TPB overrides it
 TPB = int(os.environ.get("SPIKE_CUDA_TPB", "0")) or (16 if SIMULATING else 128)
 if TPB < 2 or TPB & (TPB - 1) or TPB > 1024:
