@@ -28,7 +28,9 @@ import numpy as np
 
 from spike.backends.engine import NodeContext
 from spike.backends.host_kernels import host_op_kernel
-from spike.backends.layout import conv_layout, f32 as _f32, geometry_2d as _geometry_2d, windows_per_position
+from spike.backends.layout import (
+    conv_layout, f32 as _f32, geometry_2d as _geometry_2d, per_neuron as _param, windows_per_position,
+)
 from spike.backends.registry import Backend, BackendError, register_backend
 from spike.compiler.ir import (
     Conv2d, Dense, HostOp, Identity, Pool2d, Population, Sparse,
@@ -189,17 +191,6 @@ def _bias(node: Any, n: int, name: str) -> tuple[Any, bool]:
     if b.shape[0] != n:
         raise BackendError(f"{node.KIND} {name!r}: bias has {b.shape[0]} values, expected {n}")
     return _to_device(b), True
-
-
-def _param(arr: Any, n: int, default: float, what: str, name: str) -> np.ndarray:
-    if arr is None:
-        return np.full(n, default, np.float32)
-    a = _f32(arr).reshape(-1)
-    if a.shape[0] == 1 and n != 1:
-        a = np.full(n, a[0], np.float32)
-    if a.shape[0] != n:
-        raise BackendError(f"population {name!r}: {what} has {a.shape[0]} values, expected {n}")
-    return a
 
 
 def _source(ctx: NodeContext, i: int = 0) -> Any:

@@ -153,7 +153,7 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
     ctxs: dict[str, NodeContext] = {}
     counts = OpCounts()
     t_start = time.perf_counter()
-    stages: list[tuple[Any, list[NodeContext]]] = []
+    calls: list[tuple[Any, NodeContext]] = []  # every node's (kernel, context), in schedule order
     for stage in program.schedule():
         stage_ctx = []
         for name in stage.nodes:
@@ -192,11 +192,11 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
         for ctx in stage_ctx:
             ctx.sources = [values[s] for s in program.sources(ctx.name)]
             ctx.source_signals = [output_signal(program, s) for s in program.sources(ctx.name)]
-        stages.append((stage, [(be.kernels[c.node.KIND], c) for c in stage_ctx]))
+        stage_calls = [(be.kernels[c.node.KIND], c) for c in stage_ctx]
+        calls += stage_calls
         if not stepwise:
-            _run_stage(stage.cyclic, stages[-1][1], T)
+            _run_stage(stage.cyclic, stage_calls, T)
     if stepwise:  # every node one step at a time, in schedule order
-        calls = [call for _, stage_calls in stages for call in stage_calls]
         from tqdm.auto import tqdm
 
         for t in tqdm(range(T), desc="steps", unit="step", disable=not progress, leave=False):

@@ -127,6 +127,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from spike.backends.layout import per_neuron
 from spike.backends.registry import Backend, BackendError, register_backend
 from spike.backends.result import RunResult
 from spike.compat.lava import LAVA_INSTALL_HINT, lava_available
@@ -309,14 +310,6 @@ class FusedSpec:
         return next(i for i, m in enumerate(self.members) if m.name == name)
 
 
-def _vec(a: Any, n: int, default: float) -> np.ndarray:
-    """A float32 per-neuron parameter, as ``numba_backend._param``."""
-    if a is None:
-        return np.full(n, default, np.float32)
-    a = np.ascontiguousarray(np.asarray(a, np.float32).reshape(-1))
-    return np.full(n, a[0], np.float32) if a.shape[0] == 1 and n != 1 else a
-
-
 class BlockStep:
     """The steps of a fused block for ``lanes`` samples side by side: every member computed in
     order with the numba backend's float32 arithmetic (populations, zero-delay projections) or the
@@ -356,8 +349,9 @@ class BlockStep:
         node = m.node
         if m.kind == "population":
             n = node.size
-            return dict(beta=_vec(node.beta, n, 1.0), thr=_vec(node.threshold, n, 1.0),
-                        alpha=_vec(node.alpha, n, 0.0), gain=np.float32(node.gain))
+            return dict(beta=per_neuron(node.beta, n, 1.0, "beta", m.name),
+                        thr=per_neuron(node.threshold, n, 1.0, "threshold", m.name),
+                        alpha=per_neuron(node.alpha, n, 0.0, "alpha", m.name), gain=np.float32(node.gain))
         bias = getattr(node, "bias", None)
         bias = None if bias is None else np.ascontiguousarray(np.asarray(bias, np.float32).reshape(-1))
         if m.kind == "dense":

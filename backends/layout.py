@@ -1,4 +1,4 @@
-"""Host-side layouts of projection weights shared by the event-driven backends (numba, cuda)."""
+"""Host-side layouts of weights and neuron parameters shared by the event-driven backends (numba, cuda, lava)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -12,6 +12,18 @@ from spike.compiler.ir import conv_output_hw
 
 def f32(a: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+
+
+def per_neuron(arr: Any, n: int, default: float, what: str, name: str) -> np.ndarray:
+    """A population parameter as ``n`` float32 values (None: ``default``; one value: broadcast)."""
+    if arr is None:
+        return np.full(n, default, np.float32)
+    a = f32(arr).reshape(-1)
+    if a.shape[0] == 1 and n != 1:
+        a = np.full(n, a[0], np.float32)
+    if a.shape[0] != n:
+        raise BackendError(f"population {name!r}: {what} has {a.shape[0]} values, expected {n}")
+    return a
 
 
 def geometry_2d(node: Any, kernel: tuple[int, int]) -> tuple[int, int, int, int, int]:

@@ -26,7 +26,9 @@ import torch
 from spike.backends import numba_kernels as K
 from spike.backends.engine import NodeContext
 from spike.backends.host_kernels import host_op_kernel
-from spike.backends.layout import conv_layout, f32 as _f32, geometry_2d as _geometry_2d, windows_per_position
+from spike.backends.layout import (
+    conv_layout, f32 as _f32, geometry_2d as _geometry_2d, per_neuron as _param, windows_per_position,
+)
 from spike.backends.registry import Backend, BackendError, register_backend
 from spike.compiler.ir import Conv2d, Dense, HostOp, Identity, Pool2d, Population, Sparse
 from spike.compiler.quantize import loihi_neuron_params
@@ -124,17 +126,6 @@ def _int_weights(a: Any) -> np.ndarray:
     a = np.asarray(a)
     small = a.size == 0 or np.abs(a).max() <= np.iinfo(np.int16).max
     return np.ascontiguousarray(a.astype(np.int16 if small else np.int32))
-
-
-def _param(arr: Any, n: int, default: float, what: str, name: str) -> np.ndarray:
-    if arr is None:
-        return np.full(n, default, np.float32)
-    a = _f32(arr).reshape(-1)
-    if a.shape[0] == 1 and n != 1:
-        a = np.full(n, a[0], np.float32)
-    if a.shape[0] != n:
-        raise BackendError(f"population {name!r}: {what} has {a.shape[0]} values, expected {n}")
-    return a
 
 
 # ----------------------------------------------------------------------------- projections
