@@ -3,6 +3,11 @@
 Every node's output is an array ``[T, B, size]`` (flattened feature dims) allocated by the
 backend. A kernel ``fn(ctx, t0, t1)`` computes steps ``t0..t1-1`` of its node; acyclic nodes get
 one call over all steps, nodes on a cycle one call per step (see ``Program.schedule``).
+
+A program compiled for a target with synaptic delays trails the trained network by
+``program.total_latency`` steps (``spike.compiler.delays``): every backend runs ``T + latency``
+steps with the input padded by zeros, counts every step it ran (they happen on chip), and returns
+each output and probe from its node's latency on, ``T`` steps aligned with the input.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ class NodeContext:
     cache: dict[str, Any] = field(default_factory=dict)  # per (backend, node), kept across runs
     precision: str = "float32"  # the program's: "fixed" runs Loihi fixed point on int32 signals
     mem_u: Any = None  # Loihi current u record [T, B, size] when probed ('.u', fixed point only)
+    onset: int = 0  # first step of the node's bias (Program.onset): projections, fixed-point populations
     # The whole run, for kernels whose node acts on its neighbours (an FTWT Gate masks the
     # population it feeds and the projections into it): the program, every node's output array
     # by name (read-only; sources are complete when a node runs), and a dict shared by all kernels
@@ -129,6 +135,8 @@ def run(
     be = get_backend(backend) if isinstance(backend, str) else backend
     be.check(program)
     arrays = _as_inputs(program, inputs)
+    T_in = next(iter(arrays.values())).shape[0]
+    arrays = padded_inputs(program, arrays)
     T, B = next(iter(arrays.values())).shape[:2]
     sig_probes, mem_probes, cur_probes = _parse_probes(program, probes)
     precision = "fixed" if program.metadata.get("precision") == "fixed" else "float32"
@@ -138,11 +146,37 @@ def run(
             if not np.isin(arr, (0, 1)).all():
                 raise ValueError(f"input {name!r}: a fixed-point program takes spikes (0/1) only; encode real values first")
     if be.runner is not None:  # the backend runs the whole program itself (same RunResult)
-        return be.runner(program, arrays, sig_probes, mem_probes, cur_probes)
+        return aligned(program, be.runner(program, arrays, sig_probes, mem_probes, cur_probes), T_in)
 
     with be.run_context(B) if be.run_context is not None else contextlib.nullcontext():
-        return _run_kernels(program, be, arrays, T, B, dtype, precision, stepwise, progress, sig_probes, mem_probes,
-                            cur_probes)
+        return aligned(program, _run_kernels(program, be, arrays, T, B, dtype, precision, stepwise, progress,
+                                             sig_probes, mem_probes, cur_probes), T_in)
+
+
+def padded_inputs(program: Program, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Inputs ``[T, B, ...]`` followed by ``program.total_latency`` steps of zeros."""
+    lag = program.total_latency
+    if not lag:
+        return arrays
+    return {k: np.concatenate([a, np.zeros((lag, *a.shape[1:]), a.dtype)]) for k, a in arrays.items()}
+
+
+def aligned(program: Program, result: RunResult, steps: int) -> RunResult:
+    """``result`` of a padded run with every output and probe cut to its node's ``steps`` aligned
+    steps (``[latency, latency + steps)``); counts and timing stay those of the whole run."""
+    lag = program.total_latency
+    if not lag:
+        return result
+
+    def cut(key: str, arr: np.ndarray) -> np.ndarray:
+        name = key if key in program.graph else key.rpartition(".")[0]
+        lo = program.latency_of(name)
+        return arr[lo : lo + steps]
+
+    result.outputs = {k: cut(k, v) for k, v in result.outputs.items()}
+    result.probes = {k: cut(k, v) for k, v in result.probes.items()}
+    result.timing = {**result.timing, "latency_steps": float(lag)}
+    return result
 
 
 def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T: int, B: int, dtype: str,
@@ -183,6 +217,7 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
                 cache=cache,
                 precision=precision,
                 mem_u=be.zeros((T, B, node.size), dtype) if name in cur_probes else None,
+                onset=program.onset(name),
                 program=program,
                 values=values,
                 shared=shared,

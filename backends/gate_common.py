@@ -63,8 +63,10 @@ def _window_values(ctx: Any, gate: str) -> tuple[Gate, np.ndarray]:
         raise BackendError(f"gate {gate!r}: its source {src!r} has not run yet (a gate needs its source's steps first)")
     vals = _to_numpy(ctx.values[src])
     T, B = vals.shape[:2]
+    T -= program.total_latency  # the trained run's steps; the source's start at its latency
+    lo = program.latency_of(src)
     steps = T if node.window <= 0 else min(node.window, T)
-    return node, vals[:steps].reshape(steps, B, node.in_shape[0], -1)
+    return node, vals[lo : lo + steps].reshape(steps, B, node.in_shape[0], -1)
 
 
 def gate_mask(ctx: Any, gate: str) -> np.ndarray:

@@ -135,10 +135,11 @@ from spike.compiler.ir import (
     Conv2d, Dense, Gate, HostOp, Identity, Input, Node, Output, Pool2d, Population, Projection, Sparse,
     conv_output_hw,
 )
-from spike.compiler.loihi import LOIHI_DELAY
 from spike.compiler.program import Program, ProgramError
 from spike.compiler.signals import output_signal
 from spike.compiler.validate import LOIHI, check_fixed_point
+
+LOIHI_DELAY = 1  # steps between a spike and the current it causes in Lava (Dense, Sparse, Conv)
 
 __all__ = ["BACKEND", "LavaBackend", "lower", "LavaPlan"]
 

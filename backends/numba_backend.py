@@ -156,7 +156,8 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
         c["row_nnz"] = np.count_nonzero(c["wt"], axis=1).astype(np.int64)
         c["bias"] = _bias(node, node.size)
     K.dense_forward(
-        _source(ctx), c["wt"], c["row_nnz"], c["bias"], ctx.out, t0, t1, node.delay, ctx.counts[_pair_key(ctx)]
+        _source(ctx), c["wt"], c["row_nnz"], c["bias"], ctx.out, t0, t1, node.delay, ctx.onset,
+        ctx.counts[_pair_key(ctx)]
     )
     ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
 
@@ -188,7 +189,7 @@ def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
         return
     K.sparse_forward(
         _source(ctx), c["indptr"], c["indices"], c["data"], c["row_nnz"], c["bias"], ctx.out,
-        t0, t1, node.delay, ctx.counts[_pair_key(ctx)],
+        t0, t1, node.delay, ctx.onset, ctx.counts[_pair_key(ctx)],
     )
     ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
 
@@ -211,7 +212,7 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
         ctx.counts["dense_ops"] += c["dense_per_step"] * (t1 - t0)
         return
     K.conv2d_forward(
-        _source(ctx), c["wc"], c["in_pairs"], c["bias"], ctx.out, t0, t1, node.delay, c["geom"],
+        _source(ctx), c["wc"], c["in_pairs"], c["bias"], ctx.out, t0, t1, node.delay, ctx.onset, c["geom"],
         ctx.counts[_pair_key(ctx)],
     )
     ctx.counts["dense_ops"] += c["dense_per_step"] * (t1 - t0)
@@ -348,7 +349,7 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
     record = ctx.mem is not None or ctx.mem_u is not None
     no_mem = np.zeros((1, 1, 1), np.int32)
     K.population_fixed_forward(
-        cur, ioff, t0, t1, p["du"], p["dv"], p["bias"], p["vth_eff"], node.model != "li",
+        cur, ioff, t0, t1, p["du"], p["dv"], p["bias"], ctx.onset, p["vth_eff"], node.model != "li",
         st["u"], st["v"], ctx.out,
         ctx.mem if ctx.mem is not None else (np.zeros_like(ctx.out) if record else no_mem),
         ctx.mem_u if ctx.mem_u is not None else (np.zeros_like(ctx.out) if record else no_mem),

@@ -38,7 +38,7 @@ _plain_population = BACKEND.kernels["population"]
 
 
 @njit(cache=True, parallel=True)
-def conv2d_gated_forward(src, wc, tap_nnz, bias, out, t0, t1, delay, geom, act, nact, keep, pairs):
+def conv2d_gated_forward(src, wc, tap_nnz, bias, out, t0, t1, delay, onset, geom, act, nact, keep, pairs):
     """``numba_kernels.conv2d_forward`` restricted per sample to the kept output channels.
 
     ``act[b, g, :nact[b, g]]`` are the kept channels of group ``g`` (local indices), ``keep[b, co]``
@@ -56,13 +56,10 @@ def conv2d_gated_forward(src, wc, tap_nnz, bias, out, t0, t1, delay, geom, act, 
         nops = 0
         for t in range(t0, t1):
             o = out[t, b]
-            ts = t - delay
-            if ts < 0:
-                for co in range(C_out):
-                    bv = bias[co] if (has_bias and keep[b, co]) else np.float32(0)
-                    for p in range(HWo):
-                        o[co * HWo + p] = bv
+            if t < onset:  # nothing before the onset, bias included (Program.onset)
+                o[:] = 0
                 continue
+            ts = t - delay
             acc[:] = 0
             x = src[ts, b]
             for c in range(C_in):
@@ -236,7 +233,8 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
             act[b, g, : len(idx)] = idx
     tap_nnz = np.ascontiguousarray(np.einsum("gcyxj,bgj->bgcyx", c["g_nz"], kg.astype(np.int64)))
     conv2d_gated_forward(
-        NB._source(ctx), c["g_wc"], tap_nnz, c["g_bias"], ctx.out, t0, t1, ctx.node.delay, c["g_geom"], act, nact,
+        NB._source(ctx), c["g_wc"], tap_nnz, c["g_bias"], ctx.out, t0, t1, ctx.node.delay, ctx.onset,
+        c["g_geom"], act, nact,
         keep.astype(np.uint8), ctx.counts[NB._pair_key(ctx)],
     )
     ctx.counts["dense_ops"] += c["g_dense_per_step"] * (t1 - t0)

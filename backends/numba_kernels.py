@@ -82,10 +82,11 @@ def _gather(x, idx):
 
 
 @njit(cache=True, parallel=True)
-def dense_forward(src, wt, row_nnz, bias, out, t0, t1, delay, pairs):
+def dense_forward(src, wt, row_nnz, bias, out, t0, t1, delay, onset, pairs):
     """Dense projection, ``wt`` = W^T ``[n_in, n_out]`` (C order), ``row_nnz[i]`` = nnz(W[:, i]).
 
-    ``out[t, b] = bias + sum over non-zero x = src[t-delay, b, i] of wt[i] * x``;
+    ``out[t, b] = bias + sum over non-zero x = src[t-delay, b, i] of wt[i] * x`` from step ``onset`` on
+    (``Program.onset``: the bias travels with the events; 0 before);
     ``pairs[b]`` += non-zero (input, weight) pairs delivered.
     """
     B = out.shape[1]
@@ -98,15 +99,15 @@ def dense_forward(src, wt, row_nnz, bias, out, t0, t1, delay, pairs):
         nops = 0
         for t in range(t0, t1):
             acc = out[t, b]
-            if has_bias:
+            if has_bias and t >= onset:
                 for j in range(n_out):
                     acc[j] = bias[j]
             else:
                 for j in range(n_out):
                     acc[j] = 0
-            ts = t - delay
-            if ts < 0:
+            if t < onset:  # before its source's first aligned step (Program.onset): nothing, bias included
                 continue
+            ts = t - delay
             x = src[ts, b]
             m = _gather(x, idx)
             unit = True
@@ -121,7 +122,7 @@ def dense_forward(src, wt, row_nnz, bias, out, t0, t1, delay, pairs):
 
 
 @njit(cache=True, parallel=True)
-def sparse_forward(src, indptr, indices, data, row_nnz, bias, out, t0, t1, delay, pairs):
+def sparse_forward(src, indptr, indices, data, row_nnz, bias, out, t0, t1, delay, onset, pairs):
     """CSR projection over source neurons (targets of input i: ``indices[indptr[i]:indptr[i+1]]``)."""
     B = out.shape[1]
     n_in = indptr.shape[0] - 1
@@ -131,15 +132,15 @@ def sparse_forward(src, indptr, indices, data, row_nnz, bias, out, t0, t1, delay
         nops = 0
         for t in range(t0, t1):
             acc = out[t, b]
-            if has_bias:
+            if has_bias and t >= onset:
                 for j in range(n_out):
                     acc[j] = bias[j]
             else:
                 for j in range(n_out):
                     acc[j] = 0
-            ts = t - delay
-            if ts < 0:
+            if t < onset:  # before its source's first aligned step (Program.onset): nothing, bias included
                 continue
+            ts = t - delay
             x = src[ts, b]
             for i in range(n_in):
                 v = x[i]
@@ -160,7 +161,7 @@ def sparse_forward(src, indptr, indices, data, row_nnz, bias, out, t0, t1, delay
 
 @njit(cache=True, parallel=True)
 def conv2d_forward(
-    src, wc, in_pairs, bias, out, t0, t1, delay, geom, pairs
+    src, wc, in_pairs, bias, out, t0, t1, delay, onset, geom, pairs
 ):
     """Event-driven 2-D convolution (dilation 1).
 
@@ -182,13 +183,10 @@ def conv2d_forward(
         nops = 0
         for t in range(t0, t1):
             o = out[t, b]
-            ts = t - delay
-            if ts < 0:
-                for co in range(C_out):
-                    bv = bias[co] if has_bias else np.float32(0)
-                    for p in range(HWo):
-                        o[co * HWo + p] = bv
+            if t < onset:  # nothing before the onset, bias included (Program.onset)
+                o[:] = 0
                 continue
+            ts = t - delay
             acc[:] = 0
             x = src[ts, b]
             for c in range(C_in):
@@ -540,11 +538,12 @@ def loihi_lif_step(u, v, a_in, du, dv, bias, vth_eff, spiking):
 
 @njit(cache=True, parallel=True)
 def population_fixed_forward(
-    cur, ioff, t0, t1, du, dv, bias, vth_eff, spiking, u_state, v_state, out, mem_v, mem_u, record, spikes
+    cur, ioff, t0, t1, du, dv, bias, onset, vth_eff, spiking, u_state, v_state, out, mem_v, mem_u, record, spikes
 ):
     """Loihi fixed-point neurons for steps t0..t1-1 (see :func:`loihi_lif_step`).
 
-    ``cur[t + ioff, b]`` is the int32 input of step t; ``du``, ``dv``, ``bias`` (effective),
+    ``cur[t + ioff, b]`` is the int32 input of step t; ``du``, ``dv``, ``bias`` (effective, applied
+    from step ``onset`` on: ``Program.onset``),
     ``vth_eff`` (= vth << 6) are per-neuron int64; state ``u_state``/``v_state`` [B, n] int32 in
     place. ``out`` gets spikes (0/1), or v for an ``li`` readout (``spiking`` False).
     """
@@ -557,9 +556,11 @@ def population_fixed_forward(
         for t in range(t0, t1):
             x_t = cur[t + ioff, b]
             o = out[t, b]
+            biased = t >= onset
             for k in range(n):
                 uu, vv, s = loihi_lif_step(
-                    np.int64(u_b[k]), np.int64(v_b[k]), np.int64(x_t[k]), du[k], dv[k], bias[k], vth_eff[k], spiking
+                    np.int64(u_b[k]), np.int64(v_b[k]), np.int64(x_t[k]), du[k], dv[k],
+                    bias[k] if biased else np.int64(0), vth_eff[k], spiking
                 )
                 u_b[k] = uu
                 v_b[k] = vv

@@ -65,6 +65,13 @@ def _delayed(src: torch.Tensor, delay: int, t0: int, t1: int) -> torch.Tensor:
     return out
 
 
+def _silent_before_onset(ctx: NodeContext, t0: int, t1: int) -> None:
+    """Nothing before the node's onset (``Program.onset``: a projection's bias travels with its
+    events; its source is silent before then, so only the bias is removed)."""
+    if t0 < ctx.onset:
+        ctx.out[t0 : min(t1, ctx.onset)] = 0
+
+
 def _wrap_int32(x: torch.Tensor) -> torch.Tensor:
     """int64 values reduced to the signed 32-bit range, as a cast to int32 wraps."""
     return ((x + 2**31) & (2**32 - 1)) - 2**31
@@ -111,6 +118,7 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
         x = spikes
     else:
         ctx.out[t0:t1] = F.linear(x, w, b)
+        _silent_before_onset(ctx, t0, t1)
     nz_w = (w != 0).to(torch.float32)
     pairs = F.linear((x != 0).to(torch.float32), nz_w)
     _count_pairs(ctx, x, pairs, node.in_size * node.size)
@@ -130,6 +138,7 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
         ctx.out[t0:t1] = _deliver(y, node.weight_exp)
     else:
         ctx.out[t0:t1] = F.conv2d(xi, w, b, **kw).reshape(t, B, node.size)
+        _silent_before_onset(ctx, t0, t1)
     pairs = F.conv2d((xi != 0).to(torch.float32), (w != 0).to(torch.float32), **kw).reshape(t, B, -1)
     if "dense_per_step" not in ctx.cache:
         ones = torch.ones((1, *node.in_shape))
@@ -258,7 +267,7 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
             a_in = _wrap_int32(a_in + src[t].to(torch.int64))
         u = _wrap_int32(_loihi_decay(st["u"], du + 1) + _wrap_int32(a_in * 64))
         u = torch.where(u > UV_MAX, u - 2 * UV_MAX, torch.where(u <= -UV_MAX, u + 2 * UV_MAX, u))
-        v = torch.clamp(_loihi_decay(st["v"], dv) + u + bias, -(UV_MAX - 1), UV_MAX - 1)
+        v = torch.clamp(_loihi_decay(st["v"], dv) + u + (bias if t >= ctx.onset else 0), -(UV_MAX - 1), UV_MAX - 1)
         if spiking:
             s = v > vth_eff
             v = torch.where(s, torch.zeros_like(v), v)

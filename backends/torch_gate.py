@@ -56,6 +56,7 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
     kept = keep[None, :, :, None, None]
     y = torch.where(kept > 0, y, torch.zeros_like(y))
     ctx.out[t0:t1] = y.reshape(t, B, node.size)
+    TB._silent_before_onset(ctx, t0, t1)
     pairs = F.conv2d((xi != 0).to(torch.float32), (w != 0).to(torch.float32), **kw)
     pairs = pairs.reshape(t, B, *pairs.shape[1:]) * kept
     if "dense_per_step" not in ctx.cache:

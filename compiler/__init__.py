@@ -18,6 +18,7 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
     input_signal: str | None = None,
     metadata: dict[str, Any] | None = None,
     nir_options: dict[str, Any] | None = None,
+    target_delays: str = "balanced",
 ) -> Program:
     """Compile a model (or a saved program path) to a Program for ``target``.
 
@@ -28,22 +29,33 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
     A :class:`~spike.models.spikegpt.SpikeGPT` needs no example input: it lowers through
     ``frontend_spikegpt`` (float32, host targets). ``precision="fixed"`` runs the float
     pipeline, then :func:`~spike.compiler.quantize.quantize` (Loihi fixed point; its per-layer
-    report is in ``program.metadata["quantization"]``). For a Loihi ``target`` (``loihi1``,
-    ``loihi2``) :func:`~spike.compiler.loihi.loihi_delays` then puts ``delay=1`` on every projection
-    (Lava's synapses deliver one step late; every backend honours the delay).
+    report is in ``program.metadata["quantization"]``). On a target whose synapses deliver late
+    (``core.synaptic_delay`` of the hw config: Loihi's one step) :func:`~spike.compiler.delays.target_delays`
+    then gives every projection that delay and balances merging paths, so the program computes
+    the trained network with its outputs ``program.total_latency`` steps late (every backend
+    realigns them); ``target_delays="raw"`` asks for the plain target delays instead.
     """
-    from spike.compiler.loihi import is_loihi_target, loihi_delays
+    from spike.compiler.delays import DELAY_MODES
+    from spike.compiler.delays import target_delays as apply_target_delays
     from spike.compiler.passes import FLOAT_PIPELINE, run_passes
     from spike.compiler.validate import program_precision
+    from spike.hardware import load_target
 
     if precision not in PRECISIONS_BUILT:
         raise ValueError(f"precision {precision!r}: this compiler builds {list(PRECISIONS_BUILT)}")
+    if target_delays not in DELAY_MODES:
+        raise ValueError(f"target_delays {target_delays!r}: expected one of {', '.join(DELAY_MODES)}")
+    hw = load_target(target)
+
+    def for_target(program: Program) -> Program:
+        return apply_target_delays(program, hw.synaptic_delay, hw.max_delay, target_delays)
+
     if isinstance(model, (str, Path)) and Path(model).suffix == ".nir":
         from spike.compiler.nir_import import from_nir
 
         program = from_nir(model, run_pipeline=False, **(nir_options or {}))
         program = program.with_graph(
-            program.graph, metadata={**program.metadata, "target": target, "precision": precision, **(metadata or {})}
+            program.graph, metadata={**program.metadata, "target": hw.name, "precision": precision, **(metadata or {})}
         )
     elif isinstance(model, (str, Path)):
         from spike.compiler.serialize import load_program
@@ -52,7 +64,7 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
         if program_precision(program) == "fixed":
             if precision != "fixed":
                 raise ValueError(f"{model}: the saved program is fixed point; it cannot be compiled to {precision!r}")
-            return loihi_delays(program) if is_loihi_target(target) else program
+            return for_target(program)
     elif _is_spikegpt(model):
         return _compile_spikegpt(model, target, precision, metadata)
     else:
@@ -60,16 +72,14 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
             raise ValueError("compile(model, example_input): an example input is needed to trace a model")
         from spike.compiler.frontend_torch import trace
 
-        meta = {"target": target, "precision": "float32", **(metadata or {})}
+        meta = {"target": hw.name, "precision": "float32", **(metadata or {})}
         program = trace(model, example_input, input_signal=input_signal, metadata=meta)
     program = run_passes(program, FLOAT_PIPELINE)
     if precision == "fixed":
         from spike.compiler.quantize import quantize
 
         program = quantize(program)
-    if is_loihi_target(target):
-        program = loihi_delays(program)
-    return program
+    return for_target(program)
 
 
 def _is_spikegpt(model: Any) -> bool:

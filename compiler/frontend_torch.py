@@ -24,7 +24,8 @@ from spike.compiler.ir import (
     conv_output_hw,
 )
 from spike.compiler.program import Program, ProgramBuilder
-from spike.layers import TimeDistributed
+from spike.compiler.delays import bias_from_start
+from spike.layers import TimeDistributed, silent_before
 
 
 class LoweringError(ValueError):
@@ -82,6 +83,7 @@ class _Lowering:
     b: ProgramBuilder = field(default_factory=ProgramBuilder)
     value: dict[str, Any] = field(default_factory=dict)  # fx node name -> IR node name | _Sum
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # IR node -> feature shape
+    bias_from_start: list[str] = field(default_factory=list)  # delayed projections whose bias starts at step 0
 
     def feature_shape(self, n: fx.Node) -> tuple[int, ...]:
         meta = n.meta.get("tensor_meta")
@@ -328,6 +330,7 @@ def _lower_neuron(L: _Lowering, n: fx.Node, m: nn.Module, path: str) -> str:
         size = int(np.prod(shape))
         proj = L.add(f"{path}.recurrent", Dense(shape=(size,), in_shape=(size,), weight=w, bias=bias, delay=1), [pop])
         L.b.connect(proj, pop)
+        L.bias_from_start.append(proj)  # the layer adds b from step 0: s[-1] = 0, V s + b = b
     return pop
 
 
@@ -342,7 +345,25 @@ def _lower_add(L: _Lowering, n: fx.Node) -> _Sum:
     return _Sum(terms)
 
 
+def _lower_silent_before(L: _Lowering, n: fx.Node) -> Any:
+    """``spike.layers.silent_before(y, steps)`` after a projection delayed by at least ``steps``
+    (through a BatchNorm folded into it) is what that projection delivers already
+    (``Program.onset``): the same node."""
+    y, steps = (list(n.args) + [n.kwargs.get("steps")])[:2]
+    v = L.value[y.name] if isinstance(y, fx.Node) else None
+    node = L.b.graph.nodes[v]["node"] if isinstance(v, str) else None
+    if isinstance(node, BatchNorm):
+        (src,) = L.b.graph.predecessors(v)
+        node = L.b.graph.nodes[src]["node"]
+    if not isinstance(node, Projection) or node.delay < int(steps):
+        raise LoweringError(f"{_where(n)}: silent_before(y, {steps}) can be lowered only right after a synaptic "
+                            f"layer delayed by at least {steps} step(s) (spike.layers.Delayed), optionally followed by "
+                            "BatchNorm")
+    return v
+
+
 _FUNCTIONS: dict[Any, Callable[[_Lowering, fx.Node], Any]] = {
+    silent_before: _lower_silent_before,
     operator.add: _lower_add,
     torch.add: _lower_add,
     operator.iadd: _lower_add,
@@ -452,7 +473,7 @@ def trace(
         elif n.op == "get_attr":
             raise LoweringError(f"{_where(n)}: parameters used outside modules cannot be lowered")
     meta = {"step_mode": "single" if single else "multi", **(metadata or {})}
-    return L.b.build(meta)
+    return bias_from_start(L.b.build(meta), L.bias_from_start)
 
 
 def _is_single_step(m: nn.Module) -> bool:

@@ -60,6 +60,7 @@ from spike.compiler.ir import (
     RESET_MODES, Conv2d, Dense, HostOp, Identity, Input, Node, Output, Pool2d, Population,
     Projection, Sparse, conv_output_hw,
 )
+from spike.compiler.delays import bias_from_start
 from spike.compiler.nir_discretize import decay_from_tau, gain_from_r, gain_matches
 from spike.compiler.program import Program, ProgramBuilder, ProgramError
 
@@ -770,8 +771,10 @@ def _scaled(w: _Work, s: str, pop: str, gain: np.ndarray, why: str) -> Node:
     )
 
 
-def _break_cycles(w: _Work, inputs: list[str]) -> None:
-    """Give every cycle without a delay the Euler step: delay 1 where a DFS closes it."""
+def _break_cycles(w: _Work, inputs: list[str]) -> list[str]:
+    """Give every cycle without a delay the Euler step: delay 1 where a DFS closes it. Returns the
+    projections that got it (their bias is added from step 0, as NIR's continuous graph does)."""
+    closers: list[str] = []
     for _ in range(len(w.edges) + 1):
         def delayed(u: str, v: str) -> bool:
             node = w.nodes[v]
@@ -783,13 +786,15 @@ def _break_cycles(w: _Work, inputs: list[str]) -> None:
                 succ[u].append(v)
         back = _first_back_edge(succ, inputs + [n for n in w.order if n not in inputs])
         if back is None:
-            return
+            return closers
         u, v = back
         un, vn = w.nodes[u], w.nodes[v]
         if isinstance(un, Projection) and w.consumers(u) == [v]:
             w.nodes[u] = un.replace(delay=1)
+            closers.append(u)
         elif isinstance(vn, Projection) and w.consumers(v) and len(w.consumers(v)) == 1:
             w.nodes[v] = vn.replace(delay=1)
+            closers.append(v)
         else:
             ident = w.unique(f"{u}_delay")
             w.insert_before(ident, Identity(shape=un.shape, in_shape=un.shape, delay=1), v)
@@ -935,7 +940,7 @@ def _from_graph(
     inputs = [n for n in w.order if isinstance(w.nodes[n], Input)]
     if not inputs:
         raise NIRImportError("the graph has no Input node")
-    _break_cycles(w, inputs)
+    euler_closed = _break_cycles(w, inputs)
 
     order = w.order
     if ours and isinstance(ours.get("node_order"), list) and sorted(ours["node_order"]) == sorted(order):
@@ -949,7 +954,7 @@ def _from_graph(
         metadata = dict(ours["metadata"])
     else:
         metadata = {"frontend": "nir", "dt": opts.dt}
-    program = b.build(metadata)
+    program = bias_from_start(b.build(metadata), euler_closed)
     if run_pipeline:
         from spike.compiler.passes import FLOAT_PIPELINE, run_passes
 

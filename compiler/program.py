@@ -14,6 +14,7 @@ import networkx as nx
 from spike.compiler.ir import Node, Output, Population, Projection, Input
 
 PRODUCER = "spike-sim"
+MAX_STEPS_DELAY = 65535  # the longest delay or latency, in steps, a program may declare
 
 
 class ProgramError(ValueError):
@@ -30,10 +31,22 @@ class Stage:
 
 @dataclass(frozen=True, eq=False)
 class Program:
+    """The graph, its inputs and outputs, descriptive metadata, and the timing of each node.
+
+    ``latency[n]`` (absent: 0) is the number of steps by which node ``n``'s output trails the
+    network the user trained, set by the delay pass (``spike.compiler.delays``) for a target
+    whose synapses deliver late: ``out_n[t + latency[n]] == trained_n[t]``, and ``n`` is silent
+    before ``latency[n]``. A run feeds ``T + total_latency`` steps (the input padded with zeros)
+    and returns each output and probe from its latency on, aligned with the input. The bias of a
+    projection arrives with its events (:meth:`onset`); a fixed-point population's own bias
+    applies from its latency on.
+    """
+
     graph: nx.DiGraph
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    latency: Mapping[str, int] = field(default_factory=dict)
 
     # ---- access -------------------------------------------------------------------------
     def node(self, name: str) -> Node:
@@ -61,7 +74,28 @@ class Program:
             inputs=changes.get("inputs", self.inputs),
             outputs=changes.get("outputs", self.outputs),
             metadata=changes.get("metadata", self.metadata),
+            latency=changes.get("latency", self.latency),
         )
+
+    # ---- timing -------------------------------------------------------------------------
+    def latency_of(self, name: str) -> int:
+        """Steps by which ``name``'s output trails the trained network (0 unless compensated)."""
+        return int(self.latency.get(name, 0))
+
+    @property
+    def total_latency(self) -> int:
+        """Extra steps a run needs so that every node's aligned output is complete."""
+        return max((int(v) for v in self.latency.values()), default=0)
+
+    def onset(self, name: str) -> int:
+        """First step at which node ``name`` delivers or applies a bias: a projection's bias
+        travels with its events (``delay`` after its source's first aligned step); any other
+        node's from its own latency."""
+        node = self.node(name)
+        if isinstance(node, Projection):
+            (src,) = self.sources(name)
+            return node.delay + self.latency_of(src)
+        return self.latency_of(name)
 
     # ---- structure ----------------------------------------------------------------------
     def is_delayed_edge(self, u: str, v: str) -> bool:

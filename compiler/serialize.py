@@ -35,7 +35,7 @@ import numpy as np
 from spike.atomic import atomic_path
 from spike.compiler import ir
 from spike.compiler.ir import Node, Population
-from spike.compiler.program import PRODUCER, Program, ProgramError
+from spike.compiler.program import MAX_STEPS_DELAY, PRODUCER, Program, ProgramError
 from spike.compiler.validate import FieldSpec, field_specs, ordered_edges, validate_program
 
 __all__ = [
@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-_ROOT_ATTRS = ("schema_version", "producer", "target", "precision", "metadata", "inputs", "outputs")
+_ROOT_ATTRS = ("schema_version", "producer", "target", "precision", "metadata", "inputs", "outputs", "latency")
 
 
 class IRFormatError(ValueError):
@@ -140,6 +140,7 @@ def save_program(program: Program, path: str | os.PathLike) -> None:
             f.attrs["metadata"] = metadata
             f.attrs["inputs"] = _str_array(program.inputs)
             f.attrs["outputs"] = _str_array(program.outputs)
+            f.attrs["latency"] = json.dumps({n: int(v) for n, v in program.latency.items() if v})
             nodes = f.create_group("nodes")
             for order, (name, node) in enumerate(program.nodes()):
                 _write_node(nodes.create_group(name), node, order)
@@ -334,7 +335,25 @@ class _Reader:
             for n in names:
                 if n not in graph:
                     raise self.fail(f"root attribute {field} names node {n!r}, which does not exist")
-        return Program(graph, inputs, outputs, metadata)
+        return Program(graph, inputs, outputs, metadata, self.latency(f, graph))
+
+    def latency(self, f: h5py.File, graph: nx.DiGraph) -> dict[str, int]:
+        """The optional root attribute ``latency``: a JSON object node -> steps (>= 0)."""
+        if "latency" not in f.attrs:
+            return {}
+        try:
+            raw = json.loads(self.root_str(f, "latency"))
+        except json.JSONDecodeError as e:
+            raise self.fail(f"root attribute latency is not valid JSON: {e}") from None
+        if not isinstance(raw, dict):
+            raise self.fail("root attribute latency must be a JSON object (node name -> steps)")
+        for n, v in raw.items():
+            if n not in graph:
+                raise self.fail(f"root attribute latency names node {n!r}, which does not exist")
+            if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_STEPS_DELAY:
+                raise self.fail(f"root attribute latency of node {n!r}: expected a whole number of steps "
+                                f"0..{MAX_STEPS_DELAY}, got {v!r}")
+        return {str(n): int(v) for n, v in raw.items()}
 
 
 def load_program(path: str | os.PathLike) -> Program:

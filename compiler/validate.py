@@ -48,7 +48,7 @@ from spike.compiler.ir import (
     conv_output_hw,
 )
 from spike.compiler.hostops import ELEMENTWISE_HOST_OPS, HOST_OPS
-from spike.compiler.program import Program, ProgramError
+from spike.compiler.program import MAX_STEPS_DELAY, Program, ProgramError
 
 __all__ = [
     "FieldSpec",
@@ -275,8 +275,8 @@ def check_node(name: str, node: Any) -> None:
 
     if isinstance(node, Projection):
         _check_shape_tuple(name, node, "in_shape", node.in_shape)
-        if node.delay < 0:
-            raise _err(name, node, "delay", f"must be >= 0, got {node.delay}")
+        if not 0 <= node.delay <= MAX_STEPS_DELAY:
+            raise _err(name, node, "delay", f"must be a whole number of steps 0..{MAX_STEPS_DELAY}, got {node.delay}")
     if isinstance(node, Population):
         _check_population(name, node)
     elif isinstance(node, Dense):
@@ -479,6 +479,17 @@ def validate_program(program: Program) -> None:
     check_precision(program)
     program.schedule()  # raises ProgramError on a cycle without delay
     check_gates(program)
+    check_latency(program)
+
+
+def check_latency(program: Program) -> None:
+    """``program.latency`` names existing nodes with whole numbers of steps in range."""
+    for name, steps in program.latency.items():
+        if name not in program.graph:
+            raise ProgramError(f"latency names node {name!r}, which does not exist")
+        if isinstance(steps, bool) or int(steps) != steps or not 0 <= steps <= MAX_STEPS_DELAY:
+            raise ProgramError(f"node {name!r}, latency: expected a whole number of steps 0..{MAX_STEPS_DELAY}, "
+                               f"got {steps!r}")
 
 
 # ---- FTWT gates -------------------------------------------------------------------------

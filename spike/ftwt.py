@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spike.layers import TimeDistributed, shift_steps
+from spike.layers import TimeDistributed, shift_steps, silent_before
 from spike.neurons import LIF
 
 __all__ = [
@@ -231,7 +231,7 @@ class GatedConv(nn.Module):
         return current[:t].detach().abs().amax(dim=(0, 3, 4))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        current = self.bn(self.conv(shift_steps(x, self.delay)))
+        current = silent_before(self.bn(self.conv(shift_steps(x, self.delay))), self.delay)
         spikes = self.lif(current)
         self.stats = None
         if self.gate is None and self.oracle_ratio is None:

@@ -12,7 +12,9 @@ it does not have (CMOS has no cores, ``generic`` has nothing at all):
 - ``core`` (optional; needs ``chip``): per-core limits, all figures. Required inside it:
   ``neurons`` [neurons], ``syn_mem_bits`` [bits], ``fan_in_axons`` [axons], ``fan_out_axons``
   [axons], ``weight_bits`` [bits]; optional: ``fan_out_per_neuron`` [cores] (TrueNorth: one
-  target axon per neuron), ``state_bits`` [bits].
+  target axon per neuron), ``state_bits`` [bits], ``synaptic_delay`` [steps] (every synapse
+  delivers this many steps after the spike; Loihi: 1) and ``max_delay`` [steps] (the longest
+  delay a synapse can have; the delay pass balances merging paths within it).
 - ``chip`` (optional; needs ``core``): ``cores_per_chip`` [cores], ``mesh_rows`` and
   ``mesh_cols`` [tiles], ``cores_per_tile`` [cores]; rows x cols x cores_per_tile must equal
   cores_per_chip. Chips sit side by side in one row (chip c's tiles follow chip c-1's columns).
@@ -56,6 +58,8 @@ SCHEMA: dict[str, dict[str, tuple[dict[str, float], bool, bool]]] = {
         "weight_bits": ({"bits": 1.0}, True, True),
         "fan_out_per_neuron": ({"cores": 1.0}, False, True),
         "state_bits": ({"bits": 1.0}, False, True),
+        "synaptic_delay": ({"steps": 1.0}, False, True),
+        "max_delay": ({"steps": 1.0}, False, True),
     },
     "chip": {
         "cores_per_chip": ({"cores": 1.0}, True, True),
@@ -120,6 +124,8 @@ class CoreLimits:
     weight_bits: Figure
     fan_out_per_neuron: Figure | None = None
     state_bits: Figure | None = None
+    synaptic_delay: Figure | None = None
+    max_delay: Figure | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,18 @@ class HardwareTarget:
     power: PowerFigures
     timing: TimingFigures
     references: tuple[str, ...] = ()
+
+    @property
+    def synaptic_delay(self) -> int:
+        """Steps between a spike and the current it causes on this target (0: within the step)."""
+        fig = self.core.synaptic_delay if self.core is not None else None
+        return int(fig.value) if fig is not None else 0
+
+    @property
+    def max_delay(self) -> int | None:
+        """The longest synaptic delay the target can hold, in steps (None: no limit given)."""
+        fig = self.core.max_delay if self.core is not None else None
+        return int(fig.value) if fig is not None else None
 
     @property
     def has_cores(self) -> bool:

@@ -33,9 +33,19 @@ def shift_steps(x: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.cat((torch.zeros_like(x[:steps]), x[:-steps]), dim=0)
 
 
+def silent_before(y: torch.Tensor, steps: int) -> torch.Tensor:
+    """``y`` with its first ``steps`` steps set to 0: what a synaptic path with a delay of ``steps``
+    delivers before its first event arrives (its bias, e.g. a folded BatchNorm's, travels with the
+    events, as a compiled projection's does: ``Program.onset``)."""
+    if steps <= 0:
+        return y
+    return torch.cat((torch.zeros_like(y[:steps]), y[steps:]), dim=0)
+
+
 class Delayed(nn.Module):
-    """``module`` applied to its input ``steps`` steps late: ``y[t] = module(x[t - steps])``, with
-    ``x = 0`` before the start (a layer with a bias delivers only the bias then).
+    """``module`` applied to its input ``steps`` steps late: ``y[t] = module(x[t - steps])`` for
+    ``t >= steps`` and ``y[t] = 0`` before (a bias travels with the events, as a compiled
+    projection's does: ``Program.onset``).
 
     Wrap a synaptic layer (Linear, Conv2d, pooling, or ``nn.Identity`` for a residual path; inside
     ``TimeDistributed`` where needed) to model a synaptic delay, e.g. Loihi's one step: the compiler
@@ -51,7 +61,7 @@ class Delayed(nn.Module):
         self.steps = int(steps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.module(shift_steps(x, self.steps))
+        return silent_before(self.module(shift_steps(x, self.steps)), self.steps)
 
     def extra_repr(self) -> str:
         return f"steps={self.steps}"

@@ -102,7 +102,7 @@ def test_numba_and_torch_step_match_lava_transcription(model: str) -> None:
     mem_v, mem_u = np.zeros((T, B, n), np.int32), np.zeros((T, B, n), np.int32)
     spikes = np.zeros(B, np.int64)
     for t in range(T):
-        K.population_fixed_forward(a_all, 0, t, t + 1, p["du"], p["dv"], p["bias"], p["vth_eff"], spiking,
+        K.population_fixed_forward(a_all, 0, t, t + 1, p["du"], p["dv"], p["bias"], 0, p["vth_eff"], spiking,
                                    u_nb, v_nb, out, mem_v, mem_u, True, spikes)
 
     # torch: the same steps through its kernel

@@ -332,7 +332,7 @@ def test_affine_linear_scale_delay_integrator():
     p = from_nir(g)
     assert p.node("aff").delay == 2 and isinstance(p.node("scale"), Sparse)
     cur = np.einsum("tbi,oi->tbo", x, w) + b
-    delayed = np.concatenate([np.broadcast_to(b, (2, 2, 3)), cur[:-2]])  # bias flows from the start
+    delayed = np.concatenate([np.zeros((2, 2, 3)), cur[:-2]])  # the bias travels with the delay
     np.testing.assert_array_equal(out(p, x), np.cumsum(delayed * s, axis=0))
 
     g = chain(("lin", nir.Linear(weight=w)), ("scale", nir.Scale(scale=np.full(3, 0.5))),

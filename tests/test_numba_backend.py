@@ -65,7 +65,7 @@ def reference(program: Program, x: np.ndarray):
     """Naive per-step execution with torch ops; returns outputs, values, membranes and counts.
 
     Steps outermost, nodes in dependency order of the graph without delayed edges; projections
-    read their source ``delay`` steps back (zeros before step 0).
+    read their source ``delay`` steps back and deliver nothing, bias included, before that.
     """
     T, B = x.shape[:2]
     t32 = torch.float32
@@ -150,8 +150,6 @@ def reference(program: Program, x: np.ndarray):
                 w = torch.from_numpy(node.weight)
                 b = None if node.bias is None else torch.from_numpy(node.bias)
                 y = F.linear(xin, w, b)
-                if ts < 0:
-                    y = torch.zeros(B, n_out) if b is None else b.expand(B, n_out).clone()
                 pairs = (nz @ (w != 0).to(t32).T).sum(1)  # = sum over events of nnz(W[:, i])
                 dense = node.in_size * n_out
             elif isinstance(node, Sparse):
@@ -196,6 +194,8 @@ def reference(program: Program, x: np.ndarray):
                 dense = n_out
             else:
                 raise AssertionError(node.KIND)
+            if ts < 0:  # the bias travels with the events
+                y = torch.zeros_like(y)
             hist[name].append(y)
             c[key] += pairs.round().to(torch.int64).numpy()
             c["dense_ops"] += int(round(float(dense)))

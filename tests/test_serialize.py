@@ -269,7 +269,7 @@ def test_cycle_without_delay(tmp_path):
 def test_negative_delay(saved):
     with h5py.File(saved, "r+") as f:
         f["nodes/fc"].attrs["delay"] = np.int64(-1)
-    _expect(saved, "'fc'", "delay", ">= 0")
+    _expect(saved, "'fc'", "delay", "0..65535, got -1")
 
 
 @pytest.mark.parametrize("version, words", [(SCHEMA_VERSION + 1, ("newer",)), (0, ("not supported",))])
