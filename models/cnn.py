@@ -27,9 +27,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from spike.ftwt import GatedConv
-from spike.layers import Delayed
+from spike.layers import Delayed, silent_before
 from spike.layers import TimeDistributed as TD
 from spike.neurons import LIF
+
+torch.fx.wrap("silent_before")  # traced as one call; the compiler checks the delayed projection before it
 
 __all__ = ["PRESETS", "DATASET_PRESETS", "SpikingCNN", "ResidualBlock", "count_syn_ops"]
 
@@ -64,12 +66,14 @@ class ResidualBlock(nn.Module):
         else:
             self.shortcut = Delayed(nn.Identity(), delay)
         self.lif2 = LIF(**neuron)
+        self.delay = int(delay)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s1 = self.conv1(x)
+        main = silent_before(self.bn2(self.conv2(s1)), self.delay)  # BN's shift travels with the events
         if self.downsample:
-            return self.lif2(self.bn2(self.conv2(s1)) + self.sc_bn(self.sc_conv(x)))
-        return self.lif2(self.bn2(self.conv2(s1)) + self.shortcut(x))
+            return self.lif2(main + silent_before(self.sc_bn(self.sc_conv(x)), self.delay))
+        return self.lif2(main + self.shortcut(x))
 
 
 class SpikingCNN(nn.Module):
@@ -80,7 +84,9 @@ class SpikingCNN(nn.Module):
     reset_delay, surrogate, ftwt, synaptic_delay)``. All arguments are plain values (they go into
     checkpoints). ``synaptic_delay`` delays every synaptic layer (convs, pooling, the classifier,
     the residual identity) by that many steps, as Loihi's synapses do (1): such a model equals its
-    program compiled for a Loihi target; give it ``synaptic_delay`` more steps per layer.
+    program compiled for a Loihi target; give it ``synaptic_delay`` more steps per layer:
+    :attr:`latency` (``synaptic_delay * synaptic_depth``, the synaptic layers on the longest path)
+    more in all.
     """
 
     def __init__(
@@ -136,6 +142,7 @@ class SpikingCNN(nn.Module):
                     feats.append(GatedConv(c_in, int(v), 3, 1, 1, gate=gate, delay=d, **neuron))
                     c_in = int(v)
             self.features = nn.Sequential(*feats)
+            depth_synaptic = len(cfg["layers"])  # every conv and pooling
             n_flat = c_in * size * size
             self.pool = None
         elif self.arch == "resnet":
@@ -154,11 +161,19 @@ class SpikingCNN(nn.Module):
                     size = (size - 1) // stride + 1
             self.features = nn.Sequential(*blocks)
             self.pool = Delayed(TD(nn.AvgPool2d(size)), d)  # global average of the spikes
+            depth_synaptic = 1 + 2 * n * len(widths) + 1  # stem, two convs per block (the longer path), pooling
             n_flat = c_in
         else:
             raise ValueError(f"SpikingCNN: arch must be 'vgg' or 'resnet', got {self.arch!r}")
         self.fc = Delayed(nn.Linear(n_flat, int(cfg["num_classes"])), d)
         self.out = LIF(**neuron)
+        #: synaptic layers on the longest path from the input to the output (the classifier included)
+        self.synaptic_depth = depth_synaptic + 1
+
+    @property
+    def latency(self) -> int:
+        """Steps by which the output trails the input: ``synaptic_delay * synaptic_depth``."""
+        return self.synaptic_delay * self.synaptic_depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.features(x)
