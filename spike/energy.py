@@ -19,7 +19,8 @@ category                   count (per sample)               figure (``hw_configs
 
 An *active* neuron update is one that emits a spike (the update that also resets and sends);
 every other update is *idle*. Run time is ``batch_time_s`` when given (seconds the hardware takes
-per sample), else ``steps x timing.time_per_step``; chips are the mapped program's chips in use
+per sample), else ``(steps + latency) x timing.time_per_step`` (a program compiled for a target
+with synaptic delays runs ``program.total_latency`` more steps on chip); chips are the mapped program's chips in use
 (1 when unmapped). A category with a non-zero count but no figure in the target is NOT charged: it
 is listed under ``uncharged`` (JSON) and "not charged" (table), never silently dropped.
 ``dense_ops`` is never charged on the target: it feeds the ANN comparison row.
@@ -257,7 +258,7 @@ def energy_report(
     chips = int(mapping.get("chips_used", mapping.get("chips", 1)) or 1)
     run_time = batch_time_s
     if run_time is None and tgt.timing.time_per_step is not None:
-        run_time = steps * tgt.timing.time_per_step.si
+        run_time = (steps + (program.total_latency if program is not None else 0)) * tgt.timing.time_per_step.si
         used["timing.time_per_step"] = tgt.timing.time_per_step
     static = tgt.power.static
     if static is not None:

@@ -251,3 +251,13 @@ def test_bias_waits_for_the_delay_on_every_backend():
     for backend in BACKENDS:
         out = run(program, np.zeros((6, 1, 2), np.float32), backend=backend).output[:, 0, 0]
         np.testing.assert_array_equal(out, [0, 0, 0, 1, 1, 1], err_msg=backend)
+
+
+def test_static_energy_covers_the_extra_steps_on_chip():
+    from spike.energy import energy_report
+    from spike.hardware import load_target
+
+    program = target_delays(_chain_with_skip().build(), 1)
+    res = run(program, np.ones((5, 1, 4), np.float32))
+    report = energy_report(res.ops, program, "loihi1", steps=5)
+    assert report.run_time_s == pytest.approx((5 + 2) * load_target("loihi1").timing.time_per_step.si)
