@@ -242,15 +242,24 @@ def _scratch(ctx: NodeContext, name: str, shape: tuple[int, ...], dtype: Any) ->
     return a
 
 
-def _gather(ctx: NodeContext, src: Any, t0: int, t1: int, delay: int, pair_w: Any, write_idx: bool) -> tuple[Any, Any]:
-    """Active inputs of steps t0..t1-1 (``idx``, ``cnt``) and their pairs into the node's counter."""
+def _onset(ctx: NodeContext) -> int:
+    """First step at which the projection delivers anything, bias included (``Program.onset``:
+    its delay plus its source's latency; never before its delay)."""
+    return max(int(getattr(ctx, "onset", 0)), int(ctx.node.delay))
+
+
+def _gather(ctx: NodeContext, src: Any, t0: int, t1: int, delay: int, pair_w: Any, write_idx: bool,
+            onset: int | None = None) -> tuple[Any, Any]:
+    """Active inputs of steps t0..t1-1 (``idx``, ``cnt``) and their pairs into the node's counter;
+    no events (nor pairs) before step ``onset`` (default: ``delay``, the source's first step)."""
     K = _kernels()
+    onset = delay if onset is None else max(int(onset), delay)
     nsteps, B = t1 - t0, ctx.batch
     n_in = src.shape[2]
     idx = _scratch(ctx, "idx", (nsteps, B, n_in if write_idx else 1), np.int32)
     cnt = _scratch(ctx, "cnt", (nsteps, B), np.int32)
     K.gather_active[K.grid_for(nsteps * B), K.TPB](
-        src, t0, nsteps, delay, pair_w, idx, cnt, _counter(ctx, _pair_key(ctx)), write_idx
+        src, t0, nsteps, delay, onset, pair_w, idx, cnt, _counter(ctx, _pair_key(ctx)), write_idx
     )
     return idx, cnt
 
@@ -282,10 +291,11 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
         )
     elif t1 > t0 and ctx.batch > 0:
         src = _source(ctx)
-        idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["row_nnz"], True)
+        onset = _onset(ctx)
+        idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["row_nnz"], True, onset)
         n_tiles = (node.size + K.TPB - 1) // K.TPB
         K.dense_deliver[K.grid_for((t1 - t0) * ctx.batch * n_tiles), K.TPB](
-            src, idx, cnt, c["wt"], c["bias"], c["has_bias"], ctx.out, t0, t1 - t0, node.delay
+            src, idx, cnt, c["wt"], c["bias"], c["has_bias"], ctx.out, t0, t1 - t0, node.delay, onset
         )
     ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
     _finish(ctx, t1)
@@ -330,10 +340,11 @@ def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
         )
     elif t1 > t0 and ctx.batch > 0:
         src = _source(ctx)
-        idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["row_nnz"], True)
+        onset = _onset(ctx)
+        idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["row_nnz"], True, onset)
         K.sparse_deliver[K.grid_for((t1 - t0) * ctx.batch), K.TPB](
             src, idx, cnt, c["indptr"], c["indices"], c["data"], c["serial"], c["bias"], c["has_bias"],
-            ctx.out, t0, t1 - t0, node.delay,
+            ctx.out, t0, t1 - t0, node.delay, onset,
         )
     ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
     _finish(ctx, t1)
@@ -361,9 +372,10 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
         )
     elif t1 > t0 and ctx.batch > 0:
         src = _source(ctx)
-        idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["in_pairs"], True)
+        onset = _onset(ctx)
+        idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["in_pairs"], True, onset)
         K.conv2d_deliver[K.grid_for((t1 - t0) * ctx.batch), K.TPB](
-            src, idx, cnt, c["wc"], c["bias"], c["has_bias"], ctx.out, t0, t1 - t0, node.delay, c["geom"]
+            src, idx, cnt, c["wc"], c["bias"], c["has_bias"], ctx.out, t0, t1 - t0, node.delay, onset, c["geom"]
         )
     ctx.counts["dense_ops"] += c["dense_per_step"] * (t1 - t0)
     _finish(ctx, t1)
@@ -559,7 +571,8 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
         cur, ioff = _current(ctx, t0, t1, np.int32)
         n_tiles = (n + K.TPB - 1) // K.TPB
         K.population_fixed_forward[K.grid_for(B * n_tiles), K.TPB](
-            cur, ioff, t0, t1, p["du"], p["dv"], p["bias"], p["vth_eff"], node.model != "li", st["u"], st["v"],
+            cur, ioff, t0, t1, p["du"], p["dv"], p["bias"], int(getattr(ctx, "onset", 0)), p["vth_eff"],
+            node.model != "li", st["u"], st["v"],
             ctx.out, ctx.mem if ctx.mem is not None else c["no_mem_i32"],
             _mem_u(ctx) if _mem_u(ctx) is not None else c["no_mem_i32"],
             ctx.mem is not None, _mem_u(ctx) is not None, spikes,

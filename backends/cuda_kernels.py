@@ -133,7 +133,7 @@ def add_steps(dst, dst_t0, src, src_t0, nsteps):
 
 
 @cuda.jit
-def gather_active(src, t0, nsteps, delay, pair_w, idx, cnt, pairs, write_idx):
+def gather_active(src, t0, nsteps, delay, onset, pair_w, idx, cnt, pairs, write_idx):
     """Compact the non-zero inputs of every (step, sample); count their pairs.
 
     One work unit per (step ``t0 + tt``, sample ``b``), ``unit = tt * B + b``, reading
@@ -141,7 +141,8 @@ def gather_active(src, t0, nsteps, delay, pair_w, idx, cnt, pairs, write_idx):
     non-zero entries, an inclusive scan of the counts in shared memory gives its first slot, and
     it writes its indices there, so ``idx[tt, b, :cnt[tt, b]]`` lists the active inputs in
     ascending order (written when ``write_idx``). ``pairs[b] += pair_w[i]`` for every active
-    ``i`` (integer atomics, one per thread). Steps before the source starts have no events.
+    ``i`` (integer atomics, one per thread). Steps before ``onset`` (>= ``delay``: the node's
+    ``Program.onset``, or just ``delay``) have no events.
     """
     B = src.shape[1]
     n = src.shape[2]
@@ -154,7 +155,7 @@ def gather_active(src, t0, nsteps, delay, pair_w, idx, cnt, pairs, write_idx):
         b = r % B
         tt = r // B
         ts = t0 + tt - delay
-        if ts < 0:
+        if t0 + tt < onset:
             if tid == 0:
                 cnt[tt, b] = 0
             continue
@@ -192,8 +193,9 @@ def gather_active(src, t0, nsteps, delay, pair_w, idx, cnt, pairs, write_idx):
 
 
 @cuda.jit
-def dense_deliver(src, idx, cnt, wt, bias, has_bias, out, t0, nsteps, delay):
-    """``out[t, b, j] = bias[j] + sum over active i (ascending) of wt[i, j] * x[i]``.
+def dense_deliver(src, idx, cnt, wt, bias, has_bias, out, t0, nsteps, delay, onset):
+    """``out[t, b, j] = bias[j] + sum over active i (ascending) of wt[i, j] * x[i]`` from step
+    ``onset`` (>= ``delay``, ``Program.onset``) on; 0 before, bias included.
 
     One thread per (step, sample, target ``j``); a work unit covers ``TPB`` consecutive targets
     of one (step, sample), so a warp reads consecutive entries of a row of ``wt`` = W^T
@@ -216,9 +218,9 @@ def dense_deliver(src, idx, cnt, wt, bias, has_bias, out, t0, nsteps, delay):
         ts = t - delay
         j = tile * TPB + tid
         acc = ZERO
-        if has_bias and j < n_out:
+        if has_bias and j < n_out and t >= onset:
             acc = bias[j]
-        if ts >= 0:
+        if t >= onset:
             m = cnt[tt, b]
             for c0 in range(0, m, TPB):
                 k = c0 + tid
@@ -242,10 +244,11 @@ def dense_deliver(src, idx, cnt, wt, bias, has_bias, out, t0, nsteps, delay):
 
 
 @cuda.jit
-def sparse_deliver(src, idx, cnt, indptr, indices, data, row_serial, bias, has_bias, out, t0, nsteps, delay):
+def sparse_deliver(src, idx, cnt, indptr, indices, data, row_serial, bias, has_bias, out, t0, nsteps, delay, onset):
     """CSR rows of the active inputs scattered into ``out[t, b]``, one work unit per (step, sample).
 
-    The block initialises the row with the bias, then applies the active inputs in ascending
+    Before step ``onset`` (>= ``delay``, ``Program.onset``) the row is 0, bias included. From then
+    on the block initialises the row with the bias, then applies the active inputs in ascending
     order: the threads share one CSR row (distinct targets: plain read-add-write, no atomics),
     with a barrier between rows, so every target receives its terms in the numba kernel's order.
     A row that names a target twice (``row_serial``) is applied by one thread, in CSR order.
@@ -259,11 +262,11 @@ def sparse_deliver(src, idx, cnt, indptr, indices, data, row_serial, bias, has_b
         t = t0 + tt
         ts = t - delay
         for j in range(tid, n_out, TPB):
-            if has_bias:
+            if has_bias and t >= onset:
                 out[t, b, j] = bias[j]
             else:
                 out[t, b, j] = ZERO
-        if ts < 0:
+        if t < onset:
             continue
         cuda.syncthreads()
         m = cnt[tt, b]
@@ -291,13 +294,14 @@ def sparse_deliver(src, idx, cnt, indptr, indices, data, row_serial, bias, has_b
 
 
 @cuda.jit
-def conv2d_deliver(src, idx, cnt, wc, bias, has_bias, out, t0, nsteps, delay, geom):
+def conv2d_deliver(src, idx, cnt, wc, bias, has_bias, out, t0, nsteps, delay, onset, geom):
     """Event-driven 2-D convolution, one work unit per (step, sample), accumulating in ``out[t, b]``.
 
     ``wc[g, cl, ky, kx, j]`` = W[g*cout_pg + j, cl, ky, kx]; ``geom`` as in ``numba_kernels``.
     The active inputs are applied in ascending flat order (c, y, x); for one event the threads
     cover its (tap, output channel) pairs, which reach distinct outputs, then a barrier. The
-    bias is added last (``acc + bias``), as the numba kernel does.
+    bias is added last (``acc + bias``), as the numba kernel does. Before step ``onset``
+    (>= ``delay``, ``Program.onset``) the outputs are 0, bias included.
     """
     H = geom[1]
     W = geom[2]
@@ -322,12 +326,9 @@ def conv2d_deliver(src, idx, cnt, wc, bias, has_bias, out, t0, nsteps, delay, ge
         tt = r // B
         t = t0 + tt
         ts = t - delay
-        if ts < 0:
+        if t < onset:
             for o in range(tid, n_out, TPB):
-                if has_bias:
-                    out[t, b, o] = bias[o // HWo]
-                else:
-                    out[t, b, o] = ZERO
+                out[t, b, o] = ZERO
             continue
         for o in range(tid, n_out, TPB):
             out[t, b, o] = ZERO
@@ -794,13 +795,14 @@ def pool_or_forward(src, out, t0, nsteps, delay, geom):
 
 @cuda.jit
 def population_fixed_forward(
-    cur, ioff, t0, t1, du, dv, bias, vth_eff, spiking, u_state, v_state, out, mem_v, mem_u,
+    cur, ioff, t0, t1, du, dv, bias, onset, vth_eff, spiking, u_state, v_state, out, mem_v, mem_u,
     record_v, record_u, spikes,
 ):
     """Loihi fixed-point neurons for steps t0..t1-1, one thread per (sample, neuron), as
     ``numba_kernels.population_fixed_forward`` / ``loihi_lif_step``: int32 input ``cur[t + ioff]``,
     int32 state ``u_state``/``v_state`` [B, n]; ``out`` gets spikes (0/1), or v for an ``li``
-    readout (``spiking`` False). Work unit ``r = b * n_tiles + tile``."""
+    readout (``spiking`` False). The bias applies from step ``onset`` on (``Program.onset``), 0
+    before. Work unit ``r = b * n_tiles + tile``."""
     B = out.shape[1]
     n = out.shape[2]
     n_tiles = (n + TPB - 1) // TPB
@@ -823,7 +825,10 @@ def population_fixed_forward(
                     u -= 2 * UV_MAX
                 elif u <= -UV_MAX:
                     u += 2 * UV_MAX
-                v = loihi_decay(v, dv_k) + u + bias_k
+                if t >= onset:
+                    v = loihi_decay(v, dv_k) + u + bias_k
+                else:
+                    v = loihi_decay(v, dv_k) + u
                 if v > UV_MAX - 1:
                     v = UV_MAX - 1
                 elif v < -(UV_MAX - 1):
@@ -856,13 +861,13 @@ def population_fixed_forward(
 
 
 @cuda.jit
-def conv2d_gated_deliver(src, idx, cnt, wc, bias, has_bias, keep, out, t0, nsteps, delay, geom, pairs):
+def conv2d_gated_deliver(src, idx, cnt, wc, bias, has_bias, keep, out, t0, nsteps, delay, onset, geom, pairs):
     """``conv2d_deliver`` into the kept output channels only (``keep[b, co]`` != 0).
 
     Per event, the taps into kept channels are added (zero weights included, as the numba kernel
     adds them); ``pairs[b]`` counts the (event, non-zero weight) pairs into kept channels (one
     integer atomic per thread and work unit). Masked channels' outputs are 0 (no bias); kept ones
-    get ``acc + bias``.
+    get ``acc + bias``. Before step ``onset`` (>= ``delay``, ``Program.onset``) every output is 0.
     """
     H = geom[1]
     W = geom[2]
@@ -887,13 +892,9 @@ def conv2d_gated_deliver(src, idx, cnt, wc, bias, has_bias, keep, out, t0, nstep
         tt = r // B
         t = t0 + tt
         ts = t - delay
-        if ts < 0:
+        if t < onset:
             for o in range(tid, n_out, TPB):
-                co = o // HWo
-                if has_bias and keep[b, co] != 0:
-                    out[t, b, o] = bias[co]
-                else:
-                    out[t, b, o] = ZERO
+                out[t, b, o] = ZERO
             continue
         for o in range(tid, n_out, TPB):
             out[t, b, o] = ZERO
