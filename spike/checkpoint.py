@@ -29,6 +29,16 @@ Checkpoint schema (``format_version`` 1), a plain dict loadable with ``torch.loa
     See :func:`get_rng_state` / :func:`set_rng_state`.
 ``metrics`` (dict)
     Plain python numbers/strings/lists, e.g. the per-epoch training history.
+
+Optional (written by ``spike train`` once training ends, :func:`record_evaluation`):
+
+``test_accuracy`` (float)
+    The accuracy ``spike train`` printed: the test split encoded as ``spike run`` encodes it
+    (:func:`spike.evaluate.encode_samples`, seed 0). ``config["evaluation"]`` holds it with
+    ``correct``, ``num_samples``, ``seed``, ``steps`` and ``split``.
+``config["target"]`` (dict, optional)
+    ``spike train --target``: ``name``, ``synaptic_delay`` (steps built into every synaptic layer),
+    ``spike_input``, ``reset``, ``reset_delay`` (:meth:`spike.training.TargetNeeds.record`).
 """
 from __future__ import annotations
 
@@ -55,6 +65,7 @@ __all__ = [
     "set_rng_state",
     "save_checkpoint",
     "load_checkpoint",
+    "record_evaluation",
 ]
 
 FORMAT_VERSION = 1
@@ -282,6 +293,22 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict[str, Any]
                 f"found {checkpoint[key]!r}"
             )
     return checkpoint
+
+
+def record_evaluation(path: PathLike, evaluation: Mapping[str, Any], split: str = "test") -> dict[str, Any]:
+    """Add a final evaluation to the checkpoint at ``path`` (atomically) and return the checkpoint.
+
+    ``evaluation`` is :func:`spike.evaluate.evaluate_model`'s dict; it goes to
+    ``config["evaluation"]`` (with ``split``) and its accuracy to the top-level ``test_accuracy``.
+    """
+    ckpt = load_checkpoint(path)
+    record = {**{k: evaluation[k] for k in ("accuracy", "correct", "num_samples", "seed", "steps") if k in evaluation},
+              "split": split}
+    _check_plain(record, "evaluation")
+    ckpt["config"] = {**ckpt["config"], "evaluation": record}
+    ckpt["test_accuracy"] = float(record["accuracy"])
+    atomic_save(ckpt, path)
+    return ckpt
 
 
 def _is_ddp(model: torch.nn.Module) -> bool:

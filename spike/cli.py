@@ -12,26 +12,40 @@ from spike import __version__
 
 
 def _train_mlp(args: argparse.Namespace) -> dict[str, Any]:
-    from spike.checkpoint import load_checkpoint, make_config
+    """``spike train mlp``; with ``--target`` the choices that target needs (:func:`spike.training.fit_to_target`).
+
+    The printed test accuracy is the test split encoded as ``spike run`` encodes it
+    (:func:`spike.evaluate.evaluate_model`, seed 0); the checkpoint records it (``test_accuracy``).
+    """
+    from spike.checkpoint import make_config, record_evaluation
     from spike.data import load_dataset
+    from spike.distributed import is_main_process
     from spike.encoders import Encoder
+    from spike.evaluate import evaluate_model
     from spike.losses import rate_cross_entropy
     from spike.models import build_model
-    from spike.training import Trainer, accuracy, set_seed
+    from spike.training import Trainer, accuracy, fit_to_target, set_seed, target_needs
 
+    needs = target_needs(args.target) if getattr(args, "target", None) else None
+    chosen = fit_to_target(needs, encoding=args.encoding, reset=args.reset,
+                           reset_delay=False if args.no_reset_delay else None)
     set_seed(args.seed)
-    args.steps = 16 if args.steps is None else args.steps  # the train command's defaults for an MLP
+    base_steps = 16 if args.steps is None else args.steps  # the train command's defaults for an MLP
     args.beta = 0.9 if args.beta is None else args.beta
     args.lr = 5e-3 if args.lr is None else args.lr
     data = load_dataset(args.dataset, args.data_root)
     in_features = int(torch.tensor(data.input_shape).prod())
     kwargs = dict(
         in_features=in_features, num_classes=data.num_classes, hidden=list(args.hidden),
-        beta=args.beta, threshold=1.0, reset=args.reset, reset_delay=not args.no_reset_delay,
+        beta=args.beta, threshold=1.0, reset=chosen["reset"], reset_delay=chosen["reset_delay"],
     )
+    if chosen["synaptic_delay"]:
+        kwargs["synaptic_delay"] = chosen["synaptic_delay"]
     model = build_model("mlp", **kwargs)
-    encoder = Encoder(args.encoding, args.steps)
-    config = make_config("mlp", kwargs, encoder.to_dict(), args.steps, args.dataset)
+    steps = base_steps + model.latency  # the output trails the input by the latency
+    encoder = Encoder(chosen["encoding"], steps)
+    extra = {"target": needs.record()} if needs is not None else {}
+    config = make_config("mlp", kwargs, encoder.to_dict(), steps, args.dataset, **extra)
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)
     enc_gen = torch.Generator().manual_seed(args.seed)
@@ -47,11 +61,13 @@ def _train_mlp(args: argparse.Namespace) -> dict[str, Any]:
         resume=args.resume, config=config, generators={"encoder": enc_gen},
     )
     history = trainer.fit()
-    acc = trainer.evaluate((data.x_test, data.y_test))
-    print(f"test accuracy {100 * acc['acc']:.2f}% ({data.num_test} {args.dataset} test samples, "
-          f"{args.steps} steps, {args.encoding} encoding) -> {args.out}")
-    ckpt = load_checkpoint(args.out)
-    return {"accuracy": acc["acc"], "history": history, "checkpoint": ckpt}
+    result = evaluate_model(model, encoder, data.x_test, data.y_test)
+    ckpt = record_evaluation(args.out, result) if is_main_process() else None
+    steps_text = f"{base_steps} + {model.latency} steps" if model.latency else f"{steps} steps"
+    where = f", for {needs.name} ({needs.synaptic_delay}-step synaptic delay)" if needs is not None else ""
+    print(f"test accuracy {100 * result['accuracy']:.2f}% ({data.num_test} {args.dataset} test samples, "
+          f"{steps_text}, {chosen['encoding']} encoding{where}) -> {args.out}")
+    return {"accuracy": result["accuracy"], "evaluation": result, "history": history, "checkpoint": ckpt}
 
 
 def _load_model(path: str) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -66,15 +82,17 @@ def _load_model(path: str) -> tuple[torch.nn.Module, dict[str, Any]]:
     return model, cfg
 
 
-def compile_checkpoint(path: str, target: str = "generic", precision: str = "float32", calibrate: int = 64):
+def compile_checkpoint(path: str, target: str = "generic", precision: str = "float32", calibrate: int = 64,
+                       target_delays: str = "balanced"):
     """Rebuild the model in a checkpoint and compile it for ``target``.
 
     The encoding travels in the program's metadata. On a target with cores the program is
-    partitioned and placed, weighting traffic by firing rates from a calibration run on the
-    first ``calibrate`` training samples.
+    partitioned and placed, weighting traffic by firing rates measured first by a run of the
+    generic float program on the first ``calibrate`` training samples.
     """
+    from spike.compiler import ProgramError
     from spike.compiler import compile as compile_model
-    from spike.compiler.partition import calibration_rates, map_program
+    from spike.compiler.partition import calibration_rates
     from spike.data import load_dataset
     from spike.encoders import Encoder
     from spike.hardware import load_target
@@ -90,11 +108,21 @@ def compile_checkpoint(path: str, target: str = "generic", precision: str = "flo
     signal = "real" if encoder.kind == "direct" else "spike"
     meta = {"encoding": encoder.to_dict(), "num_steps": cfg["num_steps"], "dataset": cfg.get("dataset"),
             "source": str(path)}
-    program = compile_model(model, example, target=hw.name, precision=precision, input_signal=signal, metadata=meta)
+    rates = None
     if hw.has_cores:
-        rates = calibration_rates(program, encoder(data.x_train[:calibrate], generator=gen))
-        program = map_program(program, hw, rates)
-    return program
+        generic = compile_model(model, example, input_signal=signal, metadata=meta)
+        rates = calibration_rates(generic, encoder(data.x_train[:calibrate], generator=gen))
+    try:
+        return compile_model(model, example, target=hw.name, precision=precision, input_signal=signal, metadata=meta,
+                             target_delays=target_delays, firing_rates=rates)
+    except ProgramError as exc:
+        trained_for = (cfg.get("target") or {}).get("name")
+        if precision != "fixed" or trained_for == hw.name:
+            raise
+        kind = cfg["model"]["kind"]
+        raise ValueError(f"{path}: {exc}. The model was not trained for {hw.name}: retrain it with "
+                         f"`spike train {kind} --target {hw.name} ...`, which picks the spiking input, reset and "
+                         "synaptic delays the target needs") from None
 
 
 def _train_cnn(args: argparse.Namespace) -> dict[str, Any]:
@@ -109,6 +137,10 @@ def _train_cnn(args: argparse.Namespace) -> dict[str, Any]:
         overrides["beta"] = args.beta
     if args.init is None:
         overrides.setdefault("beta", 0.5)
+    if args.reset is not None:
+        overrides["reset"] = args.reset
+    if args.no_reset_delay:
+        overrides["reset_delay"] = False
     from spike.models.cnn import DATASET_PRESETS
 
     preset = args.preset or DATASET_PRESETS.get(args.dataset, "digits")
@@ -118,10 +150,16 @@ def _train_cnn(args: argparse.Namespace) -> dict[str, Any]:
         lr=args.lr if args.lr is not None else (1e-3 if ftwt else 5e-3),
         head_lr=args.head_lr, batch_size=args.batch_size, seed=args.seed, ftwt=ftwt, init=args.init,
         channel_sparsity=args.channel_sparsity, resume=args.resume, progress=not args.quiet,
+        target=args.target,
     )
+    cfg = result["config"]
     what = f"FTWT r={args.ftwt}" if ftwt else "unmasked"
-    print(f"test accuracy {100 * result['accuracy']:.2f}% ({what} spiking CNN, {result['config']['dataset']}, "
-          f"{result['config']['num_steps']} steps) -> {args.out}")
+    latency = result["model"].latency
+    steps_text = f"{cfg['num_steps'] - latency} + {latency} steps" if latency else f"{cfg['num_steps']} steps"
+    tgt = cfg.get("target")
+    where = f", for {tgt['name']} ({tgt['synaptic_delay']}-step synaptic delay)" if tgt else ""
+    print(f"test accuracy {100 * result['accuracy']:.2f}% ({what} spiking CNN, {cfg['dataset']}, {steps_text}, "
+          f"{cfg['encoding']['kind']} encoding{where}) -> {args.out}")
     return result
 
 
@@ -132,21 +170,37 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.model == "spikegpt":
         from spike.cli_spikegpt import train_spikegpt
 
+        if args.target is not None:
+            raise ValueError("--target: spike train spikegpt trains for host targets only (SpikeGPT is mostly "
+                             "host ops no neuromorphic core runs); leave --target out")
+
         train_spikegpt(args)
         return 0
     _train_mlp(args)
     return 0
 
 
-def compile_nir(path: str, target: str, precision: str, dt: float, reset: str | None):
-    """Import a NIR graph and compile it; on a target with cores map it (uniform rates)."""
+def compile_nir(path: str, target: str, precision: str, dt: float, reset: str | None, target_delays: str = "balanced"):
+    """Import a NIR graph and compile it (mapped with uniform rates on a target with cores)."""
     from spike.compiler import compile as compile_model
-    from spike.compiler.partition import map_program
-    from spike.hardware import load_target
 
-    hw = load_target(target)
-    program = compile_model(path, target=hw.name, precision=precision, nir_options={"dt": dt, "reset": reset})
-    return map_program(program, hw) if hw.has_cores else program
+    return compile_model(path, target=target, precision=precision, nir_options={"dt": dt, "reset": reset},
+                         target_delays=target_delays)
+
+
+def delays_line(program: Any) -> str | None:
+    """What the delay pass did, in one line (None for a target without synaptic delays)."""
+    rec = program.metadata.get("target_delays")
+    if not rec:
+        return None
+    d, lat = rec["synaptic_delay"], rec["latency"]
+    if rec["mode"] == "raw":
+        return (f"target delays: raw ({d}-step synapses, no compensation): this program does NOT compute the "
+                "trained network; merging paths and layers lag as the target's delays make them")
+    if rec["mode"] == "as trained":
+        return f"target delays: as trained (the model has the target's {d}-step synaptic delays); latency {lat} steps"
+    return (f"target delays: compensated ({d}-step synapses, merging paths balanced); latency {lat} steps: runs "
+            f"feed T + {lat} steps and return outputs aligned with the input, equal to the trained network")
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
@@ -155,17 +209,20 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from spike.cli_spikegpt import compile_lm, is_lm_checkpoint
 
     if args.checkpoint.endswith(".nir"):
-        program = compile_nir(args.checkpoint, args.target, args.precision, args.dt, args.reset)
+        program = compile_nir(args.checkpoint, args.target, args.precision, args.dt, args.reset, args.target_delays)
     elif is_lm_checkpoint(args.checkpoint):
         program = compile_lm(args.checkpoint, args.target, args.precision)
     else:
-        program = compile_checkpoint(args.checkpoint, args.target, args.precision)
+        program = compile_checkpoint(args.checkpoint, args.target, args.precision, target_delays=args.target_delays)
     save_program(program, args.out)
     print(program.summary())
     if program.metadata.get("mapping"):
         from spike.compiler.partition import mapping_report
 
         print(mapping_report(program).render())
+    line = delays_line(program)
+    if line:
+        print(line)
     print(f"-> {args.out}")
     return 0
 
@@ -258,7 +315,10 @@ def _print_energy(report: Any, program: Any, target: str):
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """Train a Loihi-compatible spiking MLP on digits, compile it, run it, count and cost it."""
+    """Train a spiking MLP for loihi1 on digits, compile it, run it, count and cost it.
+
+    The compiled float program must get exactly as many test samples right as the trained model
+    did (both encode the split with :func:`spike.evaluate.encode_samples`); otherwise RuntimeError."""
     from spike.checkpoint import atomic_write_json
     from spike.compiler.partition import mapping_report
     from spike.compiler.serialize import save_program
@@ -269,10 +329,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     quiet = ["--quiet"] if args.quiet else []
-    print("== 1/4 train a spiking MLP on the built-in digits (rate-coded spikes; reset to zero, as Loihi does)")
-    _train_mlp(_parser().parse_args(
+    print("== 1/4 train a spiking MLP on the built-in digits for loihi1 (rate-coded spikes; reset to zero and "
+          "one-step synapses, as Loihi has)")
+    trained = _train_mlp(_parser().parse_args(
         ["train", "mlp", "--dataset", "digits", "--out", str(out / "mlp.pt"), "--epochs", str(args.epochs),
-         "--encoding", "rate", "--reset", "zero", "--no-reset-delay"] + quiet
+         "--target", "loihi1"] + quiet
     ))
     data = load_digits()
     print("\n== 2/4 compile to the event-driven IR and run it on the numba backend (float32)")
@@ -282,6 +343,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     floating = evaluate_program(program, data.x_test, data.y_test, backend="numba", progress=not args.quiet)
     print(f"compiled accuracy {100 * floating.accuracy:.2f}% on {floating.num_samples} digits test samples "
           f"({floating.timing['ms_per_sample']:.3f} ms/sample)")
+    ev = trained["evaluation"]
+    correct = round(floating.accuracy * floating.num_samples)
+    if correct != ev["correct"] or floating.num_samples != ev["num_samples"]:
+        raise RuntimeError(f"the compiled float program gets {correct}/{floating.num_samples} test samples right, "
+                           f"the trained model {ev['correct']}/{ev['num_samples']} on the same encoded spikes: "
+                           "the compiler or the backend changed what the network computes")
+    print(f"equal to the trained accuracy ({correct}/{floating.num_samples}, the same encoded test split)")
     print(floating.table())
     print("\n== 3/4 compile for loihi1 in fixed point: quantise, partition onto cores, place on the mesh")
     loihi = compile_checkpoint(str(out / "mlp.pt"), target="loihi1", precision="fixed")
@@ -293,8 +361,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(fixed.table())
     energy = _print_energy(fixed, loihi, "loihi1")
     lava = _lava_check(loihi, data.x_test[: args.lava_samples])
-    result = {"float": floating.to_json(), "loihi1_fixed": {**fixed.to_json(), "energy": energy.to_json()},
-              "lava_equals_numba": lava}
+    result = {"trained_accuracy": ev["accuracy"], "float": floating.to_json(),
+              "loihi1_fixed": {**fixed.to_json(), "energy": energy.to_json()}, "lava_equals_numba": lava}
     plot_report(result["loihi1_fixed"], out / "report.png")
     if not args.no_ftwt:
         from spike.ftwt_demo import run_ftwt_demo
@@ -346,13 +414,23 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--data-root", default=None, help="folder with the MNIST/CIFAR-10 files")
     t.add_argument("--out", required=True, help="checkpoint path (written atomically)")
     t.add_argument("--epochs", type=int, default=15)
-    t.add_argument("--steps", type=int, default=None, help="simulation time steps per sample (mlp 16, cnn 4)")
-    t.add_argument("--encoding", default="direct", choices=["direct", "rate", "latency"])
+    t.add_argument("--steps", type=int, default=None,
+                   help="simulation time steps per sample (mlp 16, cnn 4); with --target's synaptic delay the "
+                        "model runs its latency (delay x synaptic layers) more")
+    t.add_argument("--target", default=None,
+                   help="train for this target (a name in hw_configs/ or a YAML path): its synaptic delay in "
+                        "every synaptic layer and, on a target with cores (loihi1, loihi2), rate-coded input and "
+                        "reset to zero in the step that fires, so `spike compile --target T --precision fixed` "
+                        "takes the checkpoint as it is; a conflicting --encoding/--reset is an error")
+    t.add_argument("--encoding", default=None, choices=["direct", "rate", "latency"],
+                   help="input encoding (default direct; rate with a --target that has cores)")
     t.add_argument("--hidden", type=int, nargs="+", default=[128])
     t.add_argument("--beta", type=float, default=None, help="LIF decay (mlp 0.9, cnn 0.5)")
-    t.add_argument("--reset", default="subtract", choices=["subtract", "zero", "none"])
+    t.add_argument("--reset", default=None, choices=["subtract", "zero", "none"],
+                   help="neuron reset (default subtract; zero with a --target that has cores)")
     t.add_argument("--no-reset-delay", action="store_true",
-                   help="reset in the step that spikes (Loihi's rule; needed for --precision fixed)")
+                   help="reset in the step that spikes (Loihi's rule; needed for --precision fixed; implied by "
+                        "a --target with cores)")
     t.add_argument("--lr", type=float, default=None, help="default 5e-3 (1e-3 for cnn --ftwt)")
     t.add_argument("--batch-size", type=int, default=64)
     t.add_argument("--seed", type=int, default=0)
@@ -386,6 +464,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="NIR import: reset mode when the graph's metadata has none (default zero)")
     c.add_argument("--target", default="generic", help="a name in hw_configs/ or a YAML path")
     c.add_argument("--precision", default="float32", choices=["float32", "fixed"])
+    c.add_argument("--target-delays", default="balanced", choices=["balanced", "raw"],
+                   help="on a target whose synapses deliver late (Loihi): balanced (default) keeps the trained "
+                        "network, with outputs some steps late; raw uses the plain target delays (a different network)")
     c.add_argument("--out", required=True)
     c.set_defaults(fn=_cmd_compile)
 

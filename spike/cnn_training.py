@@ -16,6 +16,16 @@
   ``head_lr * C_in``, since softmax outputs are ~1/C_in), the backbone at ``lr``;
 - ``init``: a baseline checkpoint to start from (its architecture, encoding and steps are used;
   only the heads are new).
+- ``target``: train for a hardware target (:func:`spike.training.fit_to_target`): its synaptic
+  delay in every synaptic layer (``synaptic_delay``) and, on a target with cores, rate-coded input
+  and reset to zero in the step that fires; ``steps`` are then the steps through the network and
+  the model runs :attr:`~spike.models.cnn.SpikingCNN.latency` more. ``target_fit="delays"`` builds
+  in only the delay (the FTWT demo: real-valued input, a float32 program). A choice that
+  conflicts with the target (``encoding="direct"``, ``model_kwargs={"reset": "subtract"}``, an
+  ``init`` baseline trained otherwise) is a ValueError.
+
+The returned and printed accuracy is the test split encoded as ``spike run`` encodes it
+(:func:`spike.evaluate.evaluate_model`, seed 0); the checkpoint records it (``test_accuracy``).
 
 :func:`ftwt_report` measures a model in PyTorch (accuracy, per-layer keep ratio and mask accuracy,
 ``syn_ops``/``macs`` by :func:`~spike.models.cnn.count_syn_ops`); :func:`estimate_reduction` is
@@ -75,7 +85,7 @@ def train_cnn(
     preset: str = "digits",
     model_kwargs: Mapping[str, Any] | None = None,
     steps: int = 4,
-    encoding: str = "direct",
+    encoding: str | None = None,
     epochs: int = 12,
     lr: float = 5e-3,
     head_lr: float = 2e-2,
@@ -87,19 +97,31 @@ def train_cnn(
     resume: bool = False,
     progress: bool = True,
     data: Any = None,
+    target: str | None = None,
+    target_fit: str = "all",
 ) -> dict[str, Any]:
     """Train a spiking CNN and write its checkpoint to ``out``; see the module docstring.
 
-    Returns ``{"accuracy", "history", "model" (eval mode), "config", "checkpoint" (the path)}``.
-    ``data`` (a :class:`spike.data.Dataset`) skips loading ``dataset``.
+    Returns ``{"accuracy", "evaluation", "history", "model" (eval mode), "config", "checkpoint"
+    (the path)}``. ``data`` (a :class:`spike.data.Dataset`) skips loading ``dataset``.
     """
-    from spike.checkpoint import load_checkpoint, make_config
+    import dataclasses
+
+    from spike.checkpoint import load_checkpoint, make_config, record_evaluation
     from spike.data import load_dataset
+    from spike.distributed import is_main_process
     from spike.encoders import Encoder
+    from spike.evaluate import evaluate_model
     from spike.losses import rate_cross_entropy
     from spike.models import build_model
-    from spike.training import Trainer, accuracy, set_seed
+    from spike.training import Trainer, TargetNeeds, accuracy, fit_to_target, set_seed, target_needs
 
+    if target_fit not in ("all", "delays"):
+        raise ValueError(f"target_fit must be 'all' or 'delays', got {target_fit!r}")
+    needs = target_needs(target) if target else None
+    if needs is not None and target_fit == "delays":
+        needs = dataclasses.replace(needs, spike_input=False, reset=None, reset_delay=None)
+    overrides = dict(model_kwargs or {})
     set_seed(seed)
     if init is not None:
         base_cfg = load_checkpoint(init)["config"]
@@ -109,14 +131,30 @@ def train_cnn(
         encoder = Encoder.from_dict(base_cfg["encoding"])
         steps = int(base_cfg["num_steps"])
         dataset = base_cfg.get("dataset") or dataset
+        base_target = base_cfg.get("target")
+        if needs is None and base_target:
+            needs = TargetNeeds(**{f.name: base_target.get(f.name) for f in dataclasses.fields(TargetNeeds)})
+        elif needs is not None:
+            _check_init_fits(init, base_cfg, needs)
+        if needs is not None:  # what the fine-tuning overrides must still fit
+            fit_to_target(needs, encoding=encoding, reset=overrides.get("reset"),
+                          reset_delay=overrides.get("reset_delay"))
+            _check_delay(needs, overrides)
     else:
         from spike.models.cnn import PRESETS
 
-        encoder = Encoder(encoding, steps)
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
         kwargs = {"preset": preset, **PRESETS[preset]}  # spelled out: checkpoints outlive preset changes
-    kwargs.update(dict(model_kwargs or {}))
+        chosen = fit_to_target(needs, encoding=encoding, reset=overrides.get("reset"),
+                               reset_delay=overrides.get("reset_delay"))
+        if needs is not None:
+            _check_delay(needs, overrides)
+            if needs.reset is not None:
+                kwargs.update(reset=chosen["reset"], reset_delay=chosen["reset_delay"])
+            kwargs["synaptic_delay"] = chosen["synaptic_delay"]
+        encoding = chosen["encoding"]
+    kwargs.update(overrides)
     if data is None:
         data = load_dataset(dataset, data_root)
     if tuple(data.input_shape) != (kwargs.get("in_channels") or _preset_field(kwargs, "in_channels"),
@@ -134,6 +172,9 @@ def train_cnn(
     model = build_model("cnn", **kwargs)
     if init is not None:
         _init_from(model, init)
+    else:
+        steps = int(steps) + model.latency  # the output trails the input by the latency
+        encoder = Encoder(encoding, steps)
 
     heads = [m.gate for m in model.modules() if isinstance(m, GatedConv) and m.gate is not None]
     head_ids = {id(p) for g in heads for p in g.parameters()}
@@ -164,10 +205,12 @@ def train_cnn(
     def on_epoch_end(epoch: int, stats: dict[str, float]) -> None:
         state["epoch"] = epoch + 1
 
+    extra = {"target": needs.record()} if needs is not None else {}
     config = make_config(
         "cnn", kwargs, encoder.to_dict(), steps, dataset,
         training={"epochs": epochs, "lr": lr, "head_lr": head_lr, "batch_size": batch_size, "seed": seed,
                   "channel_sparsity": channel_sparsity, "init": None if init is None else str(init)},
+        **extra,
     )
     trainer = Trainer(
         model, opt, loss_fn, (data.x_train, data.y_train), epochs=epochs, batch_size=batch_size, seed=seed,
@@ -178,12 +221,42 @@ def train_cnn(
     state["epoch"] = trainer.start_epoch
     try:
         history = trainer.fit()
-        acc = trainer.evaluate((data.x_test, data.y_test))["acc"]
     finally:
         for h in hooks:
             h.remove()
+    result = evaluate_model(model, encoder, data.x_test, data.y_test)
+    if is_main_process():
+        record_evaluation(out, result)
     model.eval()
-    return {"accuracy": acc, "history": history, "model": model, "config": config, "checkpoint": Path(out)}
+    return {"accuracy": result["accuracy"], "evaluation": result, "history": history, "model": model,
+            "config": config, "checkpoint": Path(out)}
+
+
+def _check_delay(needs: Any, overrides: Mapping[str, Any]) -> None:
+    if "synaptic_delay" in overrides and int(overrides["synaptic_delay"]) != needs.synaptic_delay:
+        raise ValueError(f"synaptic_delay={overrides['synaptic_delay']} conflicts with --target {needs.name}: "
+                         f"its synapses deliver {needs.synaptic_delay} step(s) late (synaptic_delay="
+                         f"{needs.synaptic_delay}), or leave synaptic_delay out")
+
+
+def _check_init_fits(init: str | Path, base_cfg: Mapping[str, Any], needs: Any) -> None:
+    """``--init`` with ``--target``: the baseline must have been trained for what the target needs."""
+    from spike.training import SPIKE_ENCODINGS
+
+    kw = base_cfg["model"]["kwargs"]
+    got = {"synaptic_delay": int(kw.get("synaptic_delay", 0)), "reset": kw.get("reset", "subtract"),
+           "reset_delay": bool(kw.get("reset_delay", True)), "encoding": base_cfg["encoding"]["kind"]}
+    want = {"synaptic_delay": needs.synaptic_delay}
+    if needs.reset is not None:
+        want["reset"] = needs.reset
+    if needs.reset_delay is not None:
+        want["reset_delay"] = needs.reset_delay
+    bad = [f"{k} {got[k]!r} (needs {v!r})" for k, v in want.items() if got[k] != v]
+    if needs.spike_input and got["encoding"] not in SPIKE_ENCODINGS:
+        bad.append(f"encoding {got['encoding']!r} (needs rate or latency)")
+    if bad:
+        raise ValueError(f"--init {init} was not trained for --target {needs.name}: " + ", ".join(bad)
+                         + f"; train the baseline with --target {needs.name}")
 
 
 def _preset_field(kwargs: Mapping[str, Any], key: str) -> Any:
@@ -206,10 +279,11 @@ def ftwt_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, encoder: Any
     keep = {name: 0.0 for name, _ in layers}
     hits = {name: 0.0 for name, _ in layers}
     syn = macs = 0.0
-    gen = torch.Generator().manual_seed(0)
-    for start in range(0, len(x), batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        counted = count_syn_ops(model, encoder(xb, generator=gen))
+    from spike.evaluate import encoded_batches
+
+    for start, stop, spikes in encoded_batches(encoder, x, batch_size, seed=0):  # as ``spike run`` encodes
+        xb, yb = x[start:stop], y[start:stop]
+        counted = count_syn_ops(model, spikes)
         correct += int((counted["output"].sum(0).argmax(1) == yb).sum())
         syn += float(counted["syn_ops"].sum())
         macs += float(counted["macs"].sum())

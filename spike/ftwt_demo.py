@@ -7,10 +7,12 @@ baseline), compiles both for ``loihi1`` in float32, runs them on the numba backe
 accuracy and the per-layer operation table with the saving from the masks.
 
 Loihi's synapses deliver one step late and a program compiled for a Loihi target says so
-(``delay=1`` on every projection). The demo therefore trains the network with the same one-step
-synaptic delay (``SpikingCNN(synaptic_delay=1)``) and ``steps = 6 + latency`` time steps (the
-latency is 6 steps: three convs, two poolings, the classifier), so the compiled program computes
-exactly what the trained model computes. (The model is not quantised:
+(``delay=1`` on every projection). The demo therefore trains the network with the target's
+synaptic delay (``train_cnn(target=..., target_fit="delays")``: ``SpikingCNN(synaptic_delay=1)``,
+the delay read from the target's ``core.synaptic_delay``) and ``6 + latency`` time steps (the
+latency is 6 steps: three convs, two poolings, the classifier, ``SpikingCNN.latency``), so the
+compiled program computes exactly what the trained model computes, and checks that the compiled
+accuracy equals the trained one. (The model is not quantised:
 its first layer takes real-valued pixels and its neurons reset by subtraction, while Loihi's fixed
 point needs spike inputs and reset to zero; FTWT gates run in float32 programs.)
 
@@ -107,6 +109,12 @@ def render_ops(table: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _same_count(report: Any, evaluation: dict[str, Any]) -> bool:
+    """Did the compiled run get as many test samples right as the trained model's final evaluation?"""
+    return round(report.accuracy * report.num_samples) == evaluation["correct"] and \
+        report.num_samples == evaluation["num_samples"]
+
+
 def run_ftwt_demo(out_dir: str | Path, quick: bool = True, ratio: float = 0.9, target: str = "loihi1",
                   progress: bool = False, seed: int = 0, channel_sparsity: float | None = None,
                   recipe: dict[str, int] | None = None) -> dict[str, Any]:
@@ -127,7 +135,8 @@ def run_ftwt_demo(out_dir: str | Path, quick: bool = True, ratio: float = 0.9, t
     from spike.compiler.serialize import save_program
     from spike.data import load_digits
     from spike.encoders import Encoder
-    from spike.models.cnn import PRESETS
+    from spike.models.cnn import SpikingCNN
+    from spike.training import target_needs
 
     t_start = time.perf_counter()
     recipe = dict(recipe or (QUICK if quick else FULL))  # {"baseline_epochs", "ftwt_epochs"}
@@ -135,16 +144,18 @@ def run_ftwt_demo(out_dir: str | Path, quick: bool = True, ratio: float = 0.9, t
     out.mkdir(parents=True, exist_ok=True)
     data = load_digits()
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    delay = 1 if target.lower().startswith("loihi") else 0
-    latency = delay * (len(PRESETS["digits"]["layers"]) + 1)  # every conv, pooling and the classifier
+    delay = target_needs(target).synaptic_delay
+    latency = delay * SpikingCNN("digits").synaptic_depth  # every conv, pooling and the classifier
     steps = BASE_STEPS + latency
     extra = {} if channel_sparsity is None else {"channel_sparsity": channel_sparsity}  # the baseline's
     common = dict(data=data, progress=progress, seed=seed)
 
     print(f"== FTWT 1/4 train the unmasked spiking CNN on the digits ({steps} steps"
           + (f", {delay}-step synaptic delay as on {target}" if delay else "") + ")")
-    base = train_cnn(out=out / "cnn.pt", preset="digits", model_kwargs={"synaptic_delay": delay}, steps=steps,
+    base = train_cnn(out=out / "cnn.pt", preset="digits", target=target, target_fit="delays", steps=BASE_STEPS,
                      epochs=recipe["baseline_epochs"], **common, **extra)
+    if base["config"]["num_steps"] != steps:
+        raise RuntimeError(f"the trained CNN runs {base['config']['num_steps']} steps, expected {steps}")
     print(f"unmasked test accuracy {100 * base['accuracy']:.2f}% -> {out / 'cnn.pt'}")
 
     encoder = Encoder("direct", steps)
@@ -171,6 +182,10 @@ def run_ftwt_demo(out_dir: str | Path, quick: bool = True, ratio: float = 0.9, t
     measured = table["total"]["syn_saving"]
     print(f"compiled accuracy: unmasked {100 * rb['accuracy']:.2f}%, FTWT {100 * rf['accuracy']:.2f}% "
           f"({data.num_test} digits test samples, {steps} steps, {rf['ms_per_sample']:.2f} ms/sample on numba)")
+    same = {"baseline": _same_count(rb["report"], base["evaluation"]),
+            "ftwt": _same_count(rf["report"], ftwt["evaluation"])}
+    print("compiled accuracy equals the trained accuracy (the same encoded test split): "
+          + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in same.items()))
     print(render_ops(table))
     print("kept channels per gated layer (compiled run): "
           + ", ".join(f"{k} {100 * v:.1f}%" for k, v in rf["keep"].items()))
@@ -181,6 +196,7 @@ def run_ftwt_demo(out_dir: str | Path, quick: bool = True, ratio: float = 0.9, t
         "ratio": ratio, "target": target, "steps": steps, "synaptic_delay": delay,
         "accuracy": {"baseline": base["accuracy"], "ftwt": ftwt["accuracy"],
                      "baseline_compiled": rb["accuracy"], "ftwt_compiled": rf["accuracy"]},
+        "compiled_equals_trained": same,
         "predicted_reduction": est["reduction"], "measured_reduction": measured,
         "keep": rf["keep"], "mask_accuracy": torch_fig["mask_accuracy"],
         "ops": {"baseline": rb["ops"], "ftwt": rf["ops"]}, "op_table": table,

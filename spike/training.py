@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -35,7 +36,8 @@ from .checkpoint import (
     set_rng_state,
 )
 
-__all__ = ["set_seed", "accuracy", "Trainer"]
+__all__ = ["set_seed", "accuracy", "Trainer", "TargetNeeds", "target_needs", "target_synaptic_delay",
+           "fit_to_target"]
 
 Batch = Any
 #: A data source: tensors sharing their first dimension (e.g. ``(x, y)``), a map-style Dataset,
@@ -53,6 +55,105 @@ def set_seed(seed: int) -> None:
 def accuracy(output: torch.Tensor, target: torch.Tensor) -> float:
     """Fraction of rows whose argmax over the last dimension equals ``target``."""
     return (output.argmax(dim=-1) == target).float().mean().item()
+
+
+# ---------------------------------------------------------------------- training for a target
+
+
+def target_synaptic_delay(hw: Any) -> int:
+    """Steps a synapse of target ``hw`` (a :class:`spike.hardware.HardwareTarget`) takes to deliver:
+    the optional figure ``core.synaptic_delay`` (Loihi: 1), 0 when the target gives none."""
+    core = getattr(hw, "core", None)
+    fig = getattr(core, "synaptic_delay", None) if core is not None else None
+    return int(fig.value) if fig is not None else 0
+
+
+@dataclass(frozen=True)
+class TargetNeeds:
+    """What a model must be trained with to run on a target as trained (``spike train --target``).
+
+    ``synaptic_delay``: steps every synaptic layer is delayed (``spike.layers.Delayed``);
+    ``spike_input``: the target's cores take spikes (a rate or latency encoding, never direct);
+    ``reset`` / ``reset_delay``: the neurons' reset rule (Loihi: to zero, in the step that fires),
+    None where the target leaves it free. Firing is always on ``v > threshold`` (the models'
+    default), as Loihi fires.
+    """
+
+    name: str
+    synaptic_delay: int
+    spike_input: bool
+    reset: str | None
+    reset_delay: bool | None
+
+    def record(self) -> dict[str, Any]:
+        """The checkpoint's ``config["target"]``: plain values the compiler can read."""
+        return {"name": self.name, "synaptic_delay": self.synaptic_delay, "spike_input": self.spike_input,
+                "reset": self.reset, "reset_delay": self.reset_delay}
+
+
+def target_needs(target: str) -> TargetNeeds:
+    """The training choices target ``target`` (a name in ``hw_configs/`` or a YAML path) needs.
+
+    A target with neuromorphic cores (loihi1, loihi2, truenorth) takes spikes and resets its
+    neurons to zero in the step they fire (Loihi's fixed point; ``spike compile --precision
+    fixed`` refuses anything else); every target adds its synaptic delay. A host target
+    (generic, cmos45nm_*) needs nothing beyond its delay (0).
+    """
+    from spike.hardware import load_target
+
+    hw = load_target(target)
+    cores = bool(hw.has_cores)
+    return TargetNeeds(name=hw.name, synaptic_delay=target_synaptic_delay(hw), spike_input=cores,
+                       reset="zero" if cores else None, reset_delay=False if cores else None)
+
+
+SPIKE_ENCODINGS = ("rate", "latency")
+
+
+def fit_to_target(
+    needs: TargetNeeds | None,
+    *,
+    encoding: str | None,
+    reset: str | None,
+    reset_delay: bool | None,
+    defaults: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Resolve ``encoding``, ``reset``, ``reset_delay`` and ``synaptic_delay`` for a training run.
+
+    ``None`` means "not given": the target's need where it has one (rate encoding, reset
+    ``zero``, ``reset_delay`` False), else ``defaults`` (without a target: today's ``direct``,
+    ``subtract``, True). A value the user gave that the target cannot run raises ValueError
+    naming the option and what the target needs; nothing is silently replaced.
+    """
+    base = {"encoding": "direct", "reset": "subtract", "reset_delay": True, **dict(defaults or {})}
+    if needs is None:
+        return {"encoding": encoding or base["encoding"], "reset": reset or base["reset"],
+                "reset_delay": base["reset_delay"] if reset_delay is None else bool(reset_delay),
+                "synaptic_delay": 0}
+    where = f"--target {needs.name}"
+    if needs.spike_input:
+        if encoding is not None and encoding not in SPIKE_ENCODINGS:
+            raise ValueError(f"--encoding {encoding} conflicts with {where}: its cores take spikes; "
+                             f"train with --encoding rate (or latency), or leave --encoding out")
+        encoding = encoding or "rate"
+    else:
+        encoding = encoding or base["encoding"]
+    if needs.reset is not None:
+        if reset is not None and reset != needs.reset:
+            raise ValueError(f"--reset {reset} conflicts with {where}: its neurons reset to {needs.reset} "
+                             f"in the step they fire; train with --reset {needs.reset}, or leave --reset out")
+        reset = needs.reset
+    else:
+        reset = reset or base["reset"]
+    if needs.reset_delay is not None:
+        if reset_delay is not None and bool(reset_delay) != needs.reset_delay:
+            raise ValueError(f"reset_delay={bool(reset_delay)} conflicts with {where}: its neurons reset in the "
+                             f"step they fire (--no-reset-delay, reset_delay=False)")
+        reset_delay = needs.reset_delay
+    elif reset_delay is None:
+        reset_delay = base["reset_delay"]
+    return {"encoding": encoding, "reset": reset, "reset_delay": bool(reset_delay),
+            "synaptic_delay": needs.synaptic_delay}
 
 
 class Trainer:
