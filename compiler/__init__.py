@@ -19,6 +19,7 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
     metadata: dict[str, Any] | None = None,
     nir_options: dict[str, Any] | None = None,
     target_delays: str = "balanced",
+    firing_rates: dict[str, Any] | None = None,
 ) -> Program:
     """Compile a model (or a saved program path) to a Program for ``target``.
 
@@ -33,7 +34,10 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
     (``core.synaptic_delay`` of the hw config: Loihi's one step) :func:`~spike.compiler.delays.target_delays`
     then gives every projection that delay and balances merging paths, so the program computes
     the trained network with its outputs ``program.total_latency`` steps late (every backend
-    realigns them); ``target_delays="raw"`` asks for the plain target delays instead.
+    realigns them); ``target_delays="raw"`` asks for the plain target delays instead. On a target
+    with cores the program is then partitioned and placed (``partition.map_program``), weighting
+    spike traffic by ``firing_rates`` (per node, events per neuron per step, e.g. from
+    ``partition.calibration_rates`` of a run the caller made; uniform when None).
     """
     from spike.compiler.delays import DELAY_MODES
     from spike.compiler.delays import target_delays as apply_target_delays
@@ -48,7 +52,12 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
     hw = load_target(target)
 
     def for_target(program: Program) -> Program:
-        return apply_target_delays(program, hw.synaptic_delay, hw.max_delay, target_delays)
+        program = apply_target_delays(program, hw.synaptic_delay, hw.max_delay, target_delays)
+        if hw.has_cores and not program.metadata.get("mapping"):
+            from spike.compiler.partition import map_program
+
+            program = map_program(program, hw, firing_rates)
+        return program
 
     if isinstance(model, (str, Path)) and Path(model).suffix == ".nir":
         from spike.compiler.nir_import import from_nir
