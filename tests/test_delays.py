@@ -261,3 +261,37 @@ def test_static_energy_covers_the_extra_steps_on_chip():
     res = run(program, np.ones((5, 1, 4), np.float32))
     report = energy_report(res.ops, program, "loihi1", steps=5)
     assert report.run_time_s == pytest.approx((5 + 2) * load_target("loihi1").timing.time_per_step.si)
+
+
+def test_trained_checkpoints_give_one_accuracy_on_every_target(tmp_path):
+    """A default-trained CNN, a ResNet preset and an FTWT CNN (no --target): the accuracy training
+    printed = the generic program's = the loihi program's (delays compensated), sample for sample."""
+    from spike.cli import compile_checkpoint
+    from spike.cnn_training import train_cnn
+    from spike.data import load_digits
+    from spike.evaluate import evaluate_program
+
+    digits = load_digits()
+    x, y = digits.x_test[:120], digits.y_test[:120]
+    base = train_cnn(out=tmp_path / "cnn.pt", model_kwargs={"layers": [8, "M", 8, "M"]}, epochs=2, data=digits,
+                     progress=False)
+    res = train_cnn(out=tmp_path / "res.pt", preset="digits_resnet", model_kwargs={"widths": [4, 6, 8]}, epochs=1,
+                    data=digits, progress=False)
+    ftwt = train_cnn(out=tmp_path / "ftwt.pt", init=tmp_path / "cnn.pt", ftwt={"ratio": 0.9}, epochs=1, lr=1e-3,
+                     data=digits, progress=False)
+    for trained, target in ((base, "loihi1"), (res, "loihi2"), (ftwt, "loihi1")):
+        path = str(trained["checkpoint"])
+        generic = evaluate_program(compile_checkpoint(path), digits.x_test, digits.y_test, progress=False)
+        assert generic.accuracy == trained["accuracy"], path
+        program = compile_checkpoint(path, target=target)
+        assert program.metadata["target_delays"]["mode"] == "compensated" and program.metadata.get("mapping")
+        a = run(compile_checkpoint(path), _encode(program, x))
+        b = run(program, _encode(program, x))
+        np.testing.assert_array_equal(b.output, a.output, err_msg=path)
+        assert b.ops.per_node and any("spikes_routed_local" in c for c in b.ops.per_node.values())
+
+
+def _encode(program, x):
+    from spike.evaluate import encode_samples, encoder_of
+
+    return encode_samples(encoder_of(program), x).numpy()
