@@ -260,6 +260,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
                               batch_size=args.batch_size, progress=not args.quiet)
     print(f"accuracy {100 * report.accuracy:.2f}% on {report.num_samples} {dataset} test samples, "
           f"{report.steps} steps, backend {args.backend} ({report.timing['ms_per_sample']:.2f} ms/sample)")
+    line = delays_line(program)
+    if line:
+        print(line)
     print(report.table())
     result = report.to_json()
     target = args.target or program.metadata.get("target", "generic")

@@ -49,6 +49,7 @@ class Report:
             "steps": self.steps,
             "backend": self.backend,
             "target": self.program.metadata.get("target", "generic"),
+            "target_delays": self.program.metadata.get("target_delays"),  # mode, synaptic_delay, latency
             "ops": ops,
             "timing": self.timing,
             "counts_are": "per sample, summed over steps (mean over samples)",
