@@ -4,7 +4,9 @@ every population's membrane and every operation count agree exactly (bit for bit
 Run by ``tests/test_cuda_backend.py`` in a subprocess, with ``NUMBA_ENABLE_CUDASIM=1`` (Numba's
 CUDA simulator: any machine) or on a real GPU. Weights here are NOT dyadic: float sums depend on
 their order, so equality shows that the cuda kernels add in the numba kernels' order (and that no
-multiply-add is fused on the GPU). ``--large`` adds programs wider than a GPU thread block.
+multiply-add is fused on the GPU). Programs with target delays (``compiler/delays.py``: biases
+behind delays, latency, programs compiled for loihi2) are also checked against their generic
+program. ``--large`` adds programs wider than a GPU thread block.
 
     NUMBA_ENABLE_CUDASIM=1 python tests/cuda_sim_check.py [--large] [--only NAME ...]
 """
@@ -239,8 +241,9 @@ def fixed_conv(rng):
     return quantize(b.build({"precision": "float32"})), spikes(rng, 6, 2, (2, 6, 6), 0.3)
 
 
-def fixed_recurrent(rng):
-    """Loihi fixed point: sparse, recurrent dense (delay 1), identities, two sources."""
+def fixed_recurrent(rng, bias: bool = False):
+    """Loihi fixed point: sparse (with a bias: the population's once quantised), recurrent dense
+    (delay 1), identities, two sources."""
     from spike.compiler.quantize import quantize
 
     w = lambda shape, s=0.5: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
@@ -251,7 +254,7 @@ def fixed_recurrent(rng):
     b = ProgramBuilder()
     b.add("in", Input(shape=(n_in,)))
     b.add("sp", Sparse(shape=(n,), in_shape=(n_in,), indptr=indptr, indices=cols.astype(np.int64),
-                       data=w(len(cols), 0.6)), "in")
+                       data=w(len(cols), 0.6), bias=w(n, 0.2) if bias else None), "in")
     b.add("pop", _loihi_pop(rng, (n,)), "sp")
     b.add("rec", Dense(shape=(n,), in_shape=(n,), weight=w((n, n), 0.3), delay=1), "pop")
     b.connect("rec", "pop")
@@ -260,6 +263,118 @@ def fixed_recurrent(rng):
     b.add("pop3", _loihi_pop(rng, (n,)), ["id", "id2"])
     b.add("out3", Output(shape=(n,)), "pop3")
     return quantize(b.build({"precision": "float32"})), spikes(rng, 8, 2, (n_in,), 0.3)
+
+
+# ----------------------------------------------------------------------------- target delays
+#
+# Programs with biases behind delays and programs compiled for Loihi (``compiler/delays.py``): a
+# projection's bias arrives with its events (``Program.onset`` = delay + its source's latency), a
+# fixed-point population's own bias from its latency on. A case returning a third value (the
+# generic program) is also checked to compute the same outputs and population records as it.
+
+
+def bias_delays(rng):
+    """Biases behind delays 2 and 3 (dense, sparse, conv into two populations): nothing, bias
+    included, arrives before the delay."""
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(2, 4, 4)))
+    b.add("conv", Conv2d(shape=(3, 4, 4), in_shape=(2, 4, 4), weight=weights(rng, (3, 2, 3, 3)),
+                         bias=weights(rng, 3, 0.3), padding=(1, 1), delay=2), "in")
+    b.add("pc", pop(rng, (3, 4, 4)), "conv")
+    b.add("fc", Dense(shape=(10,), in_shape=(32,), weight=weights(rng, (10, 32)), bias=weights(rng, 10, 0.3),
+                      delay=2), "in")
+    b.add("p1", pop(rng, (10,)), "fc")
+    w = weights(rng, (8, 10)) * (rng.random((8, 10)) < 0.5)
+    rows, cols = np.nonzero(w.T)
+    indptr = np.concatenate([[0], np.cumsum(np.count_nonzero(w.T, axis=1))]).astype(np.int64)
+    b.add("sp", Sparse(shape=(8,), in_shape=(10,), indptr=indptr, indices=cols.astype(np.int64),
+                       data=w.T[rows, cols].astype(np.float32), bias=weights(rng, 8, 0.3), delay=3), "p1")
+    b.add("p2", pop(rng, (8,), model="li"), "sp")
+    b.add("out", Output(shape=(3, 4, 4)), "pc")
+    b.add("out2", Output(shape=(8,)), "p2")
+    return b.build(), spikes(rng, 7, 2, (2, 4, 4), 0.3)
+
+
+def _balanced(make):
+    """``make``'s program with Loihi's one-step synaptic delay, balanced (latency > 0)."""
+    from spike.compiler.delays import target_delays
+
+    def case(rng):
+        generic, x = make(rng)
+        program = target_delays(generic, 1)
+        assert program.total_latency > 0, "no latency to compensate (test too weak)"
+        return program, x, generic
+
+    return case
+
+
+def _dyadic_(model, seed: int, scale: int = 256, spread: int = 96):
+    """Every weight and bias a random multiple of 1/scale (exact float sums in any order)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("weight", "bias")):
+                p.copy_(torch.randint(-spread, spread + 8, p.shape, generator=g).float() / scale)
+    return model
+
+
+def _loihi_pair(model, x: np.ndarray, precision: str, delays: tuple[int, ...]):
+    """The model compiled for loihi2 (checked: compensated latency, delays ``delays``), its input
+    and the generic compile."""
+    import torch
+
+    from spike.compiler import compile as compile_model
+
+    xt = torch.from_numpy(x)
+    generic = compile_model(model, xt, precision=precision)
+    loihi = compile_model(model, xt, target="loihi2", precision=precision)
+    rec = loihi.metadata["target_delays"]
+    assert rec["mode"] == "compensated" and loihi.total_latency >= 2, rec
+    found = tuple(sorted({node.delay for _, node in loihi.nodes() if hasattr(node, "delay")}))
+    assert found == delays, f"delays {found}, expected {delays}"
+    return loihi, x, generic
+
+
+def loihi_mlp(rng, precision: str = "float32"):
+    """``build_model("mlp")`` with biases (dyadic), compiled for loihi2: latency 3."""
+    from spike.models import build_model
+
+    model = build_model("mlp", in_features=16, num_classes=4, hidden=[12, 8], beta=0.875, threshold=1.0,
+                        reset="zero", reset_delay=False)
+    _dyadic_(model, int(rng.integers(1 << 30)), spread=160)
+    return _loihi_pair(model.eval(), spikes(rng, 8, 2, (16,), 0.4), precision, (1,))
+
+
+def loihi_residual(rng, precision: str = "float32"):
+    """conv (bias) -> LIF -> conv -> conv -> LIF (+ Identity shortcut: delay 2) -> fc -> LIF."""
+    import torch
+    from torch import nn
+
+    from spike.layers import TimeDistributed as TD
+    from spike.neurons import LIF
+
+    class Residual(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            kw = dict(beta=0.75, reset="zero", reset_delay=False)
+            self.conv0 = TD(nn.Conv2d(1, 3, 3, padding=1))
+            self.lif0 = LIF(**kw)
+            self.conv1 = TD(nn.Conv2d(3, 3, 3, padding=1, bias=precision == "float32"))
+            self.lif1 = LIF(**kw)
+            self.conv2 = TD(nn.Conv2d(3, 3, 3, padding=1, bias=False))
+            self.lif2 = LIF(**kw)
+            self.fc = nn.Linear(3 * 4 * 4, 4)
+            self.out = LIF(**kw)
+
+        def forward(self, x):
+            s0 = self.lif0(self.conv0(x))
+            s2 = self.lif2(self.conv2(self.lif1(self.conv1(s0))) + s0)
+            return self.out(self.fc(torch.flatten(s2, 2)))
+
+    model = _dyadic_(Residual(), int(rng.integers(1 << 30)), scale=64, spread=40).eval()
+    return _loihi_pair(model, spikes(rng, 6, 2, (1, 4, 4), 0.5), precision, (1, 2))
 
 
 def large_mlp(rng):
@@ -323,6 +438,13 @@ CASES: dict[str, Callable] = {
     "fixed_recurrent": fixed_recurrent,
     "ftwt": ftwt,
     "spikegpt": spikegpt,
+    "bias_delays": bias_delays,
+    "latency_fixed": _balanced(lambda rng: fixed_recurrent(rng, bias=True)),
+    "latency_ftwt": _balanced(ftwt),
+    "loihi_mlp": loihi_mlp,
+    "loihi_mlp_fixed": lambda rng: loihi_mlp(rng, "fixed"),
+    "loihi_residual": loihi_residual,
+    "loihi_res_fixed": lambda rng: loihi_residual(rng, "fixed"),
 }
 LARGE: dict[str, Callable] = {"large_mlp": large_mlp, "large_conv": large_conv}
 
@@ -330,17 +452,21 @@ LARGE: dict[str, Callable] = {"large_mlp": large_mlp, "large_conv": large_conv}
 # ----------------------------------------------------------------------------- comparison
 
 
-def compare(name: str, program: Program, x: np.ndarray) -> list[str]:
-    """Differences between the cuda and numba runs of ``program`` (empty: identical)."""
+def compare(name: str, program: Program, x: np.ndarray, generic: Program | None = None) -> list[str]:
+    """Differences between the cuda and numba runs of ``program`` (empty: identical), and with
+    ``generic`` (the program before target delays): differences between its outputs and
+    population records (spikes, v) and those of ``program`` on cuda."""
     nodes = [n for n, node in program.nodes() if not isinstance(node, (Input, Output))]
     probes = nodes + [f"{n}.v" for n in program.populations()]
     if program.metadata.get("precision") == "fixed":
         probes += [f"{n}.u" for n in program.populations()]
     ref = run(program, x, backend="numba", probes=probes)
     got = run(program, x, backend="cuda", probes=probes)
-    again = run(program, x, backend="cuda", probes=probes)  # cached weights, recycled arrays
+    runs = [(got, "run 1")]
+    if generic is None:  # (the slow simulator: the generic run below takes its place)
+        runs.append((run(program, x, backend="cuda", probes=probes), "run 2"))  # cached weights, recycled arrays
     errors = []
-    for res, label in ((got, "run 1"), (again, "run 2")):
+    for res, label in runs:
         for key in probes:
             a, b = res.probes[key], ref.probes[key]
             if a.shape != b.shape or a.dtype != b.dtype or not np.array_equal(a, b, equal_nan=True) \
@@ -358,6 +484,73 @@ def compare(name: str, program: Program, x: np.ndarray) -> list[str]:
     total = ref.ops.total()
     if total["neuron_updates"] <= 0 or total["syn_ops"] + total["macs"] <= 0:
         errors.append(f"{name}: the program did no work (test too weak)")
+    if generic is not None:
+        pops = generic.populations()
+        keys = pops + [f"{n}.v" for n in pops]
+        base = run(generic, x, backend="cuda", probes=keys)
+        for out in generic.outputs:
+            if not np.array_equal(got.outputs[out], base.outputs[out]):
+                errors.append(f"{name}: output {out} differs from the generic program's")
+        for key in keys:
+            if not np.array_equal(got.probes[key], base.probes[key]):
+                errors.append(f"{name}: {key} differs from the generic program's")
+        if not any(base.outputs[out].any() for out in generic.outputs):
+            errors.append(f"{name}: silent outputs (test too weak)")
+    return errors
+
+
+def check_onsets() -> list[str]:
+    """A bias behind a delay (dense, sparse, conv, gated conv; zero weights, zero input) is 0
+    before the delay and the bias from then on, on cuda; a fixed-point population's bias waits
+    for its latency."""
+    from spike.compiler.delays import target_delays
+    from spike.compiler.quantize import quantize
+
+    errors = []
+    d, T = 3, 6
+    bias = np.array([0.5, -0.25, 0.75], np.float32)
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(2, 2, 2)))
+    b.add("fc", Dense(shape=(3,), in_shape=(8,), weight=np.zeros((3, 8), np.float32), bias=bias, delay=d), "in")
+    b.add("sp", Sparse(shape=(3,), in_shape=(8,), indptr=np.zeros(9, np.int64), indices=np.zeros(0, np.int64),
+                       data=np.zeros(0, np.float32), bias=bias, delay=d), "in")
+    b.add("conv", Conv2d(shape=(3, 2, 2), in_shape=(2, 2, 2), weight=np.zeros((3, 2, 1, 1), np.float32), bias=bias,
+                         delay=d), "in")
+    b.add("gconv", Conv2d(shape=(3, 2, 2), in_shape=(2, 2, 2), weight=np.zeros((3, 2, 1, 1), np.float32), bias=bias,
+                          delay=d), "in")
+    b.add("gate", Gate(shape=(3,), in_shape=(2, 2, 2), weight=np.zeros((3, 2), np.float32),
+                       bias=np.array([1, -1, 1], np.float32)), "in")
+    b.add("gp", pop(np.random.default_rng(0), (3, 2, 2)), ["gconv", "gate"])
+    for k in ("fc", "sp", "conv"):
+        b.add(f"p_{k}", pop(np.random.default_rng(0), (3,) if k != "conv" else (3, 2, 2)), k)
+        b.add(f"o_{k}", Output(shape=(3,) if k != "conv" else (3, 2, 2)), f"p_{k}")
+    b.add("o_g", Output(shape=(3, 2, 2)), "gp")
+    res = run(b.build(), np.zeros((T, 1, 2, 2, 2), np.float32), backend="cuda", probes=["fc", "sp", "conv", "gconv"])
+    per_step = np.concatenate([np.zeros((d, 3), np.float32), np.tile(bias, (T - d, 1))])
+    expected = {"fc": per_step, "sp": per_step, "conv": np.repeat(per_step, 4, axis=1),
+                "gconv": np.repeat(per_step * np.array([1, 0, 1], np.float32), 4, axis=1)}
+    for k, want in expected.items():
+        got = res.probes[k][:, 0].reshape(T, -1)
+        if not np.array_equal(got, want):
+            errors.append(f"onset: {k} delivers {got.tolist()}, expected {want.tolist()}")
+    # fixed point: the population's bias (from the projection's) waits for its latency
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(4,)))
+    b.add("fc1", Dense(shape=(4,), in_shape=(4,), weight=np.eye(4, dtype=np.float32)), "in")
+    b.add("p1", _loihi_pop(np.random.default_rng(1), (4,)), "fc1")
+    b.add("fc2", Dense(shape=(3,), in_shape=(4,), weight=np.zeros((3, 4), np.float32),
+                       bias=np.full(3, 0.25, np.float32)), "p1")
+    b.add("p2", Population(shape=(3,), model="li", beta=np.float32(0.5)), "fc2")
+    b.add("out", Output(shape=(3,)), "p2")
+    program = target_delays(quantize(b.build({"precision": "float32"})), 1)
+    if program.latency_of("p2") != 2:
+        errors.append(f"onset: latency of p2 {program.latency_of('p2')}, expected 2")
+    x = np.zeros((4, 1, 4), np.float32)
+    raw = run(program.with_graph(program.graph, latency={}), x, backend="cuda", probes=["p2.v"]).probes["p2.v"]
+    ref = run(program.with_graph(program.graph, latency={}), x, backend="numba", probes=["p2.v"]).probes["p2.v"]
+    got = run(program, x, backend="cuda", probes=["p2.v"]).probes["p2.v"]
+    if not raw[0].any() or not np.array_equal(raw, ref) or not np.array_equal(got, raw):
+        errors.append(f"onset: fixed-point bias, aligned {got[:, 0].tolist()} vs no latency {raw[:, 0].tolist()}")
     return errors
 
 
@@ -421,10 +614,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"cuda backend check: simulator={cuda_kernels.SIMULATING} TPB={cuda_kernels.TPB}", flush=True)
     errors = check_rules()
     print(f"  {'rules':12s} {'OK' if not errors else 'FAILED'}", flush=True)
+    errs = check_onsets()
+    errors += errs
+    print(f"  {'onsets':12s} {'OK' if not errs else 'FAILED'}", flush=True)
     for k, (name, make) in enumerate(cases.items()):
         t = time.perf_counter()
-        program, x = make(np.random.default_rng(100 + k))
-        errs = compare(name, program, x)
+        made = make(np.random.default_rng(100 + k))
+        errs = compare(name, *made)
         errors += errs
         print(f"  {name:12s} {'OK' if not errs else 'FAILED'} ({time.perf_counter() - t:.1f} s)", flush=True)
     for e in errors:
