@@ -9,6 +9,10 @@ bit: see ``cuda_kernels`` for how the kernels keep float32 results exact. Per no
   are element-wise;
 - populations: one thread per (sample, neuron) steps the neuron state in registers.
 
+Timing as the numba backend (``Program.onset``): a projection delivers nothing, bias included,
+before its onset (its delay plus its source's latency: no events are listed, no pairs counted),
+and a fixed-point population applies its own bias from its onset (its latency) on.
+
 Every array of a run (node outputs ``[T, B, size]``, membrane records, neuron state, scratch,
 counters) lives on the device for the whole run; weights are uploaded once per node and kept
 (``ctx.cache``). Event-dependent counts (``syn_ops``/``macs``, ``spikes``) are int64 ``[B]``
