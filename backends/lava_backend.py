@@ -18,6 +18,8 @@ Lowering, one function per node kind (``_LOWER``):
   same synapses as a ``Sparse``; ``pool2d`` avg/sum (float) -> a depthwise ``Conv`` with weights
   ``1/(kh*kw)`` (a power of two, else refused) or 1; ``pool2d`` max of spikes -> a depthwise
   ``Conv`` of ones into a LIF that fires when any input fired (an OR, exact in both precisions);
+  a projection of delay ``d > 1`` -> ``DelayDense`` (dense) or ``DelaySparse`` (the others, a
+  conv2d or pool2d through its CSR form), every synapse delayed ``d - 1`` steps (see "Timing");
 - ``population`` -> ``LIF`` (per-neuron ``du``, ``dv``, ``vth``, bias; ``li``: a LIF that never
   fires whose ``v`` is read by a ``Monitor``);
 - ``hostop`` (``add``) -> our ``HostAdd`` Python process (``lava_procs``); any other host op puts the
@@ -30,15 +32,37 @@ Lowering, one function per node kind (``_LOWER``):
 
 Fixed-point weights: a Lava Dense/Sparse with ``weights = 2 * W_int``, ``weight_exp = e - 1``,
 ``num_weight_bits=8``, sign mode mixed equals our projection exactly (``quantize`` docstring).
+The bit-accurate DelayDense/DelaySparse clip and truncate the weights as Dense/Sparse do, sum the
+weights of the active inputs per delay slot and shift each sum by ``weight_exp`` the same way;
+with one delay for every synapse that is Dense's sum, so the same ``2W`` and ``e - 1`` hold
+(``test_fixed_delayed_synapses_equal_numba_for_every_form_and_exponent``).
 Float programs: a population's ``gain`` is folded into its projections' weights and their biases
 become the LIF's bias (exact for dyadic values, as equality tests use).
 
-Timing: Lava's Dense, Sparse and Conv send at step t what step t-1's spikes produced, so every
-projection must carry ``delay=1`` (compile for a Loihi target: ``spike.compiler.loihi``), or the
-program is refused naming the projection (host mode below lifts this for the dense, sparse and
-identity projections of delay 0, which it computes itself). The batch runs one sample at a time
-through one process graph, whose state (``u``, ``v``, the synapses' buffered currents) is reset
-between samples (host mode: all samples side by side, in one run).
+Timing: Lava's Dense, Sparse and Conv send at step t what step t-1's spikes produced, and
+DelayDense/DelaySparse (``delays`` 0..63) what step ``t - 1 - delays`` produced; so a projection
+of delay 1 is a Dense/Sparse/Conv, one of delay ``2 .. 64`` a DelayDense/DelaySparse with
+``delays = d - 1``, and delay 0 (or more than 64) is refused naming the projection (compile for a
+Loihi target: ``spike.compiler.delays.target_delays`` gives every projection delay >= 1 and
+balances merging paths with longer ones; host mode below lifts the refusal for the dense, sparse
+and identity projections of delay 0, which it computes itself). A program with a latency
+(``Program.latency``) arrives padded with zero steps and its outputs are realigned by the engine
+(``engine.padded_inputs``, ``engine.aligned``); the backend runs all ``T + latency`` steps and
+counts them. The batch runs one sample at a time through one process graph, whose state (``u``,
+``v``, the synapses' buffered currents) is reset between samples (host mode: all samples side by
+side, in one run).
+
+Biases: a projection's bias is delivered from its onset on (``Program.onset``: its delay after its
+source's latency), a fixed-point population's own bias (``bias_mant << bias_exp``) from its
+latency on; before that, nothing (numba, torch and cuda do the same). Lava's LIF applies
+``bias_mant`` in every step, so each run of ``T`` steps is split at the steps where some LIF's
+bias starts (``LavaPlan.bias_parts``: a float LIF's folded projection biases, each with its
+onset, which may differ per projection; a fixed LIF's own mantissa with the population's onset),
+and between those runs the LIFs whose bias changes get ``bias_mant.set(...)`` (zero before the
+first onset, the sum of the started parts after): Lava's own LIF model, bit for bit numba's
+membranes. A recorded float projection adds its bias from its onset; a fused block (host mode)
+adds a Lava projection's bias from that projection's onset and its own zero-delay projections
+deliver nothing before theirs (``FusedSpec.member_onset``, ``input_onset``).
 
 Host ops (host mode): a float32 program that is stepwise (``metadata["stepwise"]``, e.g. SpikeGPT)
 or has a host op other than ``add`` runs in host mode. Its real-valued parts run as custom Lava
@@ -78,8 +102,9 @@ or a zero-delay projection with the numba kernels' float32 operations in their o
   host-op kernels off OpenMP thread pools there (torch on one thread, the WKV kernel serial).
   ``timing["processes"]`` of the result counts the Lava processes built (sinks, monitors included).
 
-Gates (``ir.Gate``: per sample, a channel mask computed from the gate source's first ``window``
-steps, applied to every step of the gated population): a mask is not causal, so a gated program
+Gates (``ir.Gate``: per sample, a channel mask computed from ``window`` steps of the gate's
+source from the source's latency on (``gate_common._window_values``; ``FTWTGate(start=...)``),
+applied to every step of the gated population): a mask is not causal, so a gated program
 runs each sample in stages, all in the same process graph. Each gate has a level: 0 when no gated
 population lies upstream of its source, else 1 + the highest level among the gates upstream; the
 gate depth ``D`` is the highest level + 1, and every sample runs ``D + 1`` times, ``T`` steps each:
@@ -105,7 +130,8 @@ Inputs are replayed in every run (the source ring buffers hold each sample ``D +
 the sinks and monitors record all runs; the result takes each sample's final run. Timing is
 honest: ``run_s`` is the time of every run of every stage plus the mask reads and weight/bias
 writes between them (not the state resets, as without gates), ``stages`` is ``D + 1`` and
-``final_stage_run_s`` the time of the final runs alone; ``ms_per_step`` is ``run_s`` per step.
+``final_stage_run_s`` the time of the final runs alone (with the bias writes within them);
+``ms_per_step`` is ``run_s`` per step.
 
 Refused before anything starts, naming the node: outside host mode, float populations with a
 reset other than ``zero``, ``reset_delay=True`` or ``fire_ge=True`` (Lava's LIF resets to zero in
@@ -116,7 +142,9 @@ current); Lava synapses reading the membrane of an ``li`` readout that is a Lava
 spikes; a fused ``li`` sends ``v``); max pooling of real values; a program made of several
 unconnected parts; gates in a fixed-point program (no backend runs those), gates breaking
 ``validate.check_gates``, and gated populations with a negative threshold (a masked neuron at rest
-would fire on Lava). Gated programs cannot run step by step on any backend (``engine.run``).
+would fire on Lava), conv2d projections of delay > 1 into a gated population (a DelaySparse,
+whose weights the stages cannot mask). Gated programs cannot run step by step on any backend
+(``engine.run``).
 """
 from __future__ import annotations
 
@@ -140,6 +168,7 @@ from spike.compiler.signals import output_signal
 from spike.compiler.validate import LOIHI, check_fixed_point
 
 LOIHI_DELAY = 1  # steps between a spike and the current it causes in Lava (Dense, Sparse, Conv)
+MAX_EXTRA_DELAY = 63  # DelayDense / DelaySparse: 0..63 steps on top of Dense's one (Loihi 2's 6-bit delays)
 
 __all__ = ["BACKEND", "LavaBackend", "lower", "LavaPlan"]
 
@@ -180,8 +209,10 @@ class LavaPlan:
     gate_level: dict[str, int] = field(default_factory=dict)  # gate -> the stage whose run computes its mask
     gated_convs: dict[str, str] = field(default_factory=dict)  # conv2d into a gated population -> its gate
     gated_pops: dict[str, str] = field(default_factory=dict)  # gated population -> its gate
-    bias_parts: dict[str, list[tuple[str | None, np.ndarray]]] = field(default_factory=dict)
-    # population -> its folded projection biases in order, each with the gate that masks it (or None)
+    bias_parts: dict[str, list[tuple[str | None, int, np.ndarray]]] = field(default_factory=dict)
+    # Lava LIF -> the parts of its bias_mant in order, each (gate that masks it or None, onset, values):
+    # float, its projections' folded biases from each projection's onset; fixed, its own bias_mant
+    # from its onset (module docstring, "Biases")
     # host mode (module docstring, "Host ops"):
     batched: bool = False  # the batch runs side by side (every process ``B`` lanes wide), once
     fused: dict[str, str] = field(default_factory=dict)  # IR node computed in a fused block -> the block's key
@@ -192,16 +223,32 @@ class LavaPlan:
         """Runs per sample: the gate depth + 1 (1 without gates)."""
         return max(self.gate_level.values(), default=-1) + 2
 
+    def bias_steps(self, steps: int) -> list[int]:
+        """The steps ``0 < t < steps`` at which some LIF's bias changes (a part's onset): every run
+        of ``steps`` steps is split there (module docstring, "Biases")."""
+        return sorted({on for parts in self.bias_parts.values() for _, on, _ in parts if 0 < on < steps})
 
-def lif_bias(parts: list[tuple[str | None, np.ndarray]], n: int,
-             keep: Callable[[str], np.ndarray | None] = lambda gate: None) -> np.ndarray:
-    """A float LIF's ``bias_mant`` from its projections' biases (gain folded), summed in order;
-    ``keep(gate)`` is the per-channel mask of a gate when known (masked channels get no bias)."""
+
+def lif_bias(parts: list[tuple[str | None, int, np.ndarray]], n: int,
+             keep: Callable[[str], np.ndarray | None] = lambda gate: None, t: int = 0) -> np.ndarray:
+    """A LIF's ``bias_mant`` for the steps from ``t`` on: the parts whose onset is ``<= t`` summed
+    in order (float: its projections' biases, gain folded; fixed: its own mantissa); ``keep(gate)``
+    is the per-channel mask of a gate when known (masked channels get no bias)."""
     total: Any = 0.0
-    for gate, part in parts:
+    for gate, onset, part in parts:
+        if onset > t:
+            continue
         k = None if gate is None else keep(gate)
         total = total + (part if k is None else np.where(np.repeat(k, len(part) // len(k)), part, 0.0))
     return np.zeros(n) + total
+
+
+def _plus_bias(x: np.ndarray, bias: np.ndarray, onset: int, gain: float = 1.0) -> np.ndarray:
+    """A recorded float projection output ``[T, B, n]`` as numba's: the folded gain undone and the
+    bias added from step ``onset`` (before it the projection delivers nothing, bias included)."""
+    y = np.asarray(x, np.float64) / gain if gain != 1.0 else np.array(x, np.float64)
+    y[onset:] += bias
+    return y
 
 
 def _err(name: str, node: Node, msg: str) -> str:
@@ -247,14 +294,16 @@ def _conv_lava_layout(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(w)[:, :, ::-1, ::-1].transpose(0, 3, 2, 1))
 
 
-def _conv_as_csr(node: Conv2d, w: np.ndarray):
-    """The synapses of a conv2d as a scipy CSR matrix ``[n_out, n_in]`` (zero weights dropped)."""
+def _conv_as_csr(node: Conv2d | Pool2d, w: np.ndarray):
+    """The synapses of a conv2d (weights ``w`` ``[C_out, C_in/groups, kh, kw]``) or of a pool2d
+    (``w`` ``[C, 1, kh, kw]``, one group per channel) as a scipy CSR matrix ``[n_out, n_in]`` over
+    flat ``(C, H, W)`` (zero weights dropped)."""
     import scipy.sparse as sp
 
     C_out, cin_pg, kh, kw = w.shape
     C, H, W = node.in_shape
     Ho, Wo = conv_output_hw((H, W), (kh, kw), tuple(node.stride), tuple(node.padding))
-    G = int(node.groups)
+    G = int(node.groups) if isinstance(node, Conv2d) else C
     cout_pg = C_out // G
     co, ci, ky, kx, oy, ox = np.meshgrid(np.arange(C_out), np.arange(cin_pg), np.arange(kh), np.arange(kw),
                                          np.arange(Ho), np.arange(Wo), indexing="ij")
@@ -306,6 +355,10 @@ class FusedSpec:
     inputs: list[str]
     input_bias: list[np.ndarray | None]
     outputs: list[int]
+    # Program.onset of each member (a projection delivers nothing before it, bias included) and of
+    # each input's Lava projection (its bias is added from then on); empty: all 0
+    member_onset: list[int] = field(default_factory=list)
+    input_onset: list[int] = field(default_factory=list)
 
     def index(self, name: str) -> int:
         return next(i for i, m in enumerate(self.members) if m.name == name)
@@ -366,13 +419,13 @@ class BlockStep:
 
     def step(self, ext: list[Any]) -> list[np.ndarray]:
         """The values ``[lanes, size]`` (float32) of every member, given the input ports' values."""
-        L = self.lanes
+        L, t = self.lanes, self.t
         xs = []
         views: dict[tuple[str, int], np.ndarray] = {}
         for i, (a, bias) in enumerate(zip(ext, self.spec.input_bias)):
             a = np.asarray(a).reshape(L, -1)
-            if bias is not None:  # a Lava projection's bias (Lava synapses have none)
-                a = a.astype(np.float64) + bias
+            if bias is not None and t >= self._onset(self.spec.input_onset, i):
+                a = a.astype(np.float64) + bias  # a Lava projection's bias (Lava synapses have none), from its onset
             xs.append(np.ascontiguousarray(a, dtype=np.float32))
             if ("ext", i) in self.hist_keys:
                 views[("ext", i)] = self._keep(("ext", i), xs[-1])
@@ -382,11 +435,18 @@ class BlockStep:
                 srcs = [views[(where, i)] for where, i in m.srcs]
             else:
                 srcs = [xs[i] if where == "ext" else vals[i] for where, i in m.srcs]
-            vals.append(getattr(self, "_" + m.kind)(j, m.node, srcs))
+            if m.kind in ("dense", "sparse", "identity") and t < self._onset(self.spec.member_onset, j):
+                vals.append(np.zeros((L, m.node.size), np.float32))  # before its onset: nothing, bias included
+            else:
+                vals.append(getattr(self, "_" + m.kind)(j, m.node, srcs))
             if ("int", j) in self.hist_keys:
                 views[("int", j)] = self._keep(("int", j), vals[-1])
         self.t += 1
         return vals
+
+    @staticmethod
+    def _onset(onsets: list[int], i: int) -> int:
+        return int(onsets[i]) if i < len(onsets) else 0
 
     # ---- members
     def _hostop(self, j: int, node: HostOp, srcs: list[np.ndarray]) -> np.ndarray:
@@ -580,7 +640,9 @@ def _fuse(program: Program) -> tuple[dict[str, str], dict[str, FusedSpec], set[s
             ms.append(FusedMember(m, kind, node, srcs))
         outputs = [i for i, m in enumerate(names)
                    if any(c not in inside and not isinstance(nodes[c], Output) for c in program.consumers(m))]
-        specs[key] = FusedSpec(role[key], ms, inputs, [None] * len(inputs), outputs)
+        specs[key] = FusedSpec(role[key], ms, inputs, [None] * len(inputs), outputs,
+                               member_onset=[program.onset(m) for m in names],
+                               input_onset=[program.onset(s) for s in inputs])
     return {n: group[n] for n in fused}, specs, lif
 
 
@@ -621,11 +683,16 @@ class _Planner:
             self.problems.append(_err(name, node, f"expects {node.in_size} inputs, source {src!r} has "
                                       f"{self.program.node(src).size}"))
             return None
-        if node.delay != LOIHI_DELAY:
+        d = int(node.delay)
+        if d < LOIHI_DELAY:
             self.problems.append(_err(name, node, (
-                f"delay {node.delay}: Lava's Dense/Sparse/Conv deliver exactly {LOIHI_DELAY} step late, so the lava "
-                f"backend needs delay {LOIHI_DELAY} on every projection; compile for a Loihi target "
-                "(compile(..., target='loihi2') runs spike.compiler.loihi.loihi_delays)")))
+                f"delay {d}: Lava's Dense/Sparse/Conv deliver {LOIHI_DELAY} step late at the earliest, so the lava "
+                f"backend needs delay >= {LOIHI_DELAY} on every projection; compile for a Loihi target "
+                "(compile(..., target='loihi2') runs spike.compiler.delays.target_delays)")))
+        elif d > LOIHI_DELAY + MAX_EXTRA_DELAY:
+            self.problems.append(_err(name, node, (
+                f"delay {d}: Lava's DelayDense/DelaySparse delay a spike by at most {MAX_EXTRA_DELAY} steps after "
+                f"Dense's {LOIHI_DELAY} (delay <= {LOIHI_DELAY + MAX_EXTRA_DELAY})")))
         src_node = self.program.node(src)
         if isinstance(src_node, Population) and src_node.model == "li" and src not in self.fused:
             self.problems.append(_err(name, node, f"reads the membrane of li population {src!r}: Lava's LIF "
@@ -636,6 +703,11 @@ class _Planner:
         node = self.program.node(name)
         return tuple(int(x) for x in node.shape) if len(node.shape) == 3 else None
 
+    @staticmethod
+    def extra_delay(node: Projection) -> int:
+        """Steps a projection delays beyond Lava's one (> 0: DelayDense/DelaySparse)."""
+        return max(int(node.delay) - LOIHI_DELAY, 0)
+
     def fold_bias(self, name: str, node: Projection, gain: float) -> None:
         bias = getattr(node, "bias", None)
         if self.fixed or bias is None:
@@ -644,11 +716,12 @@ class _Planner:
         if isinstance(node, Conv2d):
             b = np.repeat(b, node.size // len(b))
         gate = self.plan.gated_convs.get(name)
+        onset = self.program.onset(name)  # the bias travels with the events (Program.onset)
         for c in self.program.consumers(name):
             if isinstance(self.program.node(c), Population):
-                self.plan.bias_parts.setdefault(c, []).append((gate, gain * b))
-        if np.any(b != 0):  # a recorded current must equal numba's: undo the gain, add the bias
-            self.plan.recorded[name] = lambda x, g=gain, bb=b: (x / g + bb)
+                self.plan.bias_parts.setdefault(c, []).append((gate, onset, gain * b))
+        if np.any(b != 0):  # a recorded current must equal numba's: undo the gain, add the bias from its onset
+            self.plan.recorded[name] = lambda x, g=gain, bb=b, on=onset: _plus_bias(x, bb, on, g)
         elif gain != 1.0:
             self.plan.recorded[name] = lambda x, g=gain: x / g
 
@@ -661,7 +734,7 @@ class _Planner:
             if bias is not None and np.any(np.asarray(bias) != 0):
                 b = np.asarray(bias, np.float64).reshape(-1)
                 self.plan.synapse_bias[name] = b
-                self.plan.recorded[name] = lambda x, bb=b: x + bb
+                self.plan.recorded[name] = lambda x, bb=b, on=self.program.onset(name): _plus_bias(x, bb, on)
             return 1.0
         gain = _gain_and_bias_targets(self.program, name, self.problems)
         self.fold_bias(name, node, gain)
@@ -696,7 +769,16 @@ class _Planner:
         else:
             gain = self.float_gain(name, node)
             args = dict(weights=np.asarray(node.weight, np.float64) * gain, num_message_bits=24)
-        self.add(LavaProc(name, "dense", args, [src]), output_of=name)
+        self.add_synapses(name, node, "dense", args, src)
+
+    def add_synapses(self, name: str, node: Projection, kind: str, args: dict[str, Any], src: str) -> None:
+        """A Dense or Sparse process for projection ``name``; DelayDense / DelaySparse (``delays``:
+        the steps beyond Lava's one, the same for every synapse) when its delay is > 1."""
+        extra = self.extra_delay(node)
+        if extra:
+            kind = "delay_" + kind
+            args = dict(args, delays=extra)
+        self.add(LavaProc(name, kind, args, [src]), output_of=name)
 
     def sparse(self, name: str, node: Sparse) -> None:
         src = self.check_projection(name, node)
@@ -711,7 +793,7 @@ class _Planner:
         else:
             gain = self.float_gain(name, node)
             args = dict(weights=_csr_of_sparse(node, np.asarray(node.data, np.float64) * gain), num_message_bits=24)
-        self.add(LavaProc(name, "sparse", args, [src]), output_of=name)
+        self.add_synapses(name, node, "sparse", args, src)
 
     def identity(self, name: str, node: Identity) -> None:
         import scipy.sparse as sp
@@ -727,7 +809,7 @@ class _Planner:
             gain = self.float_gain(name, node)
             args = dict(weights=sp.identity(node.size, dtype=np.float64, format="csr") * (float(node.scale) * gain),
                         num_message_bits=24)
-        self.add(LavaProc(name, "sparse", args, [src]), output_of=name)
+        self.add_synapses(name, node, "sparse", args, src)
 
     def conv2d(self, name: str, node: Conv2d) -> None:
         if self.not_in_host_mode(name, node):
@@ -742,6 +824,23 @@ class _Planner:
         chw_in, chw_out = tuple(node.in_shape), tuple(node.shape)
         conv_args = dict(input_shape=(chw_in[2], chw_in[1], chw_in[0]), padding=(node.padding[1], node.padding[0]),
                          stride=(node.stride[1], node.stride[0]), groups=int(node.groups))
+        gated = [self.gate_of_pop[c] for c in self.program.consumers(name) if c in self.gate_of_pop]
+        if self.extra_delay(node):  # Lava's Conv has no delays: the same synapses as a DelaySparse
+            if gated:
+                self.problems.append(_err(name, node, (
+                    f"delay {node.delay} into a population gated by {gated[0]!r}: a conv2d of delay > 1 runs as a "
+                    "DelaySparse, whose weights the gate stages cannot mask per sample (Lava's Conv, delay 1, can)")))
+                return
+            if self.fixed:
+                args = dict(weights=_conv_as_csr(node, w.astype(np.int64) * 2).astype(np.int32),
+                            weight_exp=int(node.weight_exp) - 1, num_weight_bits=8, sign_mode="mixed",
+                            num_message_bits=0)
+            else:
+                gain = _gain_and_bias_targets(self.program, name, self.problems)
+                self.fold_bias(name, node, gain)
+                args = dict(weights=_conv_as_csr(node, w.astype(np.float64) * gain), num_message_bits=24)
+            self.add_synapses(name, node, "sparse", args, src)
+            return
         if self.fixed:
             e = int(node.weight_exp)
             w_int = w.astype(np.int64)
@@ -760,7 +859,6 @@ class _Planner:
             return
         gain = _gain_and_bias_targets(self.program, name, self.problems)
         args = dict(weight=_conv_lava_layout(w.astype(np.float64) * gain), num_message_bits=24, **conv_args)
-        gated = [self.gate_of_pop[c] for c in self.program.consumers(name) if c in self.gate_of_pop]
         if gated:  # its weights into masked channels are zeroed per sample (module docstring)
             self.plan.gated_convs[name] = gated[0]
         self.fold_bias(name, node, gain)
@@ -786,8 +884,15 @@ class _Planner:
             ones = np.ones((C, kw, kh, 1), np.int32 if self.fixed else np.float64)
             if f"{name}/sum" in self.program.graph:
                 self.problems.append(_err(name, node, f"the name {name + '/sum'!r} of its Lava synapses is taken by a node"))
-            self.add(LavaProc(f"{name}/sum", "conv", dict(weight=ones, weight_exp=0, num_message_bits=0, **conv_args),
-                              [src], out_layout="whc", in_layout="whc", chw_in=chw_in, chw_out=chw_out))
+            extra = self.extra_delay(node)
+            if extra:  # the window's count as a DelaySparse (fixed: 2 * 1 >> 1, as any Lava synapse here)
+                m = _conv_as_csr(node, np.ones((C, 1, kh, kw), np.int64) * (2 if self.fixed else 1))
+                args = (dict(weights=m.astype(np.int32), weight_exp=-1, num_weight_bits=8, sign_mode="mixed")
+                        if self.fixed else dict(weights=m.astype(np.float64)))
+                self.add(LavaProc(f"{name}/sum", "delay_sparse", dict(args, num_message_bits=0, delays=extra), [src]))
+            else:
+                self.add(LavaProc(f"{name}/sum", "conv", dict(weight=ones, weight_exp=0, num_message_bits=0, **conv_args),
+                                  [src], out_layout="whc", in_layout="whc", chw_in=chw_in, chw_out=chw_out))
             self.add(LavaProc(name, "lif", dict(_OR_FIXED if self.fixed else _OR_FLOAT), [f"{name}/sum"]),
                      output_of=name)
             return
@@ -804,6 +909,10 @@ class _Planner:
         gain = _gain_and_bias_targets(self.program, name, self.problems)
         wv = (1.0 / area if node.mode == "avg" else 1.0) * gain
         self.fold_bias(name, node, gain)
+        if self.extra_delay(node):
+            args = dict(weights=_conv_as_csr(node, np.full((C, 1, kh, kw), wv)), num_message_bits=24)
+            self.add_synapses(name, node, "sparse", args, src)
+            return
         args = dict(weight=np.full((C, kw, kh, 1), wv), num_message_bits=24, **conv_args)
         self.add(LavaProc(name, "conv", args, [src], out_layout="whc", in_layout="whc", chw_in=chw_in,
                           chw_out=chw_out), output_of=name)
@@ -875,6 +984,9 @@ class _Planner:
                     ("du", "dv", "vth", "bias_mant", "bias_exp")}
             if not spiking:
                 args["vth"] = np.full(n, LOIHI.VTH_MAX, np.int64)
+            mant = np.broadcast_to(args["bias_mant"], (n,)).copy()
+            if np.any(mant != 0):  # its own bias applies from its onset (Program.onset): set between runs
+                self.plan.bias_parts[name] = [(None, self.program.onset(name), mant)]
         else:
             if spiking:
                 for f, bad, why in (("reset", node.reset != "zero", f"{node.reset!r}: Lava's LIF resets v to zero"),
@@ -902,8 +1014,9 @@ class _Planner:
 
     def finish(self) -> LavaPlan:
         for name, proc in self.plan.procs.items():
-            if proc.kind == "lif" and name in self.plan.bias_parts:
-                proc.args["bias_mant"] = lif_bias(self.plan.bias_parts[name], len(proc.args["bias_mant"]))
+            if proc.kind == "lif" and name in self.plan.bias_parts:  # the bias of step 0 (later: set between runs)
+                b = lif_bias(self.plan.bias_parts[name], self.program.node(name).size)
+                proc.args["bias_mant"] = b.astype(np.int64) if self.fixed else b
         self.plan.gate_level = _gate_levels(self.program, self.gate_of_pop)
         for name in self.program.graph.nodes:  # chains of outputs
             key = self.plan.output_proc.get(name)
@@ -1010,10 +1123,10 @@ class _Graph:
     def __init__(self, program: Program, plan: LavaPlan, arrays: dict[str, np.ndarray], steps: int, batch: int,
                  reps: int = 1, record: frozenset[str] = frozenset(), record_v: frozenset[str] = frozenset()) -> None:
         from lava.proc.conv.process import Conv
-        from lava.proc.dense.process import Dense
+        from lava.proc.dense.process import DelayDense, Dense
         from lava.proc.io.source import RingBuffer as Source
         from lava.proc.lif.process import LIF
-        from lava.proc.sparse.process import Sparse
+        from lava.proc.sparse.process import DelaySparse, Sparse
         from lava.utils.weightutils import SignMode
 
         from spike.backends.lava_procs import FTWTGate, FusedBlock, HostAdd, PyFTWTGateFloat, fused_model, host_model
@@ -1039,17 +1152,25 @@ class _Graph:
                 x = np.broadcast_to(x[:, :, :, None, :], (*x.shape[:3], reps, steps))
                 data = np.ascontiguousarray(x.reshape(-1, span)).astype(dt)
                 proc = Source(data=data)
-            elif p.kind in ("dense", "sparse") and lanes > 1:  # the same synapses once per lane
-                import scipy.sparse as sp
+            elif p.kind in ("dense", "sparse", "delay_dense", "delay_sparse"):
+                if lanes > 1:  # the same synapses once per lane
+                    import scipy.sparse as sp
 
-                a["weights"] = sp.kron(sp.identity(lanes, format="csr"), sp.csr_matrix(a["weights"]), format="csr")
-                proc = Sparse(**a)
-                self.resets.append((proc, "a_buff"))
-            elif p.kind == "dense":
-                proc = Dense(**a)
-                self.resets.append((proc, "a_buff"))
-            elif p.kind == "sparse":
-                proc = Sparse(**a)
+                    a["weights"] = sp.kron(sp.identity(lanes, format="csr"), sp.csr_matrix(a["weights"]), format="csr")
+                    kind = "delay_sparse" if p.kind.startswith("delay_") else "sparse"
+                else:
+                    kind = p.kind
+                if kind == "delay_dense":  # every synapse ``delays`` steps beyond Dense's one
+                    a["delays"] = np.full(np.shape(a["weights"]), int(a["delays"]), dtype=int)
+                elif kind == "delay_sparse":  # the weights' sparsity pattern, each entry ``delays``
+                    import scipy.sparse as sp
+
+                    w = sp.csr_matrix(a["weights"])
+                    w.eliminate_zeros()
+                    d = w.copy().astype(int)
+                    d.data[:] = int(a["delays"])
+                    a["weights"], a["delays"] = w, d
+                proc = {"dense": Dense, "sparse": Sparse, "delay_dense": DelayDense, "delay_sparse": DelaySparse}[kind](**a)
                 self.resets.append((proc, "a_buff"))
             elif p.kind == "conv":
                 proc = Conv(**a)
@@ -1077,11 +1198,12 @@ class _Graph:
                                   out_sizes=[spec.members[j].node.size * lanes for j in spec.outputs],
                                   name=f"fused {key}")
                 self.model_map[proc] = fused_model(len(spec.inputs), len(spec.outputs))
-            elif p.kind == "gate":
+            elif p.kind == "gate":  # the source's window from its latency on (gate_common._window_values)
                 (src,) = p.inputs
-                window = steps if a["window"] <= 0 else min(a["window"], steps)
+                trained = steps - program.total_latency
+                window = trained if a["window"] <= 0 else min(a["window"], trained)
                 proc = FTWTGate(n_in=program.node(src).size, weight=a["weight"], bias=a["bias"], window=window,
-                                period=steps)
+                                period=steps, start=program.latency_of(src))
                 self.model_map[proc] = PyFTWTGateFloat
             else:  # pragma: no cover - the planner makes only these kinds
                 raise BackendError(f"internal: unknown Lava process kind {p.kind!r}")
@@ -1108,7 +1230,7 @@ class _Graph:
         if p.kind == "fused":
             spec = p.args["spec"]
             return getattr(proc, f"out{spec.outputs.index(spec.index(name))}"), "flat", None
-        port = proc.a_out if p.kind in ("dense", "sparse", "conv") else proc.s_out
+        port = proc.a_out if p.kind in ("dense", "sparse", "conv", "delay_dense", "delay_sparse") else proc.s_out
         return port, p.out_layout, p.chw_out
 
     def _port(self, name: str, layout: str, chw: tuple[int, int, int] | None) -> Any:
@@ -1210,6 +1332,8 @@ def _execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, co
 
     masks = {gate: np.ones((B, program.node(gate).shape[0]), bool) for gate in plan.gate_level}
     gates = _GateStages(plan, g, masks)
+    cuts = plan.bias_steps(T)  # a run of T steps is split where a LIF's bias starts (module docstring, "Biases")
+    segments = list(zip([0] + cuts, cuts + [T]))
     anchor = next(iter(g.procs.values()))
     cfg = Loihi2SimCfg(select_tag=_TAGS[plan.precision], exception_proc_model_map=dict(g.model_map))
     run_s = final_s = 0.0
@@ -1223,13 +1347,16 @@ def _execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, co
                         getattr(proc, var).set(np.zeros(getattr(proc, var).shape))
                 t0 = time.perf_counter()
                 gates.apply(b, stage)
-                t1 = time.perf_counter()
-                anchor.run(condition=RunSteps(num_steps=T))
-                t2 = time.perf_counter()
+                final = 0.0
+                for lo, hi in segments:
+                    t1 = time.perf_counter()
+                    gates.apply_biases(b, stage, lo)
+                    anchor.run(condition=RunSteps(num_steps=hi - lo))
+                    final += time.perf_counter() - t1
                 gates.read(b, stage)
                 run_s += time.perf_counter() - t0
                 if stage == reps - 1:
-                    final_s += t2 - t1
+                    final_s += final
         recorded: dict[str, np.ndarray] = {}
         fused_v: dict[str, np.ndarray] = {}
         for key, s in sink_procs.items():
@@ -1322,12 +1449,13 @@ class _GateStages:
     their conv2d projections into masked channels and the LIF biases of masked neurons set to 0),
     the others left open (all channels); after the run, the masks of gates of level ``stage`` are
     read from their ``FTWTGate`` processes; after the final run every mask is read again and must
-    be unchanged (each gate's source saw the same masks as when its mask was taken)."""
+    be unchanged (each gate's source saw the same masks as when its mask was taken). Also, for
+    every program, the LIF biases as a run goes (:meth:`apply_biases`, module docstring "Biases")."""
 
     def __init__(self, plan: LavaPlan, graph: _Graph, masks: dict[str, np.ndarray]) -> None:
         self.plan, self.g, self.masks = plan, graph, masks
         self.final = plan.stages - 1
-        self.applied: dict[str, Any] = {}  # conv / population -> what its Lava Var holds now (None: no mask)
+        self.applied: dict[Any, Any] = {}  # conv / ("bias", LIF) -> what its Lava Var holds now (None: no mask)
 
     def _known(self, gate: str | None, b: int, stage: int) -> np.ndarray | None:
         if gate is None or self.plan.gate_level[gate] >= stage:
@@ -1342,14 +1470,19 @@ class _GateStages:
                 w = self.plan.procs[conv].args["weight"]  # [C_out, kw, kh, C_in/groups]
                 self.g.procs[conv].weight.set(w if keep is None else np.where(keep[:, None, None, None], w, 0.0))
                 self.applied[conv] = tag
+
+    def apply_biases(self, b: int, stage: int, t: int) -> None:
+        """Before step ``t`` of run ``stage`` of sample ``b``: every LIF's ``bias_mant`` is the sum of
+        its parts whose onset is ``<= t`` (masked channels: none); only changed values are set."""
         for pop, parts in self.plan.bias_parts.items():
-            keeps = {gate: self._known(gate, b, stage) for gate, _ in parts if gate is not None}
-            if not keeps:
-                continue
-            tag = tuple(None if k is None else k.tobytes() for k in keeps.values())
-            if self.applied.get(pop, (None,) * len(keeps)) != tag:
-                self.g.procs[pop].bias_mant.set(lif_bias(parts, self.g.program.node(pop).size, keeps.get))
-                self.applied[pop] = tag
+            keeps = {gate: self._known(gate, b, stage) for gate, _, _ in parts if gate is not None}
+            started = tuple(onset <= t for _, onset, _ in parts)
+            tag = (started, tuple(None if k is None else k.tobytes() for k in keeps.values()))
+            initial = (tuple(onset <= 0 for _, onset, _ in parts), (None,) * len(keeps))  # as built (finish)
+            if self.applied.get(("bias", pop), initial) != tag:
+                value = lif_bias(parts, self.g.program.node(pop).size, keeps.get, t)
+                self.g.procs[pop].bias_mant.set(np.tile(value, self.g.lanes))
+                self.applied[("bias", pop)] = tag
 
     def read(self, b: int, stage: int) -> None:
         for gate, level in self.plan.gate_level.items():

@@ -13,7 +13,8 @@ axis), so that no sink process is needed to read it.
 
 ``FTWTGate`` is the IR's ``Gate`` head: its ``a_in`` receives the gate source's output at every
 step (in the same step, like any connection between Python processes); it keeps the values of the
-first ``window`` steps of each run of ``period`` steps and, at the last step of that window,
+``window`` steps from step ``start`` (the source's latency, ``Program.latency``) of each run of
+``period`` steps and, at the last step of that window,
 computes the mask with ``gate_common.mask_from_window`` (the function the numba, cuda and torch
 backends use, so the decisions are identical) and stores it in the ``mask`` Var (1.0 kept, 0.0
 masked), which the lava backend reads after the run. The step within a run is ``(time_step - 1) %
@@ -99,18 +100,19 @@ def host_model(op: str, precision: str) -> type:
 
 class FTWTGate(AbstractProcess):
     """An FTWT gate head (module docstring): reads ``a_in`` (``n_in`` values, the source's flat
-    ``(C_in, ...)`` output), and after ``window`` steps of each ``period``-step run holds the mask
+    ``(C_in, ...)`` output), and after steps ``start .. start+window-1`` of each ``period``-step run holds the mask
     ``[C_out]`` (1.0 kept) in ``mask``. ``weight`` ``[C_out, C_in]`` and ``bias`` ``[C_out]`` are
     the ``Gate`` node's."""
 
     def __init__(self, *, n_in: int, weight: np.ndarray, bias: np.ndarray, window: int, period: int,
-                 name: ty.Optional[str] = None) -> None:
+                 start: int = 0, name: ty.Optional[str] = None) -> None:
         weight = np.asarray(weight, np.float32)
         bias = np.asarray(bias, np.float32)
         c_out, c_in = weight.shape
-        if n_in % c_in or not 0 < window <= period:
-            raise ValueError(f"FTWTGate: {n_in} inputs for {c_in} channels, window {window}, period {period}")
-        super().__init__(n_in=n_in, weight=weight, bias=bias, window=window, period=period, name=name)
+        if n_in % c_in or not 0 < window <= period - start or start < 0:
+            raise ValueError(f"FTWTGate: {n_in} inputs for {c_in} channels, window {window} from step {start}, "
+                             f"period {period}")
+        super().__init__(n_in=n_in, weight=weight, bias=bias, window=window, period=period, start=start, name=name)
         self.a_in = InPort(shape=(n_in,))
         self.mask = Var(shape=(c_out,), init=np.ones(c_out))
         self.values = Var(shape=(window, n_in), init=np.zeros((window, n_in)))
@@ -130,12 +132,13 @@ class PyFTWTGateFloat(PyLoihiProcessModel):
         self._bias = proc_params["bias"]
         self._window = int(proc_params["window"])
         self._period = int(proc_params["period"])
+        self._start = int(proc_params.get("start", 0))
         self._c_in = self._weight.shape[1]
 
     def run_spk(self) -> None:
         x = self.a_in.recv()
-        t = (self.time_step - 1) % self._period
-        if t >= self._window:
+        t = (self.time_step - 1) % self._period - self._start
+        if not 0 <= t < self._window:
             return
         self.values[t] = x
         if t == self._window - 1:
