@@ -1,6 +1,8 @@
 """The lava backend against the numba backend: fixed point bit for bit (spikes, v, u, outputs and
 operation counts) on random MLPs, a spiking CNN with conv and pooling, and a recurrent network;
-float32 equal on dyadic programs; refusals named before anything starts; the loihi_delays pass."""
+float32 equal on dyadic programs; programs compiled for Loihi (delays balanced: DelayDense/DelaySparse,
+biases from their onsets) equal numba and the generic program; refusals named before anything
+starts; raw target delays."""
 from __future__ import annotations
 
 import json
@@ -9,16 +11,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from spike.backends import BackendError, run
 from spike.backends.lava_backend import lower
 from spike.compiler import compile as compile_program
 from spike.compiler.ir import Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse
-from spike.compiler.loihi import is_loihi_target, loihi_delays
+from spike.compiler.delays import target_delays
 from spike.compiler.passes import FLOAT_PIPELINE, run_passes
-from spike.compiler.program import ProgramBuilder, ProgramError
+from spike.compiler.program import ProgramBuilder
+from spike.compiler.validate import rebuild_graph
 from spike.compiler.quantize import quantize
 from spike.compat.lava import lava_available
+from spike.layers import TimeDistributed as TD
+from spike.neurons import LIF
+from spike.recurrent import RecurrentLIF
+from test_compile_agreement import dyadic_, spikes_in
 
 needs_lava = pytest.mark.skipif(lava_available() is not None, reason="lava-nc is not importable here")
 
@@ -96,8 +105,9 @@ def recurrent(seed: int):
     return b.build({"precision": "float32"}), (n_in,), ["pop", "pop2", "pop3"]
 
 
-def _loihi(program):
-    return loihi_delays(quantize(program))
+def _loihi(program, mode="balanced"):
+    """Fixed point for Loihi: quantised, then the target's delays (balanced: latency compensated)."""
+    return target_delays(quantize(program), 1, mode=mode)
 
 
 def _assert_same(program, x, probes) -> dict:
@@ -191,7 +201,7 @@ def float_net(seed: int):
     b.add("ro", Population(shape=(5,), model="li", beta=np.float32(0.5)), "fc")
     b.add("out", Output(shape=(5,)), "ro")
     b.add("out_pc", Output(shape=(8,)), "pc")
-    program = loihi_delays(run_passes(b.build({"precision": "float32"}), FLOAT_PIPELINE))
+    program = target_delays(run_passes(b.build({"precision": "float32"}), FLOAT_PIPELINE), 1, mode="raw")  # a host add
     return program, (2, 8, 8), ["p1", "mp", "p2", "p3", "pa", "pb", "add", "pc", "ro", "c1", "ap", "dc"]
 
 
@@ -206,6 +216,192 @@ def test_float_equals_numba_on_dyadic_values() -> None:
     # the host add of two spike trains: one accumulate per event of its second operand
     assert res["numba"].ops.per_node["add"]["syn_ops"].sum() == res["numba"].probes["pb"].sum() > 0
     assert all(res["numba"].probes[p].any() for p in ("p1", "p2", "p3", "pa", "pb", "pc"))
+
+
+# ---------------------------------------------------------------- programs compiled for Loihi (delays balanced)
+LOIHI_LIF = dict(reset="zero", reset_delay=False)  # what Lava's LIF computes
+
+
+class LoihiMLP(nn.Module):
+    """Linear (bias) -> LIF, three times: latency 3 on Loihi, every bias behind its layer's delay."""
+
+    def __init__(self, beta: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(2), nn.Linear(36, 24), LIF(beta=beta, **LOIHI_LIF), nn.Linear(24, 16),
+                                 LIF(beta=beta, threshold=0.75, **LOIHI_LIF), nn.Linear(16, 5),
+                                 LIF(beta=beta, **LOIHI_LIF))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class LoihiCNN(nn.Module):
+    """conv (bias) -> LIF -> avg pool -> LIF -> conv (bias) -> LIF -> max pool -> linear (bias) -> LIF
+    (an average pool feeds neurons: Loihi's synapses deliver only into neurons)."""
+
+    def __init__(self, beta: float) -> None:
+        super().__init__()
+        self.conv1 = TD(nn.Conv2d(2, 4, 3, padding=1))
+        self.lif1 = LIF(beta=beta, **LOIHI_LIF)
+        self.pool1 = TD(nn.AvgPool2d(2))
+        self.lifp = LIF(beta=beta, threshold=0.25, **LOIHI_LIF)
+        self.conv2 = TD(nn.Conv2d(4, 6, 3, padding=1))
+        self.lif2 = LIF(beta=beta, threshold=0.5, **LOIHI_LIF)
+        self.pool2 = TD(nn.MaxPool2d(2))
+        self.fc = nn.Linear(24, 5)
+        self.out = LIF(beta=beta, **LOIHI_LIF)
+
+    def forward(self, x):
+        s = self.lifp(self.pool1(self.lif1(self.conv1(x))))
+        s = self.pool2(self.lif2(self.conv2(s)))
+        return self.out(self.fc(torch.flatten(s, 2)))
+
+
+class LoihiResidual(nn.Module):
+    """conv (bias) -> LIF -> conv -> LIF -> conv, + the identity shortcut (delay 2 on Loihi) -> LIF ->
+    linear (bias), + a linear skip from the first LIF (delay 3) -> LIF."""
+
+    def __init__(self, beta: float) -> None:
+        super().__init__()
+        self.conv0 = TD(nn.Conv2d(1, 4, 3, padding=1))
+        self.lif0 = LIF(beta=beta, **LOIHI_LIF)
+        self.conv1 = TD(nn.Conv2d(4, 4, 3, padding=1, bias=False))
+        self.lif1 = LIF(beta=beta, threshold=0.5, **LOIHI_LIF)
+        self.conv2 = TD(nn.Conv2d(4, 4, 3, padding=1, bias=False))
+        self.lif2 = LIF(beta=beta, **LOIHI_LIF)
+        self.fc = nn.Linear(4 * 6 * 6, 5)
+        self.skip = nn.Linear(4 * 6 * 6, 5, bias=False)
+        self.out = LIF(beta=beta, **LOIHI_LIF)
+
+    def forward(self, x):
+        s0 = self.lif0(self.conv0(x))
+        s2 = self.lif2(self.conv2(self.lif1(self.conv1(s0))) + s0)
+        return self.out(self.fc(torch.flatten(s2, 2)) + self.skip(torch.flatten(s0, 2)))
+
+
+class LoihiRecurrent(nn.Module):
+    """Linear (bias) -> recurrent LIF (V s[t-1] + b, bias from step 0) -> linear -> LIF."""
+
+    def __init__(self, beta: float) -> None:
+        super().__init__()
+        self.fc = nn.Linear(20, 16)
+        self.rec = RecurrentLIF(16, bias=True, beta=beta, **LOIHI_LIF)
+        self.fc2 = nn.Linear(16, 5)
+        self.out = LIF(beta=beta, **LOIHI_LIF)
+
+    def forward(self, x):
+        return self.out(self.fc2(self.rec(self.fc(x))))
+
+
+# model, input shape [T, B, ...], least latency on Loihi, dyadic scale and spread of the weights
+LOIHI_MODELS = {
+    "mlp": (LoihiMLP, (10, 2, 1, 6, 6), 3, 256, 96),
+    "cnn": (LoihiCNN, (8, 2, 2, 8, 8), 4, 256, 128),
+    "residual": (LoihiResidual, (8, 2, 1, 6, 6), 4, 64, 40),
+    "recurrent": (LoihiRecurrent, (12, 2, 20), 2, 256, 96),
+}
+
+
+def loihi_case(kind: str, precision: str, seed: int = 0):
+    """(generic program, program compiled for loihi2, input spikes) of ``LOIHI_MODELS[kind]``; float:
+    beta 0.5 and dyadic weights (numba's float32 and Lava's float64 stay exact)."""
+    make, shape, _, scale, spread = LOIHI_MODELS[kind]
+    model = dyadic_(make(0.5 if precision == "float32" else 0.75), seed, scale=scale, spread=spread).eval()
+    x = spikes_in(shape, seed + 3, p=0.4)
+    generic = compile_program(model, x, precision=precision)
+    loihi = compile_program(model, x, target="loihi2", precision=precision)
+    return generic, loihi, x.numpy()
+
+
+@pytest.mark.lava
+@needs_lava
+@pytest.mark.parametrize("precision", ["fixed", "float32"])
+@pytest.mark.parametrize("kind", sorted(LOIHI_MODELS))
+def test_loihi_program_on_lava_equals_numba_and_the_generic_program(kind: str, precision: str) -> None:
+    generic, loihi, x = loihi_case(kind, precision)
+    rec = loihi.metadata["target_delays"]
+    assert rec["mode"] == "compensated" and loihi.total_latency >= LOIHI_MODELS[kind][2]
+    plan = lower(loihi)
+    delays = {n: node.delay for n, node in loihi.nodes() if hasattr(node, "delay")}
+    assert min(delays.values()) >= 1
+    for name, d in delays.items():  # a delay > 1 is a DelayDense/DelaySparse with the steps beyond one
+        key = f"{name}/sum" if f"{name}/sum" in plan.procs else name
+        assert plan.procs[key].kind.startswith("delay_") == (d > 1), name
+        if d > 1:
+            assert plan.procs[key].args["delays"] == d - 1
+    if kind == "residual":
+        assert sorted(set(delays.values())) == [1, 2, 3]
+        assert {plan.procs[n].kind for n, d in delays.items() if d > 1} == {"delay_sparse", "delay_dense"}
+    pops = loihi.populations()
+    mems = [f"{p}.v" for p in pops] + ([f"{p}.u" for p in pops] if precision == "fixed" else [])
+    res = _assert_same(loihi, x, pops + mems)
+    lv = res["lava"]
+    assert all(lv.probes[p].any() for p in pops), "every population fires"
+    assert any(on > 0 for parts in plan.bias_parts.values() for _, on, _ in parts)  # biases start late: staged
+    ref = run(generic, x, backend="numba", probes=pops + [f"{p}.v" for p in pops])
+    assert ref.output.shape == lv.output.shape
+    np.testing.assert_array_equal(lv.output, ref.output)  # the trained network, aligned with the input
+    for key in ref.probes:
+        np.testing.assert_array_equal(lv.probes[key], ref.probes[key], err_msg=key)
+    assert lv.ops.total()["neuron_updates"] > ref.ops.total()["neuron_updates"]  # the latency steps run on chip
+
+
+@pytest.mark.lava
+@needs_lava
+def test_fixed_delayed_synapses_equal_numba_for_every_form_and_exponent() -> None:
+    """DelayDense/DelaySparse (bit-accurate) take Dense's weights 2W and weight_exp - 1: dense, sparse,
+    identity, conv2d (Conv-eligible and not) and max pooling of delays 1..5 with weight exponents
+    from -3 to 3 equal numba, currents, u and v included."""
+    program, in_shape, pops = cnn(1)
+    fixed = quantize(program)
+    base = _loihi(program, mode="raw")
+    x = (np.random.default_rng(3).random((14, 2, *in_shape)) < 0.3).astype(np.float32)
+    neurons = [p for p in pops if isinstance(fixed.node(p), Population)]
+    projections = [n for n, node in fixed.nodes() if hasattr(node, "delay")]
+    exps = {}
+    for delays, shifts in [((2, 3, 5, 2, 4), (0, -2, 1, -1)), ((3, 2, 2, 5, 2), (1, -3, -1, 0))]:
+        changed = {}
+        for n, d in zip(projections, delays):
+            node = base.node(n)
+            extra = {}
+            if hasattr(node, "weight_exp"):  # c2 (exponent 1) gets a negative one
+                extra["weight_exp"] = int(node.weight_exp) + shifts[len(exps) % len(shifts)]
+                exps[(n, d)] = extra["weight_exp"]
+            changed[n] = node.replace(delay=d, **extra)
+        prog = base.with_graph(rebuild_graph(base, nodes=changed))
+        kinds = {k: p.kind for k, p in lower(prog).procs.items()}
+        assert kinds["mp/sum"] == "delay_sparse" and kinds["fc"] == "delay_dense" and kinds["c1"] == "delay_sparse"
+        probes = pops + projections + [f"{p}.v" for p in neurons] + [f"{p}.u" for p in neurons]
+        res = _assert_same(prog, x, probes)
+        assert res["numba"].probes["p1"].any() and res["numba"].probes["mp"].any()
+    assert min(exps.values()) < 0 < max(exps.values())
+
+
+@pytest.mark.lava
+@needs_lava
+def test_host_mode_program_with_latency_equals_numba() -> None:
+    """A host op at latency 0, a fused (fire_ge) population behind a Lava Dense with a bias (added by
+    its block from the projection's onset), a Lava LIF fed by a delay-1 Dense and a delay-2 shortcut
+    (a DelaySparse repeated per lane), biases from their onsets."""
+    rng = np.random.default_rng(2)
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(12,)))
+    b.add("h", HostOp(shape=(12,), op="relu"), "in")
+    b.add("d1", Dense(shape=(10,), in_shape=(12,), weight=_dy(rng, (10, 12)), bias=_dy(rng, 10, 4)), "h")
+    b.add("p1", Population(shape=(10,), model="lif", beta=np.full(10, 0.5, np.float32),
+                           threshold=np.full(10, 0.75, np.float32), reset="zero", reset_delay=False, fire_ge=True), "d1")
+    b.add("d2", Dense(shape=(8,), in_shape=(10,), weight=_dy(rng, (8, 10)), bias=_dy(rng, 8, 4)), "p1")
+    b.add("skip", Dense(shape=(8,), in_shape=(12,), weight=_dy(rng, (8, 12)), bias=_dy(rng, 8, 4)), "h")
+    b.add("p2", _fpop(rng, (8,)), ["d2", "skip"])
+    b.add("out", Output(shape=(8,)), "p2")
+    program = target_delays(run_passes(b.build({"precision": "float32"}), FLOAT_PIPELINE), 1)
+    assert program.total_latency == 2 and program.node("skip").delay == 2
+    plan = lower(program)
+    assert plan.batched and plan.procs["skip"].kind == "delay_dense" and plan.procs["p2"].kind == "lif"
+    assert "d1" in plan.synapse_bias and plan.procs["p1"].kind == "fused"
+    x = (np.random.default_rng(6).random((10, 3, 12)) < 0.4).astype(np.float32)
+    res = _assert_same(program, x, ["p1", "p2", "d1", "d2", "skip", "p1.v", "p2.v"])
+    assert res["numba"].probes["p1"].any() and res["numba"].probes["p2"].any()
 
 
 # ---------------------------------------------------------------- failures
@@ -228,8 +424,14 @@ def test_processes_are_stopped_when_a_run_fails(monkeypatch) -> None:
 
 def test_refusals_name_the_node_before_anything_starts() -> None:
     program, _, _ = mlp(0)
-    with pytest.raises(BackendError, match=r"fc0 \(dense\): delay 0: .*delay 1 on every projection.*loihi"):
+    with pytest.raises(BackendError, match=r"fc0 \(dense\): delay 0: .*delay >= 1 on every projection.*"
+                                           r"target='loihi2'.*target_delays"):
         lower(quantize(program))
+    too_late = _loihi(program, mode="raw")
+    too_late = too_late.with_graph(rebuild_graph(too_late, nodes={"fc1": too_late.node("fc1").replace(delay=65)}))
+    with pytest.raises(BackendError, match=r"fc1 \(dense\): delay 65: Lava's DelayDense/DelaySparse delay a spike "
+                                           r"by at most 63 steps"):
+        lower(too_late)
 
     def float_prog(**pop_kw):
         b = ProgramBuilder()
@@ -258,32 +460,24 @@ def test_refusals_name_the_node_before_anything_starts() -> None:
         lower(run_passes(b.build({"precision": "float32"}), FLOAT_PIPELINE))
 
 
-# ---------------------------------------------------------------- the Loihi delay pass
-def test_loihi_delays_makes_every_projection_one_step_late() -> None:
+# ---------------------------------------------------------------- raw target delays
+def test_raw_target_delays_make_every_projection_one_step_late() -> None:
+    """``mode="raw"``: every delay max(d, 1), no latency; a different network, one step late per layer."""
     program, _, _ = recurrent(0)
     assert {program.node(n).delay for n in ("sp", "fc", "id")} == {0} and program.node("rec").delay == 1
-    out = loihi_delays(program)
+    out = target_delays(program, 1, mode="raw")
     assert all(out.node(n).delay == 1 for n in ("sp", "rec", "fc", "id", "id2"))  # recurrent stays 1
-    assert program.node("sp").delay == 0  # the input is unchanged
-    assert loihi_delays(out) is out
-    too_long = loihi_delays(program).with_graph(program.graph.copy())
-    too_long.graph.nodes["fc"]["node"] = too_long.node("fc").replace(delay=2)
-    with pytest.raises(ProgramError, match=r"node 'fc' \(dense\), field delay: 2 steps"):
-        loihi_delays(too_long)
-    assert is_loihi_target("loihi2") and is_loihi_target("Loihi1") and not is_loihi_target("generic")
-
-
-def test_compile_for_loihi_sets_delays_and_numba_honours_them() -> None:
-    import torch
+    assert program.node("sp").delay == 0 and not out.latency  # the input is unchanged; nothing compensated
+    assert lower(quantize(out)).procs["sp"].kind == "sparse"
 
     net = torch.nn.Sequential(torch.nn.Linear(6, 4, bias=False))
     x = torch.ones(3, 1, 6)
     generic = compile_program(net, x, target="generic")
-    loihi = compile_program(net, x, target="loihi2")
-    (d,) = [n for n, node in loihi.nodes() if isinstance(node, Dense)]
-    assert generic.node(d).delay == 0 and loihi.node(d).delay == 1
+    raw = compile_program(net, x, target="loihi2", target_delays="raw")
+    (d,) = [n for n, node in raw.nodes() if isinstance(node, Dense)]
+    assert generic.node(d).delay == 0 and raw.node(d).delay == 1 and raw.total_latency == 0
     a = run(generic, x.numpy()).output
-    b = run(loihi, x.numpy()).output
+    b = run(raw, x.numpy()).output
     np.testing.assert_array_equal(b[1:], a[:-1])
     assert not b[0].any()
 

@@ -141,7 +141,7 @@ def test_missing_lava_is_a_clear_error_and_everything_else_works(monkeypatch) ->
     from spike.backends import BackendError, backend_names, run
     from spike.backends.lava_backend import lower
     from spike.compiler.ir import Dense, Input, Output, Population
-    from spike.compiler.loihi import loihi_delays
+    from spike.compiler.delays import target_delays
     from spike.compiler.program import ProgramBuilder
 
     monkeypatch.setitem(sys.modules, "lava", None)  # import lava -> ImportError, find_spec -> None
@@ -156,7 +156,7 @@ def test_missing_lava_is_a_clear_error_and_everything_else_works(monkeypatch) ->
     b.add("p", Population(shape=(2,), model="lif", beta=np.float32(0.5), threshold=np.float32(0.75),
                           reset="zero", reset_delay=False), "d")
     b.add("out", Output(shape=(2,)), "p")
-    program = loihi_delays(b.build({"precision": "float32"}))
+    program = target_delays(b.build({"precision": "float32"}), 1, mode="raw")  # one step late
     x = np.ones((4, 1, 3), np.float32)
     with pytest.raises(BackendError, match=r"not usable here: lava-nc is not installed.*pip install "
                                            r"--ignore-requires-python lava-nc==0\.10\.0"):
