@@ -24,7 +24,7 @@ import numpy as np
 
 from spike.backends import run
 from spike.compiler.ir import Dense, Input, Output, Population
-from spike.compiler.loihi import loihi_delays
+from spike.compiler.delays import target_delays
 from spike.compiler.program import Program, ProgramBuilder
 from spike.compiler.quantize import quantize
 
@@ -44,7 +44,7 @@ def build_program(sizes: list[int], seed: int = 0) -> Program:
                           reset="zero", reset_delay=False))
         prev = b.add(f"lif{i + 1}" if not last else "readout", pop, prev)
     b.add("output", Output(shape=(sizes[-1],)), prev)
-    return loihi_delays(quantize(b.build({"precision": "float32", "target": "loihi2"})))
+    return target_delays(quantize(b.build({"precision": "float32", "target": "loihi2"})), 1)  # latency 3
 
 
 def main(argv: list[str] | None = None) -> int:
