@@ -379,6 +379,26 @@ def test_fixed_delayed_synapses_equal_numba_for_every_form_and_exponent() -> Non
 
 @pytest.mark.lava
 @needs_lava
+def test_float_biases_with_different_onsets_into_one_population() -> None:
+    """Three projections with biases into one LIF, delays 1, 3 and 5 (raw: no latency): the LIF's bias
+    grows at steps 1, 3 and 5 (three set between runs), as numba's projections deliver them."""
+    rng = np.random.default_rng(8)
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(6,)))
+    for name, d in (("a", 1), ("b", 3), ("c", 5)):
+        b.add(name, Dense(shape=(4,), in_shape=(6,), weight=_dy(rng, (4, 6)), bias=_dy(rng, 4, 8, 16), delay=d), "in")
+    b.add("p", _fpop(rng, (4,)), ["a", "b", "c"])
+    b.add("out", Output(shape=(4,)), "p")
+    program = b.build({"precision": "float32"})
+    plan = lower(program)
+    assert plan.bias_steps(9) == [1, 3, 5] and plan.procs["c"].kind == "delay_dense"
+    x = (np.random.default_rng(1).random((9, 2, 6)) < 0.3).astype(np.float32)
+    res = _assert_same(program, x, ["p", "p.v", "a", "b", "c"])
+    assert res["numba"].probes["p.v"][:1].sum() == 0 and res["numba"].probes["c"][:5].sum() == 0
+
+
+@pytest.mark.lava
+@needs_lava
 def test_host_mode_program_with_latency_equals_numba() -> None:
     """A host op at latency 0, a fused (fire_ge) population behind a Lava Dense with a bias (added by
     its block from the projection's onset), a Lava LIF fed by a delay-1 Dense and a delay-2 shortcut

@@ -98,6 +98,10 @@ def test_what_lava_cannot_do_with_gates_is_refused_by_name() -> None:
     bad = program.with_graph(rebuild_graph(program, nodes={pop: node.replace(threshold=np.float32(-0.5))}))
     with pytest.raises(BackendError, match=rf"{pop} \(population\): gated by .* negative threshold"):
         lower(bad)
+    (conv,) = [s for s in program.sources(pop) if isinstance(program.node(s), Conv2d)]
+    late = program.with_graph(rebuild_graph(program, nodes={conv: program.node(conv).replace(delay=2)}))
+    with pytest.raises(BackendError, match=rf"{conv} \(conv2d\): delay 2 into a population gated by .*DelaySparse"):
+        lower(late)
 
 
 # ---------------------------------------------------------------- on Lava
