@@ -28,6 +28,7 @@ from torch.utils.data import Dataset, default_collate
 from tqdm.auto import tqdm
 
 from . import distributed as dist_utils
+from .hardware import load_target
 from .checkpoint import (
     CheckpointError,
     get_rng_state,
@@ -36,8 +37,7 @@ from .checkpoint import (
     set_rng_state,
 )
 
-__all__ = ["set_seed", "accuracy", "Trainer", "TargetNeeds", "target_needs", "target_synaptic_delay",
-           "fit_to_target"]
+__all__ = ["set_seed", "accuracy", "Trainer", "TargetNeeds", "target_needs", "fit_to_target"]
 
 Batch = Any
 #: A data source: tensors sharing their first dimension (e.g. ``(x, y)``), a map-style Dataset,
@@ -58,14 +58,6 @@ def accuracy(output: torch.Tensor, target: torch.Tensor) -> float:
 
 
 # ---------------------------------------------------------------------- training for a target
-
-
-def target_synaptic_delay(hw: Any) -> int:
-    """Steps a synapse of target ``hw`` (a :class:`spike.hardware.HardwareTarget`) takes to deliver:
-    the optional figure ``core.synaptic_delay`` (Loihi: 1), 0 when the target gives none."""
-    core = getattr(hw, "core", None)
-    fig = getattr(core, "synaptic_delay", None) if core is not None else None
-    return int(fig.value) if fig is not None else 0
 
 
 @dataclass(frozen=True)
@@ -99,11 +91,9 @@ def target_needs(target: str) -> TargetNeeds:
     fixed`` refuses anything else); every target adds its synaptic delay. A host target
     (generic, cmos45nm_*) needs nothing beyond its delay (0).
     """
-    from spike.hardware import load_target
-
     hw = load_target(target)
     cores = bool(hw.has_cores)
-    return TargetNeeds(name=hw.name, synaptic_delay=target_synaptic_delay(hw), spike_input=cores,
+    return TargetNeeds(name=hw.name, synaptic_delay=hw.synaptic_delay, spike_input=cores,
                        reset="zero" if cores else None, reset_delay=False if cores else None)
 
 
