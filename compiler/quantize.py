@@ -59,7 +59,8 @@ sum pooling become depthwise conv2d projections; max pooling of spikes stays an 
 that the bits cannot hold (weights or thresholds too small next to the rest of their layer).
 
 The pass does not add delays: Lava's Dense delivers one step late, which a program for Loihi makes
-explicit as ``delay=1`` on its projections (a separate pass); backends honour the IR's delays.
+explicit afterwards (``spike.compiler.delays.target_delays``: delays >= 1, balanced, latency
+recorded); a population's ``bias_mant`` then applies from its latency (``Program.onset``).
 A Lava ``Dense`` equal to a projection: ``weights = 2 * W_int``, ``weight_exp = e - 1``,
 ``num_weight_bits=8`` (lava clips 8-bit mixed-sign weights to -256..255 and truncates them to even
 values; ``(2 * sum) shifted by e - 1`` equals ``sum shifted by e`` exactly, floors included).
