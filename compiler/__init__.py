@@ -4,8 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from spike.compiler.delays import DELAY_MODES
+from spike.compiler.delays import target_delays as apply_target_delays
 from spike.compiler.ir import NODE_TYPES
 from spike.compiler.program import Program, ProgramBuilder, ProgramError
+from spike.hardware import load_target
 
 PRECISIONS_BUILT = ("float32", "fixed")
 
@@ -39,11 +42,8 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
     spike traffic by ``firing_rates`` (per node, events per neuron per step, e.g. from
     ``partition.calibration_rates`` of a run the caller made; uniform when None).
     """
-    from spike.compiler.delays import DELAY_MODES
-    from spike.compiler.delays import target_delays as apply_target_delays
     from spike.compiler.passes import FLOAT_PIPELINE, run_passes
     from spike.compiler.validate import program_precision
-    from spike.hardware import load_target
 
     if precision not in PRECISIONS_BUILT:
         raise ValueError(f"precision {precision!r}: this compiler builds {list(PRECISIONS_BUILT)}")
@@ -101,7 +101,6 @@ def _compile_spikegpt(model: Any, target: str, precision: str, metadata: dict[st
     """SpikeGPT lowers by its own frontend (``frontend_spikegpt``): host ops everywhere but the
     embedding, LIF layers and residual adds, so it targets hosts without cores, in float32."""
     from spike.compiler.frontend_spikegpt import lower_spikegpt
-    from spike.hardware import load_target
 
     if precision != "float32":
         raise ValueError(f"precision {precision!r}: SpikeGPT's host ops (LayerNorm, WKV, matmuls on real "
