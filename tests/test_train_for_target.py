@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from spike.checkpoint import load_checkpoint
+from spike.compiler.serialize import load_program
 from spike.cli import compile_checkpoint, main
 from spike.data import load_digits
 from spike.encoders import Encoder
@@ -165,6 +166,9 @@ def test_mlp_for_loihi1_compiles_fixed_and_runs(mlp_loihi: Path, capsys) -> None
     assert main(["compile", str(mlp_loihi), "--target", "loihi1", "--precision", "fixed", "--out", str(h5)]) == 0
     assert main(["run", str(h5), "--limit", "40", "--quiet"]) == 0
     assert "accuracy" in capsys.readouterr().out
+    digits = load_digits()
+    fixed = evaluate_program(load_program(h5), digits.x_test, digits.y_test, progress=False).accuracy
+    assert abs(fixed - load_checkpoint(mlp_loihi)["test_accuracy"]) <= 0.01  # fixed point within 1 point of float
 
 
 def test_trained_accuracy_equals_compiled_plain_mlp(tmp_path: Path, digits, capsys) -> None:
