@@ -28,8 +28,8 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
 
     ``example_input`` is ``[T, B, ...]`` for multi-step models and ``[B, ...]`` for single-step
     (snnTorch ``init_hidden=True``) models; ``input_signal`` forces "spike" or "real" inputs
-    (default: "spike" when the example input is binary). A ``.nir`` path is imported with
-    ``nir_options`` (``dt``, ``reset``, ``reset_delay``, ``input_signal``; see ``from_nir``).
+    (default: "spike" when the example input is binary). A ``.nir`` path or a ``nir.NIRGraph`` is
+    imported with ``nir_options`` (``dt``, ``reset``, ``reset_delay``, ``input_signal``; see ``from_nir``).
     A :class:`~spike.models.spikegpt.SpikeGPT` needs no example input: it lowers through
     ``frontend_spikegpt`` (float32, host targets). ``precision="fixed"`` runs the float
     pipeline, then :func:`~spike.compiler.quantize.quantize` (Loihi fixed point; its per-layer
@@ -59,7 +59,7 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
             program = map_program(program, hw, firing_rates)
         return program
 
-    if isinstance(model, (str, Path)) and Path(model).suffix == ".nir":
+    if (isinstance(model, (str, Path)) and Path(model).suffix == ".nir") or _is_nir_graph(model):
         from spike.compiler.nir_import import from_nir
 
         program = from_nir(model, run_pipeline=False, **(nir_options or {}))
@@ -89,6 +89,13 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
 
         program = quantize(program)
     return for_target(program)
+
+
+def _is_nir_graph(model: Any) -> bool:
+    import sys
+
+    nir = sys.modules.get("nir")  # a NIRGraph exists only where nir has been imported
+    return nir is not None and isinstance(model, nir.NIRGraph)
 
 
 def _is_spikegpt(model: Any) -> bool:
