@@ -27,7 +27,9 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
     """Compile a model (or a saved program path) to a Program for ``target``.
 
     ``example_input`` is ``[T, B, ...]`` for multi-step models and ``[B, ...]`` for single-step
-    (snnTorch ``init_hidden=True``) models; ``input_signal`` forces "spike" or "real" inputs
+    (snnTorch ``init_hidden=True``) models; snnTorch models in the tutorials' style (a time loop
+    with the state passed by hand, ``init_hidden=False``) take ``[T, B, ...]`` and lower through
+    ``frontend_snntorch``; ``input_signal`` forces "spike" or "real" inputs
     (default: "spike" when the example input is binary). A ``.nir`` path or a ``nir.NIRGraph`` is
     imported with ``nir_options`` (``dt``, ``reset``, ``reset_delay``, ``input_signal``; see ``from_nir``).
     A :class:`~spike.models.spikegpt.SpikeGPT` needs no example input: it lowers through
@@ -79,8 +81,11 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
     else:
         if example_input is None:
             raise ValueError("compile(model, example_input): an example input is needed to trace a model")
+        from spike.compiler.frontend_snntorch import is_tutorial_style, trace_tutorial
         from spike.compiler.frontend_torch import trace
 
+        if is_tutorial_style(model):  # snnTorch neurons with the state passed by hand in a time loop
+            trace = trace_tutorial
         meta = {"target": hw.name, "precision": "float32", **(metadata or {})}
         program = trace(model, example_input, input_signal=input_signal, metadata=meta)
     program = run_passes(program, FLOAT_PIPELINE)
