@@ -239,6 +239,19 @@ class _Mode(TorchFunctionMode):
                 rec.error = (f"it reads a tensor computed from the input into Python (Tensor.{name}): "
                              "data-dependent Python control flow cannot be lowered")
             return out
+        if name == "__setitem__" and args and any(
+            t is x or rec.step_of(rec.source.get(id(t), ("const",))) >= 0 for t in _tensors(args)
+        ):
+            rec.error = ("it writes into a tensor by index (Tensor.__setitem__) with values computed from the input; "
+                         "record each step's value in a list and return torch.stack(rec, dim=0)")
+            return out
+        inplace = (name.endswith("_") and not name.endswith("__")) or (name.startswith("__i") and name != "__index__")
+        if inplace and args and isinstance(args[0], torch.Tensor):
+            src = rec.source.get(id(args[0]))
+            if args[0] is x or (src is not None and rec.step_of(src) >= 0):
+                rec.error = (f"it changes a tensor computed from the input in place (Tensor.{name}); in-place "
+                             "operations cannot be lowered: write y = op(y, ...) instead")
+            return out
         rec.add("function", func, None, tuple(args), dict(kwargs), out)
         return out
 
@@ -493,6 +506,21 @@ def _single_step_neuron(m: nn.Module) -> nn.Module:
     return c
 
 
+def _live(step: _Step, output_pos: int) -> set[int]:
+    """Positions of the step's operations that the output or a neuron needs (neurons stay: their
+    recordings are probes)."""
+    base = _snn_neuron_type()
+    todo = [output_pos] + [i for i, ev in enumerate(step.events) if isinstance(ev.module, base)]
+    live: set[int] = set()
+    while todo:
+        i = todo.pop()
+        if i in live:
+            continue
+        live.add(i)
+        todo.extend(r[1] for r in _refs_canon((step.args[i], step.kwargs[i])) if r[0] == "local")
+    return live
+
+
 def _build_graph(step: _Step, output_pos: int) -> fx.GraphModule:
     base = _snn_neuron_type()
     g = fx.Graph()
@@ -509,7 +537,10 @@ def _build_graph(step: _Step, output_pos: int) -> fx.GraphModule:
             return {k: sub(a) for k, a in v.items()}
         return v
 
+    live = _live(step, output_pos)
     for i, ev in enumerate(step.events):
+        if i not in live:  # computed but unused (e.g. a firing rate for logging): not part of the network
+            continue
         if ev.kind == "module" and isinstance(ev.module, base):
             bound = inspect.signature(ev.module.forward).bind(*step.args[i], **step.kwargs[i]).arguments
             modules[ev.target] = _single_step_neuron(ev.module)
@@ -587,6 +618,11 @@ def trace_tutorial(
     """Lower an snnTorch tutorial-style model (time loop, state by hand) run on ``example_input``
     ``[T, B, ...]`` to an (un-optimised) Program whose output is the first returned recording."""
     name = type(model).__name__
+    if isinstance(model, nn.Sequential):
+        path = next(p for p, m in model.named_modules() if isinstance(m, _snn_neuron_type()))
+        raise LoweringError(f"{name}: its snnTorch neuron {path!r} has init_hidden=False, but an nn.Sequential cannot "
+                            "pass neuron state by hand: set init_hidden=True (and compile with one step [B, ...]) or "
+                            "write a forward with a time loop that passes the state")
     if not isinstance(example_input, torch.Tensor) or example_input.dim() < 3:
         shape = list(example_input.shape) if isinstance(example_input, torch.Tensor) else type(example_input).__name__
         raise LoweringError(f"{name}: example input {shape}: a model with a time loop takes [T, B, ...]")

@@ -364,3 +364,60 @@ def test_containers() -> None:
     program = compile_model(net, x)
     assert program.metadata["snntorch_returns"][1]["probe"] == "lifs_0.v"
     check(net, x)
+
+
+class UnusedValues(MLP):
+    """Values computed in the loop and never used (a firing rate for logging) are left out."""
+
+    def forward(self, x: torch.Tensor):
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        rec, rates = [], []
+        for step in range(x.shape[0]):
+            spk1, mem1 = self.lif1(self.fc1(x[step]), mem1)
+            rate = spk1.mean()
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+            rec.append(spk2)
+            rates.append(rate)
+        return torch.stack(rec)
+
+
+def test_unused_values_are_left_out() -> None:
+    check(dyadic_(UnusedValues(), 5), spikes_in((7, 2, 20), 6))
+
+
+class InPlace(MLP):
+    def forward(self, x: torch.Tensor):
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        rec = []
+        for step in range(x.shape[0]):
+            cur1 = self.fc1(x[step])
+            cur1 += 0.25
+            spk1, mem1 = self.lif1(cur1, mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+            rec.append(spk2)
+        return torch.stack(rec)
+
+
+def test_in_place_refused() -> None:
+    test_refusals(InPlace, "changes a tensor computed from the input in place")
+
+
+class Preallocated(MLP):
+    def forward(self, x: torch.Tensor):
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        rec = torch.zeros(x.shape[0], x.shape[1], 6)
+        for step in range(x.shape[0]):
+            spk1, mem1 = self.lif1(self.fc1(x[step]), mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+            rec[step] = spk2
+        return rec
+
+
+def test_preallocated_recording_refused() -> None:
+    test_refusals(Preallocated, "record each step's value in a list and return torch.stack(rec, dim=0)")
+
+
+def test_sequential_without_init_hidden_refused() -> None:
+    net = nn.Sequential(nn.Linear(20, 6), snn.Leaky(beta=0.5))
+    with pytest.raises(LoweringError, match=re.escape("neuron '1' has init_hidden=False, but an nn.Sequential")):
+        compile_model(net, spikes_in((6, 2, 20), 1))
