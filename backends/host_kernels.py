@@ -101,6 +101,13 @@ def _wkv(node, xs, state):
     return y
 
 
+@_kernel("maxpool2d")
+def _maxpool2d(node, xs, state):
+    x = xs[0]  # [n, B, C*H*W]
+    y = F.max_pool2d(x.reshape(-1, *node.in_shape), tuple(node.kernel), tuple(node.stride), tuple(node.padding))
+    return y.reshape(*x.shape[:-1], -1)
+
+
 SUPPORTED = frozenset(HOST_KERNELS)
 assert SUPPORTED == frozenset(HOST_OPS), sorted(SUPPORTED ^ frozenset(HOST_OPS))
 
@@ -150,6 +157,8 @@ def host_op_counts(node: HostOp, xs: Sequence[Any], spike_sources: Sequence[bool
             else:
                 counts["host_flops"] += n * node.size
         return counts
+    if node.op == "maxpool2d":  # comparisons: kh * kw - 1 per output
+        return {"host_flops": const(n * node.size * (int(np.prod(node.kernel)) - 1))}
     return {"host_flops": const(n * node.size * HOST_OPS[node.op].flops)}
 
 

@@ -742,9 +742,11 @@ class _Planner:
 
     def not_in_host_mode(self, name: str, node: Node) -> bool:
         if self.host:
+            ops = [f"{n} ({h.op})" for n, h in self.program.nodes() if isinstance(h, HostOp) and h.op not in _HOST_OPS]
+            why = f"host op(s) {', '.join(ops)}" if ops else "a stepwise program"
             self.problems.append(_err(name, node, "not supported in a program with host ops other than add or a "
-                                      "stepwise program: the lava backend runs those with the batch side by side "
-                                      "(host mode), which Lava's Conv and the FTWT gates do not"))
+                                      f"stepwise program (here: {why}): the lava backend runs those with the batch "
+                                      "side by side (host mode), which Lava's Conv and the FTWT gates do not"))
         return self.host
 
     # ---- one lowering per node kind

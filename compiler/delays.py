@@ -13,9 +13,11 @@ of each of its sources (a population sums its inputs in the step they arrive, a 
 output reads its sources in the same step); a gate has its source's (an FTWT mask is constant
 over the run, so the edge gate -> population is not timed). By induction over the steps,
 ``out_n[t + L(n)] = trained_n[t]`` for every node, provided every node is silent before its
-latency: populations start at rest and do not fire there, a projection's bias arrives with its
-events (``Program.onset``: ``delay`` after its source's latency), a fixed-point population's own
-bias applies from its latency, a gate reads its source's window from the source's latency. Paths
+latency: populations start at rest and do not fire there, a host op is zero-preserving
+(``HostOpSpec.zero_preserving``: zeros in, zeros out, e.g. an add or max pooling; no bias, no
+state), a projection's bias arrives with its events (``Program.onset``: ``delay`` after its
+source's latency), a fixed-point population's own bias applies from its latency, a gate reads its
+source's window from the source's latency. Paths
 that merge (residual adds, shortcuts, several projections into one population) are thereby
 balanced. A recurrent edge keeps its trained delay (``L(P) = L(s)`` on a loop within one node's
 latency class), so a loop whose trained delays are shorter than the target's cannot be
@@ -35,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from spike.compiler.hostops import silent_at_rest as host_op_silent_at_rest
 from spike.compiler.ir import Dense, Gate, HostOp, Input, Node, Population, Projection, Sparse
 from spike.compiler.program import MAX_STEPS_DELAY, Program, ProgramError
 from spike.compiler.validate import rebuild_graph
@@ -124,7 +127,7 @@ def node_latencies(program: Program, delay: int) -> dict[str, int]:
 
 def _silent_at_rest(name: str, node: Node) -> str | None:
     """Why ``node`` would not stay silent with no input before its latency (None: it does)."""
-    if isinstance(node, HostOp):
+    if isinstance(node, HostOp) and not host_op_silent_at_rest(node):
         return f"host op {node.op!r}, which may compute a non-zero value from zero inputs"
     if isinstance(node, Population) and node.model != "li":
         if node.precision == "fixed":

@@ -1,7 +1,8 @@
 """Trace a PyTorch model with torch.fx (neurons as leaves) and lower it to IR nodes.
 
 Handles our neurons (`spike.neurons`), snnTorch's `Leaky` and `Synaptic` (``init_hidden=True``),
-Linear, Conv2d, BatchNorm (folded later by a pass), AvgPool2d, MaxPool2d on spikes, Flatten and
+Linear, Conv2d, BatchNorm (folded later by a pass), AvgPool2d, MaxPool2d (on spikes an OR of
+events; on currents or real values a ``maxpool2d`` host op, exact on the host), Flatten and
 reshapes, Dropout (dropped), residual adds and recurrent layers (`spike.recurrent.RecurrentLIF`,
 lowered to a projection of delay 1). Models are multi-step (``[T, B, ...]``, our neurons) or
 single-step (``[B, ...]``, snnTorch's stateful neurons); the IR is the same either way.
@@ -222,16 +223,16 @@ def _pool(L: _Lowering, n: fx.Node, m: nn.Module, path: str) -> str:
     kernel = _pair(m.kernel_size)
     stride = _pair(m.stride if m.stride is not None else m.kernel_size)
     padding = _pair(m.padding)
+    hw = conv_output_hw(in_shape[1:], kernel, stride, padding)
+    if is_max and getattr(m, "return_indices", False):
+        raise LoweringError(f"{_module_where(path, m)}: return_indices=True cannot be lowered")
     if is_max:
         from spike.compiler.signals import output_signal
 
-        signal = output_signal(L.b.build(), src)
-        if signal != "spike":
-            raise LoweringError(
-                f"{_module_where(path, m)}: max pooling is lowered as an OR of spike events, but its "
-                f"input is a {signal} signal; pool after the neurons or use AvgPool2d"
-            )
-    hw = conv_output_hw(in_shape[1:], kernel, stride, padding)
+        if output_signal(L.b.build(), src) != "spike":  # currents or real values: max on the host
+            node = HostOp(shape=(in_shape[0], *hw), op="maxpool2d", in_shape=in_shape, kernel=kernel,
+                          stride=stride, padding=padding)
+            return L.add(path, node, [src])
     node = Pool2d(
         shape=(in_shape[0], *hw), in_shape=in_shape, mode="max" if is_max else "avg",
         kernel=kernel, stride=stride, padding=padding,

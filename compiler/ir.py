@@ -178,7 +178,7 @@ class BatchNorm(Node):
 @dataclass(frozen=True, eq=False)
 class HostOp(Node):
     """Real-valued computation done on the host: LayerNorm, matmul on real inputs, sigmoid,
-    squared ReLU, token shift, the WKV recurrence, add, ...
+    squared ReLU, token shift, the WKV recurrence, max pooling of currents, add, ...
 
     ``op`` names the operation; :data:`spike.compiler.hostops.HOST_OPS` says, per op, its sources,
     what ``weight``/``bias``/``eps`` mean, its output shape and how it is counted (``macs`` for a
@@ -190,6 +190,11 @@ class HostOp(Node):
     weight: np.ndarray | None = None
     bias: np.ndarray | None = None
     eps: float = 1e-5
+    # the window of a pooling host op ("maxpool2d": its source is (C, H, W) = in_shape; unused otherwise)
+    in_shape: tuple[int, ...] = ()
+    kernel: tuple[int, ...] = ()
+    stride: tuple[int, ...] = ()
+    padding: tuple[int, ...] = ()
 
 
 NODE_TYPES: dict[str, type[Node]] = {

@@ -237,7 +237,7 @@ def _check_population(name: str, node: Population) -> None:
         raise _err(name, node, "alpha", f"only model 'cuba_lif' has a synaptic decay alpha, model is {node.model!r}")
 
 
-def _check_conv_geometry(name: str, node: Conv2d | Pool2d, kernel: tuple[int, int]) -> tuple[int, int]:
+def _check_conv_geometry(name: str, node: Conv2d | Pool2d | HostOp, kernel: tuple[int, int]) -> tuple[int, int]:
     if len(node.in_shape) != 3:
         raise _err(name, node, "in_shape", f"expected (C, H, W), got {node.in_shape}")
     if len(node.shape) != 3:
@@ -346,6 +346,22 @@ def _check_hostop(name: str, node: HostOp) -> None:
             _expect_shape(name, node, f, getattr(node, f), (node.size,), spec.params[f])
     if node.op == "layernorm" and not node.eps > 0:
         raise _err(name, node, "eps", f"must be > 0, got {node.eps}")
+    window = ("in_shape", "kernel", "stride", "padding")
+    if not spec.window:
+        for f in window:
+            if getattr(node, f):
+                raise _err(name, node, f, f"host op {node.op!r} takes no pooling window")
+        return
+    for f in window[1:]:
+        if len(getattr(node, f)) != 2:
+            raise _err(name, node, f, f"expected 2 values (height, width), got {getattr(node, f)}")
+    if any(k < 1 for k in node.kernel):
+        raise _err(name, node, "kernel", f"must be >= 1, got {node.kernel}")
+    if any(2 * p > k for p, k in zip(node.padding, node.kernel)):
+        raise _err(name, node, "padding", f"{node.padding} exceeds half the kernel {node.kernel}")
+    _check_conv_geometry(name, node, node.kernel)
+    if node.shape[0] != node.in_shape[0]:
+        raise _err(name, node, "shape", f"channels {node.shape[0]} differ from in_shape channels {node.in_shape[0]}")
 
 
 def _check_gate(name: str, node: Gate) -> None:
@@ -459,6 +475,12 @@ def check_connections(program: Program) -> None:
                 if program.node(srcs[0]).size != n_in:
                     raise _err(name, node, "weight", f"expects {n_in} inputs (weight columns) but source "
                                f"{srcs[0]!r} has size {program.node(srcs[0]).size}")
+                continue
+            if HOST_OPS[node.op].window:
+                sn = program.node(srcs[0])
+                if sn.size != _size(node.in_shape):
+                    raise _err(name, node, "in_shape", f"{node.in_shape} has {_size(node.in_shape)} elements but "
+                               f"source {srcs[0]!r} has size {sn.size} {sn.shape}")
                 continue
         if isinstance(node, Population) or (isinstance(node, HostOp) and node.op in ELEMENTWISE_HOST_OPS):
             for src in program.sources(name):

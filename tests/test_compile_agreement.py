@@ -246,7 +246,19 @@ def test_unknown_module_is_named() -> None:
         compile_model(model, torch.zeros(3, 1, 4))
 
 
-def test_maxpool_on_currents_is_refused() -> None:
-    model = nn.Sequential(TD(nn.Conv2d(1, 2, 3)), TD(nn.MaxPool2d(2)), LIF(beta=0.9))
-    with pytest.raises(LoweringError, match="OR of spike events"):
-        compile_model(model, torch.zeros(3, 1, 1, 6, 6))
+def test_maxpool_on_currents_runs_on_the_host() -> None:
+    """Conv -> MaxPool -> LIF (snnTorch tutorials' order): a ``maxpool2d`` host op, exact."""
+    model = dyadic_(nn.Sequential(TD(nn.Conv2d(1, 2, 3)), TD(nn.MaxPool2d(2)), LIF(beta=0.75)), 3, spread=128).eval()
+    x = spikes_in((8, 2, 1, 6, 6), 7, p=0.5)
+    with torch.no_grad():
+        expected = model(x)
+    assert expected.sum() > 0
+    program = compile_model(model, x)
+    assert program.node("1").KIND == "hostop" and program.node("1").op == "maxpool2d"
+    check_all_backends(model, x, expected)
+
+
+def test_maxpool_on_currents_in_ceil_mode_is_refused() -> None:
+    model = nn.Sequential(TD(nn.Conv2d(1, 2, 3)), TD(nn.MaxPool2d(2, ceil_mode=True)), LIF(beta=0.9))
+    with pytest.raises(LoweringError, match="'1'.*floor mode"):
+        compile_model(model, torch.zeros(3, 1, 1, 7, 7))

@@ -232,10 +232,23 @@ def test_a_loop_faster_than_the_target_is_refused_by_name():
 
 def test_a_host_op_that_would_run_early_is_refused():
     b = _chain_with_skip()
-    b.add("h", HostOp(shape=(4,), op="add"), ["p2", "p2"])
+    b.add("h", HostOp(shape=(4,), op="sigmoid"), ["p2"])  # sigmoid(0) = 1/2: not silent at rest
     program = b.build()
-    with pytest.raises(ProgramError, match="'h'.*host op"):
+    with pytest.raises(ProgramError, match="'h'.*host op 'sigmoid'"):
         target_delays(program, 1)
+
+
+def test_a_zero_preserving_host_op_may_run_late():
+    """An add (zeros in, zeros out, no bias or state) is silent before its inputs arrive."""
+    b = _chain_with_skip()
+    b.add("h", HostOp(shape=(4,), op="add"), ["p2", "p2"])
+    program = target_delays(b.build(), 1)
+    assert program.latency_of("h") == program.latency_of("p2") > 0
+    b = _chain_with_skip()
+    b.add("h", HostOp(shape=(4,), op="matmul", weight=np.eye(4, dtype=np.float32),
+                      bias=np.ones(4, np.float32)), ["p2"])  # its bias is there from step 0
+    with pytest.raises(ProgramError, match="'h'.*host op 'matmul'"):
+        target_delays(b.build(), 1)
 
 
 def test_bias_waits_for_the_delay_on_every_backend():

@@ -53,3 +53,251 @@ def test_compile_nir_graph_real_input_option() -> None:
     x = np.random.default_rng(2).integers(0, 9, (8, 2, 6)).astype(np.float32) / 8
     res = run(program, x, backend="numba")
     assert res.ops.per_sample_total()["macs"].sum() > 0
+
+
+# ---- max pooling of currents (snnTorch's Conv -> MaxPool -> Leaky) ---------------------------
+import snntorch as snn  # noqa: E402
+from torch import nn  # noqa: E402
+
+from spike.compiler.frontend_torch import LoweringError  # noqa: E402
+from spike.compiler.ir import HostOp  # noqa: E402
+from spike.layers import TimeDistributed as TD  # noqa: E402
+from spike.neurons import LIF  # noqa: E402
+
+BACKENDS = ("numba", "torch")
+
+
+def _dyadic_(model: nn.Module, seed: int, scale: int = 256, spread: int = 128) -> nn.Module:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _, p in model.named_parameters():
+            p.copy_(torch.randint(-spread, spread + 8, p.shape, generator=g).float() / scale)
+    return model
+
+
+def _spikes(shape: tuple[int, ...], seed: int, p: float = 0.3) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(shape, generator=g) < p).float()
+
+
+def _maxpools(program) -> dict[str, HostOp]:
+    return {n: node for n, node in program.nodes() if isinstance(node, HostOp) and node.op == "maxpool2d"}
+
+
+def _check(program, x: torch.Tensor, expected: torch.Tensor, kernel: int) -> None:
+    """Every backend equals the model; each maxpool host op counts kh*kw - 1 comparisons per output
+    and step run, alike on every backend."""
+    (name, node), = _maxpools(program).items()
+    results = {}
+    for backend in BACKENDS:
+        res = run(program, x, backend=backend)
+        np.testing.assert_array_equal(res.output, expected.numpy(), err_msg=backend)
+        steps = x.shape[0] + program.total_latency
+        want = np.full(x.shape[1], steps * node.size * (kernel * kernel - 1))
+        np.testing.assert_array_equal(res.ops.per_node[name]["host_flops"], want, err_msg=backend)
+        results[backend] = res
+    for key in ("syn_ops", "macs", "dense_ops", "neuron_updates", "spikes", "host_flops"):
+        np.testing.assert_array_equal(results["numba"].ops.per_sample_total()[key],
+                                      results["torch"].ops.per_sample_total()[key], err_msg=key)
+
+
+class ConvMaxPoolLIF(nn.Module):
+    def __init__(self, padding: int = 0, kernel: int = 2, stride: int | None = None) -> None:
+        super().__init__()
+        self.conv = TD(nn.Conv2d(2, 4, 3, padding=1))
+        self.pool = TD(nn.MaxPool2d(kernel, stride=stride, padding=padding))
+        self.lif = LIF(beta=0.75, threshold=0.5)
+        self.fc = nn.Linear(4 * self.side(padding, kernel, stride) ** 2, 5)
+        self.out = LIF(beta=0.5)
+
+    @staticmethod
+    def side(padding: int, kernel: int, stride: int | None) -> int:
+        return (8 + 2 * padding - kernel) // (stride or kernel) + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.lif(self.pool(self.conv(x)))
+        return self.out(self.fc(torch.flatten(s, 2)))
+
+
+@pytest.mark.parametrize("target", ["generic", "loihi2"])
+@pytest.mark.parametrize("padding,kernel,stride", [(0, 2, None), (1, 3, 2)])
+def test_maxpool_of_currents_equals_the_model(target: str, padding: int, kernel: int, stride: int | None) -> None:
+    model = _dyadic_(ConvMaxPoolLIF(padding, kernel, stride), 0).eval()
+    x = _spikes((10, 3, 2, 8, 8), 1)
+    with torch.no_grad():
+        expected = model(x)
+    assert expected.sum() > 0
+    program = compile_model(model, x, target=target)
+    (node,) = _maxpools(program).values()
+    assert node.kernel == (kernel, kernel) and node.padding == (padding, padding)
+    _check(program, x, expected, kernel)
+    if target == "loihi2":
+        from spike.compiler.partition import mapping_report
+
+        assert program.total_latency > 0  # the host op starts late: max of zero currents is 0
+        assert program.metadata["mapping"]["nodes"]["pool"] == "host"
+        assert "on the host: " in mapping_report(program).render()
+        assert "pool" in mapping_report(program).render().split("on the host: ")[1]
+
+
+def test_maxpool_of_currents_generic_counts() -> None:
+    model = _dyadic_(ConvMaxPoolLIF(), 2).eval()
+    x = _spikes((6, 2, 2, 8, 8), 3)
+    with torch.no_grad():
+        expected = model(x)
+    program = compile_model(model, x)
+    res = run(program, x, backend="numba")
+    np.testing.assert_array_equal(res.output, expected.numpy())
+    assert program.total_latency == 0
+    np.testing.assert_array_equal(res.ops.per_node["pool"]["host_flops"], [6 * 4 * 4 * 4 * 3] * 2)
+
+
+def snntorch_conv_maxpool() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.MaxPool2d(2), snn.Leaky(beta=0.875, init_hidden=True),
+        nn.Conv2d(4, 6, 3, padding=1), nn.MaxPool2d(2), snn.Leaky(beta=0.75, init_hidden=True),
+        nn.Flatten(), nn.Linear(6 * 2 * 2, 5), snn.Leaky(beta=0.75, init_hidden=True, output=True),
+    )
+
+
+def run_snntorch(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    import snntorch.utils
+
+    snntorch.utils.reset(net)
+    with torch.no_grad():
+        outs = [net(x[t]) for t in range(x.shape[0])]
+        return torch.stack([o[0] if isinstance(o, tuple) else o for o in outs])
+
+
+@pytest.mark.parametrize("target", ["generic", "loihi2"])
+def test_snntorch_conv_maxpool_leaky_equals_snntorch(target: str) -> None:
+    net = _dyadic_(snntorch_conv_maxpool(), 4, spread=160)
+    x = _spikes((12, 3, 2, 8, 8), 5, p=0.4)
+    expected = run_snntorch(net, x)
+    assert expected.sum() > 0
+    program = compile_model(net, x[0], target=target)
+    pools = _maxpools(program)
+    assert sorted(pools) == ["1", "4"]
+    for backend in BACKENDS:
+        res = run(program, x, backend=backend)
+        np.testing.assert_array_equal(res.output, expected.numpy(), err_msg=backend)
+        steps = x.shape[0] + program.total_latency
+        for name, node in pools.items():
+            np.testing.assert_array_equal(res.ops.per_node[name]["host_flops"], [steps * node.size * 3] * 3)
+
+
+def test_maxpool_on_spikes_stays_an_or_of_events() -> None:
+    model = nn.Sequential(TD(nn.Conv2d(1, 2, 3)), LIF(beta=0.9), TD(nn.MaxPool2d(2)))
+    program = compile_model(model, torch.zeros(3, 1, 1, 6, 6))
+    assert not _maxpools(program)
+    assert [node.mode for _, node in program.nodes() if node.KIND == "pool2d"] == ["max"]
+
+
+@pytest.mark.parametrize("pool", [nn.MaxPool2d(2, ceil_mode=True), nn.MaxPool2d(2, dilation=2)])
+def test_maxpool_forms_that_cannot_be_lowered_are_named(pool: nn.Module) -> None:
+    model = nn.Sequential(TD(nn.Conv2d(1, 2, 3)), TD(pool), LIF(beta=0.9))
+    with pytest.raises(LoweringError, match="'1'.*MaxPool2d"):
+        compile_model(model, torch.zeros(3, 1, 1, 7, 7))
+
+
+def test_maxpool_of_currents_has_no_fixed_point_form() -> None:
+    model = nn.Sequential(TD(nn.Conv2d(1, 2, 3)), TD(nn.MaxPool2d(2)), LIF(beta=0.9))
+    with pytest.raises(Exception, match="maxpool2d"):
+        compile_model(model, torch.zeros(3, 1, 1, 6, 6), target="loihi2", precision="fixed")
+
+
+def test_maxpool_program_saves_and_loads(tmp_path) -> None:
+    from spike.compiler.serialize import load_program, save_program
+
+    model = _dyadic_(ConvMaxPoolLIF(1, 3, 2), 6).eval()
+    x = _spikes((5, 2, 2, 8, 8), 7)
+    program = compile_model(model, x)
+    save_program(program, tmp_path / "p.h5")
+    loaded = load_program(tmp_path / "p.h5")
+    assert_programs_equal(program, loaded)
+    np.testing.assert_array_equal(run(loaded, x, backend="numba").output, run(program, x, backend="numba").output)
+
+
+def test_maxpool_host_op_is_validated() -> None:
+    from spike.compiler.program import ProgramError
+    from spike.compiler.validate import check_node
+
+    good = HostOp(shape=(2, 3, 3), op="maxpool2d", in_shape=(2, 6, 6), kernel=(2, 2), stride=(2, 2), padding=(0, 0))
+    check_node("mp", good)
+    with pytest.raises(ProgramError, match="'mp'.*shape"):
+        check_node("mp", good.replace(shape=(2, 2, 2)))
+    with pytest.raises(ProgramError, match="'mp'.*padding"):
+        check_node("mp", good.replace(padding=(2, 2)))
+    with pytest.raises(ProgramError, match="'mp'.*kernel"):
+        check_node("mp", good.replace(kernel=(2,)))
+    with pytest.raises(ProgramError, match="'relu'.*no pooling window"):
+        check_node("h", HostOp(shape=(4,), op="relu", kernel=(2, 2)))
+
+
+def _pool_lif_real_input() -> tuple[nn.Module, torch.Tensor]:
+    model = _dyadic_(nn.Sequential(TD(nn.MaxPool2d(2)), LIF(beta=0.75, threshold=0.5), nn.Flatten(2),
+                                   nn.Linear(32, 4), LIF(beta=0.5)), 0)
+    g = torch.Generator().manual_seed(0)
+    return model, torch.randint(-8, 9, (6, 2, 2, 8, 8), generator=g).float() / 16
+
+
+def test_lava_refuses_conv_beside_a_maxpool_host_op_by_name() -> None:
+    from spike.backends.lava_backend import lower
+
+    model = _dyadic_(ConvMaxPoolLIF(), 0).eval()
+    program = compile_model(model, _spikes((4, 1, 2, 8, 8), 0))
+    with pytest.raises(Exception, match=r"conv \(conv2d\).*pool \(maxpool2d\)"):
+        lower(program)
+
+
+@pytest.mark.lava
+def test_maxpool_host_op_runs_on_lava() -> None:
+    from spike.compat.lava import lava_available
+
+    if lava_available() is not None:
+        pytest.skip("lava-nc is not importable here")
+    model, x = _pool_lif_real_input()
+    with torch.no_grad():
+        expected = model(x)
+    assert expected.sum() > 0
+    program = compile_model(model, x)
+    res, ref = run(program, x, backend="lava"), run(program, x, backend="numba")
+    np.testing.assert_array_equal(res.output, expected.numpy())
+    np.testing.assert_array_equal(res.ops.per_node["0"]["host_flops"], ref.ops.per_node["0"]["host_flops"])
+
+
+_CUDA_SIM_CHECK = """
+import sys
+sys.path.insert(0, "tests")
+import numpy as np, torch
+from test_frontend_extras import _dyadic_, _spikes, ConvMaxPoolLIF
+from spike.backends import run
+from spike.compiler import compile as compile_model
+model = _dyadic_(ConvMaxPoolLIF(1, 3, 2), 0).eval()
+x = _spikes((5, 2, 2, 8, 8), 1, p=0.5)
+with torch.no_grad():
+    expected = model(x)
+assert expected.sum() > 0
+for target in ("generic", "loihi2"):
+    program = compile_model(model, x, target=target)
+    res, ref = run(program, x, backend="cuda"), run(program, x, backend="numba")
+    assert np.array_equal(res.output, expected.numpy()), target
+    for key, value in ref.ops.per_sample_total().items():
+        assert np.array_equal(res.ops.per_sample_total()[key], value), (target, key)
+print("ALL EQUAL")
+"""
+
+
+def test_maxpool_of_currents_on_the_cuda_simulator() -> None:
+    """The cuda backend (through Numba's CUDA simulator, in a subprocess as tests/test_cuda_backend.py)
+    equals the model and numba's counts."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "SPIKE_CUDA_TPB"}
+    env["NUMBA_ENABLE_CUDASIM"] = "1"
+    p = subprocess.run([sys.executable, "-c", _CUDA_SIM_CHECK], env=env, cwd=Path(__file__).resolve().parents[1],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0 and "ALL EQUAL" in p.stdout, f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
