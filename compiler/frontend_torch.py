@@ -2,9 +2,10 @@
 
 Handles our neurons (`spike.neurons`), snnTorch's `Leaky` and `Synaptic` (``init_hidden=True``),
 Linear, Conv2d, BatchNorm (folded later by a pass), AvgPool2d, MaxPool2d (on spikes an OR of
-events; on currents or real values a ``maxpool2d`` host op, exact on the host), Flatten and
-reshapes, Dropout (dropped), residual adds and recurrent layers (`spike.recurrent.RecurrentLIF`,
-lowered to a projection of delay 1). Models are multi-step (``[T, B, ...]``, our neurons) or
+events; on currents or real values a ``maxpool2d`` host op, exact on the host; also written as
+``F.max_pool2d`` / ``torch.max_pool2d`` / ``F.avg_pool2d``), Flatten and reshapes, Dropout
+(dropped), residual adds and recurrent layers (`spike.recurrent.RecurrentLIF`, lowered to a
+projection of delay 1). Models are multi-step (``[T, B, ...]``, our neurons) or
 single-step (``[B, ...]``, snnTorch's stateful neurons); the IR is the same either way.
 One lowering function per module type, registered in ``MODULE_LOWERINGS``.
 """
@@ -17,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
@@ -363,7 +365,33 @@ def _lower_silent_before(L: _Lowering, n: fx.Node) -> Any:
     return v
 
 
+_POOL_ARGS = {  # the parameters after the input, in order, of each functional pooling
+    "max": ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"),
+    "avg": ("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
+}
+
+
+def _lower_pool_function(mode: str) -> Callable[[_Lowering, fx.Node], Any]:
+    """``F.max_pool2d(x, ...)`` / ``F.avg_pool2d(x, ...)`` (the snnTorch tutorials' functional
+    pooling) lowered as the equivalent ``nn.MaxPool2d`` / ``nn.AvgPool2d``."""
+
+    def lower(L: _Lowering, n: fx.Node) -> Any:
+        names = _POOL_ARGS[mode]
+        if len(n.args) - 1 > len(names) or any(k not in names for k in n.kwargs):
+            raise LoweringError(f"{_where(n)}: unexpected arguments of {mode} pooling")
+        kw = {**dict(zip(names, n.args[1:])), **n.kwargs}
+        if kw.get("stride") in ([], ()):  # torch.max_pool2d's default: the kernel size
+            kw["stride"] = None
+        module = (nn.MaxPool2d if mode == "max" else nn.AvgPool2d)(**kw)
+        return _pool(L, n, module, n.name)
+
+    return lower
+
+
 _FUNCTIONS: dict[Any, Callable[[_Lowering, fx.Node], Any]] = {
+    F.max_pool2d: _lower_pool_function("max"),
+    torch.max_pool2d: _lower_pool_function("max"),
+    F.avg_pool2d: _lower_pool_function("avg"),
     silent_before: _lower_silent_before,
     operator.add: _lower_add,
     torch.add: _lower_add,

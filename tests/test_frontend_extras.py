@@ -301,3 +301,91 @@ def test_maxpool_of_currents_on_the_cuda_simulator() -> None:
     p = subprocess.run([sys.executable, "-c", _CUDA_SIM_CHECK], env=env, cwd=Path(__file__).resolve().parents[1],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0 and "ALL EQUAL" in p.stdout, f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+
+
+# ---- functional pooling (the snnTorch tutorials' F.max_pool2d) ------------------------------
+import torch.nn.functional as F  # noqa: E402
+
+
+class FunctionalPools(nn.Module):
+    """init_hidden neurons, pooling written as functions: F.max_pool2d and torch.max_pool2d of
+    currents (host ops), F.avg_pool2d of spikes (a Pool2d)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.lif1 = snn.Leaky(beta=0.875, init_hidden=True)
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.lif2 = snn.Leaky(beta=0.75, init_hidden=True)
+        self.fc = nn.Linear(6, 5)
+        self.lif3 = snn.Leaky(beta=0.75, init_hidden=True, output=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.lif1(F.max_pool2d(self.conv1(x), 2))
+        s = self.lif2(torch.max_pool2d(self.conv2(s), kernel_size=3, stride=2, padding=1))
+        return self.lif3(self.fc(F.avg_pool2d(s, 2).flatten(1)))
+
+
+class TutorialStyle(nn.Module):
+    """snnTorch tutorial 7's CNN form: a time loop, the membranes passed by hand, F.max_pool2d."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.lif1 = snn.Leaky(beta=0.875)
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.lif2 = snn.Leaky(beta=0.75)
+        self.fc = nn.Linear(24, 5)
+        self.lif3 = snn.Leaky(beta=0.75)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mem1, mem2, mem3 = self.lif1.init_leaky(), self.lif2.init_leaky(), self.lif3.init_leaky()
+        rec = []
+        for t in range(x.shape[0]):
+            spk1, mem1 = self.lif1(F.max_pool2d(self.conv1(x[t]), 2), mem1)
+            spk2, mem2 = self.lif2(F.max_pool2d(self.conv2(spk1), 2), mem2)
+            spk3, mem3 = self.lif3(self.fc(spk2.flatten(1)), mem3)
+            rec.append(spk3)
+        return torch.stack(rec)
+
+
+@pytest.mark.parametrize("target", ["generic", "loihi2"])
+def test_functional_max_pool_of_currents(target: str) -> None:
+    net = _dyadic_(FunctionalPools(), 4, spread=160)
+    x = _spikes((12, 3, 2, 8, 8), 5, p=0.4)
+    expected = run_snntorch(net, x)
+    assert expected.sum() > 0
+    program = compile_model(net, x[0], target=target)
+    pools = _maxpools(program)
+    assert [(n.kernel, n.stride, n.padding) for n in pools.values()] == [((2, 2), (2, 2), (0, 0)),
+                                                                         ((3, 3), (2, 2), (1, 1))]
+    assert [node.mode for _, node in program.nodes() if node.KIND == "pool2d"] == ["avg"]
+    for backend in BACKENDS:
+        np.testing.assert_array_equal(run(program, x, backend=backend).output, expected.numpy(), err_msg=backend)
+
+
+@pytest.mark.parametrize("target", ["generic", "loihi2"])
+def test_tutorial_style_conv_maxpool_leaky(target: str) -> None:
+    net = _dyadic_(TutorialStyle(), 4, spread=160)
+    x = _spikes((12, 3, 2, 8, 8), 5, p=0.4)
+    with torch.no_grad():
+        expected = net(x)
+    assert expected.sum() > 0
+    program = compile_model(net, x, target=target)
+    assert len(_maxpools(program)) == 2
+    for backend in BACKENDS:
+        np.testing.assert_array_equal(run(program, x, backend=backend).output, expected.numpy(), err_msg=backend)
+
+
+def test_functional_pooling_forms_that_cannot_be_lowered_are_named() -> None:
+    class Ceil(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3)
+            self.lif = snn.Leaky(beta=0.5, init_hidden=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.lif(F.max_pool2d(self.conv(x), 2, ceil_mode=True))
+
+    with pytest.raises(LoweringError, match="'max_pool2d'.*floor mode"):
+        compile_model(Ceil(), torch.zeros(1, 1, 7, 7))
