@@ -63,21 +63,14 @@ from spike.compiler.frontend_torch import LoweringError  # noqa: E402
 from spike.compiler.ir import HostOp  # noqa: E402
 from spike.layers import TimeDistributed as TD  # noqa: E402
 from spike.neurons import LIF  # noqa: E402
+from test_compile_agreement import dyadic_, run_snntorch  # noqa: E402
+from test_compile_agreement import spikes_in as _spikes  # noqa: E402
 
 BACKENDS = ("numba", "torch")
 
 
 def _dyadic_(model: nn.Module, seed: int, scale: int = 256, spread: int = 128) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in model.named_parameters():
-            p.copy_(torch.randint(-spread, spread + 8, p.shape, generator=g).float() / scale)
-    return model
-
-
-def _spikes(shape: tuple[int, ...], seed: int, p: float = 0.3) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(shape, generator=g) < p).float()
+    return dyadic_(model, seed, scale=scale, spread=spread)
 
 
 def _maxpools(program) -> dict[str, HostOp]:
@@ -158,15 +151,6 @@ def snntorch_conv_maxpool() -> nn.Module:
         nn.Conv2d(4, 6, 3, padding=1), nn.MaxPool2d(2), snn.Leaky(beta=0.75, init_hidden=True),
         nn.Flatten(), nn.Linear(6 * 2 * 2, 5), snn.Leaky(beta=0.75, init_hidden=True, output=True),
     )
-
-
-def run_snntorch(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    import snntorch.utils
-
-    snntorch.utils.reset(net)
-    with torch.no_grad():
-        outs = [net(x[t]) for t in range(x.shape[0])]
-        return torch.stack([o[0] if isinstance(o, tuple) else o for o in outs])
 
 
 @pytest.mark.parametrize("target", ["generic", "loihi2"])
