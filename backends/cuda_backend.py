@@ -15,8 +15,8 @@ and a fixed-point population applies its own bias from its onset (its latency) o
 
 Every array of a run (node outputs ``[T, B, size]``, membrane records, neuron state, scratch,
 counters) lives on the device for the whole run; weights are uploaded once per node and kept
-(``ctx.cache``). Event-dependent counts (``syn_ops``/``macs``, ``spikes``) are int64 ``[B]``
-device counters copied to the host once, after a node's last step; the counts that follow from
+(``ctx.cache``). Event-dependent counts (``syn_ops``/``macs``, avg/sum pooling's ``pool_ops``,
+``spikes``) are int64 ``[B]`` device counters copied to the host once, after a node's last step; the counts that follow from
 the shapes alone (``dense_ops``, ``neuron_updates``, ``host_flops``) are added on the host, as
 the numba backend does. ``numba.cuda`` is imported lazily: importing this module needs no GPU.
 
@@ -253,7 +253,7 @@ def _onset(ctx: NodeContext) -> int:
 
 
 def _gather(ctx: NodeContext, src: Any, t0: int, t1: int, delay: int, pair_w: Any, write_idx: bool,
-            onset: int | None = None) -> tuple[Any, Any]:
+            onset: int | None = None, key: str | None = None) -> tuple[Any, Any]:
     """Active inputs of steps t0..t1-1 (``idx``, ``cnt``) and their pairs into the node's counter;
     no events (nor pairs) before step ``onset`` (default: ``delay``, the source's first step)."""
     K = _kernels()
@@ -263,7 +263,7 @@ def _gather(ctx: NodeContext, src: Any, t0: int, t1: int, delay: int, pair_w: An
     idx = _scratch(ctx, "idx", (nsteps, B, n_in if write_idx else 1), np.int32)
     cnt = _scratch(ctx, "cnt", (nsteps, B), np.int32)
     K.gather_active[K.grid_for(nsteps * B), K.TPB](
-        src, t0, nsteps, delay, onset, pair_w, idx, cnt, _counter(ctx, _pair_key(ctx)), write_idx
+        src, t0, nsteps, delay, onset, pair_w, idx, cnt, _counter(ctx, key or _pair_key(ctx)), write_idx
     )
     return idx, cnt
 
@@ -400,7 +400,6 @@ def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
         wx = windows_per_position(W, Wo, kw, node.stride[1], node.padding[1])
         win = np.outer(wy, wx).reshape(-1)
         c["win_count"] = _to_device(np.ascontiguousarray(np.tile(win, C)))  # per flat input (c, y, x)
-        c["dense_per_step"] = int(win.sum()) * C
     nsteps = t1 - t0
     total = nsteps * ctx.batch * node.size
     if node.mode == "max":
@@ -412,10 +411,10 @@ def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
         raise BackendError(f"pool2d {ctx.name!r}: {node.mode!r} pooling has no fixed-point form")
     if total:
         src = _source(ctx)
-        _gather(ctx, src, t0, t1, node.delay, c["win_count"], False)
+        # pooling accumulates are pool_ops, never syn_ops/macs nor dense_ops (NeuroBench counts no pooling)
+        _gather(ctx, src, t0, t1, node.delay, c["win_count"], False, key="pool_ops")
         divisor = np.float32(node.kernel[0] * node.kernel[1] if node.mode == "avg" else 0)
         K.pool_sum_forward[K.blocks_for(total), K.TPB](src, ctx.out, t0, nsteps, node.delay, c["geom"], divisor)
-    ctx.counts["dense_ops"] += c["dense_per_step"] * nsteps
     _finish(ctx, t1)
 
 

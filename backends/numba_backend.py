@@ -7,7 +7,9 @@ steps in a single call, nodes on a cycle one step per call. The loops live in ``
 Counts (per sample, summed over steps), as NeuroBench defines them (design §7):
 - projections: ``syn_ops`` (spike source) or ``macs`` (real source) += (non-zero input, non-zero
   weight) pairs delivered, border clipping included; ``dense_ops`` += all (input, weight) pairs
-  of a step, every step; max pooling only routes events and counts nothing;
+  of a step, every step; avg/sum pooling counts its (non-zero input, window) pairs as
+  ``pool_ops`` only (not syn_ops/macs nor dense_ops: NeuroBench counts no pooling); max pooling
+  only routes events and counts nothing;
 - populations: ``neuron_updates`` += size per step, ``spikes`` += spikes emitted;
 - host ops: ``host_flops`` += size * (number of sources - 1) per step.
 
@@ -231,7 +233,6 @@ def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
         wy = windows_per_position(H, Ho, kh, node.stride[0], node.padding[0])
         wx = windows_per_position(W, Wo, kw, node.stride[1], node.padding[1])
         c["win_count"] = np.ascontiguousarray(np.outer(wy, wx).reshape(-1))
-        c["dense_per_step"] = int(c["win_count"].sum()) * C
     src = _source(ctx)
     if node.mode == "max":
         if ctx.precision == "fixed":
@@ -243,9 +244,8 @@ def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
         raise BackendError(f"pool2d {ctx.name!r}: {node.mode!r} pooling has no fixed-point form")
     divisor = np.float32(node.kernel[0] * node.kernel[1] if node.mode == "avg" else 0)
     K.pool_sum_forward(
-        src, c["win_count"], ctx.out, t0, t1, node.delay, c["geom"], divisor, ctx.counts[_pair_key(ctx)]
-    )
-    ctx.counts["dense_ops"] += c["dense_per_step"] * (t1 - t0)
+        src, c["win_count"], ctx.out, t0, t1, node.delay, c["geom"], divisor, ctx.counts["pool_ops"]
+    )  # pooling accumulates are pool_ops, never syn_ops/macs nor dense_ops (NeuroBench counts no pooling)
 
 
 @BACKEND.kernel("identity")

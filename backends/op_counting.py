@@ -7,8 +7,10 @@ steps:
 
 - projections: ``syn_ops`` (spike source) or ``macs`` (real source) += non-zero (input, weight)
   pairs delivered in the run, i.e. the events of source steps ``0 .. T-1-delay`` times the number
-  of non-zero weights each event reaches (border clipping included for conv2d and pooling);
-  ``dense_ops`` += all pairs of a step, every step; max pooling counts nothing;
+  of non-zero weights each event reaches (border clipping included for conv2d);
+  ``dense_ops`` += all pairs of a step, every step; avg/sum pooling counts its (event, window)
+  pairs as ``pool_ops`` (no ``syn_ops``/``macs``, no ``dense_ops``: NeuroBench counts no pooling);
+  max pooling counts nothing;
 - populations: ``neuron_updates`` += size per step; ``spikes`` += spikes (``li`` never spikes);
 - host ops: ``host_flops`` += size * (number of sources - 1) per step.
 - FTWT gates (as ``numba_gate``), per sample with the gate's mask (passed in as ``masks``, or
@@ -39,7 +41,8 @@ __all__ = ["count_ops", "projection_pair_weights"]
 
 def projection_pair_weights(node: Node) -> tuple[np.ndarray, int] | None:
     """For a projection: (pairs each input element delivers per event ``[in_size]``, all pairs of
-    one step), or None for max pooling (which routes events and counts nothing)."""
+    one step), or None for max pooling (which routes events and counts nothing). For avg/sum
+    pooling the pairs are its ``pool_ops`` (its dense figure is not added to ``dense_ops``)."""
     if isinstance(node, Dense):
         w = np.asarray(node.weight)
         return np.count_nonzero(w, axis=0).astype(np.int64), node.in_size * node.size
@@ -146,7 +149,8 @@ def count_ops(program: Program, output_of: Callable[[str], np.ndarray] | Mapping
                     continue
                 per_input, dense_per_step = pw
                 (src,) = program.sources(name)
-                key = "syn_ops" if output_signal(program, src) == "spike" else "macs"
+                pool = isinstance(node, Pool2d)  # avg/sum pooling: pool_ops, no dense_ops (NeuroBench)
+                key = "pool_ops" if pool else "syn_ops" if output_signal(program, src) == "spike" else "macs"
                 x = np.asarray(get(src)).reshape(T, B, -1)[: max(T - node.delay, 0)]
                 events = np.count_nonzero(x, axis=0).astype(np.int64)  # [B, in_size]
                 target = gated_consumer(program, name) if gates is not None and isinstance(node, Conv2d) else None
@@ -154,5 +158,6 @@ def count_ops(program: Program, output_of: Callable[[str], np.ndarray] | Mapping
                     c[key] += events @ per_input
                 else:  # only the pairs into kept channels
                     c[key] += np.einsum("bi,bi->b", events, _gated_conv_pairs(node, name, gates.keep[target[1]]))
-                c["dense_ops"] += dense_per_step * T
+                if not pool:
+                    c["dense_ops"] += dense_per_step * T
     return counts

@@ -7,7 +7,7 @@ from typing import Any, Callable, Protocol
 from spike.compiler.hostops import HOST_OPS
 from spike.compiler.program import Program
 
-OP_KEYS = ("syn_ops", "macs", "dense_ops", "neuron_updates", "spikes", "host_flops")
+OP_KEYS = ("syn_ops", "macs", "dense_ops", "pool_ops", "neuron_updates", "spikes", "host_flops")
 ENGINE_KINDS = ("input", "output")  # handled by the engine itself, not by kernels
 
 

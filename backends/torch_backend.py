@@ -3,7 +3,8 @@
 Every kernel computes its node with whole-tensor torch operations (matmul, conv2d, pooling) and
 derives the operation counts from the same tensors: ``syn_ops``/``macs`` are the number of
 (non-zero input, non-zero weight) pairs, computed by running the layer on binarised inputs and
-weights, as NeuroBench defines them.
+weights, as NeuroBench defines them; avg/sum pooling counts its (non-zero input, window) pairs as
+``pool_ops`` only (NeuroBench counts no pooling: nothing in syn_ops/macs nor dense_ops).
 
 Programs of precision "fixed" run Loihi fixed point on int32 tensors (the oracle for the numba
 kernels): projections sum integer weights exactly in float64 (|sums| < 2^53), then shift by
@@ -167,10 +168,9 @@ def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
     if node.mode != "max":
         nz = (xi != 0).to(torch.float32)
         pairs = F.avg_pool2d(nz, **kw, divisor_override=1).reshape(t, B, -1)
-        if "dense_per_step" not in ctx.cache:
-            ones = torch.ones((1, *node.in_shape))
-            ctx.cache["dense_per_step"] = float(F.avg_pool2d(ones, **kw, divisor_override=1).sum())
-        _count_pairs(ctx, x, pairs, ctx.cache["dense_per_step"])
+        # pooling accumulates are pool_ops, never syn_ops/macs nor dense_ops (NeuroBench counts no pooling)
+        per_sample = pairs.reshape(t, B, -1).sum(dim=(0, 2)).to(torch.float64)
+        ctx.counts["pool_ops"] += np.rint(per_sample.numpy()).astype(np.int64)
 
 
 @BACKEND.kernel("identity")

@@ -185,12 +185,13 @@ class SpikingCNN(nn.Module):
 @torch.no_grad()
 def count_syn_ops(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Run ``model`` on ``x`` and count, per sample, the (non-zero input, non-zero weight) pairs of
-    every conv, linear and average-pooling layer and every residual identity, as the compiled
-    program's backends do: ``syn_ops`` when the layer input is binary, ``macs`` otherwise. Gated
-    layers count only pairs into the channels they keep. Returns ``{"syn_ops", "macs"}`` ``[B]``
-    and ``"output"``."""
+    every conv and linear layer and every residual identity, as the compiled program's backends do:
+    ``syn_ops`` when the layer input is binary, ``macs`` otherwise; average pooling's (non-zero
+    input, window) pairs go to ``pool_ops`` (as the backends: NeuroBench counts no pooling). Gated
+    layers count only pairs into the channels they keep. Returns ``{"syn_ops", "macs",
+    "pool_ops"}`` ``[B]`` and ``"output"``."""
     B = x.shape[1]
-    totals = {"syn_ops": torch.zeros(B, dtype=torch.float64), "macs": torch.zeros(B, dtype=torch.float64)}
+    totals = {k: torch.zeros(B, dtype=torch.float64) for k in ("syn_ops", "macs", "pool_ops")}
     gated = [m for m in model.modules() if isinstance(m, GatedConv)]
     inside = {id(m.conv.module) for m in gated}
     hooks = []
@@ -214,7 +215,7 @@ def count_syn_ops(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     def avgpool_hook(m: nn.AvgPool2d, args: tuple, out: torch.Tensor) -> None:
         inp = args[0]
         y = F.avg_pool2d((inp != 0).float(), m.kernel_size, m.stride, m.padding, divisor_override=1)
-        add(key(inp), y.reshape(-1, B, *y.shape[1:]).sum(dim=(0, 2, 3, 4)))
+        add("pool_ops", y.reshape(-1, B, *y.shape[1:]).sum(dim=(0, 2, 3, 4)))
 
     def identity_hook(m: nn.Identity, args: tuple, out: torch.Tensor) -> None:
         inp = args[0]  # [T, B, C, H, W], already delayed

@@ -23,7 +23,7 @@ from spike.backends import run
 from spike.compiler.ir import Conv2d, Dense, Gate, HostOp, Identity, Input, Output, Pool2d, Population, Sparse
 from spike.compiler.program import Program, ProgramBuilder
 
-KEYS = ("syn_ops", "macs", "dense_ops", "neuron_updates", "spikes", "host_flops")
+KEYS = ("syn_ops", "macs", "dense_ops", "pool_ops", "neuron_updates", "spikes", "host_flops")
 NEURON_VARIANTS = (
     ("lif", "subtract", True, False),
     ("lif", "zero", True, True),

@@ -142,3 +142,29 @@ def test_energy_of_a_mapped_run(tmp_path):
     assert rep.breakdown["spikes_routed_hops"] == pytest.approx(t["spikes_routed_hops"] * 3.5 * PJ)
     assert rep.breakdown["syn_ops"] == pytest.approx(t["syn_ops"] * 23.6 * PJ)
     assert rep.chips == 1 and isinstance(rep, EnergyReport)
+
+
+def test_pool_ops_are_charged_as_synaptic_ops():
+    """Avg/sum pooling accumulates (``pool_ops``, not in NeuroBench's counts nor ``dense_ops``):
+    the target's ``syn_op`` figure on targets with cores, the add (E_AC) on CMOS (design §7)."""
+    ops = counts(routing=False)
+    zero = np.zeros(2, np.int64)
+    ops.per_node["pool"] = {k: zero.copy() for k in ("syn_ops", "macs", "dense_ops", "neuron_updates", "spikes",
+                                                      "host_flops")}
+    ops.per_node["pool"]["pool_ops"] = np.array([20, 40])  # mean 30
+    ops.kinds["pool"] = "pool2d"
+    for target in ("loihi1", "truenorth", "cmos45nm_fp32", "cmos45nm_int8"):
+        f = yaml_figures(target)
+        base = energy_report(counts(routing=False), small_program(), target, steps=10)
+        rep = energy_report(ops, small_program(), target, steps=10)
+        assert rep.breakdown["pool_ops"] == pytest.approx(30 * f["energy.syn_op"], rel=1e-12), target
+        assert rep.dynamic_j == pytest.approx(base.dynamic_j + 30 * f["energy.syn_op"], rel=1e-12), target
+        node = {r["name"]: r for r in rep.per_node}
+        assert node["pool"]["energy_j"] == pytest.approx(30 * f["energy.syn_op"], rel=1e-12)
+        assert "pool_ops" not in rep.uncharged and "energy.syn_op" in rep.sources
+        assert "pool_ops" in rep.table().splitlines()[1]  # a column of the table
+    ann, snn = energy_report(ops, small_program(), "loihi1", steps=10).comparison
+    assert ann["energy_j"] == pytest.approx(240 * 4.6 * PJ)  # dense_ops: no pooling
+    assert snn["energy_j"] == pytest.approx((40 + 30) * 0.9 * PJ + 2 * 4.6 * PJ)
+    assert "pool_ops x E_AC" in snn["formula"]
+    assert "pool_ops" in energy_report(ops, small_program(), "generic", steps=10).uncharged

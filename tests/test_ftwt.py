@@ -232,6 +232,7 @@ def test_pytorch_count_matches_the_compiled_count(kind: str) -> None:
     assert res["syn_ops"].sum() > 0
     np.testing.assert_array_equal(counted["syn_ops"].numpy(), res["syn_ops"])
     np.testing.assert_array_equal(counted["macs"].numpy(), res["macs"])
+    np.testing.assert_array_equal(counted["pool_ops"].numpy(), res["pool_ops"])  # avg pooling: pool_ops only
 
 
 def test_oracle_masks_are_the_targets() -> None:

@@ -16,7 +16,7 @@ from spike.compiler.ir import (
 )
 from spike.compiler.program import Program, ProgramBuilder
 
-KEYS = ("syn_ops", "macs", "dense_ops", "neuron_updates", "spikes", "host_flops")
+KEYS = ("syn_ops", "macs", "dense_ops", "pool_ops", "neuron_updates", "spikes", "host_flops")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -186,8 +186,9 @@ def reference(program: Program, x: np.ndarray):
                 if node.mode == "max":
                     pairs, dense = torch.zeros(B), 0
                 else:
-                    pairs = F.avg_pool2d(nz.reshape(B, *node.in_shape), **kw, divisor_override=1).reshape(B, -1).sum(1)
-                    dense = F.avg_pool2d(torch.ones(1, *node.in_shape), **kw, divisor_override=1).sum()
+                    # pooling accumulates: pool_ops, no syn_ops/macs nor dense_ops (NeuroBench counts no pooling)
+                    pairs, dense = F.avg_pool2d(nz.reshape(B, *node.in_shape), **kw, divisor_override=1).reshape(B, -1).sum(1), 0
+                    key = "pool_ops"
             elif isinstance(node, Identity):
                 y = xin * node.scale if node.scale != 1.0 else xin.clone()
                 pairs = nz.sum(1)
@@ -313,7 +314,9 @@ def test_conv_pool(stride, padding, groups, kernel, pool_mode):
     res, _ = check(b.build(), x)
     assert res.ops.per_node["conv"]["syn_ops"].sum() > 0
     if pool_mode != "max":
-        assert res.ops.per_node["pool"]["macs"].sum() == 0 and res.ops.per_node["pool"]["syn_ops"].sum() > 0
+        pc = res.ops.per_node["pool"]
+        assert pc["macs"].sum() == 0 and pc["syn_ops"].sum() == 0 and pc["dense_ops"].sum() == 0
+        assert pc["pool_ops"].sum() > 0
 
 
 def test_conv_real_input_counts_macs():
