@@ -246,12 +246,6 @@ def _scratch(ctx: NodeContext, name: str, shape: tuple[int, ...], dtype: Any) ->
     return a
 
 
-def _onset(ctx: NodeContext) -> int:
-    """First step at which the projection delivers anything, bias included (``Program.onset``:
-    its delay plus its source's latency; never before its delay)."""
-    return max(int(getattr(ctx, "onset", 0)), int(ctx.node.delay))
-
-
 def _gather(ctx: NodeContext, src: Any, t0: int, t1: int, delay: int, pair_w: Any, write_idx: bool,
             onset: int | None = None, key: str | None = None) -> tuple[Any, Any]:
     """Active inputs of steps t0..t1-1 (``idx``, ``cnt``) and their pairs into the node's counter;
@@ -295,7 +289,7 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
         )
     elif t1 > t0 and ctx.batch > 0:
         src = _source(ctx)
-        onset = _onset(ctx)
+        onset = ctx.onset  # Program.onset: delay + the source's latency
         idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["row_nnz"], True, onset)
         n_tiles = (node.size + K.TPB - 1) // K.TPB
         K.dense_deliver[K.grid_for((t1 - t0) * ctx.batch * n_tiles), K.TPB](
@@ -344,7 +338,7 @@ def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
         )
     elif t1 > t0 and ctx.batch > 0:
         src = _source(ctx)
-        onset = _onset(ctx)
+        onset = ctx.onset  # Program.onset: delay + the source's latency
         idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["row_nnz"], True, onset)
         K.sparse_deliver[K.grid_for((t1 - t0) * ctx.batch), K.TPB](
             src, idx, cnt, c["indptr"], c["indices"], c["data"], c["serial"], c["bias"], c["has_bias"],
@@ -376,7 +370,7 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
         )
     elif t1 > t0 and ctx.batch > 0:
         src = _source(ctx)
-        onset = _onset(ctx)
+        onset = ctx.onset  # Program.onset: delay + the source's latency
         idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["in_pairs"], True, onset)
         K.conv2d_deliver[K.grid_for((t1 - t0) * ctx.batch), K.TPB](
             src, idx, cnt, c["wc"], c["bias"], c["has_bias"], ctx.out, t0, t1 - t0, node.delay, onset, c["geom"]
@@ -574,7 +568,7 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
         cur, ioff = _current(ctx, t0, t1, np.int32)
         n_tiles = (n + K.TPB - 1) // K.TPB
         K.population_fixed_forward[K.grid_for(B * n_tiles), K.TPB](
-            cur, ioff, t0, t1, p["du"], p["dv"], p["bias"], int(getattr(ctx, "onset", 0)), p["vth_eff"],
+            cur, ioff, t0, t1, p["du"], p["dv"], p["bias"], ctx.onset, p["vth_eff"],
             node.model != "li", st["u"], st["v"],
             ctx.out, ctx.mem if ctx.mem is not None else c["no_mem_i32"],
             _mem_u(ctx) if _mem_u(ctx) is not None else c["no_mem_i32"],

@@ -99,7 +99,7 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
     if t1 > t0 and ctx.batch > 0:
         K = CB._kernels()
         src = CB._source(ctx)
-        onset = CB._onset(ctx)
+        onset = ctx.onset  # Program.onset: delay + the source's latency
         idx, cnt = CB._gather(ctx, src, t0, t1, ctx.node.delay, c["g_no_pairs"], True, onset)
         K.conv2d_gated_deliver[K.grid_for((t1 - t0) * ctx.batch), K.TPB](
             src, idx, cnt, c["g_wc"], c["g_bias"], c["g_has_bias"], st["g_keep"], ctx.out, t0, t1 - t0,
