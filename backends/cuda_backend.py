@@ -33,15 +33,14 @@ import numpy as np
 from spike.backends.engine import NodeContext
 from spike.backends.host_kernels import host_op_kernel
 from spike.backends.layout import (
-    conv_layout, f32 as _f32, geometry_2d as _geometry_2d, per_neuron as _param, windows_per_position,
+    conv_layout, f32 as _f32, geometry_2d as _geometry_2d, windows_per_position,
 )
 from spike.backends.registry import Backend, BackendError, register_backend
+from spike import semantics
 from spike.compiler.ir import (
     Conv2d, Dense, HostOp, Identity, Pool2d, Population, Sparse,
 )
 
-_MODELS = {"lif": 0, "if": 0, "cuba_lif": 1, "li": 2}  # = cuda_kernels.MODEL_*
-_RESETS = {"subtract": 0, "zero": 1, "none": 2}  # = cuda_kernels.RESET_*
 _PRECISIONS = ("float32", "fixed")
 
 _NO_GPU = (
@@ -449,25 +448,6 @@ def _wrap_int32(x: int) -> int:
 # ----------------------------------------------------------------------------- host ops
 
 
-def _sum_sources(ctx: NodeContext, dst: Any, dst_t0: int, t0: int, t1: int) -> None:
-    """``dst[dst_t0 + s] = ((src0 + src1) + src2) ...`` at steps t0 + s (numpy's order)."""
-    K = _kernels()
-    nsteps = t1 - t0
-    total = nsteps * ctx.batch * dst.shape[2]
-    if not total:
-        return
-    grid = K.blocks_for(total)
-    srcs = [_source(ctx, i) for i in range(len(ctx.sources))]
-    for s in srcs:
-        if s.shape[2] != dst.shape[2]:
-            raise BackendError(
-                f"node {ctx.name!r}: a source has {s.shape[2]} values per step, expected {dst.shape[2]}"
-            )
-    K.copy_steps[grid, K.TPB](dst, dst_t0, srcs[0], t0, nsteps)
-    for s in srcs[1:]:
-        K.add_steps[grid, K.TPB](dst, dst_t0, s, t0, nsteps)
-
-
 def _as_tensor(a: Any) -> Any:
     """A torch view of a device array (a host copy under the simulator)."""
     import torch
@@ -493,55 +473,77 @@ BACKEND.kernel("hostop")(host_op_kernel(_as_tensor, _write_tensor))
 
 @BACKEND.kernel("population")
 def population(ctx: NodeContext, t0: int, t1: int) -> None:
-    """Design §3, float32, in the numba backend's order (see ``numba_backend.population``)."""
-    node: Population = ctx.node
+    """``spike.semantics`` in float32, in the numba backend's order (see ``numba_backend.population``),
+    or Loihi fixed point."""
     if _fixed(ctx):
         _population_fixed(ctx, t0, t1)
         return
-    n = node.size
+    population_float(ctx, t0, t1)
+
+
+def population_float(ctx: NodeContext, t0: int, t1: int, skip: int | None = None, keep: Any = None,
+                     nactive: np.ndarray | None = None) -> None:
+    """Steps t0..t1-1 of a float32 population from its sources but the one at position ``skip`` (an
+    FTWT gate); ``keep`` ``[B, n]`` uint8 on the device: only those neurons (``nactive[b]`` of
+    sample b) update."""
+    node: Population = ctx.node
+    n, B = node.size, ctx.batch
     c = ctx.cache
     K = _kernels()
-    if "beta" not in c:
-        c["beta"] = _to_device(_param(node.beta, n, 1.0, "beta", ctx.name))
-        c["thr"] = _to_device(_param(node.threshold, n, 1.0, "threshold", ctx.name))
-        alpha = _param(node.alpha, n, 0.0, "alpha", ctx.name) if node.model == "cuba_lif" else np.zeros(1, np.float32)
-        c["alpha"] = _to_device(alpha)
+    if "params" not in c:
+        c["params"] = _to_device(semantics.neuron_params(node))
         c["no_mem"] = _to_device(np.zeros((1, 1, 1), np.float32))
+        c["no_keep"] = _to_device(np.zeros((1, 1), np.uint8))
     st = ctx.state
-    B = ctx.batch
-    if "v" not in st:
-        for key in ("v", "s", "i"):  # one at a time: each is referenced before the next is drawn
-            st[key] = _POOL.zeros((B, n), np.float32)
+    if "state" not in st:
+        st["state"] = _from_numpy(semantics.initial_state(node, B))
     spikes = _counter(ctx, "spikes")
     nsteps = t1 - t0
     if nsteps > 0 and B > 0 and n > 0:
-        cur, ioff = _current(ctx, t0, t1, np.float32)
+        positions = [i for i in range(len(ctx.sources)) if i != skip]
+        late_pos = []
+        if node.late_recurrent:
+            if skip is not None:
+                raise BackendError(f"population {ctx.name!r}: a gated population cannot add recurrent inputs late")
+            late_pos = [i for i, s in enumerate(ctx.program.sources(ctx.name)) if ctx.name in ctx.program.sources(s)]
+        if late_pos:  # both over steps t0..t1-1 (one offset)
+            cur, ioff = _summed(ctx, [i for i in positions if i not in late_pos], t0, t1, "cur", whole=False)
+            late, _ = _summed(ctx, late_pos, t0, t1, "late", whole=False)
+        else:
+            cur, ioff = _summed(ctx, positions, t0, t1, "cur")
+            late = cur
         record = ctx.mem is not None
         n_tiles = (n + K.TPB - 1) // K.TPB
         K.population_forward[K.grid_for(B * n_tiles), K.TPB](
-            cur, ioff, t0, t1, c["beta"], c["thr"], c["alpha"], np.float32(node.gain),
-            _MODELS[node.model], _RESETS[node.reset], bool(node.reset_delay), bool(node.fire_ge),
-            st["v"], st["s"], st["i"], ctx.out, ctx.mem if record else c["no_mem"], record, spikes,
+            cur, late, ioff, t0, t1, c["params"], np.float32(node.gain), np.float32(node.v_reset),
+            *semantics.neuron_flags(node), st["state"], ctx.out, ctx.mem if record else c["no_mem"], record,
+            c["no_keep"] if keep is None else keep, keep is not None, spikes,
         )
-    ctx.counts["neuron_updates"] += n * nsteps
+    ctx.counts["neuron_updates"] += (n if nactive is None else nactive) * nsteps
     _finish(ctx, t1)
 
 
-def _current(ctx: NodeContext, t0: int, t1: int, dtype: Any) -> tuple[Any, int]:
-    """The population's input over steps t0..t1-1 and its step offset: the single source itself,
-    or the sum of the sources in source order (int32 sums wrap, as numpy's)."""
+def _summed(ctx: NodeContext, positions: list[int], t0: int, t1: int, key: str, dtype: Any = np.float32,
+            whole: bool = True) -> tuple[Any, int]:
+    """The sum of the sources at ``positions`` over steps t0..t1-1 in source order (numpy's order;
+    int32 sums wrap) and its step offset (``whole``: a single source is used as it is, offset 0)."""
+    K = _kernels()
     n, B = ctx.node.size, ctx.batch
-    srcs = ctx.sources
-    if len(srcs) == 1:
-        cur = _source(ctx)
-        if cur.shape[2] != n:
-            raise BackendError(f"population {ctx.name!r}: a source has {cur.shape[2]} values per step, expected {n}")
-        return cur, 0
-    cur = _scratch(ctx, "cur", (t1 - t0, B, n), dtype)
-    if srcs:
-        _sum_sources(ctx, cur, 0, t0, t1)
-    else:
+    srcs = [_source(ctx, i) for i in positions]
+    for s in srcs:
+        if s.shape[2] != n:
+            raise BackendError(f"population {ctx.name!r}: a source has {s.shape[2]} values per step, expected {n}")
+    if len(srcs) == 1 and whole:
+        return srcs[0], 0
+    nsteps = t1 - t0
+    cur = _scratch(ctx, key, (nsteps, B, n), dtype)
+    if not srcs:
         _fill_zero(cur)
+    else:
+        grid = K.blocks_for(nsteps * B * n)
+        K.copy_steps[grid, K.TPB](cur, 0, srcs[0], t0, nsteps)
+        for s in srcs[1:]:
+            K.add_steps[grid, K.TPB](cur, 0, s, t0, nsteps)
     return cur, -t0
 
 
@@ -565,7 +567,7 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
     spikes = _counter(ctx, "spikes")
     nsteps = t1 - t0
     if nsteps > 0 and B > 0 and n > 0:
-        cur, ioff = _current(ctx, t0, t1, np.int32)
+        cur, ioff = _summed(ctx, list(range(len(ctx.sources))), t0, t1, "cur", np.int32)
         n_tiles = (n + K.TPB - 1) // K.TPB
         K.population_fixed_forward[K.grid_for(B * n_tiles), K.TPB](
             cur, ioff, t0, t1, p["du"], p["dv"], p["bias"], ctx.onset, p["vth_eff"],

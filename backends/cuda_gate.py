@@ -109,29 +109,6 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
     CB._finish(ctx, t1)
 
 
-def _gated_current(ctx: NodeContext, gi: int, t0: int, t1: int) -> tuple[Any, int]:
-    """The input of the gated population (its sources but the gate, summed in source order, as
-    ``numba_gate.population``) over steps t0..t1-1, and its step offset."""
-    K = CB._kernels()
-    n, B = ctx.node.size, ctx.batch
-    srcs = [CB._source(ctx, i) for i in range(len(ctx.sources)) if i != gi]
-    for s in srcs:
-        if s.shape[2] != n:
-            raise BackendError(f"population {ctx.name!r}: a source has {s.shape[2]} values per step, expected {n}")
-    if len(srcs) == 1:
-        return srcs[0], 0
-    nsteps = t1 - t0
-    cur = CB._scratch(ctx, "cur", (nsteps, B, n), np.float32)
-    if not srcs:
-        CB._fill_zero(cur)
-    else:
-        grid = K.blocks_for(nsteps * B * n)
-        K.copy_steps[grid, K.TPB](cur, 0, srcs[0], t0, nsteps)
-        for s in srcs[1:]:
-            K.add_steps[grid, K.TPB](cur, 0, s, t0, nsteps)
-    return cur, -t0
-
-
 def population(ctx: NodeContext, t0: int, t1: int) -> None:
     found = gate_of_population(ctx.program, ctx.name) if ctx.program is not None else None
     if found is None:
@@ -139,20 +116,9 @@ def population(ctx: NodeContext, t0: int, t1: int) -> None:
         return
     _float_only(ctx, "population")
     gate_name, gi = found
-    node = ctx.node
-    n, B = node.size, ctx.batch
-    c = ctx.cache
-    K = CB._kernels()
-    if "beta" not in c:
-        c["beta"] = CB._to_device(CB._param(node.beta, n, 1.0, "beta", ctx.name))
-        c["thr"] = CB._to_device(CB._param(node.threshold, n, 1.0, "threshold", ctx.name))
-        alpha = CB._param(node.alpha, n, 0.0, "alpha", ctx.name) if node.model == "cuba_lif" else np.zeros(1, np.float32)
-        c["alpha"] = CB._to_device(alpha)
-        c["no_mem"] = CB._to_device(np.zeros((1, 1, 1), np.float32))
-    st = ctx.state
-    if "v" not in st:
-        for key in ("v", "s", "i"):  # one at a time: each is referenced before the next is drawn
-            st[key] = CB._POOL.zeros((B, n), np.float32)
+    n = ctx.node.size
+    st = ctx.state  # the mask is the run's (it depends on the samples)
+    if "g_keep" not in st:
         keep = _mask(ctx, gate_name)  # [B, C]
         if keep.shape[1] == 0 or n % keep.shape[1]:
             raise BackendError(f"population {ctx.name!r}: {n} neurons do not split into the {keep.shape[1]} "
@@ -160,19 +126,7 @@ def population(ctx: NodeContext, t0: int, t1: int) -> None:
         neuron_keep = np.repeat(keep, n // keep.shape[1], axis=1)  # channel-major neurons
         st["g_keep"] = CB._from_numpy(neuron_keep.astype(np.uint8))
         st["g_nactive"] = neuron_keep.sum(axis=1).astype(np.int64)
-    spikes = CB._counter(ctx, "spikes")
-    nsteps = t1 - t0
-    if nsteps > 0 and B > 0 and n > 0:
-        cur, ioff = _gated_current(ctx, gi, t0, t1)
-        record = ctx.mem is not None
-        n_tiles = (n + K.TPB - 1) // K.TPB
-        K.population_gated_forward[K.grid_for(B * n_tiles), K.TPB](
-            cur, ioff, t0, t1, c["beta"], c["thr"], c["alpha"], np.float32(node.gain),
-            CB._MODELS[node.model], CB._RESETS[node.reset], bool(node.reset_delay), bool(node.fire_ge),
-            st["v"], st["s"], st["i"], ctx.out, ctx.mem if record else c["no_mem"], record, st["g_keep"], spikes,
-        )
-    ctx.counts["neuron_updates"] += st["g_nactive"] * nsteps
-    CB._finish(ctx, t1)
+    CB.population_float(ctx, t0, t1, skip=gi, keep=st["g_keep"], nactive=st["g_nactive"])
 
 
 BACKEND.kernels["conv2d"] = conv2d

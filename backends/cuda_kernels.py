@@ -23,6 +23,8 @@ import os
 import numpy as np
 from numba import cuda, float32, int32, int64
 
+from spike.semantics import MODEL_LI, P_ALPHA, P_BETA, P_RATE, P_TAU, P_THR, S_I, S_J, S_S, S_V, make_neuron_step
+
 
 def simulating() -> bool:
     """True when ``numba.cuda`` is Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
@@ -52,9 +54,6 @@ if TPB < 2 or TPB & (TPB - 1) or TPB > 1024:
 MAX_BLOCKS = 2 if SIMULATING else 1 << 30
 EW_MAX_BLOCKS = 2 if SIMULATING else 8192
 
-# population model / reset codes (the same values as numba_kernels)
-MODEL_LIF, MODEL_CUBA, MODEL_LI = 0, 1, 2
-RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
 
 ZERO = np.float32(0.0)
 ONE = np.float32(1.0)
@@ -148,9 +147,13 @@ def gather_active(src, t0, nsteps, delay, onset, pair_w, idx, cnt, pairs, write_
     n = src.shape[2]
     tid = cuda.threadIdx.x
     scan = cuda.shared.array(TPB, int32)
+    flag = cuda.shared.array(1, int32)
     seg = (n + TPB - 1) // TPB
     lo = min(tid * seg, n)
     hi = min(lo + seg, n)
+    if tid == 0:
+        flag[0] = 0
+    cuda.syncthreads()
     for r in range(cuda.blockIdx.x, nsteps * B, cuda.gridDim.x):
         b = r % B
         tt = r // B
@@ -489,16 +492,27 @@ def identity_forward(src, scale, unit, out, t0, nsteps, delay):
 # ----------------------------------------------------------------------------- neurons
 
 
+@cuda.jit(device=True)
+def _to_float(c):
+    return ONE if c else ZERO
+
+
+neuron_step = cuda.jit(device=True)(make_neuron_step(fmul, _to_float, ONE, ZERO))
+
+
 @cuda.jit
 def population_forward(
-    cur, ioff, t0, t1, beta, thr, alpha, gain, model, reset, reset_delay, fire_ge,
-    v_state, s_state, i_state, out, mem, record, spikes,
+    cur, late, ioff, t0, t1, params, gain, v_reset, model, reset, reset_delay, fire_ge, charge, rule, has_late,
+    state, out, mem, record, keep, gated, spikes,
 ):
-    """Neuron updates for steps t0..t1-1, one thread per (sample, neuron), state in registers.
+    """``spike.semantics`` for steps t0..t1-1, one thread per (sample, neuron), state in registers.
 
-    Input current ``cur[t + ioff]``; float32 operations in the order of ``numba_kernels``
-    (design §3). Each thread adds its spike count to ``spikes[b]`` with one int64 atomic.
-    Work unit ``r = b * n_tiles + tile``: ``TPB`` consecutive neurons of sample ``b``.
+    Input current ``cur[t + ioff]`` (recurrent inputs added after the charge: ``late[t + ioff]``),
+    per-neuron ``params`` ``[N_PARAMS, n]``, ``state`` ``[N_STATES, B, n]``; products through
+    :func:`fmul`, so the float32 operations are the numba backend's. ``gated``: neurons with
+    ``keep[b, k] == 0`` output 0, keep their state and record it as membrane. Each thread adds its
+    spike count to ``spikes[b]`` with one int64 atomic. Work unit ``r = b * n_tiles + tile``:
+    ``TPB`` consecutive neurons of sample ``b``.
     """
     B = out.shape[1]
     n = out.shape[2]
@@ -507,64 +521,41 @@ def population_forward(
     for r in range(cuda.blockIdx.x, B * n_tiles, cuda.gridDim.x):
         b = r // n_tiles
         k = (r - b * n_tiles) * TPB + tid
-        if k < n:
-            _neuron(cur, ioff, t0, t1, beta, thr, alpha, gain, model, reset, reset_delay, fire_ge,
-                    v_state, s_state, i_state, out, mem, record, spikes, b, k)
-
-
-@cuda.jit(device=True)
-def _neuron(cur, ioff, t0, t1, beta, thr, alpha, gain, model, reset, reset_delay, fire_ge,
-            v_state, s_state, i_state, out, mem, record, spikes, b, k):
-    """Steps t0..t1-1 of neuron ``k`` of sample ``b`` (see ``population_forward``)."""
-    nsp = 0
-    v = v_state[b, k]
-    s = s_state[b, k]
-    ii = i_state[b, k]
-    be = beta[k]
-    th = thr[k]
-    al = ZERO
-    if model == MODEL_CUBA:
-        al = alpha[k]
-    for t in range(t0, t1):
-        x = cur[t + ioff, b, k]
-        if model == MODEL_CUBA:
-            ii = fmul(al, ii) + x
-            x = ii
-        if model == MODEL_LI:
-            v = fmul(be, v) + fmul(gain, x)
-            o = v
-        else:
-            if reset_delay:
-                if reset == RESET_SUBTRACT:
-                    h = (fmul(be, v) + fmul(gain, x)) - fmul(th, s)
-                elif reset == RESET_ZERO:
-                    h = fmul(be, fmul(ONE - s, v)) + fmul(gain, x)
-                else:
-                    h = fmul(be, v) + fmul(gain, x)
-            else:
-                h = fmul(be, v) + fmul(gain, x)
-            f = h > th or (fire_ge and h == th)
-            sn = ONE if f else ZERO
-            if reset_delay:
-                v = h
-            elif reset == RESET_SUBTRACT:
-                v = h - fmul(th, sn)
-            elif reset == RESET_ZERO:
-                v = fmul(h, ONE - sn)
-            else:
-                v = h
-            s = sn
-            if f:
+        if k >= n:
+            continue
+        if gated and keep[b, k] == 0:
+            vk = state[S_V, b, k]
+            for t in range(t0, t1):
+                out[t, b, k] = ZERO
+                if record:
+                    mem[t, b, k] = vk
+            continue
+        nsp = 0
+        v = state[S_V, b, k]
+        s = state[S_S, b, k]
+        i = state[S_I, b, k]
+        j = state[S_J, b, k]
+        be = params[P_BETA, k]
+        th = params[P_THR, k]
+        al = params[P_ALPHA, k]
+        ta = params[P_TAU, k]
+        ra = params[P_RATE, k]
+        for t in range(t0, t1):
+            x = cur[t + ioff, b, k]
+            xl = late[t + ioff, b, k] if has_late else ZERO
+            o, v, s, i, j = neuron_step(x, xl, v, s, i, j, be, th, al, ta, ra, gain, v_reset,
+                                        model, reset, reset_delay, fire_ge, charge, rule, has_late)
+            if model != MODEL_LI and o != ZERO:
                 nsp += 1
-            o = sn
-        out[t, b, k] = o
-        if record:
-            mem[t, b, k] = v
-    v_state[b, k] = v
-    s_state[b, k] = s
-    i_state[b, k] = ii
-    if nsp != 0:
-        cuda.atomic.add(spikes, b, nsp)
+            out[t, b, k] = o
+            if record:
+                mem[t, b, k] = v
+        state[S_V, b, k] = v
+        state[S_S, b, k] = s
+        state[S_I, b, k] = i
+        state[S_J, b, k] = j
+        if nsp != 0:
+            cuda.atomic.add(spikes, b, nsp)
 
 
 # ----------------------------------------------------------------------------- Loihi fixed point
@@ -854,10 +845,10 @@ def population_fixed_forward(
 
 # ----------------------------------------------------------------------------- FTWT gates
 #
-# Gated forms of ``conv2d_deliver`` and ``population_forward`` (used by ``cuda_gate``; the numba
-# loops are ``numba_gate.conv2d_gated_forward`` / ``population_gated_forward``). They live in this
-# module because the simulator swaps ``cuda`` into a module's globals for a launch: a kernel calling
-# ``_neuron`` from another module would race on that swap.
+# The gated form of ``conv2d_deliver`` (used by ``cuda_gate``; the numba loop is
+# ``numba_gate.conv2d_gated_forward``; gated populations are ``population_forward`` with ``gated``).
+# It lives in this module because the simulator swaps ``cuda`` into a module's globals for a
+# launch: a kernel calling a device function from another module would race on that swap.
 
 
 @cuda.jit
@@ -944,27 +935,3 @@ def conv2d_gated_deliver(src, idx, cnt, wc, bias, has_bias, keep, out, t0, nstep
         cuda.syncthreads()  # the outputs are final before the block's next unit
 
 
-@cuda.jit
-def population_gated_forward(
-    cur, ioff, t0, t1, beta, thr, alpha, gain, model, reset, reset_delay, fire_ge,
-    v_state, s_state, i_state, out, mem, record, keep, spikes,
-):
-    """``cuda_kernels.population_forward`` for the kept neurons (``keep[b, k]`` != 0); masked
-    neurons output 0, keep their (zero) state, never spike, and record their state as membrane."""
-    B = out.shape[1]
-    n = out.shape[2]
-    n_tiles = (n + TPB - 1) // TPB
-    tid = cuda.threadIdx.x
-    for r in range(cuda.blockIdx.x, B * n_tiles, cuda.gridDim.x):
-        b = r // n_tiles
-        k = (r - b * n_tiles) * TPB + tid
-        if k < n:
-            if keep[b, k] != 0:
-                _neuron(cur, ioff, t0, t1, beta, thr, alpha, gain, model, reset, reset_delay, fire_ge,
-                        v_state, s_state, i_state, out, mem, record, spikes, b, k)
-            else:
-                vk = v_state[b, k]
-                for t in range(t0, t1):
-                    out[t, b, k] = ZERO
-                    if record:
-                        mem[t, b, k] = vk

@@ -155,10 +155,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from spike.backends.layout import per_neuron
 from spike.backends.registry import Backend, BackendError, register_backend
 from spike.backends.result import RunResult
 from spike.compat.lava import LAVA_INSTALL_HINT, lava_available
+from spike import semantics
 from spike.compiler.ir import (
     Conv2d, Dense, Gate, HostOp, Identity, Input, Node, Output, Pool2d, Population, Projection, Sparse,
     conv_output_hw,
@@ -402,10 +402,8 @@ class BlockStep:
     def _prepare(m: FusedMember) -> dict[str, Any]:
         node = m.node
         if m.kind == "population":
-            n = node.size
-            return dict(beta=per_neuron(node.beta, n, 1.0, "beta", m.name),
-                        thr=per_neuron(node.threshold, n, 1.0, "threshold", m.name),
-                        alpha=per_neuron(node.alpha, n, 0.0, "alpha", m.name), gain=np.float32(node.gain))
+            return dict(params=list(semantics.neuron_params(node)), flags=semantics.neuron_flags(node),
+                        gain=np.float32(node.gain), v_reset=np.float32(node.v_reset))
         bias = getattr(node, "bias", None)
         bias = None if bias is None else np.ascontiguousarray(np.asarray(bias, np.float32).reshape(-1))
         if m.kind == "dense":
@@ -457,45 +455,22 @@ class BlockStep:
         xs = [fresh_input(torch.from_numpy(s)) for s in srcs]  # [1, lanes, size], as numba's
         return np.array(run_host_op(node, xs, self.state[j]).numpy()[0], np.float32)
 
+    def membrane(self, j: int) -> np.ndarray:
+        """The membrane ``v`` of member ``j`` (a population) after the last step."""
+        return self.state[j]["state"][semantics.S_V]
+
     def _population(self, j: int, node: Population, srcs: list[np.ndarray]) -> np.ndarray:
         c, st = self.consts[j], self.state[j]
-        n = node.size
         if not st:
-            st.update(v=np.zeros((self.lanes, n), np.float32), s=np.zeros((self.lanes, n), np.float32),
-                      i=np.zeros((self.lanes, n), np.float32))
+            st["state"] = list(semantics.initial_state(node, self.lanes))  # v, s, i, j
         if not srcs:
-            x = np.zeros((self.lanes, n), np.float32)
+            x = np.zeros((self.lanes, node.size), np.float32)
         else:  # ((s0 + s1) + s2), as numba
             x = srcs[0]
             for s in srcs[1:]:
                 x = x + s
-        beta, thr, gain, one = c["beta"], c["thr"], c["gain"], np.float32(1)
-        if node.model == "cuba_lif":
-            st["i"] = c["alpha"] * st["i"] + x
-            x = st["i"]
-        if node.model == "li":
-            st["v"] = beta * st["v"] + gain * x
-            return st["v"]
-        v, s = st["v"], st["s"]
-        if node.reset_delay:
-            if node.reset == "subtract":
-                h = (beta * v + gain * x) - thr * s
-            elif node.reset == "zero":
-                h = beta * ((one - s) * v) + gain * x
-            else:
-                h = beta * v + gain * x
-        else:
-            h = beta * v + gain * x
-        fired = (h >= thr) if node.fire_ge else (h > thr)
-        s = fired.astype(np.float32)
-        if node.reset_delay or node.reset == "none":
-            v = h
-        elif node.reset == "subtract":
-            v = h - thr * s
-        else:
-            v = h * (one - s)
-        st["v"], st["s"] = v, s
-        return s
+        out, *st["state"] = semantics.numpy_step(x, x, *st["state"], *c["params"], c["gain"], c["v_reset"], *c["flags"])
+        return out
 
     def _dense(self, j: int, node: Dense, srcs: list[np.ndarray]) -> np.ndarray:
         c = self.consts[j]
@@ -550,7 +525,7 @@ def _lava_lif_populations(program: Program) -> set[str]:
     for name, node in program.nodes():
         if not isinstance(node, Population) or node.model not in ("lif", "if", "cuba_lif"):
             continue
-        if node.reset != "zero" or node.reset_delay or node.fire_ge:
+        if node.reset != "zero" or node.reset_delay or node.fire_ge or node.beyond_lif():
             continue
         srcs = program.sources(name)
         if srcs and all(isinstance(program.node(s), Projection) and int(program.node(s).delay) >= 1 for s in srcs):
@@ -954,6 +929,9 @@ class _Planner:
 
     def population(self, name: str, node: Population) -> None:
         n = node.size
+        if node.late_recurrent:
+            self.problems.append(_err(name, node, "adds its recurrent inputs after its charge (late_recurrent, snnTorch's "
+                                      "RLeaky/RSynaptic): no Lava process computes that order"))
         gate = self.gate_of_pop.get(name)
         srcs = [s for s in self.program.sources(name) if s != gate]
         if gate is not None:
@@ -990,6 +968,10 @@ class _Planner:
             if np.any(mant != 0):  # its own bias applies from its onset (Program.onset): set between runs
                 self.plan.bias_parts[name] = [(None, self.program.onset(name), mant)]
         else:
+            beyond = node.beyond_lif()
+            if beyond and beyond[0] != "late_recurrent":
+                self.problems.append(_err(name, node, f"{beyond[0]} {beyond[1]!r}: Lava's LIF computes v' = (1-dv)*v + u "
+                                          "(run the program in host mode, or on another backend)"))
             if spiking:
                 for f, bad, why in (("reset", node.reset != "zero", f"{node.reset!r}: Lava's LIF resets v to zero"),
                                     ("reset_delay", node.reset_delay, "True: Lava's LIF resets in the step it fires"),

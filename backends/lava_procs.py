@@ -217,7 +217,7 @@ class _PyFusedBlock(PyLoihiProcessModel):
             p.send(vals[j].reshape(-1).astype(np.float64))
         if self._record:
             col = (self.time_step - 1) % self.data.shape[-1]
-            parts = [vals[j] if what == "out" else self._block.state[j]["v"] for j, what in self._record]
+            parts = [vals[j] if what == "out" else self._block.membrane(j) for j, what in self._record]
             self.data[:, col] = np.concatenate([np.asarray(v, np.float64).reshape(-1) for v in parts])
 
 

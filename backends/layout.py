@@ -14,18 +14,6 @@ def f32(a: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
 
 
-def per_neuron(arr: Any, n: int, default: float, what: str, name: str) -> np.ndarray:
-    """A population parameter as ``n`` float32 values (None: ``default``; one value: broadcast)."""
-    if arr is None:
-        return np.full(n, default, np.float32)
-    a = f32(arr).reshape(-1)
-    if a.shape[0] == 1 and n != 1:
-        a = np.full(n, a[0], np.float32)
-    if a.shape[0] != n:
-        raise BackendError(f"population {name!r}: {what} has {a.shape[0]} values, expected {n}")
-    return a
-
-
 def geometry_2d(node: Any, kernel: tuple[int, int]) -> tuple[int, int, int, int, int]:
     """``(C, H, W, Ho, Wo)`` of a conv/pool node, checked against its declared output shape."""
     if len(node.in_shape) != 3 or len(node.shape) != 3:

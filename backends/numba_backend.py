@@ -29,17 +29,17 @@ from spike.backends import numba_kernels as K
 from spike.backends.engine import NodeContext
 from spike.backends.host_kernels import host_op_kernel
 from spike.backends.layout import (
-    conv_layout, f32 as _f32, geometry_2d as _geometry_2d, per_neuron as _param, windows_per_position,
+    conv_layout, f32 as _f32, geometry_2d as _geometry_2d, windows_per_position,
 )
 from spike.backends.registry import Backend, BackendError, register_backend
 from spike.compiler.ir import Conv2d, Dense, HostOp, Identity, Pool2d, Population, Sparse
 from spike.compiler.quantize import loihi_neuron_params
 from spike.numba_threads import threads_at_most
+from spike import semantics
 
-_MODELS = {"lif": K.MODEL_LIF, "if": K.MODEL_LIF, "cuba_lif": K.MODEL_CUBA, "li": K.MODEL_LI}
-_RESETS = {"subtract": K.RESET_SUBTRACT, "zero": K.RESET_ZERO, "none": K.RESET_NONE}
 _EMPTY = np.zeros(0, np.float32)
 _NO_MEM = np.zeros((1, 1, 1), np.float32)
+_NO_ACTIVE = np.zeros((1, 1), np.int64)
 
 
 class _ArrayPool:
@@ -280,47 +280,73 @@ BACKEND.kernel("hostop")(host_op_kernel(lambda a: torch.from_numpy(np.ascontiguo
 
 @BACKEND.kernel("population")
 def population(ctx: NodeContext, t0: int, t1: int) -> None:
-    """Design §3, float32, in this order (I = sum of sources in source order, ((s0+s1)+s2)):
-    cuba_lif: ``i = alpha*i + I``, then I := i. reset_delay: subtract ``v = (beta*v + gain*I) -
-    thr*s_prev``, zero ``v = beta*((1-s_prev)*v) + gain*I``, none ``v = beta*v + gain*I``, spike
-    ``v > thr`` (``>=`` if fire_ge). Otherwise ``h = beta*v + gain*I``, spike on h, then subtract
-    ``v = h - thr*s``, zero ``v = h*(1-s)``, none ``v = h``. li: ``v = beta*v + gain*I``, output v.
-    """
-    node: Population = ctx.node
+    """``spike.semantics`` in float32 (I = sum of sources in source order, ((s0+s1)+s2); the
+    recurrent sources of a ``late_recurrent`` population summed apart), or Loihi fixed point."""
     if ctx.precision == "fixed":
         _population_fixed(ctx, t0, t1)
         return
-    n = node.size
+    population_float(ctx, t0, t1)
+
+
+def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarray] | None = None,
+                     active: np.ndarray | None = None, nactive: np.ndarray | None = None) -> None:
+    """Steps t0..t1-1 of a float32 population from ``sources`` (default: all of the node's);
+    ``active``/``nactive``: only those neurons update (an FTWT gate's mask)."""
+    node: Population = ctx.node
     c = ctx.cache
-    if "beta" not in c:
-        c["beta"] = _param(node.beta, n, 1.0, "beta", ctx.name)
-        c["thr"] = _param(node.threshold, n, 1.0, "threshold", ctx.name)
-        c["alpha"] = _param(node.alpha, n, 0.0, "alpha", ctx.name) if node.model == "cuba_lif" else _EMPTY
-    st = ctx.state
-    if not st:
-        shape = (ctx.batch, n)
-        st.update(v=np.zeros(shape, np.float32), s=np.zeros(shape, np.float32), i=np.zeros(shape, np.float32))
-    srcs = ctx.sources
+    if "params" not in c:
+        c["params"] = semantics.neuron_params(node)
+        c["flags"] = semantics.neuron_flags(node)
+    if "state" not in ctx.state:
+        ctx.state["state"] = semantics.initial_state(node, ctx.batch)
+    if sources is not None and node.late_recurrent:
+        raise BackendError(f"population {ctx.name!r}: a gated population cannot add recurrent inputs late")
+    srcs = ctx.sources if sources is None else sources
+    late_idx = recurrent_sources(ctx) if node.late_recurrent else set()
+    if late_idx:  # both sums over steps t0..t1-1 (one offset for both)
+        cur, ioff = _summed(ctx, [s for i, s in enumerate(srcs) if i not in late_idx], t0, t1, whole=False)
+        late, _ = _summed(ctx, [s for i, s in enumerate(srcs) if i in late_idx], t0, t1, whole=False)
+    else:
+        cur, ioff = _summed(ctx, srcs, t0, t1)
+        late = cur
+    gated = active is not None
+    if not gated:
+        active, nactive = _NO_ACTIVE, np.zeros(ctx.batch, np.int64)
+    record = ctx.mem is not None
+    K.population_kernel(c["flags"], gated)(
+        cur, late, ioff, t0, t1, c["params"], np.float32(node.gain), np.float32(node.v_reset),
+        ctx.state["state"], ctx.out, ctx.mem if record else _NO_MEM, record, active, nactive,
+        ctx.counts["spikes"], ctx.counts["neuron_updates"],
+    )
+
+
+def recurrent_sources(ctx: NodeContext) -> set[int]:
+    """Positions, among the node's sources, of the projections that read the node itself."""
+    c = ctx.cache
+    if "recurrent" not in c:
+        srcs = ctx.program.sources(ctx.name)
+        c["recurrent"] = {i for i, s in enumerate(srcs) if ctx.name in ctx.program.sources(s)}
+    return c["recurrent"]
+
+
+def _summed(ctx: NodeContext, srcs: list[np.ndarray], t0: int, t1: int, whole: bool = True) -> tuple[np.ndarray, int]:
+    """The float32 sum of ``srcs`` over steps t0..t1-1 in source order and its step offset (``whole``:
+    a single source is used as it is, offset 0)."""
+    n = ctx.node.size
     for s in srcs:
         if s.shape[2] != n:
             raise BackendError(f"population {ctx.name!r}: a source has {s.shape[2]} values per step, expected {n}")
     if not srcs:
-        cur, ioff = np.zeros((t1 - t0, ctx.batch, n), np.float32), -t0
-    elif len(srcs) == 1:
-        cur, ioff = srcs[0], 0
+        return np.zeros((t1 - t0, ctx.batch, n), np.float32), -t0
+    if len(srcs) == 1 and whole:
+        cur = srcs[0]
         if cur.dtype != np.float32 or not cur.flags.c_contiguous:
             cur = np.ascontiguousarray(cur, dtype=np.float32)
-    else:
-        cur, ioff = srcs[0][t0:t1].copy(), -t0
-        for s in srcs[1:]:
-            np.add(cur, s[t0:t1], out=cur)
-    record = ctx.mem is not None
-    K.population_forward(
-        cur, ioff, t0, t1, c["beta"], c["thr"], c["alpha"], np.float32(node.gain),
-        _MODELS[node.model], _RESETS[node.reset], bool(node.reset_delay), bool(node.fire_ge),
-        st["v"], st["s"], st["i"], ctx.out, ctx.mem if record else _NO_MEM, record, ctx.counts["spikes"],
-    )
-    ctx.counts["neuron_updates"] += n * (t1 - t0)
+        return cur, 0
+    cur = srcs[0][t0:t1].astype(np.float32)  # a copy
+    for s in srcs[1:]:
+        np.add(cur, s[t0:t1], out=cur)
+    return cur, -t0
 
 
 def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:

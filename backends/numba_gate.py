@@ -21,15 +21,12 @@ import numpy as np
 from numba import njit, prange
 
 from spike.backends import numba_backend as NB
-from spike.backends import numba_kernels as K
 from spike.backends.engine import NodeContext
 from spike.backends.layout import conv_layout
 from spike.backends.gate_common import add_gate_checks, gate_host_flops, gate_mask, gate_of_population, gated_consumer
 from spike.backends.registry import BackendError
 
 BACKEND = NB.BACKEND
-_CUBA, _LI = K.MODEL_CUBA, K.MODEL_LI
-_SUBTRACT, _ZERO = K.RESET_SUBTRACT, K.RESET_ZERO
 _plain_conv2d = BACKEND.kernels["conv2d"]
 _plain_population = BACKEND.kernels["population"]
 
@@ -116,74 +113,6 @@ def conv2d_gated_forward(src, wc, tap_nnz, bias, out, t0, t1, delay, onset, geom
         pairs[b] += nops
 
 
-@njit(cache=True, parallel=True)
-def population_gated_forward(
-    cur, ioff, t0, t1, beta, thr, alpha, gain, model, reset, reset_delay, fire_ge,
-    v_state, s_state, i_state, out, mem, record, active, nactive, spikes, updates
-):
-    """``numba_kernels.population_forward`` for the neurons ``active[b, :nactive[b]]`` only."""
-    B = out.shape[1]
-    n = out.shape[2]
-    one = np.float32(1)
-    zero = np.float32(0)
-    ge = fire_ge
-    for b in prange(B):
-        nsp = 0
-        nup = 0
-        v_b = v_state[b]
-        s_b = s_state[b]
-        i_b = i_state[b]
-        na = nactive[b]
-        for t in range(t0, t1):
-            x_t = cur[t + ioff, b]
-            o = out[t, b]
-            for k in range(n):
-                o[k] = zero
-            for kk in range(na):
-                k = active[b, kk]
-                xk = x_t[k]
-                if model == _CUBA:
-                    ii = alpha[k] * i_b[k] + xk
-                    i_b[k] = ii
-                    xk = ii
-                th = thr[k]
-                if model == _LI:
-                    vn = beta[k] * v_b[k] + gain * xk
-                    v_b[k] = vn
-                    o[k] = vn
-                    continue
-                if reset_delay:
-                    if reset == _SUBTRACT:
-                        vn = (beta[k] * v_b[k] + gain * xk) - th * s_b[k]
-                    elif reset == _ZERO:
-                        vn = beta[k] * ((one - s_b[k]) * v_b[k]) + gain * xk
-                    else:
-                        vn = beta[k] * v_b[k] + gain * xk
-                    f = (vn > th) | (ge & (vn == th))
-                    sn = one if f else zero
-                    v_b[k] = vn
-                else:
-                    h = beta[k] * v_b[k] + gain * xk
-                    f = (h > th) | (ge & (h == th))
-                    sn = one if f else zero
-                    if reset == _SUBTRACT:
-                        v_b[k] = h - th * sn
-                    elif reset == _ZERO:
-                        v_b[k] = h * (one - sn)
-                    else:
-                        v_b[k] = h
-                s_b[k] = sn
-                o[k] = sn
-                nsp += f
-            nup += na
-            if record:
-                m = mem[t, b]
-                for k in range(n):
-                    m[k] = v_b[k]
-        spikes[b] += nsp
-        updates[b] += nup
-
-
 # ----------------------------------------------------------------------------- kernels
 
 
@@ -249,43 +178,17 @@ def population(ctx: NodeContext, t0: int, t1: int) -> None:
     gate_name, gi = found
     node = ctx.node
     n = node.size
-    c = ctx.cache
-    if "beta" not in c:
-        c["beta"] = NB._param(node.beta, n, 1.0, "beta", ctx.name)
-        c["thr"] = NB._param(node.threshold, n, 1.0, "threshold", ctx.name)
-        c["alpha"] = NB._param(node.alpha, n, 0.0, "alpha", ctx.name) if node.model == "cuba_lif" else NB._EMPTY
-    st = ctx.state
-    if not st:
-        shape = (ctx.batch, n)
-        st.update(v=np.zeros(shape, np.float32), s=np.zeros(shape, np.float32), i=np.zeros(shape, np.float32))
+    st = ctx.state  # the mask is the run's (it depends on the samples)
+    if "active" not in st:
         keep = gate_mask(ctx, gate_name)  # [B, C]
-        per_channel = n // keep.shape[1]
-        neuron_keep = np.repeat(keep, per_channel, axis=1)  # channel-major neurons
-        nactive = neuron_keep.sum(axis=1).astype(np.int64)
+        neuron_keep = np.repeat(keep, n // keep.shape[1], axis=1)  # channel-major neurons
         active = np.zeros((ctx.batch, n), np.int64)
         for b in range(ctx.batch):
             idx = np.flatnonzero(neuron_keep[b])
             active[b, : len(idx)] = idx
-        st["active"], st["nactive"] = active, nactive
+        st["active"], st["nactive"] = active, neuron_keep.sum(axis=1).astype(np.int64)
     srcs = [s for i, s in enumerate(ctx.sources) if i != gi]
-    for s in srcs:
-        if s.shape[2] != n:
-            raise BackendError(f"population {ctx.name!r}: a source has {s.shape[2]} values per step, expected {n}")
-    if not srcs:
-        cur, ioff = np.zeros((t1 - t0, ctx.batch, n), np.float32), -t0
-    elif len(srcs) == 1:
-        cur, ioff = np.ascontiguousarray(srcs[0], dtype=np.float32), 0
-    else:
-        cur, ioff = srcs[0][t0:t1].copy(), -t0
-        for s in srcs[1:]:
-            np.add(cur, s[t0:t1], out=cur)
-    record = ctx.mem is not None
-    population_gated_forward(
-        cur, ioff, t0, t1, c["beta"], c["thr"], c["alpha"], np.float32(node.gain),
-        NB._MODELS[node.model], NB._RESETS[node.reset], bool(node.reset_delay), bool(node.fire_ge),
-        st["v"], st["s"], st["i"], ctx.out, ctx.mem if record else NB._NO_MEM, record, st["active"], st["nactive"],
-        ctx.counts["spikes"], ctx.counts["neuron_updates"],
-    )
+    NB.population_float(ctx, t0, t1, sources=srcs, active=st["active"], nactive=st["nactive"])
 
 
 BACKEND.kernels["conv2d"] = conv2d

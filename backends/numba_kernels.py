@@ -11,12 +11,20 @@ row per event into the step's output; counters add a precomputed per-input pair 
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
+from functools import lru_cache
+from typing import Any
+
 import numpy as np
 from numba import njit, prange
 
-# population model / reset codes (shared with numba_backend)
-MODEL_LIF, MODEL_CUBA, MODEL_LI = 0, 1, 2
-RESET_SUBTRACT, RESET_ZERO, RESET_NONE = 0, 1, 2
+from spike import semantics
+from spike.semantics import (
+    MODEL_ALPHA, MODEL_CUBA, MODEL_LI, P_ALPHA, P_BETA, P_RATE, P_TAU, P_THR, S_I, S_J, S_S, S_V, NeuronFlags,
+    make_neuron_step,
+)
+
 
 
 # ----------------------------------------------------------------------------- row accumulation
@@ -364,109 +372,74 @@ def identity_forward(src, scale, out, t0, t1, delay, pairs):
 # ----------------------------------------------------------------------------- neurons
 
 
-@njit(cache=True, parallel=True)
-def population_forward(
-    cur, ioff, t0, t1, beta, thr, alpha, gain, model, reset, reset_delay, fire_ge,
-    v_state, s_state, i_state, out, mem, record, spikes
-):
-    """Neuron updates for steps t0..t1-1, input current ``cur[t + ioff]``, state [B, n] in place.
+@njit(cache=True, inline="always")
+def _mul(a, b):
+    return a * b
 
-    Float32 operations in exactly the order of design §3 (see ``numba_backend.population``).
-    Each (model, reset) case is its own branch-free loop over neurons so that it vectorises;
-    ``fire_ge`` turns ``v > thr`` into ``v >= thr``.
+
+@njit(cache=True, inline="always")
+def _to_float(c):
+    return np.float32(1.0) if c else np.float32(0.0)
+
+
+neuron_step = njit(inline="always")(make_neuron_step(_mul, _to_float, np.float32(1), np.float32(0)))
+# Part of every population kernel's cache key: a change to spike.semantics recompiles them.
+_SEMANTICS_VERSION = int(hashlib.sha256(inspect.getsource(semantics).encode()).hexdigest()[:12], 16)
+
+
+@lru_cache(maxsize=None)
+def population_kernel(flags: NeuronFlags, gated: bool) -> Any:
+    """The population update of ``spike.semantics`` compiled for one set of switches (constants,
+    so each case is a branch-free loop that vectorises) and cached on disk per set.
+
+    ``kernel(cur, late, ioff, t0, t1, params, gain, v_reset, state, out, mem, record, active,
+    nactive, spikes, updates)`` steps ``t0..t1-1`` with input ``cur[t + ioff]`` (recurrent inputs
+    added after the charge: ``late[t + ioff]``), per-neuron ``params`` ``[N_PARAMS, n]`` and
+    ``state`` ``[N_STATES, B, n]`` in place. ``gated``: only the neurons ``active[b, :nactive[b]]``
+    update (an FTWT mask); the others output 0 and keep their state.
     """
-    B = out.shape[1]
-    n = out.shape[2]
-    one = np.float32(1)
-    zero = np.float32(0)
-    ge = fire_ge
-    for b in prange(B):
-        nsp = 0
-        v_b = v_state[b]
-        s_b = s_state[b]
-        i_b = i_state[b]
-        syn = np.empty(n, np.float32)
-        for t in range(t0, t1):
-            x_t = cur[t + ioff, b]
-            o = out[t, b]
-            if model == MODEL_CUBA:
-                for k in range(n):
-                    ii = alpha[k] * i_b[k] + x_t[k]
-                    i_b[k] = ii
-                    syn[k] = ii
-                x_t = syn
-            if model == MODEL_LI:
-                for k in range(n):
-                    vn = beta[k] * v_b[k] + gain * x_t[k]
-                    v_b[k] = vn
-                    o[k] = vn
-            elif reset_delay:
-                if reset == RESET_SUBTRACT:
+    model, reset, reset_delay, fire_ge, charge, rule, has_late = flags
+    version = _SEMANTICS_VERSION  # read below, so it is part of the closure and of the disk cache key
+    spiking = model != MODEL_LI
+    filtered = model == MODEL_CUBA or model == MODEL_ALPHA
+
+    def population_forward(cur, late, ioff, t0, t1, params, gain, v_reset, state, out, mem, record,
+                           active, nactive, spikes, updates):
+        B = out.shape[1]
+        n = out.shape[2]
+        beta, thr, alpha, tau, rate = params[P_BETA], params[P_THR], params[P_ALPHA], params[P_TAU], params[P_RATE]
+        for b in prange(B):
+            nsp = 0
+            v_b, s_b, i_b, j_b = state[S_V, b], state[S_S, b], state[S_I, b], state[S_J, b]
+            m = nactive[b] if gated else n
+            for t in range(t0, t1):
+                x_t = cur[t + ioff, b]
+                l_t = late[t + ioff, b] if has_late else x_t
+                o = out[t, b]
+                if gated:
+                    o[:] = 0
+                for kk in range(m):
+                    k = active[b, kk] if gated else kk
+                    ok, vk, sk, ik, jk = neuron_step(
+                        x_t[k], l_t[k], v_b[k], s_b[k], i_b[k], j_b[k], beta[k], thr[k], alpha[k], tau[k], rate[k],
+                        gain, v_reset, model, reset, reset_delay, fire_ge, charge, rule, has_late)
+                    o[k] = ok
+                    v_b[k] = vk
+                    if spiking:
+                        s_b[k] = sk
+                        nsp += sk != 0
+                    if filtered:
+                        i_b[k] = ik
+                    if model == MODEL_ALPHA:
+                        j_b[k] = jk
+                if record:
+                    mt = mem[t, b]
                     for k in range(n):
-                        th = thr[k]
-                        vn = (beta[k] * v_b[k] + gain * x_t[k]) - th * s_b[k]
-                        f = (vn > th) | (ge & (vn == th))
-                        sn = one if f else zero
-                        v_b[k] = vn
-                        s_b[k] = sn
-                        o[k] = sn
-                        nsp += f
-                elif reset == RESET_ZERO:
-                    for k in range(n):
-                        th = thr[k]
-                        vn = beta[k] * ((one - s_b[k]) * v_b[k]) + gain * x_t[k]
-                        f = (vn > th) | (ge & (vn == th))
-                        sn = one if f else zero
-                        v_b[k] = vn
-                        s_b[k] = sn
-                        o[k] = sn
-                        nsp += f
-                else:
-                    for k in range(n):
-                        th = thr[k]
-                        vn = beta[k] * v_b[k] + gain * x_t[k]
-                        f = (vn > th) | (ge & (vn == th))
-                        sn = one if f else zero
-                        v_b[k] = vn
-                        s_b[k] = sn
-                        o[k] = sn
-                        nsp += f
-            else:
-                if reset == RESET_SUBTRACT:
-                    for k in range(n):
-                        th = thr[k]
-                        h = beta[k] * v_b[k] + gain * x_t[k]
-                        f = (h > th) | (ge & (h == th))
-                        sn = one if f else zero
-                        v_b[k] = h - th * sn
-                        s_b[k] = sn
-                        o[k] = sn
-                        nsp += f
-                elif reset == RESET_ZERO:
-                    for k in range(n):
-                        th = thr[k]
-                        h = beta[k] * v_b[k] + gain * x_t[k]
-                        f = (h > th) | (ge & (h == th))
-                        sn = one if f else zero
-                        v_b[k] = h * (one - sn)
-                        s_b[k] = sn
-                        o[k] = sn
-                        nsp += f
-                else:
-                    for k in range(n):
-                        th = thr[k]
-                        h = beta[k] * v_b[k] + gain * x_t[k]
-                        f = (h > th) | (ge & (h == th))
-                        sn = one if f else zero
-                        v_b[k] = h
-                        s_b[k] = sn
-                        o[k] = sn
-                        nsp += f
-            if record:
-                m = mem[t, b]
-                for k in range(n):
-                    m[k] = v_b[k]
-        spikes[b] += nsp
+                        mt[k] = v_b[k]
+            spikes[b] += nsp
+            updates[b] += m * (t1 - t0) + 0 * version
+
+    return njit(cache=True, parallel=True)(population_forward)
 
 
 # ----------------------------------------------------------------------------- Loihi fixed point

@@ -13,6 +13,7 @@ element-wise in int64.
 """
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from spike.backends.host_kernels import host_op_kernel
 from spike.backends.registry import Backend, BackendError, register_backend
 from spike.compiler.ir import Conv2d, Dense, Identity, Pool2d, Population, Sparse
 from spike.compiler.program import Program, ProgramError
+from spike import semantics
 
 _DTYPES = {"float32": torch.float32, "int32": torch.int32}
 
@@ -116,7 +118,6 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
     if ctx.precision == "fixed":
         spikes = (x != 0).to(torch.float64)
         ctx.out[t0:t1] = _deliver(F.linear(spikes, w.to(torch.float64)), node.weight_exp)
-        x = spikes
     else:
         ctx.out[t0:t1] = F.linear(x, w, b)
         _silent_before_onset(ctx, t0, t1)
@@ -192,51 +193,59 @@ BACKEND.kernel("hostop")(host_op_kernel(lambda a: a, _write_tensor))
 
 
 
+_step = semantics.make_neuron_step(operator.mul, lambda c: c.to(torch.float32), 1.0, 0.0)
+
+
 @BACKEND.kernel("population")
 def population(ctx: NodeContext, t0: int, t1: int) -> None:
-    node: Population = ctx.node
+    """``spike.semantics`` on [B, n] tensors (I = sum of sources in source order, ((s0+s1)+s2)), or
+    Loihi fixed point."""
     if ctx.precision == "fixed":
         _population_fixed(ctx, t0, t1)
         return
+    population_float(ctx, t0, t1)
+
+
+def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[torch.Tensor] | None = None,
+                     active: torch.Tensor | None = None) -> None:
+    """Steps t0..t1-1 of a float32 population from ``sources`` (default: all of the node's);
+    ``active`` ``[B, n]`` bool: only those neurons update (an FTWT gate's mask), the others
+    output 0 and keep their state."""
+    node: Population = ctx.node
     st = ctx.state
-    if not st:
-        shape = (ctx.batch, node.size)
-        st.update(v=torch.zeros(shape), s=torch.zeros(shape), i=torch.zeros(shape))
-        st["beta"] = torch.from_numpy(np.asarray(node.beta, np.float32))
-        st["thr"] = torch.from_numpy(np.asarray(node.threshold, np.float32))
-        st["alpha"] = None if node.alpha is None else torch.from_numpy(np.asarray(node.alpha, np.float32))
-    beta, thr, gain = st["beta"], st["thr"], torch.tensor(node.gain, dtype=torch.float32)
+    if "state" not in st:
+        st["state"] = list(torch.from_numpy(semantics.initial_state(node, ctx.batch)))  # v, s, i, j
+        st["params"] = list(torch.from_numpy(semantics.neuron_params(node)))
+        st["flags"] = semantics.neuron_flags(node)
+    srcs = ctx.sources if sources is None else sources
+    late_idx = set()
+    if node.late_recurrent:
+        if sources is not None:
+            raise BackendError(f"population {ctx.name!r}: a gated population cannot add recurrent inputs late")
+        late_idx = {i for i, s in enumerate(ctx.program.sources(ctx.name)) if ctx.name in ctx.program.sources(s)}
+    beta, thr, alpha, tau, rate = st["params"]
+    flags = st["flags"]
+    zero = torch.zeros((ctx.batch, node.size))
     for t in range(t0, t1):
-        current = ctx.sources[0][t].clone()
-        for src in ctx.sources[1:]:
-            current = current + src[t]
-        if node.model == "cuba_lif":
-            st["i"] = st["alpha"] * st["i"] + current
-            current = st["i"]
-        v, s_prev = st["v"], st["s"]
-        if node.model == "li":
-            v = beta * v + gain * current
-            s = torch.zeros_like(v)
-            ctx.out[t] = v
-        elif node.reset_delay:
-            if node.reset == "subtract":
-                v = beta * v + gain * current - thr * s_prev
-            elif node.reset == "zero":
-                v = beta * ((1 - s_prev) * v) + gain * current
-            else:
-                v = beta * v + gain * current
-            s = ((v >= thr) if node.fire_ge else (v > thr)).to(torch.float32)
-            ctx.out[t] = s
-        else:
-            h = beta * v + gain * current
-            s = ((h >= thr) if node.fire_ge else (h > thr)).to(torch.float32)
-            v = h - thr * s if node.reset == "subtract" else (h * (1 - s) if node.reset == "zero" else h)
-            ctx.out[t] = s
-        st["v"], st["s"] = v, s
+        current, late = zero, zero
+        early = [s[t] for i, s in enumerate(srcs) if i not in late_idx]
+        if early:
+            current = early[0].clone()
+            for x in early[1:]:
+                current = current + x
+        for k, i in enumerate(sorted(late_idx)):
+            late = srcs[i][t].clone() if k == 0 else late + srcs[i][t]
+        out, *new = _step(current, late, *st["state"], beta, thr, alpha, tau, rate, node.gain, node.v_reset, *flags)
+        if active is not None:
+            new = [torch.where(active, a, b) for a, b in zip(new, st["state"])]
+            out = torch.where(active, out, zero)
+        st["state"] = new
+        ctx.out[t] = out
         if ctx.mem is not None:
-            ctx.mem[t] = v
-        ctx.counts["neuron_updates"] += node.size
-        ctx.counts["spikes"] += s.sum(dim=1).to(torch.int64).numpy()
+            ctx.mem[t] = new[semantics.S_V]
+        ctx.counts["neuron_updates"] += node.size if active is None else active.sum(dim=1).numpy().astype(np.int64)
+        if node.model != "li":
+            ctx.counts["spikes"] += out.sum(dim=1).to(torch.int64).numpy()
 
 
 UV_MAX = 1 << 23

@@ -10,7 +10,6 @@ counts ``neuron_updates`` for kept neurons only and emits no spike from masked o
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -73,53 +72,12 @@ def population(ctx: NodeContext, t0: int, t1: int) -> None:
     _float_only(ctx, "population")
     gate_name, gi = found
     node = ctx.node
-    st = ctx.state
-    if not st:
-        shape = (ctx.batch, node.size)
-        st.update(v=torch.zeros(shape), s=torch.zeros(shape), i=torch.zeros(shape))
-        st["beta"] = torch.from_numpy(np.asarray(node.beta, np.float32))
-        st["thr"] = torch.from_numpy(np.asarray(node.threshold, np.float32))
-        st["alpha"] = None if node.alpha is None else torch.from_numpy(np.asarray(node.alpha, np.float32))
+    st = ctx.state  # the mask is the run's (it depends on the samples)
+    if "active" not in st:
         keep = torch.from_numpy(gate_mask(ctx, gate_name))
         st["active"] = keep.repeat_interleave(node.size // keep.shape[1], dim=1)  # [B, n] bool
     srcs = [s for i, s in enumerate(ctx.sources) if i != gi]
-    beta, thr, gain = st["beta"], st["thr"], torch.tensor(node.gain, dtype=torch.float32)
-    active = st["active"]
-    n_active = active.sum(dim=1).numpy().astype(np.int64)
-    zero = torch.zeros((ctx.batch, node.size))
-    for t in range(t0, t1):
-        current = srcs[0][t].clone() if srcs else torch.zeros((ctx.batch, node.size))
-        for src in srcs[1:]:
-            current = current + src[t]
-        if node.model == "cuba_lif":
-            st["i"] = torch.where(active, st["alpha"] * st["i"] + current, st["i"])
-            current = st["i"]
-        v, s_prev = st["v"], st["s"]
-        if node.model == "li":
-            v = torch.where(active, beta * v + gain * current, v)
-            s = zero
-            ctx.out[t] = torch.where(active, v, zero)
-        elif node.reset_delay:
-            if node.reset == "subtract":
-                vn = beta * v + gain * current - thr * s_prev
-            elif node.reset == "zero":
-                vn = beta * ((1 - s_prev) * v) + gain * current
-            else:
-                vn = beta * v + gain * current
-            v = torch.where(active, vn, v)
-            s = (((v >= thr) if node.fire_ge else (v > thr)) & active).to(torch.float32)
-            ctx.out[t] = s
-        else:
-            h = beta * v + gain * current
-            s = (((h >= thr) if node.fire_ge else (h > thr)) & active).to(torch.float32)
-            vn = h - thr * s if node.reset == "subtract" else (h * (1 - s) if node.reset == "zero" else h)
-            v = torch.where(active, vn, v)
-            ctx.out[t] = s
-        st["v"], st["s"] = v, s
-        if ctx.mem is not None:
-            ctx.mem[t] = v
-        ctx.counts["neuron_updates"] += n_active
-        ctx.counts["spikes"] += s.sum(dim=1).to(torch.int64).numpy()
+    TB.population_float(ctx, t0, t1, sources=srcs, active=st["active"])
 
 
 BACKEND.kernels["conv2d"] = conv2d

@@ -18,8 +18,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 SIGNALS = ("spike", "real", "current")
-NEURON_MODELS = ("lif", "if", "cuba_lif", "li")
-RESET_MODES = ("subtract", "zero", "none")
+NEURON_MODELS = ("lif", "if", "cuba_lif", "li", "alpha")
+RESET_MODES = ("subtract", "zero", "none", "drop")
+CHARGES = ("beta", "tau", "tau_input", "rate", "rate_input")
+RESET_RULES = ("standard", "snntorch")
 POOL_MODES = ("max", "avg", "sum")
 PRECISIONS = ("float32", "fixed")
 
@@ -60,11 +62,20 @@ class Output(Node):
 
 @dataclass(frozen=True, eq=False)
 class Population(Node):
-    """Neurons of one model with per-neuron parameters (flattened to ``size``), see design §3.
+    """Neurons of one model with per-neuron parameters (flattened to ``size``); the update is
+    ``spike.semantics`` (design §3), written once for every backend.
 
-    ``v' = beta*v + gain*I (+ synaptic filter alpha for cuba_lif)``; spike on ``v' > threshold``
-    (``>=`` when ``fire_ge``); reset ``subtract``/``zero``/``none``, delayed by one step when
-    ``reset_delay``. ``li`` neurons never spike and output their membrane (a ``real`` signal).
+    ``charge`` "beta": ``v' = beta*v + gain*I``; "tau"/"tau_input"/"rate"/"rate_input": the
+    SpikingJelly charges ``v - (v - v_reset)/tau + I``, ``v + (I - (v - v_reset))/tau`` and their
+    ``*rate`` forms (ParametricLIF, ``rate = sigmoid(w)``). ``cuba_lif`` filters the input first
+    (``i = alpha*i + I``); ``alpha`` is snnTorch's Alpha neuron (excitatory ``alpha`` and
+    inhibitory ``beta`` currents, ``v = tau*(e + n)``). Spike on ``v' > threshold`` (``>=`` when
+    ``fire_ge``); reset ``subtract``/``zero`` (to ``v_reset``)/``drop`` (the new membrane, input
+    included)/``none``, delayed by one step when ``reset_delay``; ``reset_rule`` "snntorch" takes
+    the reset signal from the stored membrane (snnTorch's ``mem_reset``). ``late_recurrent`` adds
+    the population's recurrent inputs after the charge (snnTorch's RLeaky/RSynaptic). The
+    membrane starts at ``v_reset``. ``li`` neurons never spike and output their membrane (a
+    ``real`` signal).
     """
 
     KIND: ClassVar[str] = "population"
@@ -77,6 +88,12 @@ class Population(Node):
     reset_delay: bool = True
     fire_ge: bool = False
     precision: str = "float32"
+    charge: str = "beta"
+    tau: np.ndarray | None = None  # charges "tau"/"tau_input": the divisor; model "alpha": tau_alpha
+    rate: np.ndarray | None = None  # charges "rate"/"rate_input": the factor 1/tau
+    v_reset: float = 0.0  # reset "zero" of a SpikingJelly hard reset, and the rest value of its charges
+    reset_rule: str = "standard"
+    late_recurrent: bool = False
     # Loihi fixed point (precision "fixed", set by ``spike.compiler.quantize``): per-neuron int32
     # arrays; see ``quantize`` for the update rule and the mapping from the float fields.
     du: np.ndarray | None = None  # current decay, 0..4095 (effective decay du + 1)
@@ -84,6 +101,17 @@ class Population(Node):
     vth: np.ndarray | None = None  # threshold mantissa, 0..2^17-1, compared as vth << 6
     bias_mant: np.ndarray | None = None  # bias mantissa, -4096..4095
     bias_exp: np.ndarray | None = None  # bias exponent, 0..7: bias = bias_mant << bias_exp
+
+    def beyond_lif(self) -> tuple[str, Any] | None:
+        """None for the plain design-§3 LIF family that Loihi and NIR express (beta charge, standard
+        reset rule, no drop reset, rest at 0, no late inputs, no Alpha neuron); else the first
+        field that goes beyond it and its value."""
+        for name, plain in (("model", self.model != "alpha"), ("charge", self.charge == "beta"),
+                             ("reset_rule", self.reset_rule == "standard"), ("reset", self.reset != "drop"),
+                             ("v_reset", self.v_reset == 0), ("late_recurrent", not self.late_recurrent)):
+            if not plain:
+                return name, getattr(self, name)
+        return None
 
 
 @dataclass(frozen=True, eq=False)

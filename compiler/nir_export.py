@@ -73,6 +73,10 @@ def _population(name: str, node: Population, dt: float) -> Any:
     nir = _nir()
     if node.precision != "float32":
         raise _err(name, node, f"precision {node.precision!r}: only float32 populations can be exported to NIR")
+    beyond = node.beyond_lif()
+    if beyond:
+        raise _err(name, node, f"{beyond[0]} {beyond[1]!r} has no NIR form (NIR's LIF/CubaLIF/IF/LI: v' = beta*v + "
+                               "gain*I, reset to 0)")
     shape = tuple(node.shape)
     n = node.size
     md: dict[str, Any] = {

@@ -88,43 +88,72 @@ def _per_neuron(name: str, node: Population, field: str, value, default: float |
 
 
 def canonicalize_neurons(program: Program) -> Program:
-    """Give every Population per-neuron float32 arrays of length ``size``.
+    """Give every Population per-neuron float32 arrays of length ``size``, and the plainest
+    reset rule that computes the same update.
 
-    ``beta`` and ``threshold`` always; ``alpha`` for ``cuba_lif`` (None otherwise). Scalars and
-    length-1 arrays are broadcast. Model ``if`` keeps its name and gets ``beta`` all ones (a
-    given beta must be 1). A missing ``threshold`` becomes :data:`DEFAULT_THRESHOLD` (1.0);
-    ``li`` gets zeros (:data:`LI_THRESHOLD`: never used, and +inf is not allowed in files).
-    A missing ``beta`` (other than for ``if``) or ``alpha`` (cuba_lif) is an error. Checks
-    ``beta``/``alpha`` in [0, 1], ``gain`` finite, and the model/reset/precision names.
+    ``threshold`` always; ``beta`` for the "beta" charge and model ``alpha``; ``alpha`` for
+    ``cuba_lif`` and ``alpha``; ``tau`` for the "tau" charges and model ``alpha``; ``rate`` for
+    the "rate" charges (None otherwise). Scalars and length-1 arrays are broadcast. Model ``if``
+    keeps its name and gets ``beta`` all ones (a given beta must be 1). A missing ``threshold``
+    becomes :data:`DEFAULT_THRESHOLD` (1.0); ``li`` gets zeros (:data:`LI_THRESHOLD`: never
+    used, and +inf is not allowed in files). Any other missing array is an error. Checks
+    ``beta``/``alpha``/``rate`` in [0, 1], ``tau`` > 0, ``gain`` finite, and the enum names.
+
+    Rule "snntorch" becomes "standard" where both give the same update (``spike.semantics``):
+    with ``reset_delay`` (the reset signal is the previous spike either way), with reset
+    ``none``, and with reset ``zero``/``drop`` in the same step when no threshold is negative
+    (the membrane then never stays above threshold after a reset). Reset ``drop`` in the same
+    step is reset ``zero``.
     """
     changed: dict[str, Node] = {}
     for name, node in program.nodes():
         if not isinstance(node, Population):
             continue
-        for field, allowed in (("model", ir.NEURON_MODELS), ("reset", ir.RESET_MODES), ("precision", ir.PRECISIONS)):
+        for field, allowed in (("model", ir.NEURON_MODELS), ("reset", ir.RESET_MODES), ("precision", ir.PRECISIONS),
+                               ("charge", ir.CHARGES), ("reset_rule", ir.RESET_RULES)):
             if getattr(node, field) not in allowed:
                 raise _err(name, node, field, f"{getattr(node, field)!r} is not one of {', '.join(allowed)}")
-        if isinstance(node.gain, bool) or not isinstance(node.gain, (int, float, np.integer, np.floating)) \
-                or not math.isfinite(float(node.gain)):
-            raise _err(name, node, "gain", f"must be a finite number, got {node.gain!r}")
+        for field in ("gain", "v_reset"):
+            value = getattr(node, field)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(float(value)):
+                raise _err(name, node, field, f"must be a finite number, got {value!r}")
+        arrays = {"threshold": _per_neuron(name, node, "threshold", node.threshold,
+                                           LI_THRESHOLD if node.model == "li" else DEFAULT_THRESHOLD)}
         if node.model == "if":
-            beta = _per_neuron(name, node, "beta", node.beta, 1.0)
-            if not (beta == 1).all():
+            arrays["beta"] = _per_neuron(name, node, "beta", node.beta, 1.0)
+            if not (arrays["beta"] == 1).all():
                 raise _err(name, node, "beta", "model 'if' requires beta = 1 (use model 'lif' for a leak)")
-        else:
-            beta = _per_neuron(name, node, "beta", node.beta, None)
-        default_thr = LI_THRESHOLD if node.model == "li" else DEFAULT_THRESHOLD
-        threshold = _per_neuron(name, node, "threshold", node.threshold, default_thr)
-        if node.model == "cuba_lif":
-            alpha = _per_neuron(name, node, "alpha", node.alpha, None)
-        elif node.alpha is not None:
-            raise _err(name, node, "alpha", f"only model 'cuba_lif' has a synaptic decay, model is {node.model!r}")
-        else:
-            alpha = None
-        for field, arr in (("beta", beta), ("alpha", alpha)):
+        uses = {
+            "beta": node.charge == "beta" or node.model == "alpha",
+            "alpha": node.model in ("cuba_lif", "alpha"),
+            "tau": node.charge in ("tau", "tau_input") or node.model == "alpha",
+            "rate": node.charge in ("rate", "rate_input"),
+        }
+        for field, used in uses.items():
+            if field in arrays:
+                continue
+            value = getattr(node, field)
+            if used:
+                arrays[field] = _per_neuron(name, node, field, value, None)
+            elif value is not None and not (field == "beta" and node.charge != "beta"):
+                raise _err(name, node, field, f"unused by model {node.model!r} with charge {node.charge!r}")
+            else:
+                arrays[field] = None
+        for field in ("beta", "alpha", "rate"):
+            arr = arrays[field]
             if arr is not None and ((arr < 0).any() or (arr > 1).any()):
                 raise _err(name, node, field, f"values must lie in [0, 1], got range [{arr.min()}, {arr.max()}]")
-        changed[name] = node.replace(beta=beta, threshold=threshold, alpha=alpha, gain=float(node.gain))
+        if node.charge in ("tau", "tau_input") and not (arrays["tau"] > 0).all():
+            raise _err(name, node, "tau", f"must be > 0 (it divides the charge), got min {arrays['tau'].min()}")
+        rule, reset = node.reset_rule, node.reset
+        if reset == "drop" and not node.reset_delay:
+            reset = "zero"
+        if rule == "snntorch" and (node.reset_delay or reset == "none" or node.model == "li" or (
+                reset == "zero" and (arrays["threshold"] >= 0).all())):
+            rule = "standard"
+        changed[name] = node.replace(**arrays, gain=float(node.gain), v_reset=float(node.v_reset), reset=reset,
+                                     reset_rule=rule)
     return program.with_graph(rebuild_graph(program, nodes=changed))
 
 

@@ -89,11 +89,16 @@ class Program:
 
     def onset(self, name: str) -> int:
         """First step at which node ``name`` delivers or applies a bias: a projection's bias
-        travels with its events (``delay`` after its source's first aligned step); any other
-        node's from its own latency."""
+        travels with its events (``delay`` after its source's first aligned step), except the
+        recurrent synapses of a ``late_recurrent`` population, whose term ``V s[t-1] + b`` holds
+        ``b`` from the population's first aligned step (``s[-1] = 0``: snnTorch's RLeaky); any
+        other node's from its own latency."""
         node = self.node(name)
         if isinstance(node, Projection):
             (src,) = self.sources(name)
+            pop = self.node(src)
+            if isinstance(pop, Population) and pop.late_recurrent and self.consumers(name) == [src]:
+                return self.latency_of(src)
             return node.delay + self.latency_of(src)
         return self.latency_of(name)
 

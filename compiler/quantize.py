@@ -197,6 +197,10 @@ def _pool_as_conv(name: str, node: Pool2d) -> Conv2d:
 def _check_population(name: str, node: Population) -> None:
     if node.model not in LOIHI.FIXED_MODELS:
         raise _err(name, node, "model", f"{node.model!r} has no Loihi fixed-point form")
+    beyond = node.beyond_lif()
+    if beyond:
+        raise _err(name, node, beyond[0], f"{beyond[1]!r} has no Loihi fixed-point form (Loihi's LIF: v' = beta*v + I, "
+                   "reset to 0)")
     if node.model == "li":
         return
     if node.reset != "zero":

@@ -94,6 +94,8 @@ ENUM_FIELDS: dict[tuple[type[Node], str], tuple[str, ...]] = {
     (Input, "signal"): ir.SIGNALS,
     (Population, "model"): ir.NEURON_MODELS,
     (Population, "reset"): ir.RESET_MODES,
+    (Population, "charge"): ir.CHARGES,
+    (Population, "reset_rule"): ir.RESET_RULES,
     (Population, "precision"): ir.PRECISIONS,
     (Pool2d, "mode"): ir.POOL_MODES,
 }
@@ -223,18 +225,45 @@ def _expect_shape(name: str, node: Node, field: str, arr: np.ndarray | None, wan
 
 def _check_population(name: str, node: Population) -> None:
     n = node.size
-    for f in ("beta", "threshold", "alpha", *FIXED_POINT_FIELDS):
+    for f in ("beta", "threshold", "alpha", "tau", "rate", *FIXED_POINT_FIELDS):
         arr = getattr(node, f)
         if arr is not None and not (arr.ndim == 0 or (arr.ndim == 1 and arr.shape[0] in (1, n))):
             raise _err(name, node, f, f"shape {arr.shape}: expected per-neuron length {n} (size) or one value")
-    for f in ("beta", "alpha"):
+    for f in ("beta", "alpha", "rate"):
         arr = getattr(node, f)
         if arr is not None and arr.size and ((arr < 0).any() or (arr > 1).any()):
             raise _err(name, node, f, f"values must lie in [0, 1], got range [{arr.min()}, {arr.max()}]")
     if node.model == "if" and node.beta is not None and not (node.beta == 1).all():
         raise _err(name, node, "beta", "model 'if' requires beta = 1 (use model 'lif' for a leak)")
-    if node.model != "cuba_lif" and node.alpha is not None:
-        raise _err(name, node, "alpha", f"only model 'cuba_lif' has a synaptic decay alpha, model is {node.model!r}")
+    if node.model not in ("cuba_lif", "alpha") and node.alpha is not None:
+        raise _err(name, node, "alpha", f"only models 'cuba_lif' and 'alpha' have a synaptic decay alpha, model is {node.model!r}")
+    uses_tau = node.charge in ("tau", "tau_input") or node.model == "alpha"
+    uses_rate = node.charge in ("rate", "rate_input")
+    for f, used in (("tau", uses_tau), ("rate", uses_rate)):
+        arr = getattr(node, f)
+        if arr is not None and not used:
+            raise _err(name, node, f, f"unused by model {node.model!r} with charge {node.charge!r}")
+    if node.charge in ("tau", "tau_input") and node.tau is not None and node.tau.size and not (node.tau > 0).all():
+        raise _err(name, node, "tau", f"must be > 0 (it divides the charge), got min {node.tau.min()}")
+    if not math.isfinite(float(node.v_reset)):
+        raise _err(name, node, "v_reset", f"must be finite, got {node.v_reset}")
+    if node.v_reset != 0 and (node.reset not in ("zero", "none") or node.reset_delay or node.reset_rule != "standard"):
+        raise _err(name, node, "v_reset", f"{node.v_reset}: a non-zero reset value needs reset 'zero' (or 'none') in the "
+                   "step that fires (reset_delay False) and reset_rule 'standard' (SpikingJelly's hard reset)")
+    if node.charge != "beta" and node.model != "li":
+        for f, bad, why in (("reset_delay", node.reset_delay and node.reset != "none", "False (SpikingJelly resets in the "
+                             "step that fires)"), ("reset_rule", node.reset_rule != "standard", "'standard'")):
+            if bad:
+                raise _err(name, node, f, f"charge {node.charge!r} needs {f} {why}")
+    if node.model == "alpha":
+        for f, bad, why in (("charge", node.charge != "beta", "'beta'"), ("reset_delay", not node.reset_delay, "True"),
+                            ("reset_rule", node.reset_rule != "standard", "'standard'"),
+                            ("reset", node.reset not in ("subtract", "zero", "none"), "subtract, zero or none"),
+                            ("late_recurrent", node.late_recurrent, "False")):
+            if bad:
+                raise _err(name, node, f, f"model 'alpha' (snnTorch's Alpha) needs {f} {why}")
+    if node.model == "li" and node.reset_rule != "standard":
+        raise _err(name, node, "reset_rule", "model 'li' never fires or resets: reset_rule must be 'standard'")
 
 
 def _check_conv_geometry(name: str, node: Conv2d | Pool2d | HostOp, kernel: tuple[int, int]) -> tuple[int, int]:
@@ -632,6 +661,9 @@ def _check_fixed_node(name: str, node: Node, program: Program) -> None:
             raise _err(name, node, "precision", f"{node.precision!r} in a fixed-point program: run spike.compiler.quantize")
         if node.model not in L.FIXED_MODELS:
             raise _err(name, node, "model", f"{node.model!r} has no fixed-point form")
+        beyond = node.beyond_lif()
+        if beyond:
+            raise _err(name, node, beyond[0], f"{beyond[1]!r} has no fixed-point form")
         if node.model != "li":
             if node.reset != "zero":
                 raise _err(name, node, "reset", f"{node.reset!r}: Loihi's LIF resets to zero")
