@@ -4,9 +4,12 @@ Same semantics, operation order and operation counts as the numba backend (desig
 bit: see ``cuda_kernels`` for how the kernels keep float32 results exact. Per node call:
 
 - projections: a compaction kernel lists the non-zero inputs of every (step, sample) in
-  ascending order and counts their synaptic pairs on the GPU; a delivery kernel adds the weight
-  rows (dense, sparse) or kernels (conv2d) of those inputs into the targets; pooling and identity
-  are element-wise;
+  ascending order and counts their synaptic pairs on the GPU, as ``syn_ops`` or ``macs`` by the
+  numba backend's rule (decided per (sample, step): ``macs`` when one of that sample's input
+  values of that step is outside {-1, 0, 1}, NeuroBench's per-call rule with batch size 1; all
+  ``syn_ops`` from a source of signal "spike"); a delivery kernel adds the weight rows (dense,
+  sparse) or kernels (conv2d) of those inputs into the targets; pooling and identity are
+  element-wise;
 - populations: one thread per (sample, neuron) steps the neuron state in registers.
 
 Timing as the numba backend (``Program.onset``): a projection delivers nothing, bias included,
@@ -182,8 +185,13 @@ def _mem_u(ctx: NodeContext) -> Any:
     return getattr(ctx, "mem_u", None)
 
 
-def _pair_key(ctx: NodeContext) -> str:
-    return "syn_ops" if ctx.source_signals[0] == "spike" else "macs"
+def _pair_counters(ctx: NodeContext) -> tuple[Any, Any, bool]:
+    """A projection's device counters for ``syn_ops`` and ``macs`` and whether the kernels test
+    its input values per (step, sample) (a source that is not a spike signal; else every pair is
+    ``syn_ops`` and no ``macs`` counter is made)."""
+    check = ctx.source_signals[0] != "spike"
+    acs = _counter(ctx, "syn_ops")
+    return acs, (_counter(ctx, "macs") if check else acs), check
 
 
 def _bias(node: Any, n: int, name: str) -> tuple[Any, bool]:
@@ -247,7 +255,9 @@ def _scratch(ctx: NodeContext, name: str, shape: tuple[int, ...], dtype: Any) ->
 
 def _gather(ctx: NodeContext, src: Any, t0: int, t1: int, delay: int, pair_w: Any, write_idx: bool,
             onset: int | None = None, key: str | None = None) -> tuple[Any, Any]:
-    """Active inputs of steps t0..t1-1 (``idx``, ``cnt``) and their pairs into the node's counter;
+    """Active inputs of steps t0..t1-1 (``idx``, ``cnt``) and their pairs into the node's counter
+    ``key``, or (no ``key``) its ``syn_ops``/``macs`` counters by :func:`_pair_counters`, with the
+    decision per (step, sample) left in ``ctx.state["pair_real"]`` (``[t1 - t0, B]``, 1: ``macs``);
     no events (nor pairs) before step ``onset`` (default: ``delay``, the source's first step)."""
     K = _kernels()
     onset = delay if onset is None else max(int(onset), delay)
@@ -255,8 +265,14 @@ def _gather(ctx: NodeContext, src: Any, t0: int, t1: int, delay: int, pair_w: An
     n_in = src.shape[2]
     idx = _scratch(ctx, "idx", (nsteps, B, n_in if write_idx else 1), np.int32)
     cnt = _scratch(ctx, "cnt", (nsteps, B), np.int32)
+    real = _scratch(ctx, "pair_real", (nsteps, B), np.int32)
+    if key is None:
+        acs, macs, check = _pair_counters(ctx)
+    else:
+        acs = macs = _counter(ctx, key)
+        check = False
     K.gather_active[K.grid_for(nsteps * B), K.TPB](
-        src, t0, nsteps, delay, onset, pair_w, idx, cnt, _counter(ctx, key or _pair_key(ctx)), write_idx
+        src, t0, nsteps, delay, onset, pair_w, idx, cnt, acs, macs, check, real, write_idx
     )
     return idx, cnt
 

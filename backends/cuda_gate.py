@@ -8,7 +8,8 @@ bit for bit:
 - a conv2d projection into a gated population (``cuda_kernels.conv2d_gated_deliver``) adds
   each input event's taps into the kept output channels only, in ascending event order; its
   ``syn_ops``/``macs`` are the (event, non-zero weight) pairs into kept channels, counted on the
-  device; ``dense_ops`` stays the dense count of the layer; masked channels output 0 (no bias);
+  device (``syn_ops`` or ``macs`` per (sample, step) as ``gather_active`` decides from all the
+  step's input values); ``dense_ops`` stays the dense count of the layer; masked channels output 0 (no bias);
 - the gated population (``cuda_kernels.population_gated_forward``) updates only the neurons
   of kept channels (the plain kernel's float32 operations); masked neurons keep ``v = 0``, emit no
   spike and are not counted in ``neuron_updates`` (added on the host from the mask);
@@ -103,7 +104,7 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
         idx, cnt = CB._gather(ctx, src, t0, t1, ctx.node.delay, c["g_no_pairs"], True, onset)
         K.conv2d_gated_deliver[K.grid_for((t1 - t0) * ctx.batch), K.TPB](
             src, idx, cnt, c["g_wc"], c["g_bias"], c["g_has_bias"], st["g_keep"], ctx.out, t0, t1 - t0,
-            ctx.node.delay, onset, c["g_geom"], CB._counter(ctx, CB._pair_key(ctx)),
+            ctx.node.delay, onset, c["g_geom"], *CB._pair_counters(ctx)[:2], ctx.state["pair_real"],
         )
     ctx.counts["dense_ops"] += c["g_dense_per_step"] * (t1 - t0)
     CB._finish(ctx, t1)

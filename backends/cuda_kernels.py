@@ -57,6 +57,7 @@ EW_MAX_BLOCKS = 2 if SIMULATING else 8192
 
 ZERO = np.float32(0.0)
 ONE = np.float32(1.0)
+NEG_ONE = np.float32(-1.0)
 NEG_INF = np.float32(-np.inf)
 
 if SIMULATING:
@@ -132,7 +133,7 @@ def add_steps(dst, dst_t0, src, src_t0, nsteps):
 
 
 @cuda.jit
-def gather_active(src, t0, nsteps, delay, onset, pair_w, idx, cnt, pairs, write_idx):
+def gather_active(src, t0, nsteps, delay, onset, pair_w, idx, cnt, pairs, macs, check, real, write_idx):
     """Compact the non-zero inputs of every (step, sample); count their pairs.
 
     One work unit per (step ``t0 + tt``, sample ``b``), ``unit = tt * B + b``, reading
@@ -140,8 +141,10 @@ def gather_active(src, t0, nsteps, delay, onset, pair_w, idx, cnt, pairs, write_
     non-zero entries, an inclusive scan of the counts in shared memory gives its first slot, and
     it writes its indices there, so ``idx[tt, b, :cnt[tt, b]]`` lists the active inputs in
     ascending order (written when ``write_idx``). ``pairs[b] += pair_w[i]`` for every active
-    ``i`` (integer atomics, one per thread). Steps before ``onset`` (>= ``delay``: the node's
-    ``Program.onset``, or just ``delay``) have no events.
+    ``i`` (integer atomics, one per thread); with ``check``, the unit's pairs go to ``macs[b]``
+    instead when one of its values is outside {-1, 0, 1} (a flag in shared memory), and
+    ``real[tt, b]`` says so (1) for the delivery kernels that count pairs themselves. Steps
+    before ``onset`` (>= ``delay``: the node's ``Program.onset``, or just ``delay``) have no events.
     """
     B = src.shape[1]
     n = src.shape[2]
@@ -161,17 +164,23 @@ def gather_active(src, t0, nsteps, delay, onset, pair_w, idx, cnt, pairs, write_
         if t0 + tt < onset:
             if tid == 0:
                 cnt[tt, b] = 0
+                real[tt, b] = 0
             continue
         m = 0
         mine = 0
+        odd = False
         for i in range(lo, hi):
-            if src[ts, b, i] != ZERO:
+            v = src[ts, b, i]
+            if v != ZERO:
                 m += 1
                 mine += pair_w[i]
-        if mine != 0:
-            cuda.atomic.add(pairs, b, mine)
+                if v != ONE and v != NEG_ONE:
+                    odd = True
+        if check and odd:
+            flag[0] = 1
         scan[tid] = m
         cuda.syncthreads()
+        is_real = flag[0] != 0  # read by every thread before the scan's first barrier
         off = 1
         while off < TPB:
             add = 0
@@ -181,6 +190,14 @@ def gather_active(src, t0, nsteps, delay, onset, pair_w, idx, cnt, pairs, write_
             scan[tid] += add
             cuda.syncthreads()
             off *= 2
+        if tid == 0:  # every thread has read the flag (barriers above); next written after the last one
+            flag[0] = 0
+            real[tt, b] = 1 if is_real else 0
+        if mine != 0:
+            if is_real:
+                cuda.atomic.add(macs, b, mine)
+            else:
+                cuda.atomic.add(pairs, b, mine)
         if write_idx:
             k = scan[tid] - m
             for i in range(lo, hi):
@@ -852,12 +869,14 @@ def population_fixed_forward(
 
 
 @cuda.jit
-def conv2d_gated_deliver(src, idx, cnt, wc, bias, has_bias, keep, out, t0, nsteps, delay, onset, geom, pairs):
+def conv2d_gated_deliver(src, idx, cnt, wc, bias, has_bias, keep, out, t0, nsteps, delay, onset, geom, pairs,
+                         macs, real):
     """``conv2d_deliver`` into the kept output channels only (``keep[b, co]`` != 0).
 
     Per event, the taps into kept channels are added (zero weights included, as the numba kernel
     adds them); ``pairs[b]`` counts the (event, non-zero weight) pairs into kept channels (one
-    integer atomic per thread and work unit). Masked channels' outputs are 0 (no bias); kept ones
+    integer atomic per thread and work unit), ``macs[b]`` instead where ``real[tt, b]`` (written
+    by ``gather_active``). Masked channels' outputs are 0 (no bias); kept ones
     get ``acc + bias``. Before step ``onset`` (>= ``delay``, ``Program.onset``) every output is 0.
     """
     H = geom[1]
@@ -925,7 +944,10 @@ def conv2d_gated_deliver(src, idx, cnt, wc, bias, has_bias, keep, out, t0, nstep
                             out[t, b, o] = out[t, b, o] + fmul(w, v)
             cuda.syncthreads()
         if nops != 0:
-            cuda.atomic.add(pairs, b, nops)
+            if real[tt, b] != 0:
+                cuda.atomic.add(macs, b, nops)
+            else:
+                cuda.atomic.add(pairs, b, nops)
         for o in range(tid, n_out, TPB):
             co = o // HWo
             if keep[b, co] == 0:

@@ -5,11 +5,14 @@ compiled loop needs, then makes one compiled call for the steps it is given: acy
 steps in a single call, nodes on a cycle one step per call. The loops live in ``numba_kernels``.
 
 Counts (per sample, summed over steps), as NeuroBench defines them (design §7):
-- projections: ``syn_ops`` (spike source) or ``macs`` (real source) += (non-zero input, non-zero
-  weight) pairs delivered, border clipping included; ``dense_ops`` += all (input, weight) pairs
-  of a step, every step; avg/sum pooling counts its (non-zero input, window) pairs as
-  ``pool_ops`` only (not syn_ops/macs nor dense_ops: NeuroBench counts no pooling); max pooling
-  only routes events and counts nothing;
+- projections: (non-zero input, non-zero weight) pairs delivered, border clipping included, add
+  to ``syn_ops`` or ``macs``, decided per (sample, step) as NeuroBench decides per layer call:
+  the pairs of step t of sample b are ``syn_ops`` when all that sample's input values of that
+  step are in {-1, 0, 1}, else ``macs`` (batch size 1: NeuroBench's rule exactly); a source of
+  signal "spike" (``spike.compiler.signals``) is taken as binary: all ``syn_ops``, no test;
+  ``dense_ops`` += all (input, weight) pairs of a step, every step; avg/sum pooling counts its
+  (non-zero input, window) pairs as ``pool_ops`` only (not syn_ops/macs nor dense_ops: NeuroBench
+  counts no pooling); max pooling only routes events and counts nothing;
 - populations: ``neuron_updates`` += size per step, ``spikes`` += spikes emitted;
 - host ops: ``host_flops`` += size * (number of sources - 1) per step.
 
@@ -101,8 +104,11 @@ BACKEND = register_backend(
 # ----------------------------------------------------------------------------- helpers
 
 
-def _pair_key(ctx: NodeContext) -> str:
-    return "syn_ops" if ctx.source_signals[0] == "spike" else "macs"
+def _pair_counters(ctx: NodeContext) -> tuple[np.ndarray, np.ndarray, bool]:
+    """The ``syn_ops`` and ``macs`` counters of a projection, and whether its kernel tests the
+    input values per (step, sample) (a source that is not a spike signal) or counts every pair
+    as ``syn_ops``."""
+    return ctx.counts["syn_ops"], ctx.counts["macs"], ctx.source_signals[0] != "spike"
 
 
 def _bias(node: Any, n: int) -> np.ndarray:
@@ -146,7 +152,7 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
             c["row_nnz_fixed"] = np.count_nonzero(wt, axis=1).astype(np.int64)
         K.dense_fixed_forward(
             _source(ctx), c["wt_fixed"], c["row_nnz_fixed"], int(node.weight_exp), ctx.out, t0, t1, node.delay,
-            ctx.counts[_pair_key(ctx)],
+            *_pair_counters(ctx),
         )
         ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
         return
@@ -159,7 +165,7 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
         c["bias"] = _bias(node, node.size)
     K.dense_forward(
         _source(ctx), c["wt"], c["row_nnz"], c["bias"], ctx.out, t0, t1, node.delay, ctx.onset,
-        ctx.counts[_pair_key(ctx)]
+        *_pair_counters(ctx)
     )
     ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
 
@@ -185,13 +191,13 @@ def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
     if ctx.precision == "fixed":
         K.sparse_fixed_forward(
             _source(ctx), c["indptr"], c["indices"], c["data_fixed"], c["row_nnz"], int(node.weight_exp), ctx.out,
-            t0, t1, node.delay, ctx.counts[_pair_key(ctx)],
+            t0, t1, node.delay, *_pair_counters(ctx),
         )
         ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
         return
     K.sparse_forward(
         _source(ctx), c["indptr"], c["indices"], c["data"], c["row_nnz"], c["bias"], ctx.out,
-        t0, t1, node.delay, ctx.onset, ctx.counts[_pair_key(ctx)],
+        t0, t1, node.delay, ctx.onset, *_pair_counters(ctx),
     )
     ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
 
@@ -209,13 +215,13 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
     if ctx.precision == "fixed":
         K.conv2d_fixed_forward(
             _source(ctx), c["wc_fixed"], c["in_pairs"], int(node.weight_exp), ctx.out, t0, t1, node.delay,
-            c["geom"], ctx.counts[_pair_key(ctx)],
+            c["geom"], *_pair_counters(ctx),
         )
         ctx.counts["dense_ops"] += c["dense_per_step"] * (t1 - t0)
         return
     K.conv2d_forward(
         _source(ctx), c["wc"], c["in_pairs"], c["bias"], ctx.out, t0, t1, node.delay, ctx.onset, c["geom"],
-        ctx.counts[_pair_key(ctx)],
+        *_pair_counters(ctx),
     )
     ctx.counts["dense_ops"] += c["dense_per_step"] * (t1 - t0)
 
@@ -254,12 +260,12 @@ def identity(ctx: NodeContext, t0: int, t1: int) -> None:
     if ctx.precision == "fixed":
         K.identity_fixed_forward(
             _source(ctx), np.int64(node.scale), int(node.weight_exp), ctx.out, t0, t1, node.delay,
-            ctx.counts[_pair_key(ctx)],
+            *_pair_counters(ctx),
         )
         ctx.counts["dense_ops"] += node.size * (t1 - t0)
         return
     K.identity_forward(
-        _source(ctx), np.float32(node.scale), ctx.out, t0, t1, node.delay, ctx.counts[_pair_key(ctx)]
+        _source(ctx), np.float32(node.scale), ctx.out, t0, t1, node.delay, *_pair_counters(ctx)
     )
     ctx.counts["dense_ops"] += node.size * (t1 - t0)
 

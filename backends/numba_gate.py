@@ -6,10 +6,11 @@ Per sample ``b`` with mask ``keep[b]`` (``backends.gate_common.gate_mask``):
 
 - a conv2d projection into a gated population adds each input event's kernel taps into the kept
   output channels only; ``syn_ops``/``macs`` count the (event, non-zero weight) pairs delivered
-  into kept channels, ``dense_ops`` stays the dense count of the layer; masked channels' outputs
-  are 0 (no bias);
+  into kept channels (``syn_ops`` or ``macs`` per (sample, step) by all of that step's input
+  values, those into masked channels included, as ``numba_kernels``), ``dense_ops`` stays the
+  dense count of the layer; masked channels' outputs are 0 (no bias);
 - the gated population updates only the neurons of kept channels (the same float32 operations, in
-  the same order, as ``numba_kernels.population_forward``); masked neurons keep ``v = 0``, emit no
+  the same order, as ``numba_kernels.population_kernel``); masked neurons keep ``v = 0``, emit no
   spike and are not counted in ``neuron_updates``;
 - the gate node outputs the mask (1.0 kept) at every step and counts its head as ``host_flops``.
 
@@ -35,11 +36,14 @@ _plain_population = BACKEND.kernels["population"]
 
 
 @njit(cache=True, parallel=True)
-def conv2d_gated_forward(src, wc, tap_nnz, bias, out, t0, t1, delay, onset, geom, act, nact, keep, pairs):
+def conv2d_gated_forward(src, wc, tap_nnz, bias, out, t0, t1, delay, onset, geom, act, nact, keep, acs, macs,
+                         check):
     """``numba_kernels.conv2d_forward`` restricted per sample to the kept output channels.
 
     ``act[b, g, :nact[b, g]]`` are the kept channels of group ``g`` (local indices), ``keep[b, co]``
     (uint8) the mask, ``tap_nnz[b, g, cl, ky, kx]`` the non-zero weights of a tap into kept channels.
+    ``check``: a step's pairs are ``macs`` when one of its input values (any channel) is outside
+    {-1, 0, 1}, else ``acs``.
     """
     C_in, H, W, C_out, Ho, Wo = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
     kh, kw, sy, sx, py, px = geom[6], geom[7], geom[8], geom[9], geom[10], geom[11]
@@ -50,7 +54,8 @@ def conv2d_gated_forward(src, wc, tap_nnz, bias, out, t0, t1, delay, onset, geom
     HWo = Ho * Wo
     for b in prange(B):
         acc = np.empty((Ho, Wo, C_out), np.float32)
-        nops = 0
+        nacs = 0
+        nmacs = 0
         for t in range(t0, t1):
             o = out[t, b]
             if t < onset:  # nothing before the onset, bias included (Program.onset)
@@ -59,18 +64,27 @@ def conv2d_gated_forward(src, wc, tap_nnz, bias, out, t0, t1, delay, onset, geom
             ts = t - delay
             acc[:] = 0
             x = src[ts, b]
+            real = False
+            nops = 0
             for c in range(C_in):
                 g = c // cin_pg
                 cl = c - g * cin_pg
                 base = g * cout_pg
                 na = nact[b, g]
-                if na == 0:
+                if na == 0:  # nothing delivered; its values still decide the step's kind
+                    if check and not real:
+                        for i in range(c * HW, (c + 1) * HW):
+                            v = x[i]
+                            if v != 0 and v != 1 and v != -1:
+                                real = True
                     continue
                 for y in range(H):
                     for xx in range(W):
                         v = x[c * HW + y * W + xx]
                         if v == 0:
                             continue
+                        if v != 1 and v != -1:
+                            real = True
                         for ky in range(kh):
                             ny = y + py - ky
                             if ny < 0:
@@ -110,7 +124,12 @@ def conv2d_gated_forward(src, wc, tap_nnz, bias, out, t0, t1, delay, onset, geom
                             o[co * HWo + oy * Wo + ox] = acc[oy, ox, co] + bias[co]
                         else:
                             o[co * HWo + oy * Wo + ox] = acc[oy, ox, co]
-        pairs[b] += nops
+            if check and real:
+                nmacs += nops
+            else:
+                nacs += nops
+        acs[b] += nacs
+        macs[b] += nmacs
 
 
 # ----------------------------------------------------------------------------- kernels
@@ -164,7 +183,7 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
     conv2d_gated_forward(
         NB._source(ctx), c["g_wc"], tap_nnz, c["g_bias"], ctx.out, t0, t1, ctx.node.delay, ctx.onset,
         c["g_geom"], act, nact,
-        keep.astype(np.uint8), ctx.counts[NB._pair_key(ctx)],
+        keep.astype(np.uint8), *NB._pair_counters(ctx),
     )
     ctx.counts["dense_ops"] += c["g_dense_per_step"] * (t1 - t0)
 

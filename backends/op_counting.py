@@ -5,9 +5,12 @@ every node's output and derives the counts afterwards from those spike trains an
 with the numba backend's rules (``numba_backend`` docstring, design §7), per sample, summed over
 steps:
 
-- projections: ``syn_ops`` (spike source) or ``macs`` (real source) += non-zero (input, weight)
-  pairs delivered in the run, i.e. the events of source steps ``0 .. T-1-delay`` times the number
-  of non-zero weights each event reaches (border clipping included for conv2d);
+- projections: non-zero (input, weight) pairs delivered in the run, i.e. the events of source
+  steps ``0 .. T-1-delay`` times the number of non-zero weights each event reaches (border
+  clipping included for conv2d), add to ``syn_ops`` or ``macs`` per (sample, source step): the
+  pairs of a step are ``syn_ops`` when all of that sample's source values at that step are in
+  {-1, 0, 1}, else ``macs`` (NeuroBench's per-call rule, with batch size 1); every pair from a
+  source of signal "spike" is ``syn_ops`` (no test);
   ``dense_ops`` += all pairs of a step, every step; avg/sum pooling counts its (event, window)
   pairs as ``pool_ops`` (no ``syn_ops``/``macs``, no ``dense_ops``: NeuroBench counts no pooling);
   max pooling counts nothing;
@@ -150,14 +153,21 @@ def count_ops(program: Program, output_of: Callable[[str], np.ndarray] | Mapping
                 per_input, dense_per_step = pw
                 (src,) = program.sources(name)
                 pool = isinstance(node, Pool2d)  # avg/sum pooling: pool_ops, no dense_ops (NeuroBench)
-                key = "pool_ops" if pool else "syn_ops" if output_signal(program, src) == "spike" else "macs"
                 x = np.asarray(get(src)).reshape(T, B, -1)[: max(T - node.delay, 0)]
-                events = np.count_nonzero(x, axis=0).astype(np.int64)  # [B, in_size]
+                nz = (x != 0).astype(np.int64)  # [steps, B, in_size]
                 target = gated_consumer(program, name) if gates is not None and isinstance(node, Conv2d) else None
                 if target is None:
-                    c[key] += events @ per_input
+                    pairs = nz @ per_input  # [steps, B]
                 else:  # only the pairs into kept channels
-                    c[key] += np.einsum("bi,bi->b", events, _gated_conv_pairs(node, name, gates.keep[target[1]]))
+                    pairs = np.einsum("tbi,bi->tb", nz, _gated_conv_pairs(node, name, gates.keep[target[1]]))
+                if pool:
+                    c["pool_ops"] += pairs.sum(axis=0)
+                elif output_signal(program, src) == "spike":
+                    c["syn_ops"] += pairs.sum(axis=0)
+                else:
+                    real = ((x != 0) & (x != 1) & (x != -1)).any(axis=2)  # [steps, B]
+                    c["syn_ops"] += np.where(real, 0, pairs).sum(axis=0)
+                    c["macs"] += np.where(real, pairs, 0).sum(axis=0)
                 if not pool:
                     c["dense_ops"] += dense_per_step * T
     return counts

@@ -3,8 +3,11 @@
 Every kernel computes its node with whole-tensor torch operations (matmul, conv2d, pooling) and
 derives the operation counts from the same tensors: ``syn_ops``/``macs`` are the number of
 (non-zero input, non-zero weight) pairs, computed by running the layer on binarised inputs and
-weights, as NeuroBench defines them; avg/sum pooling counts its (non-zero input, window) pairs as
-``pool_ops`` only (NeuroBench counts no pooling: nothing in syn_ops/macs nor dense_ops).
+weights, as NeuroBench defines them; the pairs of step t of sample b are ``syn_ops`` when all of
+that sample's input values at that step are in {-1, 0, 1}, else ``macs`` (NeuroBench decides per
+layer call: the same with batch size 1), and every pair from a source of signal "spike" is
+``syn_ops`` (no test); avg/sum pooling counts its (non-zero input, window) pairs as ``pool_ops``
+only (NeuroBench counts no pooling: nothing in syn_ops/macs nor dense_ops).
 
 Programs of precision "fixed" run Loihi fixed point on int32 tensors (the oracle for the numba
 kernels): projections sum integer weights exactly in float64 (|sums| < 2^53), then shift by
@@ -88,10 +91,18 @@ def _deliver(acc: torch.Tensor, weight_exp: int) -> torch.Tensor:
 
 
 def _count_pairs(ctx: NodeContext, x: torch.Tensor, pairs: torch.Tensor, dense_per_step: float) -> None:
-    """Add per-sample pair counts; ``pairs`` is [t, B, ...] of pair counts per output."""
-    per_sample = pairs.reshape(pairs.shape[0], pairs.shape[1], -1).sum(dim=(0, 2)).to(torch.float64)
-    key = "syn_ops" if ctx.source_signals[0] == "spike" else "macs"
-    ctx.counts[key] += np.rint(per_sample.numpy()).astype(np.int64)
+    """Add per-sample pair counts; ``pairs`` is [t, B, ...] of pair counts per output, from the
+    inputs ``x`` [t, B, ...]: a (step, sample)'s pairs are ``macs`` when one of its inputs is
+    outside {-1, 0, 1} (and the source is not a spike signal), else ``syn_ops``."""
+    per_step = pairs.reshape(pairs.shape[0], pairs.shape[1], -1).to(torch.float64).sum(dim=2)  # [t, B]
+    if ctx.source_signals[0] == "spike":
+        ctx.counts["syn_ops"] += np.rint(per_step.sum(dim=0).numpy()).astype(np.int64)
+    else:
+        xs = x.reshape(x.shape[0], x.shape[1], -1)
+        real = ((xs != 0) & (xs != 1) & (xs != -1)).any(dim=2)  # [t, B]
+        zero = torch.zeros_like(per_step)
+        ctx.counts["syn_ops"] += np.rint(torch.where(real, zero, per_step).sum(dim=0).numpy()).astype(np.int64)
+        ctx.counts["macs"] += np.rint(torch.where(real, per_step, zero).sum(dim=0).numpy()).astype(np.int64)
     ctx.counts["dense_ops"] += int(round(dense_per_step)) * x.shape[0]
 
 

@@ -1,7 +1,9 @@
 """Which signal each node emits: ``spike`` (binary events), ``real`` or ``current``.
 
-Kernels use it to count synaptic operations (events from spikes, NeuroBench's Effective_ACs)
-apart from multiply-accumulates (real-valued inputs, Effective_MACs).
+Kernels use it to count synaptic operations: every pair a ``spike`` source delivers is an
+accumulate (NeuroBench's Effective_ACs) without looking at the values; for any other source the
+pairs of each (sample, step) are accumulates or multiply-accumulates (Effective_MACs) by that
+step's input values (``numba_backend`` docstring).
 """
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spike.ftwt import GatedConv
+from spike.ftwt import GatedConv, _real_steps
 from spike.layers import Delayed, silent_before
 from spike.layers import TimeDistributed as TD
 from spike.neurons import LIF
@@ -186,7 +186,8 @@ class SpikingCNN(nn.Module):
 def count_syn_ops(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Run ``model`` on ``x`` and count, per sample, the (non-zero input, non-zero weight) pairs of
     every conv and linear layer and every residual identity, as the compiled program's backends do:
-    ``syn_ops`` when the layer input is binary, ``macs`` otherwise; average pooling's (non-zero
+    per (step, sample), ``syn_ops`` when all that sample's layer inputs of that step are in
+    {-1, 0, 1}, ``macs`` otherwise (NeuroBench's rule); average pooling's (non-zero
     input, window) pairs go to ``pool_ops`` (as the backends: NeuroBench counts no pooling). Gated
     layers count only pairs into the channels they keep. Returns ``{"syn_ops", "macs",
     "pool_ops"}`` ``[B]`` and ``"output"``."""
@@ -196,21 +197,25 @@ def count_syn_ops(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     inside = {id(m.conv.module) for m in gated}
     hooks = []
 
-    def key(inp: torch.Tensor) -> str:
-        return "syn_ops" if bool(((inp == 0) | (inp == 1) | (inp == -1)).all()) else "macs"
-
     def add(k: str, per_sample: torch.Tensor) -> None:
         totals[k] += per_sample.to(torch.float64)
+
+    def add_pairs(inp: torch.Tensor, pairs: torch.Tensor) -> None:
+        """``pairs`` ``[T, B]`` from the layer input ``inp`` (``[T, B, ...]`` or ``[T*B, ...]``)."""
+        real = _real_steps(inp.reshape(pairs.shape[0], B, -1))
+        zero = torch.zeros_like(pairs)
+        add("macs", torch.where(real, pairs, zero).sum(dim=0))
+        add("syn_ops", torch.where(real, zero, pairs).sum(dim=0))
 
     def conv_hook(m: nn.Conv2d, args: tuple, out: torch.Tensor) -> None:
         inp = args[0]  # [T*B, C, H, W]
         y = F.conv2d((inp != 0).float(), (m.weight != 0).float(), None, m.stride, m.padding, m.dilation, m.groups)
-        add(key(inp), y.reshape(-1, B, *y.shape[1:]).sum(dim=(0, 2, 3, 4)))
+        add_pairs(inp, y.reshape(-1, B, *y.shape[1:]).sum(dim=(2, 3, 4)))
 
     def linear_hook(m: nn.Linear, args: tuple, out: torch.Tensor) -> None:
         inp = args[0]  # [T, B, F]
         y = F.linear((inp != 0).float(), (m.weight != 0).float())
-        add(key(inp), y.reshape(-1, B, y.shape[-1]).sum(dim=(0, 2)))
+        add_pairs(inp, y.reshape(-1, B, y.shape[-1]).sum(dim=2))
 
     def avgpool_hook(m: nn.AvgPool2d, args: tuple, out: torch.Tensor) -> None:
         inp = args[0]
@@ -219,7 +224,7 @@ def count_syn_ops(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
     def identity_hook(m: nn.Identity, args: tuple, out: torch.Tensor) -> None:
         inp = args[0]  # [T, B, C, H, W], already delayed
-        add(key(inp), (inp != 0).float().sum(dim=(0, 2, 3, 4)))
+        add_pairs(inp, (inp != 0).float().sum(dim=(2, 3, 4)))
 
     for m in model.modules():
         if isinstance(m, nn.Conv2d) and id(m) not in inside:
@@ -238,7 +243,8 @@ def count_syn_ops(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
         out = model(x)
         for m in gated:
             if m.stats is not None and m.stats.in_events is not None:
-                add(m.stats.in_kind, m.stats.in_events)
+                add("syn_ops", m.stats.in_events - m.stats.in_macs)
+                add("macs", m.stats.in_macs)
     finally:
         for h in hooks:
             h.remove()

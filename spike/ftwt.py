@@ -184,7 +184,9 @@ class LayerStats:
     targets: torch.Tensor  # [B, C_out] 0/1
     mask: torch.Tensor  # [B, C_out] 0/1, applied
     in_events: torch.Tensor | None = None  # [B] synaptic-op pairs into kept channels (when counting)
-    in_kind: str = "syn_ops"  # "syn_ops" for a binary input, "macs" for a real-valued one
+    # [B] the part of in_events from (step, sample)s with an input value outside {-1, 0, 1}: MACs
+    # (NeuroBench's rule, decided per step and sample as the backends do); the rest are syn_ops
+    in_macs: torch.Tensor | None = None
 
 
 class GatedConv(nn.Module):
@@ -237,7 +239,7 @@ class GatedConv(nn.Module):
         if self.gate is None and self.oracle_ratio is None:
             if self.count_pairs:
                 ones = torch.ones(x.shape[1], self.out_channels)
-                self.stats = LayerStats(None, ones, ones, self._pairs(x, ones), _input_kind(x))
+                self.stats = LayerStats(None, ones, ones, *self._pairs(x, ones))
             return spikes
         if self.oracle_ratio is not None:
             window = self.gate.window if self.gate is not None else 0
@@ -248,26 +250,30 @@ class GatedConv(nn.Module):
             targets = ftwt_targets(self._mass(g.mass, current, spikes, g.window), g.ratio)
             logits = g(x)
             mask = (logits.detach() > 0).to(spikes.dtype)
-        self.stats = LayerStats(logits, targets, mask, self._pairs(x, mask) if self.count_pairs else None,
-                                _input_kind(x) if self.count_pairs else "syn_ops")
+        self.stats = LayerStats(logits, targets, mask, *(self._pairs(x, mask) if self.count_pairs else (None, None)))
         return spikes * mask[None, :, :, None, None]
 
     @torch.no_grad()
-    def _pairs(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Per sample, (non-zero input, non-zero weight) pairs delivered into kept channels."""
+    def _pairs(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per sample, (non-zero input, non-zero weight) pairs delivered into kept channels, and the
+        part of them that are MACs (:func:`_real_steps`)."""
         conv = self.conv.module
         x = shift_steps(x, self.delay)
         T, B = x.shape[:2]
         nz_x = (x != 0).to(torch.float32).reshape(T * B, *x.shape[2:])
         nz_w = (conv.weight != 0).to(torch.float32)
         y = F.conv2d(nz_x, nz_w, None, conv.stride, conv.padding, conv.dilation, conv.groups)
-        y = y.reshape(T, B, *y.shape[1:]).sum(dim=(0, 3, 4))  # [B, C_out]
-        return (y * mask).sum(dim=1)
+        y = y.reshape(T, B, *y.shape[1:]).sum(dim=(3, 4))  # [T, B, C_out]
+        pairs = (y * mask[None]).sum(dim=2)  # [T, B]
+        return pairs.sum(dim=0), torch.where(_real_steps(x), pairs, torch.zeros_like(pairs)).sum(dim=0)
 
 
-def _input_kind(x: torch.Tensor) -> str:
-    """NeuroBench's rule: binary/ternary inputs drive accumulates (syn_ops), others MACs."""
-    return "syn_ops" if bool(((x == 0) | (x == 1) | (x == -1)).all()) else "macs"
+def _real_steps(x: torch.Tensor) -> torch.Tensor:
+    """``[T, B]`` of ``x`` ``[T, B, ...]``: True where a value of that step and sample is outside
+    {-1, 0, 1} (NeuroBench's rule, per layer call: that (step, sample)'s pairs are MACs, else
+    accumulates, syn_ops)."""
+    v = x.reshape(x.shape[0], x.shape[1], -1)
+    return ((v != 0) & (v != 1) & (v != -1)).any(dim=2)
 
 
 def gated_layers(model: nn.Module) -> Iterator[tuple[str, GatedConv]]:

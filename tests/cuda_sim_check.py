@@ -97,6 +97,44 @@ def real_input(rng):
     return b.build(), x
 
 
+def mixed_input(rng):
+    """A real-valued input that is real on some (step, sample)s (in channel 0 only) and 0/1 or
+    -1/0/1 events on the others: syn_ops or macs decided per (sample, step) by dense, sparse, conv,
+    identity and a gated conv whose kept channels read only channel 1 (group 0 fully masked: the
+    step's real values lie where nothing is delivered)."""
+    C, H, W = 2, 4, 5
+    n = C * H * W
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(C, H, W), signal="real"))
+    b.add("fc", Dense(shape=(7,), in_shape=(n,), weight=weights(rng, (7, n)), bias=weights(rng, 7, 0.1)), "in")
+    w = weights(rng, (5, n))
+    indptr = np.concatenate([[0], np.cumsum((w != 0).sum(0))])
+    indices = np.concatenate([np.nonzero(w[:, i])[0] for i in range(n)])
+    data = np.concatenate([w[w[:, i] != 0, i] for i in range(n)]).astype(np.float32)
+    b.add("sp", Sparse(shape=(5,), in_shape=(n,), indptr=indptr, indices=indices, data=data, delay=1), "in")
+    b.add("conv", Conv2d(shape=(3, H, W), in_shape=(C, H, W), weight=weights(rng, (3, C, 3, 3)), padding=(1, 1),
+                         delay=2), "in")
+    b.add("id", Identity(shape=(C, H, W), in_shape=(C, H, W), scale=0.5), "in")
+    b.add("gconv", Conv2d(shape=(4, H, W), in_shape=(C, H, W), weight=weights(rng, (4, 1, 3, 3)), padding=(1, 1),
+                          groups=2), "in")
+    b.add("gate", Gate(shape=(4,), in_shape=(C, H, W), weight=np.zeros((4, C), np.float32),
+                       bias=np.array([-1, -1, 1, 1], np.float32)), "in")
+    b.add("gp", pop(rng, (4, H, W)), ["gconv", "gate"])
+    b.add("o_g", Output(shape=(4, H, W)), "gp")
+    for name, shape in (("fc", (7,)), ("sp", (5,)), ("conv", (3, H, W)), ("id", (C, H, W))):
+        b.add(f"p_{name}", pop(rng, shape), name)
+        b.add(f"o_{name}", Output(shape=shape), f"p_{name}")
+    T, B = 6, 3
+    kind = rng.integers(0, 3, size=(T, B))  # 0: real values, 1: 0/1 events, 2: -1/0/1 events
+    kind[:3, 0] = (0, 1, 2)
+    ev = spikes(rng, T, B, (C, H, W), 0.4)
+    ev = np.where(kind[:, :, None, None, None] == 2, ev * np.where(rng.random(ev.shape) < 0.5, -1, 1), ev)
+    real = ev.copy()
+    real[:, :, 0] = rng.standard_normal((T, B, H, W)) * (rng.random((T, B, H, W)) < 0.6)
+    x = np.where(kind[:, :, None, None, None] == 0, real, ev).astype(np.float32)
+    return b.build(), x
+
+
 def conv_pool(rng, mode: str, stride, padding, groups, kernel):
     C, H, W, C_out = 2, 7, 8, 4
     Ho = (H + 2 * padding[0] - kernel[0]) // stride[0] + 1
@@ -427,6 +465,7 @@ def spikegpt(rng):
 CASES: dict[str, Callable] = {
     "mlp": mlp,
     "real_input": real_input,
+    "mixed_input": mixed_input,
     "conv_avg": lambda rng: conv_pool(rng, "avg", (2, 2), (1, 1), 2, (3, 3)),
     "conv_max": lambda rng: conv_pool(rng, "max", (1, 1), (0, 0), 1, (3, 3)),
     "conv_sum": lambda rng: conv_pool(rng, "sum", (2, 1), (1, 2), 1, (2, 3)),

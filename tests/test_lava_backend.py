@@ -212,10 +212,42 @@ def test_float_equals_numba_on_dyadic_values() -> None:
     x = (np.random.default_rng(4).random((10, 2, *in_shape)) < 0.4).astype(np.float32)
     neurons = [p for p in probes if isinstance(program.node(p), Population)]
     res = _assert_same(program, x, probes + [f"{p}.v" for p in neurons])
-    assert res["numba"].ops.total()["macs"] > 0
+    # "dc" reads the host add of two spike trains (a real signal): its pairs of a (step, sample) are
+    # macs where the sum leaves {-1, 0, 1} (two spikes on one neuron), else syn_ops (NeuroBench)
+    dc = program.node("dc")
+    add = res["numba"].probes["add"].reshape(10, 2, -1)[: 10 - dc.delay]
+    real = ((add != 0) & (add != 1) & (add != -1)).any(axis=2)
+    pairs = (add != 0).astype(np.int64) @ np.count_nonzero(dc.weight, axis=0)
+    got = res["numba"].ops.per_node["dc"]
+    assert got["macs"].tolist() == np.where(real, pairs, 0).sum(axis=0).tolist()
+    assert got["syn_ops"].tolist() == np.where(real, 0, pairs).sum(axis=0).tolist()
+    assert got["syn_ops"].sum() + got["macs"].sum() > 0
     # the host add of two spike trains: one accumulate per event of its second operand
     assert res["numba"].ops.per_node["add"]["syn_ops"].sum() == res["numba"].probes["pb"].sum() > 0
     assert all(res["numba"].probes[p].any() for p in ("p1", "p2", "p3", "pa", "pb", "pc"))
+
+
+def test_counts_from_recordings_decide_ac_or_mac_per_step() -> None:
+    """The lava backend's counts (``op_counting.count_ops``, from recorded values) equal numba's on
+    an input real on some (step, sample)s and 0/1 or -1/0/1 events on the others (dense, sparse,
+    conv, identity, a gated conv with a fully masked group): syn_ops or macs per (sample, step)."""
+    from cuda_sim_check import mixed_input
+    from spike.backends.op_counting import count_ops
+
+    program, x = mixed_input(np.random.default_rng(3))
+    names = [n for n, node in program.nodes() if node.KIND not in ("input", "output")]
+    res = run(program, x, backend="numba", probes=names)
+    T, B = x.shape[:2]
+    values = {n: res.probes[n].reshape(T, B, -1) for n in names}
+    values.update({n: x.reshape(T, B, -1) for n in program.inputs})
+    counts = count_ops(program, values, T, B)
+    assert list(counts.per_node) == list(res.ops.per_node)
+    for name, c in res.ops.per_node.items():
+        for key, value in c.items():
+            np.testing.assert_array_equal(counts.per_node[name][key], value, err_msg=f"{name} {key}")
+    for name in ("fc", "sp", "conv", "id", "gconv"):
+        c = res.ops.per_node[name]
+        assert c["syn_ops"].sum() > 0 and c["macs"].sum() > 0, name
 
 
 # ---------------------------------------------------------------- programs compiled for Loihi (delays balanced)

@@ -145,7 +145,7 @@ def reference(program: Program, x: np.ndarray):
             ts = t - node.delay
             xin = hist[src][ts] if ts >= 0 else torch.zeros(B, node.in_size)
             nz = (xin != 0).to(t32)
-            key = "syn_ops" if signal_of(program, src) == "spike" else "macs"
+            key = "syn_ops" if signal_of(program, src) == "spike" else "by_values"
             if isinstance(node, Dense):
                 w = torch.from_numpy(node.weight)
                 b = None if node.bias is None else torch.from_numpy(node.bias)
@@ -198,7 +198,13 @@ def reference(program: Program, x: np.ndarray):
             if ts < 0:  # the bias travels with the events
                 y = torch.zeros_like(y)
             hist[name].append(y)
-            c[key] += pairs.round().to(torch.int64).numpy()
+            if key == "by_values":  # per (step, sample): MACs when a value is outside {-1, 0, 1} (NeuroBench)
+                real = ((xin != 0) & (xin != 1) & (xin != -1)).any(1)
+                none = torch.zeros_like(pairs)
+                c["macs"] += torch.where(real, pairs, none).round().to(torch.int64).numpy()
+                c["syn_ops"] += torch.where(real, none, pairs).round().to(torch.int64).numpy()
+            else:
+                c[key] += pairs.round().to(torch.int64).numpy()
             c["dense_ops"] += int(round(float(dense)))
     stack = {n: torch.stack(v).numpy() for n, v in hist.items() if v}
     mem = {n: torch.stack(v).numpy() for n, v in mems.items() if v}
@@ -334,6 +340,50 @@ def test_conv_real_input_counts_macs():
     x = (rng.integers(0, 5, size=(5, 2, 3, 5, 5)) / 4.0).astype(np.float32)  # exact sums
     res, _ = check(b.build(), x)
     assert res.ops.per_node["conv"]["syn_ops"].sum() == 0 and res.ops.per_node["conv"]["macs"].sum() > 0
+
+
+def mixed_values(rng, T, B, shape):
+    """``[T, B, *shape]``: per (step, sample) real values (multiples of 1/4), 0/1 or -1/0/1 events."""
+    kind = rng.integers(0, 3, size=(T, B))  # 0 real, 1 binary, 2 ternary
+    kind[:3, 0] = (0, 1, 2)
+    ev = (rng.random((T, B, *shape)) < 0.3).astype(np.float32)
+    tern = ev * np.where(rng.random(ev.shape) < 0.5, -1, 1).astype(np.float32)
+    vals = (rng.integers(0, 5, size=(T, B, *shape)) / 4.0).astype(np.float32)
+    k = kind.reshape(T, B, *[1] * len(shape))
+    return np.where(k == 0, vals, np.where(k == 1, ev, tern)).astype(np.float32)
+
+
+def test_counts_decided_per_step_and_sample():
+    """A real-valued input whose (step, sample)s carry real values, 0/1 or -1/0/1 events: a
+    projection's pairs of a step are ``macs`` where that sample's values of that step leave
+    {-1, 0, 1}, else ``syn_ops`` (NeuroBench's per-call rule with batch size 1), for dense, sparse,
+    grouped conv and scaled identity, with delays; numba equals the reference and torch."""
+    rng = np.random.default_rng(7)
+    shape = (2, 4, 4)
+    n = 32
+    w = dyadic(rng, (6, n)) * (rng.random((6, n)) < 0.4)
+    indptr = np.concatenate([[0], np.cumsum((w != 0).sum(0))])
+    indices = np.concatenate([np.nonzero(w[:, i])[0] for i in range(n)])
+    data = np.concatenate([w[w[:, i] != 0, i] for i in range(n)]).astype(np.float32)
+    b = ProgramBuilder()
+    b.add("in", Input(shape=shape, signal="real"))
+    b.add("fc", Dense(shape=(6,), in_shape=(n,), weight=dyadic(rng, (6, n)), bias=dyadic(rng, 6, 4)), "in")
+    b.add("sp", Sparse(shape=(6,), in_shape=(n,), indptr=indptr, indices=indices, data=data, delay=1), "in")
+    b.add("conv", Conv2d(shape=(4, 4, 4), in_shape=shape, weight=dyadic(rng, (4, 1, 3, 3)), padding=(1, 1),
+                         groups=2, delay=2), "in")
+    b.add("id", Identity(shape=shape, in_shape=shape, scale=0.5), "in")
+    for name, size in (("fc", (6,)), ("sp", (6,)), ("conv", (4, 4, 4)), ("id", shape)):
+        b.add(f"p_{name}", pop(rng, size), name)
+        b.add(f"o_{name}", Output(shape=size), f"p_{name}")
+    program = b.build()
+    x = mixed_values(rng, 10, 4, shape)
+    res, _ = check(program, x)
+    other = run(program, x, backend="torch")
+    for name in ("fc", "sp", "conv", "id"):
+        got = res.ops.per_node[name]
+        assert got["syn_ops"].min() > 0 and got["macs"].min() > 0, name
+        for k in KEYS:
+            np.testing.assert_array_equal(other.ops.per_node[name][k], got[k], err_msg=f"torch {name}: {k}")
 
 
 @pytest.mark.parametrize("seed", [0, 1])
