@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test venv clean
 
-$(STAMP): pyproject.toml requirements-pinned.txt
+$(STAMP): pyproject.toml requirements-pinned.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -r requirements-pinned.txt
@@ -15,6 +15,12 @@ $(STAMP): pyproject.toml requirements-pinned.txt
 	$(PY) -m pip install -q -c requirements-pinned.txt --ignore-requires-python lava-nc==0.10.0
 	# NeuroBench is the oracle for operation counts in the tests; --no-deps keeps torchaudio out.
 	$(PY) -m pip install -q --no-deps neurobench==2.3.0
+	# SpikingJelly is the oracle of the SpikingJelly frontend's tests; --no-deps keeps torchvision/torchaudio (a second torch) out.
+	$(PY) -m pip install -q --no-deps spikingjelly==2.0.0
+	$(PY) -m pip install -q -c requirements-pinned.txt 'loguru>=0.7,<1'
+	# Norse and Sinabs are the NIR conformance oracles; --no-deps keeps out torchvision (a second torch), samna and Sinabs's nir<=1.0.4 pin.
+	$(PY) -m pip install -q --no-deps norse==1.1.0 sinabs==3.1.3
+	$(PY) -m pip install -q -c requirements-pinned.txt 'pbr>=6,<8'
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -1,4 +1,4 @@
-"""Graph compiler: PyTorch/snnTorch models -> passes -> event-driven IR ``Program``."""
+"""Graph compiler: PyTorch/snnTorch/SpikingJelly models -> passes -> event-driven IR ``Program``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,11 +27,13 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
     """Compile a model (or a saved program path) to a Program for ``target``.
 
     ``example_input`` is ``[T, B, ...]`` for multi-step models and ``[B, ...]`` for single-step
-    (snnTorch ``init_hidden=True``) models; snnTorch models in the tutorials' style (a time loop
-    with the state passed by hand, ``init_hidden=False``) take ``[T, B, ...]`` and lower through
-    ``frontend_snntorch``; ``input_signal`` forces "spike" or "real" inputs
+    (snnTorch ``init_hidden=True``, SpikingJelly ``step_mode="s"``) models; a model holding
+    SpikingJelly modules lowers through ``frontend_spikingjelly``; snnTorch models in the
+    tutorials' style (a time loop with the state passed by hand, ``init_hidden=False``) take
+    ``[T, B, ...]`` and lower through ``frontend_snntorch``; ``input_signal`` forces "spike" or "real" inputs
     (default: "spike" when the example input is binary). A ``.nir`` path or a ``nir.NIRGraph`` is
-    imported with ``nir_options`` (``dt``, ``reset``, ``reset_delay``, ``input_signal``; see ``from_nir``).
+    imported with ``nir_options`` (``dt``, ``reset``, ``reset_delay``, ``fire_ge``, ``discretization``,
+    ``input_signal``; see ``from_nir``).
     A :class:`~spike.models.spikegpt.SpikeGPT` needs no example input: it lowers through
     ``frontend_spikegpt`` (float32, host targets). ``precision="fixed"`` runs the float
     pipeline, then :func:`~spike.compiler.quantize.quantize` (Loihi fixed point; its per-layer
@@ -84,7 +86,9 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
         from spike.compiler.frontend_snntorch import is_tutorial_style, trace_tutorial
         from spike.compiler.frontend_torch import trace
 
-        if is_tutorial_style(model):  # snnTorch neurons with the state passed by hand in a time loop
+        if _holds_spikingjelly(model):  # SpikingJelly's neurons and layers (an optional dependency)
+            trace = _spikingjelly_trace()
+        elif is_tutorial_style(model):  # snnTorch neurons with the state passed by hand in a time loop
             trace = trace_tutorial
         meta = {"target": hw.name, "precision": "float32", **(metadata or {})}
         program = trace(model, example_input, input_signal=input_signal, metadata=meta)
@@ -94,6 +98,21 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
 
         program = quantize(program)
     return for_target(program)
+
+
+def _holds_spikingjelly(model: Any) -> bool:
+    modules = getattr(model, "modules", None)
+    return callable(modules) and any(type(m).__module__.startswith("spikingjelly") for m in modules())
+
+
+def _spikingjelly_trace() -> Any:
+    """``frontend_spikingjelly.trace`` (importing it registers SpikingJelly's modules)."""
+    try:
+        from spike.compiler.frontend_spikingjelly import trace
+    except ModuleNotFoundError as exc:
+        raise ImportError(f"compiling a SpikingJelly model needs spikingjelly 2.0 ({exc}); install it with "
+                          "`pip install --no-deps spikingjelly==2.0.0 'loguru>=0.7,<1'`") from exc
+    return trace
 
 
 def _is_nir_graph(model: Any) -> bool:

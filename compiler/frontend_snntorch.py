@@ -19,9 +19,11 @@ every call of a leaf module (forward hooks) and every torch operation outside mo
    step ``t`` when the newest input step read so far is ``x[t]``);
 2. checks that every step runs the same body: the same modules and operations in the same
    order, wired the same way, each module called once per step, and that the only values
-   carried from step ``t`` to ``t + 1`` are the neurons' own state arguments (``mem`` of
-   ``snn.Leaky``; ``syn`` and ``mem`` of ``snn.Synaptic``), starting from zeros (``init_leaky`` /
-   ``init_synaptic`` / ``reset_mem`` / zeros);
+   carried from step ``t`` to ``t + 1`` are the neurons' own state arguments (``_STATE_ARGS``:
+   ``mem`` of Leaky and Lapicque; ``syn``, ``mem`` of Synaptic; ``syn_exc``, ``syn_inh``, ``mem``
+   of Alpha; ``spk``, ``mem`` of RLeaky; ``spk``, ``syn``, ``mem`` of RSynaptic), each the output
+   of the same name at the step before, starting from zeros (``init_leaky`` / ``reset_mem`` /
+   zeros);
 3. rebuilds the body as a single-step ``torch.fx`` graph whose neurons are ``init_hidden=True``
    copies (the state lives in the neuron, as in a compiled Population), and lowers it with
    :func:`spike.compiler.frontend_torch.trace` on the example step ``x[0]``.
@@ -34,11 +36,12 @@ Outputs. ``forward`` must return stacked recordings ``torch.stack(rec, dim=0)`` 
 a tuple of them). The program's single ``Output`` is the first returned tensor, which must be a
 spike recording of a neuron. Every returned tensor is described in
 ``program.metadata["snntorch_returns"]`` (a list, in return order): ``{"index": i, "kind":
-"spikes" | "membrane" | "synaptic", "population": NAME, "probe": PROBE}`` where ``PROBE`` is what
+"spikes" | "membrane" | "synaptic" | "synaptic_exc" | "synaptic_inh", "population": NAME, "probe":
+PROBE}`` where ``PROBE`` is what
 to pass to ``run(..., probes=[PROBE])``: ``"output"`` for the first, ``NAME`` for other spike
 recordings, ``"NAME.v"`` for a membrane recording (``mem`` of Leaky/Synaptic: the membrane after
-the step's update, as snnTorch returns it). A ``syn`` recording has no probe (``probe`` is
-None). ``NAME`` is the module's path with dots replaced by underscores (``lif1``,
+the step's update, as snnTorch returns it). A synaptic-current recording has no probe (``probe``
+is None). ``NAME`` is the module's path with dots replaced by underscores (``lif1``,
 ``features_lif1``).
 """
 from __future__ import annotations
@@ -57,7 +60,17 @@ from torch.overrides import TorchFunctionMode
 from spike.compiler.frontend_torch import MODULE_LOWERINGS, LoweringError, trace
 from spike.compiler.program import Program
 
-_STATE_ARGS = {"Leaky": ("mem",), "Synaptic": ("syn", "mem")}  # state argument -> output index 1, 2, ...
+# what each snnTorch neuron returns, in order; its state arguments are the outputs of the same names
+_OUTPUTS = {
+    "Leaky": ("spk", "mem"), "Synaptic": ("spk", "syn", "mem"), "Lapicque": ("spk", "mem"),
+    "Alpha": ("spk", "syn_exc", "syn_inh", "mem"), "RLeaky": ("spk", "mem"), "RSynaptic": ("spk", "syn", "mem"),
+}
+_STATE_ARGS = {
+    "Leaky": ("mem",), "Synaptic": ("syn", "mem"), "Lapicque": ("mem",), "Alpha": ("syn_exc", "syn_inh", "mem"),
+    "RLeaky": ("spk", "mem"), "RSynaptic": ("spk", "syn", "mem"),
+}
+_RECORDING_KINDS = {"spk": "spikes", "mem": "membrane", "syn": "synaptic", "syn_exc": "synaptic_exc",
+                    "syn_inh": "synaptic_inh"}
 _VALUE_READS = {"__bool__", "item", "__int__", "__float__", "__index__", "tolist", "numpy", "__len__"}
 
 
@@ -408,7 +421,7 @@ def _neuron_state(ev: _Event, path: str) -> tuple[inspect.BoundArguments, tuple[
     kind = type(ev.module).__name__
     if kind not in _STATE_ARGS:
         raise LoweringError(f"module {path!r} of type {type(ev.module).__module__}.{kind}: snnTorch neuron type not "
-                            "supported in a time loop (Leaky and Synaptic are)")
+                            f"supported in a time loop ({', '.join(_STATE_ARGS)} are)")
     try:
         bound = inspect.signature(ev.module.forward).bind(*ev.args, **ev.kwargs)
     except TypeError as exc:
@@ -461,7 +474,8 @@ def _check_body(rec: _Record, steps: list[_Step]) -> None:
         cbound = inspect.signature(ev.module.forward).bind(*ref.args[i], **ref.kwargs[i]).arguments
         cbound0 = inspect.signature(ev.module.forward).bind(*steps[0].args[i], **steps[0].kwargs[i]).arguments
         first = next(iter(bound.arguments))
-        for k, name in enumerate(names, start=1):
+        for name in names:
+            k = _OUTPUTS[type(ev.module).__name__].index(name)
             if bound.arguments.get(name) is None:
                 raise LoweringError(f"module {path!r} is called without its state {name!r}: pass it by hand "
                                     f"(e.g. {name} = {path}.reset_mem() before the loop, then "
@@ -593,8 +607,7 @@ def _returns(rec: _Record, out: Any, steps: list[_Step], T: int, name: str) -> l
             raise LoweringError(f"{bad}: it records the output of {_describe(last.events[p])}, not of a neuron")
         path = last.events[p].target
         pop = path.replace(".", "_")
-        kinds = ("spikes",) + _STATE_ARGS[type(m).__name__]
-        kind = {"mem": "membrane", "syn": "synaptic"}.get(kinds[k], kinds[k])
+        kind = _RECORDING_KINDS[_OUTPUTS[type(m).__name__][k]]
         probe = {"spikes": pop, "membrane": f"{pop}.v"}.get(kind)
         if i == 0:
             if kind != "spikes":

@@ -1,13 +1,16 @@
 """Trace a PyTorch model with torch.fx (neurons as leaves) and lower it to IR nodes.
 
-Handles our neurons (`spike.neurons`), snnTorch's `Leaky` and `Synaptic` (``init_hidden=True``),
+Handles our neurons (`spike.neurons`), snnTorch's Leaky, Synaptic, Lapicque, Alpha, RLeaky and
+RSynaptic (``init_hidden=True``; exactly as snnTorch computes them: ``reset_rule`` "snntorch",
+reset "drop" where snnTorch zeroes the new membrane, recurrent inputs added after the charge),
 Linear, Conv2d, BatchNorm (folded later by a pass), AvgPool2d, MaxPool2d (on spikes an OR of
 events; on currents or real values a ``maxpool2d`` host op, exact on the host; also written as
 ``F.max_pool2d`` / ``torch.max_pool2d`` / ``F.avg_pool2d``), Flatten and reshapes, Dropout
 (dropped), residual adds and recurrent layers (`spike.recurrent.RecurrentLIF`, lowered to a
 projection of delay 1). Models are multi-step (``[T, B, ...]``, our neurons) or
 single-step (``[B, ...]``, snnTorch's stateful neurons); the IR is the same either way.
-One lowering function per module type, registered in ``MODULE_LOWERINGS``.
+One lowering function per module type, registered in ``MODULE_LOWERINGS``; another library's
+neurons join through ``LIBRARIES`` (SpikingJelly: ``frontend_spikingjelly``).
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+import snntorch
 import torch
 import torch.fx as fx
 import torch.nn.functional as F
@@ -23,7 +27,7 @@ from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from spike.compiler.ir import (
-    BatchNorm, Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Projection,
+    BatchNorm, Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Projection, Sparse,
     conv_output_hw,
 )
 from spike.compiler.program import Program, ProgramBuilder
@@ -31,8 +35,32 @@ from spike.compiler.delays import bias_from_start
 from spike.layers import TimeDistributed, silent_before
 
 
+# snnTorch neurons this frontend lowers (``_neuron_params``), exactly as snnTorch computes them
+SNNTORCH_NEURONS: tuple[type, ...] = (snntorch.Leaky, snntorch.Synaptic, snntorch.Lapicque, snntorch.Alpha,
+                                      snntorch.RLeaky, snntorch.RSynaptic)
+
+
 class LoweringError(ValueError):
     """A module or operation the compiler cannot lower; names it, its type and its path."""
+
+
+@dataclass(frozen=True)
+class NeuronLibrary:
+    """How another library's neurons join this frontend; its own frontend module appends one to
+    ``LIBRARIES`` (and its layers to ``MODULE_LOWERINGS``), e.g. ``frontend_spikingjelly``."""
+
+    neuron_types: tuple[type, ...]  # leaf modules lowered to a Population
+    params: Callable[[nn.Module, str, tuple[int, ...]], dict[str, Any]]  # (neuron, path, shape) -> Population fields
+    single_step: Callable[[nn.Module], bool]  # whether a neuron runs one step per call ([B, ...])
+    is_leaf: Callable[[nn.Module], bool] | None = None  # further modules torch.fx keeps whole (MODULE_LOWERINGS)
+    reset: Callable[[nn.Module], None] | None = None  # clears the state a model's modules keep
+
+
+LIBRARIES: list[NeuronLibrary] = []
+
+
+def _library(m: nn.Module) -> NeuronLibrary | None:
+    return next((lib for lib in LIBRARIES if isinstance(m, lib.neuron_types)), None)
 
 
 def _pair(v: Any) -> tuple[int, int]:
@@ -53,12 +81,8 @@ def _neuron_types() -> tuple[type, ...]:
         types.append(RecurrentLIF)
     except ImportError:  # pragma: no cover - recurrent module always ships
         pass
-    try:
-        import snntorch
-
-        types.append(snntorch.SpikingNeuron)
-    except ImportError:  # snnTorch is optional for users of our own neurons
-        pass
+    types.append(snntorch.SpikingNeuron)
+    types.extend(t for lib in LIBRARIES for t in lib.neuron_types)
     return tuple(types)
 
 
@@ -70,7 +94,8 @@ class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         from spike.layers import TimeDistributed
 
-        if isinstance(m, (TimeDistributed, *self.leaves)) or type(m) in MODULE_LOWERINGS:
+        if isinstance(m, (TimeDistributed, *self.leaves)) or type(m) in MODULE_LOWERINGS or any(
+                lib.is_leaf is not None and lib.is_leaf(m) for lib in LIBRARIES):
             return True  # modules with their own lowering (e.g. spike.ftwt.GatedConv) stay whole
         return super().is_leaf_module(m, qualname)
 
@@ -150,6 +175,11 @@ def _module_where(path: str, m: nn.Module) -> str:
 # ---- module lowerings ----------------------------------------------------------------------
 ModuleLowering = Callable[[_Lowering, fx.Node, nn.Module, str], Any]
 MODULE_LOWERINGS: dict[type, ModuleLowering] = {}
+
+
+def module_lowering(m: nn.Module) -> ModuleLowering | None:
+    """The lowering registered for ``m``'s type or its nearest base class (None if none is)."""
+    return next((MODULE_LOWERINGS[t] for t in type(m).__mro__ if t in MODULE_LOWERINGS), None)
 
 
 def lowers(*types: type) -> Callable[[ModuleLowering], ModuleLowering]:
@@ -260,6 +290,9 @@ def _reshape_like(L: _Lowering, n: fx.Node, arg: fx.Node) -> Any:
 
 
 def _neuron_params(m: nn.Module, path: str, shape: tuple[int, ...]) -> dict[str, Any]:
+    lib = _library(m)
+    if lib is not None:
+        return lib.params(m, path, shape)
     size = int(np.prod(shape))
 
     def per_neuron(value: Any, field_name: str) -> np.ndarray:
@@ -286,8 +319,34 @@ def _neuron_params(m: nn.Module, path: str, shape: tuple[int, ...]) -> dict[str,
             params["alpha"] = per_neuron(torch.as_tensor(m.alpha).detach().clamp(0, 1), "alpha")
         return params
 
-    import snntorch
+    check_snntorch_neuron(m, path)
+    kind = type(m).__name__
+    reset = reset_mechanism(m)
+    if reset == "zero" and kind != "Leaky":  # snnTorch zeroes the new membrane there, input included
+        reset = "drop"
+    params = dict(
+        model="lif", beta=per_neuron(torch.as_tensor(m.beta).detach().clamp(0, 1), "beta"),
+        threshold=per_neuron(m.threshold, "threshold"), gain=1.0, reset=reset,
+        reset_delay=bool(getattr(m, "reset_delay", True)), fire_ge=False, reset_rule="snntorch",
+        late_recurrent=kind in ("RLeaky", "RSynaptic"),
+    )
+    if kind in ("Synaptic", "RSynaptic"):
+        params.update(model="cuba_lif", alpha=per_neuron(torch.as_tensor(m.alpha).detach().clamp(0, 1), "alpha"))
+    elif kind == "Alpha":
+        a, b = torch.as_tensor(m.alpha).detach().clamp(0, 1), torch.as_tensor(m.beta).detach().clamp(0, 1)
+        tau_alpha = torch.log(a) / (torch.log(b) - torch.log(a)) + 1  # as snnTorch's Alpha computes it
+        params.update(model="alpha", alpha=per_neuron(a, "alpha"), beta=per_neuron(b, "beta"),
+                      tau=per_neuron(tau_alpha, "tau_alpha"))
+        if reset == "drop":
+            params["reset"] = "zero"
+    elif kind == "Lapicque":
+        params.update(_lapicque_charge(m, path, per_neuron))
+    return params
 
+
+def check_snntorch_neuron(m: nn.Module, path: str) -> None:
+    """Refuse, naming the module, an snnTorch neuron or option that has no exact IR form (before
+    anything runs it: some of them fail inside snnTorch itself)."""
     unsupported = {
         "inhibition": getattr(m, "inhibition", False),
         "state_quant": bool(getattr(m, "state_quant", False)),
@@ -297,20 +356,41 @@ def _neuron_params(m: nn.Module, path: str, shape: tuple[int, ...]) -> dict[str,
     bad = [k for k, v in unsupported.items() if v]
     if bad:
         raise LoweringError(f"{_module_where(path, m)}: unsupported option(s) {', '.join(bad)}")
-    if type(m) not in (snntorch.Leaky, snntorch.Synaptic):
-        raise LoweringError(
-            f"{_module_where(path, m)}: snnTorch neuron type not supported (Leaky and Synaptic are)"
-        )
-    reset = {0: "subtract", 1: "zero", 2: "none"}[int(m.reset_mechanism_val)]
-    params = dict(
-        model="cuba_lif" if isinstance(m, snntorch.Synaptic) else "lif",
-        beta=per_neuron(torch.as_tensor(m.beta).detach().clamp(0, 1), "beta"),
-        threshold=per_neuron(m.threshold, "threshold"), gain=1.0, reset=reset,
-        reset_delay=bool(getattr(m, "reset_delay", True)), fire_ge=False,
-    )
-    if isinstance(m, snntorch.Synaptic):
-        params["alpha"] = per_neuron(torch.as_tensor(m.alpha).detach().clamp(0, 1), "alpha")
-    return params
+    if type(m) not in SNNTORCH_NEURONS:
+        raise LoweringError(f"{_module_where(path, m)}: snnTorch neuron type not supported "
+                            f"({', '.join(t.__name__ for t in SNNTORCH_NEURONS)} are)")
+    if isinstance(m, snntorch.RSynaptic) and not m.reset_delay and reset_mechanism(m) != "none":
+        raise LoweringError(f"{_module_where(path, m)}: RSynaptic with reset_delay=False cannot be lowered: snnTorch 1.0 "
+                            "computes its reset from the spk argument (None with init_hidden=True, the previous step's "
+                            "spikes otherwise), not from the step's spikes; use reset_delay=True")
+
+
+def reset_mechanism(m: nn.Module) -> str:
+    """An snnTorch neuron's reset as the IR names it."""
+    return {0: "subtract", 1: "zero", 2: "none"}[int(m.reset_mechanism_val)]
+
+
+def _lapicque_charge(m: nn.Module, path: str, per_neuron: Callable[[Any, str], np.ndarray]) -> dict[str, Any]:
+    """snnTorch's Lapicque charge ``x*R*(1/(R*C))*dt + (1 - dt/(R*C))*v`` as ``beta*v + gain*x``:
+    exact when ``R`` and ``time_step`` are powers of two (products by them are exact) and one gain
+    serves the whole layer."""
+    R, C, dt = (torch.as_tensor(v).detach() for v in (m.R, m.C, m.time_step))
+    for what, v in (("R", R), ("time_step", dt)):
+        exps = torch.frexp(v.double())
+        if not (bool((v > 0).all()) and bool((exps.mantissa == 0.5).all())):
+            raise LoweringError(f"{_module_where(path, m)}: Lapicque with {what}={v.tolist()} cannot be lowered exactly "
+                                "(the input is multiplied by R, 1/(R*C) and time_step in turn; R and time_step must be "
+                                "powers of two)")
+    q = 1 / (R * C)
+    gain = (q * R * dt).reshape(-1)
+    if gain.numel() != 1 and not bool((gain == gain[0]).all()):
+        raise LoweringError(f"{_module_where(path, m)}: Lapicque with a different input gain R*dt/(R*C) per neuron "
+                            "cannot be lowered (a population has one gain)")
+    beta = 1 - dt / (R * C)
+    if bool((beta < 0).any()) or bool((beta > 1).any()):
+        raise LoweringError(f"{_module_where(path, m)}: Lapicque with time_step/(R*C) outside [0, 1] (decay "
+                            f"{beta.tolist()}) cannot be lowered")
+    return dict(beta=per_neuron(beta, "1 - time_step/(R*C)"), gain=float(gain[0]))
 
 
 def _lower_neuron(L: _Lowering, n: fx.Node, m: nn.Module, path: str) -> str:
@@ -327,14 +407,46 @@ def _lower_neuron(L: _Lowering, n: fx.Node, m: nn.Module, path: str) -> str:
     params = _neuron_params(getattr(m, "neuron", m), path, shape)  # RecurrentLIF wraps its LIF
     pop = L.add(path, Population(shape=shape, **params), sources)
     rec = getattr(m, "recurrent", None)
-    if rec is not None:  # spike.recurrent.RecurrentLIF: s[t-1] -> Linear -> same population
-        w = _np(rec.weight)
-        bias = None if rec.bias is None else _np(rec.bias)
-        size = int(np.prod(shape))
-        proj = L.add(f"{path}.recurrent", Dense(shape=(size,), in_shape=(size,), weight=w, bias=bias, delay=1), [pop])
+    if rec is not None:  # s[t-1] -> recurrent synapses -> the same population (delay 1)
+        node = _recurrent_projection(m, rec, path, shape)
+        proj = L.add(f"{path}.recurrent", node, [pop])
         L.b.connect(proj, pop)
-        L.bias_from_start.append(proj)  # the layer adds b from step 0: s[-1] = 0, V s + b = b
+        if getattr(node, "bias", None) is not None and not params.get("late_recurrent"):
+            L.bias_from_start.append(proj)  # the layer adds b from step 0: s[-1] = 0, V s + b = b
+        # (a late_recurrent population's recurrent bias holds from step 0 on its own: Program.onset)
     return pop
+
+
+def _recurrent_projection(m: nn.Module, rec: nn.Module, path: str, shape: tuple[int, ...]) -> Projection:
+    """The recurrent synapses of ``spike.recurrent.RecurrentLIF`` (a Linear) or snnTorch's
+    RLeaky/RSynaptic (all-to-all Linear or Conv2d, or one-to-one ``V``), delivered one step late."""
+    size = int(np.prod(shape))
+    if isinstance(rec, nn.Linear):
+        bias = None if rec.bias is None else _np(rec.bias)
+        return Dense(shape=(size,), in_shape=(size,), weight=_np(rec.weight), bias=bias, delay=1)
+    if isinstance(rec, nn.Conv2d):
+        if len(shape) != 3:
+            raise LoweringError(f"{_module_where(path, m)}: a recurrent Conv2d needs (C, H, W) neurons, got {shape}")
+        stride, padding, kernel = _pair(rec.stride), _pair(rec.padding), _pair(rec.kernel_size)
+        if stride != (1, 1) or conv_output_hw(shape[1:], kernel, stride, padding) != tuple(shape[1:]) \
+                or _pair(rec.dilation) != (1, 1):
+            raise LoweringError(f"{_module_where(path, m)}: its recurrent Conv2d must keep the shape {shape} "
+                                "(stride 1, dilation 1, 'same' padding)")
+        return Conv2d(shape=shape, in_shape=shape, weight=_np(rec.weight), stride=stride, padding=padding,
+                      groups=rec.groups, bias=None if rec.bias is None else _np(rec.bias), delay=1)
+    V = getattr(rec, "V", None)
+    if V is None:
+        raise LoweringError(f"{_module_where(path, m)}: recurrent module of type {type(rec).__name__} cannot be lowered "
+                            "(a Linear, a Conv2d or snnTorch's one-to-one V can)")
+    v = _np(torch.as_tensor(V))
+    if v.size == 1:
+        return Identity(shape=shape, in_shape=shape, scale=float(v.reshape(())), delay=1)
+    try:
+        data = np.ascontiguousarray(np.broadcast_to(v, shape).reshape(size), dtype=np.float32)
+    except ValueError:
+        raise LoweringError(f"{_module_where(path, m)}: V of shape {v.shape} does not broadcast to {shape}") from None
+    return Sparse(shape=shape, in_shape=shape, indptr=np.arange(size + 1, dtype=np.int64),
+                  indices=np.arange(size, dtype=np.int64), data=data, delay=1)
 
 
 # ---- function / method lowerings -----------------------------------------------------------
@@ -433,6 +545,8 @@ def trace(
         inside = any(p.startswith(q + ".") for q, _ in neurons)  # e.g. the LIF inside RecurrentLIF
         if isinstance(m, neuron_types) and not inside:
             neurons.append((p, m))
+            if isinstance(m, snntorch.SpikingNeuron):
+                check_snntorch_neuron(m, p)
     single = [p for p, m in neurons if _is_single_step(m)]
     multi = [p for p, m in neurons if not _is_single_step(m)]
     if single and multi:
@@ -474,7 +588,7 @@ def trace(
                 pop = _lower_neuron(L, n, m, n.target)
                 L.value[n.name] = (pop, None) if _returns_tuple(m) else pop
                 continue
-            fn = next((MODULE_LOWERINGS[t] for t in type(m).__mro__ if t in MODULE_LOWERINGS), None)
+            fn = module_lowering(m)
             if fn is None:
                 raise LoweringError(f"{_module_where(n.target, m)} cannot be lowered to the IR")
             L.value[n.name] = fn(L, n, m, n.target)
@@ -506,6 +620,9 @@ def trace(
 
 
 def _is_single_step(m: nn.Module) -> bool:
+    lib = _library(m)
+    if lib is not None:
+        return lib.single_step(m)
     mode = getattr(m, "step_mode", None)
     if mode is not None:
         return mode == "single"
@@ -528,6 +645,9 @@ def _reset_states(model: nn.Module) -> None:
             m.reset_mem()
         if hasattr(m, "syn") and hasattr(m, "init_hidden") and getattr(m, "init_hidden", False):
             m.syn = torch.zeros_like(m.syn)
+    for lib in LIBRARIES:
+        if lib.reset is not None:
+            lib.reset(model)
 
 
 def _detect_signal(x: torch.Tensor) -> str:

@@ -35,6 +35,18 @@ NEURON_VARIANTS = (
     ("cuba_lif", "zero", False, True),
     ("li", "none", True, False),
 )
+# charges, reset rules and models beyond the plain LIF family (spike.semantics): field overrides
+NEURON_FORMS = (
+    dict(charge="tau_input", reset="zero", reset_delay=False, fire_ge=True, v_reset=-0.25),
+    dict(charge="tau", reset="subtract", reset_delay=False, fire_ge=True),
+    dict(charge="rate_input", reset="zero", reset_delay=False, fire_ge=True),
+    dict(charge="rate", reset="none", reset_delay=False),
+    dict(reset="subtract", reset_delay=False, reset_rule="snntorch"),
+    dict(model="cuba_lif", reset="drop"),
+    dict(model="alpha", reset="subtract"),
+    dict(model="alpha", reset="zero"),
+    dict(model="li", charge="tau_input"),
+)
 
 
 def weights(rng: np.random.Generator, shape, scale: float = 0.5) -> np.ndarray:
@@ -48,18 +60,24 @@ def spikes(rng: np.random.Generator, T: int, B: int, shape, p: float = 0.3) -> n
     return (rng.random((T, B, *shape)) < p).astype(np.float32)
 
 
-def pop(rng, shape, model="lif", reset="subtract", reset_delay=True, fire_ge=False, gain=1.0) -> Population:
+def pop(rng, shape, model="lif", reset="subtract", reset_delay=True, fire_ge=False, gain=1.0, **forms) -> Population:
     n = int(np.prod(shape))
+    charge = forms.get("charge", "beta")
+    if charge in ("tau", "tau_input") or model == "alpha":
+        forms["tau"] = rng.uniform(1.5, 4.0, n).astype(np.float32)
+    if charge in ("rate", "rate_input"):
+        forms["rate"] = rng.uniform(0.2, 0.7, n).astype(np.float32)
     return Population(
         shape=tuple(shape),
         model=model,
         beta=(np.ones(n) if model == "if" else rng.uniform(0.5, 0.95, n)).astype(np.float32),
         threshold=rng.uniform(0.25, 0.75, n).astype(np.float32),
-        alpha=rng.uniform(0.3, 0.8, n).astype(np.float32) if model == "cuba_lif" else None,
+        alpha=rng.uniform(0.3, 0.8, n).astype(np.float32) if model in ("cuba_lif", "alpha") else None,
         gain=gain,
         reset=reset,
         reset_delay=reset_delay,
         fire_ge=fire_ge,
+        **forms,
     )
 
 
@@ -193,6 +211,24 @@ def neurons(rng):
         b.add(f"p{k}", pop(rng, (10,), model, reset, reset_delay, fire_ge, gain=0.75), ["fc", "id"])
         b.add(f"out{k}", Output(shape=(10,)), f"p{k}")
     return b.build(), spikes(rng, 8, 2, (10,), 0.4)
+
+
+def neuron_forms(rng):
+    """Every charge, reset rule and model of ``NEURON_FORMS`` fed by a dense projection and a scaled
+    identity, and a population that adds its recurrent input after its charge (snnTorch's RLeaky)."""
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(10,)))
+    b.add("fc", Dense(shape=(10,), in_shape=(10,), weight=weights(rng, (10, 10), 0.9)), "in")
+    b.add("id", Identity(shape=(10,), in_shape=(10,), scale=0.5), "in")
+    for k, form in enumerate(NEURON_FORMS):
+        b.add(f"f{k}", pop(rng, (10,), **form), ["fc", "id"])
+        b.add(f"out{k}", Output(shape=(10,)), f"f{k}")
+    b.add("late", pop(rng, (10,), reset="drop", late_recurrent=True, reset_rule="snntorch"), ["fc"])
+    b.add("rec", Dense(shape=(10,), in_shape=(10,), weight=weights(rng, (10, 10), 0.6), bias=weights(rng, 10, 0.2),
+                       delay=1), "late")
+    b.connect("rec", "late")
+    b.add("out_late", Output(shape=(10,)), "late")
+    return b.build(), spikes(rng, 8, 2, (10,), 0.5)
 
 
 def sparse(rng):
@@ -472,6 +508,7 @@ CASES: dict[str, Callable] = {
     "recurrent": recurrent,
     "residual": residual,
     "neurons": neurons,
+    "neuron_forms": neuron_forms,
     "sparse": sparse,
     "fixed_conv": fixed_conv,
     "fixed_recurrent": fixed_recurrent,
