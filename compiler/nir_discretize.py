@@ -12,9 +12,21 @@ Forward Euler with step ``dt`` (seconds), the convention snnTorch's NIR exporter
              gain = (r*dt/tau_mem) * (w_in*dt/tau_syn)   (the input scale of i folds into gain:
              i is linear in its input)
 
-so the inverse (export) is ``tau = dt/(1 - beta)``, ``r = gain*tau/dt`` (``gain/dt`` for IF, I)
+The inverse (export) is ``tau = dt/(1 - beta)``, ``r = gain*tau/dt`` (``gain/dt`` for IF, I)
 and ``w_in = tau_syn/dt``. snnTorch writes ``tau = dt/(1-beta)``, ``r = tau/dt``,
 ``w_in = tau_syn/dt`` and ``v_leak = 0``, i.e. gain 1.
+
+Exact (exponential) integration, ``discretization="exp"`` on import (Sinabs's convention: its
+LIF decays by ``exp(-1/tau_mem)`` per step, tau in steps, and with ``norm_input``, its default,
+scales its input by ``1 - decay``):
+
+    LIF, LI  beta = exp(-dt/tau),  gain = r*(1 - beta),  drive (1 - beta)*v_leak   (the exact
+             solution over one step of a constant input); IF, I as above (there the Euler step is
+             exact)
+
+with ``beta`` the float32 nearest the float64 ``exp`` and ``gain`` evaluated in float32, as Sinabs
+computes ``1 - alpha``. CubaLIF has no exact one-step form in the IR (the current decays within the
+step), so the importer refuses it in this mode.
 
 Exact inversion. The stored numbers were rounded by their producer (snnTorch computes them in
 float32; our exporter in float64), so ``1 - dt/tau`` is off by an ulp or two. The inverse is
@@ -31,7 +43,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["decay_from_tau", "gain_from_r", "tau_from_decay", "r_from_gain", "gain_matches"]
+__all__ = ["decay_from_tau", "gain_from_r", "tau_from_decay", "r_from_gain", "gain_matches", "decay_exp",
+           "gain_exp"]
 
 _SEARCH = 8  # ulps searched on each side of the direct formula
 
@@ -154,3 +167,15 @@ def gain_matches(gain: float, r: np.ndarray, scale: np.ndarray | float, dt: floa
     kind = _kind(r, scale_arr) if isinstance(scale, np.ndarray) else _kind(r)
     g = np.full(r.shape, gain, dtype=kind)
     return bool(np.array_equal(_r_forward(g, np.broadcast_to(scale_arr, r.shape), dt, kind), r.astype(kind)))
+
+
+def decay_exp(tau: np.ndarray, dt: float) -> np.ndarray:
+    """float32 ``exp(-dt/tau)``, rounded once from float64 (exact integration); ``tau = inf`` gives 1."""
+    with np.errstate(divide="ignore", over="ignore"):
+        return np.exp(-float(dt) / np.asarray(tau, dtype=np.float64)).astype(np.float32)
+
+
+def gain_exp(r: np.ndarray, decay: np.ndarray) -> np.ndarray:
+    """``r*(1 - decay)`` evaluated in float32 (exact integration's input gain), as float64 values."""
+    one = np.float32(1)
+    return (np.asarray(r, dtype=np.float32) * (one - np.asarray(decay, dtype=np.float32))).astype(np.float64)

@@ -10,8 +10,8 @@ metadata, else 1e-4 s.
 Mapping (IR -> NIR):
 - Population ``lif`` -> LIF (IF when every beta is 1), ``if`` -> IF, ``cuba_lif`` -> CubaLIF,
   ``li`` -> LI (I when every beta is 1). Node metadata carries what NIR has no field for:
-  ``dt``, ``reset``, ``reset_delay``, ``fire_ge``, ``gain`` (the exact float behind ``r``) and
-  ``model`` where the NIR type does not say it.
+  ``dt``, ``discretization`` ("euler": the taus are Euler's), ``reset``, ``reset_delay``,
+  ``fire_ge``, ``gain`` (the exact float behind ``r``) and ``model`` where the NIR type does not say it.
 - Dense -> Affine (with bias) or Linear; Sparse -> Scale when diagonal, else Affine/Linear with
   the dense matrix (metadata ``ir_kind: sparse``); Conv2d -> Conv2d (a missing bias is written as
   zeros with metadata ``has_bias: false``); Pool2d avg/sum -> AvgPool2d/SumPool2d (max pooling has
@@ -80,7 +80,7 @@ def _population(name: str, node: Population, dt: float) -> Any:
     shape = tuple(node.shape)
     n = node.size
     md: dict[str, Any] = {
-        "dt": float(dt), "reset": str(node.reset), "reset_delay": bool(node.reset_delay),
+        "dt": float(dt), "discretization": "euler", "reset": str(node.reset), "reset_delay": bool(node.reset_delay),
         "fire_ge": bool(node.fire_ge), "gain": float(node.gain),
     }
     beta = np.asarray(node.beta, dtype=np.float32).reshape(n)

@@ -10,7 +10,9 @@ CubaLIF ``alpha = 1 - dt/tau_syn``, ``beta = 1 - dt/tau_mem``,
 ``gain = (r*dt/tau_mem)*(w_in*dt/tau_syn)``. snnTorch writes ``tau = dt/(1-beta)``,
 ``r = tau/dt``, ``v_leak = 0``: its beta comes back bit for bit and the gain is exactly 1.
 A node's ``dt`` metadata (our exporter writes it) overrides the ``dt`` argument, as does the
-graph's ``dt`` metadata.
+graph's ``dt`` metadata. ``discretization="exp"`` (node metadata ``discretization`` wins) integrates
+LIF and LI exactly instead: ``beta = exp(-dt/tau)``, ``gain = r*(1 - beta)``, as Sinabs computes
+(CubaLIF is refused in that mode).
 
 Neuron semantics NIR leaves open (design §3):
 - reset mode: node metadata ``reset`` (our exporter writes it), else the ``reset`` argument, else
@@ -19,9 +21,11 @@ Neuron semantics NIR leaves open (design §3):
 - ``reset_delay``: metadata, else the ``reset_delay`` argument, default True (snnTorch's default:
   the reset of step t-1's spike lands at step t). With a zero reset both choices give the same
   spikes; with subtract they differ, and True reproduces snnTorch.
-- firing: ``v > v_threshold`` (NIR), or ``>=`` when metadata ``fire_ge`` is true.
+- firing: ``v > v_threshold`` (NIR), or ``>=`` when metadata ``fire_ge`` (else the ``fire_ge``
+  argument) is true (Sinabs's SingleSpike fires on ``>=``).
 - ``v_leak != 0`` becomes a constant current ``(1-beta)*v_leak/gain``, added to the bias of the
-  Affine/Linear that feeds the neurons (an error if none does; not for CubaLIF).
+  Affine/Linear that feeds the neurons (an error if none does; not for CubaLIF). The membrane
+  starts at 0 (NIR leaves the initial state open; Norse starts it at ``v_leak``).
 - a per-neuron gain that is not uniform is folded into the weights of the projections feeding
   the neurons (the IR's gain is one number per population).
 
@@ -48,6 +52,7 @@ names the node.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -61,12 +66,13 @@ from spike.compiler.ir import (
     Projection, Sparse, conv_output_hw,
 )
 from spike.compiler.delays import bias_from_start
-from spike.compiler.nir_discretize import decay_from_tau, gain_from_r, gain_matches
+from spike.compiler.nir_discretize import decay_exp, decay_from_tau, gain_exp, gain_from_r, gain_matches
 from spike.compiler.program import Program, ProgramBuilder, ProgramError
 
-__all__ = ["NIRImportError", "from_nir", "DEFAULT_DT", "META_KEY", "SUPPORTED_NODES"]
+__all__ = ["NIRImportError", "from_nir", "DEFAULT_DT", "DISCRETIZATIONS", "META_KEY", "SUPPORTED_NODES"]
 
 DEFAULT_DT = 1e-4
+DISCRETIZATIONS = ("euler", "exp")
 META_KEY = "spike_sim"  # graph metadata our exporter writes: JSON with node order and metadata
 SUPPORTED_NODES = (
     "Input", "Output", "Affine", "Linear", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten",
@@ -396,6 +402,8 @@ class _Options:
     reset: str | None
     reset_delay: bool
     input_signal: str | None
+    fire_ge: bool = False
+    discretization: str = "euler"
 
 
 def _node_dt(name: str, md: dict, opts: _Options) -> float:
@@ -409,10 +417,14 @@ def _node_dt(name: str, md: dict, opts: _Options) -> float:
     return dt
 
 
-def _decay(name: str, node: Any, field: str, n: int, dt: float) -> np.ndarray:
+def _decay(name: str, node: Any, field: str, n: int, dt: float, exact: bool = False) -> np.ndarray:
+    """Per-neuron float32 decay of time constant ``field``: Euler ``1 - dt/tau``, or ``exp(-dt/tau)``
+    when ``exact`` (discretization "exp")."""
     tau = _per_neuron(name, node, field, _arr(name, node, field), n, np.asarray(getattr(node, field)).dtype)
     if np.isnan(tau).any() or (tau <= 0).any():
         raise _fail(name, node, f"{field} must be > 0 (seconds), got min {np.nanmin(tau)}")
+    if exact:
+        return decay_exp(tau, dt)
     d = decay_from_tau(tau, dt)
     if (d < 0).any():
         bad = float(tau[d < 0].min())
@@ -435,6 +447,13 @@ def _gain(name: str, node: Any, field: str, scale: np.ndarray | float, n: int, d
     return g
 
 
+def _gain_exp(name: str, node: Any, tau: np.ndarray, beta: np.ndarray, n: int) -> np.ndarray:
+    """Exact integration's input gain ``r*(1 - beta)`` (float32 arithmetic, as Sinabs's)."""
+    if np.isinf(tau).any():
+        raise _fail(name, node, "an infinite time constant leaves r undefined")
+    return gain_exp(_per_neuron(name, node, "r", _arr(name, node, "r"), n), beta)
+
+
 def _population(name: str, node: Any, shape: tuple[int, ...], opts: _Options) -> tuple[Population, _PopExtras]:
     nir = _nir()
     md = _meta(node)
@@ -445,7 +464,13 @@ def _population(name: str, node: Any, shape: tuple[int, ...], opts: _Options) ->
     if reset not in RESET_MODES:
         raise NIRImportError(f"node {name!r} ({kind}): reset {reset!r} is not one of {', '.join(RESET_MODES)}")
     reset_delay = bool(md.get("reset_delay", opts.reset_delay))
-    fire_ge = bool(md.get("fire_ge", False))
+    fire_ge = bool(md.get("fire_ge", opts.fire_ge))
+    discretization = md.get("discretization", opts.discretization)
+    if discretization not in DISCRETIZATIONS:
+        raise NIRImportError(
+            f"node {name!r} ({kind}): discretization {discretization!r} is not one of {', '.join(DISCRETIZATIONS)}"
+        )
+    exact = discretization == "exp"
     md_gain = md.get("gain")
     alpha = None
     const = None
@@ -466,14 +491,19 @@ def _population(name: str, node: Any, shape: tuple[int, ...], opts: _Options) ->
     elif isinstance(node, (nir.LIF, nir.LI)):
         model = "lif" if isinstance(node, nir.LIF) else "li"
         tau = _per_neuron(name, node, "tau", _arr(name, node, "tau"), n, np.asarray(node.tau).dtype)
-        beta = _decay(name, node, "tau", n, dt)
-        gain = _gain(name, node, "r", tau, n, dt, md_gain)
+        beta = _decay(name, node, "tau", n, dt, exact)
+        gain = _gain_exp(name, node, tau, beta, n) if exact else _gain(name, node, "r", tau, n, dt, md_gain)
         v_leak = _per_neuron(name, node, "v_leak", _arr(name, node, "v_leak"), n, np.float64)
-        if (v_leak != 0).any():
-            const = (dt / tau.astype(np.float64)) * v_leak
+        if (v_leak != 0).any():  # the drive (1 - beta)*v_leak, with the decay as recovered (exactly)
+            const = (1.0 - beta.astype(np.float64)) * v_leak
         if isinstance(node, nir.LIF):
             threshold = _per_neuron(name, node, "v_threshold", _arr(name, node, "v_threshold"), n)
     elif isinstance(node, nir.CubaLIF):
+        if exact:
+            raise NIRImportError(
+                f"node {name!r} (CubaLIF): discretization 'exp' has no CubaLIF form in the IR (its current decays "
+                "within the step); import it with discretization='euler'"
+            )
         model = "cuba_lif"
         tau_mem = _per_neuron(name, node, "tau_mem", _arr(name, node, "tau_mem"), n, np.asarray(node.tau_mem).dtype)
         tau_syn = _per_neuron(name, node, "tau_syn", _arr(name, node, "tau_syn"), n, np.asarray(node.tau_syn).dtype)
@@ -859,6 +889,8 @@ def from_nir(
     *,
     reset_delay: bool = True,
     input_signal: str | None = None,
+    fire_ge: bool = False,
+    discretization: str = "euler",
     run_pipeline: bool = True,
 ) -> Program:
     """Lower a NIR graph (a ``nir.NIRGraph`` or a path to a ``.nir`` file) to a Program.
@@ -867,6 +899,10 @@ def from_nir(
     ``reset``: reset mode for neurons whose metadata has none (default ``"zero"``; pass
     ``"subtract"`` for snnTorch exports). ``reset_delay``: likewise (default True, snnTorch's).
     ``input_signal``: ``"spike"`` (default) or ``"real"`` for Inputs without ``signal`` metadata.
+    ``fire_ge``: fire on ``v >= v_threshold`` (Sinabs, SpikingJelly) instead of NIR's ``>``, for
+    neurons without ``fire_ge`` metadata. ``discretization``: ``"euler"`` (default, snnTorch's and
+    Norse's) or ``"exp"`` (exact integration, Sinabs's) for neurons without such metadata; see
+    :mod:`spike.compiler.nir_discretize`.
     The result has been through ``FLOAT_PIPELINE`` unless ``run_pipeline=False``.
     """
     nir = _nir()
@@ -882,8 +918,12 @@ def from_nir(
         raise NIRImportError(f"reset {reset!r} is not one of {', '.join(RESET_MODES)}")
     if input_signal is not None and input_signal not in ("spike", "real"):
         raise NIRImportError(f"input_signal {input_signal!r} is not 'spike' or 'real'")
+    if discretization not in DISCRETIZATIONS:
+        raise NIRImportError(f"discretization {discretization!r} is not one of {', '.join(DISCRETIZATIONS)}")
+    opts = _Options(dt=dt, reset=reset, reset_delay=bool(reset_delay), input_signal=input_signal,
+                    fire_ge=bool(fire_ge), discretization=discretization)
     try:
-        return _from_graph(graph, dt, reset, bool(reset_delay), input_signal, run_pipeline)
+        return _from_graph(graph, opts, run_pipeline)
     except NIRImportError as e:
         if where:
             raise NIRImportError(where + str(e)) from e
@@ -892,12 +932,10 @@ def from_nir(
         raise NIRImportError(where + str(e)) from e
 
 
-def _from_graph(
-    graph: Any, dt: float, reset: str | None, reset_delay: bool, input_signal: str | None, run_pipeline: bool
-) -> Program:
+def _from_graph(graph: Any, opts: _Options, run_pipeline: bool) -> Program:
     nir = _nir()
     gmd = _meta(graph)
-    opts = _Options(dt=float(gmd.get("dt", dt)), reset=reset, reset_delay=reset_delay, input_signal=input_signal)
+    opts = dataclasses.replace(opts, dt=float(gmd.get("dt", opts.dt)))
     if not (math.isfinite(opts.dt) and opts.dt > 0):
         raise NIRImportError(f"dt must be a positive number of seconds, got {opts.dt!r}")
     ours = None
