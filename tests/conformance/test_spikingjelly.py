@@ -115,12 +115,13 @@ def _reference(net: nn.Module, x: torch.Tensor, mode: str, pops: list[str]) -> d
     return ref
 
 
-def _check(net: nn.Module, x: torch.Tensor, mode: str, pops: list[str]) -> None:
-    """Compile ``net`` (before running it, so compiling must leave it as it was), then compare
-    every backend's output, spikes and membranes with SpikingJelly's, and that the net is active."""
+def _check(net: nn.Module, x: torch.Tensor, mode: str, pops: list[str], target: str = "generic") -> None:
+    """Compile ``net`` for ``target`` (before running it, so compiling must leave it as it was), then
+    compare every backend's output, spikes and membranes with SpikingJelly's, and that the net is
+    active."""
     for p in pops:
         net.get_submodule(p).store_v_seq = True
-    program = compile_model(net, x if mode == "m" else x[0])
+    program = compile_model(net, x if mode == "m" else x[0], target=target)
     assert program.metadata["step_mode"] == ("multi" if mode == "m" else "single")
     ref = _reference(net, x, mode, pops)
     hidden = ref[pops[0].replace(".", "_")]
@@ -194,6 +195,15 @@ def test_conv_nets(mode: str, style: str, pool: str) -> None:
             g = torch.Generator().manual_seed(100 * seed + 11 * real + 3)
             net, pops = _conv_net(mode, style, pool, g)
             _check(_init(net, g, 4.0), _input(g, (2, 8, 8), real), mode, pops)
+
+
+@pytest.mark.parametrize("pool", ["max", "avg", "max_current"])
+def test_multistep_conv_net_on_loihi2(pool: str) -> None:
+    """Compiled for Loihi 2 (one-step synapses on every projection, the latency compensated), a
+    multi-step SpikingJelly conv net still gives SpikingJelly's spikes and membranes."""
+    g = torch.Generator().manual_seed(17)
+    net, pops = _conv_net("m", "sj", pool, g)
+    _check(_init(net, g, 4.0), _input(g, (2, 8, 8), False), "m", pops, target="loihi2")
 
 
 # ---- refusals ---------------------------------------------------------------------------------
