@@ -16,6 +16,7 @@ from torch import nn
 
 from spike.backends import BackendError, run
 from spike.backends.lava_backend import lower
+from spike.backends.op_counting import count_ops
 from spike.compiler import compile as compile_program
 from spike.compiler.ir import Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse
 from spike.compiler.delays import target_delays
@@ -27,6 +28,7 @@ from spike.compat.lava import lava_available
 from spike.layers import TimeDistributed as TD
 from spike.neurons import LIF
 from spike.recurrent import RecurrentLIF
+from cuda_sim_check import mixed_input
 from test_compile_agreement import dyadic_, spikes_in
 
 needs_lava = pytest.mark.skipif(lava_available() is not None, reason="lava-nc is not importable here")
@@ -231,9 +233,6 @@ def test_counts_from_recordings_decide_ac_or_mac_per_step() -> None:
     """The lava backend's counts (``op_counting.count_ops``, from recorded values) equal numba's on
     an input real on some (step, sample)s and 0/1 or -1/0/1 events on the others (dense, sparse,
     conv, identity, a gated conv with a fully masked group): syn_ops or macs per (sample, step)."""
-    from cuda_sim_check import mixed_input
-    from spike.backends.op_counting import count_ops
-
     program, x = mixed_input(np.random.default_rng(3))
     names = [n for n, node in program.nodes() if node.KIND not in ("input", "output")]
     res = run(program, x, backend="numba", probes=names)
