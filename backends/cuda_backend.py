@@ -40,7 +40,7 @@ from spike.backends.layout import (
 )
 from spike.backends.registry import Backend, BackendError, register_backend
 from spike import semantics
-from spike.compiler.ir import (
+from spike.compiler.ir.nodes import (
     Conv2d, Dense, HostOp, Identity, Pool2d, Population, Sparse,
 )
 
@@ -565,7 +565,7 @@ def _summed(ctx: NodeContext, positions: list[int], t0: int, t1: int, key: str, 
 
 def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
     """Loihi fixed point (``numba_kernels.loihi_lif_step``); input = int32 sum of the sources."""
-    from spike.compiler.quantize import loihi_neuron_params
+    from spike.compiler.passes.quantize import loihi_neuron_params
 
     node: Population = ctx.node
     n, B = node.size, ctx.batch

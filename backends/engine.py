@@ -5,7 +5,7 @@ backend. A kernel ``fn(ctx, t0, t1)`` computes steps ``t0..t1-1`` of its node; a
 one call over all steps, nodes on a cycle one call per step (see ``Program.schedule``).
 
 A program compiled for a target with synaptic delays trails the trained network by
-``program.total_latency`` steps (``spike.compiler.delays``): every backend runs ``T + latency``
+``program.total_latency`` steps (``spike.compiler.passes.delays``): every backend runs ``T + latency``
 steps with the input padded by zeros, counts every step it ran (they happen on chip), and returns
 each output and probe from its node's latency on, ``T`` steps aligned with the input.
 """
@@ -21,9 +21,9 @@ import numpy as np
 
 from spike.backends.registry import OP_KEYS, Backend, BackendError, get_backend
 from spike.backends.result import OpCounts, RunResult
-from spike.compiler.ir import Gate, Input, Node, Output, Population
-from spike.compiler.program import Program
-from spike.compiler.signals import output_signal
+from spike.compiler.ir.nodes import Gate, Input, Node, Output, Population
+from spike.compiler.ir.program import Program
+from spike.compiler.ir.signals import output_signal
 
 _CACHES: "weakref.WeakKeyDictionary[Node, dict[str, dict]]" = weakref.WeakKeyDictionary()
 

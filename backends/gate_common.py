@@ -1,6 +1,6 @@
 """What every backend's FTWT gate execution shares: graph look-ups, the mask and its cost.
 
-A :class:`~spike.compiler.ir.Gate` masks the Population it feeds. During a run the mask of a gate
+A :class:`~spike.compiler.ir.nodes.Gate` masks the Population it feeds. During a run the mask of a gate
 is computed once (from the complete output of its source, see ``ir.Gate``) by whichever kernel
 needs it first, the gate's own or a projection into the gated population, and kept in the run's
 ``ctx.shared``. The logits come from :func:`spike.ftwt.gate_logits`, the function the PyTorch
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from spike.backends.registry import Backend, BackendError
-from spike.compiler.ir import Gate, Population
-from spike.compiler.program import Program, ProgramError
-from spike.compiler.validate import check_gates
+from spike.compiler.ir.nodes import Gate, Population
+from spike.compiler.ir.program import Program, ProgramError
+from spike.compiler.ir.validate import check_gates
 
 __all__ = ["gate_of_population", "gated_consumer", "gate_mask", "mask_from_window", "gate_host_flops",
            "add_gate_checks"]

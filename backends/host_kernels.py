@@ -1,4 +1,4 @@
-"""Host-op kernels in torch, one per ``HostOp.op`` (``spike.compiler.hostops``), shared by every
+"""Host-op kernels in torch, one per ``HostOp.op`` (``spike.compiler.ir.hostops``), shared by every
 backend: the numba and torch backends run them on CPU tensors (zero-copy views of their arrays),
 the cuda backend on GPU tensors, the lava backend inside its host process.
 
@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from spike.compiler.hostops import HOST_OPS
-from spike.compiler.ir import HostOp
+from spike.compiler.ir.hostops import HOST_OPS
+from spike.compiler.ir.nodes import HostOp
 
 __all__ = ["HOST_KERNELS", "fresh_input", "run_host_op", "host_op_counts", "host_op_kernel", "SUPPORTED"]
 
@@ -129,7 +129,7 @@ def host_op_counts(node: HostOp, xs: Sequence[Any], spike_sources: Sequence[bool
                    cache: dict | None = None) -> dict[str, np.ndarray]:
     """Operation counts per sample ``[B]`` of ``node`` over the steps of ``xs`` (``[n, B, size]``
     arrays or tensors of its sources; ``spike_sources[i]``: source ``i`` carries spikes), by the
-    rules of ``spike.compiler.hostops``. ``cache`` keeps per-node constants between calls."""
+    rules of ``spike.compiler.ir.hostops``. ``cache`` keeps per-node constants between calls."""
     n, B = xs[0].shape[:2]
 
     def const(value: int) -> np.ndarray:

@@ -43,7 +43,7 @@ Timing: Lava's Dense, Sparse and Conv send at step t what step t-1's spikes prod
 DelayDense/DelaySparse (``delays`` 0..63) what step ``t - 1 - delays`` produced; so a projection
 of delay 1 is a Dense/Sparse/Conv, one of delay ``2 .. 64`` a DelayDense/DelaySparse with
 ``delays = d - 1``, and delay 0 (or more than 64) is refused naming the projection (compile for a
-Loihi target: ``spike.compiler.delays.target_delays`` gives every projection delay >= 1 and
+Loihi target: ``spike.compiler.passes.delays.target_delays`` gives every projection delay >= 1 and
 balances merging paths with longer ones; host mode below lifts the refusal for the dense, sparse
 and identity projections of delay 0, which it computes itself). A program with a latency
 (``Program.latency``) arrives padded with zero steps and its outputs are realigned by the engine
@@ -159,13 +159,13 @@ from spike.backends.registry import Backend, BackendError, register_backend
 from spike.backends.result import RunResult
 from spike.compat.lava import LAVA_INSTALL_HINT, lava_available
 from spike import semantics
-from spike.compiler.ir import (
+from spike.compiler.ir.nodes import (
     Conv2d, Dense, Gate, HostOp, Identity, Input, Node, Output, Pool2d, Population, Projection, Sparse,
     conv_output_hw,
 )
-from spike.compiler.program import Program, ProgramError
-from spike.compiler.signals import output_signal
-from spike.compiler.validate import LOIHI, check_fixed_point
+from spike.compiler.ir.program import Program, ProgramError
+from spike.compiler.ir.signals import output_signal
+from spike.compiler.ir.validate import LOIHI, check_fixed_point
 
 LOIHI_DELAY = 1  # steps between a spike and the current it causes in Lava (Dense, Sparse, Conv)
 MAX_EXTRA_DELAY = 63  # DelayDense / DelaySparse: 0..63 steps on top of Dense's one (Loihi 2's 6-bit delays)
@@ -663,7 +663,7 @@ class _Planner:
             self.problems.append(_err(name, node, (
                 f"delay {d}: Lava's Dense/Sparse/Conv deliver {LOIHI_DELAY} step late at the earliest, so the lava "
                 f"backend needs delay >= {LOIHI_DELAY} on every projection; compile for a Loihi target "
-                "(compile(..., target='loihi2') runs spike.compiler.delays.target_delays)")))
+                "(compile(..., target='loihi2') runs spike.compiler.passes.delays.target_delays)")))
         elif d > LOIHI_DELAY + MAX_EXTRA_DELAY:
             self.problems.append(_err(name, node, (
                 f"delay {d}: Lava's DelayDense/DelaySparse delay a spike by at most {MAX_EXTRA_DELAY} steps after "
@@ -953,7 +953,7 @@ class _Planner:
                                           "Lava folds the gain into synaptic weights (a max pool passes spikes unweighted)"))
         spiking = node.model != "li"
         if self.fixed:
-            from spike.compiler.quantize import loihi_neuron_params
+            from spike.compiler.passes.quantize import loihi_neuron_params
 
             try:
                 loihi_neuron_params(node, name)
@@ -1065,7 +1065,7 @@ def _lower(program: Program) -> LavaPlan:
         except ProgramError as e:
             raise BackendError(f"backend 'lava' cannot execute this fixed-point program: {e}") from None
     if any(isinstance(node, Gate) for _, node in program.nodes()):
-        from spike.compiler.validate import check_gates
+        from spike.compiler.ir.validate import check_gates
 
         try:
             check_gates(program)

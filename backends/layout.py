@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from spike.backends.registry import BackendError
-from spike.compiler.ir import conv_output_hw
+from spike.compiler.ir.nodes import conv_output_hw
 
 
 def f32(a: Any) -> np.ndarray:

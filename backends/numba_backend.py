@@ -9,14 +9,14 @@ Counts (per sample, summed over steps), as NeuroBench defines them (design §7):
   to ``syn_ops`` or ``macs``, decided per (sample, step) as NeuroBench decides per layer call:
   the pairs of step t of sample b are ``syn_ops`` when all that sample's input values of that
   step are in {-1, 0, 1}, else ``macs`` (batch size 1: NeuroBench's rule exactly); a source of
-  signal "spike" (``spike.compiler.signals``) is taken as binary: all ``syn_ops``, no test;
+  signal "spike" (``spike.compiler.ir.signals``) is taken as binary: all ``syn_ops``, no test;
   ``dense_ops`` += all (input, weight) pairs of a step, every step; avg/sum pooling counts its
   (non-zero input, window) pairs as ``pool_ops`` only (not syn_ops/macs nor dense_ops: NeuroBench
   counts no pooling); max pooling only routes events and counts nothing;
 - populations: ``neuron_updates`` += size per step, ``spikes`` += spikes emitted;
 - host ops: ``host_flops`` += size * (number of sources - 1) per step.
 
-Programs of precision "fixed" (``spike.compiler.quantize``) run Loihi fixed point, bit-accurate with
+Programs of precision "fixed" (``spike.compiler.passes.quantize``) run Loihi fixed point, bit-accurate with
 lava-nc's ``PyLifModelBitAcc``/``PyDenseModelBitAcc``: int32 signals, integer weights shifted by
 ``weight_exp``, populations stepped by ``numba_kernels.loihi_lif_step``; same counts.
 """
@@ -35,8 +35,8 @@ from spike.backends.layout import (
     conv_layout, f32 as _f32, geometry_2d as _geometry_2d, windows_per_position,
 )
 from spike.backends.registry import Backend, BackendError, register_backend
-from spike.compiler.ir import Conv2d, Dense, HostOp, Identity, Pool2d, Population, Sparse
-from spike.compiler.quantize import loihi_neuron_params
+from spike.compiler.ir.nodes import Conv2d, Dense, HostOp, Identity, Pool2d, Population, Sparse
+from spike.compiler.passes.quantize import loihi_neuron_params
 from spike.numba_threads import threads_at_most
 from spike import semantics
 

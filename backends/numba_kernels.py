@@ -491,7 +491,7 @@ def population_kernel(flags: NeuronFlags, gated: bool) -> Any:
 # ----------------------------------------------------------------------------- Loihi fixed point
 #
 # Bit-accurate with lava-nc 0.10.0 (``PyLifModelBitAcc``, ``PyDenseModelBitAcc``); see
-# ``spike.compiler.quantize`` for the mapping from float programs. Every value is carried in int64
+# ``spike.compiler.passes.quantize`` for the mapping from float programs. Every value is carried in int64
 # and wrapped or clipped exactly where lava's int32 / 24-bit arithmetic does. Left shifts are
 # written as multiplications by a power of two (the same two's-complement result, defined for
 # negative values in every language the kernels get ported to).

@@ -33,11 +33,11 @@ import numpy as np
 from spike.backends.registry import OP_KEYS
 from spike.backends.layout import conv_layout, windows_per_position
 from spike.backends.result import OpCounts
-from spike.compiler.ir import (
+from spike.compiler.ir.nodes import (
     Conv2d, Dense, Gate, HostOp, Identity, Input, Node, Output, Pool2d, Population, Sparse, conv_output_hw,
 )
-from spike.compiler.program import Program
-from spike.compiler.signals import output_signal
+from spike.compiler.ir.program import Program
+from spike.compiler.ir.signals import output_signal
 
 __all__ = ["count_ops", "projection_pair_weights"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
-from spike.compiler.hostops import HOST_OPS
-from spike.compiler.program import Program
+from spike.compiler.ir.hostops import HOST_OPS
+from spike.compiler.ir.program import Program
 
 OP_KEYS = ("syn_ops", "macs", "dense_ops", "pool_ops", "neuron_updates", "spikes", "host_flops")
 ENGINE_KINDS = ("input", "output")  # handled by the engine itself, not by kernels
@@ -73,8 +73,8 @@ class Backend:
                 f"it supports {sorted(self.kernels)}"
             )
         if precision == "fixed":
-            from spike.compiler.program import ProgramError
-            from spike.compiler.validate import check_fixed_point
+            from spike.compiler.ir.program import ProgramError
+            from spike.compiler.ir.validate import check_fixed_point
 
             try:
                 check_fixed_point(program)
@@ -86,7 +86,7 @@ class Backend:
 
     def _node_problems(self, program: Program, precision: str) -> list[tuple[str, str]]:
         """Fields of otherwise supported nodes that no kernel of this backend executes."""
-        from spike.compiler.ir import HostOp, Population, Projection
+        from spike.compiler.ir.nodes import HostOp, Population, Projection
 
         problems = []
         for name, node in program.nodes():

@@ -1,6 +1,6 @@
 """Spike routing counts of a mapped program, computed after a run from the recorded events.
 
-For every event path (:class:`spike.compiler.partition.Connection`: a source node, a chain of
+For every event path (:class:`spike.compiler.mapping.partition.Connection`: a source node, a chain of
 projections, a destination population or the host) and every source neuron, a spike is delivered
 once to each destination core that holds at least one of its synapses (once per path: a neuron
 reaching one core through two projections is counted twice). Per sample, summed over steps, added
@@ -27,8 +27,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from spike.backends.result import ROUTING_KEYS, OpCounts
-from spike.compiler.partition import HOST, connections, core_positions
-from spike.compiler.program import Program
+from spike.compiler.mapping.partition import HOST, connections, core_positions
+from spike.compiler.ir.program import Program
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from spike.backends.engine import NodeContext
 from spike.backends.host_kernels import host_op_kernel
 from spike.backends.registry import Backend, BackendError, register_backend
-from spike.compiler.ir import Conv2d, Dense, Identity, Pool2d, Population, Sparse
-from spike.compiler.program import Program, ProgramError
+from spike.compiler.ir.nodes import Conv2d, Dense, Identity, Pool2d, Population, Sparse
+from spike.compiler.ir.program import Program, ProgramError
 from spike import semantics
 
 _DTYPES = {"float32": torch.float32, "int32": torch.int32}
@@ -39,7 +39,7 @@ class TorchBackend(Backend):
         super().check(program)
         precision = "fixed" if program.metadata.get("precision") == "fixed" else "float32"
         if precision == "fixed":
-            from spike.compiler.validate import check_fixed_point
+            from spike.compiler.ir.validate import check_fixed_point
 
             try:
                 check_fixed_point(program)
@@ -273,7 +273,7 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Population = ctx.node
     st = ctx.state
     if not st:
-        from spike.compiler.quantize import loihi_neuron_params
+        from spike.compiler.passes.quantize import loihi_neuron_params
 
         p = loihi_neuron_params(node, ctx.name)
         st.update({k: torch.from_numpy(v) for k, v in p.items()})

@@ -33,8 +33,8 @@ from typing import Any, Callable
 import numpy as np
 
 from spike.backends import run
-from spike.compiler.ir import Dense, Input, Output, Population
-from spike.compiler.program import Program, ProgramBuilder
+from spike.compiler.ir.nodes import Dense, Input, Output, Population
+from spike.compiler.ir.program import Program, ProgramBuilder
 
 BETA, THRESHOLD = 0.9, 1.0
 WEIGHT_GAIN = (1.5, 2.0, 3.0)  # std * sqrt(fan-in) per layer: hidden layers fire at a few percent

@@ -23,10 +23,10 @@ import time
 import numpy as np
 
 from spike.backends import run
-from spike.compiler.ir import Dense, Input, Output, Population
-from spike.compiler.delays import target_delays
-from spike.compiler.program import Program, ProgramBuilder
-from spike.compiler.quantize import quantize
+from spike.compiler.ir.nodes import Dense, Input, Output, Population
+from spike.compiler.passes.delays import target_delays
+from spike.compiler.ir.program import Program, ProgramBuilder
+from spike.compiler.passes.quantize import quantize
 
 WEIGHT_GAIN = 2.0  # weight std times 1/sqrt(fan-in): hidden layers fire at a few percent at 5% input
 

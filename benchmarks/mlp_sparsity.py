@@ -25,8 +25,8 @@ import numpy as np
 import torch
 
 from spike.backends import run
-from spike.compiler.ir import Dense, Input, Output, Population
-from spike.compiler.program import Program, ProgramBuilder
+from spike.compiler.ir.nodes import Dense, Input, Output, Population
+from spike.compiler.ir.program import Program, ProgramBuilder
 
 SIZES = (784, 2048, 2048, 10)
 BETA, THRESHOLD = 0.9, 1.0

@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from spike.compiler.delays import DELAY_MODES
-from spike.compiler.delays import target_delays as apply_target_delays
-from spike.compiler.ir import NODE_TYPES
-from spike.compiler.program import Program, ProgramBuilder, ProgramError
+from spike.compiler.passes.delays import DELAY_MODES
+from spike.compiler.passes.delays import target_delays as apply_target_delays
+from spike.compiler.ir.nodes import NODE_TYPES
+from spike.compiler.ir.program import Program, ProgramBuilder, ProgramError
 from spike.hardware import load_target
 
 PRECISIONS_BUILT = ("float32", "fixed")
@@ -36,9 +36,9 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
     ``input_signal``; see ``from_nir``).
     A :class:`~spike.models.spikegpt.SpikeGPT` needs no example input: it lowers through
     ``frontend_spikegpt`` (float32, host targets). ``precision="fixed"`` runs the float
-    pipeline, then :func:`~spike.compiler.quantize.quantize` (Loihi fixed point; its per-layer
+    pipeline, then :func:`~spike.compiler.passes.quantize.quantize` (Loihi fixed point; its per-layer
     report is in ``program.metadata["quantization"]``). On a target whose synapses deliver late
-    (``core.synaptic_delay`` of the hw config: Loihi's one step) :func:`~spike.compiler.delays.target_delays`
+    (``core.synaptic_delay`` of the hw config: Loihi's one step) :func:`~spike.compiler.passes.delays.target_delays`
     then gives every projection that delay and balances merging paths, so the program computes
     the trained network with its outputs ``program.total_latency`` steps late (every backend
     realigns them); ``target_delays="raw"`` asks for the plain target delays instead. On a target
@@ -47,7 +47,7 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
     ``partition.calibration_rates`` of a run the caller made; uniform when None).
     """
     from spike.compiler.passes import FLOAT_PIPELINE, run_passes
-    from spike.compiler.validate import program_precision
+    from spike.compiler.ir.validate import program_precision
 
     if precision not in PRECISIONS_BUILT:
         raise ValueError(f"precision {precision!r}: this compiler builds {list(PRECISIONS_BUILT)}")
@@ -58,20 +58,20 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
     def for_target(program: Program) -> Program:
         program = apply_target_delays(program, hw.synaptic_delay, hw.max_delay, target_delays)
         if hw.has_cores and not program.metadata.get("mapping"):
-            from spike.compiler.partition import map_program
+            from spike.compiler.mapping.partition import map_program
 
             program = map_program(program, hw, firing_rates)
         return program
 
     if (isinstance(model, (str, Path)) and Path(model).suffix == ".nir") or _is_nir_graph(model):
-        from spike.compiler.nir_import import from_nir
+        from spike.compiler.frontends.nir_import import from_nir
 
         program = from_nir(model, run_pipeline=False, **(nir_options or {}))
         program = program.with_graph(
             program.graph, metadata={**program.metadata, "target": hw.name, "precision": precision, **(metadata or {})}
         )
     elif isinstance(model, (str, Path)):
-        from spike.compiler.serialize import load_program
+        from spike.compiler.io.hdf5 import load_program
 
         program = load_program(model)
         if program_precision(program) == "fixed":
@@ -83,8 +83,8 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
     else:
         if example_input is None:
             raise ValueError("compile(model, example_input): an example input is needed to trace a model")
-        from spike.compiler.frontend_snntorch import is_tutorial_style, trace_tutorial
-        from spike.compiler.frontend_torch import trace
+        from spike.compiler.frontends.snntorch import is_tutorial_style, trace_tutorial
+        from spike.compiler.frontends.torch_fx import trace
 
         if _holds_spikingjelly(model):  # SpikingJelly's neurons and layers (an optional dependency)
             trace = _spikingjelly_trace()
@@ -94,7 +94,7 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
         program = trace(model, example_input, input_signal=input_signal, metadata=meta)
     program = run_passes(program, FLOAT_PIPELINE)
     if precision == "fixed":
-        from spike.compiler.quantize import quantize
+        from spike.compiler.passes.quantize import quantize
 
         program = quantize(program)
     return for_target(program)
@@ -108,7 +108,7 @@ def _holds_spikingjelly(model: Any) -> bool:
 def _spikingjelly_trace() -> Any:
     """``frontend_spikingjelly.trace`` (importing it registers SpikingJelly's modules)."""
     try:
-        from spike.compiler.frontend_spikingjelly import trace
+        from spike.compiler.frontends.spikingjelly import trace
     except ModuleNotFoundError as exc:
         raise ImportError(f"compiling a SpikingJelly model needs spikingjelly 2.0 ({exc}); install it with "
                           "`pip install --no-deps spikingjelly==2.0.0 'loguru>=0.7,<1'`") from exc
@@ -131,7 +131,7 @@ def _is_spikegpt(model: Any) -> bool:
 def _compile_spikegpt(model: Any, target: str, precision: str, metadata: dict[str, Any] | None) -> Program:
     """SpikeGPT lowers by its own frontend (``frontend_spikegpt``): host ops everywhere but the
     embedding, LIF layers and residual adds, so it targets hosts without cores, in float32."""
-    from spike.compiler.frontend_spikegpt import lower_spikegpt
+    from spike.compiler.frontends.spikegpt import lower_spikegpt
 
     if precision != "float32":
         raise ValueError(f"precision {precision!r}: SpikeGPT's host ops (LayerNorm, WKV, matmuls on real "
@@ -141,7 +141,7 @@ def _compile_spikegpt(model: Any, target: str, precision: str, metadata: dict[st
         raise ValueError(f"target {hw.name!r}: SpikeGPT is mostly host ops (real-valued matmuls, WKV, "
                          "LayerNorm) that no neuromorphic core runs; compile it for a host target such as "
                          "'generic' or 'cmos45nm_fp32'")
-    from spike.compiler.validate import validate_program
+    from spike.compiler.ir.validate import validate_program
 
     program = lower_spikegpt(model, metadata={"target": hw.name, **(metadata or {})})
     validate_program(program)

@@ -92,7 +92,7 @@ def compile_checkpoint(path: str, target: str = "generic", precision: str = "flo
     """
     from spike.compiler import ProgramError
     from spike.compiler import compile as compile_model
-    from spike.compiler.partition import calibration_rates
+    from spike.compiler.mapping.partition import calibration_rates
     from spike.data import load_dataset
     from spike.encoders import Encoder
     from spike.hardware import load_target
@@ -204,7 +204,7 @@ def delays_line(program: Any) -> str | None:
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
-    from spike.compiler.serialize import save_program
+    from spike.compiler.io.hdf5 import save_program
 
     from spike.cli_spikegpt import compile_lm, is_lm_checkpoint
 
@@ -217,7 +217,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     save_program(program, args.out)
     print(program.summary())
     if program.metadata.get("mapping"):
-        from spike.compiler.partition import mapping_report
+        from spike.compiler.mapping.partition import mapping_report
 
         print(mapping_report(program).render())
     line = delays_line(program)
@@ -228,8 +228,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from spike.compiler.nir_export import save_nir, to_nir
-    from spike.compiler.serialize import load_program
+    from spike.compiler.io.nir_export import save_nir, to_nir
+    from spike.compiler.io.hdf5 import load_program
 
     if args.checkpoint.endswith(".h5"):
         program = load_program(args.checkpoint)
@@ -242,7 +242,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from spike.checkpoint import atomic_write_json
-    from spike.compiler.serialize import load_program
+    from spike.compiler.io.hdf5 import load_program
     from spike.data import load_dataset
     from spike.evaluate import evaluate_program
 
@@ -323,8 +323,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     The compiled float program must get exactly as many test samples right as the trained model
     did (both encode the split with :func:`spike.evaluate.encode_samples`); otherwise RuntimeError."""
     from spike.checkpoint import atomic_write_json
-    from spike.compiler.partition import mapping_report
-    from spike.compiler.serialize import save_program
+    from spike.compiler.mapping.partition import mapping_report
+    from spike.compiler.io.hdf5 import save_program
     from spike.data import load_digits
     from spike.energy import plot_report
     from spike.evaluate import evaluate_program

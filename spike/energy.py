@@ -46,8 +46,8 @@ import numpy as np
 
 from spike.atomic import atomic_write_bytes
 from spike.backends.result import OpCounts
-from spike.compiler.ir import Population
-from spike.compiler.program import Program
+from spike.compiler.ir.nodes import Population
+from spike.compiler.ir.program import Program
 from spike.hardware import Figure, HardwareTarget, load_target
 
 # category -> (figure path, short column label)

@@ -17,8 +17,8 @@ import torch
 from tqdm.auto import tqdm
 
 from spike.backends import OpCounts, run
-from spike.compiler.ir import Population
-from spike.compiler.program import Program
+from spike.compiler.ir.nodes import Population
+from spike.compiler.ir.program import Program
 from spike.encoders import Encoder
 
 

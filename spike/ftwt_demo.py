@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 
-from spike.compiler.ir import Gate, Population, Projection
+from spike.compiler.ir.nodes import Gate, Population, Projection
 
 __all__ = ["run_ftwt_demo", "evaluate_compiled", "compare_ops", "program_latency", "QUICK", "FULL"]
 
@@ -132,7 +132,7 @@ def run_ftwt_demo(out_dir: str | Path, quick: bool = True, ratio: float = 0.9, t
     from spike.checkpoint import atomic_write_json
     from spike.cli import compile_checkpoint
     from spike.cnn_training import estimate_reduction, ftwt_report, train_cnn
-    from spike.compiler.serialize import save_program
+    from spike.compiler.io.hdf5 import save_program
     from spike.data import load_digits
     from spike.encoders import Encoder
     from spike.models.cnn import SpikingCNN

@@ -31,7 +31,7 @@ previous step and ``s`` the spike of this one:
 - ``li`` never fires: it outputs ``m`` and keeps it.
 
 A population starts from ``v = v_reset`` (0 unless a SpikingJelly hard reset says otherwise) and
-zero currents. The Loihi fixed-point update (``precision`` "fixed") is ``spike.compiler.quantize``'s.
+zero currents. The Loihi fixed-point update (``precision`` "fixed") is ``spike.compiler.passes.quantize``'s.
 """
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from spike.backends.result import RunResult
-from spike.compiler.program import Program
+from spike.compiler.ir.program import Program
 
 __all__ = ["SpikeGPTReport", "spikegpt_report", "vanilla_gpt_macs"]
 

@@ -20,8 +20,8 @@ from typing import Callable
 import numpy as np
 
 from spike.backends import run
-from spike.compiler.ir import Conv2d, Dense, Gate, HostOp, Identity, Input, Output, Pool2d, Population, Sparse
-from spike.compiler.program import Program, ProgramBuilder
+from spike.compiler.ir.nodes import Conv2d, Dense, Gate, HostOp, Identity, Input, Output, Pool2d, Population, Sparse
+from spike.compiler.ir.program import Program, ProgramBuilder
 
 KEYS = ("syn_ops", "macs", "dense_ops", "pool_ops", "neuron_updates", "spikes", "host_flops")
 NEURON_VARIANTS = (
@@ -299,7 +299,7 @@ def _loihi_pop(rng, shape, model="lif"):
 def fixed_conv(rng):
     """Loihi fixed point (``quantize``): conv, max pooling (an OR), grouped conv, average pooling
     (a depthwise conv once quantised), dense, an LI readout."""
-    from spike.compiler.quantize import quantize
+    from spike.compiler.passes.quantize import quantize
 
     w = lambda shape, s=0.5: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
     b = ProgramBuilder()
@@ -318,7 +318,7 @@ def fixed_conv(rng):
 def fixed_recurrent(rng, bias: bool = False):
     """Loihi fixed point: sparse (with a bias: the population's once quantised), recurrent dense
     (delay 1), identities, two sources."""
-    from spike.compiler.quantize import quantize
+    from spike.compiler.passes.quantize import quantize
 
     w = lambda shape, s=0.5: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
     n_in, n = 20, 12
@@ -371,7 +371,7 @@ def bias_delays(rng):
 
 def _balanced(make):
     """``make``'s program with Loihi's one-step synaptic delay, balanced (latency > 0)."""
-    from spike.compiler.delays import target_delays
+    from spike.compiler.passes.delays import target_delays
 
     def case(rng):
         generic, x = make(rng)
@@ -483,7 +483,7 @@ def spikegpt(rng):
     run token by token; output projections scaled up so that SN1/SN2 fire."""
     import torch
 
-    from spike.compiler.frontend_spikegpt import lower_spikegpt
+    from spike.compiler.frontends.spikegpt import lower_spikegpt
     from spike.models.spikegpt import build_spikegpt
 
     torch.manual_seed(int(rng.integers(1 << 30)))
@@ -579,8 +579,8 @@ def check_onsets() -> list[str]:
     """A bias behind a delay (dense, sparse, conv, gated conv; zero weights, zero input) is 0
     before the delay and the bias from then on, on cuda; a fixed-point population's bias waits
     for its latency."""
-    from spike.compiler.delays import target_delays
-    from spike.compiler.quantize import quantize
+    from spike.compiler.passes.delays import target_delays
+    from spike.compiler.passes.quantize import quantize
 
     errors = []
     d, T = 3, 6

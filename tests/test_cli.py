@@ -88,7 +88,7 @@ def test_train_reaches_90_percent(tmp_path: Path, capsys: pytest.CaptureFixture[
 
 def test_export_nir_then_compile_it(trained: Path, tmp_path: Path) -> None:
     from spike.backends import run
-    from spike.compiler.serialize import load_program
+    from spike.compiler.io.hdf5 import load_program
     from spike.data import load_digits
     from spike.encoders import Encoder
 

@@ -9,7 +9,7 @@ from torch import nn
 import snntorch as snn
 from spike.backends import run
 from spike.compiler import compile as compile_model
-from spike.compiler.frontend_torch import LoweringError
+from spike.compiler.frontends.torch_fx import LoweringError
 from spike.neurons import LIF, CubaLIF, IF, LI
 from spike.layers import TimeDistributed as TD
 from spike.recurrent import RecurrentLIF

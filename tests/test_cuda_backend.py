@@ -71,8 +71,8 @@ def test_no_gpu_and_no_simulator_is_a_clear_error():
     code = """
 import numpy as np
 from spike.backends import BackendError, run
-from spike.compiler.ir import Dense, Input, Output, Population
-from spike.compiler.program import ProgramBuilder
+from spike.compiler.ir.nodes import Dense, Input, Output, Population
+from spike.compiler.ir.program import ProgramBuilder
 b = ProgramBuilder()
 b.add("in", Input(shape=(3,)))
 b.add("fc", Dense(shape=(2,), in_shape=(3,), weight=np.ones((2, 3), np.float32)), "in")

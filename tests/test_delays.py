@@ -11,10 +11,10 @@ from torch import nn
 
 from spike.backends import run
 from spike.compiler import compile as compile_model
-from spike.compiler.delays import node_latencies, target_delays
-from spike.compiler.ir import Dense, HostOp, Identity, Input, Output, Population
-from spike.compiler.program import ProgramBuilder, ProgramError
-from spike.compiler.serialize import load_program, save_program
+from spike.compiler.passes.delays import node_latencies, target_delays
+from spike.compiler.ir.nodes import Dense, HostOp, Identity, Input, Output, Population
+from spike.compiler.ir.program import ProgramBuilder, ProgramError
+from spike.compiler.io.hdf5 import load_program, save_program
 from spike.layers import TimeDistributed as TD
 from spike.models import build_model
 from spike.models.cnn import SpikingCNN

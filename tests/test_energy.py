@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from spike.backends import OpCounts
-from spike.compiler.ir import Dense, HostOp, Input, Output, Population
-from spike.compiler.program import ProgramBuilder
+from spike.compiler.ir.nodes import Dense, HostOp, Input, Output, Population
+from spike.compiler.ir.program import ProgramBuilder
 from spike.energy import EnergyReport, energy_report, plot_report
 
 PJ = 1e-12
@@ -125,7 +125,7 @@ def test_plot_is_a_png_written_atomically(tmp_path):
 
 def test_energy_of_a_mapped_run(tmp_path):
     from spike.backends import run
-    from spike.compiler.partition import map_program
+    from spike.compiler.mapping.partition import map_program
 
     rng = np.random.default_rng(0)
     b = ProgramBuilder()

@@ -10,11 +10,11 @@ from spike.backends import run
 from spike.backends import numba_kernels as K
 from spike.backends.engine import NodeContext
 from spike.backends.registry import OP_KEYS
-from spike.compiler.ir import (
+from spike.compiler.ir.nodes import (
     Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse,
 )
-from spike.compiler.program import ProgramBuilder, ProgramError
-from spike.compiler.quantize import loihi_neuron_params, quantize
+from spike.compiler.ir.program import ProgramBuilder, ProgramError
+from spike.compiler.passes.quantize import loihi_neuron_params, quantize
 
 TWO23 = 2**23
 

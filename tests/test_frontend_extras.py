@@ -8,7 +8,7 @@ import torch
 
 from spike.backends import run
 from spike.compiler import compile as compile_model
-from spike.compiler.serialize import assert_programs_equal
+from spike.compiler.io.hdf5 import assert_programs_equal
 
 nir = pytest.importorskip("nir")
 
@@ -59,8 +59,8 @@ def test_compile_nir_graph_real_input_option() -> None:
 import snntorch as snn  # noqa: E402
 from torch import nn  # noqa: E402
 
-from spike.compiler.frontend_torch import LoweringError  # noqa: E402
-from spike.compiler.ir import HostOp  # noqa: E402
+from spike.compiler.frontends.torch_fx import LoweringError  # noqa: E402
+from spike.compiler.ir.nodes import HostOp  # noqa: E402
 from spike.layers import TimeDistributed as TD  # noqa: E402
 from spike.neurons import LIF  # noqa: E402
 from test_compile_agreement import dyadic_, run_snntorch  # noqa: E402
@@ -125,7 +125,7 @@ def test_maxpool_of_currents_equals_the_model(target: str, padding: int, kernel:
     assert node.kernel == (kernel, kernel) and node.padding == (padding, padding)
     _check(program, x, expected, kernel)
     if target == "loihi2":
-        from spike.compiler.partition import mapping_report
+        from spike.compiler.mapping.partition import mapping_report
 
         assert program.total_latency > 0  # the host op starts late: max of zero currents is 0
         assert program.metadata["mapping"]["nodes"]["pool"] == "host"
@@ -191,7 +191,7 @@ def test_maxpool_of_currents_has_no_fixed_point_form() -> None:
 
 
 def test_maxpool_program_saves_and_loads(tmp_path) -> None:
-    from spike.compiler.serialize import load_program, save_program
+    from spike.compiler.io.hdf5 import load_program, save_program
 
     model = _dyadic_(ConvMaxPoolLIF(1, 3, 2), 6).eval()
     x = _spikes((5, 2, 2, 8, 8), 7)
@@ -203,8 +203,8 @@ def test_maxpool_program_saves_and_loads(tmp_path) -> None:
 
 
 def test_maxpool_host_op_is_validated() -> None:
-    from spike.compiler.program import ProgramError
-    from spike.compiler.validate import check_node
+    from spike.compiler.ir.program import ProgramError
+    from spike.compiler.ir.validate import check_node
 
     good = HostOp(shape=(2, 3, 3), op="maxpool2d", in_shape=(2, 6, 6), kernel=(2, 2), stride=(2, 2), padding=(0, 0))
     check_node("mp", good)

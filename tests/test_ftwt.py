@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from spike.backends import run
 from spike.backends.registry import BackendError
 from spike.compiler import compile as compile_model
-from spike.compiler.ir import Conv2d, Gate, Population
-from spike.compiler.program import ProgramError
-from spike.compiler.serialize import load_program, save_program
-from spike.compiler.validate import validate_program
+from spike.compiler.ir.nodes import Conv2d, Gate, Population
+from spike.compiler.ir.program import ProgramError
+from spike.compiler.io.hdf5 import load_program, save_program
+from spike.compiler.ir.validate import validate_program
 from spike.ftwt import (
     FTWTGate, GatedConv, ftwt_loss, ftwt_targets, gate_logits, gated_layers, mask_loss_weight, oracle_masks,
 )
@@ -266,7 +266,7 @@ def test_gate_programs_round_trip_through_files(tmp_path) -> None:
 
 
 def _swap(program, name, node):
-    from spike.compiler.validate import rebuild_graph
+    from spike.compiler.ir.validate import rebuild_graph
 
     return program.with_graph(rebuild_graph(program, nodes={name: node}))
 
@@ -283,11 +283,11 @@ def test_gate_rules_are_validated() -> None:
     (pop,) = program.consumers(g)
     wrong = _swap(program, pop, program.node(pop).replace(shape=(2, 16, 4)))
     with pytest.raises(ProgramError, match="channels of gate"):
-        from spike.compiler.validate import check_gates
+        from spike.compiler.ir.validate import check_gates
 
         check_gates(wrong)
     # a gated population fed by something other than a conv2d of the gate's source
-    from spike.compiler.validate import rebuild_graph
+    from spike.compiler.ir.validate import rebuild_graph
 
     g2 = _gate_names(program)[1]
     (pop,) = program.consumers(g2)
@@ -305,7 +305,7 @@ def test_gate_rules_are_validated() -> None:
 
 def test_gates_refuse_fixed_point_and_unknown_backends() -> None:
     _, x, program = _program()
-    from spike.compiler.quantize import quantize
+    from spike.compiler.passes.quantize import quantize
 
     with pytest.raises(ProgramError, match="FTWT gates run in float32"):
         quantize(program)

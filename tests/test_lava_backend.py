@@ -18,12 +18,12 @@ from spike.backends import BackendError, run
 from spike.backends.lava_backend import lower
 from spike.backends.op_counting import count_ops
 from spike.compiler import compile as compile_program
-from spike.compiler.ir import Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse
-from spike.compiler.delays import target_delays
+from spike.compiler.ir.nodes import Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse
+from spike.compiler.passes.delays import target_delays
 from spike.compiler.passes import FLOAT_PIPELINE, run_passes
-from spike.compiler.program import ProgramBuilder
-from spike.compiler.validate import rebuild_graph
-from spike.compiler.quantize import quantize
+from spike.compiler.ir.program import ProgramBuilder
+from spike.compiler.ir.validate import rebuild_graph
+from spike.compiler.passes.quantize import quantize
 from spike.compat.lava import lava_available
 from spike.layers import TimeDistributed as TD
 from spike.neurons import LIF
@@ -538,7 +538,7 @@ def test_raw_target_delays_make_every_projection_one_step_late() -> None:
 @needs_lava
 def test_cli_run_with_lava_gives_numba_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from spike.cli import main
-    from spike.compiler.serialize import save_program
+    from spike.compiler.io.hdf5 import save_program
 
     rng = np.random.default_rng(0)
     b = ProgramBuilder()

@@ -16,8 +16,8 @@ from spike.backends.op_counting import count_ops
 from spike.backends.routing import add_routing_counts
 from spike.compat.lava import lava_available
 from spike.compiler import compile as compile_model
-from spike.compiler.ir import Conv2d, Gate, Population
-from spike.compiler.validate import rebuild_graph
+from spike.compiler.ir.nodes import Conv2d, Gate, Population
+from spike.compiler.ir.validate import rebuild_graph
 from spike.models.cnn import SpikingCNN
 from test_ftwt import _dyadic_model  # dyadic weights: float32 (numba) and Lava's float64 agree
 

@@ -17,10 +17,10 @@ import torch
 from spike.backends import BackendError, run
 from spike.backends.lava_backend import BlockStep, host_mode, lower
 from spike.compat.lava import lava_available
-from spike.compiler.frontend_spikegpt import lower_spikegpt
-from spike.compiler.ir import Conv2d, Dense, HostOp, Identity, Input, Output, Population, Sparse
-from spike.compiler.program import ProgramBuilder
-from spike.compiler.validate import validate_program
+from spike.compiler.frontends.spikegpt import lower_spikegpt
+from spike.compiler.ir.nodes import Conv2d, Dense, HostOp, Identity, Input, Output, Population, Sparse
+from spike.compiler.ir.program import ProgramBuilder
+from spike.compiler.ir.validate import validate_program
 from spike.models.spikegpt import build_spikegpt
 
 needs_lava = pytest.mark.skipif(lava_available() is not None, reason="lava-nc is not importable here")

@@ -14,14 +14,14 @@ nir = pytest.importorskip("nir")
 pytestmark = pytest.mark.filterwarnings("ignore:nirtorch.extract_nir_graph is being deprecated:DeprecationWarning")
 
 from spike.backends import run  # noqa: E402
-from spike.compiler.ir import (  # noqa: E402
+from spike.compiler.ir.nodes import (  # noqa: E402
     Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse,
 )
-from spike.compiler.nir_export import NIRExportError, save_nir, to_nir  # noqa: E402
-from spike.compiler.nir_import import NIRImportError, from_nir  # noqa: E402
+from spike.compiler.io.nir_export import NIRExportError, save_nir, to_nir  # noqa: E402
+from spike.compiler.frontends.nir_import import NIRImportError, from_nir  # noqa: E402
 from spike.compiler.passes import FLOAT_PIPELINE, run_passes  # noqa: E402
-from spike.compiler.program import ProgramBuilder  # noqa: E402
-from spike.compiler.serialize import assert_programs_equal  # noqa: E402
+from spike.compiler.ir.program import ProgramBuilder  # noqa: E402
+from spike.compiler.io.hdf5 import assert_programs_equal  # noqa: E402
 
 DT = 1e-4
 

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from spike.backends import BackendError, run
-from spike.compiler.ir import (
+from spike.compiler.ir.nodes import (
     BatchNorm, Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse,
 )
-from spike.compiler.program import Program, ProgramBuilder
+from spike.compiler.ir.program import Program, ProgramBuilder
 
 KEYS = ("syn_ops", "macs", "dense_ops", "pool_ops", "neuron_updates", "spikes", "host_flops")
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import yaml
 
-from spike.compiler.ir import Conv2d, Dense, Identity, Input, Output, Pool2d, Population, Sparse
-from spike.compiler.partition import (
+from spike.compiler.ir.nodes import Conv2d, Dense, Identity, Input, Output, Pool2d, Population, Sparse
+from spike.compiler.mapping.partition import (
     MappingError, calibration_rates, map_program, mapping_report, partition, place, placement_cost,
     projection_pattern,
 )
-from spike.compiler.program import ProgramBuilder
+from spike.compiler.ir.program import ProgramBuilder
 
 
 def fig(value, unit):
@@ -259,7 +259,7 @@ def test_cnn_chain_and_report(tmp_path):
 
 
 def test_mapping_survives_save_and_load(tmp_path):
-    from spike.compiler.serialize import load_program, save_program
+    from spike.compiler.io.hdf5 import load_program, save_program
 
     program, _ = random_mlp(np.random.default_rng(7))
     mapped = map_program(program, make_target(tmp_path, neurons=64, mem=100_000, fan_in=400, fan_out=400))
@@ -307,7 +307,7 @@ def routed_program(rng):
                        data=csr[csr != 0].astype(np.float32), delay=2), "l1")
     b.add("l2", pop(n2), "p2")
     b.add("idn", Identity(shape=(n2,), in_shape=(n2,)), "l2")
-    b.add("h", __import__("spike.compiler.ir", fromlist=["HostOp"]).HostOp(shape=(n2,), op="add"), ["l2", "idn"])
+    b.add("h", __import__("spike.compiler.ir.nodes", fromlist=["HostOp"]).HostOp(shape=(n2,), op="add"), ["l2", "idn"])
     b.add("out", Output(shape=(n2,)), "h")
     paths = [  # (source, terminal, weight [n_dst, n_src] or None for the host, dest, delay)
         ("x", "p1", w1, "l1", 0), ("l1", "rec", wr, "l1", 1), ("l1", "p2", w2, "l2", 2),

@@ -6,7 +6,7 @@ import copy
 import numpy as np
 import pytest
 
-from spike.compiler.ir import (
+from spike.compiler.ir.nodes import (
     BatchNorm,
     Conv2d,
     Dense,
@@ -26,9 +26,9 @@ from spike.compiler.passes import (
     infer_shapes,
     run_passes,
 )
-from spike.compiler.program import ProgramBuilder, ProgramError
-from spike.compiler.serialize import assert_programs_equal, load_program, save_program
-from spike.compiler.validate import validate_program
+from spike.compiler.ir.program import ProgramBuilder, ProgramError
+from spike.compiler.io.hdf5 import assert_programs_equal, load_program, save_program
+from spike.compiler.ir.validate import validate_program
 
 
 def rand(rng, *shape):

@@ -11,12 +11,12 @@ from torch import nn
 
 from spike.backends import run
 from spike.compiler import compile as compile_model
-from spike.compiler.ir import Conv2d, Dense, Identity, Input, Output, Pool2d, Population
+from spike.compiler.ir.nodes import Conv2d, Dense, Identity, Input, Output, Pool2d, Population
 from spike.compiler.passes import FLOAT_PIPELINE, run_passes
-from spike.compiler.program import ProgramBuilder, ProgramError
-from spike.compiler.quantize import quantize
-from spike.compiler.serialize import assert_programs_equal, load_program, save_program
-from spike.compiler.validate import validate_program
+from spike.compiler.ir.program import ProgramBuilder, ProgramError
+from spike.compiler.passes.quantize import quantize
+from spike.compiler.io.hdf5 import assert_programs_equal, load_program, save_program
+from spike.compiler.ir.validate import validate_program
 
 
 def _pop(shape, model="lif", **kw):

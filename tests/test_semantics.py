@@ -9,12 +9,12 @@ import pytest
 
 from spike import semantics
 from spike.backends import BackendError, run
-from spike.compiler.ir import Dense, Input, Output, Population
-from spike.compiler.nir_export import NIRExportError, to_nir
+from spike.compiler.ir.nodes import Dense, Input, Output, Population
+from spike.compiler.io.nir_export import NIRExportError, to_nir
 from spike.compiler.passes import canonicalize_neurons
-from spike.compiler.program import ProgramBuilder, ProgramError
-from spike.compiler.quantize import quantize
-from spike.compiler.validate import validate_program
+from spike.compiler.ir.program import ProgramBuilder, ProgramError
+from spike.compiler.passes.quantize import quantize
+from spike.compiler.ir.validate import validate_program
 
 
 def _program(pop: Population, n_in: int = 8, seed: int = 0, late: bool = False):

@@ -6,11 +6,11 @@ import os
 import h5py
 import numpy as np
 
-from spike.compiler.validate import rebuild_graph
+from spike.compiler.ir.validate import rebuild_graph
 import pytest
 
-from spike.compiler import serialize
-from spike.compiler.ir import (
+from spike.compiler.io import hdf5 as serialize
+from spike.compiler.ir.nodes import (
     BatchNorm,
     Conv2d,
     Dense,
@@ -22,8 +22,8 @@ from spike.compiler.ir import (
     Population,
     Sparse,
 )
-from spike.compiler.program import ProgramBuilder, ProgramError
-from spike.compiler.serialize import (
+from spike.compiler.ir.program import ProgramBuilder, ProgramError
+from spike.compiler.io.hdf5 import (
     SCHEMA_VERSION,
     IRFormatError,
     assert_programs_equal,
@@ -32,7 +32,7 @@ from spike.compiler.serialize import (
     programs_equal,
     save_program,
 )
-from spike.compiler.validate import validate_program
+from spike.compiler.ir.validate import validate_program
 
 
 def f32(rng, *shape):

@@ -16,7 +16,7 @@ from torch import nn
 import snntorch as snn
 from spike.backends import run
 from spike.compiler import compile as compile_model
-from spike.compiler.frontend_torch import LoweringError
+from spike.compiler.frontends.torch_fx import LoweringError
 from test_compile_agreement import dyadic_, spikes_in
 
 BACKENDS = ("numba", "torch")

@@ -11,10 +11,10 @@ import torch
 
 from spike.backends import run
 from spike.compiler import compile as compile_model
-from spike.compiler.frontend_spikegpt import lower_spikegpt
-from spike.compiler.ir import HostOp, Input, Output
-from spike.compiler.program import ProgramBuilder, ProgramError
-from spike.compiler.validate import validate_program
+from spike.compiler.frontends.spikegpt import lower_spikegpt
+from spike.compiler.ir.nodes import HostOp, Input, Output
+from spike.compiler.ir.program import ProgramBuilder, ProgramError
+from spike.compiler.ir.validate import validate_program
 from spike.models.spikegpt import build_spikegpt, lm_loss
 
 V = 13
@@ -137,7 +137,7 @@ def test_counts_follow_from_recorded_values():
 
 
 def test_saved_program_runs_identically(tmp_path):
-    from spike.compiler.serialize import assert_programs_equal, load_program, save_program
+    from spike.compiler.io.hdf5 import assert_programs_equal, load_program, save_program
 
     program = lower_spikegpt(_model())
     save_program(program, tmp_path / "gpt.h5")
@@ -180,7 +180,7 @@ def test_host_op_validation_names_node_and_field():
 
 def test_stepwise_refuses_gates():
     from spike.backends import BackendError
-    from spike.compiler.ir import Conv2d, Gate, Population
+    from spike.compiler.ir.nodes import Conv2d, Gate, Population
 
     b = ProgramBuilder()
     b.add("in", Input(shape=(2, 4, 4)))

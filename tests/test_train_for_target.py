@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from spike.checkpoint import load_checkpoint
-from spike.compiler.serialize import load_program
+from spike.compiler.io.hdf5 import load_program
 from spike.cli import compile_checkpoint, main
 from spike.data import load_digits
 from spike.encoders import Encoder

@@ -22,7 +22,7 @@ from torch import nn
 
 from spike.backends import run
 from spike.compiler import compile as compile_model
-from spike.compiler.ir import Pool2d
+from spike.compiler.ir.nodes import Pool2d
 
 snn = pytest.importorskip("snntorch")
 pytest.importorskip("neurobench")

@@ -79,10 +79,10 @@ pytestmark = [
 
 from spike.backends import run  # noqa: E402
 from spike.compiler import compile as compile_model  # noqa: E402
-from spike.compiler.ir import Conv2d, Dense, Input, Output, Pool2d, Population  # noqa: E402
-from spike.compiler.nir_export import to_nir  # noqa: E402
-from spike.compiler.nir_import import NIRImportError, from_nir  # noqa: E402
-from spike.compiler.program import ProgramBuilder  # noqa: E402
+from spike.compiler.ir.nodes import Conv2d, Dense, Input, Output, Pool2d, Population  # noqa: E402
+from spike.compiler.io.nir_export import to_nir  # noqa: E402
+from spike.compiler.frontends.nir_import import NIRImportError, from_nir  # noqa: E402
+from spike.compiler.ir.program import ProgramBuilder  # noqa: E402
 
 BACKENDS = ("numba", "torch")
 T, B = 8, 3

@@ -18,7 +18,7 @@ import snntorch.utils  # noqa: E402
 
 from spike.backends import run  # noqa: E402
 from spike.compiler import compile as compile_model  # noqa: E402
-from spike.compiler.frontend_torch import LoweringError  # noqa: E402
+from spike.compiler.frontends.torch_fx import LoweringError  # noqa: E402
 
 BACKENDS = ("numba", "torch")
 T, B = 14, 3

@@ -24,7 +24,7 @@ from torch import nn  # noqa: E402
 
 from spike.backends import run  # noqa: E402
 from spike.compiler import compile as compile_model  # noqa: E402
-from spike.compiler.frontend_torch import LoweringError  # noqa: E402
+from spike.compiler.frontends.torch_fx import LoweringError  # noqa: E402
 
 BACKENDS = ("numba", "torch")
 BN_EPS = 2.0**-8

@@ -1,7 +1,7 @@
 """Export a Program (or a torch model, compiled first) as a NIR graph, and save it atomically.
 
 ``to_nir(program_or_model, example_input=None, dt=None) -> nir.NIRGraph``; ``save_nir(graph,
-path)``. The discretisation is the inverse of the import's (:mod:`spike.compiler.nir_discretize`):
+path)``. The discretisation is the inverse of the import's (:mod:`spike.compiler.frontends.nir_discretize`):
 ``tau = dt/(1-beta)``, ``r = gain*tau/dt`` (LIF, LI), ``r = gain/dt`` (IF, I), CubaLIF
 ``tau_syn = dt/(1-alpha)``, ``tau_mem = dt/(1-beta)``, ``r = gain*tau_mem/dt``,
 ``w_in = tau_syn/dt``; ``v_leak = 0``, ``v_reset = 0``. ``dt`` defaults to the program's ``dt``
@@ -37,14 +37,14 @@ import networkx as nx
 import numpy as np
 
 from spike.atomic import atomic_path
-from spike.compiler.ir import (
+from spike.compiler.ir.nodes import (
     BatchNorm, Conv2d, Dense, HostOp, Identity, Input, Node, Output, Pool2d, Population, Projection,
     Sparse,
 )
-from spike.compiler.nir_discretize import r_from_gain, tau_from_decay
-from spike.compiler.nir_import import DEFAULT_DT, META_KEY
-from spike.compiler.program import PRODUCER, Program
-from spike.compiler.validate import ordered_edges
+from spike.compiler.frontends.nir_discretize import r_from_gain, tau_from_decay
+from spike.compiler.frontends.nir_import import DEFAULT_DT, META_KEY
+from spike.compiler.ir.program import PRODUCER, Program
+from spike.compiler.ir.validate import ordered_edges
 
 __all__ = ["NIRExportError", "to_nir", "save_nir"]
 

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spike.compiler.ir import Conv2d, Dense, Identity, Pool2d, Population, Sparse
-from spike.compiler.program import Program
+from spike.compiler.ir.nodes import Conv2d, Dense, Identity, Pool2d, Population, Sparse
+from spike.compiler.ir.program import Program
 
 
 def synapse_count(node: object) -> int:

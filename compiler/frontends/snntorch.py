@@ -26,9 +26,9 @@ every call of a leaf module (forward hooks) and every torch operation outside mo
    zeros);
 3. rebuilds the body as a single-step ``torch.fx`` graph whose neurons are ``init_hidden=True``
    copies (the state lives in the neuron, as in a compiled Population), and lowers it with
-   :func:`spike.compiler.frontend_torch.trace` on the example step ``x[0]``.
+   :func:`spike.compiler.frontends.torch_fx.trace` on the example step ``x[0]``.
 
-Anything else raises :class:`~spike.compiler.frontend_torch.LoweringError` naming the module
+Anything else raises :class:`~spike.compiler.frontends.torch_fx.LoweringError` naming the module
 and the construct (a module called twice per step, a body that differs between two steps, a
 value carried across steps outside a neuron's state, an output that is not a stacked recording).
 
@@ -57,8 +57,8 @@ import torch.fx as fx
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from spike.compiler.frontend_torch import MODULE_LOWERINGS, LoweringError, trace
-from spike.compiler.program import Program
+from spike.compiler.frontends.torch_fx import MODULE_LOWERINGS, LoweringError, trace
+from spike.compiler.ir.program import Program
 
 # what each snnTorch neuron returns, in order; its state arguments are the outputs of the same names
 _OUTPUTS = {

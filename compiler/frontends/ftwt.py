@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import torch.fx as fx
 
-from spike.compiler.frontend_torch import (
+from spike.compiler.frontends.torch_fx import (
     LoweringError, _Lowering, _module_where, _neuron_params, _np, _pair, lowers,
 )
 from torch import nn
 
-from spike.compiler.frontend_torch import MODULE_LOWERINGS
-from spike.compiler.ir import BatchNorm, Conv2d, Gate, Identity, Population, Projection, conv_output_hw
+from spike.compiler.frontends.torch_fx import MODULE_LOWERINGS
+from spike.compiler.ir.nodes import BatchNorm, Conv2d, Gate, Identity, Population, Projection, conv_output_hw
 from spike.ftwt import GatedConv
 from spike.layers import Delayed, TimeDistributed
 

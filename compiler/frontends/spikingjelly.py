@@ -10,7 +10,7 @@ example input is ``[T, B, ...]``. The program is the same either way and runs on
 
 Neurons, as SpikingJelly's CPU forward computes them in float32 (``spikingjelly/_ops/{if_,lif,plif}/cpu.py``,
 ``_ops/reset.py``), with ``X`` the input, ``V`` the membrane, ``H`` the charged membrane and ``V_r``
-``v_reset`` (0 for a soft reset), and the :class:`~spike.compiler.ir.Population` fields they map to:
+``v_reset`` (0 for a soft reset), and the :class:`~spike.compiler.ir.nodes.Population` fields they map to:
 
 - ``IFNode``: ``H = V + X`` -> model "if", beta 1, gain 1, charge "beta";
 - ``LIFNode(tau, decay_input=True)``: ``H = V + (X - (V - V_r)) / tau`` -> model "lif", charge "tau_input", ``tau``;
@@ -58,12 +58,12 @@ import torch.fx as fx
 from spikingjelly.activation_based import base, layer, neuron
 from torch import nn
 
-from spike.compiler.frontend_torch import (
+from spike.compiler.frontends.torch_fx import (
     LIBRARIES, MODULE_LOWERINGS, LoweringError, ModuleLowering, NeuronLibrary, _Lowering, _batchnorm, _conv,
     _linear, _module_where, _neuron_types, _passthrough, _pool, lowers, module_lowering,
 )
-from spike.compiler.frontend_torch import trace as _trace_torch
-from spike.compiler.program import Program
+from spike.compiler.frontends.torch_fx import trace as _trace_torch
+from spike.compiler.ir.program import Program
 
 NEURONS: tuple[type, ...] = (neuron.IFNode, neuron.LIFNode, neuron.ParametricLIFNode)
 _NEURON_BASES: tuple[type, ...] = (neuron.BaseNode, neuron.SimpleBaseNode)  # every spiking neuron: lowered or refused
@@ -95,7 +95,7 @@ def trace(
     metadata: dict[str, Any] | None = None,
 ) -> Program:
     """Check ``model``'s SpikingJelly modules (version, step modes, dtypes), then lower it with
-    :func:`spike.compiler.frontend_torch.trace`."""
+    :func:`spike.compiler.frontends.torch_fx.trace`."""
     if VERSION is not None and VERSION.split(".")[0] != "2":
         raise LoweringError(f"spikingjelly {VERSION}: this frontend reproduces spikingjelly 2.x (2.0.0); install it")
     _check_modules(model)

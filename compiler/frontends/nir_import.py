@@ -4,7 +4,7 @@
 lowers it to IR nodes and runs the float pipeline (``FLOAT_PIPELINE``).
 
 Discretisation: forward Euler with step ``dt`` seconds, as snnTorch's exporter writes it (details
-and the exact inversion of rounded parameters in :mod:`spike.compiler.nir_discretize`):
+and the exact inversion of rounded parameters in :mod:`spike.compiler.frontends.nir_discretize`):
 ``beta = 1 - dt/tau``, ``gain = r*dt/tau`` (LIF, LI), ``beta = 1``, ``gain = r*dt`` (IF, I),
 CubaLIF ``alpha = 1 - dt/tau_syn``, ``beta = 1 - dt/tau_mem``,
 ``gain = (r*dt/tau_mem)*(w_in*dt/tau_syn)``. snnTorch writes ``tau = dt/(1-beta)``,
@@ -61,13 +61,13 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from spike.compiler.ir import (
+from spike.compiler.ir.nodes import (
     RESET_MODES, Conv2d, Dense, HostOp, Identity, Input, Node, Output, Pool2d, Population,
     Projection, Sparse, conv_output_hw,
 )
-from spike.compiler.delays import bias_from_start
-from spike.compiler.nir_discretize import decay_exp, decay_from_tau, gain_exp, gain_from_r, gain_matches
-from spike.compiler.program import Program, ProgramBuilder, ProgramError
+from spike.compiler.passes.delays import bias_from_start
+from spike.compiler.frontends.nir_discretize import decay_exp, decay_from_tau, gain_exp, gain_from_r, gain_matches
+from spike.compiler.ir.program import Program, ProgramBuilder, ProgramError
 
 __all__ = ["NIRImportError", "from_nir", "DEFAULT_DT", "DISCRETIZATIONS", "META_KEY", "SUPPORTED_NODES"]
 
@@ -902,7 +902,7 @@ def from_nir(
     ``fire_ge``: fire on ``v >= v_threshold`` (Sinabs, SpikingJelly) instead of NIR's ``>``, for
     neurons without ``fire_ge`` metadata. ``discretization``: ``"euler"`` (default, snnTorch's and
     Norse's) or ``"exp"`` (exact integration, Sinabs's) for neurons without such metadata; see
-    :mod:`spike.compiler.nir_discretize`.
+    :mod:`spike.compiler.frontends.nir_discretize`.
     The result has been through ``FLOAT_PIPELINE`` unless ``run_pipeline=False``.
     """
     nir = _nir()

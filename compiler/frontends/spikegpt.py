@@ -22,9 +22,9 @@ from typing import Any, Mapping
 import numpy as np
 from torch import nn
 
-from spike.compiler.frontend_torch import _neuron_params
-from spike.compiler.ir import Dense, HostOp, Input, Output, Population
-from spike.compiler.program import Program, ProgramBuilder
+from spike.compiler.frontends.torch_fx import _neuron_params
+from spike.compiler.ir.nodes import Dense, HostOp, Input, Output, Population
+from spike.compiler.ir.program import Program, ProgramBuilder
 
 __all__ = ["lower_spikegpt", "SPIKEGPT_KIND"]
 

@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from spike.compiler.ir import (
+from spike.compiler.ir.nodes import (
     BatchNorm, Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Projection, Sparse,
     conv_output_hw,
 )
-from spike.compiler.program import Program, ProgramBuilder
-from spike.compiler.delays import bias_from_start
+from spike.compiler.ir.program import Program, ProgramBuilder
+from spike.compiler.passes.delays import bias_from_start
 from spike.layers import TimeDistributed, silent_before
 
 
@@ -259,7 +259,7 @@ def _pool(L: _Lowering, n: fx.Node, m: nn.Module, path: str) -> str:
     if is_max and getattr(m, "return_indices", False):
         raise LoweringError(f"{_module_where(path, m)}: return_indices=True cannot be lowered")
     if is_max:
-        from spike.compiler.signals import output_signal
+        from spike.compiler.ir.signals import output_signal
 
         if output_signal(L.b.build(), src) != "spike":  # currents or real values: max on the host
             node = HostOp(shape=(in_shape[0], *hw), op="maxpool2d", in_shape=in_shape, kernel=kernel,
@@ -655,4 +655,4 @@ def _detect_signal(x: torch.Tensor) -> str:
 
 
 # Lowerings that live in their own modules register themselves on import.
-from spike.compiler import ftwt_lowering  # noqa: E402,F401  (spike.ftwt.GatedConv)
+from spike.compiler.frontends import ftwt as ftwt_lowering  # noqa: E402,F401  (spike.ftwt.GatedConv)

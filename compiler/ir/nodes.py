@@ -94,7 +94,7 @@ class Population(Node):
     v_reset: float = 0.0  # reset "zero" of a SpikingJelly hard reset, and the rest value of its charges
     reset_rule: str = "standard"
     late_recurrent: bool = False
-    # Loihi fixed point (precision "fixed", set by ``spike.compiler.quantize``): per-neuron int32
+    # Loihi fixed point (precision "fixed", set by ``spike.compiler.passes.quantize``): per-neuron int32
     # arrays; see ``quantize`` for the update rule and the mapping from the float fields.
     du: np.ndarray | None = None  # current decay, 0..4095 (effective decay du + 1)
     dv: np.ndarray | None = None  # voltage decay, 0..4095
@@ -208,7 +208,7 @@ class HostOp(Node):
     """Real-valued computation done on the host: LayerNorm, matmul on real inputs, sigmoid,
     squared ReLU, token shift, the WKV recurrence, max pooling of currents, add, ...
 
-    ``op`` names the operation; :data:`spike.compiler.hostops.HOST_OPS` says, per op, its sources,
+    ``op`` names the operation; :data:`spike.compiler.ir.hostops.HOST_OPS` says, per op, its sources,
     what ``weight``/``bias``/``eps`` mean, its output shape and how it is counted (``macs`` for a
     matmul, ``syn_ops`` for spikes added into an ``add``, ``host_flops`` otherwise).
     """

@@ -11,7 +11,7 @@ from typing import Any, Iterable, Mapping
 
 import networkx as nx
 
-from spike.compiler.ir import Node, Output, Population, Projection, Input
+from spike.compiler.ir.nodes import Node, Output, Population, Projection, Input
 
 PRODUCER = "spike-sim"
 MAX_STEPS_DELAY = 65535  # the longest delay or latency, in steps, a program may declare
@@ -34,7 +34,7 @@ class Program:
     """The graph, its inputs and outputs, descriptive metadata, and the timing of each node.
 
     ``latency[n]`` (absent: 0) is the number of steps by which node ``n``'s output trails the
-    network the user trained, set by the delay pass (``spike.compiler.delays``) for a target
+    network the user trained, set by the delay pass (``spike.compiler.passes.delays``) for a target
     whose synapses deliver late: ``out_n[t + latency[n]] == trained_n[t]``, and ``n`` is silent
     before ``latency[n]``. A run feeds ``T + total_latency`` steps (the input padded with zeros)
     and returns each output and probe from its latency on, aligned with the input. The bias of a
@@ -144,7 +144,7 @@ class Program:
 
     def summary(self) -> str:
         """A one-screen description: nodes, neurons and synapses."""
-        from spike.compiler.stats import program_stats
+        from spike.compiler.ir.stats import program_stats
 
         return program_stats(self).render()
 

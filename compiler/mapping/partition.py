@@ -56,10 +56,10 @@ import networkx as nx
 import numpy as np
 import scipy.sparse as sp
 
-from spike.compiler.ir import (
+from spike.compiler.ir.nodes import (
     Conv2d, Dense, Gate, Identity, Input, Output, Pool2d, Population, Projection, Sparse,
 )
-from spike.compiler.program import Program
+from spike.compiler.ir.program import Program
 
 MAPPING_VERSION = 1
 HOST = "host"

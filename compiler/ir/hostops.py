@@ -14,7 +14,7 @@ other op charges ``flops`` ``host_flops`` per output element.
 
 ``zero_preserving`` ops output zeros for all-zero sources when they have no (non-zero) bias and no
 state: before its inputs arrive such a node is silent, so the target-delay pass may start it late
-(``spike.compiler.delays``).
+(``spike.compiler.passes.delays``).
 """
 from __future__ import annotations
 

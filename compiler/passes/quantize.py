@@ -59,7 +59,7 @@ sum pooling become depthwise conv2d projections; max pooling of spikes stays an 
 that the bits cannot hold (weights or thresholds too small next to the rest of their layer).
 
 The pass does not add delays: Lava's Dense delivers one step late, which a program for Loihi makes
-explicit afterwards (``spike.compiler.delays.target_delays``: delays >= 1, balanced, latency
+explicit afterwards (``spike.compiler.passes.delays.target_delays``: delays >= 1, balanced, latency
 recorded); a population's ``bias_mant`` then applies from its latency (``Program.onset``).
 A Lava ``Dense`` equal to a projection: ``weights = 2 * W_int``, ``weight_exp = e - 1``,
 ``num_weight_bits=8`` (lava clips 8-bit mixed-sign weights to -256..255 and truncates them to even
@@ -73,12 +73,12 @@ from typing import Any
 
 import numpy as np
 
-from spike.compiler.ir import (
+from spike.compiler.ir.nodes import (
     BatchNorm, Conv2d, Dense, HostOp, Identity, Node, Pool2d, Population, Projection, Sparse,
 )
-from spike.compiler.program import Program, ProgramError
-from spike.compiler.signals import output_signal
-from spike.compiler.validate import LOIHI, program_precision, rebuild_graph
+from spike.compiler.ir.program import Program, ProgramError
+from spike.compiler.ir.signals import output_signal
+from spike.compiler.ir.validate import LOIHI, program_precision, rebuild_graph
 
 __all__ = ["quantize", "loihi_neuron_params", "SPIKES_ONLY_HINT", "RESET_HINT"]
 

@@ -1,4 +1,4 @@
-"""Save and load a :class:`~spike.compiler.program.Program` as one HDF5 file (design brief §4, §9).
+"""Save and load a :class:`~spike.compiler.ir.program.Program` as one HDF5 file (design brief §4, §9).
 
 File layout (``schema_version`` 1)::
 
@@ -11,7 +11,7 @@ File layout (``schema_version`` 1)::
     /edges                 (E, 2) utf-8 string dataset of (source, consumer) pairs
 
 Edges are stored in an order that reproduces both each node's consumer order and each node's
-source order (:func:`~spike.compiler.validate.ordered_edges`). ``target`` and ``precision`` are
+source order (:func:`~spike.compiler.ir.validate.ordered_edges`). ``target`` and ``precision`` are
 taken from ``program.metadata`` (``"target"``, ``"precision"``) when present; the precision
 otherwise is ``fixed`` if any population is fixed point, else ``float32``. The metadata itself
 must be JSON-serialisable (tuples come back as lists).
@@ -33,10 +33,10 @@ import networkx as nx
 import numpy as np
 
 from spike.atomic import atomic_path
-from spike.compiler import ir
-from spike.compiler.ir import Node, Population
-from spike.compiler.program import MAX_STEPS_DELAY, PRODUCER, Program, ProgramError
-from spike.compiler.validate import FieldSpec, field_specs, ordered_edges, validate_program
+from spike.compiler.ir import nodes as ir
+from spike.compiler.ir.nodes import Node, Population
+from spike.compiler.ir.program import MAX_STEPS_DELAY, PRODUCER, Program, ProgramError
+from spike.compiler.ir.validate import FieldSpec, field_specs, ordered_edges, validate_program
 
 __all__ = [
     "SCHEMA_VERSION",

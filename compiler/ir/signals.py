@@ -7,8 +7,8 @@ step's input values (``numba_backend`` docstring).
 """
 from __future__ import annotations
 
-from spike.compiler.ir import HostOp, Identity, Input, Node, Pool2d, Population, Projection
-from spike.compiler.program import Program
+from spike.compiler.ir.nodes import HostOp, Identity, Input, Node, Pool2d, Population, Projection
+from spike.compiler.ir.program import Program
 
 
 def output_signal(program: Program, name: str, _seen: frozenset[str] = frozenset()) -> str:

@@ -1,7 +1,7 @@
 """Compiler passes: pure functions ``Program -> Program`` (design brief §5).
 
 A pass never mutates its input: it builds a new graph (same node and edge order, see
-:func:`~spike.compiler.validate.rebuild_graph`) holding new node objects where something changed
+:func:`~spike.compiler.ir.validate.rebuild_graph`) holding new node objects where something changed
 and the same frozen node objects elsewhere. Errors are :class:`ProgramError` naming the node and
 the field.
 
@@ -17,8 +17,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from spike.compiler import ir
-from spike.compiler.ir import (
+from spike.compiler.ir import nodes as ir
+from spike.compiler.ir.nodes import (
     BatchNorm,
     Conv2d,
     Dense,
@@ -31,8 +31,8 @@ from spike.compiler.ir import (
     Projection,
     conv_output_hw,
 )
-from spike.compiler.program import Program, ProgramError
-from spike.compiler.validate import (
+from spike.compiler.ir.program import Program, ProgramError
+from spike.compiler.ir.validate import (
     ELEMENTWISE_HOST_OPS,
     check_connections,
     check_gates,
@@ -304,7 +304,7 @@ def _stages_or_graph_order(program: Program) -> list[tuple[str, ...]]:
 # ---- check_cycles -----------------------------------------------------------------------
 def check_cycles(program: Program) -> Program:
     """Raise :class:`ProgramError` naming the nodes of a cycle without a projection of delay
-    >= 1, or a gate breaking :func:`~spike.compiler.validate.check_gates`; return the program
+    >= 1, or a gate breaking :func:`~spike.compiler.ir.validate.check_gates`; return the program
     unchanged otherwise."""
     check_graph(program)
     program.schedule()

@@ -1,4 +1,4 @@
-"""Structural validation of a :class:`~spike.compiler.program.Program` (design brief §4, §9).
+"""Structural validation of a :class:`~spike.compiler.ir.program.Program` (design brief §4, §9).
 
 :func:`validate_program` checks everything a program must satisfy whatever its origin (built by
 the frontend, produced by a pass, or read from a file): every graph node carries an IR node of a
@@ -30,8 +30,8 @@ from typing import Any, Iterable
 import networkx as nx
 import numpy as np
 
-from spike.compiler import ir
-from spike.compiler.ir import (
+from spike.compiler.ir import nodes as ir
+from spike.compiler.ir.nodes import (
     BatchNorm,
     Conv2d,
     Dense,
@@ -47,8 +47,8 @@ from spike.compiler.ir import (
     Sparse,
     conv_output_hw,
 )
-from spike.compiler.hostops import ELEMENTWISE_HOST_OPS, HOST_OPS
-from spike.compiler.program import MAX_STEPS_DELAY, Program, ProgramError
+from spike.compiler.ir.hostops import ELEMENTWISE_HOST_OPS, HOST_OPS
+from spike.compiler.ir.program import MAX_STEPS_DELAY, Program, ProgramError
 
 __all__ = [
     "FieldSpec",
@@ -551,7 +551,7 @@ def gate_of(program: Program, population: str) -> str | None:
 
 
 def check_gates(program: Program) -> None:
-    """Rules of ``Gate`` nodes (see :class:`~spike.compiler.ir.Gate`), naming the node:
+    """Rules of ``Gate`` nodes (see :class:`~spike.compiler.ir.nodes.Gate`), naming the node:
 
     every consumer of a gate is a Population whose size is a multiple of the gate's channels (and,
     when the population has a channel axis, ``shape[0] == C_out``); a population has at most one
@@ -658,7 +658,7 @@ def _check_fixed_node(name: str, node: Node, program: Program) -> None:
     L = LOIHI
     if isinstance(node, Population):
         if node.precision != "fixed":
-            raise _err(name, node, "precision", f"{node.precision!r} in a fixed-point program: run spike.compiler.quantize")
+            raise _err(name, node, "precision", f"{node.precision!r} in a fixed-point program: run spike.compiler.passes.quantize")
         if node.model not in L.FIXED_MODELS:
             raise _err(name, node, "model", f"{node.model!r} has no fixed-point form")
         beyond = node.beyond_lif()
@@ -680,7 +680,7 @@ def _check_fixed_node(name: str, node: Node, program: Program) -> None:
         }
         for f, (lo, hi, why) in ranges.items():
             if getattr(node, f) is None:
-                raise _err(name, node, f, "required for a fixed-point population (run spike.compiler.quantize)")
+                raise _err(name, node, f, "required for a fixed-point population (run spike.compiler.passes.quantize)")
             _int_values(name, node, f, getattr(node, f), lo, hi, why)
         return
     if isinstance(node, Input):
