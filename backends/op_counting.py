@@ -2,7 +2,7 @@
 
 A backend that does not count inside its kernels (lava: the work happens in Lava processes) records
 every node's output and derives the counts afterwards from those spike trains and the weights,
-with the numba backend's rules (``numba_backend`` docstring, design §7), per sample, summed over
+with the numba backend's rules (``numba.backend`` docstring, design §7), per sample, summed over
 steps:
 
 - projections: non-zero (input, weight) pairs delivered in the run, i.e. the events of source
@@ -16,7 +16,7 @@ steps:
   max pooling counts nothing;
 - populations: ``neuron_updates`` += size per step; ``spikes`` += spikes (``li`` never spikes);
 - host ops: ``host_flops`` += size * (number of sources - 1) per step.
-- FTWT gates (as ``numba_gate``), per sample with the gate's mask (passed in as ``masks``, or
+- FTWT gates (as ``numba.gates``), per sample with the gate's mask (passed in as ``masks``, or
   recomputed from the recorded source values with ``gate_common``): a conv2d into a gated
   population counts only the pairs delivered into kept channels (``dense_ops`` unchanged); the
   gated population counts ``neuron_updates`` for the neurons of kept channels only; the gate node
@@ -97,7 +97,7 @@ class _GateRun:
 
 def _gated_conv_pairs(node: Conv2d, name: str, keep: np.ndarray) -> np.ndarray:
     """``[B, in_size]``: per sample, the (event, non-zero weight) pairs one event at each input
-    element delivers into the kept output channels ``keep [B, C_out]`` (as ``numba_gate``)."""
+    element delivers into the kept output channels ``keep [B, C_out]`` (as ``numba.gates``)."""
     layout = conv_layout(node, name)
     nz = (layout.wc != 0).astype(np.int64)  # [G, cin_pg, kh, kw, cout_pg]
     B = keep.shape[0]
@@ -137,7 +137,7 @@ def count_ops(program: Program, output_of: Callable[[str], np.ndarray] | Mapping
                 if node.model != "li":
                     c["spikes"] += np.count_nonzero(np.asarray(get(name)).reshape(T, B, -1), axis=(0, 2))
             elif isinstance(node, HostOp):
-                from spike.backends.host_kernels import host_op_counts
+                from spike.backends.host_ops import host_op_counts
 
                 srcs = program.sources(name)
                 xs = [np.asarray(get(s), np.float32).reshape(T, B, -1) for s in srcs]

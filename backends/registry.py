@@ -108,10 +108,10 @@ class Backend:
 
 _BACKENDS: dict[str, Backend] = {}
 _LOADERS: dict[str, str] = {
-    "torch": "spike.backends.torch_backend",
-    "numba": "spike.backends.numba_backend",
-    "cuda": "spike.backends.cuda_backend",
-    "lava": "spike.backends.lava_backend",
+    "torch": "spike.backends.torch.backend",
+    "numba": "spike.backends.numba.backend",
+    "cuda": "spike.backends.cuda.backend",
+    "lava": "spike.backends.lava.backend",
 }
 
 

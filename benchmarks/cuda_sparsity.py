@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
     from numba import cuda
 
-    from spike.backends import cuda_kernels
+    from spike.backends.cuda import kernels as cuda_kernels
 
     simulating = cuda_kernels.SIMULATING
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -28,14 +28,14 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
 
     ``example_input`` is ``[T, B, ...]`` for multi-step models and ``[B, ...]`` for single-step
     (snnTorch ``init_hidden=True``, SpikingJelly ``step_mode="s"``) models; a model holding
-    SpikingJelly modules lowers through ``frontend_spikingjelly``; snnTorch models in the
+    SpikingJelly modules lowers through ``frontends.spikingjelly``; snnTorch models in the
     tutorials' style (a time loop with the state passed by hand, ``init_hidden=False``) take
-    ``[T, B, ...]`` and lower through ``frontend_snntorch``; ``input_signal`` forces "spike" or "real" inputs
+    ``[T, B, ...]`` and lower through ``frontends.snntorch``; ``input_signal`` forces "spike" or "real" inputs
     (default: "spike" when the example input is binary). A ``.nir`` path or a ``nir.NIRGraph`` is
     imported with ``nir_options`` (``dt``, ``reset``, ``reset_delay``, ``fire_ge``, ``discretization``,
     ``input_signal``; see ``from_nir``).
     A :class:`~spike.models.spikegpt.SpikeGPT` needs no example input: it lowers through
-    ``frontend_spikegpt`` (float32, host targets). ``precision="fixed"`` runs the float
+    ``frontends.spikegpt`` (float32, host targets). ``precision="fixed"`` runs the float
     pipeline, then :func:`~spike.compiler.passes.quantize.quantize` (Loihi fixed point; its per-layer
     report is in ``program.metadata["quantization"]``). On a target whose synapses deliver late
     (``core.synaptic_delay`` of the hw config: Loihi's one step) :func:`~spike.compiler.passes.delays.target_delays`
@@ -106,7 +106,7 @@ def _holds_spikingjelly(model: Any) -> bool:
 
 
 def _spikingjelly_trace() -> Any:
-    """``frontend_spikingjelly.trace`` (importing it registers SpikingJelly's modules)."""
+    """``frontends.spikingjelly.trace`` (importing it registers SpikingJelly's modules)."""
     try:
         from spike.compiler.frontends.spikingjelly import trace
     except ModuleNotFoundError as exc:
@@ -129,7 +129,7 @@ def _is_spikegpt(model: Any) -> bool:
 
 
 def _compile_spikegpt(model: Any, target: str, precision: str, metadata: dict[str, Any] | None) -> Program:
-    """SpikeGPT lowers by its own frontend (``frontend_spikegpt``): host ops everywhere but the
+    """SpikeGPT lowers by its own frontend (``frontends.spikegpt``): host ops everywhere but the
     embedding, LIF layers and residual adds, so it targets hosts without cores, in float32."""
     from spike.compiler.frontends.spikegpt import lower_spikegpt
 

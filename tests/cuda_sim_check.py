@@ -633,7 +633,8 @@ def check_onsets() -> list[str]:
 def check_rules() -> list[str]:
     """Errors raised before a run, the utility kernels, and the result's bookkeeping."""
     from spike.backends import BackendError
-    from spike.backends import cuda_backend, cuda_kernels as K
+    from spike.backends.cuda import kernels as K
+    from spike.backends.cuda import backend as cuda_backend
 
     errors = []
     rng = np.random.default_rng(0)
@@ -680,7 +681,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--large", action="store_true", help="add programs wider than a GPU block")
     ap.add_argument("--only", nargs="*", help="run only these cases")
     args = ap.parse_args(argv)
-    from spike.backends import cuda_kernels
+    from spike.backends.cuda import kernels as cuda_kernels
 
     cases = dict(CASES, **(LARGE if args.large else {}))
     if args.only:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from spike.backends import run
-from spike.backends import numba_kernels as K
+from spike.backends.numba import kernels as K
 from spike.backends.engine import NodeContext
 from spike.backends.registry import OP_KEYS
 from spike.compiler.ir.nodes import (
@@ -85,7 +85,7 @@ def _population(n: int, model: str, params: dict[str, np.ndarray]) -> Population
 def test_numba_and_torch_step_match_lava_transcription(model: str) -> None:
     """Random int states (wrapping u, clipping v, negative values, du/dv at 0 and 4095), stepped
     one step at a time by the numba kernel and the torch kernel, equal the reference exactly."""
-    from spike.backends import torch_backend
+    from spike.backends.torch import backend as torch_backend
 
     rng = np.random.default_rng(1)
     n, B, T = 512, 2, 6

@@ -226,7 +226,7 @@ def _pool_lif_real_input() -> tuple[nn.Module, torch.Tensor]:
 
 
 def test_lava_refuses_conv_beside_a_maxpool_host_op_by_name() -> None:
-    from spike.backends.lava_backend import lower
+    from spike.backends.lava.backend import lower
 
     model = _dyadic_(ConvMaxPoolLIF(), 0).eval()
     program = compile_model(model, _spikes((4, 1, 2, 8, 8), 0))

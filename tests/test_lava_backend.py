@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from spike.backends import BackendError, run
-from spike.backends.lava_backend import lower
+from spike.backends.lava.backend import lower
 from spike.backends.op_counting import count_ops
 from spike.compiler import compile as compile_program
 from spike.compiler.ir.nodes import Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse

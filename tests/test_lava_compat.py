@@ -139,7 +139,7 @@ def test_fresh_process_imports_lava_through_the_shim_and_runs_a_lif() -> None:
 
 def test_missing_lava_is_a_clear_error_and_everything_else_works(monkeypatch) -> None:
     from spike.backends import BackendError, backend_names, run
-    from spike.backends.lava_backend import lower
+    from spike.backends.lava.backend import lower
     from spike.compiler.ir.nodes import Dense, Input, Output, Population
     from spike.compiler.passes.delays import target_delays
     from spike.compiler.ir.program import ProgramBuilder

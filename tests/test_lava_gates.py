@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from spike.backends import BackendError, run
-from spike.backends.lava_backend import lower
+from spike.backends.lava.backend import lower
 from spike.backends.op_counting import count_ops
 from spike.backends.routing import add_routing_counts
 from spike.compat.lava import lava_available

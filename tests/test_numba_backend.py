@@ -447,7 +447,7 @@ def test_residual_identity_and_hostop():
 
 
 def test_unsupported_nodes_rejected_before_running(monkeypatch):
-    from spike.backends import numba_backend
+    from spike.backends.numba import backend as numba_backend
 
     called = []
     monkeypatch.setitem(numba_backend.BACKEND.kernels, "dense",

@@ -1,7 +1,7 @@
 """SpikingJelly 2.0 (``spikingjelly.activation_based``) models, lowered exactly by the torch.fx frontend.
 
-Importing this module registers SpikingJelly's neurons (``frontend_torch.LIBRARIES``) and layers
-(``frontend_torch.MODULE_LOWERINGS``); :func:`spike.compiler.compile` imports it, and calls
+Importing this module registers SpikingJelly's neurons (``frontends.torch_fx.LIBRARIES``) and layers
+(``frontends.torch_fx.MODULE_LOWERINGS``); :func:`spike.compiler.compile` imports it, and calls
 :func:`trace`, only for a model that holds SpikingJelly modules.
 
 Step modes. ``step_mode="s"``: the example input is ``[B, ...]`` and the user calls the model once per
@@ -35,7 +35,7 @@ of events on spikes, a host op on currents), ``AvgPool2d``, ``Flatten`` and ``Dr
 ``Dropout2d`` (identities at inference) lower as their torch.nn counterparts, in the step mode of
 the model's neurons; ``layer.SeqToANNContainer`` (multi-step models) lowers the plain layers it
 applies to ``[T*B, ...]`` one after the other. Plain torch.nn layers and ``nn.Sequential`` lower
-as in ``frontend_torch``. BatchNorm is folded into the projection before it (``W*gamma/sqrt(var +
+as in ``frontends.torch_fx``. BatchNorm is folded into the projection before it (``W*gamma/sqrt(var +
 eps)`` in float64): bit-exact where that scale is exact in float32 and float64 alike (e.g.
 ``sqrt(var + eps)`` a power of two); otherwise currents and membranes may differ in their last
 bits (spikes only where a membrane lands that close to the threshold). Any other SpikingJelly

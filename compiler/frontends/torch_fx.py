@@ -10,7 +10,7 @@ events; on currents or real values a ``maxpool2d`` host op, exact on the host; a
 projection of delay 1). Models are multi-step (``[T, B, ...]``, our neurons) or
 single-step (``[B, ...]``, snnTorch's stateful neurons); the IR is the same either way.
 One lowering function per module type, registered in ``MODULE_LOWERINGS``; another library's
-neurons join through ``LIBRARIES`` (SpikingJelly: ``frontend_spikingjelly``).
+neurons join through ``LIBRARIES`` (SpikingJelly: ``frontends.spikingjelly``).
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ class LoweringError(ValueError):
 @dataclass(frozen=True)
 class NeuronLibrary:
     """How another library's neurons join this frontend; its own frontend module appends one to
-    ``LIBRARIES`` (and its layers to ``MODULE_LOWERINGS``), e.g. ``frontend_spikingjelly``."""
+    ``LIBRARIES`` (and its layers to ``MODULE_LOWERINGS``), e.g. ``frontends.spikingjelly``."""
 
     neuron_types: tuple[type, ...]  # leaf modules lowered to a Population
     params: Callable[[nn.Module, str, tuple[int, ...]], dict[str, Any]]  # (neuron, path, shape) -> Population fields

@@ -1,7 +1,7 @@
 """What each ``HostOp`` computes: its sources, parameters, output shape and operation count.
 
 One :class:`HostOpSpec` per ``HostOp.op`` in :data:`HOST_OPS`; validation checks nodes against it
-and every backend executes the same definitions (``spike.backends.host_kernels``). Sources are
+and every backend executes the same definitions (``spike.backends.host_ops``). Sources are
 per-step signals ``[B, size]``; stateful ops (``token_mix``, ``wkv``) carry state along the steps
 and start from zero for every run.
 

@@ -3,7 +3,7 @@
 Kernels use it to count synaptic operations: every pair a ``spike`` source delivers is an
 accumulate (NeuroBench's Effective_ACs) without looking at the values; for any other source the
 pairs of each (sample, step) are accumulates or multiply-accumulates (Effective_MACs) by that
-step's input values (``numba_backend`` docstring).
+step's input values (``numba.backend`` docstring).
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ wraps). A population adds its inputs in int32 (``a_in``) and updates, with int64
     v = clip(v, -(2^23 - 1), 2^23 - 1)
     spike = v > (vth << 6);  v = 0 where spike                  # u is not reset
 
-(``backends/numba_kernels.loihi_lif_step`` is the executable form). An ``li`` readout runs the same
+(``spike.backends.numba.kernels.loihi_lif_step`` is the executable form). An ``li`` readout runs the same
 ``u``/``v`` update, never spikes and outputs ``v``; on Lava it is a LIF with ``vth = 2^17 - 1``
 (which could only fire within 63 of the clip, ``v > 8388544``) whose ``v`` is probed.
 

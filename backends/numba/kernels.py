@@ -1,4 +1,4 @@
-"""Compiled loops of the numba backend (see ``numba_backend`` for how nodes map onto them).
+"""Compiled loops of the numba backend (see ``numba.backend`` for how nodes map onto them).
 
 Every function works on float32 arrays ``[T, B, n]`` and fills steps ``t0..t1-1`` of ``out``;
 the batch is split over threads with ``prange`` (each thread owns whole samples, so the per-sample

@@ -1,8 +1,8 @@
 """FTWT gates on the torch backend (dense reference): the ``gate`` kernel, and gated forms of the
-``conv2d`` and ``population`` kernels (registered onto ``torch_backend.BACKEND``; nodes that no
+``conv2d`` and ``population`` kernels (registered onto ``torch.backend.BACKEND``; nodes that no
 gate touches run the plain kernels).
 
-Same semantics and counts as ``numba_gate``: a conv2d projection into a gated population is
+Same semantics and counts as ``numba.gates``: a conv2d projection into a gated population is
 computed densely and its masked channels set to 0 (no bias), and its ``syn_ops``/``macs`` are the
 (non-zero input, non-zero weight) pairs into kept channels; the gated population updates its
 kept neurons with the plain kernel's formulas (``torch.where`` keeps masked neurons at rest),
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from spike.backends import torch_backend as TB
+from spike.backends.torch import backend as TB
 from spike.backends.engine import NodeContext
 from spike.backends.gate_common import add_gate_checks, gate_host_flops, gate_mask, gate_of_population, gated_consumer
 from spike.backends.registry import BackendError

@@ -2,7 +2,7 @@
 
 Each node kind has one kernel that prepares (once per node object, in ``ctx.cache``) the arrays its
 compiled loop needs, then makes one compiled call for the steps it is given: acyclic nodes run all
-steps in a single call, nodes on a cycle one step per call. The loops live in ``numba_kernels``.
+steps in a single call, nodes on a cycle one step per call. The loops live in ``numba.kernels``.
 
 Counts (per sample, summed over steps), as NeuroBench defines them (design §7):
 - projections: (non-zero input, non-zero weight) pairs delivered, border clipping included, add
@@ -18,7 +18,7 @@ Counts (per sample, summed over steps), as NeuroBench defines them (design §7):
 
 Programs of precision "fixed" (``spike.compiler.passes.quantize``) run Loihi fixed point, bit-accurate with
 lava-nc's ``PyLifModelBitAcc``/``PyDenseModelBitAcc``: int32 signals, integer weights shifted by
-``weight_exp``, populations stepped by ``numba_kernels.loihi_lif_step``; same counts.
+``weight_exp``, populations stepped by ``numba.kernels.loihi_lif_step``; same counts.
 """
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from spike.backends import numba_kernels as K
+from spike.backends.numba import kernels as K
 from spike.backends.engine import NodeContext
-from spike.backends.host_kernels import host_op_kernel
+from spike.backends.host_ops import host_op_kernel
 from spike.backends.layout import (
     conv_layout, f32 as _f32, geometry_2d as _geometry_2d, windows_per_position,
 )
@@ -356,7 +356,7 @@ def _summed(ctx: NodeContext, srcs: list[np.ndarray], t0: int, t1: int, whole: b
 
 
 def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
-    """Loihi fixed point (``numba_kernels.loihi_lif_step``); input = int32 sum of the sources."""
+    """Loihi fixed point (``numba.kernels.loihi_lif_step``); input = int32 sum of the sources."""
     node: Population = ctx.node
     n = node.size
     c = ctx.cache
@@ -390,4 +390,4 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
     ctx.counts["neuron_updates"] += n * (t1 - t0)
 
 
-from spike.backends import numba_gate  # noqa: E402,F401  (FTWT gates: gate kernel, gated conv2d/population)
+from spike.backends.numba import gates as numba_gate  # noqa: E402,F401  (FTWT gates: gate kernel, gated conv2d/population)

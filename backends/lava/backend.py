@@ -22,7 +22,7 @@ Lowering, one function per node kind (``_LOWER``):
   conv2d or pool2d through its CSR form), every synapse delayed ``d - 1`` steps (see "Timing");
 - ``population`` -> ``LIF`` (per-neuron ``du``, ``dv``, ``vth``, bias; ``li``: a LIF that never
   fires whose ``v`` is read by a ``Monitor``);
-- ``hostop`` (``add``) -> our ``HostAdd`` Python process (``lava_procs``); any other host op puts the
+- ``hostop`` (``add``) -> our ``HostAdd`` Python process (``lava.procs``); any other host op puts the
   program in host mode (below);
 - ``gate`` (FTWT, float32 programs only) -> our ``FTWTGate`` Python process reading the gate's
   source (see "Gates" below);
@@ -66,9 +66,9 @@ deliver nothing before theirs (``FusedSpec.member_onset``, ``input_onset``).
 
 Host ops (host mode): a float32 program that is stepwise (``metadata["stepwise"]``, e.g. SpikeGPT)
 or has a host op other than ``add`` runs in host mode. Its real-valued parts run as custom Lava
-Python processes, ``FusedBlock`` (``lava_procs``): float, zero delay (each step: receive every
+Python processes, ``FusedBlock`` (``lava.procs``): float, zero delay (each step: receive every
 input port, compute, send, in the same step), computing with ``BlockStep`` exactly what the numba
-backend computes, a host op by ``host_kernels.run_host_op`` (the shared torch kernel), a population
+backend computes, a host op by ``host_ops.run_host_op`` (the shared torch kernel), a population
 or a zero-delay projection with the numba kernels' float32 operations in their order.
 
 - What a block computes ("fused" nodes): every host op; every dense/sparse/identity projection of
@@ -98,7 +98,7 @@ or a zero-delay projection with the numba kernels' float32 operations in their o
   depends on the operands' strides and address modulo 16 bytes). So a stepwise program equals the
   numba backend bit for bit (outputs, spikes, membranes, every operation count); a program that is
   not stepwise runs its host ops on all steps at once on numba, which can round differently.
-- Lava runs each process in a fork of this process; ``lava_procs._fork_safe_kernels`` keeps the
+- Lava runs each process in a fork of this process; ``lava.procs._fork_safe_kernels`` keeps the
   host-op kernels off OpenMP thread pools there (torch on one thread, the WKV kernel serial).
   ``timing["processes"]`` of the result counts the Lava processes built (sinks, monitors included).
 
@@ -367,11 +367,11 @@ class FusedSpec:
 class BlockStep:
     """The steps of a fused block for ``lanes`` samples side by side: every member computed in
     order with the numba backend's float32 arithmetic (populations, zero-delay projections) or the
-    shared host-op kernels (``host_kernels.run_host_op``). A host op gets exactly the tensors the
+    shared host-op kernels (``host_ops.run_host_op``). A host op gets exactly the tensors the
     numba backend gives it when it runs a program step by step: step ``t`` of a ``[steps, lanes,
     size]`` float32 array holding its source's values (MKL's matrix product rounds differently
     with the operands' shape, strides and even their address modulo 16 bytes, so the block keeps
-    such an array per host-op source). Pure numpy/torch: the Lava process model (``lava_procs``)
+    such an array per host-op source). Pure numpy/torch: the Lava process model (``lava.procs``)
     calls it, and so can a test without Lava. ``reset()`` starts a new run (zero state, step 0)."""
 
     def __init__(self, spec: FusedSpec, lanes: int, steps: int) -> None:
@@ -450,7 +450,7 @@ class BlockStep:
     def _hostop(self, j: int, node: HostOp, srcs: list[np.ndarray]) -> np.ndarray:
         import torch
 
-        from spike.backends.host_kernels import fresh_input, run_host_op
+        from spike.backends.host_ops import fresh_input, run_host_op
 
         xs = [fresh_input(torch.from_numpy(s)) for s in srcs]  # [1, lanes, size], as numba's
         return np.array(run_host_op(node, xs, self.state[j]).numpy()[0], np.float32)
@@ -1113,7 +1113,7 @@ class _Graph:
         from lava.proc.sparse.process import DelaySparse, Sparse
         from lava.utils.weightutils import SignMode
 
-        from spike.backends.lava_procs import FTWTGate, FusedBlock, HostAdd, PyFTWTGateFloat, fused_model, host_model
+        from spike.backends.lava.procs import FTWTGate, FusedBlock, HostAdd, PyFTWTGateFloat, fused_model, host_model
 
         self.program, self.plan, self.T, self.B = program, plan, steps, batch
         self.fixed = plan.precision == "fixed"

@@ -1,22 +1,22 @@
 """FTWT gates on the cuda backend: the ``gate`` kernel, and gated forms of the ``conv2d`` and
-``population`` kernels (registered onto ``cuda_backend.BACKEND``; the plain kernels still run
-every node that no gate touches). Same semantics, operation order and counts as ``numba_gate``,
+``population`` kernels (registered onto ``cuda.backend.BACKEND``; the plain kernels still run
+every node that no gate touches). Same semantics, operation order and counts as ``numba.gates``,
 bit for bit:
 
 - the mask of a gate (``gate_common.gate_mask``) is computed on the host, once per run, from its
   source's values copied back from the device (small: ``[T, B, C_in*H*W]``);
-- a conv2d projection into a gated population (``cuda_kernels.conv2d_gated_deliver``) adds
+- a conv2d projection into a gated population (``cuda.kernels.conv2d_gated_deliver``) adds
   each input event's taps into the kept output channels only, in ascending event order; its
   ``syn_ops``/``macs`` are the (event, non-zero weight) pairs into kept channels, counted on the
   device (``syn_ops`` or ``macs`` per (sample, step) as ``gather_active`` decides from all the
   step's input values); ``dense_ops`` stays the dense count of the layer; masked channels output 0 (no bias);
-- the gated population (``cuda_kernels.population_gated_forward``) updates only the neurons
+- the gated population (``cuda.kernels.population_gated_forward``) updates only the neurons
   of kept channels (the plain kernel's float32 operations); masked neurons keep ``v = 0``, emit no
   spike and are not counted in ``neuron_updates`` (added on the host from the mask);
 - the gate node outputs the mask (1.0 kept) at every step and counts its head as ``host_flops``.
 
 Gated programs run in float32 (fixed-point programs with gates are refused by validation).
-The kernels are in ``cuda_kernels`` (imported lazily, as in ``cuda_backend``).
+The kernels are in ``cuda.kernels`` (imported lazily, as in ``cuda.backend``).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from spike.backends import cuda_backend as CB
+from spike.backends.cuda import backend as CB
 from spike.backends.engine import NodeContext
 from spike.backends.layout import conv_layout
 from spike.backends.gate_common import add_gate_checks, gate_host_flops, gate_mask, gate_of_population, gated_consumer

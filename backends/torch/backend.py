@@ -11,7 +11,7 @@ only (NeuroBench counts no pooling: nothing in syn_ops/macs nor dense_ops).
 
 Programs of precision "fixed" run Loihi fixed point on int32 tensors (the oracle for the numba
 kernels): projections sum integer weights exactly in float64 (|sums| < 2^53), then shift by
-``weight_exp`` and wrap to int32 in int64; populations follow ``numba_kernels.loihi_lif_step``
+``weight_exp`` and wrap to int32 in int64; populations follow ``numba.kernels.loihi_lif_step``
 element-wise in int64.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from spike.backends.engine import NodeContext
-from spike.backends.host_kernels import host_op_kernel
+from spike.backends.host_ops import host_op_kernel
 from spike.backends.registry import Backend, BackendError, register_backend
 from spike.compiler.ir.nodes import Conv2d, Dense, Identity, Pool2d, Population, Sparse
 from spike.compiler.ir.program import Program, ProgramError
@@ -269,7 +269,7 @@ def _loihi_decay(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 
 
 def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
-    """Loihi fixed point, element-wise in int64 (same rule as ``numba_kernels.loihi_lif_step``)."""
+    """Loihi fixed point, element-wise in int64 (same rule as ``numba.kernels.loihi_lif_step``)."""
     node: Population = ctx.node
     st = ctx.state
     if not st:
@@ -303,4 +303,4 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
         ctx.counts["neuron_updates"] += node.size
 
 
-from spike.backends import torch_gate  # noqa: E402,F401  (FTWT gates: gate kernel, gated conv2d/population)
+from spike.backends.torch import gates as torch_gate  # noqa: E402,F401  (FTWT gates: gate kernel, gated conv2d/population)

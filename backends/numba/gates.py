@@ -1,5 +1,5 @@
 """FTWT gates on the numba backend: the ``gate`` kernel, and gated forms of the ``conv2d`` and
-``population`` kernels (registered onto ``numba_backend.BACKEND``; the plain kernels still run
+``population`` kernels (registered onto ``numba.backend.BACKEND``; the plain kernels still run
 every node that no gate touches).
 
 Per sample ``b`` with mask ``keep[b]`` (``backends.gate_common.gate_mask``):
@@ -7,10 +7,10 @@ Per sample ``b`` with mask ``keep[b]`` (``backends.gate_common.gate_mask``):
 - a conv2d projection into a gated population adds each input event's kernel taps into the kept
   output channels only; ``syn_ops``/``macs`` count the (event, non-zero weight) pairs delivered
   into kept channels (``syn_ops`` or ``macs`` per (sample, step) by all of that step's input
-  values, those into masked channels included, as ``numba_kernels``), ``dense_ops`` stays the
+  values, those into masked channels included, as ``numba.kernels``), ``dense_ops`` stays the
   dense count of the layer; masked channels' outputs are 0 (no bias);
 - the gated population updates only the neurons of kept channels (the same float32 operations, in
-  the same order, as ``numba_kernels.population_kernel``); masked neurons keep ``v = 0``, emit no
+  the same order, as ``numba.kernels.population_kernel``); masked neurons keep ``v = 0``, emit no
   spike and are not counted in ``neuron_updates``;
 - the gate node outputs the mask (1.0 kept) at every step and counts its head as ``host_flops``.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from spike.backends import numba_backend as NB
+from spike.backends.numba import backend as NB
 from spike.backends.engine import NodeContext
 from spike.backends.layout import conv_layout
 from spike.backends.gate_common import add_gate_checks, gate_host_flops, gate_mask, gate_of_population, gated_consumer
@@ -38,7 +38,7 @@ _plain_population = BACKEND.kernels["population"]
 @njit(cache=True, parallel=True)
 def conv2d_gated_forward(src, wc, tap_nnz, bias, out, t0, t1, delay, onset, geom, act, nact, keep, acs, macs,
                          check):
-    """``numba_kernels.conv2d_forward`` restricted per sample to the kept output channels.
+    """``numba.kernels.conv2d_forward`` restricted per sample to the kept output channels.
 
     ``act[b, g, :nact[b, g]]`` are the kept channels of group ``g`` (local indices), ``keep[b, co]``
     (uint8) the mask, ``tap_nnz[b, g, cl, ky, kx]`` the non-zero weights of a tap into kept channels.

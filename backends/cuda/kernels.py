@@ -1,6 +1,6 @@
-"""Numba CUDA kernels of the cuda backend (see ``cuda_backend`` for how nodes map onto them).
+"""Numba CUDA kernels of the cuda backend (see ``cuda.backend`` for how nodes map onto them).
 
-Every kernel reproduces the float32 operations of the matching loop in ``numba_kernels`` in the
+Every kernel reproduces the float32 operations of the matching loop in ``numba.kernels`` in the
 same order, so outputs, membranes and counts are bit-identical to the numba backend:
 
 - Products that feed an addition go through :func:`fmul` (``mul.rn`` on a GPU): NVVM contracts a
@@ -317,7 +317,7 @@ def sparse_deliver(src, idx, cnt, indptr, indices, data, row_serial, bias, has_b
 def conv2d_deliver(src, idx, cnt, wc, bias, has_bias, out, t0, nsteps, delay, onset, geom):
     """Event-driven 2-D convolution, one work unit per (step, sample), accumulating in ``out[t, b]``.
 
-    ``wc[g, cl, ky, kx, j]`` = W[g*cout_pg + j, cl, ky, kx]; ``geom`` as in ``numba_kernels``.
+    ``wc[g, cl, ky, kx, j]`` = W[g*cout_pg + j, cl, ky, kx]; ``geom`` as in ``numba.kernels``.
     The active inputs are applied in ascending flat order (c, y, x); for one event the threads
     cover its (tap, output channel) pairs, which reach distinct outputs, then a barrier. The
     bias is added last (``acc + bias``), as the numba kernel does. Before step ``onset``
@@ -577,7 +577,7 @@ def population_forward(
 
 # ----------------------------------------------------------------------------- Loihi fixed point
 #
-# Ports of the fixed-point loops of ``numba_kernels`` (bit-accurate with lava-nc's
+# Ports of the fixed-point loops of ``numba.kernels`` (bit-accurate with lava-nc's
 # ``PyLifModelBitAcc``): values carried in int64, wrapped or clipped where lava's int32 / 24-bit
 # arithmetic does. Integer sums do not depend on their order, so the scatter kernels add with
 # integer atomics into an int64 accumulator row.
@@ -807,7 +807,7 @@ def population_fixed_forward(
     record_v, record_u, spikes,
 ):
     """Loihi fixed-point neurons for steps t0..t1-1, one thread per (sample, neuron), as
-    ``numba_kernels.population_fixed_forward`` / ``loihi_lif_step``: int32 input ``cur[t + ioff]``,
+    ``numba.kernels.population_fixed_forward`` / ``loihi_lif_step``: int32 input ``cur[t + ioff]``,
     int32 state ``u_state``/``v_state`` [B, n]; ``out`` gets spikes (0/1), or v for an ``li``
     readout (``spiking`` False). The bias applies from step ``onset`` on (``Program.onset``), 0
     before. Work unit ``r = b * n_tiles + tile``."""
@@ -862,8 +862,8 @@ def population_fixed_forward(
 
 # ----------------------------------------------------------------------------- FTWT gates
 #
-# The gated form of ``conv2d_deliver`` (used by ``cuda_gate``; the numba loop is
-# ``numba_gate.conv2d_gated_forward``; gated populations are ``population_forward`` with ``gated``).
+# The gated form of ``conv2d_deliver`` (used by ``cuda.gates``; the numba loop is
+# ``numba.gates.conv2d_gated_forward``; gated populations are ``population_forward`` with ``gated``).
 # It lives in this module because the simulator swaps ``cuda`` into a module's globals for a
 # launch: a kernel calling a device function from another module would race on that swap.
 

@@ -1,7 +1,7 @@
 """The cuda backend: the numba backend's event-driven execution on an NVIDIA GPU (Numba CUDA).
 
 Same semantics, operation order and operation counts as the numba backend (design §6), bit for
-bit: see ``cuda_kernels`` for how the kernels keep float32 results exact. Per node call:
+bit: see ``cuda.kernels`` for how the kernels keep float32 results exact. Per node call:
 
 - projections: a compaction kernel lists the non-zero inputs of every (step, sample) in
   ascending order and counts their synaptic pairs on the GPU, as ``syn_ops`` or ``macs`` by the
@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from spike.backends.engine import NodeContext
-from spike.backends.host_kernels import host_op_kernel
+from spike.backends.host_ops import host_op_kernel
 from spike.backends.layout import (
     conv_layout, f32 as _f32, geometry_2d as _geometry_2d, windows_per_position,
 )
@@ -54,7 +54,7 @@ _NO_GPU = (
 
 
 def _kernels() -> Any:
-    from spike.backends import cuda_kernels
+    from spike.backends.cuda import kernels as cuda_kernels
 
     return cuda_kernels
 
@@ -489,7 +489,7 @@ BACKEND.kernel("hostop")(host_op_kernel(_as_tensor, _write_tensor))
 
 @BACKEND.kernel("population")
 def population(ctx: NodeContext, t0: int, t1: int) -> None:
-    """``spike.semantics`` in float32, in the numba backend's order (see ``numba_backend.population``),
+    """``spike.semantics`` in float32, in the numba backend's order (see ``numba.backend.population``),
     or Loihi fixed point."""
     if _fixed(ctx):
         _population_fixed(ctx, t0, t1)
@@ -564,7 +564,7 @@ def _summed(ctx: NodeContext, positions: list[int], t0: int, t1: int, key: str, 
 
 
 def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
-    """Loihi fixed point (``numba_kernels.loihi_lif_step``); input = int32 sum of the sources."""
+    """Loihi fixed point (``numba.kernels.loihi_lif_step``); input = int32 sum of the sources."""
     from spike.compiler.passes.quantize import loihi_neuron_params
 
     node: Population = ctx.node
@@ -596,4 +596,4 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
     _finish(ctx, t1)
 
 
-from spike.backends import cuda_gate  # noqa: E402,F401  (FTWT gates: gate kernel, gated conv2d/population)
+from spike.backends.cuda import gates as cuda_gate  # noqa: E402,F401  (FTWT gates: gate kernel, gated conv2d/population)
