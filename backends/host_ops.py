@@ -90,7 +90,7 @@ def _matmul(node, xs, state):
 
 @_kernel("wkv")
 def _wkv(node, xs, state):
-    from spike.wkv import NEG, WKVState, wkv_with_state
+    from spike.kernels.wkv import NEG, WKVState, wkv_with_state
 
     k, v = xs
     if "wkv" not in state:  # the state before the first token, as SpikeGPT.init_state

@@ -10,7 +10,7 @@ figures):
   steps)) and the mask accuracy (head mask == targets, PyTorch run);
 - ``syn_ops`` and ``macs`` per sample, measured by the numba backend;
 - the reduction in ``syn_ops`` predicted before training (the target rule alone on the baseline,
-  ``spike.cnn_training.estimate_reduction``) and the measured one.
+  ``spike.models.cnn.train.estimate_reduction``) and the measured one.
 
 A control row fine-tunes the baseline exactly as the FTWT runs are (same epochs, learning rate, no
 sparsity penalty) but without masks, so the savings can be told apart from the fine-tuning.
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--epochs", type=int, default=12, help="baseline epochs")
     p.add_argument("--ftwt-epochs", type=int, default=16)
     p.add_argument("--steps", type=int, default=4)
-    p.add_argument("--channel-sparsity", type=float, default=None, help="default: spike.cnn_training's")
+    p.add_argument("--channel-sparsity", type=float, default=None, help="default: spike.models.cnn.train's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=None, help="where checkpoints go (default: a temporary folder)")
     p.add_argument("--json", default=None)
@@ -44,10 +44,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     import torch
 
     from spike.cli import compile_checkpoint
-    from spike.cnn_training import estimate_reduction, ftwt_report, train_cnn
-    from spike.data import load_digits
+    from spike.models.cnn.train import estimate_reduction, ftwt_report, train_cnn
+    from spike.train.datasets import load_digits
     from spike.encoders import Encoder
-    from spike.ftwt_demo import evaluate_compiled
+    from spike.models.cnn.demo import evaluate_compiled
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     tmp = tempfile.TemporaryDirectory() if args.out_dir is None else None

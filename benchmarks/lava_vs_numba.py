@@ -26,7 +26,7 @@ from spike.backends import run
 from spike.compiler.ir.nodes import Dense, Input, Output, Population
 from spike.compiler.passes.delays import target_delays
 from spike.compiler.ir.program import Program, ProgramBuilder
-from spike.compiler.passes.quantize import quantize
+from spike.compiler.pipeline import FIXED_PIPELINE, run_passes
 
 WEIGHT_GAIN = 2.0  # weight std times 1/sqrt(fan-in): hidden layers fire at a few percent at 5% input
 
@@ -44,7 +44,7 @@ def build_program(sizes: list[int], seed: int = 0) -> Program:
                           reset="zero", reset_delay=False))
         prev = b.add(f"lif{i + 1}" if not last else "readout", pop, prev)
     b.add("output", Output(shape=(sizes[-1],)), prev)
-    return target_delays(quantize(b.build({"precision": "float32", "target": "loihi2"})), 1)  # latency 3
+    return target_delays(run_passes(b.build({"precision": "float32", "target": "loihi2"}), FIXED_PIPELINE), 1)  # latency 3
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ interleaved, after a warm-up that is excluded (the first call's time, which incl
 compilation or loading it from the on-disk cache, is reported separately). Times are the best of
 the repeats; medians are reported too.
 
-* ours: ``spike.neurons.LIF(0.9)`` (multi-step) -> :class:`spike.lif_function.LIFFunction`.
+* ours: ``spike.neurons.LIF(0.9)`` (multi-step) -> :class:`spike.kernels.lif.LIFFunction`.
 * snnTorch: ``snntorch.Leaky(beta=0.9)``, ``for x_t in x.unbind(0): spk, mem = lif(x_t, mem)``,
   then ``torch.stack``. (Indexing ``x[t]`` instead of ``unbind`` makes snnTorch's backward
   quadratic in T -- every ``x[t]`` backward writes a full-size zero gradient -- and is about 15x
@@ -68,7 +68,7 @@ def _time(fn):
 
 
 def bench(N, B, T, repeats, index_baseline):
-    from spike import lif_kernels as K
+    from spike.kernels import lif_cpu as K
     from spike.neurons import LIF
 
     g = torch.Generator().manual_seed(0)

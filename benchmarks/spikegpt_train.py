@@ -3,7 +3,7 @@
 For each preset, the same model (same weights, same batch, same threads) runs full training steps
 (forward, L2Wrap loss, backward, gradient clipping, Adam step) twice:
 
-* fused: the Numba WKV forward/backward (:mod:`spike.wkv`) and the fused multi-step LIF kernels;
+* fused: the Numba WKV forward/backward (:mod:`spike.kernels.wkv`) and the fused multi-step LIF kernels;
 * naive: WKV as a per-token loop of torch ops (autograd through it) and the LIF as a per-step
   loop of :func:`spike.neurons.lif_step` (what a straightforward PyTorch port does on CPU).
 
@@ -26,7 +26,7 @@ import torch
 
 
 def _step(model, opt, x, y) -> float:
-    from spike.models.spikegpt import lm_loss
+    from spike.models.spikegpt.model import lm_loss
 
     t0 = time.perf_counter()
     loss = lm_loss(model(x), y)
@@ -40,7 +40,7 @@ def bench(size: str, ctx: int, batch: int, steps: int, warmup: int, vocab: int =
     """Fused and naive steps alternate (same model, same batch), so that both see the same load
     on a shared machine; each arm's best step time counts (the median is reported too)."""
     from spike.cli_spikegpt import _clip_adam
-    from spike.models.spikegpt import build_spikegpt
+    from spike.models.spikegpt.model import build_spikegpt
 
     torch.manual_seed(0)
     model = build_spikegpt(size, vocab_size=vocab, ctx_len=ctx)

@@ -13,13 +13,13 @@ def _mlp(**kwargs: Any) -> nn.Module:
 
 
 def _cnn(**kwargs: Any) -> nn.Module:
-    from spike.models.cnn import SpikingCNN
+    from spike.models.cnn.model import SpikingCNN
 
     return SpikingCNN(**kwargs)
 
 
 def _spikegpt(**kwargs: Any) -> nn.Module:
-    from spike.models.spikegpt import SpikeGPT
+    from spike.models.spikegpt.model import SpikeGPT
 
     return SpikeGPT(**kwargs)
 

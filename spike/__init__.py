@@ -7,5 +7,5 @@ except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.1.0"
 # spiking neurons and surrogate gradients (spike/neurons.py, spike/surrogate.py)
 from spike import surrogate  # noqa: E402
-from spike.lif_function import lif_multistep  # noqa: E402
+from spike.kernels.lif import lif_multistep  # noqa: E402
 from spike.neurons import IF, LI, LIF, CubaLIF, lif_step  # noqa: E402

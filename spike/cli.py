@@ -12,19 +12,19 @@ from spike import __version__
 
 
 def _train_mlp(args: argparse.Namespace) -> dict[str, Any]:
-    """``spike train mlp``; with ``--target`` the choices that target needs (:func:`spike.training.fit_to_target`).
+    """``spike train mlp``; with ``--target`` the choices that target needs (:func:`spike.train.trainer.fit_to_target`).
 
     The printed test accuracy is the test split encoded as ``spike run`` encodes it
-    (:func:`spike.evaluate.evaluate_model`, seed 0); the checkpoint records it (``test_accuracy``).
+    (:func:`spike.workflows.evaluate_model`, seed 0); the checkpoint records it (``test_accuracy``).
     """
-    from spike.checkpoint import make_config, record_evaluation
-    from spike.data import load_dataset
-    from spike.distributed import is_main_process
+    from spike.train.checkpoint import make_config, record_evaluation
+    from spike.train.datasets import load_dataset
+    from spike.train.distributed import is_main_process
     from spike.encoders import Encoder
-    from spike.evaluate import evaluate_model
+    from spike.workflows import evaluate_model
     from spike.losses import rate_cross_entropy
     from spike.models import build_model
-    from spike.training import Trainer, accuracy, fit_to_target, set_seed, target_needs
+    from spike.train.trainer import Trainer, accuracy, fit_to_target, set_seed, target_needs
 
     needs = target_needs(args.target) if getattr(args, "target", None) else None
     chosen = fit_to_target(needs, encoding=args.encoding, reset=args.reset,
@@ -71,7 +71,7 @@ def _train_mlp(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _load_model(path: str) -> tuple[torch.nn.Module, dict[str, Any]]:
-    from spike.checkpoint import load_checkpoint
+    from spike.train.checkpoint import load_checkpoint
     from spike.models import build_model
 
     ckpt = load_checkpoint(path)
@@ -92,8 +92,8 @@ def compile_checkpoint(path: str, target: str = "generic", precision: str = "flo
     """
     from spike.compiler import ProgramError
     from spike.compiler import compile as compile_model
-    from spike.compiler.mapping.partition import calibration_rates
-    from spike.data import load_dataset
+    from spike.workflows import calibration_rates
+    from spike.train.datasets import load_dataset
     from spike.encoders import Encoder
     from spike.hardware import load_target
 
@@ -127,7 +127,7 @@ def compile_checkpoint(path: str, target: str = "generic", precision: str = "flo
 
 def _train_cnn(args: argparse.Namespace) -> dict[str, Any]:
     """``spike train cnn``: the unmasked baseline, or with ``--ftwt R`` FTWT masks (``--init`` a baseline)."""
-    from spike.cnn_training import train_cnn
+    from spike.models.cnn.train import train_cnn
 
     ftwt = None
     if args.ftwt is not None:
@@ -141,7 +141,7 @@ def _train_cnn(args: argparse.Namespace) -> dict[str, Any]:
         overrides["reset"] = args.reset
     if args.no_reset_delay:
         overrides["reset_delay"] = False
-    from spike.models.cnn import DATASET_PRESETS
+    from spike.models.cnn.model import DATASET_PRESETS
 
     preset = args.preset or DATASET_PRESETS.get(args.dataset, "digits")
     result = train_cnn(
@@ -241,10 +241,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from spike.checkpoint import atomic_write_json
+    from spike.train.checkpoint import atomic_write_json
     from spike.compiler.io.hdf5 import load_program
-    from spike.data import load_dataset
-    from spike.evaluate import evaluate_program
+    from spike.train.datasets import load_dataset
+    from spike.workflows import evaluate_program
 
     program = load_program(args.program)
     if program.metadata.get("model") == "spikegpt":
@@ -284,7 +284,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _run_lm(program: Any, args: argparse.Namespace) -> int:
     """``spike run`` of a compiled SpikeGPT: firing rates, counts and energy three ways."""
-    from spike.checkpoint import atomic_write_json
+    from spike.train.checkpoint import atomic_write_json
     from spike.cli_spikegpt import run_lm_program
 
     target = args.target or "cmos45nm_fp32"
@@ -321,13 +321,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     """Train a spiking MLP for loihi1 on digits, compile it, run it, count and cost it.
 
     The compiled float program must get exactly as many test samples right as the trained model
-    did (both encode the split with :func:`spike.evaluate.encode_samples`); otherwise RuntimeError."""
-    from spike.checkpoint import atomic_write_json
+    did (both encode the split with :func:`spike.workflows.encode_samples`); otherwise RuntimeError."""
+    from spike.train.checkpoint import atomic_write_json
     from spike.compiler.mapping.partition import mapping_report
     from spike.compiler.io.hdf5 import save_program
-    from spike.data import load_digits
+    from spike.train.datasets import load_digits
     from spike.energy import plot_report
-    from spike.evaluate import evaluate_program
+    from spike.workflows import evaluate_program
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -368,7 +368,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
               "loihi1_fixed": {**fixed.to_json(), "energy": energy.to_json()}, "lava_equals_numba": lava}
     plot_report(result["loihi1_fixed"], out / "report.png")
     if not args.no_ftwt:
-        from spike.ftwt_demo import run_ftwt_demo
+        from spike.models.cnn.demo import run_ftwt_demo
 
         print("\n== Spiking CNN pruned on the fly with Fire-Together-Wire-Together masks")
         ftwt = run_ftwt_demo(out / "ftwt", quick=True, progress=not args.quiet)
@@ -389,7 +389,7 @@ def _lava_check(program: Any, x: torch.Tensor) -> dict[str, Any]:
     import numpy as np
 
     from spike.backends import run
-    from spike.evaluate import encoder_of
+    from spike.workflows import encoder_of
 
     print(f"\n== Loihi through Lava: the same program on lava-nc for {len(x)} test samples")
     spikes = encoder_of(program)(x, generator=torch.Generator().manual_seed(1))
@@ -439,7 +439,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--resume", action="store_true", help="continue from --out if it exists")
     t.add_argument("--preset", default=None,
-                   help="cnn: digits, mnist, digits_resnet, vgg16, resnet20, resnet56 (spike.models.cnn.PRESETS; "
+                   help="cnn: digits, mnist, digits_resnet, vgg16, resnet20, resnet56 (spike.models.cnn.model.PRESETS; "
                         "default by dataset: digits, mnist, vgg16 for cifar10)")
     t.add_argument("--ftwt", type=float, default=None, metavar="R",
                    help="cnn: train FTWT channel masks with target mass ratio R (without: the unmasked baseline)")

@@ -9,7 +9,7 @@ gradient clipping at 1.0, learning rate 6e-4 -> 1e-5 on a cosine over the run (o
 steps, or over the ``--minutes`` budget), random windows of ``ctx_len + 1`` tokens. The run is
 cut into mini-epochs of ``--eval-every`` steps; after each one the validation loss is measured
 and a checkpoint is written atomically (``--resume`` continues from it). It uses
-:class:`spike.training.Trainer`, so ``torchrun --nproc_per_node N -m spike.cli train spikegpt
+:class:`spike.train.trainer.Trainer`, so ``torchrun --nproc_per_node N -m spike.cli train spikegpt
 ...`` trains data-parallel (each rank gets a slice of every global batch).
 """
 
@@ -43,7 +43,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     ``--quiet``, ``--lr``, ``--batch-size``, ...) are kept as they are; a shared ``--batch-size``
     left at that parser's default then means this preset's default batch, and ``--lr`` None means
     6e-4."""
-    from spike.models.spikegpt import PRESETS
+    from spike.models.spikegpt.model import PRESETS
 
     have = p._option_string_actions  # noqa: SLF001 - argparse has no public query
 
@@ -100,7 +100,7 @@ class _Clock:
         self.elapsed = 0.0
 
     def tick(self) -> float:
-        from spike import distributed as du
+        from spike.train import distributed as du
 
         own = self.offset + time.perf_counter() - self.start
         self.elapsed = du.all_reduce_sum([own if du.rank() == 0 else 0.0])[0]
@@ -162,7 +162,7 @@ class _TrainWindows:
         return self.per_epoch
 
     def __call__(self, epoch, generator):
-        from spike.text import random_windows
+        from spike.models.spikegpt.text import random_windows
 
         for _ in range(self.per_epoch):
             if self.iters is not None and self.sched.n >= self.iters:
@@ -194,7 +194,7 @@ def _clip_adam(params, lr):
 
 
 def _model_kwargs(args, vocab_size: int) -> dict[str, Any]:
-    from spike.models.spikegpt import PRESETS
+    from spike.models.spikegpt.model import PRESETS
 
     preset = dict(PRESETS[args.size])
     pv = preset.pop("vocab_size", None)
@@ -211,12 +211,12 @@ def _model_kwargs(args, vocab_size: int) -> dict[str, Any]:
 
 def train_spikegpt(args: argparse.Namespace) -> dict[str, Any]:
     """Run ``spike train spikegpt``; returns ``{"test": {...}, "history", "checkpoint", ...}``."""
-    from spike import distributed as du
-    from spike.checkpoint import load_checkpoint, make_config
+    from spike.train import distributed as du
+    from spike.train.checkpoint import load_checkpoint, make_config
     from spike.models import build_model
-    from spike.models.spikegpt import evaluate_lm, lm_loss
-    from spike.text import eval_windows, load_corpus, unigram_entropy
-    from spike.training import Trainer, set_seed
+    from spike.models.spikegpt.model import evaluate_lm, lm_loss
+    from spike.models.spikegpt.text import eval_windows, load_corpus, unigram_entropy
+    from spike.train.trainer import Trainer, set_seed
 
     if args.threads:
         torch.set_num_threads(int(args.threads))
@@ -319,7 +319,7 @@ def train_spikegpt(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _device(name: str) -> torch.device:
-    from spike import distributed as du
+    from spike.train import distributed as du
 
     dev = torch.device(name)
     if dev.type == "cuda":
@@ -331,8 +331,8 @@ def _device(name: str) -> torch.device:
 
 
 def _estimate_epochs(model, data, ctx, batch, per_epoch, minutes) -> int:
-    from spike.models.spikegpt import lm_loss
-    from spike.text import random_windows
+    from spike.models.spikegpt.model import lm_loss
+    from spike.models.spikegpt.text import random_windows
 
     g = torch.Generator().manual_seed(0)
     x, y = random_windows(data, ctx, batch, g)
@@ -363,10 +363,10 @@ def load_lm(path, *, vocab=None, tokenizer=None, ctx_len: int = 1024, spiking: b
     the reference code (then the vocabulary comes from ``vocab`` (its ``vocab.json``),
     ``tokenizer`` (JSON) or is built from ``data``'s characters, as the reference does).
     Returns ``(model, vocab, config)``."""
-    from spike.checkpoint import load_checkpoint
+    from spike.train.checkpoint import load_checkpoint
     from spike.models import build_model
-    from spike.models.spikegpt import load_reference
-    from spike.text import (CharVocab, TokenizerVocab, builtin_text, load_corpus,
+    from spike.models.spikegpt.model import load_reference
+    from spike.models.spikegpt.text import (CharVocab, TokenizerVocab, builtin_text, load_corpus,
                             load_reference_vocab, vocab_from_config)
 
     p = Path(path)
@@ -415,8 +415,8 @@ def load_lm(path, *, vocab=None, tokenizer=None, ctx_len: int = 1024, spiking: b
 def eval_checkpoint(path, data=None, split: str = "test", max_tokens: Optional[int] = None,
                     batch_size: int = 8, **load_kw) -> dict[str, Any]:
     """Score a checkpoint on a corpus split: ``{"loss", "bits", "ppl", "tokens", "unit", ...}``."""
-    from spike.models.spikegpt import evaluate_lm
-    from spike.text import eval_windows, load_corpus
+    from spike.models.spikegpt.model import evaluate_lm
+    from spike.models.spikegpt.text import eval_windows, load_corpus
 
     model, voc, cfg = load_lm(path, data=data, **load_kw)
     src = data if data is not None else cfg.get("text", {}).get("data")
@@ -430,7 +430,7 @@ def eval_checkpoint(path, data=None, split: str = "test", max_tokens: Optional[i
 def generate_text(path, prompt: str, tokens: int, temperature: float = 1.0, top_p: float = 1.0,
                   seed: int = 0, **load_kw) -> str:
     """Continue ``prompt`` by ``tokens`` tokens sampled in RNN mode; returns the continuation."""
-    from spike.models.spikegpt import generate
+    from spike.models.spikegpt.model import generate
 
     model, voc, _ = load_lm(path, **load_kw)
     ids = voc.encode(prompt if prompt else "\n").tolist()
@@ -463,7 +463,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
                           max_tokens=args.max_tokens, batch_size=args.batch_size, **_load_kw(args))
     print(res["line"])
     if args.json:
-        from spike.checkpoint import atomic_write_json
+        from spike.train.checkpoint import atomic_write_json
 
         atomic_write_json(args.json, {k: v for k, v in res.items() if k != "line"})
     return 0
@@ -563,7 +563,7 @@ def compile_lm(path, target: str = "generic", precision: str = "float32", **load
 
 
 def _program_vocab(program, tokenizer=None):
-    from spike.text import TokenizerVocab, vocab_from_config
+    from spike.models.spikegpt.text import TokenizerVocab, vocab_from_config
 
     vcfg = program.metadata.get("vocab")
     if tokenizer is not None:
@@ -585,8 +585,8 @@ def run_lm_program(program, backend: str = "numba", data=None, tokens: int = 512
     import numpy as np
 
     from spike.backends import run
-    from spike.spikegpt_report import spikegpt_report
-    from spike.text import load_corpus
+    from spike.models.spikegpt.report import spikegpt_report
+    from spike.models.spikegpt.text import load_corpus
 
     voc = _program_vocab(program, tokenizer)
     V = int(program.metadata["spikegpt"]["vocab_size"])

@@ -35,7 +35,7 @@ spikes, or the encoded input) and output channels ``C_out``:
 
 :class:`GatedConv` is one masked layer (conv -> BatchNorm -> LIF, with its head); it is a leaf for
 the compiler, which lowers it to ``Conv2d``, ``BatchNorm``, ``Population`` and ``Gate`` nodes
-(``spike.compiler.frontends.ftwt``). Without a gate it is a plain conv layer (the unmasked
+(``spike.models.cnn.lowering``). Without a gate it is a plain conv layer (the unmasked
 baseline shares the architecture, so an FTWT model starts from the baseline's weights).
 """
 from __future__ import annotations

@@ -38,7 +38,7 @@ Compatibility notes (checked in ``tests/test_neurons.py``):
   without delay, ``detach_reset=False``; ``H = 0.5*V + 0.5*X`` exactly for tau=2 (SpikingJelly's own
   ``v + (x - v)/tau`` agrees to rounding).
 
-Multi-step calls use the fused kernel (:mod:`spike.lif_function`); single-step calls
+Multi-step calls use the fused kernel (:mod:`spike.kernels.lif`); single-step calls
 (``step_mode="single"``) run :func:`lif_step` (torch ops, same formulas) on state kept in the
 module; both give identical values.
 """
@@ -51,9 +51,9 @@ from typing import Optional
 import torch
 from torch import nn
 
-from . import surrogate as _sg
-from .lif_function import lif_multistep
-from .lif_kernels import RESET_CODES
+from spike import surrogate as _sg
+from spike.kernels.lif import lif_multistep
+from spike.kernels.lif_cpu import RESET_CODES
 
 __all__ = ["lif_step", "LIF", "IF", "CubaLIF", "LI"]
 

@@ -18,7 +18,7 @@ The forward pass is always the Heaviside step ``H(u)`` of ``u = v - threshold``,
 ========================  ===================================================================
 
 A :class:`Surrogate` is a small frozen value (name, parameter) with an integer :attr:`Surrogate.id`
-that the compiled kernels (``spike.lif_kernels``) switch on.
+that the compiled kernels (``spike.kernels.lif_cpu``) switch on.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import numpy as np
 from spike.backends import run
 from spike.compiler.ir.nodes import Conv2d, Dense, Gate, HostOp, Identity, Input, Output, Pool2d, Population, Sparse
 from spike.compiler.ir.program import Program, ProgramBuilder
+from spike.compiler.pipeline import FIXED_PIPELINE, run_passes
 
 KEYS = ("syn_ops", "macs", "dense_ops", "pool_ops", "neuron_updates", "spikes", "host_flops")
 NEURON_VARIANTS = (
@@ -299,7 +300,6 @@ def _loihi_pop(rng, shape, model="lif"):
 def fixed_conv(rng):
     """Loihi fixed point (``quantize``): conv, max pooling (an OR), grouped conv, average pooling
     (a depthwise conv once quantised), dense, an LI readout."""
-    from spike.compiler.passes.quantize import quantize
 
     w = lambda shape, s=0.5: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
     b = ProgramBuilder()
@@ -312,13 +312,12 @@ def fixed_conv(rng):
     b.add("fc", Dense(shape=(5,), in_shape=(54,), weight=w((5, 54))), "p2")
     b.add("ro", _loihi_pop(rng, (5,), "li"), "fc")
     b.add("out", Output(shape=(5,)), "ro")
-    return quantize(b.build({"precision": "float32"})), spikes(rng, 6, 2, (2, 6, 6), 0.3)
+    return run_passes(b.build({"precision": "float32"}), FIXED_PIPELINE), spikes(rng, 6, 2, (2, 6, 6), 0.3)
 
 
 def fixed_recurrent(rng, bias: bool = False):
     """Loihi fixed point: sparse (with a bias: the population's once quantised), recurrent dense
     (delay 1), identities, two sources."""
-    from spike.compiler.passes.quantize import quantize
 
     w = lambda shape, s=0.5: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
     n_in, n = 20, 12
@@ -336,7 +335,7 @@ def fixed_recurrent(rng, bias: bool = False):
     b.add("id2", Identity(shape=(n,), in_shape=(n,), scale=-0.25), "pop")
     b.add("pop3", _loihi_pop(rng, (n,)), ["id", "id2"])
     b.add("out3", Output(shape=(n,)), "pop3")
-    return quantize(b.build({"precision": "float32"})), spikes(rng, 8, 2, (n_in,), 0.3)
+    return run_passes(b.build({"precision": "float32"}), FIXED_PIPELINE), spikes(rng, 8, 2, (n_in,), 0.3)
 
 
 # ----------------------------------------------------------------------------- target delays
@@ -483,8 +482,8 @@ def spikegpt(rng):
     run token by token; output projections scaled up so that SN1/SN2 fire."""
     import torch
 
-    from spike.compiler.frontends.spikegpt import lower_spikegpt
-    from spike.models.spikegpt import build_spikegpt
+    from spike.models.spikegpt.lowering import lower_spikegpt
+    from spike.models.spikegpt.model import build_spikegpt
 
     torch.manual_seed(int(rng.integers(1 << 30)))
     model = build_spikegpt("tiny", vocab_size=11, n_layer=2, n_embd=8).eval()
@@ -580,7 +579,6 @@ def check_onsets() -> list[str]:
     before the delay and the bias from then on, on cuda; a fixed-point population's bias waits
     for its latency."""
     from spike.compiler.passes.delays import target_delays
-    from spike.compiler.passes.quantize import quantize
 
     errors = []
     d, T = 3, 6
@@ -618,7 +616,7 @@ def check_onsets() -> list[str]:
                        bias=np.full(3, 0.25, np.float32)), "p1")
     b.add("p2", Population(shape=(3,), model="li", beta=np.float32(0.5)), "fc2")
     b.add("out", Output(shape=(3,)), "p2")
-    program = target_delays(quantize(b.build({"precision": "float32"})), 1)
+    program = target_delays(run_passes(b.build({"precision": "float32"}), FIXED_PIPELINE), 1)
     if program.latency_of("p2") != 2:
         errors.append(f"onset: latency of p2 {program.latency_of('p2')}, expected 2")
     x = np.zeros((4, 1, 4), np.float32)

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from spike import distributed as D
-from spike.training import Trainer, set_seed
+from spike.train import distributed as D
+from spike.train.trainer import Trainer, set_seed
 
 EPOCHS = 2
 BATCH = 7  # 32 samples -> global batches 7,7,7,7,4; 2 ranks get uneven 4/3 slices

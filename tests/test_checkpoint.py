@@ -1,4 +1,4 @@
-"""Atomic writes and checkpoint save/load/validation (spike.checkpoint)."""
+"""Atomic writes and checkpoint save/load/validation (spike.train.checkpoint)."""
 from __future__ import annotations
 
 import io
@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import nn
 
-from spike import checkpoint as ckpt_mod
-from spike.checkpoint import (
+from spike.train import checkpoint as ckpt_mod
+from spike.train.checkpoint import (
     REQUIRED_KEYS,
     CheckpointError,
     atomic_save,

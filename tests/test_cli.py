@@ -59,9 +59,9 @@ def test_train_compile_run(trained: Path, capsys: pytest.CaptureFixture[str]) ->
 def test_compiled_predictions_match_model(trained: Path) -> None:
     from spike.backends import run
     from spike.cli import _load_model
-    from spike.data import load_digits
+    from spike.train.datasets import load_digits
     from spike.encoders import Encoder
-    from spike.evaluate import predictions
+    from spike.workflows import predictions
 
     model, cfg = _load_model(str(trained))
     program = compile_checkpoint(str(trained))
@@ -89,7 +89,7 @@ def test_train_reaches_90_percent(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_export_nir_then_compile_it(trained: Path, tmp_path: Path) -> None:
     from spike.backends import run
     from spike.compiler.io.hdf5 import load_program
-    from spike.data import load_digits
+    from spike.train.datasets import load_digits
     from spike.encoders import Encoder
 
     nir_path, h5 = tmp_path / "mlp.nir", tmp_path / "from_nir.h5"

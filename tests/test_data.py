@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from spike.data import (
+from spike.train.datasets import (
     Dataset,
     DatasetFormatError,
     batches,

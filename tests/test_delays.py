@@ -17,7 +17,7 @@ from spike.compiler.ir.program import ProgramBuilder, ProgramError
 from spike.compiler.io.hdf5 import load_program, save_program
 from spike.layers import TimeDistributed as TD
 from spike.models import build_model
-from spike.models.cnn import SpikingCNN
+from spike.models.cnn.model import SpikingCNN
 from spike.neurons import LIF
 from spike.recurrent import RecurrentLIF
 from test_compile_agreement import CNN, MLP, ResidualBlock, _dyadic_bn, dyadic_, run_snntorch, snntorch_net, spikes_in
@@ -280,9 +280,9 @@ def test_trained_checkpoints_give_one_accuracy_on_every_target(tmp_path):
     """A default-trained CNN, a ResNet preset and an FTWT CNN (no --target): the accuracy training
     printed = the generic program's = the loihi program's (delays compensated), sample for sample."""
     from spike.cli import compile_checkpoint
-    from spike.cnn_training import train_cnn
-    from spike.data import load_digits
-    from spike.evaluate import evaluate_program
+    from spike.models.cnn.train import train_cnn
+    from spike.train.datasets import load_digits
+    from spike.workflows import evaluate_program
 
     digits = load_digits()
     x, y = digits.x_test[:120], digits.y_test[:120]
@@ -305,6 +305,6 @@ def test_trained_checkpoints_give_one_accuracy_on_every_target(tmp_path):
 
 
 def _encode(program, x):
-    from spike.evaluate import encode_samples, encoder_of
+    from spike.workflows import encode_samples, encoder_of
 
     return encode_samples(encoder_of(program), x).numpy()

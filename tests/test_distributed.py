@@ -1,4 +1,4 @@
-"""Data-parallel training under torchrun (spike.distributed + Trainer)."""
+"""Data-parallel training under torchrun (spike.train.distributed + Trainer)."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,8 +13,8 @@ import pytest
 import torch
 from torch import nn
 
-from spike import distributed as D
-from spike.checkpoint import load_checkpoint
+from spike.train import distributed as D
+from spike.train.checkpoint import load_checkpoint
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

@@ -14,7 +14,8 @@ from spike.compiler.ir.nodes import (
     Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse,
 )
 from spike.compiler.ir.program import ProgramBuilder, ProgramError
-from spike.compiler.passes.quantize import loihi_neuron_params, quantize
+from spike.compiler.passes.quantize import loihi_neuron_params
+from spike.compiler.pipeline import FIXED_PIPELINE, run_passes
 
 TWO23 = 2**23
 
@@ -190,7 +191,7 @@ def _recurrent_program(seed: int):
 @pytest.mark.parametrize("make, seed", [(_conv_program, 0), (_conv_program, 1), (_recurrent_program, 2), (_recurrent_program, 3)])
 def test_numba_equals_torch_bit_for_bit_on_quantised_programs(make, seed: int) -> None:
     program, in_shape, pops = make(seed)
-    fixed = quantize(program)
+    fixed = run_passes(program, FIXED_PIPELINE)
     rng = np.random.default_rng(seed + 10)
     x = (rng.random((12, 3, *in_shape)) < 0.3).astype(np.float32)
     probes = pops + [f"{p}.v" for p in pops] + [f"{p}.u" for p in pops]
@@ -211,7 +212,7 @@ def test_numba_equals_torch_bit_for_bit_on_quantised_programs(make, seed: int) -
 def test_fixed_program_rejects_non_spike_inputs() -> None:
     program, in_shape, _ = _recurrent_program(0)
     with pytest.raises(ValueError, match="spikes"):
-        run(quantize(program), np.full((2, 1, *in_shape), 0.5, np.float32), backend="numba")
+        run(run_passes(program, FIXED_PIPELINE), np.full((2, 1, *in_shape), 0.5, np.float32), backend="numba")
 
 
 # ---------------------------------------------------------------- refusals name the layer
@@ -237,7 +238,7 @@ def _mlp(pop_kw: dict | None = None, in_signal: str = "spike"):
 ])
 def test_quantize_refusals_name_the_layer(pop_kw, in_signal, match) -> None:
     with pytest.raises(ProgramError, match=match):
-        quantize(_mlp(pop_kw, in_signal))
+        run_passes(_mlp(pop_kw, in_signal), FIXED_PIPELINE)
 
 
 def test_quantize_refuses_structures_loihi_cannot_run() -> None:
@@ -249,7 +250,7 @@ def test_quantize_refuses_structures_loihi_cannot_run() -> None:
     b.add("head", Dense(shape=(3,), in_shape=(4,), weight=_w(rng, (3, 4))), "in")
     b.add("out", Output(shape=(3,)), "head")
     with pytest.raises(ProgramError, match=r"'head'.*only into neurons"):
-        quantize(b.build())
+        run_passes(b.build(), FIXED_PIPELINE)
     # average pooling over 3x3 (1/9 is no power of two)
     b = ProgramBuilder()
     b.add("in", Input(shape=(1, 6, 6)))
@@ -257,7 +258,7 @@ def test_quantize_refuses_structures_loihi_cannot_run() -> None:
     b.add("p", Population(shape=(1, 2, 2), **pop), "pool")
     b.add("out", Output(shape=(1, 2, 2)), "p")
     with pytest.raises(ProgramError, match=r"'pool'.*power"):
-        quantize(b.build())
+        run_passes(b.build(), FIXED_PIPELINE)
     # a host op
     b = ProgramBuilder()
     b.add("in", Input(shape=(4,)))
@@ -267,7 +268,7 @@ def test_quantize_refuses_structures_loihi_cannot_run() -> None:
     b.add("p", Population(shape=(4,), **pop), "sum")
     b.add("out", Output(shape=(4,)), "p")
     with pytest.raises(ProgramError, match=r"'sum'.*host op"):
-        quantize(b.build())
+        run_passes(b.build(), FIXED_PIPELINE)
     # weights far below the threshold's resolution
     b = ProgramBuilder()
     b.add("in", Input(shape=(4,)))
@@ -275,7 +276,7 @@ def test_quantize_refuses_structures_loihi_cannot_run() -> None:
     b.add("p", Population(shape=(2,), threshold=np.float32(1.0), **pop), "tiny")
     b.add("out", Output(shape=(2,)), "p")
     with pytest.raises(ProgramError, match=r"'tiny'.*too small"):
-        quantize(b.build())
+        run_passes(b.build(), FIXED_PIPELINE)
 
 
 # ---------------------------------------------------------------- float vs fixed
@@ -294,7 +295,7 @@ def test_float_and_quantised_spike_trains_agree() -> None:
                            reset_delay=False), "fc2")
     b.add("out", Output(shape=(10,)), "l2")
     program = b.build({"precision": "float32"})
-    fixed = quantize(program)
+    fixed = run_passes(program, FIXED_PIPELINE)
     x = (rng.random((50, 16, 64)) < 0.2).astype(np.float32)
     rf = run(program, x, backend="numba", probes=["l1"])
     rq = run(fixed, x, backend="numba", probes=["l1"])
@@ -310,7 +311,7 @@ def test_float_and_quantised_spike_trains_agree() -> None:
 @pytest.mark.slow
 def test_digits_accuracy_after_quantization() -> None:
     from spike.compiler import compile as compile_model
-    from spike.data import load_digits
+    from spike.train.datasets import load_digits
     from spike.encoders import rate
     from spike.models.mlp import SpikingMLP
 

@@ -16,7 +16,7 @@ from spike.compiler.ir.validate import validate_program
 from spike.ftwt import (
     FTWTGate, GatedConv, ftwt_loss, ftwt_targets, gate_logits, gated_layers, mask_loss_weight, oracle_masks,
 )
-from spike.models.cnn import SpikingCNN, count_syn_ops
+from spike.models.cnn.model import SpikingCNN, count_syn_ops
 
 BACKENDS = ("torch", "numba")
 
@@ -305,10 +305,10 @@ def test_gate_rules_are_validated() -> None:
 
 def test_gates_refuse_fixed_point_and_unknown_backends() -> None:
     _, x, program = _program()
-    from spike.compiler.passes.quantize import quantize
+    from spike.compiler.pipeline import FIXED_PIPELINE, run_passes
 
     with pytest.raises(ProgramError, match="FTWT gates run in float32"):
-        quantize(program)
+        run_passes(program, FIXED_PIPELINE)
     from spike.backends.registry import Backend
 
     bare = Backend(name="bare", precisions=frozenset({"float32"}))

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from spike.checkpoint import load_checkpoint
+from spike.train.checkpoint import load_checkpoint
 from spike.cli import main
 
 
@@ -51,8 +51,8 @@ def test_init_must_fit(tmp_path, trained) -> None:
 
 
 def test_estimate_before_training(trained) -> None:
-    from spike.cnn_training import estimate_reduction, load_cnn
-    from spike.data import load_digits
+    from spike.models.cnn.train import estimate_reduction, load_cnn
+    from spike.train.datasets import load_digits
     from spike.encoders import Encoder
 
     model, cfg = load_cnn(trained[0])
@@ -67,7 +67,7 @@ def test_estimate_before_training(trained) -> None:
 
 
 def test_ftwt_demo_runs(tmp_path) -> None:
-    from spike.ftwt_demo import run_ftwt_demo
+    from spike.models.cnn.demo import run_ftwt_demo
 
     fig = run_ftwt_demo(tmp_path, recipe={"baseline_epochs": 1, "ftwt_epochs": 1})
     assert fig["steps"] == 12 and fig["synaptic_delay"] == 1

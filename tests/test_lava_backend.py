@@ -20,10 +20,9 @@ from spike.backends.op_counting import count_ops
 from spike.compiler import compile as compile_program
 from spike.compiler.ir.nodes import Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse
 from spike.compiler.passes.delays import target_delays
-from spike.compiler.passes import FLOAT_PIPELINE, run_passes
+from spike.compiler.pipeline import FIXED_PIPELINE, FLOAT_PIPELINE, run_passes
 from spike.compiler.ir.program import ProgramBuilder
 from spike.compiler.ir.validate import rebuild_graph
-from spike.compiler.passes.quantize import quantize
 from spike.compat.lava import lava_available
 from spike.layers import TimeDistributed as TD
 from spike.neurons import LIF
@@ -109,7 +108,7 @@ def recurrent(seed: int):
 
 def _loihi(program, mode="balanced"):
     """Fixed point for Loihi: quantised, then the target's delays (balanced: latency compensated)."""
-    return target_delays(quantize(program), 1, mode=mode)
+    return target_delays(run_passes(program, FIXED_PIPELINE), 1, mode=mode)
 
 
 def _assert_same(program, x, probes) -> dict:
@@ -384,7 +383,7 @@ def test_fixed_delayed_synapses_equal_numba_for_every_form_and_exponent() -> Non
     identity, conv2d (Conv-eligible and not) and max pooling of delays 1..5 with weight exponents
     from -3 to 3 equal numba, currents, u and v included."""
     program, in_shape, pops = cnn(1)
-    fixed = quantize(program)
+    fixed = run_passes(program, FIXED_PIPELINE)
     base = _loihi(program, mode="raw")
     x = (np.random.default_rng(3).random((14, 2, *in_shape)) < 0.3).astype(np.float32)
     neurons = [p for p in pops if isinstance(fixed.node(p), Population)]
@@ -477,7 +476,7 @@ def test_refusals_name_the_node_before_anything_starts() -> None:
     program, _, _ = mlp(0)
     with pytest.raises(BackendError, match=r"fc0 \(dense\): delay 0: .*delay >= 1 on every projection.*"
                                            r"target='loihi2'.*target_delays"):
-        lower(quantize(program))
+        lower(run_passes(program, FIXED_PIPELINE))
     too_late = _loihi(program, mode="raw")
     too_late = too_late.with_graph(rebuild_graph(too_late, nodes={"fc1": too_late.node("fc1").replace(delay=65)}))
     with pytest.raises(BackendError, match=r"fc1 \(dense\): delay 65: Lava's DelayDense/DelaySparse delay a spike "
@@ -519,7 +518,7 @@ def test_raw_target_delays_make_every_projection_one_step_late() -> None:
     out = target_delays(program, 1, mode="raw")
     assert all(out.node(n).delay == 1 for n in ("sp", "rec", "fc", "id", "id2"))  # recurrent stays 1
     assert program.node("sp").delay == 0 and not out.latency  # the input is unchanged; nothing compensated
-    assert lower(quantize(out)).procs["sp"].kind == "sparse"
+    assert lower(run_passes(out, FIXED_PIPELINE)).procs["sp"].kind == "sparse"
 
     net = torch.nn.Sequential(torch.nn.Linear(6, 4, bias=False))
     x = torch.ones(3, 1, 6)

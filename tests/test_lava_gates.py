@@ -18,7 +18,7 @@ from spike.compat.lava import lava_available
 from spike.compiler import compile as compile_model
 from spike.compiler.ir.nodes import Conv2d, Gate, Population
 from spike.compiler.ir.validate import rebuild_graph
-from spike.models.cnn import SpikingCNN
+from spike.models.cnn.model import SpikingCNN
 from test_ftwt import _dyadic_model  # dyadic weights: float32 (numba) and Lava's float64 agree
 
 needs_lava = pytest.mark.skipif(lava_available() is not None, reason="lava-nc is not importable here")

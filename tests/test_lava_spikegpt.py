@@ -17,11 +17,11 @@ import torch
 from spike.backends import BackendError, run
 from spike.backends.lava.backend import BlockStep, host_mode, lower
 from spike.compat.lava import lava_available
-from spike.compiler.frontends.spikegpt import lower_spikegpt
+from spike.models.spikegpt.lowering import lower_spikegpt
 from spike.compiler.ir.nodes import Conv2d, Dense, HostOp, Identity, Input, Output, Population, Sparse
 from spike.compiler.ir.program import ProgramBuilder
 from spike.compiler.ir.validate import validate_program
-from spike.models.spikegpt import build_spikegpt
+from spike.models.spikegpt.model import build_spikegpt
 
 needs_lava = pytest.mark.skipif(lava_available() is not None, reason="lava-nc is not importable here")
 

@@ -17,7 +17,8 @@ SCRIPT = textwrap.dedent(
     import numpy as np
     from numba import config
     assert config.ENABLE_CUDASIM
-    from spike import lif_kernels as K, lif_kernels_cuda as KC
+    from spike.kernels import lif_cpu as K
+    from spike.kernels import lif_cuda as KC
 
     assert KC.available() and KC.simulator_enabled()
     rng = np.random.default_rng(0)
@@ -81,7 +82,7 @@ def _has_gpu():
     if not torch.cuda.is_available():
         return False
     try:
-        from spike import lif_kernels_cuda as KC
+        from spike.kernels import lif_cuda as KC
 
         return KC.available()
     except Exception:
@@ -101,7 +102,7 @@ def _has_gpu():
 )
 @pytest.mark.parametrize("cuba", [False, True])
 def test_cuda_tensors_match_cpu(dtype, kw, cuba):
-    from spike.lif_function import lif_multistep
+    from spike.kernels.lif import lif_multistep
 
     g = torch.Generator().manual_seed(0)
     x = (torch.rand(53, 4, 300, generator=g) * 1.6 - 0.4).to(dtype)

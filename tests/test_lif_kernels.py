@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from spike import lif_kernels as K
-from spike.lif_function import LIFFunction, lif_multistep, make_config
+from spike.kernels import lif_cpu as K
+from spike.kernels.lif import LIFFunction, lif_multistep, make_config
 
 SURR = {
     "atan": lambda u, p: p / 2 / (1 + (math.pi / 2 * p * u) ** 2),
@@ -278,7 +278,7 @@ def test_parallel_blocks_equal_serial():
 
 
 def test_output_buffers_reused_only_when_free():
-    from spike import lif_function as F
+    from spike.kernels import lif as F
 
     if F._CACHE.max_bytes <= 0:
         pytest.skip("buffer cache disabled (SPIKE_LIF_BUFFER_CACHE_MB=0)")
@@ -301,7 +301,7 @@ def test_output_buffers_reused_only_when_free():
 
 
 def test_buffer_cache_eviction_and_cap():
-    from spike.lif_function import _BufferCache
+    from spike.kernels.lif import _BufferCache
 
     c = _BufferCache(3 << 20)
     a = c.get((1 << 18,), torch.float32)  # 1 MiB

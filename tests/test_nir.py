@@ -18,10 +18,16 @@ from spike.compiler.ir.nodes import (  # noqa: E402
     Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse,
 )
 from spike.compiler.io.nir_export import NIRExportError, save_nir, to_nir  # noqa: E402
-from spike.compiler.frontends.nir_import import NIRImportError, from_nir  # noqa: E402
-from spike.compiler.passes import FLOAT_PIPELINE, run_passes  # noqa: E402
+from spike.compiler.frontends import nir_import  # noqa: E402
+from spike.compiler.frontends.nir_import import NIRImportError  # noqa: E402
+from spike.compiler.pipeline import FLOAT_PIPELINE, run_passes  # noqa: E402
 from spike.compiler.ir.program import ProgramBuilder  # noqa: E402
 from spike.compiler.io.hdf5 import assert_programs_equal  # noqa: E402
+
+
+def from_nir(graph, **options):
+    """A NIR graph imported and through the float passes (what ``compile`` runs before the target's)."""
+    return run_passes(nir_import.from_nir(graph, **options), FLOAT_PIPELINE)
 
 DT = 1e-4
 

@@ -10,10 +10,11 @@ import yaml
 
 from spike.compiler.ir.nodes import Conv2d, Dense, Identity, Input, Output, Pool2d, Population, Sparse
 from spike.compiler.mapping.partition import (
-    MappingError, calibration_rates, map_program, mapping_report, partition, place, placement_cost,
+    MappingError, map_program, mapping_report, partition, place, placement_cost,
     projection_pattern,
 )
 from spike.compiler.ir.program import ProgramBuilder
+from spike.workflows import calibration_rates
 
 
 def fig(value, unit):

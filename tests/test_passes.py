@@ -18,14 +18,8 @@ from spike.compiler.ir.nodes import (
     Population,
     Sparse,
 )
-from spike.compiler.passes import (
-    FLOAT_PIPELINE,
-    canonicalize_neurons,
-    check_cycles,
-    fold_batchnorm,
-    infer_shapes,
-    run_passes,
-)
+from spike.compiler.passes import canonicalize_neurons, check_cycles, fold_batchnorm, infer_shapes
+from spike.compiler.pipeline import FLOAT_PIPELINE, run_passes
 from spike.compiler.ir.program import ProgramBuilder, ProgramError
 from spike.compiler.io.hdf5 import assert_programs_equal, load_program, save_program
 from spike.compiler.ir.validate import validate_program

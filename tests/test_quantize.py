@@ -12,7 +12,7 @@ from torch import nn
 from spike.backends import run
 from spike.compiler import compile as compile_model
 from spike.compiler.ir.nodes import Conv2d, Dense, Identity, Input, Output, Pool2d, Population
-from spike.compiler.passes import FLOAT_PIPELINE, run_passes
+from spike.compiler.pipeline import FLOAT_PIPELINE, run_passes
 from spike.compiler.ir.program import ProgramBuilder, ProgramError
 from spike.compiler.passes.quantize import quantize
 from spike.compiler.io.hdf5 import assert_programs_equal, load_program, save_program
@@ -139,7 +139,7 @@ def test_exactly_representable_network_is_lossless() -> None:
     b.add("fc2", Dense(shape=(5,), in_shape=(16,), weight=grid((5, 16), 6)), "h")
     b.add("ro", Population(shape=(5,), model="li", beta=np.float32(1.0)), "fc2")
     b.add("out", Output(shape=(5,)), "ro")
-    program = b.build({"precision": "float32"})
+    program = run_passes(b.build({"precision": "float32"}), FLOAT_PIPELINE)
     fixed = quantize(program)
     x = (rng.random((30, 4, 20)) < 0.3).astype(np.float32)
     rf = run(program, x, backend="numba", probes=["h"])

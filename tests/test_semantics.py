@@ -13,7 +13,7 @@ from spike.compiler.ir.nodes import Dense, Input, Output, Population
 from spike.compiler.io.nir_export import NIRExportError, to_nir
 from spike.compiler.passes import canonicalize_neurons
 from spike.compiler.ir.program import ProgramBuilder, ProgramError
-from spike.compiler.passes.quantize import quantize
+from spike.compiler.pipeline import FIXED_PIPELINE, run_passes
 from spike.compiler.ir.validate import validate_program
 
 
@@ -143,7 +143,7 @@ def test_forms_beyond_loihi_lif_are_refused_by_fixed_point_lava_and_nir(form: di
     program = canonicalize_neurons(_program(Population(shape=(4,), **kw)))
     field = next(iter(form)) if "v_reset" not in form else "v_reset"
     with pytest.raises(ProgramError, match=field if field != "beta" else "charge"):
-        quantize(program)
+        run_passes(program, FIXED_PIPELINE)
     with pytest.raises(NIRExportError, match="has no NIR form"):
         to_nir(program)
     with pytest.raises(BackendError, match="Lava's LIF computes"):

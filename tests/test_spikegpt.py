@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from spike.models import build_model
-from spike.models.spikegpt import (L2Wrap, PRESETS, SpikeGPT, build_spikegpt,
+from spike.models.spikegpt.model import (L2Wrap, PRESETS, SpikeGPT, build_spikegpt,
                                    convert_reference_state_dict, generate, lm_loss, load_reference,
                                    to_reference_state_dict)
 from spike.neurons import LIF
@@ -120,7 +120,7 @@ def test_rnn_mode_equals_parallel_random_weights(spiking):
 
 
 def test_rnn_mode_equals_parallel_after_training():
-    from spike.text import load_corpus, random_windows
+    from spike.models.spikegpt.text import load_corpus, random_windows
 
     corpus = load_corpus()
     torch.manual_seed(0)
@@ -247,7 +247,7 @@ def _train_args(tmp_path, data, *extra):
 
 
 def test_cli_train_resume_eval_generate(tmp_path, capsys):
-    from spike.checkpoint import load_checkpoint
+    from spike.train.checkpoint import load_checkpoint
     from spike.cli_spikegpt import (add_eval_parser, add_generate_parser, eval_checkpoint,
                                     generate_text, train_spikegpt)
 

@@ -11,11 +11,11 @@ import torch
 
 from spike.backends import run
 from spike.compiler import compile as compile_model
-from spike.compiler.frontends.spikegpt import lower_spikegpt
+from spike.models.spikegpt.lowering import lower_spikegpt
 from spike.compiler.ir.nodes import HostOp, Input, Output
 from spike.compiler.ir.program import ProgramBuilder, ProgramError
 from spike.compiler.ir.validate import validate_program
-from spike.models.spikegpt import build_spikegpt, lm_loss
+from spike.models.spikegpt.model import build_spikegpt, lm_loss
 
 V = 13
 
@@ -89,7 +89,7 @@ def test_no_spikes_program_equals_rnn_mode():
 
 
 def test_trained_model_program_equals_rnn_mode():
-    from spike.text import load_corpus, random_windows
+    from spike.models.spikegpt.text import load_corpus, random_windows
 
     corpus = load_corpus()
     torch.manual_seed(0)
@@ -194,7 +194,7 @@ def test_stepwise_refuses_gates():
 
 
 def test_report_follows_from_the_counts():
-    from spike.spikegpt_report import spikegpt_report, vanilla_gpt_macs
+    from spike.models.spikegpt.report import spikegpt_report, vanilla_gpt_macs
 
     model = _model()
     program = lower_spikegpt(model)

@@ -7,7 +7,7 @@ import torch
 from snntorch import surrogate as snn_sg
 
 from spike import surrogate as sg
-from spike.lif_kernels import SURROGATE_IDS
+from spike.kernels.lif_cpu import SURROGATE_IDS
 
 U = torch.linspace(-2.0, 2.0, 401, dtype=torch.float64)
 

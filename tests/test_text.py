@@ -1,4 +1,4 @@
-"""Corpora, splits, vocabularies and batches (spike.text)."""
+"""Corpora, splits, vocabularies and batches (spike.models.spikegpt.text)."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from spike.text import (ENWIK8_BYTES, ByteVocab, CharVocab, builtin_text, eval_windows,
+from spike.models.spikegpt.text import (ENWIK8_BYTES, ByteVocab, CharVocab, builtin_text, eval_windows,
                         load_corpus, load_reference_vocab, random_windows, split_bounds,
                         unigram_entropy, vocab_from_config)
 

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from spike.checkpoint import load_checkpoint
+from spike.train.checkpoint import load_checkpoint
 from spike.compiler.io.hdf5 import load_program
 from spike.cli import compile_checkpoint, main
-from spike.data import load_digits
+from spike.train.datasets import load_digits
 from spike.encoders import Encoder
-from spike.evaluate import encode_samples, encoded_batches, evaluate_model, evaluate_program
+from spike.workflows import encode_samples, encoded_batches, evaluate_model, evaluate_program
 from spike.layers import Delayed
-from spike.training import fit_to_target, target_needs
+from spike.train.trainer import fit_to_target, target_needs
 
 TINY_CNN = {"layers": [8, "M", 8, "M"]}
 
@@ -104,8 +104,8 @@ def test_mlp_synaptic_delay_wraps_every_linear() -> None:
 
 
 def test_cnn_latency_matches_compiled_program() -> None:
-    from spike.ftwt_demo import program_latency
-    from spike.models.cnn import SpikingCNN
+    from spike.models.cnn.demo import program_latency
+    from spike.models.cnn.model import SpikingCNN
 
     for model in (SpikingCNN("digits", layers=[4, "M", 4, "M"], synaptic_delay=1),
                   SpikingCNN("digits_resnet", widths=[4, 4, 4], synaptic_delay=1)):
@@ -185,7 +185,7 @@ def test_trained_accuracy_equals_compiled_plain_mlp(tmp_path: Path, digits, caps
 
 
 def test_trained_accuracy_equals_compiled_cnn(tmp_path: Path, digits) -> None:
-    from spike.cnn_training import train_cnn
+    from spike.models.cnn.train import train_cnn
 
     for target in (None, "loihi1"):
         out = tmp_path / f"cnn_{target}.pt"
@@ -202,7 +202,7 @@ def test_trained_accuracy_equals_compiled_cnn(tmp_path: Path, digits) -> None:
 
 
 def test_cnn_target_conflicts(tmp_path: Path, digits) -> None:
-    from spike.cnn_training import train_cnn
+    from spike.models.cnn.train import train_cnn
 
     with pytest.raises(ValueError, match="--reset subtract conflicts with --target loihi1"):
         train_cnn(out=tmp_path / "a.pt", model_kwargs={**TINY_CNN, "reset": "subtract"}, target="loihi1",

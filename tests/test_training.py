@@ -1,4 +1,4 @@
-"""Training loop: determinism, checkpoints, resume after a real SIGKILL (spike.training)."""
+"""Training loop: determinism, checkpoints, resume after a real SIGKILL (spike.train.trainer)."""
 from __future__ import annotations
 
 import importlib.util
@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from spike.checkpoint import CheckpointError, load_checkpoint
-from spike.training import Trainer, accuracy, set_seed
+from spike.train.checkpoint import CheckpointError, load_checkpoint
+from spike.train.trainer import Trainer, accuracy, set_seed
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent

@@ -1,4 +1,4 @@
-"""The fused WKV kernels (spike.wkv, spike.wkv_cuda) against the O(T^2) definition."""
+"""The fused WKV kernels (spike.kernels.wkv, spike.kernels.wkv_cuda) against the O(T^2) definition."""
 
 import os
 import subprocess
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from spike.wkv import empty_state, wkv, wkv_with_state
+from spike.kernels.wkv import empty_state, wkv, wkv_with_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,7 +86,8 @@ CUDA_SCRIPT = textwrap.dedent(
     import numpy as np
     from numba import config
     assert config.ENABLE_CUDASIM
-    from spike import wkv as W, wkv_cuda as WC
+    from spike.kernels import wkv as W
+    from spike.kernels import wkv_cuda as WC
     assert WC.available() and WC.simulator_enabled()
     rng = np.random.default_rng(0)
     T, B, C = 9, 2, 3

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spike.training import Trainer, accuracy, set_seed
+from spike.train.trainer import Trainer, accuracy, set_seed
 
 EPOCHS = 4
 BATCH = 16

@@ -173,14 +173,14 @@ def _fork_safe_kernels() -> None:
     intra-op pool and numba's "omp" threading layer share GNU libgomp), whose threads do not exist in
     the fork: a parallel torch kernel would wait for them forever, and numba kills a forked child
     that enters a parallel loop. So each worker runs torch on one thread, and the WKV kernel
-    (``spike.wkv.wkv_forward_kernel``, ``prange`` over rows x channel blocks) as its own Python
+    (``spike.kernels.wkv.wkv_forward_kernel``, ``prange`` over rows x channel blocks) as its own Python
     function, which calls the same compiled per-row function in the same order: identical floats,
     no parallel region. Only a worker process is affected (never the process that imported us)."""
     if os.getpid() == _IMPORTED_BY:
         return
     import torch
 
-    import spike.wkv as wkv
+    import spike.kernels.wkv as wkv
 
     torch.set_num_threads(1)
     kernel = wkv.wkv_forward_kernel

@@ -1,7 +1,7 @@
 """Import a NIR graph (Neuromorphic Intermediate Representation, ``nir`` 1.0) as an IR Program.
 
 ``from_nir(graph_or_path, dt=1e-4, reset=None)`` reads a ``nir.NIRGraph`` (or a ``.nir`` file),
-lowers it to IR nodes and runs the float pipeline (``FLOAT_PIPELINE``).
+lowers it to IR nodes; ``spike.compiler.compile`` runs the passes after it.
 
 Discretisation: forward Euler with step ``dt`` seconds, as snnTorch's exporter writes it (details
 and the exact inversion of rounded parameters in :mod:`spike.compiler.frontends.nir_discretize`):
@@ -891,9 +891,9 @@ def from_nir(
     input_signal: str | None = None,
     fire_ge: bool = False,
     discretization: str = "euler",
-    run_pipeline: bool = True,
 ) -> Program:
-    """Lower a NIR graph (a ``nir.NIRGraph`` or a path to a ``.nir`` file) to a Program.
+    """Lower a NIR graph (a ``nir.NIRGraph`` or a path to a ``.nir`` file) to an (un-optimised)
+    Program; ``spike.compiler.compile(graph, nir_options=...)`` runs the passes after it.
 
     ``dt``: the time step in seconds (node and graph ``dt`` metadata take precedence).
     ``reset``: reset mode for neurons whose metadata has none (default ``"zero"``; pass
@@ -903,7 +903,6 @@ def from_nir(
     neurons without ``fire_ge`` metadata. ``discretization``: ``"euler"`` (default, snnTorch's and
     Norse's) or ``"exp"`` (exact integration, Sinabs's) for neurons without such metadata; see
     :mod:`spike.compiler.frontends.nir_discretize`.
-    The result has been through ``FLOAT_PIPELINE`` unless ``run_pipeline=False``.
     """
     nir = _nir()
     where = ""
@@ -923,7 +922,7 @@ def from_nir(
     opts = _Options(dt=dt, reset=reset, reset_delay=bool(reset_delay), input_signal=input_signal,
                     fire_ge=bool(fire_ge), discretization=discretization)
     try:
-        return _from_graph(graph, opts, run_pipeline)
+        return _from_graph(graph, opts)
     except NIRImportError as e:
         if where:
             raise NIRImportError(where + str(e)) from e
@@ -932,7 +931,7 @@ def from_nir(
         raise NIRImportError(where + str(e)) from e
 
 
-def _from_graph(graph: Any, opts: _Options, run_pipeline: bool) -> Program:
+def _from_graph(graph: Any, opts: _Options) -> Program:
     nir = _nir()
     gmd = _meta(graph)
     opts = dataclasses.replace(opts, dt=float(gmd.get("dt", opts.dt)))
@@ -992,9 +991,4 @@ def _from_graph(graph: Any, opts: _Options, run_pipeline: bool) -> Program:
         metadata = dict(ours["metadata"])
     else:
         metadata = {"frontend": "nir", "dt": opts.dt}
-    program = bias_from_start(b.build(metadata), euler_closed)
-    if run_pipeline:
-        from spike.compiler.passes import FLOAT_PIPELINE, run_passes
-
-        program = run_passes(program, FLOAT_PIPELINE)
-    return program
+    return bias_from_start(b.build(metadata), euler_closed)

@@ -32,7 +32,7 @@ from spike.compiler.ir.nodes import (
 )
 from spike.compiler.ir.program import Program, ProgramBuilder
 from spike.compiler.passes.delays import bias_from_start
-from spike.layers import TimeDistributed, silent_before
+from spike.layers import Delayed, TimeDistributed, silent_before
 
 
 # snnTorch neurons this frontend lowers (``_neuron_params``), exactly as snnTorch computes them
@@ -287,6 +287,30 @@ def _reshape_like(L: _Lowering, n: fx.Node, arg: fx.Node) -> Any:
             "batch dimensions with features cannot be lowered"
         )
     return v
+
+
+@lowers(Delayed)
+def _delayed(L: _Lowering, n: fx.Node, m: Delayed, path: str) -> Any:
+    """``Delayed(module, steps)``: ``module``'s projection with ``steps`` added to its delay;
+    ``Delayed(nn.Identity(), steps)`` an Identity projection with that delay (e.g. a residual path
+    on Loihi)."""
+    inner = m.module
+    while isinstance(inner, TimeDistributed):
+        inner = inner.module
+    if isinstance(inner, nn.Identity):
+        src = L.source(n, n.args[0])
+        shape = L.shapes[src]
+        return L.add(path, Identity(shape=shape, in_shape=shape, delay=m.steps), [src])
+    fn = module_lowering(inner)
+    if fn is None:
+        raise LoweringError(f"{_module_where(path, m)}: its inner {type(inner).__name__} cannot be lowered")
+    name = fn(L, n, inner, path)
+    node = L.b.graph.nodes[name]["node"] if isinstance(name, str) and name in L.b.graph else None
+    if not isinstance(node, Projection):
+        raise LoweringError(f"{_module_where(path, m)}: only a synaptic layer (a projection) can be delayed, "
+                            f"{type(inner).__name__} is not one")
+    L.b.graph.nodes[name]["node"] = node.replace(delay=node.delay + m.steps)
+    return name
 
 
 def _neuron_params(m: nn.Module, path: str, shape: tuple[int, ...]) -> dict[str, Any]:
@@ -653,6 +677,3 @@ def _reset_states(model: nn.Module) -> None:
 def _detect_signal(x: torch.Tensor) -> str:
     return "spike" if bool(((x == 0) | (x == 1)).all()) else "real"
 
-
-# Lowerings that live in their own modules register themselves on import.
-from spike.compiler.frontends import ftwt as ftwt_lowering  # noqa: E402,F401  (spike.ftwt.GatedConv)

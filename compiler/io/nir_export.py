@@ -45,6 +45,7 @@ from spike.compiler.frontends.nir_discretize import r_from_gain, tau_from_decay
 from spike.compiler.frontends.nir_import import DEFAULT_DT, META_KEY
 from spike.compiler.ir.program import PRODUCER, Program
 from spike.compiler.ir.validate import ordered_edges
+from spike.compiler.pipeline import FLOAT_PIPELINE, compile, run_passes
 
 __all__ = ["NIRExportError", "to_nir", "save_nir"]
 
@@ -203,18 +204,12 @@ def _node(
 
 def _program_of(program_or_model: Any, example_input: Any) -> Program:
     if isinstance(program_or_model, Program):
-        program = program_or_model
-    else:
-        from spike.compiler import compile
-
-        if isinstance(program_or_model, (str, os.PathLike)):
-            return compile(program_or_model)
-        if example_input is None:
-            raise NIRExportError("to_nir(model, example_input): a torch model needs an example input to compile")
-        return compile(program_or_model, example_input)
-    from spike.compiler.passes import FLOAT_PIPELINE, run_passes
-
-    return run_passes(program, FLOAT_PIPELINE)
+        return run_passes(program_or_model, FLOAT_PIPELINE)
+    if isinstance(program_or_model, (str, os.PathLike)):
+        return compile(program_or_model)
+    if example_input is None:
+        raise NIRExportError("to_nir(model, example_input): a torch model needs an example input to compile")
+    return compile(program_or_model, example_input)
 
 
 def to_nir(program_or_model: Any, example_input: Any = None, dt: float | None = None) -> Any:

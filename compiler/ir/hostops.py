@@ -78,7 +78,7 @@ HOST_OPS: dict[str, HostOpSpec] = {
     ),
     "wkv": HostOpSpec(
         "2", "RWKV-4 WKV recurrence of sources (k, v) with the running-max stabilisation "
-        "(spike.wkv): y_t = (a + e^(u+k_t) v_t) / (b + e^(u+k_t)), a <- e^w a + e^k_t v_t, "
+        "(spike.kernels.wkv): y_t = (a + e^(u+k_t) v_t) / (b + e^(u+k_t)), a <- e^w a + e^k_t v_t, "
         "b <- e^w b + e^k_t, w = -exp(weight), u = bias (flops per channel and step of the "
         "stabilised update)",
         params={"weight": "time_decay, one per channel", "bias": "time_first, one per channel"},

@@ -67,7 +67,7 @@ LIMIT_KEYS = ("neurons", "syn_mem_bits", "fan_in_axons", "fan_out_axons")
 
 __all__ = [
     "MappingError", "Connection", "MappingReport", "partition", "place", "map_program",
-    "connections", "placement_cost", "mapping_report", "calibration_rates", "core_positions",
+    "connections", "placement_cost", "mapping_report", "core_positions",
     "MAPPING_VERSION",
 ]
 
@@ -642,7 +642,7 @@ def place(
     """Place a partitioned program's cores on the chip mesh, minimising traffic x hops.
 
     ``rates``: per-node firing rates per neuron per step from a calibration run (see
-    :func:`calibration_rates`); uniform when None. ``target`` defaults to the one the program was
+    ``spike.workflows.calibration_rates``); uniform when None. ``target`` defaults to the one the program was
     partitioned for (it must match). The swap search is skipped when cores x slots exceeds
     ``max_search`` (the better of the sequential and spectral placements is kept).
     """
@@ -683,18 +683,6 @@ def place(
 def map_program(program: Program, target: Any, rates: Mapping[str, Any] | None = None, weight_bits: int | None = None) -> Program:
     """:func:`partition` then :func:`place` (the compile-time mapping for a target with cores)."""
     return place(partition(program, target, weight_bits=weight_bits), rates=rates)
-
-
-def calibration_rates(program: Program, inputs: Any, backend: str = "numba") -> dict[str, np.ndarray]:
-    """Per-neuron events per step of every population and input, from one run on ``inputs``."""
-    from spike.backends import run
-
-    names = [n for n, node in program.nodes() if isinstance(node, (Population, Input))]
-    probed = run(program, inputs, backend=backend, probes=names).probes
-    return {
-        n: (probed[n] != 0).reshape(probed[n].shape[0], probed[n].shape[1], -1).mean(axis=(0, 1))
-        for n in names
-    }
 
 
 # ------------------------------------------------------------------------------ report

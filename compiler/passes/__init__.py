@@ -13,7 +13,7 @@ the field.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 
@@ -47,8 +47,6 @@ __all__ = [
     "fold_batchnorm",
     "infer_shapes",
     "check_cycles",
-    "run_passes",
-    "FLOAT_PIPELINE",
     "DEFAULT_THRESHOLD",
     "LI_THRESHOLD",
 ]
@@ -310,14 +308,3 @@ def check_cycles(program: Program) -> Program:
     program.schedule()
     check_gates(program)
     return program
-
-
-# ---- pipeline ---------------------------------------------------------------------------
-def run_passes(program: Program, passes: Iterable[Pass]) -> Program:
-    """Apply ``passes`` in order, each to the previous one's result."""
-    for p in passes:
-        program = p(program)
-    return program
-
-
-FLOAT_PIPELINE: list[Pass] = [canonicalize_neurons, fold_batchnorm, infer_shapes, check_cycles]

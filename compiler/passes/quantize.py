@@ -449,12 +449,11 @@ def _snap(S: float, group: list[str], pops: dict[str, _Pop]) -> float:
 def quantize(program: Program, weight_bits: int = 8) -> Program:
     """A new fixed-point Program (metadata ``precision: "fixed"`` and ``quantization`` report;
     populations ``precision="fixed"``) equivalent to the float ``program`` as closely as Loihi's
-    bits allow; see the module docstring for the rules. ``program`` is not changed.
+    bits allow; see the module docstring for the rules. ``program`` is not changed; it must have
+    been through the float passes (``spike.compiler.pipeline.FLOAT_PIPELINE``).
 
     ``weight_bits`` (1..8): signed bits of each integer weight (``num_weight_bits``).
     """
-    from spike.compiler.passes import FLOAT_PIPELINE, run_passes
-
     if isinstance(weight_bits, bool) or not isinstance(weight_bits, (int, np.integer)) or not (
         LOIHI.WEIGHT_BITS_MIN <= weight_bits <= LOIHI.WEIGHT_BITS_MAX
     ):
@@ -462,8 +461,11 @@ def quantize(program: Program, weight_bits: int = 8) -> Program:
     weight_bits = int(weight_bits)
     if program_precision(program) == "fixed":
         raise ProgramError("quantize: the program is already fixed point (metadata precision 'fixed')")
-    program = run_passes(program, FLOAT_PIPELINE)
     nodes = dict(program.nodes())
+    for name, node in nodes.items():
+        if isinstance(node, Population) and (node.threshold is None or (node.beta is None and node.charge == "beta")):
+            raise _err(name, node, None, "has no per-neuron parameters: quantize takes a program through the float "
+                       "passes (spike.compiler.pipeline.FLOAT_PIPELINE)")
 
     for name, node in nodes.items():
         if isinstance(node, HostOp):

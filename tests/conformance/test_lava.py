@@ -14,7 +14,7 @@ from torch import nn
 from spike.backends import run
 from spike.compiler import compile as compile_model
 from spike.compiler.ir.nodes import Conv2d, Dense, Identity, Input, Output, Pool2d, Population, Sparse
-from spike.compiler.passes import FLOAT_PIPELINE, run_passes
+from spike.compiler.pipeline import FLOAT_PIPELINE, run_passes
 from spike.compiler.ir.program import ProgramBuilder
 from test_lava_backend import _assert_same, _loihi, _lif, _w, needs_lava
 

@@ -81,8 +81,15 @@ from spike.backends import run  # noqa: E402
 from spike.compiler import compile as compile_model  # noqa: E402
 from spike.compiler.ir.nodes import Conv2d, Dense, Input, Output, Pool2d, Population  # noqa: E402
 from spike.compiler.io.nir_export import to_nir  # noqa: E402
-from spike.compiler.frontends.nir_import import NIRImportError, from_nir  # noqa: E402
+from spike.compiler.frontends import nir_import  # noqa: E402
+from spike.compiler.pipeline import FLOAT_PIPELINE, run_passes  # noqa: E402
+from spike.compiler.frontends.nir_import import NIRImportError  # noqa: E402
 from spike.compiler.ir.program import ProgramBuilder  # noqa: E402
+
+
+def from_nir(graph, **options):
+    """A NIR graph imported and through the float passes (what ``compile`` runs before the target's)."""
+    return run_passes(nir_import.from_nir(graph, **options), FLOAT_PIPELINE)
 
 BACKENDS = ("numba", "torch")
 T, B = 8, 3

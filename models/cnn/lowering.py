@@ -1,5 +1,5 @@
-"""Lowerings of the spiking-CNN layers: :class:`spike.ftwt.GatedConv` (an FTWT-masked conv layer)
-and :class:`spike.layers.Delayed` (a synaptic layer with a delay).
+"""Lowering of the FTWT-masked conv layer :class:`spike.ftwt.GatedConv` (registered with the
+torch.fx frontend when ``spike.models.cnn`` is imported).
 
 ``GatedConv`` is a leaf of the trace (it has a registered lowering) and becomes::
 
@@ -10,10 +10,6 @@ and :class:`spike.layers.Delayed` (a synaptic layer with a delay).
 Conv2d -> BatchNorm -> Population. The Gate is added before the Conv2d, so backends that run
 nodes in graph order compute the mask before the projection that needs it. A ``GatedConv`` with
 ``delay`` gives its Conv2d that delay (the head still reads the undelayed input, as the Gate does).
-
-``Delayed(module, steps)`` lowers ``module`` (through ``TimeDistributed``) and adds ``steps`` to
-the delay of the projection it produced; ``Delayed(nn.Identity(), steps)`` becomes an Identity
-projection with that delay (e.g. a residual path on Loihi).
 """
 from __future__ import annotations
 
@@ -25,12 +21,8 @@ import torch.fx as fx
 from spike.compiler.frontends.torch_fx import (
     LoweringError, _Lowering, _module_where, _neuron_params, _np, _pair, lowers,
 )
-from torch import nn
-
-from spike.compiler.frontends.torch_fx import MODULE_LOWERINGS
-from spike.compiler.ir.nodes import BatchNorm, Conv2d, Gate, Identity, Population, Projection, conv_output_hw
+from spike.compiler.ir.nodes import BatchNorm, Conv2d, Gate, Population, conv_output_hw
 from spike.ftwt import GatedConv
-from spike.layers import Delayed, TimeDistributed
 
 
 @lowers(GatedConv)
@@ -62,24 +54,3 @@ def lower_gated_conv(L: _Lowering, n: fx.Node, m: GatedConv, path: str) -> Any:
                                           running_var=_np(bn.running_var), eps=float(bn.eps)), [c])
     params = _neuron_params(m.lif, f"{path}.lif", shape)
     return L.add(path, Population(shape=shape, **params), [bnode] + ([gate] if gate else []))
-
-
-@lowers(Delayed)
-def lower_delayed(L: _Lowering, n: fx.Node, m: Delayed, path: str) -> Any:
-    inner = m.module
-    while isinstance(inner, TimeDistributed):
-        inner = inner.module
-    if isinstance(inner, nn.Identity):
-        src = L.source(n, n.args[0])
-        shape = L.shapes[src]
-        return L.add(path, Identity(shape=shape, in_shape=shape, delay=m.steps), [src])
-    fn = next((MODULE_LOWERINGS[t] for t in type(inner).__mro__ if t in MODULE_LOWERINGS), None)
-    if fn is None:
-        raise LoweringError(f"{_module_where(path, m)}: its inner {type(inner).__name__} cannot be lowered")
-    name = fn(L, n, inner, path)
-    node = L.b.graph.nodes[name]["node"] if isinstance(name, str) and name in L.b.graph else None
-    if not isinstance(node, Projection):
-        raise LoweringError(f"{_module_where(path, m)}: only a synaptic layer (a projection) can be delayed, "
-                            f"{type(inner).__name__} is not one")
-    L.b.graph.nodes[name]["node"] = node.replace(delay=node.delay + m.steps)
-    return name

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from spike.backends import OpCounts, run
-from spike.compiler.ir.nodes import Population
+from spike.compiler.ir.nodes import Input, Population
 from spike.compiler.ir.program import Program
 from spike.encoders import Encoder
 
@@ -184,3 +184,15 @@ def evaluate_program(
         program=program,
         timing={"run_s": run_s, "ms_per_sample": 1e3 * run_s / max(n, 1)},
     )
+
+
+def calibration_rates(program: Program, inputs: Any, backend: str = "numba") -> dict[str, np.ndarray]:
+    """Per-neuron events per step of every population and input, from one run on ``inputs``: the
+    firing rates ``spike.compiler.compile(..., firing_rates=)`` weights spike traffic by when it
+    places a program on a target's cores."""
+    names = [n for n, node in program.nodes() if isinstance(node, (Population, Input))]
+    probed = run(program, inputs, backend=backend, probes=names).probes
+    return {
+        n: (probed[n] != 0).reshape(probed[n].shape[0], probed[n].shape[1], -1).mean(axis=(0, 1))
+        for n in names
+    }

@@ -4,12 +4,12 @@
 flattens ``x[T, ...]`` to ``[T, M]``, expands the per-neuron parameters to ``[M]`` and calls
 :class:`LIFFunction`, which dispatches to
 
-* CPU tensors: the Numba kernels in :mod:`spike.lif_kernels`;
-* CUDA tensors: the Numba CUDA kernels in :mod:`spike.lif_kernels_cuda` (imported lazily);
+* CPU tensors: the Numba kernels in :mod:`spike.kernels.lif_cpu`;
+* CUDA tensors: the Numba CUDA kernels in :mod:`spike.kernels.lif_cuda` (imported lazily);
 * anything else, or ``backend="loop"``: a Python loop of :func:`spike.neurons.lif_step`
   (torch ops, same formulas, the reference).
 
-Semantics and the adjoint recursion are documented in :mod:`spike.lif_kernels`. On CPU the
+Semantics and the adjoint recursion are documented in :mod:`spike.kernels.lif_cpu`. On CPU the
 backward does not keep the membrane: the forward stores the state every ``CKPT_EVERY`` steps and
 the backward recomputes each segment (bit-identical) in cache, so a layer keeps only its input
 plus ``T*M/16`` floats for backward (the CUDA backward recomputes into scratch memory). Incoming
@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
-from . import surrogate as _sg
-from .lif_kernels import RESET_CODES
+from spike import surrogate as _sg
+from spike.kernels.lif_cpu import RESET_CODES
 
 __all__ = ["LIFFunction", "LIFConfig", "lif_multistep", "make_config", "clear_buffer_cache"]
 
@@ -56,7 +56,7 @@ def make_config(*, gain=1.0, reset="subtract", reset_delay=True, fire_ge=False,
 
 
 def _params(cfg: LIFConfig, dtype) -> np.ndarray:
-    from .lif_kernels import make_params
+    from spike.kernels.lif_cpu import make_params
 
     return make_params(cfg.gain, cfg.surrogate_id, cfg.surrogate_param, dtype)
 
@@ -212,7 +212,7 @@ class LIFFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, beta, thr, alpha, cfg):  # type: ignore[override]
-        from . import lif_kernels as K
+        from spike.kernels import lif_cpu as K
 
         ctx.set_materialize_grads(False)
         T, M = x.shape
@@ -220,7 +220,7 @@ class LIFFunction(torch.autograd.Function):
         spk = _empty_big(x)
         mem = _empty_big(x) if cfg.need_mem else x.new_empty((0,))
         if x.is_cuda:
-            from . import lif_kernels_cuda as KC
+            from spike.kernels import lif_cuda as KC
 
             KC.forward_torch(x, *_rows_bt(beta, thr, M), alpha, cfg, spk, mem)
             ckv = cki = None
@@ -247,7 +247,7 @@ class LIFFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, gs, gv):  # type: ignore[override]
-        from . import lif_kernels as K
+        from spike.kernels import lif_cpu as K
 
         x, beta, thr, alpha, ckv, cki = ctx.saved_tensors
         cfg: LIFConfig = ctx.cfg
@@ -267,7 +267,7 @@ class LIFFunction(torch.autograd.Function):
         dthr = x.new_empty((npg,))
         dalpha = x.new_empty((npg,)) if cuba else None
         if x.is_cuda:
-            from . import lif_kernels_cuda as KC
+            from spike.kernels import lif_cuda as KC
 
             KC.backward_torch(x, *_rows_bt(beta, thr, M), alpha, cfg, gs_r, gs_st, gv_r, gv_st,
                               dx, dbeta, dthr, dalpha)
@@ -339,7 +339,7 @@ def _fused_available(x: torch.Tensor) -> bool:
         return True
     if x.device.type == "cuda":
         try:
-            from . import lif_kernels_cuda as KC
+            from spike.kernels import lif_cuda as KC
 
             return KC.available()
         except Exception:  # numba.cuda missing or broken: fall back to the loop
@@ -407,7 +407,7 @@ def lif_multistep(
 
 def _loop(x, beta, threshold, alpha, cfg: LIFConfig, reset: str, surrogate, return_mem: bool):
     """Reference path: a Python loop of :func:`spike.neurons.lif_step` (any device)."""
-    from .neurons import lif_step
+    from spike.neurons import lif_step
 
     if not x.is_floating_point():
         x = x.to(torch.get_default_dtype())

@@ -32,7 +32,7 @@ Implementations (all take ``k``, ``v`` time-first ``[T, B, C]``, ``time_decay``,
 
 * :func:`wkv` - the fused kernels as a torch autograd Function: Numba on CPU (``prange`` over
   (batch, block of channels); inside, time outer and channels inner over contiguous rows),
-  Numba CUDA on CUDA tensors (:mod:`spike.wkv_cuda`, imported lazily; one thread per channel).
+  Numba CUDA on CUDA tensors (:mod:`spike.kernels.wkv_cuda`, imported lazily; one thread per channel).
   The backward recomputes the forward sweep (nothing but the inputs is saved).
 * :func:`wkv_with_state` - the same forward kernel from a given state, returning the final state
   (RNN-mode inference and prefill; no autograd). A call from the zero state runs the very same
@@ -296,7 +296,7 @@ def _fused_ok(k: torch.Tensor) -> bool:
         return True
     if k.device.type == "cuda":
         try:
-            from . import wkv_cuda
+            from spike.kernels import wkv_cuda
 
             return wkv_cuda.available()
         except Exception:
@@ -306,7 +306,7 @@ def _fused_ok(k: torch.Tensor) -> bool:
 
 class WKVFunction(torch.autograd.Function):
     """``wkv(time_decay [C], time_first [C], k [T, B, C], v [T, B, C]) -> y [T, B, C]`` from the
-    zero state, fused forward and backward (CPU: Numba; CUDA: :mod:`spike.wkv_cuda`)."""
+    zero state, fused forward and backward (CPU: Numba; CUDA: :mod:`spike.kernels.wkv_cuda`)."""
 
     @staticmethod
     def forward(ctx, time_decay, time_first, k, v):  # type: ignore[override]
@@ -334,7 +334,7 @@ class WKVFunction(torch.autograd.Function):
         gw = k.new_empty((B, C))
         gu = k.new_empty((B, C))
         if k.is_cuda:
-            from . import wkv_cuda
+            from spike.kernels import wkv_cuda
 
             wkv_cuda.backward_torch(w, u, k, v, gy, gk, gv, gw, gu)
         else:
@@ -356,7 +356,7 @@ def _forward_into(w, u, k, v, y, state: WKVState) -> None:
     T, B, C = k.shape
     M = B * C
     if k.is_cuda:
-        from . import wkv_cuda
+        from spike.kernels import wkv_cuda
 
         wkv_cuda.forward_torch(w, u, k, v, y, state)
         return

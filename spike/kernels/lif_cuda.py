@@ -1,6 +1,6 @@
 """Numba CUDA kernels for the fused multi-step LIF: one thread per neuron, a loop over time.
 
-Same semantics and operation order as the CPU kernels (:mod:`spike.lif_kernels`, whose docstring
+Same semantics and operation order as the CPU kernels (:mod:`spike.kernels.lif_cpu`, whose docstring
 holds the formulas and the adjoint). ``numba.cuda`` is imported lazily: nothing here is touched on a
 CPU-only run. Under ``NUMBA_ENABLE_CUDASIM=1`` the same kernels run in Numba's CUDA simulator on
 numpy arrays (that is how the tests check them on machines without a GPU).
@@ -245,7 +245,7 @@ def _grid(M: int) -> int:
 
 def forward(x, beta, thr, alpha, params, reset, delay, ge, cuba, spk, mem, need_mem, stream=0):
     """Launch the forward kernel on CUDA-array-like arguments (device arrays, or numpy arrays in
-    the simulator). Shapes and meaning as :func:`spike.lif_kernels.lif_forward` (no checkpoints)."""
+    the simulator). Shapes and meaning as :func:`spike.kernels.lif_cpu.lif_forward` (no checkpoints)."""
     T, M = x.shape
     fwd, _ = _kernels(_kind(x.dtype))
     fwd[_grid(M), _threads(), stream](x, beta, thr, alpha, params, int(reset), int(delay), int(ge),
@@ -264,7 +264,7 @@ def backward(x, beta, thr, alpha, params, reset, delay, ge, cuba, nd, sid, gs, g
 
 
 # ---------------------------------------------------------------------------------------------
-# numpy entry points (the simulator tests) -- same signatures as spike.lif_kernels.forward/backward
+# numpy entry points (the simulator tests) -- same signatures as spike.kernels.lif_cpu.forward/backward
 # ---------------------------------------------------------------------------------------------
 
 
@@ -281,7 +281,7 @@ def _from_dev(a):
 def forward_numpy(x, beta, thr, alpha=None, *, gain=1.0, reset="subtract", reset_delay=True,
                   fire_ge=False, need_mem=True):
     """Returns ``(spk, mem)`` as numpy arrays (``mem`` None without ``need_mem``)."""
-    from .lif_kernels import RESET_CODES, make_params
+    from spike.kernels.lif_cpu import RESET_CODES, make_params
 
     x = np.ascontiguousarray(x)
     T, M = x.shape
@@ -301,7 +301,7 @@ def backward_numpy(x, beta, thr, alpha=None, gs=None, gv=None, *, gain=1.0, rese
                    reset_delay=True, fire_ge=False, detach_reset=True, surrogate="atan",
                    surrogate_param=2.0):
     """Returns ``(dx, dbeta, dthr, dalpha)`` as numpy arrays (``dalpha`` None without alpha)."""
-    from .lif_kernels import RESET_CODES, SURROGATE_IDS, make_params
+    from spike.kernels.lif_cpu import RESET_CODES, SURROGATE_IDS, make_params
 
     x = np.ascontiguousarray(x)
     T, M = x.shape
@@ -330,7 +330,7 @@ def backward_numpy(x, beta, thr, alpha=None, gs=None, gv=None, *, gain=1.0, rese
 
 
 # ---------------------------------------------------------------------------------------------
-# torch entry points (used by spike.lif_function for CUDA tensors)
+# torch entry points (used by spike.kernels.lif for CUDA tensors)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -345,7 +345,7 @@ def _torch_ctx(x):
 def _params_dev(cfg, x):
     import torch
 
-    from .lif_kernels import make_params
+    from spike.kernels.lif_cpu import make_params
 
     p = make_params(cfg.gain, cfg.surrogate_id, cfg.surrogate_param, np.dtype(str(x.dtype).split(".")[-1]))
     return torch.from_numpy(p).to(x.device)
@@ -367,7 +367,7 @@ def forward_torch(x, beta, thr, alpha, cfg, spk, mem):
 
 
 def backward_torch(x, beta, thr, alpha, cfg, gs, gs_tstep, gv, gv_tstep, dx, dbeta, dthr, dalpha):
-    """Backward on torch CUDA tensors (arguments as in :class:`spike.lif_function.LIFFunction`)."""
+    """Backward on torch CUDA tensors (arguments as in :class:`spike.kernels.lif.LIFFunction`)."""
     import torch
 
     with torch.cuda.device(x.device):

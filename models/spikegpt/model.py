@@ -14,7 +14,7 @@ Forward (``idx [B, T]`` token ids; all internal tensors are time first, ``[T, B,
 SRWKV (:class:`TimeMix`): ``xx = shift(x)`` (the previous token's ``x``; zero at t=0),
 ``x_k = mu_k x + (1-mu_k) xx`` (likewise ``v``, ``r``), ``k = key(x_k)``, ``v = value(x_v)``,
 ``r = receptance(x_r)``, ``out = output(gate(r) * wkv(time_decay, time_first, k, v))`` with the
-fused WKV of :mod:`spike.wkv`. SRFFN (:class:`ChannelMix`): ``gate(receptance(x_r)) *
+fused WKV of :mod:`spike.kernels.wkv`. SRFFN (:class:`ChannelMix`): ``gate(receptance(x_r)) *
 value(act(key(x_k)))`` with ``act = relu(.)^2``, key ``C -> 4C``, value ``4C -> C``.
 ``sn1``/``sn2`` are SpikingJelly LIF neurons (:meth:`spike.neurons.LIF.spikingjelly`: tau=2,
 decay_input, fire on ``>=``, hard reset to 0, reset not detached, ATan(2)); their state runs along
@@ -57,7 +57,7 @@ from torch import nn
 
 from spike import surrogate as _sg
 from spike.neurons import LIF, lif_step
-from spike.wkv import NEG, WKVState, wkv, wkv_with_state
+from spike.kernels.wkv import NEG, WKVState, wkv, wkv_with_state
 
 __all__ = [
     "PRESETS",
@@ -122,7 +122,7 @@ class TokenShift(nn.Module):
 
 
 class WKV(nn.Module):
-    """The WKV recurrence (:mod:`spike.wkv`); parameters live on the owning :class:`TimeMix`.
+    """The WKV recurrence (:mod:`spike.kernels.wkv`); parameters live on the owning :class:`TimeMix`.
     ``impl``: ``"auto"`` (fused kernels), ``"fused"`` or ``"loop"`` (per-token torch loop)."""
 
     def __init__(self, impl: str = "auto"):

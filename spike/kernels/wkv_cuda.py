@@ -1,6 +1,6 @@
 """Numba CUDA kernels for the fused WKV (forward and backward): one thread per (batch, channel),
 a loop over tokens. Same recurrences and operation order as the CPU kernels in
-:mod:`spike.wkv` (whose docstring holds the formulas and the derivation of the backward).
+:mod:`spike.kernels.wkv` (whose docstring holds the formulas and the derivation of the backward).
 
 ``numba.cuda`` is imported lazily: nothing here is touched on a CPU-only run. Under
 ``NUMBA_ENABLE_CUDASIM=1`` the kernels run in Numba's CUDA simulator on numpy arrays; that is how
@@ -181,8 +181,8 @@ def _from_dev(a):
 
 
 def forward_numpy(w, u, k, v, state=None):
-    """As :func:`spike.wkv.forward_numpy` (``k``, ``v`` ``[T, B, C]``), on the GPU/simulator."""
-    from .wkv import NEG
+    """As :func:`spike.kernels.wkv.forward_numpy` (``k``, ``v`` ``[T, B, C]``), on the GPU/simulator."""
+    from spike.kernels.wkv import NEG
 
     k = np.ascontiguousarray(k)
     T, B, C = k.shape
@@ -201,8 +201,8 @@ def forward_numpy(w, u, k, v, state=None):
 
 
 def backward_numpy(w, u, k, v, gy):
-    """As :func:`spike.wkv.backward_numpy`: returns ``(gw, gu, gk, gv)``."""
-    from .wkv import NEG
+    """As :func:`spike.kernels.wkv.backward_numpy`: returns ``(gw, gu, gk, gv)``."""
+    from spike.kernels.wkv import NEG
 
     k = np.ascontiguousarray(k)
     T, B, C = k.shape
@@ -228,7 +228,7 @@ def _ctx(x):
 
 def forward_torch(w, u, k, v, y, state) -> None:
     """Forward on torch CUDA tensors (``k``, ``v``, ``y`` ``[T, B, C]``; ``state`` a
-    :class:`spike.wkv.WKVState` updated in place)."""
+    :class:`spike.kernels.wkv.WKVState` updated in place)."""
     import torch
 
     T, B, C = k.shape
@@ -244,7 +244,7 @@ def backward_torch(w, u, k, v, gy, gk, gv, gw, gu) -> None:
     ``w``)."""
     import torch
 
-    from .wkv import NEG
+    from spike.kernels.wkv import NEG
 
     T, B, C = k.shape
     M = B * C

@@ -50,8 +50,8 @@ def evaluate_compiled(program: Any, x: Any, y: Any, steps: int | None = None, ba
                       progress: bool = False) -> dict[str, Any]:
     """Run ``program`` over ``(x, y)`` and collect the figures: ``accuracy``, ``ops`` (totals per
     sample), ``keep`` (per gated population: neuron updates / (neurons x steps), the fraction of
-    channels its gate kept), ``report`` (the :class:`spike.evaluate.Report`)."""
-    from spike.evaluate import evaluate_program
+    channels its gate kept), ``report`` (the :class:`spike.workflows.Report`)."""
+    from spike.workflows import evaluate_program
 
     report = evaluate_program(program, x, y, backend=backend, steps=steps, progress=progress)
     keep = {}
@@ -125,18 +125,18 @@ def run_ftwt_demo(out_dir: str | Path, quick: bool = True, ratio: float = 0.9, t
     baseline's penalty weight. Writes ``cnn.pt``, ``cnn_ftwt.pt`` (checkpoints), ``cnn.h5``, ``cnn_ftwt.h5`` (programs for
     ``target``) and ``ftwt_report.json`` (the figures plus both run reports) to ``out_dir``. The
     returned dict holds JSON-able figures and, under ``"reports"``, the two
-    :class:`spike.evaluate.Report` objects (``.ops``, ``.program``: input for energy tables).
+    :class:`spike.workflows.Report` objects (``.ops``, ``.program``: input for energy tables).
     """
     import torch
 
-    from spike.checkpoint import atomic_write_json
+    from spike.train.checkpoint import atomic_write_json
     from spike.cli import compile_checkpoint
-    from spike.cnn_training import estimate_reduction, ftwt_report, train_cnn
+    from spike.models.cnn.train import estimate_reduction, ftwt_report, train_cnn
     from spike.compiler.io.hdf5 import save_program
-    from spike.data import load_digits
+    from spike.train.datasets import load_digits
     from spike.encoders import Encoder
-    from spike.models.cnn import SpikingCNN
-    from spike.training import target_needs
+    from spike.models.cnn.model import SpikingCNN
+    from spike.train.trainer import target_needs
 
     t_start = time.perf_counter()
     recipe = dict(recipe or (QUICK if quick else FULL))  # {"baseline_epochs", "ftwt_epochs"}

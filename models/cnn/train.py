@@ -1,6 +1,6 @@
-"""Train and evaluate spiking CNNs (``spike.models.cnn``), unmasked or with FTWT masks.
+"""Train and evaluate spiking CNNs (``spike.models.cnn.model``), unmasked or with FTWT masks.
 
-:func:`train_cnn` is what ``spike train cnn`` runs: the generic :class:`~spike.training.Trainer`
+:func:`train_cnn` is what ``spike train cnn`` runs: the generic :class:`~spike.train.trainer.Trainer`
 (checkpoints, exact resume) with the FTWT loss. Recipe:
 
 - loss ``rate_cross_entropy(spikes) + channel_sparsity * R + lambda * mask_loss``. ``R`` is a
@@ -16,19 +16,19 @@
   ``head_lr * C_in``, since softmax outputs are ~1/C_in), the backbone at ``lr``;
 - ``init``: a baseline checkpoint to start from (its architecture, encoding and steps are used;
   only the heads are new).
-- ``target``: train for a hardware target (:func:`spike.training.fit_to_target`): its synaptic
+- ``target``: train for a hardware target (:func:`spike.train.trainer.fit_to_target`): its synaptic
   delay in every synaptic layer (``synaptic_delay``) and, on a target with cores, rate-coded input
   and reset to zero in the step that fires; ``steps`` are then the steps through the network and
-  the model runs :attr:`~spike.models.cnn.SpikingCNN.latency` more. ``target_fit="delays"`` builds
+  the model runs :attr:`~spike.models.cnn.model.SpikingCNN.latency` more. ``target_fit="delays"`` builds
   in only the delay (the FTWT demo: real-valued input, a float32 program). A choice that
   conflicts with the target (``encoding="direct"``, ``model_kwargs={"reset": "subtract"}``, an
   ``init`` baseline trained otherwise) is a ValueError.
 
 The returned and printed accuracy is the test split encoded as ``spike run`` encodes it
-(:func:`spike.evaluate.evaluate_model`, seed 0); the checkpoint records it (``test_accuracy``).
+(:func:`spike.workflows.evaluate_model`, seed 0); the checkpoint records it (``test_accuracy``).
 
 :func:`ftwt_report` measures a model in PyTorch (accuracy, per-layer keep ratio and mask accuracy,
-``syn_ops``/``macs`` by :func:`~spike.models.cnn.count_syn_ops`); :func:`estimate_reduction` is
+``syn_ops``/``macs`` by :func:`~spike.models.cnn.model.count_syn_ops`); :func:`estimate_reduction` is
 FTWT's "estimate before training": the target rule alone, applied to a trained unmasked network.
 """
 from __future__ import annotations
@@ -55,7 +55,7 @@ def channel_sparsity_penalty(outputs: list[torch.Tensor]) -> torch.Tensor:
 
 def load_cnn(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the CNN of a checkpoint (eval mode) and return it with the checkpoint's config."""
-    from spike.checkpoint import load_checkpoint
+    from spike.train.checkpoint import load_checkpoint
     from spike.models import build_model
 
     ckpt = load_checkpoint(path)
@@ -68,7 +68,7 @@ def load_cnn(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def _init_from(model: nn.Module, path: str | Path) -> None:
-    from spike.checkpoint import load_checkpoint
+    from spike.train.checkpoint import load_checkpoint
 
     state = load_checkpoint(path)["model_state"]
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -103,18 +103,18 @@ def train_cnn(
     """Train a spiking CNN and write its checkpoint to ``out``; see the module docstring.
 
     Returns ``{"accuracy", "evaluation", "history", "model" (eval mode), "config", "checkpoint"
-    (the path)}``. ``data`` (a :class:`spike.data.Dataset`) skips loading ``dataset``.
+    (the path)}``. ``data`` (a :class:`spike.train.datasets.Dataset`) skips loading ``dataset``.
     """
     import dataclasses
 
-    from spike.checkpoint import load_checkpoint, make_config, record_evaluation
-    from spike.data import load_dataset
-    from spike.distributed import is_main_process
+    from spike.train.checkpoint import load_checkpoint, make_config, record_evaluation
+    from spike.train.datasets import load_dataset
+    from spike.train.distributed import is_main_process
     from spike.encoders import Encoder
-    from spike.evaluate import evaluate_model
+    from spike.workflows import evaluate_model
     from spike.losses import rate_cross_entropy
     from spike.models import build_model
-    from spike.training import Trainer, TargetNeeds, accuracy, fit_to_target, set_seed, target_needs
+    from spike.train.trainer import Trainer, TargetNeeds, accuracy, fit_to_target, set_seed, target_needs
 
     if target_fit not in ("all", "delays"):
         raise ValueError(f"target_fit must be 'all' or 'delays', got {target_fit!r}")
@@ -141,7 +141,7 @@ def train_cnn(
                           reset_delay=overrides.get("reset_delay"))
             _check_delay(needs, overrides)
     else:
-        from spike.models.cnn import PRESETS
+        from spike.models.cnn.model import PRESETS
 
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
@@ -241,7 +241,7 @@ def _check_delay(needs: Any, overrides: Mapping[str, Any]) -> None:
 
 def _check_init_fits(init: str | Path, base_cfg: Mapping[str, Any], needs: Any) -> None:
     """``--init`` with ``--target``: the baseline must have been trained for what the target needs."""
-    from spike.training import SPIKE_ENCODINGS
+    from spike.train.trainer import SPIKE_ENCODINGS
 
     kw = base_cfg["model"]["kwargs"]
     got = {"synaptic_delay": int(kw.get("synaptic_delay", 0)), "reset": kw.get("reset", "subtract"),
@@ -260,7 +260,7 @@ def _check_init_fits(init: str | Path, base_cfg: Mapping[str, Any], needs: Any) 
 
 
 def _preset_field(kwargs: Mapping[str, Any], key: str) -> Any:
-    from spike.models.cnn import PRESETS
+    from spike.models.cnn.model import PRESETS
 
     preset = kwargs.get("preset", "digits")
     return PRESETS.get(preset, {}).get(key) if preset is not None else None
@@ -270,8 +270,8 @@ def _preset_field(kwargs: Mapping[str, Any], key: str) -> Any:
 def ftwt_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, encoder: Any, batch_size: int = 512) -> dict[str, Any]:
     """PyTorch-side figures of ``model`` on ``(x, y)``: ``accuracy``, ``keep`` (per gated layer, mean
     fraction of channels kept), ``mask_accuracy`` (per gated layer, mask == targets over samples and
-    channels), ``syn_ops``/``macs`` per sample (:func:`~spike.models.cnn.count_syn_ops`)."""
-    from spike.models.cnn import count_syn_ops
+    channels), ``syn_ops``/``macs`` per sample (:func:`~spike.models.cnn.model.count_syn_ops`)."""
+    from spike.models.cnn.model import count_syn_ops
 
     model.eval()
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, GatedConv)]
@@ -279,7 +279,7 @@ def ftwt_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, encoder: Any
     keep = {name: 0.0 for name, _ in layers}
     hits = {name: 0.0 for name, _ in layers}
     syn = macs = 0.0
-    from spike.evaluate import encoded_batches
+    from spike.workflows import encoded_batches
 
     for start, stop, spikes in encoded_batches(encoder, x, batch_size, seed=0):  # as ``spike run`` encodes
         xb, yb = x[start:stop], y[start:stop]

@@ -22,9 +22,13 @@ from typing import Any, Mapping
 import numpy as np
 from torch import nn
 
+from spike.compiler.frontends.registry import Frontend, register
 from spike.compiler.frontends.torch_fx import _neuron_params
 from spike.compiler.ir.nodes import Dense, HostOp, Input, Output, Population
 from spike.compiler.ir.program import Program, ProgramBuilder
+from spike.compiler.ir.validate import validate_program
+from spike.hardware import HardwareTarget
+from spike.models.spikegpt.model import SpikeGPT
 
 __all__ = ["lower_spikegpt", "SPIKEGPT_KIND"]
 
@@ -58,9 +62,7 @@ class _Lowering:
 
 
 def lower_spikegpt(model: nn.Module, metadata: Mapping[str, Any] | None = None) -> Program:
-    """The Program of a :class:`~spike.models.spikegpt.SpikeGPT` (eval-mode semantics: no dropout)."""
-    from spike.models.spikegpt import SpikeGPT
-
+    """The Program of a :class:`~spike.models.spikegpt.model.SpikeGPT` (eval-mode semantics: no dropout)."""
     if not isinstance(model, SpikeGPT):
         raise TypeError(f"lower_spikegpt: expected a SpikeGPT, got {type(model).__name__}")
     V, C = model.vocab_size, model.n_embd
@@ -102,3 +104,29 @@ def lower_spikegpt(model: nn.Module, metadata: Mapping[str, Any] | None = None) 
     meta = {"model": SPIKEGPT_KIND, "stepwise": True, "spikegpt": dict(model.config), "layers": layers,
             "precision": "float32", **(metadata or {})}
     return b.build(metadata=meta)
+
+
+def _check(target: HardwareTarget, precision: str) -> None:
+    """SpikeGPT is mostly host ops: float32, on targets without cores."""
+    if precision != "float32":
+        raise ValueError(f"precision {precision!r}: SpikeGPT's host ops (LayerNorm, WKV, matmuls on real "
+                         "values) have no fixed-point form; compile it in float32")
+    if target.has_cores:
+        raise ValueError(f"target {target.name!r}: SpikeGPT is mostly host ops (real-valued matmuls, WKV, "
+                         "LayerNorm) that no neuromorphic core runs; compile it for a host target such as "
+                         "'generic' or 'cmos45nm_fp32'")
+
+
+def _lower(model: SpikeGPT, example_input: Any = None, *, metadata: Mapping[str, Any] | None = None,
+           **_: Any) -> Program:
+    return lower_spikegpt(model, metadata=metadata)
+
+
+def _validated(program: Program) -> Program:
+    validate_program(program)
+    return program
+
+
+# its lowering emits canonical nodes: the float passes are a validation
+register(Frontend(SPIKEGPT_KIND, lambda model: isinstance(model, SpikeGPT), _lower, needs_example=False, check=_check,
+                  passes=(_validated,)))

@@ -8,7 +8,7 @@ ends with identical weights.
 
 Data-parallel: when launched by torchrun, :meth:`Trainer.fit` creates a ``gloo`` process group,
 wraps the model in DistributedDataParallel and gives each rank a contiguous slice of every global
-batch (see :func:`spike.distributed.shard_bounds`). Each rank's mean loss is rescaled by
+batch (see :func:`spike.train.distributed.shard_bounds`). Each rank's mean loss is rescaled by
 ``local_n * world / global_n`` so that DDP's gradient average equals the gradient of the mean loss
 over the whole global batch, even when the slices differ in size. Only rank 0 writes checkpoints
 and shows progress bars; the group is destroyed when ``fit`` ends.
@@ -27,9 +27,9 @@ from torch import nn
 from torch.utils.data import Dataset, default_collate
 from tqdm.auto import tqdm
 
-from . import distributed as dist_utils
-from .hardware import load_target
-from .checkpoint import (
+from spike.train import distributed as dist_utils
+from spike.hardware import load_target
+from spike.train.checkpoint import (
     CheckpointError,
     get_rng_state,
     load_checkpoint,
@@ -165,7 +165,7 @@ class Trainer:
         progress: show a tqdm bar per epoch (rank 0 only).
         resume: if ``checkpoint_path`` exists, restore everything from it and continue with the
             next epoch; if it does not exist, start from scratch.
-        config: plain dict stored in every checkpoint (see :func:`spike.checkpoint.make_config`).
+        config: plain dict stored in every checkpoint (see :func:`spike.train.checkpoint.make_config`).
         on_epoch_end: ``(epoch_index, epoch_metrics)`` called after the epoch's checkpoint is written.
         generators: other named ``torch.Generator``s the run draws from (e.g. an encoder's);
             their states are checkpointed and restored on resume like the global RNGs.
