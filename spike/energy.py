@@ -40,15 +40,16 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
 from spike.atomic import atomic_write_bytes
-from spike.backends.result import OpCounts
-from spike.compiler.ir.nodes import Population
-from spike.compiler.ir.program import Program
 from spike.hardware import Figure, HardwareTarget, load_target
+
+if TYPE_CHECKING:  # the counts and program a backend run gave; energy imports no compiler or backend
+    from spike.backends.result import OpCounts
+    from spike.compiler.ir.program import Program
 
 # category -> (figure path, short column label)
 CATEGORIES: dict[str, tuple[str, str]] = {
@@ -195,7 +196,7 @@ def _node_rows(ops: OpCounts, program: Program | None, steps: int) -> list[tuple
         extra: dict[str, Any] = {"neurons": 0, "firing_rate": None}
         if program is not None and name in program.graph:
             node = program.node(name)
-            if isinstance(node, Population):
+            if node.KIND == "population":
                 extra = {
                     "neurons": node.size,
                     "firing_rate": counts.get("spikes", 0.0) / max(node.size * steps, 1),

@@ -26,6 +26,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from spike import surrogate as _sg
+from spike.kernels import lif_cpu as K
 from spike.kernels.lif_cpu import RESET_CODES
 
 __all__ = ["LIFFunction", "LIFConfig", "lif_multistep", "make_config", "clear_buffer_cache"]
@@ -56,9 +57,7 @@ def make_config(*, gain=1.0, reset="subtract", reset_delay=True, fire_ge=False,
 
 
 def _params(cfg: LIFConfig, dtype) -> np.ndarray:
-    from spike.kernels.lif_cpu import make_params
-
-    return make_params(cfg.gain, cfg.surrogate_id, cfg.surrogate_param, dtype)
+    return K.make_params(cfg.gain, cfg.surrogate_id, cfg.surrogate_param, dtype)
 
 
 _HUGE_MIN_BYTES = 8 << 20
@@ -212,8 +211,6 @@ class LIFFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, beta, thr, alpha, cfg):  # type: ignore[override]
-        from spike.kernels import lif_cpu as K
-
         ctx.set_materialize_grads(False)
         T, M = x.shape
         cuba = alpha is not None
@@ -247,8 +244,6 @@ class LIFFunction(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, gs, gv):  # type: ignore[override]
-        from spike.kernels import lif_cpu as K
-
         x, beta, thr, alpha, ckv, cki = ctx.saved_tensors
         cfg: LIFConfig = ctx.cfg
         cuba = ctx.cuba

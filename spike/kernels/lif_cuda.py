@@ -23,6 +23,8 @@ import math
 
 import numpy as np
 
+from spike.kernels.lif_cpu import RESET_CODES, SURROGATE_IDS, make_params
+
 __all__ = [
     "available",
     "simulator_enabled",
@@ -281,7 +283,6 @@ def _from_dev(a):
 def forward_numpy(x, beta, thr, alpha=None, *, gain=1.0, reset="subtract", reset_delay=True,
                   fire_ge=False, need_mem=True):
     """Returns ``(spk, mem)`` as numpy arrays (``mem`` None without ``need_mem``)."""
-    from spike.kernels.lif_cpu import RESET_CODES, make_params
 
     x = np.ascontiguousarray(x)
     T, M = x.shape
@@ -301,7 +302,6 @@ def backward_numpy(x, beta, thr, alpha=None, gs=None, gv=None, *, gain=1.0, rese
                    reset_delay=True, fire_ge=False, detach_reset=True, surrogate="atan",
                    surrogate_param=2.0):
     """Returns ``(dx, dbeta, dthr, dalpha)`` as numpy arrays (``dalpha`` None without alpha)."""
-    from spike.kernels.lif_cpu import RESET_CODES, SURROGATE_IDS, make_params
 
     x = np.ascontiguousarray(x)
     T, M = x.shape
@@ -345,7 +345,6 @@ def _torch_ctx(x):
 def _params_dev(cfg, x):
     import torch
 
-    from spike.kernels.lif_cpu import make_params
 
     p = make_params(cfg.gain, cfg.surrogate_id, cfg.surrogate_param, np.dtype(str(x.dtype).split(".")[-1]))
     return torch.from_numpy(p).to(x.device)

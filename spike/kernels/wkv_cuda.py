@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+from spike.kernels.wkv import NEG
+
 __all__ = ["available", "simulator_enabled", "forward", "backward", "forward_numpy",
            "backward_numpy", "forward_torch", "backward_torch", "THREADS"]
 
@@ -182,7 +184,6 @@ def _from_dev(a):
 
 def forward_numpy(w, u, k, v, state=None):
     """As :func:`spike.kernels.wkv.forward_numpy` (``k``, ``v`` ``[T, B, C]``), on the GPU/simulator."""
-    from spike.kernels.wkv import NEG
 
     k = np.ascontiguousarray(k)
     T, B, C = k.shape
@@ -202,7 +203,6 @@ def forward_numpy(w, u, k, v, state=None):
 
 def backward_numpy(w, u, k, v, gy):
     """As :func:`spike.kernels.wkv.backward_numpy`: returns ``(gw, gu, gk, gv)``."""
-    from spike.kernels.wkv import NEG
 
     k = np.ascontiguousarray(k)
     T, B, C = k.shape
@@ -244,7 +244,6 @@ def backward_torch(w, u, k, v, gy, gk, gv, gw, gu) -> None:
     ``w``)."""
     import torch
 
-    from spike.kernels.wkv import NEG
 
     T, B, C = k.shape
     M = B * C
