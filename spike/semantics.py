@@ -31,7 +31,8 @@ previous step and ``s`` the spike of this one:
 - ``li`` never fires: it outputs ``m`` and keeps it.
 
 A population starts from ``v = v_reset`` (0 unless a SpikingJelly hard reset says otherwise) and
-zero currents. The Loihi fixed-point update (``precision`` "fixed") is ``spike.compiler.passes.quantize``'s.
+zero currents. The Loihi fixed-point update (``precision`` "fixed") is ``spike.compiler.passes.quantize``'s;
+the ranges of its parameters and state are :class:`LOIHI`.
 """
 from __future__ import annotations
 
@@ -183,3 +184,22 @@ def _as_float32(c: np.ndarray) -> np.ndarray:
 
 # numpy arrays (the lava backend's Python processes): float32 in, float32 out
 numpy_step = make_neuron_step(_product, _as_float32, np.float32(1), np.float32(0))
+
+
+# Loihi fixed point (design §3): the ranges of its parameters and state
+class LOIHI:
+    """Loihi fixed-point ranges (lava-nc 0.10.0 ``PyLifModelBitAcc`` / ``PyDenseModelBitAcc``)."""
+
+    UV_BITS = 24  # u and v are 24-bit signed
+    UV_MAX = 1 << 23  # u wraps past +-2^23, v is clipped to +-(2^23 - 1)
+    DECAY_BITS = 12  # du, dv in 0..4095, decay factor (4096 - d) / 4096
+    DECAY_MAX = 4095
+    VTH_MAX = (1 << 17) - 1  # 17-bit unsigned threshold mantissa
+    ACT_SHIFT = 6  # a_in << 6 into u
+    VTH_SHIFT = 6  # spike on v > vth << 6
+    BIAS_MANT_MIN, BIAS_MANT_MAX = -4096, 4095  # 13-bit signed
+    BIAS_EXP_MIN, BIAS_EXP_MAX = 0, 7  # 3-bit unsigned
+    WEIGHT_EXP_MIN, WEIGHT_EXP_MAX = -8, 7
+    WEIGHT_BITS_MIN, WEIGHT_BITS_MAX = 1, 8
+    FIXED_MODELS = ("lif", "if", "cuba_lif", "li")
+

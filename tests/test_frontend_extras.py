@@ -125,7 +125,7 @@ def test_maxpool_of_currents_equals_the_model(target: str, padding: int, kernel:
     assert node.kernel == (kernel, kernel) and node.padding == (padding, padding)
     _check(program, x, expected, kernel)
     if target == "loihi2":
-        from spike.compiler.mapping.partition import mapping_report
+        from spike.compiler.mapping.report import mapping_report
 
         assert program.total_latency > 0  # the host op starts late: max of zero currents is 0
         assert program.metadata["mapping"]["nodes"]["pool"] == "host"

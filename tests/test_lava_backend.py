@@ -21,8 +21,7 @@ from spike.compiler import compile as compile_program
 from spike.compiler.ir.nodes import Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse
 from spike.compiler.passes.delays import target_delays
 from spike.compiler.pipeline import FIXED_PIPELINE, FLOAT_PIPELINE, run_passes
-from spike.compiler.ir.program import ProgramBuilder
-from spike.compiler.ir.validate import rebuild_graph
+from spike.compiler.ir.program import ProgramBuilder, rebuild_graph
 from spike.compat.lava import lava_available
 from spike.layers import TimeDistributed as TD
 from spike.neurons import LIF

@@ -17,7 +17,7 @@ from spike.backends.routing import add_routing_counts
 from spike.compat.lava import lava_available
 from spike.compiler import compile as compile_model
 from spike.compiler.ir.nodes import Conv2d, Gate, Population
-from spike.compiler.ir.validate import rebuild_graph
+from spike.compiler.ir.program import rebuild_graph
 from spike.models.cnn.model import SpikingCNN
 from test_ftwt import _dyadic_model  # dyadic weights: float32 (numba) and Lava's float64 agree
 

@@ -1,4 +1,4 @@
-"""Host ops on the lava backend (host mode, ``lava.backend`` docstring "Host ops"): a 2-layer
+"""Host ops on the lava backend (host mode, ``lava.fusion`` docstring): a 2-layer
 SpikeGPT runs on Lava as a handful of fused Python processes and equals the numba backend bit for
 bit (logits, spikes of every spiking layer, a membrane, every operation count); a stepwise program
 mixing Lava's own synapses and LIFs with fused host ops and neurons does too. Without Lava: the
@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from spike.backends import BackendError, run
-from spike.backends.lava.backend import BlockStep, host_mode, lower
+from spike.backends.lava.backend import lower
+from spike.backends.lava.fusion import BlockStep, host_mode
 from spike.compat.lava import lava_available
 from spike.models.spikegpt.lowering import lower_spikegpt
 from spike.compiler.ir.nodes import Conv2d, Dense, HostOp, Identity, Input, Output, Population, Sparse

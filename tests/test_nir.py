@@ -19,7 +19,7 @@ from spike.compiler.ir.nodes import (  # noqa: E402
 )
 from spike.compiler.io.nir_export import NIRExportError, save_nir, to_nir  # noqa: E402
 from spike.compiler.frontends import nir_import  # noqa: E402
-from spike.compiler.frontends.nir_import import NIRImportError  # noqa: E402
+from spike.compiler.frontends.nir_read import NIRImportError  # noqa: E402
 from spike.compiler.pipeline import FLOAT_PIPELINE, run_passes  # noqa: E402
 from spike.compiler.ir.program import ProgramBuilder  # noqa: E402
 from spike.compiler.io.hdf5 import assert_programs_equal  # noqa: E402

@@ -1,5 +1,5 @@
 """Partitioning onto cores and placement on the mesh, checked against limits computed here
-directly from the weights (not with partition.py's own helpers)."""
+directly from the weights (not with the mapping modules' own helpers)."""
 from __future__ import annotations
 
 import json
@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from spike.compiler.ir.nodes import Conv2d, Dense, Identity, Input, Output, Pool2d, Population, Sparse
-from spike.compiler.mapping.partition import (
-    MappingError, map_program, mapping_report, partition, place, placement_cost,
-    projection_pattern,
-)
+from spike.compiler.mapping.connectivity import MappingError, projection_pattern
+from spike.compiler.mapping.partition import map_program, partition
+from spike.compiler.mapping.place import place, placement_cost
+from spike.compiler.mapping.report import mapping_report
 from spike.compiler.ir.program import ProgramBuilder
 from spike.workflows import calibration_rates
 

@@ -5,8 +5,6 @@ import os
 
 import h5py
 import numpy as np
-
-from spike.compiler.ir.validate import rebuild_graph
 import pytest
 
 from spike.compiler.io import hdf5 as serialize
@@ -22,7 +20,7 @@ from spike.compiler.ir.nodes import (
     Population,
     Sparse,
 )
-from spike.compiler.ir.program import ProgramBuilder, ProgramError
+from spike.compiler.ir.program import ProgramBuilder, ProgramError, rebuild_graph
 from spike.compiler.io.hdf5 import (
     SCHEMA_VERSION,
     IRFormatError,

@@ -1,6 +1,6 @@
 """Our Lava processes: host ops and FTWT gates run as custom Lava Python processes (design brief §6).
 
-Imported by ``lava.backend`` only after :func:`spike.compat.lava.ensure_lava` (this module imports
+Imported by ``lava.build`` only after :func:`spike.compat.lava.ensure_lava` (this module imports
 lava at the top). The lava backend maps each process to its model explicitly (Lava's
 ``exception_proc_model_map``, keyed by process instance), so Lava's compiler never scans this
 folder for process models.
@@ -19,12 +19,12 @@ computes the mask with ``gate_common.mask_from_window`` (the function the numba,
 backends use, so the decisions are identical) and stores it in the ``mask`` Var (1.0 kept, 0.0
 masked), which the lava backend reads after the run. The step within a run is ``(time_step - 1) %
 period``: every run of the lava backend is exactly ``period`` steps, so nothing needs resetting
-between runs. It has no output port: the backend applies the mask itself (``lava.backend``).
+between runs. It has no output port: the backend applies the mask itself (``lava.gates``).
 
-``FusedBlock`` is a fused block of host mode (``lava.backend`` docstring, "Host ops"): host ops,
+``FusedBlock`` is a fused block of host mode (``lava.fusion`` docstring): host ops,
 zero-delay projections and/or a population the LIF of Lava cannot compute, executed in one Python
 process, float32, with zero delay: each step it receives every input port, computes its members in
-topological order (``lava.backend.BlockStep``: the numba backend's float32 arithmetic and the
+topological order (``lava.fusion.BlockStep``: the numba backend's float32 arithmetic and the
 shared torch host-op kernels, all lanes of the batch at once), sends the members read by other
 processes and records the members the backend reads back in ``data`` (rows: each recorded
 member's ``lanes * size`` values, in order; columns: the steps). Its ports are named ``in0..``
@@ -150,7 +150,7 @@ class PyFTWTGateFloat(PyLoihiProcessModel):
 
 
 class FusedBlock(AbstractProcess):
-    """A fused block (module docstring): ``spec`` a ``lava.backend.FusedSpec``, ``lanes`` samples
+    """A fused block (module docstring): ``spec`` a ``lava.fusion.FusedSpec``, ``lanes`` samples
     side by side, input ports ``in{i}`` of ``in_sizes[i]`` values, output ports ``out{i}`` of
     ``out_sizes[i]``, and ``record`` the (member index, "out" or "v") pairs kept in ``data``
     (``buffer`` steps)."""
@@ -195,7 +195,7 @@ class _PyFusedBlock(PyLoihiProcessModel):
 
     def __init__(self, proc_params) -> None:  # noqa: ANN001 - Lava's ProcessParameters
         super().__init__(proc_params)
-        from spike.backends.lava.backend import BlockStep
+        from spike.backends.lava.fusion import BlockStep
 
         self._spec = proc_params["spec"]
         self._block = BlockStep(self._spec, proc_params["lanes"], proc_params["period"])

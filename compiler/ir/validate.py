@@ -12,22 +12,14 @@ fills them): an ``Output`` with ``shape == ()`` and a projection with ``in_shape
 parameter arrays may be per-population (0-d or length 1) or per-neuron (length ``size``);
 ``canonicalize_neurons`` broadcasts them to per-neuron.
 
-The field types come from each node class's annotations (:func:`field_specs`), so a new field of a
-supported type (int, float, bool, str, tuple of ints, ``np.ndarray | None``, or an optional
-scalar) is validated and serialised without changes here.
+The field types come from each node class's annotations (``schema.field_specs``); the precision
+rules are ``precision``'s.
 """
 from __future__ import annotations
 
-import dataclasses
-import heapq
 import math
-import types
-import typing
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Iterable
+from typing import Any
 
-import networkx as nx
 import numpy as np
 
 from spike.compiler.ir import nodes as ir
@@ -48,117 +40,22 @@ from spike.compiler.ir.nodes import (
     conv_output_hw,
 )
 from spike.compiler.ir.hostops import ELEMENTWISE_HOST_OPS, HOST_OPS
-from spike.compiler.ir.program import MAX_STEPS_DELAY, Program, ProgramError
+from spike.compiler.ir.precision import check_precision
+from spike.compiler.ir.program import MAX_STEPS_DELAY, Program, ProgramError, node_error
+from spike.compiler.ir.schema import (
+    ENUM_FIELDS, FIXED_POINT_FIELDS, FIXED_WEIGHT_ARRAYS, INTEGER_ARRAYS, REQUIRED_ARRAYS, FieldSpec, field_specs,
+)
 
 __all__ = [
-    "FieldSpec",
-    "field_specs",
-    "REQUIRED_ARRAYS",
-    "INTEGER_ARRAYS",
-    "ENUM_FIELDS",
-    "ELEMENTWISE_HOST_OPS",
-    "FIXED_POINT_FIELDS",
-    "FIXED_WEIGHT_ARRAYS",
-    "LOIHI",
     "validate_program",
-    "program_precision",
-    "check_precision",
-    "check_fixed_point",
     "check_graph",
     "check_io",
     "check_node",
     "check_connections",
+    "check_latency",
     "check_gates",
     "gate_of",
-    "ordered_edges",
-    "node_label",
 ]
-
-# Array fields that must be present (not None) for the node to mean anything.
-REQUIRED_ARRAYS: dict[type[Node], tuple[str, ...]] = {
-    Dense: ("weight",),
-    Sparse: ("indptr", "indices", "data"),
-    Conv2d: ("weight",),
-    BatchNorm: ("running_mean", "running_var"),
-    Gate: ("weight", "bias"),
-}
-# Array fields holding integers (CSR structure); every other array field holds floats.
-INTEGER_ARRAYS: dict[type[Node], tuple[str, ...]] = {Sparse: ("indptr", "indices")}
-# Loihi fixed-point parameters of a Population (precision "fixed"): integer arrays.
-FIXED_POINT_FIELDS = ("du", "dv", "vth", "bias_mant", "bias_exp")
-INTEGER_ARRAYS[Population] = FIXED_POINT_FIELDS
-# Weight arrays that are floating in float32 programs and integer in fixed-point programs.
-FIXED_WEIGHT_ARRAYS: dict[type[Node], tuple[str, ...]] = {Dense: ("weight",), Sparse: ("data",), Conv2d: ("weight",)}
-# (class, field) -> allowed values.
-ENUM_FIELDS: dict[tuple[type[Node], str], tuple[str, ...]] = {
-    (Input, "signal"): ir.SIGNALS,
-    (Population, "model"): ir.NEURON_MODELS,
-    (Population, "reset"): ir.RESET_MODES,
-    (Population, "charge"): ir.CHARGES,
-    (Population, "reset_rule"): ir.RESET_RULES,
-    (Population, "precision"): ir.PRECISIONS,
-    (Pool2d, "mode"): ir.POOL_MODES,
-}
-
-
-# ---- field declarations -----------------------------------------------------------------
-@dataclass(frozen=True)
-class FieldSpec:
-    """How one dataclass field is typed: ``kind`` is ``int``/``float``/``bool``/``str``/``tuple``/
-    ``array``; ``optional`` when ``None`` is allowed; ``length`` fixes a tuple's length."""
-
-    name: str
-    kind: str
-    optional: bool
-    required: bool  # no default value: must always be given
-    length: int | None = None
-
-
-_SCALARS = {int: "int", float: "float", bool: "bool", str: "str"}
-
-
-def _spec_of(name: str, hint: Any, required: bool) -> FieldSpec:
-    optional = False
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        optional = len(args) < len(typing.get_args(hint))
-        if len(args) != 1:
-            raise TypeError(f"field {name}: unsupported type {hint!r}")
-        hint = args[0]
-        origin = typing.get_origin(hint)
-    if hint is np.ndarray:
-        return FieldSpec(name, "array", optional, required)
-    if hint is tuple or origin is tuple:
-        args = typing.get_args(hint)
-        if args and args[-1] is Ellipsis:
-            length = None
-        else:
-            length = len(args) if args else None
-        return FieldSpec(name, "tuple", optional, required, length)
-    if hint in _SCALARS:
-        return FieldSpec(name, _SCALARS[hint], optional, required)
-    raise TypeError(f"field {name}: unsupported type {hint!r}")
-
-
-@lru_cache(maxsize=None)
-def field_specs(cls: type[Node]) -> tuple[FieldSpec, ...]:
-    """The declared fields of an IR node class, in declaration order."""
-    hints = typing.get_type_hints(cls, globalns=vars(ir))
-    out = []
-    for f in dataclasses.fields(cls):
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        out.append(_spec_of(f.name, hints[f.name], required))
-    return tuple(out)
-
-
-def node_label(name: str, node: Node | None = None) -> str:
-    return f"node {name!r}" + (f" ({node.KIND})" if node is not None and node.KIND else "")
-
-
-def _err(name: str, node: Node | None, field: str | None, msg: str) -> ProgramError:
-    where = node_label(name, node) + (f", field {field}" if field else "")
-    return ProgramError(f"{where}: {msg}")
 
 
 def _size(shape: tuple[int, ...]) -> int:
@@ -172,7 +69,7 @@ def _is_int(v: Any) -> bool:
 
 def _check_field_type(name: str, node: Node, spec: FieldSpec, value: Any) -> None:
     def bad(expected: str) -> ProgramError:
-        return _err(name, node, spec.name, f"expected {expected}, got {type(value).__name__} {value!r}")
+        return node_error(name, node, spec.name, f"expected {expected}, got {type(value).__name__} {value!r}")
 
     if value is None:
         if not spec.optional:
@@ -185,7 +82,7 @@ def _check_field_type(name: str, node: Node, spec: FieldSpec, value: Any) -> Non
         if not (_is_int(value) or isinstance(value, (float, np.floating))):
             raise bad("a float")
         if not math.isfinite(float(value)):
-            raise _err(name, node, spec.name, f"must be finite, got {value!r}")
+            raise node_error(name, node, spec.name, f"must be finite, got {value!r}")
     elif spec.kind == "bool":
         if not isinstance(value, (bool, np.bool_)):
             raise bad("a bool")
@@ -196,7 +93,7 @@ def _check_field_type(name: str, node: Node, spec: FieldSpec, value: Any) -> Non
         if not isinstance(value, tuple) or not all(_is_int(x) for x in value):
             raise bad("a tuple of ints")
         if spec.length is not None and len(value) != spec.length:
-            raise _err(name, node, spec.name, f"expected {spec.length} ints, got {value!r}")
+            raise node_error(name, node, spec.name, f"expected {spec.length} ints, got {value!r}")
     elif spec.kind == "array":
         if not isinstance(value, np.ndarray):
             raise bad("a numpy array")
@@ -205,22 +102,22 @@ def _check_field_type(name: str, node: Node, spec: FieldSpec, value: Any) -> Non
         if spec.name in FIXED_WEIGHT_ARRAYS.get(type(node), ()) and kind in "iu":
             return  # fixed-point weights; check_precision decides whether they belong here
         if integer and kind not in "iu":
-            raise _err(name, node, spec.name, f"expected an integer array, got dtype {value.dtype}")
+            raise node_error(name, node, spec.name, f"expected an integer array, got dtype {value.dtype}")
         if not integer and kind != "f":
-            raise _err(name, node, spec.name, f"expected a floating array, got dtype {value.dtype}")
+            raise node_error(name, node, spec.name, f"expected a floating array, got dtype {value.dtype}")
         if kind == "f" and value.size and not np.isfinite(value).all():
             bad_count = int((~np.isfinite(value)).sum())
-            raise _err(name, node, spec.name, f"contains {bad_count} NaN/inf value(s)")
+            raise node_error(name, node, spec.name, f"contains {bad_count} NaN/inf value(s)")
 
 
 def _check_shape_tuple(name: str, node: Node, field: str, shape: tuple[int, ...]) -> None:
     if any(int(d) < 1 for d in shape):
-        raise _err(name, node, field, f"dimensions must be >= 1, got {shape}")
+        raise node_error(name, node, field, f"dimensions must be >= 1, got {shape}")
 
 
 def _expect_shape(name: str, node: Node, field: str, arr: np.ndarray | None, want: tuple, why: str) -> None:
     if arr is not None and tuple(arr.shape) != tuple(want):
-        raise _err(name, node, field, f"shape {tuple(arr.shape)} does not match {tuple(want)} ({why})")
+        raise node_error(name, node, field, f"shape {tuple(arr.shape)} does not match {tuple(want)} ({why})")
 
 
 def _check_population(name: str, node: Population) -> None:
@@ -228,58 +125,58 @@ def _check_population(name: str, node: Population) -> None:
     for f in ("beta", "threshold", "alpha", "tau", "rate", *FIXED_POINT_FIELDS):
         arr = getattr(node, f)
         if arr is not None and not (arr.ndim == 0 or (arr.ndim == 1 and arr.shape[0] in (1, n))):
-            raise _err(name, node, f, f"shape {arr.shape}: expected per-neuron length {n} (size) or one value")
+            raise node_error(name, node, f, f"shape {arr.shape}: expected per-neuron length {n} (size) or one value")
     for f in ("beta", "alpha", "rate"):
         arr = getattr(node, f)
         if arr is not None and arr.size and ((arr < 0).any() or (arr > 1).any()):
-            raise _err(name, node, f, f"values must lie in [0, 1], got range [{arr.min()}, {arr.max()}]")
+            raise node_error(name, node, f, f"values must lie in [0, 1], got range [{arr.min()}, {arr.max()}]")
     if node.model == "if" and node.beta is not None and not (node.beta == 1).all():
-        raise _err(name, node, "beta", "model 'if' requires beta = 1 (use model 'lif' for a leak)")
+        raise node_error(name, node, "beta", "model 'if' requires beta = 1 (use model 'lif' for a leak)")
     if node.model not in ("cuba_lif", "alpha") and node.alpha is not None:
-        raise _err(name, node, "alpha", f"only models 'cuba_lif' and 'alpha' have a synaptic decay alpha, model is {node.model!r}")
+        raise node_error(name, node, "alpha", f"only models 'cuba_lif' and 'alpha' have a synaptic decay alpha, model is {node.model!r}")
     uses_tau = node.charge in ("tau", "tau_input") or node.model == "alpha"
     uses_rate = node.charge in ("rate", "rate_input")
     for f, used in (("tau", uses_tau), ("rate", uses_rate)):
         arr = getattr(node, f)
         if arr is not None and not used:
-            raise _err(name, node, f, f"unused by model {node.model!r} with charge {node.charge!r}")
+            raise node_error(name, node, f, f"unused by model {node.model!r} with charge {node.charge!r}")
     if node.charge in ("tau", "tau_input") and node.tau is not None and node.tau.size and not (node.tau > 0).all():
-        raise _err(name, node, "tau", f"must be > 0 (it divides the charge), got min {node.tau.min()}")
+        raise node_error(name, node, "tau", f"must be > 0 (it divides the charge), got min {node.tau.min()}")
     if not math.isfinite(float(node.v_reset)):
-        raise _err(name, node, "v_reset", f"must be finite, got {node.v_reset}")
+        raise node_error(name, node, "v_reset", f"must be finite, got {node.v_reset}")
     if node.v_reset != 0 and (node.reset not in ("zero", "none") or node.reset_delay or node.reset_rule != "standard"):
-        raise _err(name, node, "v_reset", f"{node.v_reset}: a non-zero reset value needs reset 'zero' (or 'none') in the "
+        raise node_error(name, node, "v_reset", f"{node.v_reset}: a non-zero reset value needs reset 'zero' (or 'none') in the "
                    "step that fires (reset_delay False) and reset_rule 'standard' (SpikingJelly's hard reset)")
     if node.charge != "beta" and node.model != "li":
         for f, bad, why in (("reset_delay", node.reset_delay and node.reset != "none", "False (SpikingJelly resets in the "
                              "step that fires)"), ("reset_rule", node.reset_rule != "standard", "'standard'")):
             if bad:
-                raise _err(name, node, f, f"charge {node.charge!r} needs {f} {why}")
+                raise node_error(name, node, f, f"charge {node.charge!r} needs {f} {why}")
     if node.model == "alpha":
         for f, bad, why in (("charge", node.charge != "beta", "'beta'"), ("reset_delay", not node.reset_delay, "True"),
                             ("reset_rule", node.reset_rule != "standard", "'standard'"),
                             ("reset", node.reset not in ("subtract", "zero", "none"), "subtract, zero or none"),
                             ("late_recurrent", node.late_recurrent, "False")):
             if bad:
-                raise _err(name, node, f, f"model 'alpha' (snnTorch's Alpha) needs {f} {why}")
+                raise node_error(name, node, f, f"model 'alpha' (snnTorch's Alpha) needs {f} {why}")
     if node.model == "li" and node.reset_rule != "standard":
-        raise _err(name, node, "reset_rule", "model 'li' never fires or resets: reset_rule must be 'standard'")
+        raise node_error(name, node, "reset_rule", "model 'li' never fires or resets: reset_rule must be 'standard'")
 
 
 def _check_conv_geometry(name: str, node: Conv2d | Pool2d | HostOp, kernel: tuple[int, int]) -> tuple[int, int]:
     if len(node.in_shape) != 3:
-        raise _err(name, node, "in_shape", f"expected (C, H, W), got {node.in_shape}")
+        raise node_error(name, node, "in_shape", f"expected (C, H, W), got {node.in_shape}")
     if len(node.shape) != 3:
-        raise _err(name, node, "shape", f"expected (C, H, W), got {node.shape}")
+        raise node_error(name, node, "shape", f"expected (C, H, W), got {node.shape}")
     if any(s < 1 for s in node.stride):
-        raise _err(name, node, "stride", f"must be >= 1, got {node.stride}")
+        raise node_error(name, node, "stride", f"must be >= 1, got {node.stride}")
     if any(p < 0 for p in node.padding):
-        raise _err(name, node, "padding", f"must be >= 0, got {node.padding}")
+        raise node_error(name, node, "padding", f"must be >= 0, got {node.padding}")
     hw = conv_output_hw(node.in_shape[1:], kernel, node.stride, node.padding)
     if min(hw) < 1:
-        raise _err(name, node, "in_shape", f"input {node.in_shape} too small for kernel {kernel} with padding {node.padding}")
+        raise node_error(name, node, "in_shape", f"input {node.in_shape} too small for kernel {kernel} with padding {node.padding}")
     if tuple(node.shape[1:]) != tuple(hw):
-        raise _err(
+        raise node_error(
             name, node, "shape",
             f"output H, W {tuple(node.shape[1:])} do not match {tuple(hw)} computed from in_shape "
             f"{node.in_shape}, kernel {kernel}, stride {node.stride}, padding {node.padding}",
@@ -296,56 +193,56 @@ def check_node(name: str, node: Any) -> None:
         _check_field_type(name, node, spec, getattr(node, spec.name))
     for (ecls, f), allowed in ENUM_FIELDS.items():
         if isinstance(node, ecls) and getattr(node, f) not in allowed:
-            raise _err(name, node, f, f"{getattr(node, f)!r} is not one of {', '.join(allowed)}")
+            raise node_error(name, node, f, f"{getattr(node, f)!r} is not one of {', '.join(allowed)}")
     for f in REQUIRED_ARRAYS.get(cls, ()):
         if getattr(node, f) is None:
-            raise _err(name, node, f, "required array is missing")
+            raise node_error(name, node, f, "required array is missing")
     _check_shape_tuple(name, node, "shape", node.shape)
 
     if isinstance(node, Projection):
         _check_shape_tuple(name, node, "in_shape", node.in_shape)
         if not 0 <= node.delay <= MAX_STEPS_DELAY:
-            raise _err(name, node, "delay", f"must be a whole number of steps 0..{MAX_STEPS_DELAY}, got {node.delay}")
+            raise node_error(name, node, "delay", f"must be a whole number of steps 0..{MAX_STEPS_DELAY}, got {node.delay}")
     if isinstance(node, Population):
         _check_population(name, node)
     elif isinstance(node, Dense):
         w = node.weight
         if w.ndim != 2 or w.shape[0] != node.size or (node.in_shape and w.shape[1] != node.in_size):
             want = f"[{node.size}, {node.in_size if node.in_shape else 'n_in'}]"
-            raise _err(name, node, "weight", f"shape {w.shape} does not match {want} = [prod(shape), prod(in_shape)]")
+            raise node_error(name, node, "weight", f"shape {w.shape} does not match {want} = [prod(shape), prod(in_shape)]")
         _expect_shape(name, node, "bias", node.bias, (node.size,), "one per output neuron")
     elif isinstance(node, Sparse):
         _check_csr(name, node)
     elif isinstance(node, Conv2d):
         w = node.weight
         if w.ndim != 4:
-            raise _err(name, node, "weight", f"expected [C_out, C_in/groups, kh, kw], got shape {w.shape}")
+            raise node_error(name, node, "weight", f"expected [C_out, C_in/groups, kh, kw], got shape {w.shape}")
         if node.groups < 1:
-            raise _err(name, node, "groups", f"must be >= 1, got {node.groups}")
+            raise node_error(name, node, "groups", f"must be >= 1, got {node.groups}")
         _check_conv_geometry(name, node, (int(w.shape[2]), int(w.shape[3])))
         c_in, c_out = node.in_shape[0], node.shape[0]
         if c_in % node.groups or c_out % node.groups:
-            raise _err(name, node, "groups", f"{node.groups} does not divide C_in {c_in} and C_out {c_out}")
+            raise node_error(name, node, "groups", f"{node.groups} does not divide C_in {c_in} and C_out {c_out}")
         want = (c_out, c_in // node.groups, w.shape[2], w.shape[3])
         _expect_shape(name, node, "weight", w, want, f"[C_out, C_in/groups, kh, kw] for in_shape {node.in_shape}, shape {node.shape}")
         _expect_shape(name, node, "bias", node.bias, (c_out,), "one per output channel")
     elif isinstance(node, Pool2d):
         if any(k < 1 for k in node.kernel):
-            raise _err(name, node, "kernel", f"must be >= 1, got {node.kernel}")
+            raise node_error(name, node, "kernel", f"must be >= 1, got {node.kernel}")
         _check_conv_geometry(name, node, node.kernel)
         if node.shape[0] != node.in_shape[0]:
-            raise _err(name, node, "shape", f"channels {node.shape[0]} differ from in_shape channels {node.in_shape[0]}")
+            raise node_error(name, node, "shape", f"channels {node.shape[0]} differ from in_shape channels {node.in_shape[0]}")
     elif isinstance(node, Identity):
         if node.in_shape and node.in_size != node.size:
-            raise _err(name, node, "in_shape", f"size {node.in_size} differs from output size {node.size}")
+            raise node_error(name, node, "in_shape", f"size {node.in_size} differs from output size {node.size}")
     elif isinstance(node, BatchNorm):
         c = node.shape[0] if node.shape else 1
         for f in ("weight", "bias", "running_mean", "running_var"):
             _expect_shape(name, node, f, getattr(node, f), (c,), f"one per channel, shape {node.shape}")
         if (node.running_var < 0).any():
-            raise _err(name, node, "running_var", "must be >= 0")
+            raise node_error(name, node, "running_var", "must be >= 0")
         if node.eps <= 0:
-            raise _err(name, node, "eps", f"must be > 0, got {node.eps}")
+            raise node_error(name, node, "eps", f"must be > 0, got {node.eps}")
     elif isinstance(node, HostOp):
         _check_hostop(name, node)
     elif isinstance(node, Gate):
@@ -355,75 +252,75 @@ def check_node(name: str, node: Any) -> None:
 def _check_hostop(name: str, node: HostOp) -> None:
     spec = HOST_OPS.get(node.op)
     if spec is None:
-        raise _err(name, node, "op", f"unknown host op {node.op!r}; known: {', '.join(sorted(HOST_OPS))}")
+        raise node_error(name, node, "op", f"unknown host op {node.op!r}; known: {', '.join(sorted(HOST_OPS))}")
     allowed = {**spec.params, **spec.optional}
     for f in ("weight", "bias"):
         value = getattr(node, f)
         if value is None:
             if f in spec.params:
-                raise _err(name, node, f, f"required by host op {node.op!r}: {spec.params[f]}")
+                raise node_error(name, node, f, f"required by host op {node.op!r}: {spec.params[f]}")
             continue
         if f not in allowed:
-            raise _err(name, node, f, f"host op {node.op!r} takes no {f}")
+            raise node_error(name, node, f, f"host op {node.op!r} takes no {f}")
     if node.op == "matmul":
         w = node.weight
         if w.ndim != 2 or w.shape[0] != node.size:
-            raise _err(name, node, "weight", f"shape {w.shape} does not match [{node.size}, n_in] = [prod(shape), n_in]")
+            raise node_error(name, node, "weight", f"shape {w.shape} does not match [{node.size}, n_in] = [prod(shape), n_in]")
         _expect_shape(name, node, "bias", node.bias, (node.size,), "one per output")
     else:
         for f in spec.params:
             _expect_shape(name, node, f, getattr(node, f), (node.size,), spec.params[f])
     if node.op == "layernorm" and not node.eps > 0:
-        raise _err(name, node, "eps", f"must be > 0, got {node.eps}")
+        raise node_error(name, node, "eps", f"must be > 0, got {node.eps}")
     window = ("in_shape", "kernel", "stride", "padding")
     if not spec.window:
         for f in window:
             if getattr(node, f):
-                raise _err(name, node, f, f"host op {node.op!r} takes no pooling window")
+                raise node_error(name, node, f, f"host op {node.op!r} takes no pooling window")
         return
     for f in window[1:]:
         if len(getattr(node, f)) != 2:
-            raise _err(name, node, f, f"expected 2 values (height, width), got {getattr(node, f)}")
+            raise node_error(name, node, f, f"expected 2 values (height, width), got {getattr(node, f)}")
     if any(k < 1 for k in node.kernel):
-        raise _err(name, node, "kernel", f"must be >= 1, got {node.kernel}")
+        raise node_error(name, node, "kernel", f"must be >= 1, got {node.kernel}")
     if any(2 * p > k for p, k in zip(node.padding, node.kernel)):
-        raise _err(name, node, "padding", f"{node.padding} exceeds half the kernel {node.kernel}")
+        raise node_error(name, node, "padding", f"{node.padding} exceeds half the kernel {node.kernel}")
     _check_conv_geometry(name, node, node.kernel)
     if node.shape[0] != node.in_shape[0]:
-        raise _err(name, node, "shape", f"channels {node.shape[0]} differ from in_shape channels {node.in_shape[0]}")
+        raise node_error(name, node, "shape", f"channels {node.shape[0]} differ from in_shape channels {node.in_shape[0]}")
 
 
 def _check_gate(name: str, node: Gate) -> None:
     if len(node.shape) != 1:
-        raise _err(name, node, "shape", f"expected (C_out,) (one mask entry per channel), got {node.shape}")
+        raise node_error(name, node, "shape", f"expected (C_out,) (one mask entry per channel), got {node.shape}")
     _check_shape_tuple(name, node, "in_shape", node.in_shape)
     if not node.in_shape:
-        raise _err(name, node, "in_shape", "required: the source's shape (C_in, ...)")
+        raise node_error(name, node, "in_shape", "required: the source's shape (C_in, ...)")
     c_out, c_in = node.shape[0], node.in_shape[0]
     _expect_shape(name, node, "weight", node.weight, (c_out, c_in), "[C_out, C_in] of the head's 1x1 conv")
     _expect_shape(name, node, "bias", node.bias, (c_out,), "one per output channel")
     if node.window < 0:
-        raise _err(name, node, "window", f"must be >= 0 (0 = all steps), got {node.window}")
+        raise node_error(name, node, "window", f"must be >= 0 (0 = all steps), got {node.window}")
 
 
 def _check_csr(name: str, node: Sparse) -> None:
     indptr, indices, data = node.indptr, node.indices, node.data
     for f, arr in (("indptr", indptr), ("indices", indices), ("data", data)):
         if arr.ndim != 1:
-            raise _err(name, node, f, f"expected a 1-D array, got shape {arr.shape}")
+            raise node_error(name, node, f, f"expected a 1-D array, got shape {arr.shape}")
     if node.in_shape and indptr.shape[0] != node.in_size + 1:
-        raise _err(name, node, "indptr", f"length {indptr.shape[0]} does not match n_in + 1 = {node.in_size + 1}")
+        raise node_error(name, node, "indptr", f"length {indptr.shape[0]} does not match n_in + 1 = {node.in_size + 1}")
     if indptr.shape[0] < 1 or indptr[0] != 0:
-        raise _err(name, node, "indptr", "must start with 0")
+        raise node_error(name, node, "indptr", "must start with 0")
     if (np.diff(indptr.astype(np.int64)) < 0).any():
-        raise _err(name, node, "indptr", "must be non-decreasing")
+        raise node_error(name, node, "indptr", "must be non-decreasing")
     nnz = int(indptr[-1])
     if indices.shape[0] != nnz:
-        raise _err(name, node, "indices", f"length {indices.shape[0]} does not match indptr[-1] = {nnz}")
+        raise node_error(name, node, "indices", f"length {indices.shape[0]} does not match indptr[-1] = {nnz}")
     if data.shape[0] != nnz:
-        raise _err(name, node, "data", f"length {data.shape[0]} does not match indptr[-1] = {nnz}")
+        raise node_error(name, node, "data", f"length {data.shape[0]} does not match indptr[-1] = {nnz}")
     if nnz and (indices.min() < 0 or indices.max() >= node.size):
-        raise _err(name, node, "indices", f"values must lie in [0, {node.size}), got [{indices.min()}, {indices.max()}]")
+        raise node_error(name, node, "indices", f"values must lie in [0, {node.size}), got [{indices.min()}, {indices.max()}]")
     _expect_shape(name, node, "bias", node.bias, (node.size,), "one per output neuron")
 
 
@@ -459,7 +356,7 @@ def _n_sources(program: Program, name: str, node: Node, want: str) -> list[str]:
     if not ok:
         need = {"0": "no sources", "1": "exactly one source", "2": "exactly two sources",
                 "1+": "at least one source"}[want]
-        raise _err(name, node, None, f"needs {need}, has {len(srcs)}: {srcs}")
+        raise node_error(name, node, None, f"needs {need}, has {len(srcs)}: {srcs}")
     return srcs
 
 
@@ -474,41 +371,41 @@ def check_connections(program: Program) -> None:
             sn = program.node(src)
             if isinstance(node, Output):
                 if node.shape and node.size != sn.size:
-                    raise _err(name, node, "shape", f"size {node.size} {node.shape} differs from source {src!r} size {sn.size} {sn.shape}")
+                    raise node_error(name, node, "shape", f"size {node.size} {node.shape} differs from source {src!r} size {sn.size} {sn.shape}")
             elif isinstance(node, BatchNorm):
                 if node.size != sn.size:
-                    raise _err(name, node, "shape", f"size {node.size} {node.shape} differs from source {src!r} size {sn.size} {sn.shape}")
+                    raise node_error(name, node, "shape", f"size {node.size} {node.shape} differs from source {src!r} size {sn.size} {sn.shape}")
             elif isinstance(node, Dense):
                 n_in = node.weight.shape[1]
                 if n_in != sn.size:
-                    raise _err(name, node, "in_shape", f"expects {n_in} inputs (weight columns) but source {src!r} has size {sn.size}")
+                    raise node_error(name, node, "in_shape", f"expects {n_in} inputs (weight columns) but source {src!r} has size {sn.size}")
             elif isinstance(node, Sparse):
                 n_in = node.indptr.shape[0] - 1
                 if n_in != sn.size:
-                    raise _err(name, node, "in_shape", f"expects {n_in} inputs (len(indptr) - 1) but source {src!r} has size {sn.size}")
+                    raise node_error(name, node, "in_shape", f"expects {n_in} inputs (len(indptr) - 1) but source {src!r} has size {sn.size}")
             elif node.in_shape and node.in_size != sn.size:
-                raise _err(name, node, "in_shape", f"{node.in_shape} has {node.in_size} elements but source {src!r} has size {sn.size} {sn.shape}")
+                raise node_error(name, node, "in_shape", f"{node.in_shape} has {node.in_size} elements but source {src!r} has size {sn.size} {sn.shape}")
             elif not node.in_shape and node.size != sn.size and isinstance(node, Identity):
-                raise _err(name, node, "shape", f"size {node.size} differs from source {src!r} size {sn.size}")
+                raise node_error(name, node, "shape", f"size {node.size} differs from source {src!r} size {sn.size}")
             continue
         if isinstance(node, Gate):
             (src,) = _n_sources(program, name, node, "1")
             sn = program.node(src)
             if node.in_size != sn.size:
-                raise _err(name, node, "in_shape", f"{node.in_shape} has {node.in_size} elements but source {src!r} has size {sn.size} {sn.shape}")
+                raise node_error(name, node, "in_shape", f"{node.in_shape} has {node.in_size} elements but source {src!r} has size {sn.size} {sn.shape}")
             continue
         if isinstance(node, HostOp):
             srcs = _n_sources(program, name, node, HOST_OPS[node.op].sources)
             if node.op == "matmul":
                 n_in = node.weight.shape[1]
                 if program.node(srcs[0]).size != n_in:
-                    raise _err(name, node, "weight", f"expects {n_in} inputs (weight columns) but source "
+                    raise node_error(name, node, "weight", f"expects {n_in} inputs (weight columns) but source "
                                f"{srcs[0]!r} has size {program.node(srcs[0]).size}")
                 continue
             if HOST_OPS[node.op].window:
                 sn = program.node(srcs[0])
                 if sn.size != _size(node.in_shape):
-                    raise _err(name, node, "in_shape", f"{node.in_shape} has {_size(node.in_shape)} elements but "
+                    raise node_error(name, node, "in_shape", f"{node.in_shape} has {_size(node.in_shape)} elements but "
                                f"source {srcs[0]!r} has size {sn.size} {sn.shape}")
                 continue
         if isinstance(node, Population) or (isinstance(node, HostOp) and node.op in ELEMENTWISE_HOST_OPS):
@@ -517,7 +414,7 @@ def check_connections(program: Program) -> None:
                 if isinstance(sn, Gate):
                     continue  # a channel mask, not a current (check_gates)
                 if sn.size != node.size:
-                    raise _err(name, node, "shape", f"size {node.size} {node.shape} differs from source {src!r} size {sn.size} {sn.shape}")
+                    raise node_error(name, node, "shape", f"size {node.size} {node.shape} differs from source {src!r} size {sn.size} {sn.shape}")
 
 
 def validate_program(program: Program) -> None:
@@ -569,228 +466,28 @@ def check_gates(program: Program) -> None:
     for name, node in gates:
         consumers = program.consumers(name)
         if not consumers:
-            raise _err(name, node, None, "masks nothing: a gate must feed a population")
+            raise node_error(name, node, None, "masks nothing: a gate must feed a population")
         (src,) = program.sources(name) or [None]
         if name in cyclic:
-            raise _err(name, node, None, "lies on a cycle; gates need their source's counts before the masked layer runs")
+            raise node_error(name, node, None, "lies on a cycle; gates need their source's counts before the masked layer runs")
         c_out = node.shape[0] if node.shape else 0
         for pop in consumers:
             pn = program.node(pop)
             if not isinstance(pn, Population):
-                raise _err(name, node, None, f"feeds {pop!r} ({pn.KIND}); a gate masks populations only")
+                raise node_error(name, node, None, f"feeds {pop!r} ({pn.KIND}); a gate masks populations only")
             if c_out < 1 or pn.size % c_out or (len(pn.shape) > 1 and pn.shape[0] != c_out):
-                raise _err(pop, pn, "shape", f"{pn.shape} does not split into the {c_out} channels of gate {name!r}")
+                raise node_error(pop, pn, "shape", f"{pn.shape} does not split into the {c_out} channels of gate {name!r}")
             if pop in cyclic:
-                raise _err(pop, pn, None, f"is gated by {name!r} and lies on a cycle (not supported)")
+                raise node_error(pop, pn, None, f"is gated by {name!r} and lies on a cycle (not supported)")
             for other in program.sources(pop):
                 on = program.node(other)
                 if other == name:
                     continue
                 if isinstance(on, Gate):
-                    raise _err(pop, pn, None, f"has two gates ({name!r}, {other!r}); at most one is allowed")
+                    raise node_error(pop, pn, None, f"has two gates ({name!r}, {other!r}); at most one is allowed")
                 proj = other
                 if isinstance(on, BatchNorm) and len(program.sources(other)) == 1:  # not folded yet
                     proj = program.sources(other)[0]
                 if not isinstance(program.node(proj), Conv2d) or program.sources(proj) != [src]:
-                    raise _err(pop, pn, None, f"is gated by {name!r}, so its inputs must be conv2d projections reading "
+                    raise node_error(pop, pn, None, f"is gated by {name!r}, so its inputs must be conv2d projections reading "
                                f"the gate's source {src!r}; input {other!r} ({on.KIND}) is not")
-
-
-# ---- precision --------------------------------------------------------------------------
-class LOIHI:
-    """Loihi fixed-point ranges (lava-nc 0.10.0 ``PyLifModelBitAcc`` / ``PyDenseModelBitAcc``)."""
-
-    UV_BITS = 24  # u and v are 24-bit signed
-    UV_MAX = 1 << 23  # u wraps past +-2^23, v is clipped to +-(2^23 - 1)
-    DECAY_BITS = 12  # du, dv in 0..4095, decay factor (4096 - d) / 4096
-    DECAY_MAX = 4095
-    VTH_MAX = (1 << 17) - 1  # 17-bit unsigned threshold mantissa
-    ACT_SHIFT = 6  # a_in << 6 into u
-    VTH_SHIFT = 6  # spike on v > vth << 6
-    BIAS_MANT_MIN, BIAS_MANT_MAX = -4096, 4095  # 13-bit signed
-    BIAS_EXP_MIN, BIAS_EXP_MAX = 0, 7  # 3-bit unsigned
-    WEIGHT_EXP_MIN, WEIGHT_EXP_MAX = -8, 7
-    WEIGHT_BITS_MIN, WEIGHT_BITS_MAX = 1, 8
-    FIXED_MODELS = ("lif", "if", "cuba_lif", "li")
-
-
-def program_precision(program: Program) -> str:
-    """``metadata["precision"]`` when given, else ``fixed`` if any population is fixed point."""
-    p = program.metadata.get("precision")
-    if p is not None:
-        return str(p)
-    fixed = any(isinstance(n, Population) and n.precision == "fixed" for _, n in program.nodes())
-    return "fixed" if fixed else "float32"
-
-
-def check_precision(program: Program) -> None:
-    """A float32 program has float weights and float populations; a fixed one obeys
-    :func:`check_fixed_point`."""
-    precision = program_precision(program)
-    if precision not in ir.PRECISIONS:
-        raise ProgramError(f"program metadata precision {precision!r} is not one of {', '.join(ir.PRECISIONS)}")
-    if precision == "fixed":
-        check_fixed_point(program)
-        return
-    for name, node in program.nodes():
-        if isinstance(node, Population) and node.precision != "float32":
-            raise _err(name, node, "precision", f"{node.precision!r} in a {precision} program (metadata precision)")
-        for f in FIXED_WEIGHT_ARRAYS.get(type(node), ()):
-            arr = getattr(node, f)
-            if arr is not None and arr.dtype.kind in "iu":
-                raise _err(name, node, f, f"integer weights (dtype {arr.dtype}) belong to fixed-point programs; "
-                           f"this program's precision is {precision}")
-
-
-def _int_values(name: str, node: Node, field: str, arr: Any, lo: int, hi: int, why: str) -> np.ndarray:
-    a = np.asarray(arr)
-    if a.dtype.kind == "f":
-        if a.size and not np.array_equal(a, np.round(a)):
-            raise _err(name, node, field, f"fixed point needs integer values ({why})")
-    elif a.dtype.kind not in "iu":
-        raise _err(name, node, field, f"fixed point needs an integer array, got dtype {a.dtype}")
-    if a.size and (a.min() < lo or a.max() > hi):
-        raise _err(name, node, field, f"values must lie in [{lo}, {hi}] ({why}), got [{a.min()}, {a.max()}]")
-    return a
-
-
-def _check_fixed_node(name: str, node: Node, program: Program) -> None:
-    L = LOIHI
-    if isinstance(node, Population):
-        if node.precision != "fixed":
-            raise _err(name, node, "precision", f"{node.precision!r} in a fixed-point program: run spike.compiler.passes.quantize")
-        if node.model not in L.FIXED_MODELS:
-            raise _err(name, node, "model", f"{node.model!r} has no fixed-point form")
-        beyond = node.beyond_lif()
-        if beyond:
-            raise _err(name, node, beyond[0], f"{beyond[1]!r} has no fixed-point form")
-        if node.model != "li":
-            if node.reset != "zero":
-                raise _err(name, node, "reset", f"{node.reset!r}: Loihi's LIF resets to zero")
-            if node.reset_delay:
-                raise _err(name, node, "reset_delay", "must be False: Loihi resets in the step it spikes")
-            if node.fire_ge:
-                raise _err(name, node, "fire_ge", "must be False: Loihi spikes on v > vth << 6")
-        ranges = {
-            "du": (0, L.DECAY_MAX, "12-bit current decay"),
-            "dv": (0, L.DECAY_MAX, "12-bit voltage decay"),
-            "vth": (0, L.VTH_MAX, "17-bit unsigned threshold"),
-            "bias_mant": (L.BIAS_MANT_MIN, L.BIAS_MANT_MAX, "13-bit signed bias mantissa"),
-            "bias_exp": (L.BIAS_EXP_MIN, L.BIAS_EXP_MAX, "3-bit bias exponent"),
-        }
-        for f, (lo, hi, why) in ranges.items():
-            if getattr(node, f) is None:
-                raise _err(name, node, f, "required for a fixed-point population (run spike.compiler.passes.quantize)")
-            _int_values(name, node, f, getattr(node, f), lo, hi, why)
-        return
-    if isinstance(node, Input):
-        if node.signal != "spike":
-            raise _err(name, node, "signal", "fixed-point programs take spike inputs (Loihi cores take spikes)")
-        return
-    if isinstance(node, HostOp):
-        raise _err(name, node, None, "host ops have no fixed-point form")
-    if isinstance(node, Gate):
-        raise _err(name, node, None, "FTWT gates run in float32 programs only (no fixed-point form yet)")
-    if isinstance(node, BatchNorm):
-        raise _err(name, node, None, "fold BatchNorm before quantising")
-    if isinstance(node, Pool2d):
-        if node.mode != "max":
-            raise _err(name, node, "mode", f"{node.mode!r} pooling has no fixed-point form (quantize turns it into a depthwise conv2d)")
-        return
-    if isinstance(node, (Dense, Sparse, Conv2d, Identity)):
-        nb = node.num_weight_bits
-        if not (L.WEIGHT_BITS_MIN <= nb <= L.WEIGHT_BITS_MAX):
-            raise _err(name, node, "num_weight_bits", f"must lie in [{L.WEIGHT_BITS_MIN}, {L.WEIGHT_BITS_MAX}], got {nb}")
-        if not (L.WEIGHT_EXP_MIN <= node.weight_exp <= L.WEIGHT_EXP_MAX):
-            raise _err(name, node, "weight_exp", f"must lie in [{L.WEIGHT_EXP_MIN}, {L.WEIGHT_EXP_MAX}], got {node.weight_exp}")
-        lo, hi = -(1 << (nb - 1)), (1 << (nb - 1)) - 1
-        why = f"{nb}-bit signed weights"
-        if isinstance(node, Identity):
-            _int_values(name, node, "scale", np.asarray(node.scale), lo, hi, why)
-        else:
-            for f in FIXED_WEIGHT_ARRAYS[type(node)]:
-                _int_values(name, node, f, getattr(node, f), lo, hi, why)
-            if node.bias is not None:
-                raise _err(name, node, "bias", "must be None in fixed point: Loihi adds biases in the neuron (bias_mant)")
-
-
-def check_fixed_point(program: Program) -> None:
-    """Rules of a fixed-point program (precision "fixed"), naming the node and field:
-    fixed populations with in-range Loihi parameters (``du``, ``dv`` 0..4095, ``vth`` 0..2^17-1,
-    ``bias_mant`` 13-bit signed, ``bias_exp`` 0..7; reset zero without delay, strict ``>``);
-    projections with integer-valued weights in their signed ``num_weight_bits`` range, no bias
-    and ``weight_exp`` in -8..7; spike inputs; no host ops; pooling only ``max`` (an OR)."""
-    for name, node in program.nodes():
-        _check_fixed_node(name, node, program)
-
-
-# ---- edge order -------------------------------------------------------------------------
-def ordered_edges(graph: nx.DiGraph) -> list[tuple[str, str]]:
-    """The edges in an order that, re-added to an empty graph with the same nodes, reproduces
-    both every node's consumer order (``graph.edges`` order) and every node's source order
-    (``graph.predecessors``, which ``ProgramBuilder.add`` keeps and ops like ``matmul`` rely on).
-
-    Plain ``list(graph.edges)`` loses the source order when a node's sources were added out of
-    node order. Both orders are insertion orders of the same edge additions, so an order
-    consistent with both exists; this is a topological sort of those two chains, ties broken by
-    ``graph.edges`` order.
-    """
-    edges = list(graph.edges)
-    index = {e: i for i, e in enumerate(edges)}
-    after: dict[tuple, list[tuple]] = {e: [] for e in edges}
-    indeg = {e: 0 for e in edges}
-    for u in graph.nodes:
-        chain = [(u, v) for v in graph.successors(u)]
-        for a, b in zip(chain, chain[1:]):
-            after[a].append(b)
-            indeg[b] += 1
-    for v in graph.nodes:
-        chain = [(u, v) for u in graph.predecessors(v)]
-        for a, b in zip(chain, chain[1:]):
-            after[a].append(b)
-            indeg[b] += 1
-    heap = [index[e] for e in edges if indeg[e] == 0]
-    heapq.heapify(heap)
-    out = []
-    while heap:
-        e = edges[heapq.heappop(heap)]
-        out.append(e)
-        for b in after[e]:
-            indeg[b] -= 1
-            if indeg[b] == 0:
-                heapq.heappush(heap, index[b])
-    if len(out) != len(edges):  # cannot happen for a graph built by insertions; keep source order
-        return [(u, v) for v in graph.nodes for u in graph.predecessors(v)]
-    return out
-
-
-def rebuild_graph(
-    program: Program,
-    nodes: dict[str, Node] | None = None,
-    drop: Iterable[str] = (),
-    rename_sources: dict[str, str] | None = None,
-) -> nx.DiGraph:
-    """A new graph in the same node and edge order, with some nodes replaced (``nodes``), some
-    dropped with their edges (``drop``), and edges out of a dropped node redirected to another
-    source (``rename_sources``: dropped name -> replacement source name)."""
-    nodes = nodes or {}
-    drop = set(drop)
-    rename_sources = rename_sources or {}
-    g = nx.DiGraph()
-    for name, data in program.graph.nodes(data=True):
-        if name in drop:
-            continue
-        attrs = dict(data)
-        if name in nodes:
-            attrs["node"] = nodes[name]
-        g.add_node(name, **attrs)
-    for u, v in ordered_edges(program.graph):
-        data = program.graph.edges[u, v]
-        if v in drop:
-            continue
-        if u in drop:
-            if u not in rename_sources:
-                continue
-            u = rename_sources[u]
-        g.add_edge(u, v, **data)
-    return g

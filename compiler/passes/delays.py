@@ -39,8 +39,7 @@ import numpy as np
 
 from spike.compiler.ir.hostops import silent_at_rest as host_op_silent_at_rest
 from spike.compiler.ir.nodes import Dense, Gate, HostOp, Input, Node, Population, Projection, Sparse
-from spike.compiler.ir.program import MAX_STEPS_DELAY, Program, ProgramError
-from spike.compiler.ir.validate import rebuild_graph
+from spike.compiler.ir.program import MAX_STEPS_DELAY, Program, ProgramError, rebuild_graph
 
 __all__ = ["DELAY_MODES", "target_delays", "node_latencies", "bias_from_start"]
 

@@ -83,7 +83,7 @@ from spike.compiler.ir.nodes import Conv2d, Dense, Input, Output, Pool2d, Popula
 from spike.compiler.io.nir_export import to_nir  # noqa: E402
 from spike.compiler.frontends import nir_import  # noqa: E402
 from spike.compiler.pipeline import FLOAT_PIPELINE, run_passes  # noqa: E402
-from spike.compiler.frontends.nir_import import NIRImportError  # noqa: E402
+from spike.compiler.frontends.nir_read import NIRImportError  # noqa: E402
 from spike.compiler.ir.program import ProgramBuilder  # noqa: E402
 
 
