@@ -2,7 +2,10 @@
 
 Every node's output is an array ``[T, B, size]`` (flattened feature dims) allocated by the
 backend. A kernel ``fn(ctx, t0, t1)`` computes steps ``t0..t1-1`` of its node; acyclic nodes get
-one call over all steps, nodes on a cycle one call per step (see ``Program.schedule``).
+one call over all steps, nodes on a cycle one call per step (see ``Program.schedule``). Each
+node's kernel is chosen once per run, by its kind and variant (``registry.node_variants``: the
+"gated" kernel for a node an FTWT gate masks), and its context carries what the kernel needs
+(``NodeContext.gate``: the gate, resolved from ``Program.gated``), so kernels look nothing up.
 
 A program compiled for a target with synaptic delays trails the trained network by
 ``program.total_latency`` steps (``spike.compiler.passes.delays``): every backend runs ``T + latency``
@@ -19,11 +22,13 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from spike.backends.registry import OP_KEYS, Backend, BackendError, get_backend
+from spike.backends.gate_common import GateRef, gate_ref
+from spike.backends.registry import OP_KEYS, Backend, BackendError, get_backend, node_variants
 from spike.backends.result import OpCounts, RunResult
 from spike.compiler.ir.nodes import Gate, Input, Node, Output, Population
 from spike.compiler.ir.program import Program
 from spike.compiler.ir.signals import output_signal
+from spike.compiler.passes.gates import gate_record
 
 _CACHES: "weakref.WeakKeyDictionary[Node, dict[str, dict]]" = weakref.WeakKeyDictionary()
 
@@ -46,13 +51,24 @@ class NodeContext:
     precision: str = "float32"  # the program's: "fixed" runs Loihi fixed point on int32 signals
     mem_u: Any = None  # Loihi current u record [T, B, size] when probed ('.u', fixed point only)
     onset: int = 0  # first step of the node's bias (Program.onset): projections, fixed-point populations
-    # The whole run, for kernels whose node acts on its neighbours (an FTWT Gate masks the
-    # population it feeds and the projections into it): the program, every node's output array
-    # by name (read-only; sources are complete when a node runs), and a dict shared by all kernels
-    # of this run (e.g. a gate's mask, computed once).
+    # The FTWT gate of a gate node, or the gate whose mask applies to a gated population or a
+    # projection into one (its "gated" kernel); None elsewhere.
+    gate: GateRef | None = None
+    # The whole run: the program, every node's output array by name (read-only; sources are
+    # complete when a node runs: a gate's mask reads its source's), and a dict shared by all
+    # kernels of this run (e.g. a gate's mask, computed once).
     program: Any = None
     values: dict[str, Any] = field(default_factory=dict)
     shared: dict[str, Any] = field(default_factory=dict)
+
+    def recurrent_sources(self) -> tuple[int, ...]:
+        """Positions (ascending), among the node's sources, of the projections that read the node
+        itself: a ``late_recurrent`` population's recurrent inputs (found once per run)."""
+        if "recurrent_sources" not in self.state:
+            srcs = self.program.sources(self.name)
+            self.state["recurrent_sources"] = tuple(
+                i for i, s in enumerate(srcs) if self.name in self.program.sources(s))
+        return self.state["recurrent_sources"]
 
 
 def _as_inputs(program: Program, inputs: Any) -> dict[str, np.ndarray]:
@@ -179,12 +195,25 @@ def aligned(program: Program, result: RunResult, steps: int) -> RunResult:
     return result
 
 
+def _gate_refs(program: Program, T: int) -> dict[str, GateRef]:
+    """The gate of every node that needs one in a run of ``T`` steps: each gate node its own, each
+    gated node (``Program.gated``) its gate's, with the gate's position among its sources."""
+    refs = {name: gate_ref(program, name, T) for name, node in program.nodes() if isinstance(node, Gate)}
+    for name, gate in gate_record(program).items():
+        sources = program.sources(name)
+        position = sources.index(gate) if gate in sources else -1
+        refs[name] = gate_ref(program, gate, T, position)
+    return refs
+
+
 def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T: int, B: int, dtype: str,
                  precision: str, stepwise: bool, progress: bool, sig_probes: set[str], mem_probes: set[str],
                  cur_probes: set[str]) -> RunResult:
     values: dict[str, Any] = {}
     shared: dict[str, Any] = {}
     ctxs: dict[str, NodeContext] = {}
+    variants = node_variants(program)
+    gates = _gate_refs(program, T)
     counts = OpCounts()
     t_start = time.perf_counter()
     calls: list[tuple[Any, NodeContext]] = []  # every node's (kernel, context), in schedule order
@@ -218,6 +247,7 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
                 precision=precision,
                 mem_u=be.zeros((T, B, node.size), dtype) if name in cur_probes else None,
                 onset=program.onset(name),
+                gate=gates.get(name),
                 program=program,
                 values=values,
                 shared=shared,
@@ -227,7 +257,7 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
         for ctx in stage_ctx:
             ctx.sources = [values[s] for s in program.sources(ctx.name)]
             ctx.source_signals = [output_signal(program, s) for s in program.sources(ctx.name)]
-        stage_calls = [(be.kernels[c.node.KIND], c) for c in stage_ctx]
+        stage_calls = [(be.kernels[c.node.KIND, variants[c.name]], c) for c in stage_ctx]
         calls += stage_calls
         if not stepwise:
             _run_stage(stage.cyclic, stage_calls, T)

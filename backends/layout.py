@@ -8,10 +8,53 @@ import numpy as np
 
 from spike.backends.registry import BackendError
 from spike.compiler.ir.nodes import conv_output_hw
+from spike.compiler.ir.program import ProgramError
+from spike.compiler.ir.validate import check_node
 
 
 def f32(a: Any) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+
+
+def delivery(ctx: Any) -> tuple[int, int, int]:
+    """A projection's ``(weight_exp, delay, start)`` in an event-driven kernel: its first step with
+    events is its onset (``Program.onset``: the bias travels with the events) in float32, its delay
+    in fixed point (no bias there; the source is silent until then), and its weights are shifted by
+    ``weight_exp`` in fixed point only."""
+    node = ctx.node
+    if ctx.precision == "fixed":
+        return int(node.weight_exp), node.delay, node.delay
+    return 0, node.delay, ctx.onset
+
+
+def bias_values(node: Any, n: int, name: str) -> np.ndarray | None:
+    """A projection's bias as float32 ``[n]``, or None when it has none."""
+    if getattr(node, "bias", None) is None:
+        return None
+    b = f32(node.bias).reshape(-1)
+    if b.shape[0] != n:
+        raise BackendError(f"{node.KIND} {name!r}: bias has {b.shape[0]} values, expected {n}")
+    return b
+
+
+def csr_arrays(node: Any, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A sparse projection's ``(indptr, indices, row_nnz)`` (int64; ``row_nnz[i]``: the non-zero
+    weights of input i's row), after the IR's own checks of the node (``validate.check_node``:
+    CSR structure, target range, bias); a malformed node raises :class:`BackendError`."""
+    try:
+        check_node(name, node)
+    except ProgramError as e:
+        raise BackendError(f"sparse {name!r}: {e}") from None
+    indptr = np.ascontiguousarray(node.indptr, dtype=np.int64)
+    indices = np.ascontiguousarray(node.indices, dtype=np.int64)
+    return indptr, indices, csr_row_nnz(indptr, node.data)
+
+
+def csr_row_nnz(indptr: np.ndarray, data: Any) -> np.ndarray:
+    """Per CSR row (source input), its number of non-zero weights."""
+    indptr = np.asarray(indptr, np.int64)
+    nz = np.concatenate([[0], np.cumsum(np.asarray(data) != 0, dtype=np.int64)])
+    return np.ascontiguousarray(nz[indptr[1:]] - nz[indptr[:-1]])
 
 
 def geometry_2d(node: Any, kernel: tuple[int, int]) -> tuple[int, int, int, int, int]:

@@ -18,9 +18,9 @@ steps:
 - host ops: ``host_flops`` += size * (number of sources - 1) per step.
 - FTWT gates (as ``numba.gates``), per sample with the gate's mask (passed in as ``masks``, or
   recomputed from the recorded source values with ``gate_common``): a conv2d into a gated
-  population counts only the pairs delivered into kept channels (``dense_ops`` unchanged); the
-  gated population counts ``neuron_updates`` for the neurons of kept channels only; the gate node
-  counts ``gate_common.gate_host_flops``.
+  population (``Program.gated``) counts only the pairs delivered into kept channels
+  (``dense_ops`` unchanged); the gated population counts ``neuron_updates`` for the neurons of
+  kept channels only; the gate node counts ``gate_common.window_host_flops``.
 
 Nodes appear in ``OpCounts`` in schedule order, as the engine inserts them.
 """
@@ -30,14 +30,16 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from spike.backends.gate_common import gate_ref, gate_window, mask_from_window, window_host_flops
+from spike.backends.layout import conv_layout, csr_row_nnz, windows_per_position
 from spike.backends.registry import OP_KEYS
-from spike.backends.layout import conv_layout, windows_per_position
 from spike.backends.result import OpCounts
 from spike.compiler.ir.nodes import (
     Conv2d, Dense, Gate, HostOp, Identity, Input, Node, Output, Pool2d, Population, Sparse, conv_output_hw,
 )
 from spike.compiler.ir.program import Program
 from spike.compiler.ir.signals import output_signal
+from spike.compiler.passes.gates import gate_record
 
 __all__ = ["count_ops", "projection_pair_weights"]
 
@@ -50,10 +52,7 @@ def projection_pair_weights(node: Node) -> tuple[np.ndarray, int] | None:
         w = np.asarray(node.weight)
         return np.count_nonzero(w, axis=0).astype(np.int64), node.in_size * node.size
     if isinstance(node, Sparse):
-        data = np.asarray(node.data)
-        indptr = np.asarray(node.indptr, np.int64)
-        nz = np.concatenate([[0], np.cumsum(data != 0, dtype=np.int64)])
-        return nz[indptr[1:]] - nz[indptr[:-1]], node.in_size * node.size
+        return csr_row_nnz(node.indptr, node.data), node.in_size * node.size
     if isinstance(node, Identity):
         return np.ones(node.size, np.int64), node.size
     if isinstance(node, Conv2d):
@@ -72,22 +71,24 @@ def projection_pair_weights(node: Node) -> tuple[np.ndarray, int] | None:
     raise TypeError(f"not a projection: {node.KIND}")
 
 
-class _GateRun:
-    """What ``gate_common`` reads of a run (``program``, ``values``, ``shared``): the recorded
-    outputs of the gates' sources; and the masks ``keep[gate] [B, C_out]`` (bool)."""
+class _Gates:
+    """The gates of a recorded run: the record (``Program.gated``), each gate's mask ``keep[gate]``
+    ``[B, C_out]`` (bool) and its ``host_flops``, from the recorded outputs of the gates' sources."""
 
     def __init__(self, program: Program, get: Callable[[str], np.ndarray], T: int, B: int,
                  masks: Mapping[str, np.ndarray] | None) -> None:
-        from spike.backends.gate_common import gate_mask
-
-        self.program = program
-        gates = [n for n, node in program.nodes() if isinstance(node, Gate)]
-        self.values = {s: np.asarray(get(s)).reshape(T, B, -1) for g in gates for s in program.sources(g)}
-        self.shared: dict = {}
+        self.gated = gate_record(program)
         self.keep: dict[str, np.ndarray] = {}
-        for g in gates:
+        self.host_flops: dict[str, np.ndarray] = {}
+        for g, node in program.nodes():
+            if not isinstance(node, Gate):
+                continue
+            ref = gate_ref(program, g, T)
+            window = gate_window(ref, np.asarray(get(ref.source)).reshape(T, B, -1))
             m = None if masks is None else masks.get(g)
-            self.keep[g] = gate_mask(self, g) if m is None else np.asarray(m).astype(bool).reshape(B, -1)
+            self.keep[g] = mask_from_window(node.weight, node.bias, window) if m is None \
+                else np.asarray(m).astype(bool).reshape(B, -1)
+            self.host_flops[g] = window_host_flops(ref, window)
 
     def neurons(self, gate: str, size: int) -> np.ndarray:
         """``[B, size]`` bool: the neurons (channel-major) of kept channels."""
@@ -115,11 +116,7 @@ def count_ops(program: Program, output_of: Callable[[str], np.ndarray] | Mapping
     get = output_of.__getitem__ if isinstance(output_of, Mapping) else output_of
     T, B = steps, batch
     counts = OpCounts()
-    gates = None
-    if any(isinstance(n, Gate) for _, n in program.nodes()):
-        from spike.backends.gate_common import gate_host_flops, gate_of_population, gated_consumer
-
-        gates = _GateRun(program, get, T, B, masks)
+    gates = _Gates(program, get, T, B, masks)
     for stage in program.schedule():
         for name in stage.nodes:
             node = program.node(name)
@@ -129,11 +126,11 @@ def count_ops(program: Program, output_of: Callable[[str], np.ndarray] | Mapping
             c = {k: np.zeros(B, dtype=np.int64) for k in OP_KEYS}
             counts.per_node[name] = c
             if isinstance(node, Population):
-                gated = gate_of_population(program, name) if gates is not None else None
-                if gated is None:
+                gate = gates.gated.get(name)
+                if gate is None:
                     c["neuron_updates"] += node.size * T
                 else:  # only the neurons of kept channels update
-                    c["neuron_updates"] += gates.neurons(gated[0], node.size).sum(axis=1) * T
+                    c["neuron_updates"] += gates.neurons(gate, node.size).sum(axis=1) * T
                 if node.model != "li":
                     c["spikes"] += np.count_nonzero(np.asarray(get(name)).reshape(T, B, -1), axis=(0, 2))
             elif isinstance(node, HostOp):
@@ -145,7 +142,7 @@ def count_ops(program: Program, output_of: Callable[[str], np.ndarray] | Mapping
                 for key, value in host_op_counts(node, xs, spiking).items():
                     c[key] += value
             elif isinstance(node, Gate):
-                c["host_flops"] += gate_host_flops(gates, name)
+                c["host_flops"] += gates.host_flops[name]
             else:  # a projection
                 pw = projection_pair_weights(node)
                 if pw is None:
@@ -155,11 +152,11 @@ def count_ops(program: Program, output_of: Callable[[str], np.ndarray] | Mapping
                 pool = isinstance(node, Pool2d)  # avg/sum pooling: pool_ops, no dense_ops (NeuroBench)
                 x = np.asarray(get(src)).reshape(T, B, -1)[: max(T - node.delay, 0)]
                 nz = (x != 0).astype(np.int64)  # [steps, B, in_size]
-                target = gated_consumer(program, name) if gates is not None and isinstance(node, Conv2d) else None
-                if target is None:
+                gate = gates.gated.get(name)
+                if gate is None:
                     pairs = nz @ per_input  # [steps, B]
                 else:  # only the pairs into kept channels
-                    pairs = np.einsum("tbi,bi->tb", nz, _gated_conv_pairs(node, name, gates.keep[target[1]]))
+                    pairs = np.einsum("tbi,bi->tb", nz, _gated_conv_pairs(node, name, gates.keep[gate]))
                 if pool:
                     c["pool_ops"] += pairs.sum(axis=0)
                 elif output_signal(program, src) == "spike":

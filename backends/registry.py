@@ -1,14 +1,25 @@
-"""Backends register by name; each declares its node kinds and precisions, and one kernel per kind."""
+"""Backends register by name; each declares its precisions and its kernels, one per node kind and
+variant.
+
+A kernel is registered for ``(kind, variant)``: variant ``"plain"`` runs a node as the IR defines
+it, variant ``"gated"`` runs a node that an FTWT gate masks (``Program.gated``, recorded by
+``spike.compiler.passes.gates``). :func:`node_variants` says which variant each node needs; the
+engine picks every node's kernel from it once per run.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from spike.compiler.ir.hostops import HOST_OPS
-from spike.compiler.ir.program import Program
+from spike.compiler.ir.nodes import Gate
+from spike.compiler.ir.program import Program, ProgramError
+from spike.compiler.ir.validate import check_gates
+from spike.compiler.passes.gates import gate_record, gated_nodes
 
 OP_KEYS = ("syn_ops", "macs", "dense_ops", "pool_ops", "neuron_updates", "spikes", "host_flops")
 ENGINE_KINDS = ("input", "output")  # handled by the engine itself, not by kernels
+PLAIN, GATED = "plain", "gated"  # kernel variants
 
 
 class BackendError(RuntimeError):
@@ -21,11 +32,11 @@ class Kernel(Protocol):
 
 @dataclass
 class Backend:
-    """One execution backend: array module hooks plus a kernel per node kind."""
+    """One execution backend: array module hooks plus a kernel per node kind and variant."""
 
     name: str
     precisions: frozenset[str]
-    kernels: dict[str, Kernel] = field(default_factory=dict)
+    kernels: dict[tuple[str, str], Kernel] = field(default_factory=dict)  # (kind, variant) -> kernel
     # hooks filled by the backend module
     zeros: Callable[[tuple[int, ...], str], Any] | None = None
     to_numpy: Callable[[Any], Any] | None = None
@@ -40,16 +51,22 @@ class Backend:
     # numba backend runs a batch of one on one thread: its kernels are parallel over samples).
     run_context: Callable[[int], Any] | None = None
 
-    def kernel(self, kind: str) -> Callable[[Kernel], Kernel]:
-        """Decorator registering the kernel of one node kind."""
+    def kernel(self, kind: str, variant: str = PLAIN) -> Callable[[Kernel], Kernel]:
+        """Decorator registering the kernel of one node kind and variant (once: a registered kernel
+        is never replaced)."""
 
         def register(fn: Kernel) -> Kernel:
-            if kind in self.kernels:
-                raise ValueError(f"backend {self.name!r} already has a kernel for {kind!r}")
-            self.kernels[kind] = fn
+            if (kind, variant) in self.kernels:
+                raise ValueError(f"backend {self.name!r} already has a {variant} kernel for {kind!r}")
+            self.kernels[kind, variant] = fn
             return fn
 
         return register
+
+    @property
+    def kinds(self) -> list[str]:
+        """The node kinds with a plain kernel."""
+        return sorted({kind for kind, variant in self.kernels if variant == PLAIN})
 
     def check(self, program: Program) -> None:
         """Raise BackendError naming every node this backend cannot execute."""
@@ -62,19 +79,21 @@ class Backend:
                 f"backend {self.name!r} supports precisions {sorted(self.precisions)}, "
                 f"the program is {precision!r}"
             )
+        self._check_gates(program)
+        variants = node_variants(program)
         bad = [
-            f"{n} ({node.KIND})"
+            f"{n} ({node.KIND})" if variants[n] == PLAIN else f"{n} ({node.KIND}, {variants[n]})"
             for n, node in program.nodes()
-            if node.KIND not in self.kernels and node.KIND not in ENGINE_KINDS
+            if (node.KIND, variants[n]) not in self.kernels and node.KIND not in ENGINE_KINDS
         ]
         if bad:
             raise BackendError(
                 f"backend {self.name!r} cannot execute node(s) {', '.join(bad)}; "
-                f"it supports {sorted(self.kernels)}"
+                f"it supports {self.kinds}"
+                + "".join(f", {kind} ({variant})" for kind, variant in sorted(self.kernels) if variant != PLAIN)
             )
         if precision == "fixed":
-            from spike.compiler.ir.program import ProgramError
-            from spike.compiler.ir.validate import check_fixed_point
+            from spike.compiler.ir.precision import check_fixed_point
 
             try:
                 check_fixed_point(program)
@@ -83,6 +102,18 @@ class Backend:
         bad = [f"{name} ({why})" for name, why in self._node_problems(program, precision)]
         if bad:
             raise BackendError(f"backend {self.name!r} cannot execute node(s) {', '.join(bad)}")
+
+    def _check_gates(self, program: Program) -> None:
+        """The FTWT gate rules (``validate.check_gates``), and a gate record that fits the graph."""
+        if not any(isinstance(node, Gate) for _, node in program.nodes()):
+            return
+        try:
+            check_gates(program)
+        except ProgramError as e:
+            raise BackendError(f"backend {self.name!r} cannot execute this program: {e}") from None
+        if program.gated and dict(program.gated) != gated_nodes(program):
+            raise BackendError(f"backend {self.name!r}: the program's gate record (Program.gated) does not match its "
+                               "graph; run spike.compiler.passes.gates.record_gates after changing the graph")
 
     def _node_problems(self, program: Program, precision: str) -> list[tuple[str, str]]:
         """Fields of otherwise supported nodes that no kernel of this backend executes."""
@@ -104,6 +135,13 @@ class Backend:
                 if node.delay < 0:
                     problems.append((name, f"negative delay {node.delay}"))
         return problems
+
+
+def node_variants(program: Program) -> dict[str, str]:
+    """The kernel variant of every node: ``GATED`` for the nodes an FTWT gate masks (the program's
+    gate record), ``PLAIN`` for the others."""
+    gated = gate_record(program)
+    return {name: GATED if name in gated else PLAIN for name in program.graph.nodes}
 
 
 _BACKENDS: dict[str, Backend] = {}

@@ -1,14 +1,14 @@
 """Spike routing counts of a mapped program, computed after a run from the recorded events.
 
-For every event path (:class:`spike.compiler.mapping.partition.Connection`: a source node, a chain of
-projections, a destination population or the host) and every source neuron, a spike is delivered
-once to each destination core that holds at least one of its synapses (once per path: a neuron
-reaching one core through two projections is counted twice). Per sample, summed over steps, added
-to the op counts of the path's terminal node (the projection that feeds the destination):
+For every event path (:class:`spike.compiler.mapping.connectivity.Connection`: a source node, a
+chain of projections, a destination population or the host) and every source neuron, a spike is
+delivered once to each destination core that holds at least one of its synapses (once per path: a
+neuron reaching one core through two projections is counted twice). Per sample, summed over steps,
+added to the op counts of the path's terminal node (the projection that feeds the destination):
 
 - ``spikes_routed_local``: deliveries whose destination core is the source's own core;
 - ``spikes_routed_hops``: over deliveries to other cores, the Manhattan distance in tiles between
-  source and destination core (chips side by side, see partition.py); deliveries from the host
+  source and destination core (chips side by side, see ``spike.compiler.mapping.place``); deliveries from the host
   (inputs, host ops) start at the host port, deliveries to the host end there;
 - ``syn_mem_reads_bytes``: per delivery, the synapses of the source neuron in the destination
   core x weight bits / 8 (the path's bits as partitioned; nothing for deliveries to the host).
@@ -27,7 +27,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from spike.backends.result import ROUTING_KEYS, OpCounts
-from spike.compiler.mapping.partition import HOST, connections, core_positions
+from spike.compiler.mapping.connectivity import HOST, connections
+from spike.compiler.mapping.place import core_positions
 from spike.compiler.ir.program import Program
 
 

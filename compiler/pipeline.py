@@ -1,7 +1,8 @@
 """``compile()`` and the pass pipelines, as data (design §5).
 
 A model goes through the frontend that accepts it (``frontends.registry``), then through
-:func:`passes_for`'s list: the float passes (:data:`FLOAT_PIPELINE`), quantisation for fixed
+:func:`passes_for`'s list: the float passes (:data:`FLOAT_PIPELINE`, ending with the FTWT gate
+record, ``passes.gates``), quantisation for fixed
 point, the target's synaptic delays (balanced, latency recorded), and partition and placement
 on a target with cores (firing rates from the caller: the compiler runs nothing). Every pass is
 a pure ``Program -> Program`` function; none runs a pipeline.
@@ -15,10 +16,11 @@ from typing import Any, Callable, Iterable, Mapping
 from spike.compiler import frontends
 from spike.compiler.io.hdf5 import load_program
 from spike.compiler.ir.program import Program
-from spike.compiler.ir.validate import program_precision
+from spike.compiler.ir.precision import program_precision
 from spike.compiler.mapping.partition import map_program
 from spike.compiler.passes import canonicalize_neurons, check_cycles, fold_batchnorm, infer_shapes
 from spike.compiler.passes.delays import DELAY_MODES
+from spike.compiler.passes.gates import record_gates
 from spike.compiler.passes.delays import target_delays as balance_delays
 from spike.compiler.passes.quantize import quantize
 from spike.hardware import HardwareTarget, load_target
@@ -26,7 +28,7 @@ from spike.hardware import HardwareTarget, load_target
 Pass = Callable[[Program], Program]
 
 PRECISIONS = ("float32", "fixed")
-FLOAT_PIPELINE: tuple[Pass, ...] = (canonicalize_neurons, fold_batchnorm, infer_shapes, check_cycles)
+FLOAT_PIPELINE: tuple[Pass, ...] = (canonicalize_neurons, fold_batchnorm, infer_shapes, check_cycles, record_gates)
 FIXED_PIPELINE: tuple[Pass, ...] = (*FLOAT_PIPELINE, quantize)
 
 

@@ -667,7 +667,7 @@ def check_rules() -> list[str]:
     except BackendError as e:
         if "fixed" not in str(e):
             errors.append(f"unclear error for a malformed fixed-point program: {e}")
-    a = cuda_backend._to_device(np.arange(1, 50, dtype=np.int64))
+    a = cuda_backend.to_device(np.arange(1, 50, dtype=np.int64))
     K.fill_zero[K.blocks_for(49), K.TPB](a)
     if a.copy_to_host().any():
         errors.append("fill_zero left non-zero values")

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from spike.backends import run
-from spike.backends.numba import kernels as K
+from spike.backends.numba import neurons as K
 from spike.backends.engine import NodeContext
 from spike.backends.registry import OP_KEYS
 from spike.compiler.ir.nodes import (

@@ -266,7 +266,7 @@ def test_gate_programs_round_trip_through_files(tmp_path) -> None:
 
 
 def _swap(program, name, node):
-    from spike.compiler.ir.validate import rebuild_graph
+    from spike.compiler.ir.program import rebuild_graph
 
     return program.with_graph(rebuild_graph(program, nodes={name: node}))
 
@@ -287,7 +287,7 @@ def test_gate_rules_are_validated() -> None:
 
         check_gates(wrong)
     # a gated population fed by something other than a conv2d of the gate's source
-    from spike.compiler.ir.validate import rebuild_graph
+    from spike.compiler.ir.program import rebuild_graph
 
     g2 = _gate_names(program)[1]
     (pop,) = program.consumers(g2)

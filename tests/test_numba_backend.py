@@ -450,7 +450,7 @@ def test_unsupported_nodes_rejected_before_running(monkeypatch):
     from spike.backends.numba import backend as numba_backend
 
     called = []
-    monkeypatch.setitem(numba_backend.BACKEND.kernels, "dense",
+    monkeypatch.setitem(numba_backend.BACKEND.kernels, ("dense", "plain"),
                         lambda ctx, t0, t1: called.append(ctx.name))
     rng = np.random.default_rng(0)
     b = ProgramBuilder()

@@ -22,6 +22,8 @@ counters) lives on the device for the whole run; weights are uploaded once per n
 ``spikes``) are int64 ``[B]`` device counters copied to the host once, after a node's last step; the counts that follow from
 the shapes alone (``dense_ops``, ``neuron_updates``, ``host_flops``) are added on the host, as
 the numba backend does. ``numba.cuda`` is imported lazily: importing this module needs no GPU.
+The kernels are in ``cuda.kernels`` (projections) and ``cuda.neurons``; FTWT gates' kernels
+(the "gated" variants) in ``cuda.gates``.
 
 Runs on a real GPU, or anywhere through Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1`` set
 before numba is imported; slow: tiny programs only).
@@ -36,13 +38,12 @@ import numpy as np
 from spike.backends.engine import NodeContext
 from spike.backends.host_ops import host_op_kernel
 from spike.backends.layout import (
-    conv_layout, f32 as _f32, geometry_2d as _geometry_2d, windows_per_position,
+    bias_values, conv_layout, csr_arrays, delivery, f32, geometry_2d, windows_per_position,
 )
 from spike.backends.registry import Backend, BackendError, register_backend
 from spike import semantics
-from spike.compiler.ir.nodes import (
-    Conv2d, Dense, HostOp, Identity, Pool2d, Population, Sparse,
-)
+from spike.compiler.ir.nodes import Dense, Identity, Pool2d, Population, Sparse
+from spike.compiler.passes.quantize import loihi_neuron_params
 
 _PRECISIONS = ("float32", "fixed")
 
@@ -53,10 +54,18 @@ _NO_GPU = (
 )
 
 
-def _kernels() -> Any:
+def device_kernels() -> Any:
+    """``cuda.kernels`` (imported on first use: it imports ``numba.cuda``)."""
     from spike.backends.cuda import kernels as cuda_kernels
 
     return cuda_kernels
+
+
+def device_neurons() -> Any:
+    """``cuda.neurons`` (imported on first use, as :func:`device_kernels`)."""
+    from spike.backends.cuda import neurons as cuda_neurons
+
+    return cuda_neurons
 
 
 def _cuda() -> Any:
@@ -68,7 +77,7 @@ def _cuda() -> Any:
 def _available() -> str | None:
     try:
         cuda = _cuda()
-        K = _kernels()
+        K = device_kernels()
     except Exception as e:  # numba without its CUDA target, or a broken CUDA install
         return f"numba.cuda cannot be used ({type(e).__name__}: {e}); install numba-cuda"
     if K.SIMULATING:
@@ -134,7 +143,7 @@ def _fill_zero(a: Any) -> None:
     if n * a.dtype.itemsize <= _HOST_ZERO_BYTES:
         a.copy_to_device(np.zeros(a.shape, a.dtype))
     else:
-        K = _kernels()
+        K = device_kernels()
         K.fill_zero[K.blocks_for(n), K.TPB](a.reshape(n))
 
 
@@ -145,18 +154,18 @@ def _zeros(shape: tuple[int, ...], dtype: str) -> Any:
     return _POOL.zeros(shape, dtype)
 
 
-def _from_numpy(a: np.ndarray) -> Any:
+def from_host(a: np.ndarray) -> Any:
     a = np.ascontiguousarray(a)
     d = _POOL.empty(a.shape, a.dtype)
     d.copy_to_device(a)
     return d
 
 
-def _to_numpy(a: Any) -> np.ndarray:
+def to_host(a: Any) -> np.ndarray:
     return a if isinstance(a, np.ndarray) else a.copy_to_host()
 
 
-def _to_device(a: np.ndarray) -> Any:
+def to_device(a: np.ndarray) -> Any:
     return _cuda().to_device(np.ascontiguousarray(a))
 
 
@@ -165,27 +174,28 @@ BACKEND = register_backend(
         name="cuda",
         precisions=frozenset(_PRECISIONS),
         zeros=_zeros,
-        to_numpy=_to_numpy,
-        from_numpy=_from_numpy,
+        to_numpy=to_host,
+        from_numpy=from_host,
         available=_available,
     )
 )
 
 
 # ----------------------------------------------------------------------------- helpers
+# (public: the gated kernels of ``cuda.gates`` use them too)
 
 
-def _fixed(ctx: NodeContext) -> bool:
+def fixed(ctx: NodeContext) -> bool:
     """Whether the run is Loihi fixed point (int32 signals)."""
-    return getattr(ctx, "precision", "float32") == "fixed"
+    return ctx.precision == "fixed"
 
 
-def _mem_u(ctx: NodeContext) -> Any:
-    """The Loihi current record (fixed point, probe ``NODE.u``), or None."""
-    return getattr(ctx, "mem_u", None)
+def node_cache(ctx: NodeContext) -> dict:
+    """The node's device arrays for the run's arithmetic (kept across runs, per precision)."""
+    return ctx.cache.setdefault(ctx.precision, {})
 
 
-def _pair_counters(ctx: NodeContext) -> tuple[Any, Any, bool]:
+def pair_counters(ctx: NodeContext) -> tuple[Any, Any, bool]:
     """A projection's device counters for ``syn_ops`` and ``macs`` and whether the kernels test
     its input values per (step, sample) (a source that is not a spike signal; else every pair is
     ``syn_ops`` and no ``macs`` counter is made)."""
@@ -194,39 +204,58 @@ def _pair_counters(ctx: NodeContext) -> tuple[Any, Any, bool]:
     return acs, (_counter(ctx, "macs") if check else acs), check
 
 
-def _bias(node: Any, n: int, name: str) -> tuple[Any, bool]:
-    """Device bias (a one-element dummy when there is none) and whether there is one."""
-    if getattr(node, "bias", None) is None:
-        return _to_device(np.zeros(1, np.float32)), False
-    b = _f32(node.bias).reshape(-1)
-    if b.shape[0] != n:
-        raise BackendError(f"{node.KIND} {name!r}: bias has {b.shape[0]} values, expected {n}")
-    return _to_device(b), True
+def device_bias(ctx: NodeContext, n: int) -> tuple[Any, bool]:
+    """Device bias (a one-element dummy when there is none, or in fixed point) and whether there is one."""
+    b = None if fixed(ctx) else bias_values(ctx.node, n, ctx.name)
+    if b is None:
+        return to_device(np.zeros(1, np.float32)), False
+    return to_device(b), True
 
 
-def _source(ctx: NodeContext, i: int = 0) -> Any:
+def source(ctx: NodeContext, i: int = 0) -> Any:
     src = ctx.sources[i]
-    dt = np.dtype(np.int32 if _fixed(ctx) else np.float32)
+    dt = np.dtype(np.int32 if fixed(ctx) else np.float32)
     if isinstance(src, np.ndarray):  # not produced by this backend (direct kernel calls)
-        src = _to_device(np.asarray(src, dt))
+        src = to_device(np.asarray(src, dt))
     elif src.dtype != dt:
         raise BackendError(f"node {ctx.name!r}: source {i} is {src.dtype}, expected {dt}")
     return src
 
 
-def _int_weights(a: Any, name: str) -> np.ndarray:
-    """Fixed-point weights (integer-valued by validation) as int32."""
-    w = np.asarray(a).astype(np.int64)
-    if w.size and (w.min() < -(1 << 31) or w.max() >= 1 << 31):
-        raise BackendError(f"node {name!r}: fixed-point weights beyond the int32 range")
-    return np.ascontiguousarray(w.astype(np.int32))
+def weights(ctx: NodeContext, w: Any) -> np.ndarray:
+    """Weights for the run's arithmetic: float32, or (fixed point, integer-valued by validation) int32."""
+    if not fixed(ctx):
+        return f32(w)
+    a = np.asarray(w).astype(np.int64)
+    if a.size and (a.min() < -(1 << 31) or a.max() >= 1 << 31):
+        raise BackendError(f"node {ctx.name!r}: fixed-point weights beyond the int32 range")
+    return np.ascontiguousarray(a.astype(np.int32))
+
+
+def conv_arrays(ctx: NodeContext) -> dict:
+    """A conv2d's layout (``layout.conv_layout``) on the device, weights in the run's arithmetic."""
+    c = node_cache(ctx)
+    if "wc" not in c:
+        L = conv_layout(ctx.node, ctx.name)
+        c["layout"], c["wc"], c["geom"] = L, to_device(weights(ctx, L.wc)), to_device(L.geom)
+        c["bias"], c["has_bias"] = device_bias(ctx, L.C_out)
+        c["no_acc"] = to_device(np.zeros((1, 1), np.int64))  # unused accumulator rows (float32)
+    return c
 
 
 def _acc_rows(ctx: NodeContext, units: int, n_out: int) -> tuple[int, Any]:
     """Grid and int64 accumulator rows (one per block) of a fixed-point scatter kernel."""
-    K = _kernels()
+    K = device_kernels()
     grid = max(1, min(K.grid_for(units), 4096, (256 << 20) // max(8 * n_out, 1)))
     return grid, _scratch(ctx, "acc", (grid, max(n_out, 1)), np.int64)
+
+
+def _scatter_grid(ctx: NodeContext, units: int, n_out: int, no_acc: Any) -> tuple[int, Any]:
+    """Grid and accumulator rows of a scatter kernel over ``units`` (step, sample) pairs: one block
+    per unit and no rows in float32 (``no_acc``), :func:`_acc_rows` in fixed point."""
+    if fixed(ctx):
+        return _acc_rows(ctx, units, n_out)
+    return device_kernels().grid_for(units), no_acc
 
 
 def _counter(ctx: NodeContext, key: str) -> Any:
@@ -237,7 +266,7 @@ def _counter(ctx: NodeContext, key: str) -> Any:
     return dc[key]
 
 
-def _finish(ctx: NodeContext, t1: int) -> None:
+def finish(ctx: NodeContext, t1: int) -> None:
     """After the node's last step: copy its device counters into the run's host counters."""
     if t1 >= ctx.steps:
         for key, d in ctx.state.get("device_counts", {}).items():
@@ -253,13 +282,13 @@ def _scratch(ctx: NodeContext, name: str, shape: tuple[int, ...], dtype: Any) ->
     return a
 
 
-def _gather(ctx: NodeContext, src: Any, t0: int, t1: int, delay: int, pair_w: Any, write_idx: bool,
-            onset: int | None = None, key: str | None = None) -> tuple[Any, Any]:
+def gather(ctx: NodeContext, src: Any, t0: int, t1: int, delay: int, pair_w: Any, write_idx: bool,
+           onset: int | None = None, key: str | None = None) -> tuple[Any, Any]:
     """Active inputs of steps t0..t1-1 (``idx``, ``cnt``) and their pairs into the node's counter
-    ``key``, or (no ``key``) its ``syn_ops``/``macs`` counters by :func:`_pair_counters`, with the
+    ``key``, or (no ``key``) its ``syn_ops``/``macs`` counters by :func:`pair_counters`, with the
     decision per (step, sample) left in ``ctx.state["pair_real"]`` (``[t1 - t0, B]``, 1: ``macs``);
     no events (nor pairs) before step ``onset`` (default: ``delay``, the source's first step)."""
-    K = _kernels()
+    K = device_kernels()
     onset = delay if onset is None else max(int(onset), delay)
     nsteps, B = t1 - t0, ctx.batch
     n_in = src.shape[2]
@@ -267,7 +296,7 @@ def _gather(ctx: NodeContext, src: Any, t0: int, t1: int, delay: int, pair_w: An
     cnt = _scratch(ctx, "cnt", (nsteps, B), np.int32)
     real = _scratch(ctx, "pair_real", (nsteps, B), np.int32)
     if key is None:
-        acs, macs, check = _pair_counters(ctx)
+        acs, macs, check = pair_counters(ctx)
     else:
         acs = macs = _counter(ctx, key)
         check = False
@@ -283,174 +312,133 @@ def _gather(ctx: NodeContext, src: Any, t0: int, t1: int, delay: int, pair_w: An
 @BACKEND.kernel("dense")
 def dense(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Dense = ctx.node
-    c = ctx.cache
-    K = _kernels()
+    c = node_cache(ctx)
+    K = device_kernels()
     if "wt" not in c:
-        w = _f32(node.weight)
-        if w.shape != (node.size, node.in_size):
-            raise BackendError(f"dense {ctx.name!r}: weight {w.shape}, expected {(node.size, node.in_size)}")
-        wt = np.ascontiguousarray(w.T)
-        c["wt"] = _to_device(wt)
-        c["row_nnz"] = _to_device(np.count_nonzero(wt, axis=1).astype(np.int64))
-        c["bias"], c["has_bias"] = _bias(node, node.size, ctx.name)
-    if _fixed(ctx) and "wt_fixed" not in c:
-        c["wt_fixed"] = _to_device(np.ascontiguousarray(_int_weights(node.weight, ctx.name).T))
-    if t1 > t0 and ctx.batch > 0 and _fixed(ctx):
-        src = _source(ctx)
-        idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["row_nnz"], True)
+        if np.shape(node.weight) != (node.size, node.in_size):
+            raise BackendError(f"dense {ctx.name!r}: weight {np.shape(node.weight)}, expected {(node.size, node.in_size)}")
+        wt = np.ascontiguousarray(weights(ctx, node.weight).T)
+        c["wt"] = to_device(wt)
+        c["row_nnz"] = to_device(np.count_nonzero(wt, axis=1).astype(np.int64))
+        c["bias"], c["has_bias"] = device_bias(ctx, node.size)
+    if t1 > t0 and ctx.batch > 0:
+        weight_exp, delay, start = delivery(ctx)
+        src = source(ctx)
+        idx, cnt = gather(ctx, src, t0, t1, delay, c["row_nnz"], True, start)
         n_tiles = (node.size + K.TPB - 1) // K.TPB
-        K.dense_fixed_deliver[K.grid_for((t1 - t0) * ctx.batch * n_tiles), K.TPB](
-            src, idx, cnt, c["wt_fixed"], int(node.weight_exp), ctx.out, t0, t1 - t0, node.delay
-        )
-    elif t1 > t0 and ctx.batch > 0:
-        src = _source(ctx)
-        onset = ctx.onset  # Program.onset: delay + the source's latency
-        idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["row_nnz"], True, onset)
-        n_tiles = (node.size + K.TPB - 1) // K.TPB
-        K.dense_deliver[K.grid_for((t1 - t0) * ctx.batch * n_tiles), K.TPB](
-            src, idx, cnt, c["wt"], c["bias"], c["has_bias"], ctx.out, t0, t1 - t0, node.delay, onset
+        K.dense_kernel(fixed(ctx))[K.grid_for((t1 - t0) * ctx.batch * n_tiles), K.TPB](
+            src, idx, cnt, c["wt"], c["bias"], c["has_bias"], weight_exp, ctx.out, t0, t1 - t0, delay, start
         )
     ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
-    _finish(ctx, t1)
+    finish(ctx, t1)
 
 
 @BACKEND.kernel("sparse")
 def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Sparse = ctx.node
-    c = ctx.cache
-    K = _kernels()
+    c = node_cache(ctx)
+    K = device_kernels()
     if "indptr" not in c:
-        indptr = np.ascontiguousarray(node.indptr, dtype=np.int64)
-        indices = np.ascontiguousarray(node.indices, dtype=np.int64)
-        data = _f32(node.data)
-        if indptr.shape != (node.in_size + 1,) or indptr[0] != 0 or np.any(np.diff(indptr) < 0) \
-                or indptr[-1] != len(indices) or len(indices) != len(data):
-            raise BackendError(f"sparse {ctx.name!r}: malformed CSR (indptr/indices/data)")
-        if len(indices) and (indices.min() < 0 or indices.max() >= node.size):
-            raise BackendError(f"sparse {ctx.name!r}: target index out of range [0, {node.size})")
-        nz = np.concatenate([[0], np.cumsum(data != 0, dtype=np.int64)])
-        row_nnz = np.ascontiguousarray(nz[indptr[1:]] - nz[indptr[:-1]])
+        indptr, indices, row_nnz = csr_arrays(node, ctx.name)
+        data = weights(ctx, node.data)
         # rows naming one target twice are applied serially (their terms must add in CSR order)
         serial = np.array(
             [len(np.unique(indices[indptr[i]:indptr[i + 1]])) < indptr[i + 1] - indptr[i] for i in range(node.in_size)],
             dtype=np.int8,
         )
-        c["indptr"], c["indices"] = _to_device(indptr), _to_device(indices)
-        c["data"] = _to_device(data if len(data) else np.zeros(1, np.float32))
-        if not len(indices):
-            c["indices"] = _to_device(np.zeros(1, np.int64))
-        c["row_nnz"], c["serial"] = _to_device(row_nnz), _to_device(serial)
-        c["bias"], c["has_bias"] = _bias(node, node.size, ctx.name)
-    if _fixed(ctx) and "data_fixed" not in c:
-        c["data_fixed"] = _to_device(_int_weights(node.data, ctx.name) if len(node.data) else np.zeros(1, np.int32))
-    if t1 > t0 and ctx.batch > 0 and _fixed(ctx):
-        src = _source(ctx)
-        idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["row_nnz"], True)
-        grid, acc = _acc_rows(ctx, (t1 - t0) * ctx.batch, node.size)
-        K.sparse_fixed_deliver[grid, K.TPB](
-            src, idx, cnt, c["indptr"], c["indices"], c["data_fixed"], int(node.weight_exp), acc, ctx.out,
-            t0, t1 - t0, node.delay,
-        )
-    elif t1 > t0 and ctx.batch > 0:
-        src = _source(ctx)
-        onset = ctx.onset  # Program.onset: delay + the source's latency
-        idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["row_nnz"], True, onset)
-        K.sparse_deliver[K.grid_for((t1 - t0) * ctx.batch), K.TPB](
-            src, idx, cnt, c["indptr"], c["indices"], c["data"], c["serial"], c["bias"], c["has_bias"],
-            ctx.out, t0, t1 - t0, node.delay, onset,
+        c["indptr"], c["indices"] = to_device(indptr), to_device(indices if len(indices) else np.zeros(1, np.int64))
+        c["data"] = to_device(data if len(data) else np.zeros(1, data.dtype))
+        c["row_nnz"], c["serial"] = to_device(row_nnz), to_device(serial)
+        c["bias"], c["has_bias"] = device_bias(ctx, node.size)
+        c["no_acc"] = to_device(np.zeros((1, 1), np.int64))
+    if t1 > t0 and ctx.batch > 0:
+        weight_exp, delay, start = delivery(ctx)
+        src = source(ctx)
+        idx, cnt = gather(ctx, src, t0, t1, delay, c["row_nnz"], True, start)
+        grid, acc = _scatter_grid(ctx, (t1 - t0) * ctx.batch, node.size, c["no_acc"])
+        K.sparse_kernel(fixed(ctx))[grid, K.TPB](
+            src, idx, cnt, c["indptr"], c["indices"], c["data"], c["serial"], c["bias"], c["has_bias"], weight_exp,
+            acc, ctx.out, t0, t1 - t0, delay, start,
         )
     ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
-    _finish(ctx, t1)
+    finish(ctx, t1)
 
 
 @BACKEND.kernel("conv2d")
 def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
-    node: Conv2d = ctx.node
-    c = ctx.cache
-    K = _kernels()
-    if "wc" not in c:
-        L = conv_layout(node, ctx.name)
-        c["dense_per_step"] = L.dense_per_step
-        c["wc"], c["in_pairs"] = _to_device(L.wc), _to_device(L.in_pairs)
-        c["geom"] = _to_device(L.geom)
-        c["bias"], c["has_bias"] = _bias(node, L.C_out, ctx.name)
-    if _fixed(ctx) and "wc_fixed" not in c:
-        c["wc_fixed"] = _to_device(conv_layout(node, ctx.name, _int_weights(node.weight, ctx.name)).wc)
-    if t1 > t0 and ctx.batch > 0 and _fixed(ctx):
-        src = _source(ctx)
-        idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["in_pairs"], True)
-        grid, acc = _acc_rows(ctx, (t1 - t0) * ctx.batch, node.size)
-        K.conv2d_fixed_deliver[grid, K.TPB](
-            src, idx, cnt, c["wc_fixed"], int(node.weight_exp), acc, ctx.out, t0, t1 - t0, node.delay, c["geom"]
+    c = conv_arrays(ctx)
+    L = c["layout"]
+    K = device_kernels()
+    if "in_pairs" not in c:
+        c["in_pairs"] = to_device(L.in_pairs)
+        c["no_keep"] = to_device(np.zeros((1, 1), np.uint8))
+        c["no_count"], c["no_real"] = to_device(np.zeros(1, np.int64)), to_device(np.zeros((1, 1), np.int32))
+    if t1 > t0 and ctx.batch > 0:
+        weight_exp, delay, start = delivery(ctx)
+        src = source(ctx)
+        idx, cnt = gather(ctx, src, t0, t1, delay, c["in_pairs"], True, start)
+        grid, acc = _scatter_grid(ctx, (t1 - t0) * ctx.batch, ctx.node.size, c["no_acc"])
+        K.conv2d_kernel(fixed(ctx), False)[grid, K.TPB](
+            src, idx, cnt, c["wc"], c["bias"], c["has_bias"], weight_exp, acc, c["no_keep"], ctx.out, t0, t1 - t0,
+            delay, start, c["geom"], c["no_count"], c["no_count"], c["no_real"],
         )
-    elif t1 > t0 and ctx.batch > 0:
-        src = _source(ctx)
-        onset = ctx.onset  # Program.onset: delay + the source's latency
-        idx, cnt = _gather(ctx, src, t0, t1, node.delay, c["in_pairs"], True, onset)
-        K.conv2d_deliver[K.grid_for((t1 - t0) * ctx.batch), K.TPB](
-            src, idx, cnt, c["wc"], c["bias"], c["has_bias"], ctx.out, t0, t1 - t0, node.delay, onset, c["geom"]
-        )
-    ctx.counts["dense_ops"] += c["dense_per_step"] * (t1 - t0)
-    _finish(ctx, t1)
+    ctx.counts["dense_ops"] += L.dense_per_step * (t1 - t0)
+    finish(ctx, t1)
 
 
 @BACKEND.kernel("pool2d")
 def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Pool2d = ctx.node
     c = ctx.cache
-    K = _kernels()
+    K = device_kernels()
     if "geom" not in c:
         kh, kw = node.kernel
-        C, H, W, Ho, Wo = _geometry_2d(node, (kh, kw))
+        C, H, W, Ho, Wo = geometry_2d(node, (kh, kw))
         if node.shape[0] != C:
             raise BackendError(f"pool2d {ctx.name!r}: {C} input channels, output shape {node.shape}")
-        c["geom"] = _to_device(np.array([C, H, W, Ho, Wo, kh, kw, *node.stride, *node.padding], np.int64))
+        c["geom"] = to_device(np.array([C, H, W, Ho, Wo, kh, kw, *node.stride, *node.padding], np.int64))
         wy = windows_per_position(H, Ho, kh, node.stride[0], node.padding[0])
         wx = windows_per_position(W, Wo, kw, node.stride[1], node.padding[1])
         win = np.outer(wy, wx).reshape(-1)
-        c["win_count"] = _to_device(np.ascontiguousarray(np.tile(win, C)))  # per flat input (c, y, x)
+        c["win_count"] = to_device(np.ascontiguousarray(np.tile(win, C)))  # per flat input (c, y, x)
     nsteps = t1 - t0
     total = nsteps * ctx.batch * node.size
     if node.mode == "max":
-        kern = K.pool_or_forward if _fixed(ctx) else K.pool_max_forward
         if total:
-            kern[K.blocks_for(total), K.TPB](_source(ctx), ctx.out, t0, nsteps, node.delay, c["geom"])
+            K.pool_max_kernel(fixed(ctx))[K.blocks_for(total), K.TPB](source(ctx), ctx.out, t0, nsteps, node.delay,
+                                                                       c["geom"])
         return
-    if _fixed(ctx):  # check() rejects these; kept for direct kernel calls
+    if fixed(ctx):  # check() rejects these; kept for direct kernel calls
         raise BackendError(f"pool2d {ctx.name!r}: {node.mode!r} pooling has no fixed-point form")
     if total:
-        src = _source(ctx)
+        src = source(ctx)
         # pooling accumulates are pool_ops, never syn_ops/macs nor dense_ops (NeuroBench counts no pooling)
-        _gather(ctx, src, t0, t1, node.delay, c["win_count"], False, key="pool_ops")
+        gather(ctx, src, t0, t1, node.delay, c["win_count"], False, key="pool_ops")
         divisor = np.float32(node.kernel[0] * node.kernel[1] if node.mode == "avg" else 0)
         K.pool_sum_forward[K.blocks_for(total), K.TPB](src, ctx.out, t0, nsteps, node.delay, c["geom"], divisor)
-    _finish(ctx, t1)
+    finish(ctx, t1)
 
 
 @BACKEND.kernel("identity")
 def identity(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Identity = ctx.node
     c = ctx.cache
-    K = _kernels()
+    K = device_kernels()
     if "ones" not in c:
-        c["ones"] = _to_device(np.ones(max(node.size, 1), np.int64))
+        c["ones"] = to_device(np.ones(max(node.size, 1), np.int64))
     nsteps = t1 - t0
     total = nsteps * ctx.batch * node.size
     if total:
-        src = _source(ctx)
-        _gather(ctx, src, t0, t1, node.delay, c["ones"], False)
-        if _fixed(ctx):
-            on, off = (_wrap_int32(_shift_by_exp(w, int(node.weight_exp))) for w in (int(np.int64(node.scale)), 0))
-            K.identity_fixed_forward[K.blocks_for(total), K.TPB](
-                src, np.int64(on), np.int64(off), ctx.out, t0, nsteps, node.delay
-            )
+        src = source(ctx)
+        gather(ctx, src, t0, t1, node.delay, c["ones"], False)
+        if fixed(ctx):  # the delivered integer where the source spiked (0 elsewhere)
+            scale, unit = np.int64(_wrap_int32(_shift_by_exp(int(np.int64(node.scale)), int(node.weight_exp)))), False
         else:
             scale = np.float32(node.scale)
-            K.identity_forward[K.blocks_for(total), K.TPB](
-                src, scale, bool(scale == 1), ctx.out, t0, nsteps, node.delay
-            )
+            unit = bool(scale == 1)
+        K.identity_kernel(fixed(ctx))[K.blocks_for(total), K.TPB](src, scale, unit, ctx.out, t0, nsteps, node.delay)
     ctx.counts["dense_ops"] += node.size * nsteps
-    _finish(ctx, t1)
+    finish(ctx, t1)
 
 
 def _shift_by_exp(x: int, e: int) -> int:
@@ -468,13 +456,13 @@ def _as_tensor(a: Any) -> Any:
     """A torch view of a device array (a host copy under the simulator)."""
     import torch
 
-    if _kernels().SIMULATING:
+    if device_kernels().SIMULATING:
         return torch.from_numpy(np.ascontiguousarray(a.copy_to_host()))
     return torch.as_tensor(a, device="cuda")
 
 
 def _write_tensor(out: Any, t0: int, t1: int, values: Any) -> None:
-    if _kernels().SIMULATING:
+    if device_kernels().SIMULATING:
         out[t0:t1].copy_to_device(np.ascontiguousarray(values.numpy()))
     else:
         _as_tensor(out[t0:t1]).copy_(values)
@@ -491,7 +479,7 @@ BACKEND.kernel("hostop")(host_op_kernel(_as_tensor, _write_tensor))
 def population(ctx: NodeContext, t0: int, t1: int) -> None:
     """``spike.semantics`` in float32, in the numba backend's order (see ``numba.backend.population``),
     or Loihi fixed point."""
-    if _fixed(ctx):
+    if fixed(ctx):
         _population_fixed(ctx, t0, t1)
         return
     population_float(ctx, t0, t1)
@@ -505,23 +493,23 @@ def population_float(ctx: NodeContext, t0: int, t1: int, skip: int | None = None
     node: Population = ctx.node
     n, B = node.size, ctx.batch
     c = ctx.cache
-    K = _kernels()
+    KN = device_neurons()
     if "params" not in c:
-        c["params"] = _to_device(semantics.neuron_params(node))
-        c["no_mem"] = _to_device(np.zeros((1, 1, 1), np.float32))
-        c["no_keep"] = _to_device(np.zeros((1, 1), np.uint8))
+        c["params"] = to_device(semantics.neuron_params(node))
+        c["no_mem"] = to_device(np.zeros((1, 1, 1), np.float32))
+        c["no_keep"] = to_device(np.zeros((1, 1), np.uint8))
     st = ctx.state
     if "state" not in st:
-        st["state"] = _from_numpy(semantics.initial_state(node, B))
+        st["state"] = from_host(semantics.initial_state(node, B))
     spikes = _counter(ctx, "spikes")
     nsteps = t1 - t0
     if nsteps > 0 and B > 0 and n > 0:
         positions = [i for i in range(len(ctx.sources)) if i != skip]
-        late_pos = []
+        late_pos: tuple[int, ...] = ()
         if node.late_recurrent:
             if skip is not None:
                 raise BackendError(f"population {ctx.name!r}: a gated population cannot add recurrent inputs late")
-            late_pos = [i for i, s in enumerate(ctx.program.sources(ctx.name)) if ctx.name in ctx.program.sources(s)]
+            late_pos = ctx.recurrent_sources()
         if late_pos:  # both over steps t0..t1-1 (one offset)
             cur, ioff = _summed(ctx, [i for i in positions if i not in late_pos], t0, t1, "cur", whole=False)
             late, _ = _summed(ctx, late_pos, t0, t1, "late", whole=False)
@@ -529,30 +517,31 @@ def population_float(ctx: NodeContext, t0: int, t1: int, skip: int | None = None
             cur, ioff = _summed(ctx, positions, t0, t1, "cur")
             late = cur
         record = ctx.mem is not None
-        n_tiles = (n + K.TPB - 1) // K.TPB
-        K.population_forward[K.grid_for(B * n_tiles), K.TPB](
+        n_tiles = (n + KN.TPB - 1) // KN.TPB
+        KN.population_forward[device_kernels().grid_for(B * n_tiles), KN.TPB](
             cur, late, ioff, t0, t1, c["params"], np.float32(node.gain), np.float32(node.v_reset),
             *semantics.neuron_flags(node), st["state"], ctx.out, ctx.mem if record else c["no_mem"], record,
             c["no_keep"] if keep is None else keep, keep is not None, spikes,
         )
     ctx.counts["neuron_updates"] += (n if nactive is None else nactive) * nsteps
-    _finish(ctx, t1)
+    finish(ctx, t1)
 
 
-def _summed(ctx: NodeContext, positions: list[int], t0: int, t1: int, key: str, dtype: Any = np.float32,
+def _summed(ctx: NodeContext, positions: list[int], t0: int, t1: int, key: str,
             whole: bool = True) -> tuple[Any, int]:
-    """The sum of the sources at ``positions`` over steps t0..t1-1 in source order (numpy's order;
-    int32 sums wrap) and its step offset (``whole``: a single source is used as it is, offset 0)."""
-    K = _kernels()
+    """The sum of the sources at ``positions`` over steps t0..t1-1 in source order, in the run's
+    arithmetic (float32, or int32 wrapping), and its step offset (``whole``: a single source is
+    used as it is, offset 0)."""
+    K = device_kernels()
     n, B = ctx.node.size, ctx.batch
-    srcs = [_source(ctx, i) for i in positions]
+    srcs = [source(ctx, i) for i in positions]
     for s in srcs:
         if s.shape[2] != n:
             raise BackendError(f"population {ctx.name!r}: a source has {s.shape[2]} values per step, expected {n}")
     if len(srcs) == 1 and whole:
         return srcs[0], 0
     nsteps = t1 - t0
-    cur = _scratch(ctx, key, (nsteps, B, n), dtype)
+    cur = _scratch(ctx, key, (nsteps, B, n), np.int32 if fixed(ctx) else np.float32)
     if not srcs:
         _fill_zero(cur)
     else:
@@ -564,17 +553,15 @@ def _summed(ctx: NodeContext, positions: list[int], t0: int, t1: int, key: str, 
 
 
 def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
-    """Loihi fixed point (``numba.kernels.loihi_lif_step``); input = int32 sum of the sources."""
-    from spike.compiler.passes.quantize import loihi_neuron_params
-
+    """Loihi fixed point (``numba.neurons.loihi_lif_step``); input = int32 sum of the sources."""
     node: Population = ctx.node
     n, B = node.size, ctx.batch
     c = ctx.cache
-    K = _kernels()
+    KN = device_neurons()
     if "fixed" not in c:
         p = loihi_neuron_params(node, ctx.name)
-        c["fixed"] = {k: _to_device(np.asarray(p[k], np.int64)) for k in ("du", "dv", "bias", "vth_eff")}
-        c["no_mem_i32"] = _to_device(np.zeros((1, 1, 1), np.int32))
+        c["fixed"] = {k: to_device(np.asarray(p[k], np.int64)) for k in ("du", "dv", "bias", "vth_eff")}
+        c["no_mem_i32"] = to_device(np.zeros((1, 1, 1), np.int32))
     p = c["fixed"]
     st = ctx.state
     if "u" not in st:
@@ -583,17 +570,14 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
     spikes = _counter(ctx, "spikes")
     nsteps = t1 - t0
     if nsteps > 0 and B > 0 and n > 0:
-        cur, ioff = _summed(ctx, list(range(len(ctx.sources))), t0, t1, "cur", np.int32)
-        n_tiles = (n + K.TPB - 1) // K.TPB
-        K.population_fixed_forward[K.grid_for(B * n_tiles), K.TPB](
+        cur, ioff = _summed(ctx, list(range(len(ctx.sources))), t0, t1, "cur")
+        n_tiles = (n + KN.TPB - 1) // KN.TPB
+        KN.population_fixed_forward[device_kernels().grid_for(B * n_tiles), KN.TPB](
             cur, ioff, t0, t1, p["du"], p["dv"], p["bias"], ctx.onset, p["vth_eff"],
             node.model != "li", st["u"], st["v"],
             ctx.out, ctx.mem if ctx.mem is not None else c["no_mem_i32"],
-            _mem_u(ctx) if _mem_u(ctx) is not None else c["no_mem_i32"],
-            ctx.mem is not None, _mem_u(ctx) is not None, spikes,
+            ctx.mem_u if ctx.mem_u is not None else c["no_mem_i32"],
+            ctx.mem is not None, ctx.mem_u is not None, spikes,
         )
     ctx.counts["neuron_updates"] += n * nsteps
-    _finish(ctx, t1)
-
-
-from spike.backends.cuda import gates as cuda_gate  # noqa: E402,F401  (FTWT gates: gate kernel, gated conv2d/population)
+    finish(ctx, t1)

@@ -1,7 +1,9 @@
-"""Numba CUDA kernels of the cuda backend (see ``cuda.backend`` for how nodes map onto them).
+"""Numba CUDA kernels of the cuda backend's projections (see ``cuda.backend`` for how nodes map
+onto them; the neuron updates are in ``cuda.neurons``), with the launch configuration and the
+device arithmetic both modules share.
 
-Every kernel reproduces the float32 operations of the matching loop in ``numba.kernels`` in the
-same order, so outputs, membranes and counts are bit-identical to the numba backend:
+Every kernel reproduces the operations of the matching loop in ``numba.projections`` in the same
+order, so outputs and counts are bit-identical to the numba backend:
 
 - Products that feed an addition go through :func:`fmul` (``mul.rn`` on a GPU): NVVM contracts a
   plain ``a*b + c`` into one fused multiply-add by default, which rounds once instead of twice.
@@ -9,21 +11,32 @@ same order, so outputs, membranes and counts are bit-identical to the numba back
   (step, sample, target) looping over the step's active inputs in ascending order), or by one
   block that applies the events one after another, in ascending input order, with a barrier
   between events (sparse rows and conv kernels scatter to distinct targets within one event).
+  Fixed-point sums are integers, whose order does not matter: the scatter kernels add them with
+  integer atomics into an int64 accumulator row per block, then shift by ``weight_exp`` and wrap
+  to int32 as lava does.
 - Counters are int64 ``[B]`` device arrays, added to with integer atomics (one per thread and
   kernel call; integer sums do not depend on the order).
 
+As in ``numba.projections``, each delivery loop is written once and compiled per arithmetic (and
+per use of an FTWT mask) by a factory closing over constant flags (``fixed``, ``gated``), whose
+branches Numba prunes. A projection delivers nothing before step ``start`` (its
+``Program.onset`` in float32, its delay in fixed point).
+
 Arrays are ``[T, B, n]`` (C order); kernels handle ``nsteps`` steps from ``t0`` at once, all
 samples in parallel. The block size ``TPB`` is a power of two; under Numba's CUDA simulator (each
-simulated thread is a Python thread) it is small and element-wise grids are capped.
+simulated thread is a Python thread) it is small and element-wise grids are capped. The
+simulator swaps ``cuda`` into a kernel module's globals for a launch: device functions that use
+``cuda`` must live in the module of the kernels calling them (those shared across modules here,
+:func:`fmul`, :func:`wrap_int32`, :func:`shift_by_exp`, do not use it).
 """
 from __future__ import annotations
 
 import os
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 from numba import cuda, float32, int32, int64
-
-from spike.semantics import MODEL_LI, P_ALPHA, P_BETA, P_RATE, P_TAU, P_THR, S_I, S_J, S_S, S_V, make_neuron_step
 
 
 def simulating() -> bool:
@@ -209,13 +222,41 @@ def gather_active(src, t0, nsteps, delay, onset, pair_w, idx, cnt, pairs, macs, 
         cuda.syncthreads()  # the scan is read before the next unit rewrites it
 
 
+
+# ----------------------------------------------------------------------------- integer arithmetic
+#
+# Loihi fixed point (bit-accurate with lava-nc, as ``numba.neurons``): values carried in int64,
+# wrapped where lava's int32 arithmetic does.
+
+I64_2_31 = np.int64(1 << 31)
+I64_MASK32 = np.int64((1 << 32) - 1)
+I64_ZERO = np.int64(0)
+I64_ONE = np.int64(1)
+
+
+@cuda.jit(device=True)
+def wrap_int32(x):
+    """``x`` (int64) reduced to the signed 32-bit range, as a cast to int32 wraps."""
+    return ((x + I64_2_31) & I64_MASK32) - I64_2_31
+
+
+@cuda.jit(device=True)
+def shift_by_exp(x, e):
+    """``x << e`` for ``e >= 0``, arithmetic ``x >> -e`` (floor) otherwise."""
+    if e >= 0:
+        return x * (I64_ONE << e)
+    return x >> (-e)
+
+
 # ----------------------------------------------------------------------------- projections
 
 
-@cuda.jit
-def dense_deliver(src, idx, cnt, wt, bias, has_bias, out, t0, nsteps, delay, onset):
-    """``out[t, b, j] = bias[j] + sum over active i (ascending) of wt[i, j] * x[i]`` from step
-    ``onset`` (>= ``delay``, ``Program.onset``) on; 0 before, bias included.
+@lru_cache(maxsize=None)
+def dense_kernel(fixed: bool) -> Any:
+    """``dense_deliver(src, idx, cnt, wt, bias, has_bias, weight_exp, out, t0, nsteps, delay, start)``:
+    ``out[t, b, j] = bias[j] + sum over active i (ascending) of wt[i, j] * x[i]`` from step ``start``
+    on, 0 before (fixed point: ``int32((sum of wt[i, j] over active i) shifted by weight_exp)``,
+    summed in int64).
 
     One thread per (step, sample, target ``j``); a work unit covers ``TPB`` consecutive targets
     of one (step, sample), so a warp reads consecutive entries of a row of ``wt`` = W^T
@@ -223,168 +264,249 @@ def dense_deliver(src, idx, cnt, wt, bias, has_bias, out, t0, nsteps, delay, ons
     The running sum starts at the bias and adds ``w`` (value 1) or ``w*x`` in the numba
     kernel's order.
     """
-    B = out.shape[1]
-    n_out = out.shape[2]
-    n_tiles = (n_out + TPB - 1) // TPB
-    tid = cuda.threadIdx.x
-    sidx = cuda.shared.array(TPB, int32)
-    sval = cuda.shared.array(TPB, float32)
-    for r in range(cuda.blockIdx.x, nsteps * B * n_tiles, cuda.gridDim.x):
-        tile = r % n_tiles
-        rest = r // n_tiles
-        b = rest % B
-        tt = rest // B
-        t = t0 + tt
-        ts = t - delay
-        j = tile * TPB + tid
-        acc = ZERO
-        if has_bias and j < n_out and t >= onset:
-            acc = bias[j]
-        if t >= onset:
-            m = cnt[tt, b]
-            for c0 in range(0, m, TPB):
-                k = c0 + tid
-                if k < m:
+
+    def dense_deliver(src, idx, cnt, wt, bias, has_bias, weight_exp, out, t0, nsteps, delay, start):
+        B = out.shape[1]
+        n_out = out.shape[2]
+        n_tiles = (n_out + TPB - 1) // TPB
+        tid = cuda.threadIdx.x
+        sidx = cuda.shared.array(TPB, int32)
+        if not fixed:
+            sval = cuda.shared.array(TPB, float32)
+        for r in range(cuda.blockIdx.x, nsteps * B * n_tiles, cuda.gridDim.x):
+            tile = r % n_tiles
+            rest = r // n_tiles
+            b = rest % B
+            tt = rest // B
+            t = t0 + tt
+            ts = t - delay
+            j = tile * TPB + tid
+            if fixed:
+                acc = I64_ZERO
+            else:
+                acc = ZERO
+                if has_bias and j < n_out and t >= start:
+                    acc = bias[j]
+            if t >= start:
+                m = cnt[tt, b]
+                for c0 in range(0, m, TPB):
+                    k = c0 + tid
+                    if k < m:
+                        i = idx[tt, b, k]
+                        sidx[tid] = i
+                        if not fixed:
+                            sval[tid] = src[ts, b, i]
+                    cuda.syncthreads()
+                    if j < n_out:
+                        q_end = min(TPB, m - c0)
+                        for q in range(q_end):
+                            if fixed:  # every event a spike (lava casts to bool)
+                                acc += int64(wt[sidx[q], j])
+                            else:
+                                v = sval[q]
+                                w = wt[sidx[q], j]
+                                if v == ONE:
+                                    acc = acc + w
+                                else:
+                                    acc = acc + fmul(w, v)
+                    cuda.syncthreads()
+            if j < n_out:
+                if fixed:
+                    out[t, b, j] = wrap_int32(shift_by_exp(acc, weight_exp))
+                else:
+                    out[t, b, j] = acc
+
+    return cuda.jit(dense_deliver)
+
+
+@lru_cache(maxsize=None)
+def sparse_kernel(fixed: bool) -> Any:
+    """``sparse_deliver(src, idx, cnt, indptr, indices, data, row_serial, bias, has_bias, weight_exp,
+    acc, out, t0, nsteps, delay, start)``: CSR rows of the active inputs scattered into
+    ``out[t, b]``, one work unit per (step, sample).
+
+    Before step ``start`` the row is 0, bias included. From then on, float32: the block
+    initialises the row with the bias, then applies the active inputs in ascending order: the
+    threads share one CSR row (distinct targets: plain read-add-write, no atomics), with a barrier
+    between rows, so every target receives its terms in the numba kernel's order; a row that names
+    a target twice (``row_serial``) is applied by one thread, in CSR order. Fixed point: the block
+    zeroes its int64 row ``acc[blockIdx.x]``, adds the rows of the active inputs with integer
+    atomics, then writes ``out = int32(acc shifted by weight_exp)``.
+    """
+
+    def sparse_deliver(src, idx, cnt, indptr, indices, data, row_serial, bias, has_bias, weight_exp, acc, out, t0,
+                       nsteps, delay, start):
+        B = out.shape[1]
+        n_out = out.shape[2]
+        tid = cuda.threadIdx.x
+        row = cuda.blockIdx.x
+        for r in range(cuda.blockIdx.x, nsteps * B, cuda.gridDim.x):
+            b = r % B
+            tt = r // B
+            t = t0 + tt
+            ts = t - delay
+            for j in range(tid, n_out, TPB):
+                if fixed:
+                    acc[row, j] = 0
+                elif has_bias and t >= start:
+                    out[t, b, j] = bias[j]
+                else:
+                    out[t, b, j] = ZERO
+            if not fixed and t < start:
+                continue
+            cuda.syncthreads()
+            if t >= start:
+                m = cnt[tt, b]
+                for k in range(m):
                     i = idx[tt, b, k]
-                    sidx[tid] = i
-                    sval[tid] = src[ts, b, i]
-                cuda.syncthreads()
-                if j < n_out:
-                    q_end = min(TPB, m - c0)
-                    for q in range(q_end):
-                        v = sval[q]
-                        w = wt[sidx[q], j]
-                        if v == ONE:
-                            acc = acc + w
-                        else:
-                            acc = acc + fmul(w, v)
-                cuda.syncthreads()
-        if j < n_out:
-            out[t, b, j] = acc
-
-
-@cuda.jit
-def sparse_deliver(src, idx, cnt, indptr, indices, data, row_serial, bias, has_bias, out, t0, nsteps, delay, onset):
-    """CSR rows of the active inputs scattered into ``out[t, b]``, one work unit per (step, sample).
-
-    Before step ``onset`` (>= ``delay``, ``Program.onset``) the row is 0, bias included. From then
-    on the block initialises the row with the bias, then applies the active inputs in ascending
-    order: the threads share one CSR row (distinct targets: plain read-add-write, no atomics),
-    with a barrier between rows, so every target receives its terms in the numba kernel's order.
-    A row that names a target twice (``row_serial``) is applied by one thread, in CSR order.
-    """
-    B = out.shape[1]
-    n_out = out.shape[2]
-    tid = cuda.threadIdx.x
-    for r in range(cuda.blockIdx.x, nsteps * B, cuda.gridDim.x):
-        b = r % B
-        tt = r // B
-        t = t0 + tt
-        ts = t - delay
-        for j in range(tid, n_out, TPB):
-            if has_bias and t >= onset:
-                out[t, b, j] = bias[j]
-            else:
-                out[t, b, j] = ZERO
-        if t < onset:
-            continue
-        cuda.syncthreads()
-        m = cnt[tt, b]
-        for k in range(m):
-            i = idx[tt, b, k]
-            v = src[ts, b, i]
-            lo = indptr[i]
-            hi = indptr[i + 1]
-            if row_serial[i] != 0:
-                if tid == 0:
-                    for p in range(lo, hi):
-                        jj = indices[p]
-                        if v == ONE:
-                            out[t, b, jj] = out[t, b, jj] + data[p]
-                        else:
-                            out[t, b, jj] = out[t, b, jj] + fmul(data[p], v)
-            else:
-                for p in range(lo + tid, hi, TPB):
-                    jj = indices[p]
-                    if v == ONE:
-                        out[t, b, jj] = out[t, b, jj] + data[p]
+                    if fixed:  # every event a spike (lava casts to bool)
+                        for p in range(indptr[i] + tid, indptr[i + 1], TPB):
+                            cuda.atomic.add(acc, (row, indices[p]), int64(data[p]))
+                        continue
+                    v = src[ts, b, i]
+                    lo = indptr[i]
+                    hi = indptr[i + 1]
+                    if row_serial[i] != 0:
+                        if tid == 0:
+                            for p in range(lo, hi):
+                                jj = indices[p]
+                                if v == ONE:
+                                    out[t, b, jj] = out[t, b, jj] + data[p]
+                                else:
+                                    out[t, b, jj] = out[t, b, jj] + fmul(data[p], v)
                     else:
-                        out[t, b, jj] = out[t, b, jj] + fmul(data[p], v)
-            cuda.syncthreads()
+                        for p in range(lo + tid, hi, TPB):
+                            jj = indices[p]
+                            if v == ONE:
+                                out[t, b, jj] = out[t, b, jj] + data[p]
+                            else:
+                                out[t, b, jj] = out[t, b, jj] + fmul(data[p], v)
+                    cuda.syncthreads()
+            if fixed:
+                cuda.syncthreads()
+                for j in range(tid, n_out, TPB):
+                    out[t, b, j] = wrap_int32(shift_by_exp(acc[row, j], weight_exp))
+                cuda.syncthreads()
+
+    return cuda.jit(sparse_deliver)
 
 
-@cuda.jit
-def conv2d_deliver(src, idx, cnt, wc, bias, has_bias, out, t0, nsteps, delay, onset, geom):
-    """Event-driven 2-D convolution, one work unit per (step, sample), accumulating in ``out[t, b]``.
+@lru_cache(maxsize=None)
+def conv2d_kernel(fixed: bool, gated: bool) -> Any:
+    """``conv2d_deliver(src, idx, cnt, wc, bias, has_bias, weight_exp, acc, keep, out, t0, nsteps,
+    delay, start, geom, pairs, macs, real)``: event-driven 2-D convolution, one work unit per
+    (step, sample).
 
-    ``wc[g, cl, ky, kx, j]`` = W[g*cout_pg + j, cl, ky, kx]; ``geom`` as in ``numba.kernels``.
+    ``wc[g, cl, ky, kx, j]`` = W[g*cout_pg + j, cl, ky, kx]; ``geom`` as in ``numba.projections``.
     The active inputs are applied in ascending flat order (c, y, x); for one event the threads
-    cover its (tap, output channel) pairs, which reach distinct outputs, then a barrier. The
-    bias is added last (``acc + bias``), as the numba kernel does. Before step ``onset``
-    (>= ``delay``, ``Program.onset``) the outputs are 0, bias included.
+    cover its (tap, output channel) pairs, which reach distinct outputs. Float32: accumulated in
+    ``out[t, b]`` with a barrier after each event, the bias added last (``acc + bias``), as the
+    numba kernel does; fixed point: integer atomics into the block's int64 row ``acc[blockIdx.x]``
+    (channel-first), then ``out = int32(acc shifted by weight_exp)``. Before step ``start`` the
+    outputs are 0, bias included.
+
+    ``gated`` (an FTWT mask, float32): only the taps into kept output channels (``keep[b, co]``
+    != 0) are added (zero weights included, as the numba kernel adds them); ``pairs[b]`` counts the
+    (event, non-zero weight) pairs into kept channels (one integer atomic per thread and work
+    unit), ``macs[b]`` instead where ``real[tt, b]`` (written by ``gather_active``); masked
+    channels' outputs are 0 (no bias).
     """
-    H = geom[1]
-    W = geom[2]
-    Ho = geom[4]
-    Wo = geom[5]
-    kh = geom[6]
-    kw = geom[7]
-    sy = geom[8]
-    sx = geom[9]
-    py = geom[10]
-    px = geom[11]
-    cin_pg = geom[12]
-    cout_pg = geom[13]
-    B = out.shape[1]
-    n_out = out.shape[2]
-    HW = H * W
-    HWo = Ho * Wo
-    nwork = kh * kw * cout_pg
-    tid = cuda.threadIdx.x
-    for r in range(cuda.blockIdx.x, nsteps * B, cuda.gridDim.x):
-        b = r % B
-        tt = r // B
-        t = t0 + tt
-        ts = t - delay
-        if t < onset:
+
+    def conv2d_deliver(src, idx, cnt, wc, bias, has_bias, weight_exp, acc, keep, out, t0, nsteps, delay, start,
+                       geom, pairs, macs, real):
+        H = geom[1]
+        W = geom[2]
+        Ho = geom[4]
+        Wo = geom[5]
+        kh = geom[6]
+        kw = geom[7]
+        sy = geom[8]
+        sx = geom[9]
+        py = geom[10]
+        px = geom[11]
+        cin_pg = geom[12]
+        cout_pg = geom[13]
+        B = out.shape[1]
+        n_out = out.shape[2]
+        HW = H * W
+        HWo = Ho * Wo
+        nwork = kh * kw * cout_pg
+        tid = cuda.threadIdx.x
+        row = cuda.blockIdx.x
+        for r in range(cuda.blockIdx.x, nsteps * B, cuda.gridDim.x):
+            b = r % B
+            tt = r // B
+            t = t0 + tt
+            ts = t - delay
+            if not fixed and t < start:
+                for o in range(tid, n_out, TPB):
+                    out[t, b, o] = ZERO
+                continue
             for o in range(tid, n_out, TPB):
-                out[t, b, o] = ZERO
-            continue
-        for o in range(tid, n_out, TPB):
-            out[t, b, o] = ZERO
-        cuda.syncthreads()
-        m = cnt[tt, b]
-        for k in range(m):
-            i = idx[tt, b, k]
-            v = src[ts, b, i]
-            c = i // HW
-            rem = i - c * HW
-            y = rem // W
-            x = rem - y * W
-            g = c // cin_pg
-            cl = c - g * cin_pg
-            base = g * cout_pg
-            for wid in range(tid, nwork, TPB):
-                tap = wid // cout_pg
-                j = wid - tap * cout_pg
-                ky = tap // kw
-                kx = tap - ky * kw
-                ny = y + py - ky
-                nx = x + px - kx
-                if ny >= 0 and nx >= 0 and ny % sy == 0 and nx % sx == 0:
-                    oy = ny // sy
-                    ox = nx // sx
-                    if oy < Ho and ox < Wo:
-                        w = wc[g, cl, ky, kx, j]
-                        o = (base + j) * HWo + oy * Wo + ox
-                        if v == ONE:
-                            out[t, b, o] = out[t, b, o] + w
-                        else:
-                            out[t, b, o] = out[t, b, o] + fmul(w, v)
+                if fixed:
+                    acc[row, o] = 0
+                else:
+                    out[t, b, o] = ZERO
             cuda.syncthreads()
-        if has_bias:
-            for o in range(tid, n_out, TPB):
-                out[t, b, o] = out[t, b, o] + bias[o // HWo]
+            nops = 0
+            m = cnt[tt, b] if t >= start else 0
+            for k in range(m):
+                i = idx[tt, b, k]
+                v = src[ts, b, i]
+                c = i // HW
+                rem = i - c * HW
+                y = rem // W
+                x = rem - y * W
+                g = c // cin_pg
+                cl = c - g * cin_pg
+                base = g * cout_pg
+                for wid in range(tid, nwork, TPB):
+                    tap = wid // cout_pg
+                    j = wid - tap * cout_pg
+                    if gated and keep[b, base + j] == 0:
+                        continue
+                    ky = tap // kw
+                    kx = tap - ky * kw
+                    ny = y + py - ky
+                    nx = x + px - kx
+                    if ny >= 0 and nx >= 0 and ny % sy == 0 and nx % sx == 0:
+                        oy = ny // sy
+                        ox = nx // sx
+                        if oy < Ho and ox < Wo:
+                            w = wc[g, cl, ky, kx, j]
+                            o = (base + j) * HWo + oy * Wo + ox
+                            if fixed:  # every event a spike (lava casts to bool)
+                                cuda.atomic.add(acc, (row, o), int64(w))
+                            else:
+                                if gated and w != ZERO:
+                                    nops += 1
+                                if v == ONE:
+                                    out[t, b, o] = out[t, b, o] + w
+                                else:
+                                    out[t, b, o] = out[t, b, o] + fmul(w, v)
+                if not fixed:
+                    cuda.syncthreads()
+            if gated and nops != 0:
+                if real[tt, b] != 0:
+                    cuda.atomic.add(macs, b, nops)
+                else:
+                    cuda.atomic.add(pairs, b, nops)
+            if fixed:
+                cuda.syncthreads()
+                for o in range(tid, n_out, TPB):
+                    out[t, b, o] = wrap_int32(shift_by_exp(acc[row, o], weight_exp))
+                cuda.syncthreads()
+            elif gated or has_bias:
+                for o in range(tid, n_out, TPB):
+                    co = o // HWo
+                    if gated and keep[b, co] == 0:
+                        out[t, b, o] = ZERO
+                    elif has_bias:
+                        out[t, b, o] = out[t, b, o] + bias[co]
+                if gated:
+                    cuda.syncthreads()  # the outputs are final before the block's next unit
+
+    return cuda.jit(conv2d_deliver)
 
 
 @cuda.jit
@@ -434,526 +556,94 @@ def pool_sum_forward(src, out, t0, nsteps, delay, geom, divisor):
         out[t, b, o] = acc
 
 
-@cuda.jit
-def pool_max_forward(src, out, t0, nsteps, delay, geom):
-    """Max pooling with zero padding, one thread per output (the numba kernel's rule)."""
-    H = geom[1]
-    W = geom[2]
-    Ho = geom[3]
-    Wo = geom[4]
-    kh = geom[5]
-    kw = geom[6]
-    sy = geom[7]
-    sx = geom[8]
-    py = geom[9]
-    px = geom[10]
-    B = out.shape[1]
-    n_out = out.shape[2]
-    HW = H * W
-    HWo = Ho * Wo
-    total = nsteps * B * n_out
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    for e in range(start, total, stride):
-        o = e % n_out
-        rest = e // n_out
-        b = rest % B
-        t = t0 + rest // B
-        ts = t - delay
-        if ts < 0:
-            out[t, b, o] = ZERO
-            continue
-        c = o // HWo
-        p = o - c * HWo
-        oy = p // Wo
-        ox = p - oy * Wo
-        mx = NEG_INF
-        padded = False
-        for ky in range(kh):
-            iy = oy * sy - py + ky
-            for kx in range(kw):
-                ix = ox * sx - px + kx
-                if iy < 0 or iy >= H or ix < 0 or ix >= W:
-                    padded = True
-                    continue
-                v = src[ts, b, c * HW + iy * W + ix]
-                if v > mx or v != v:
-                    mx = v
-        if padded and mx < ZERO:
-            mx = ZERO
-        out[t, b, o] = mx
 
+@lru_cache(maxsize=None)
+def pool_max_kernel(fixed: bool) -> Any:
+    """``pool_max_forward(src, out, t0, nsteps, delay, geom)``: max pooling with zero padding, one
+    thread per output (the numba kernel's rule); fixed point: 1 where any input of the window is
+    non-zero (an OR of spikes)."""
 
-@cuda.jit
-def identity_forward(src, scale, unit, out, t0, nsteps, delay):
-    """``out[t] = scale * src[t - delay]`` (a copy when ``unit``), zeros before the source."""
-    B = out.shape[1]
-    n = out.shape[2]
-    total = nsteps * B * n
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    for e in range(start, total, stride):
-        j = e % n
-        rest = e // n
-        b = rest % B
-        t = t0 + rest // B
-        ts = t - delay
-        if ts < 0:
-            out[t, b, j] = ZERO
-        elif unit:
-            out[t, b, j] = src[ts, b, j]
-        else:
-            out[t, b, j] = fmul(scale, src[ts, b, j])
-
-
-# ----------------------------------------------------------------------------- neurons
-
-
-@cuda.jit(device=True)
-def _to_float(c):
-    return ONE if c else ZERO
-
-
-neuron_step = cuda.jit(device=True)(make_neuron_step(fmul, _to_float, ONE, ZERO))
-
-
-@cuda.jit
-def population_forward(
-    cur, late, ioff, t0, t1, params, gain, v_reset, model, reset, reset_delay, fire_ge, charge, rule, has_late,
-    state, out, mem, record, keep, gated, spikes,
-):
-    """``spike.semantics`` for steps t0..t1-1, one thread per (sample, neuron), state in registers.
-
-    Input current ``cur[t + ioff]`` (recurrent inputs added after the charge: ``late[t + ioff]``),
-    per-neuron ``params`` ``[N_PARAMS, n]``, ``state`` ``[N_STATES, B, n]``; products through
-    :func:`fmul`, so the float32 operations are the numba backend's. ``gated``: neurons with
-    ``keep[b, k] == 0`` output 0, keep their state and record it as membrane. Each thread adds its
-    spike count to ``spikes[b]`` with one int64 atomic. Work unit ``r = b * n_tiles + tile``:
-    ``TPB`` consecutive neurons of sample ``b``.
-    """
-    B = out.shape[1]
-    n = out.shape[2]
-    n_tiles = (n + TPB - 1) // TPB
-    tid = cuda.threadIdx.x
-    for r in range(cuda.blockIdx.x, B * n_tiles, cuda.gridDim.x):
-        b = r // n_tiles
-        k = (r - b * n_tiles) * TPB + tid
-        if k >= n:
-            continue
-        if gated and keep[b, k] == 0:
-            vk = state[S_V, b, k]
-            for t in range(t0, t1):
-                out[t, b, k] = ZERO
-                if record:
-                    mem[t, b, k] = vk
-            continue
-        nsp = 0
-        v = state[S_V, b, k]
-        s = state[S_S, b, k]
-        i = state[S_I, b, k]
-        j = state[S_J, b, k]
-        be = params[P_BETA, k]
-        th = params[P_THR, k]
-        al = params[P_ALPHA, k]
-        ta = params[P_TAU, k]
-        ra = params[P_RATE, k]
-        for t in range(t0, t1):
-            x = cur[t + ioff, b, k]
-            xl = late[t + ioff, b, k] if has_late else ZERO
-            o, v, s, i, j = neuron_step(x, xl, v, s, i, j, be, th, al, ta, ra, gain, v_reset,
-                                        model, reset, reset_delay, fire_ge, charge, rule, has_late)
-            if model != MODEL_LI and o != ZERO:
-                nsp += 1
-            out[t, b, k] = o
-            if record:
-                mem[t, b, k] = v
-        state[S_V, b, k] = v
-        state[S_S, b, k] = s
-        state[S_I, b, k] = i
-        state[S_J, b, k] = j
-        if nsp != 0:
-            cuda.atomic.add(spikes, b, nsp)
-
-
-# ----------------------------------------------------------------------------- Loihi fixed point
-#
-# Ports of the fixed-point loops of ``numba.kernels`` (bit-accurate with lava-nc's
-# ``PyLifModelBitAcc``): values carried in int64, wrapped or clipped where lava's int32 / 24-bit
-# arithmetic does. Integer sums do not depend on their order, so the scatter kernels add with
-# integer atomics into an int64 accumulator row.
-
-I64_2_31 = np.int64(1 << 31)
-I64_MASK32 = np.int64((1 << 32) - 1)
-UV_MAX = np.int64(1 << 23)  # u wraps past this, v is clipped to +-(UV_MAX - 1)
-DECAY_UNITY = np.int64(4096)  # 12-bit decays: factor (4096 - d) / 4096
-ACT_SCALE = np.int64(64)  # a_in << 6
-I64_ZERO = np.int64(0)
-I64_ONE = np.int64(1)
-
-
-@cuda.jit(device=True)
-def wrap_int32(x):
-    """``x`` (int64) reduced to the signed 32-bit range, as a cast to int32 wraps."""
-    return ((x + I64_2_31) & I64_MASK32) - I64_2_31
-
-
-@cuda.jit(device=True)
-def shift_by_exp(x, e):
-    """``x << e`` for ``e >= 0``, arithmetic ``x >> -e`` (floor) otherwise."""
-    if e >= 0:
-        return x * (I64_ONE << e)
-    return x >> (-e)
-
-
-@cuda.jit(device=True)
-def loihi_decay(x, d):
-    """``sign(x) * ((|x| * (4096 - d)) >> 12)`` in int64: the decay rounds toward zero."""
-    p = x * (DECAY_UNITY - d)
-    if p < 0:
-        return -((-p) >> 12)
-    return p >> 12
-
-
-@cuda.jit
-def dense_fixed_deliver(src, idx, cnt, wt, weight_exp, out, t0, nsteps, delay):
-    """Fixed-point dense projection: ``out[t, b, j] = int32((sum of wt[i, j] over active i)
-    shifted by weight_exp)``, summed in int64 by one thread per target (as ``dense_deliver``)."""
-    B = out.shape[1]
-    n_out = out.shape[2]
-    n_tiles = (n_out + TPB - 1) // TPB
-    tid = cuda.threadIdx.x
-    sidx = cuda.shared.array(TPB, int32)
-    for r in range(cuda.blockIdx.x, nsteps * B * n_tiles, cuda.gridDim.x):
-        tile = r % n_tiles
-        rest = r // n_tiles
-        b = rest % B
-        tt = rest // B
-        t = t0 + tt
-        ts = t - delay
-        j = tile * TPB + tid
-        acc = I64_ZERO
-        if ts >= 0:
-            m = cnt[tt, b]
-            for c0 in range(0, m, TPB):
-                k = c0 + tid
-                if k < m:
-                    sidx[tid] = idx[tt, b, k]
-                cuda.syncthreads()
-                if j < n_out:
-                    q_end = min(TPB, m - c0)
-                    for q in range(q_end):
-                        acc += int64(wt[sidx[q], j])
-                cuda.syncthreads()
-        if j < n_out:
-            out[t, b, j] = wrap_int32(shift_by_exp(acc, weight_exp))
-
-
-@cuda.jit
-def sparse_fixed_deliver(src, idx, cnt, indptr, indices, data, weight_exp, acc, out, t0, nsteps, delay):
-    """Fixed-point CSR projection, one work unit per (step, sample): the block zeroes its int64
-    row ``acc[blockIdx.x]``, adds the rows of the active inputs with integer atomics, then writes
-    ``out = int32(acc shifted by weight_exp)``."""
-    B = out.shape[1]
-    n_out = out.shape[2]
-    tid = cuda.threadIdx.x
-    row = cuda.blockIdx.x
-    for r in range(cuda.blockIdx.x, nsteps * B, cuda.gridDim.x):
-        b = r % B
-        tt = r // B
-        t = t0 + tt
-        ts = t - delay
-        for j in range(tid, n_out, TPB):
-            acc[row, j] = 0
-        cuda.syncthreads()
-        if ts >= 0:
-            m = cnt[tt, b]
-            for k in range(m):
-                i = idx[tt, b, k]
-                for p in range(indptr[i] + tid, indptr[i + 1], TPB):
-                    cuda.atomic.add(acc, (row, indices[p]), int64(data[p]))
-        cuda.syncthreads()
-        for j in range(tid, n_out, TPB):
-            out[t, b, j] = wrap_int32(shift_by_exp(acc[row, j], weight_exp))
-        cuda.syncthreads()
-
-
-@cuda.jit
-def conv2d_fixed_deliver(src, idx, cnt, wc, weight_exp, acc, out, t0, nsteps, delay, geom):
-    """Fixed-point event-driven convolution (integer ``wc``, layout and ``geom`` as
-    ``conv2d_deliver``): the block's int64 row ``acc[blockIdx.x]`` (channel-first), integer atomics, then
-    ``out = int32(acc shifted by weight_exp)``."""
-    H = geom[1]
-    W = geom[2]
-    Ho = geom[4]
-    Wo = geom[5]
-    kh = geom[6]
-    kw = geom[7]
-    sy = geom[8]
-    sx = geom[9]
-    py = geom[10]
-    px = geom[11]
-    cin_pg = geom[12]
-    cout_pg = geom[13]
-    B = out.shape[1]
-    n_out = out.shape[2]
-    HW = H * W
-    HWo = Ho * Wo
-    nwork = kh * kw * cout_pg
-    tid = cuda.threadIdx.x
-    row = cuda.blockIdx.x
-    for r in range(cuda.blockIdx.x, nsteps * B, cuda.gridDim.x):
-        b = r % B
-        tt = r // B
-        t = t0 + tt
-        ts = t - delay
-        for o in range(tid, n_out, TPB):
-            acc[row, o] = 0
-        cuda.syncthreads()
-        if ts >= 0:
-            m = cnt[tt, b]
-            for k in range(m):
-                i = idx[tt, b, k]
-                c = i // HW
-                rem = i - c * HW
-                y = rem // W
-                x = rem - y * W
-                g = c // cin_pg
-                cl = c - g * cin_pg
-                base = g * cout_pg
-                for wid in range(tid, nwork, TPB):
-                    tap = wid // cout_pg
-                    j = wid - tap * cout_pg
-                    ky = tap // kw
-                    kx = tap - ky * kw
-                    ny = y + py - ky
-                    nx = x + px - kx
-                    if ny >= 0 and nx >= 0 and ny % sy == 0 and nx % sx == 0:
-                        oy = ny // sy
-                        ox = nx // sx
-                        if oy < Ho and ox < Wo:
-                            o = (base + j) * HWo + oy * Wo + ox
-                            cuda.atomic.add(acc, (row, o), int64(wc[g, cl, ky, kx, j]))
-        cuda.syncthreads()
-        for o in range(tid, n_out, TPB):
-            out[t, b, o] = wrap_int32(shift_by_exp(acc[row, o], weight_exp))
-        cuda.syncthreads()
-
-
-@cuda.jit
-def identity_fixed_forward(src, on, off, out, t0, nsteps, delay):
-    """Fixed-point one-to-one synapses: ``out = on`` where the source spiked, else ``off``."""
-    B = out.shape[1]
-    n = out.shape[2]
-    total = nsteps * B * n
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    for e in range(start, total, stride):
-        j = e % n
-        rest = e // n
-        b = rest % B
-        t = t0 + rest // B
-        ts = t - delay
-        if ts >= 0 and src[ts, b, j] != 0:
-            out[t, b, j] = on
-        else:
-            out[t, b, j] = off
-
-
-@cuda.jit
-def pool_or_forward(src, out, t0, nsteps, delay, geom):
-    """Fixed-point max pooling of spikes: 1 where any input of the window is non-zero (an OR)."""
-    H = geom[1]
-    W = geom[2]
-    Ho = geom[3]
-    Wo = geom[4]
-    kh = geom[5]
-    kw = geom[6]
-    sy = geom[7]
-    sx = geom[8]
-    py = geom[9]
-    px = geom[10]
-    B = out.shape[1]
-    n_out = out.shape[2]
-    HW = H * W
-    HWo = Ho * Wo
-    total = nsteps * B * n_out
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    for e in range(start, total, stride):
-        o = e % n_out
-        rest = e // n_out
-        b = rest % B
-        t = t0 + rest // B
-        ts = t - delay
-        mx = 0
-        if ts >= 0:
+    def pool_max_forward(src, out, t0, nsteps, delay, geom):
+        H = geom[1]
+        W = geom[2]
+        Ho = geom[3]
+        Wo = geom[4]
+        kh = geom[5]
+        kw = geom[6]
+        sy = geom[7]
+        sx = geom[8]
+        py = geom[9]
+        px = geom[10]
+        B = out.shape[1]
+        n_out = out.shape[2]
+        HW = H * W
+        HWo = Ho * Wo
+        total = nsteps * B * n_out
+        start = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        for e in range(start, total, stride):
+            o = e % n_out
+            rest = e // n_out
+            b = rest % B
+            t = t0 + rest // B
+            ts = t - delay
+            if ts < 0:
+                out[t, b, o] = 0
+                continue
             c = o // HWo
             p = o - c * HWo
             oy = p // Wo
             ox = p - oy * Wo
+            if fixed:
+                mx = 0
+            else:
+                mx = NEG_INF
+            padded = False
             for ky in range(kh):
                 iy = oy * sy - py + ky
-                if iy >= 0 and iy < H:
-                    for kx in range(kw):
-                        ix = ox * sx - px + kx
-                        if ix >= 0 and ix < W and src[ts, b, c * HW + iy * W + ix] != 0:
+                for kx in range(kw):
+                    ix = ox * sx - px + kx
+                    if iy < 0 or iy >= H or ix < 0 or ix >= W:
+                        padded = True
+                        continue
+                    v = src[ts, b, c * HW + iy * W + ix]
+                    if fixed:
+                        if v != 0:
                             mx = 1
-        out[t, b, o] = mx
+                    elif v > mx or v != v:
+                        mx = v
+            if not fixed and padded and mx < ZERO:
+                mx = ZERO
+            out[t, b, o] = mx
+
+    return cuda.jit(pool_max_forward)
 
 
-@cuda.jit
-def population_fixed_forward(
-    cur, ioff, t0, t1, du, dv, bias, onset, vth_eff, spiking, u_state, v_state, out, mem_v, mem_u,
-    record_v, record_u, spikes,
-):
-    """Loihi fixed-point neurons for steps t0..t1-1, one thread per (sample, neuron), as
-    ``numba.kernels.population_fixed_forward`` / ``loihi_lif_step``: int32 input ``cur[t + ioff]``,
-    int32 state ``u_state``/``v_state`` [B, n]; ``out`` gets spikes (0/1), or v for an ``li``
-    readout (``spiking`` False). The bias applies from step ``onset`` on (``Program.onset``), 0
-    before. Work unit ``r = b * n_tiles + tile``."""
-    B = out.shape[1]
-    n = out.shape[2]
-    n_tiles = (n + TPB - 1) // TPB
-    tid = cuda.threadIdx.x
-    for r in range(cuda.blockIdx.x, B * n_tiles, cuda.gridDim.x):
-        b = r // n_tiles
-        k = (r - b * n_tiles) * TPB + tid
-        if k < n:
-            nsp = 0
-            u = int64(u_state[b, k])
-            v = int64(v_state[b, k])
-            du_k = du[k] + 1  # the hidden +1 of lava's current decay
-            dv_k = dv[k]
-            bias_k = bias[k]
-            vth_k = vth_eff[k]
-            for t in range(t0, t1):
-                a_in = int64(cur[t + ioff, b, k])
-                u = wrap_int32(loihi_decay(u, du_k) + wrap_int32(a_in * ACT_SCALE))
-                if u > UV_MAX:
-                    u -= 2 * UV_MAX
-                elif u <= -UV_MAX:
-                    u += 2 * UV_MAX
-                if t >= onset:
-                    v = loihi_decay(v, dv_k) + u + bias_k
-                else:
-                    v = loihi_decay(v, dv_k) + u
-                if v > UV_MAX - 1:
-                    v = UV_MAX - 1
-                elif v < -(UV_MAX - 1):
-                    v = -(UV_MAX - 1)
-                if spiking:
-                    if v > vth_k:
-                        v = I64_ZERO
-                        out[t, b, k] = 1
-                        nsp += 1
-                    else:
-                        out[t, b, k] = 0
-                else:
-                    out[t, b, k] = v
-                if record_v:
-                    mem_v[t, b, k] = v
-                if record_u:
-                    mem_u[t, b, k] = u
-            u_state[b, k] = u
-            v_state[b, k] = v
-            if nsp != 0:
-                cuda.atomic.add(spikes, b, nsp)
+@lru_cache(maxsize=None)
+def identity_kernel(fixed: bool) -> Any:
+    """``identity_forward(src, scale, unit, out, t0, nsteps, delay)``: ``out[t] = scale *
+    src[t - delay]`` (a copy when ``unit``), zeros before the source; fixed point: ``scale`` (the
+    delivered integer, ``int32(weight shifted by weight_exp)``) where the source spiked, else 0."""
 
-
-# ----------------------------------------------------------------------------- FTWT gates
-#
-# The gated form of ``conv2d_deliver`` (used by ``cuda.gates``; the numba loop is
-# ``numba.gates.conv2d_gated_forward``; gated populations are ``population_forward`` with ``gated``).
-# It lives in this module because the simulator swaps ``cuda`` into a module's globals for a
-# launch: a kernel calling a device function from another module would race on that swap.
-
-
-@cuda.jit
-def conv2d_gated_deliver(src, idx, cnt, wc, bias, has_bias, keep, out, t0, nsteps, delay, onset, geom, pairs,
-                         macs, real):
-    """``conv2d_deliver`` into the kept output channels only (``keep[b, co]`` != 0).
-
-    Per event, the taps into kept channels are added (zero weights included, as the numba kernel
-    adds them); ``pairs[b]`` counts the (event, non-zero weight) pairs into kept channels (one
-    integer atomic per thread and work unit), ``macs[b]`` instead where ``real[tt, b]`` (written
-    by ``gather_active``). Masked channels' outputs are 0 (no bias); kept ones
-    get ``acc + bias``. Before step ``onset`` (>= ``delay``, ``Program.onset``) every output is 0.
-    """
-    H = geom[1]
-    W = geom[2]
-    Ho = geom[4]
-    Wo = geom[5]
-    kh = geom[6]
-    kw = geom[7]
-    sy = geom[8]
-    sx = geom[9]
-    py = geom[10]
-    px = geom[11]
-    cin_pg = geom[12]
-    cout_pg = geom[13]
-    B = out.shape[1]
-    n_out = out.shape[2]
-    HW = H * W
-    HWo = Ho * Wo
-    nwork = kh * kw * cout_pg
-    tid = cuda.threadIdx.x
-    for r in range(cuda.blockIdx.x, nsteps * B, cuda.gridDim.x):
-        b = r % B
-        tt = r // B
-        t = t0 + tt
-        ts = t - delay
-        if t < onset:
-            for o in range(tid, n_out, TPB):
-                out[t, b, o] = ZERO
-            continue
-        for o in range(tid, n_out, TPB):
-            out[t, b, o] = ZERO
-        cuda.syncthreads()
-        nops = 0
-        m = cnt[tt, b]
-        for k in range(m):
-            i = idx[tt, b, k]
-            v = src[ts, b, i]
-            c = i // HW
-            rem = i - c * HW
-            y = rem // W
-            x = rem - y * W
-            g = c // cin_pg
-            cl = c - g * cin_pg
-            base = g * cout_pg
-            for wid in range(tid, nwork, TPB):
-                tap = wid // cout_pg
-                j = wid - tap * cout_pg
-                if keep[b, base + j] == 0:
-                    continue
-                ky = tap // kw
-                kx = tap - ky * kw
-                ny = y + py - ky
-                nx = x + px - kx
-                if ny >= 0 and nx >= 0 and ny % sy == 0 and nx % sx == 0:
-                    oy = ny // sy
-                    ox = nx // sx
-                    if oy < Ho and ox < Wo:
-                        w = wc[g, cl, ky, kx, j]
-                        if w != ZERO:
-                            nops += 1
-                        o = (base + j) * HWo + oy * Wo + ox
-                        if v == ONE:
-                            out[t, b, o] = out[t, b, o] + w
-                        else:
-                            out[t, b, o] = out[t, b, o] + fmul(w, v)
-            cuda.syncthreads()
-        if nops != 0:
-            if real[tt, b] != 0:
-                cuda.atomic.add(macs, b, nops)
+    def identity_forward(src, scale, unit, out, t0, nsteps, delay):
+        B = out.shape[1]
+        n = out.shape[2]
+        total = nsteps * B * n
+        start = cuda.grid(1)
+        stride = cuda.gridsize(1)
+        for e in range(start, total, stride):
+            j = e % n
+            rest = e // n
+            b = rest % B
+            t = t0 + rest // B
+            ts = t - delay
+            if ts < 0:
+                out[t, b, j] = 0
+            elif fixed:
+                out[t, b, j] = scale if src[ts, b, j] != 0 else 0
+            elif unit:
+                out[t, b, j] = src[ts, b, j]
             else:
-                cuda.atomic.add(pairs, b, nops)
-        for o in range(tid, n_out, TPB):
-            co = o // HWo
-            if keep[b, co] == 0:
-                out[t, b, o] = ZERO
-            elif has_bias:
-                out[t, b, o] = out[t, b, o] + bias[co]
-        cuda.syncthreads()  # the outputs are final before the block's next unit
+                out[t, b, j] = fmul(scale, src[ts, b, j])
 
-
+    return cuda.jit(identity_forward)

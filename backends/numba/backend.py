@@ -2,7 +2,8 @@
 
 Each node kind has one kernel that prepares (once per node object, in ``ctx.cache``) the arrays its
 compiled loop needs, then makes one compiled call for the steps it is given: acyclic nodes run all
-steps in a single call, nodes on a cycle one step per call. The loops live in ``numba.kernels``.
+steps in a single call, nodes on a cycle one step per call. The loops live in ``numba.projections``
+and ``numba.neurons``.
 
 Counts (per sample, summed over steps), as NeuroBench defines them (design §7):
 - projections: (non-zero input, non-zero weight) pairs delivered, border clipping included, add
@@ -18,7 +19,9 @@ Counts (per sample, summed over steps), as NeuroBench defines them (design §7):
 
 Programs of precision "fixed" (``spike.compiler.passes.quantize``) run Loihi fixed point, bit-accurate with
 lava-nc's ``PyLifModelBitAcc``/``PyDenseModelBitAcc``: int32 signals, integer weights shifted by
-``weight_exp``, populations stepped by ``numba.kernels.loihi_lif_step``; same counts.
+``weight_exp``, populations stepped by ``numba.neurons.loihi_lif_step``; same counts. Each
+projection kernel runs the loop of ``numba.projections`` compiled for the program's arithmetic;
+FTWT gates' kernels (the "gated" variants) are in ``numba.gates``.
 """
 from __future__ import annotations
 
@@ -28,14 +31,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from spike.backends.numba import kernels as K
+from spike.backends.numba import neurons as N
+from spike.backends.numba import projections as P
 from spike.backends.engine import NodeContext
 from spike.backends.host_ops import host_op_kernel
 from spike.backends.layout import (
-    conv_layout, f32 as _f32, geometry_2d as _geometry_2d, windows_per_position,
+    bias_values, conv_layout, csr_arrays, delivery, f32, geometry_2d, windows_per_position,
 )
 from spike.backends.registry import Backend, BackendError, register_backend
-from spike.compiler.ir.nodes import Conv2d, Dense, HostOp, Identity, Pool2d, Population, Sparse
+from spike.compiler.ir.nodes import Dense, Identity, Pool2d, Population, Sparse
 from spike.compiler.passes.quantize import loihi_neuron_params
 from spike.numba_threads import threads_at_most
 from spike import semantics
@@ -43,6 +47,9 @@ from spike import semantics
 _EMPTY = np.zeros(0, np.float32)
 _NO_MEM = np.zeros((1, 1, 1), np.float32)
 _NO_ACTIVE = np.zeros((1, 1), np.int64)
+_NO_ACTIVE3 = np.zeros((1, 1, 1), np.int64)  # a conv2d without a mask: no kept-channel lists
+_NO_COUNT2 = np.zeros((1, 1), np.int64)
+_NO_KEEP = np.zeros((1, 1), np.uint8)
 
 
 class _ArrayPool:
@@ -102,38 +109,58 @@ BACKEND = register_backend(
 
 
 # ----------------------------------------------------------------------------- helpers
+# (public: the gated kernels of ``numba.gates`` use them too)
 
 
-def _pair_counters(ctx: NodeContext) -> tuple[np.ndarray, np.ndarray, bool]:
+def fixed(ctx: NodeContext) -> bool:
+    """Whether the run is Loihi fixed point (int32 signals)."""
+    return ctx.precision == "fixed"
+
+
+def node_cache(ctx: NodeContext) -> dict:
+    """The node's arrays for the run's arithmetic (kept across runs, per precision)."""
+    return ctx.cache.setdefault(ctx.precision, {})
+
+
+def pair_counters(ctx: NodeContext) -> tuple[np.ndarray, np.ndarray, bool]:
     """The ``syn_ops`` and ``macs`` counters of a projection, and whether its kernel tests the
     input values per (step, sample) (a source that is not a spike signal) or counts every pair
     as ``syn_ops``."""
     return ctx.counts["syn_ops"], ctx.counts["macs"], ctx.source_signals[0] != "spike"
 
 
-def _bias(node: Any, n: int) -> np.ndarray:
-    if getattr(node, "bias", None) is None:
-        return _EMPTY
-    b = _f32(node.bias).reshape(-1)
-    if b.shape[0] != n:
-        raise BackendError(f"bias has {b.shape[0]} values, expected {n}")
-    return b
-
-
-def _source(ctx: NodeContext) -> np.ndarray:
+def source(ctx: NodeContext) -> np.ndarray:
     src = ctx.sources[0]
-    dt = np.int32 if ctx.precision == "fixed" else np.float32
+    dt = np.int32 if fixed(ctx) else np.float32
     if src.dtype != dt or not src.flags.c_contiguous:
         src = np.ascontiguousarray(src, dtype=dt)
     return src
 
 
-def _int_weights(a: Any) -> np.ndarray:
-    """Fixed-point weights (integer-valued by validation) in the narrowest of int16/int32 that
-    holds them: the kernels sum them in int64, and narrow rows cut the memory traffic per event."""
-    a = np.asarray(a)
+def weights(ctx: NodeContext, w: Any) -> np.ndarray:
+    """Weights for the run's arithmetic: float32, or (fixed point, integer-valued by validation) the
+    narrowest of int16/int32 that holds them: the kernels sum them in int64, and narrow rows cut
+    the memory traffic per event."""
+    if not fixed(ctx):
+        return f32(w)
+    a = np.asarray(w)
     small = a.size == 0 or np.abs(a).max() <= np.iinfo(np.int16).max
     return np.ascontiguousarray(a.astype(np.int16 if small else np.int32))
+
+
+def bias(ctx: NodeContext, n: int) -> np.ndarray:
+    """The projection's float32 bias, empty when it has none (or in fixed point: no bias there)."""
+    b = None if fixed(ctx) else bias_values(ctx.node, n, ctx.name)
+    return _EMPTY if b is None else b
+
+
+def conv_arrays(ctx: NodeContext) -> dict:
+    """A conv2d's layout (``layout.conv_layout``) and weights for the run's arithmetic."""
+    c = node_cache(ctx)
+    if "wc" not in c:
+        L = conv_layout(ctx.node, ctx.name)
+        c["layout"], c["wc"], c["bias"] = L, weights(ctx, L.wc), bias(ctx, L.C_out)
+    return c
 
 
 # ----------------------------------------------------------------------------- projections
@@ -142,30 +169,16 @@ def _int_weights(a: Any) -> np.ndarray:
 @BACKEND.kernel("dense")
 def dense(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Dense = ctx.node
-    c = ctx.cache
-    if ctx.precision == "fixed":
-        if "wt_fixed" not in c:
-            if np.shape(node.weight) != (node.size, node.in_size):
-                raise BackendError(f"dense {ctx.name!r}: weight {np.shape(node.weight)}, expected {(node.size, node.in_size)}")
-            wt = _int_weights(node.weight).T
-            c["wt_fixed"] = np.ascontiguousarray(wt)
-            c["row_nnz_fixed"] = np.count_nonzero(wt, axis=1).astype(np.int64)
-        K.dense_fixed_forward(
-            _source(ctx), c["wt_fixed"], c["row_nnz_fixed"], int(node.weight_exp), ctx.out, t0, t1, node.delay,
-            *_pair_counters(ctx),
-        )
-        ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
-        return
+    c = node_cache(ctx)
     if "wt" not in c:
-        w = _f32(node.weight)
-        if w.shape != (node.size, node.in_size):
-            raise BackendError(f"dense {ctx.name!r}: weight {w.shape}, expected {(node.size, node.in_size)}")
-        c["wt"] = np.ascontiguousarray(w.T)
+        if np.shape(node.weight) != (node.size, node.in_size):
+            raise BackendError(f"dense {ctx.name!r}: weight {np.shape(node.weight)}, expected {(node.size, node.in_size)}")
+        c["wt"] = np.ascontiguousarray(weights(ctx, node.weight).T)
         c["row_nnz"] = np.count_nonzero(c["wt"], axis=1).astype(np.int64)
-        c["bias"] = _bias(node, node.size)
-    K.dense_forward(
-        _source(ctx), c["wt"], c["row_nnz"], c["bias"], ctx.out, t0, t1, node.delay, ctx.onset,
-        *_pair_counters(ctx)
+        c["bias"] = bias(ctx, node.size)
+    weight_exp, delay, start = delivery(ctx)
+    P.dense_kernel(fixed(ctx))(
+        source(ctx), c["wt"], c["row_nnz"], c["bias"], weight_exp, ctx.out, t0, t1, delay, start, *pair_counters(ctx)
     )
     ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
 
@@ -173,57 +186,30 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
 @BACKEND.kernel("sparse")
 def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Sparse = ctx.node
-    c = ctx.cache
+    c = node_cache(ctx)
     if "indptr" not in c:
-        indptr = np.ascontiguousarray(node.indptr, dtype=np.int64)
-        indices = np.ascontiguousarray(node.indices, dtype=np.int64)
-        data = _f32(node.data)
-        if indptr.shape != (node.in_size + 1,) or indptr[0] != 0 or np.any(np.diff(indptr) < 0) \
-                or indptr[-1] != len(indices) or len(indices) != len(data):
-            raise BackendError(f"sparse {ctx.name!r}: malformed CSR (indptr/indices/data)")
-        if len(indices) and (indices.min() < 0 or indices.max() >= node.size):
-            raise BackendError(f"sparse {ctx.name!r}: target index out of range [0, {node.size})")
-        c["indptr"], c["indices"], c["data"] = indptr, indices, data
-        nz = np.concatenate([[0], np.cumsum(data != 0, dtype=np.int64)])
-        c["row_nnz"] = np.ascontiguousarray(nz[indptr[1:]] - nz[indptr[:-1]])
-        c["bias"] = _bias(node, node.size) if ctx.precision != "fixed" else _EMPTY
-        c["data_fixed"] = _int_weights(node.data) if ctx.precision == "fixed" else None
-    if ctx.precision == "fixed":
-        K.sparse_fixed_forward(
-            _source(ctx), c["indptr"], c["indices"], c["data_fixed"], c["row_nnz"], int(node.weight_exp), ctx.out,
-            t0, t1, node.delay, *_pair_counters(ctx),
-        )
-        ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
-        return
-    K.sparse_forward(
-        _source(ctx), c["indptr"], c["indices"], c["data"], c["row_nnz"], c["bias"], ctx.out,
-        t0, t1, node.delay, ctx.onset, *_pair_counters(ctx),
+        c["indptr"], c["indices"], c["row_nnz"] = csr_arrays(node, ctx.name)
+        c["data"], c["bias"] = weights(ctx, node.data), bias(ctx, node.size)
+    weight_exp, delay, start = delivery(ctx)
+    P.sparse_kernel(fixed(ctx))(
+        source(ctx), c["indptr"], c["indices"], c["data"], c["row_nnz"], c["bias"], weight_exp, ctx.out, t0, t1,
+        delay, start, *pair_counters(ctx),
     )
     ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
 
 
 @BACKEND.kernel("conv2d")
 def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
-    node: Conv2d = ctx.node
-    c = ctx.cache
-    if "wc" not in c:
-        L = conv_layout(node, ctx.name)
-        c["wc"], c["in_pairs"], c["dense_per_step"] = L.wc, L.in_pairs, L.dense_per_step
-        c["geom"] = L.geom
-        c["bias"] = _bias(node, L.C_out) if ctx.precision != "fixed" else _EMPTY
-        c["wc_fixed"] = _int_weights(L.wc) if ctx.precision == "fixed" else None
-    if ctx.precision == "fixed":
-        K.conv2d_fixed_forward(
-            _source(ctx), c["wc_fixed"], c["in_pairs"], int(node.weight_exp), ctx.out, t0, t1, node.delay,
-            c["geom"], *_pair_counters(ctx),
-        )
-        ctx.counts["dense_ops"] += c["dense_per_step"] * (t1 - t0)
-        return
-    K.conv2d_forward(
-        _source(ctx), c["wc"], c["in_pairs"], c["bias"], ctx.out, t0, t1, node.delay, ctx.onset, c["geom"],
-        *_pair_counters(ctx),
+    c = conv_arrays(ctx)
+    L = c["layout"]
+    if "in_pairs" not in c:
+        c["in_pairs"] = L.in_pairs
+    weight_exp, delay, start = delivery(ctx)
+    P.conv2d_kernel(fixed(ctx), False)(
+        source(ctx), c["wc"], c["in_pairs"], c["bias"], weight_exp, ctx.out, t0, t1, delay, start, L.geom,
+        _NO_ACTIVE3, _NO_COUNT2, _NO_KEEP, *pair_counters(ctx),
     )
-    ctx.counts["dense_ops"] += c["dense_per_step"] * (t1 - t0)
+    ctx.counts["dense_ops"] += L.dense_per_step * (t1 - t0)
 
 
 @BACKEND.kernel("pool2d")
@@ -232,24 +218,21 @@ def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
     c = ctx.cache
     if "geom" not in c:
         kh, kw = node.kernel
-        C, H, W, Ho, Wo = _geometry_2d(node, (kh, kw))
+        C, H, W, Ho, Wo = geometry_2d(node, (kh, kw))
         if node.shape[0] != C:
             raise BackendError(f"pool2d {ctx.name!r}: {C} input channels, output shape {node.shape}")
         c["geom"] = np.array([C, H, W, Ho, Wo, kh, kw, *node.stride, *node.padding], np.int64)
         wy = windows_per_position(H, Ho, kh, node.stride[0], node.padding[0])
         wx = windows_per_position(W, Wo, kw, node.stride[1], node.padding[1])
         c["win_count"] = np.ascontiguousarray(np.outer(wy, wx).reshape(-1))
-    src = _source(ctx)
+    src = source(ctx)
     if node.mode == "max":
-        if ctx.precision == "fixed":
-            K.pool_or_forward(src, ctx.out, t0, t1, node.delay, c["geom"])
-        else:
-            K.pool_max_forward(src, ctx.out, t0, t1, node.delay, c["geom"])
+        P.pool_max_kernel(fixed(ctx))(src, ctx.out, t0, t1, node.delay, c["geom"])
         return
-    if ctx.precision == "fixed":  # check() rejects these; kept for direct kernel calls
+    if fixed(ctx):  # check() rejects these; kept for direct kernel calls
         raise BackendError(f"pool2d {ctx.name!r}: {node.mode!r} pooling has no fixed-point form")
     divisor = np.float32(node.kernel[0] * node.kernel[1] if node.mode == "avg" else 0)
-    K.pool_sum_forward(
+    P.pool_sum_forward(
         src, c["win_count"], ctx.out, t0, t1, node.delay, c["geom"], divisor, ctx.counts["pool_ops"]
     )  # pooling accumulates are pool_ops, never syn_ops/macs nor dense_ops (NeuroBench counts no pooling)
 
@@ -257,16 +240,9 @@ def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
 @BACKEND.kernel("identity")
 def identity(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Identity = ctx.node
-    if ctx.precision == "fixed":
-        K.identity_fixed_forward(
-            _source(ctx), np.int64(node.scale), int(node.weight_exp), ctx.out, t0, t1, node.delay,
-            *_pair_counters(ctx),
-        )
-        ctx.counts["dense_ops"] += node.size * (t1 - t0)
-        return
-    K.identity_forward(
-        _source(ctx), np.float32(node.scale), ctx.out, t0, t1, node.delay, *_pair_counters(ctx)
-    )
+    scale = np.int64(node.scale) if fixed(ctx) else np.float32(node.scale)
+    weight_exp, delay, _ = delivery(ctx)
+    P.identity_kernel(fixed(ctx))(source(ctx), scale, weight_exp, ctx.out, t0, t1, delay, *pair_counters(ctx))
     ctx.counts["dense_ops"] += node.size * (t1 - t0)
 
 
@@ -280,7 +256,6 @@ def _write_numpy(out: np.ndarray, t0: int, t1: int, values: Any) -> None:
 BACKEND.kernel("hostop")(host_op_kernel(lambda a: torch.from_numpy(np.ascontiguousarray(a)), _write_numpy))
 
 
-
 # ----------------------------------------------------------------------------- neurons
 
 
@@ -288,7 +263,7 @@ BACKEND.kernel("hostop")(host_op_kernel(lambda a: torch.from_numpy(np.ascontiguo
 def population(ctx: NodeContext, t0: int, t1: int) -> None:
     """``spike.semantics`` in float32 (I = sum of sources in source order, ((s0+s1)+s2); the
     recurrent sources of a ``late_recurrent`` population summed apart), or Loihi fixed point."""
-    if ctx.precision == "fixed":
+    if fixed(ctx):
         _population_fixed(ctx, t0, t1)
         return
     population_float(ctx, t0, t1)
@@ -308,7 +283,7 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
     if sources is not None and node.late_recurrent:
         raise BackendError(f"population {ctx.name!r}: a gated population cannot add recurrent inputs late")
     srcs = ctx.sources if sources is None else sources
-    late_idx = recurrent_sources(ctx) if node.late_recurrent else set()
+    late_idx = ctx.recurrent_sources() if node.late_recurrent else ()
     if late_idx:  # both sums over steps t0..t1-1 (one offset for both)
         cur, ioff = _summed(ctx, [s for i, s in enumerate(srcs) if i not in late_idx], t0, t1, whole=False)
         late, _ = _summed(ctx, [s for i, s in enumerate(srcs) if i in late_idx], t0, t1, whole=False)
@@ -319,44 +294,37 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
     if not gated:
         active, nactive = _NO_ACTIVE, np.zeros(ctx.batch, np.int64)
     record = ctx.mem is not None
-    K.population_kernel(c["flags"], gated)(
+    N.population_kernel(c["flags"], gated)(
         cur, late, ioff, t0, t1, c["params"], np.float32(node.gain), np.float32(node.v_reset),
         ctx.state["state"], ctx.out, ctx.mem if record else _NO_MEM, record, active, nactive,
         ctx.counts["spikes"], ctx.counts["neuron_updates"],
     )
 
 
-def recurrent_sources(ctx: NodeContext) -> set[int]:
-    """Positions, among the node's sources, of the projections that read the node itself."""
-    c = ctx.cache
-    if "recurrent" not in c:
-        srcs = ctx.program.sources(ctx.name)
-        c["recurrent"] = {i for i, s in enumerate(srcs) if ctx.name in ctx.program.sources(s)}
-    return c["recurrent"]
-
-
 def _summed(ctx: NodeContext, srcs: list[np.ndarray], t0: int, t1: int, whole: bool = True) -> tuple[np.ndarray, int]:
-    """The float32 sum of ``srcs`` over steps t0..t1-1 in source order and its step offset (``whole``:
-    a single source is used as it is, offset 0)."""
+    """The sum of ``srcs`` over steps t0..t1-1 in source order, in the run's arithmetic (float32, or
+    int32 wrapping as lava's int32 port adds), and its step offset (``whole``: a single source is
+    used as it is, offset 0)."""
     n = ctx.node.size
     for s in srcs:
         if s.shape[2] != n:
             raise BackendError(f"population {ctx.name!r}: a source has {s.shape[2]} values per step, expected {n}")
+    dt = np.int32 if fixed(ctx) else np.float32
     if not srcs:
-        return np.zeros((t1 - t0, ctx.batch, n), np.float32), -t0
+        return np.zeros((t1 - t0, ctx.batch, n), dt), -t0
     if len(srcs) == 1 and whole:
         cur = srcs[0]
-        if cur.dtype != np.float32 or not cur.flags.c_contiguous:
-            cur = np.ascontiguousarray(cur, dtype=np.float32)
+        if cur.dtype != dt or not cur.flags.c_contiguous:
+            cur = np.ascontiguousarray(cur, dtype=dt)
         return cur, 0
-    cur = srcs[0][t0:t1].astype(np.float32)  # a copy
+    cur = srcs[0][t0:t1].astype(dt)  # a copy
     for s in srcs[1:]:
-        np.add(cur, s[t0:t1], out=cur)
+        np.add(cur, s[t0:t1], out=cur, casting="unsafe")
     return cur, -t0
 
 
 def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
-    """Loihi fixed point (``numba.kernels.loihi_lif_step``); input = int32 sum of the sources."""
+    """Loihi fixed point (``numba.neurons.loihi_lif_step``); input = int32 sum of the sources."""
     node: Population = ctx.node
     n = node.size
     c = ctx.cache
@@ -366,21 +334,10 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
     st = ctx.state
     if not st:
         st.update(u=np.zeros((ctx.batch, n), np.int32), v=np.zeros((ctx.batch, n), np.int32))
-    srcs = ctx.sources
-    for s in srcs:
-        if s.shape[2] != n:
-            raise BackendError(f"population {ctx.name!r}: a source has {s.shape[2]} values per step, expected {n}")
-    if not srcs:
-        cur, ioff = np.zeros((t1 - t0, ctx.batch, n), np.int32), -t0
-    elif len(srcs) == 1:
-        cur, ioff = np.ascontiguousarray(srcs[0], dtype=np.int32), 0
-    else:  # int32 sum, wrapping as lava's int32 port adds
-        cur, ioff = srcs[0][t0:t1].astype(np.int32), -t0
-        for s in srcs[1:]:
-            np.add(cur, s[t0:t1], out=cur, casting="unsafe")
+    cur, ioff = _summed(ctx, ctx.sources, t0, t1)
     record = ctx.mem is not None or ctx.mem_u is not None
     no_mem = np.zeros((1, 1, 1), np.int32)
-    K.population_fixed_forward(
+    N.population_fixed_forward(
         cur, ioff, t0, t1, p["du"], p["dv"], p["bias"], ctx.onset, p["vth_eff"], node.model != "li",
         st["u"], st["v"], ctx.out,
         ctx.mem if ctx.mem is not None else (np.zeros_like(ctx.out) if record else no_mem),
@@ -388,6 +345,3 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
         record, ctx.counts["spikes"],
     )
     ctx.counts["neuron_updates"] += n * (t1 - t0)
-
-
-from spike.backends.numba import gates as numba_gate  # noqa: E402,F401  (FTWT gates: gate kernel, gated conv2d/population)

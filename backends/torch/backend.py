@@ -11,13 +11,12 @@ only (NeuroBench counts no pooling: nothing in syn_ops/macs nor dense_ops).
 
 Programs of precision "fixed" run Loihi fixed point on int32 tensors (the oracle for the numba
 kernels): projections sum integer weights exactly in float64 (|sums| < 2^53), then shift by
-``weight_exp`` and wrap to int32 in int64; populations follow ``numba.kernels.loihi_lif_step``
+``weight_exp`` and wrap to int32 in int64; populations follow ``numba.neurons.loihi_lif_step``
 element-wise in int64.
 """
 from __future__ import annotations
 
 import operator
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,32 +26,12 @@ from spike.backends.engine import NodeContext
 from spike.backends.host_ops import host_op_kernel
 from spike.backends.registry import Backend, BackendError, register_backend
 from spike.compiler.ir.nodes import Conv2d, Dense, Identity, Pool2d, Population, Sparse
-from spike.compiler.ir.program import Program, ProgramError
 from spike import semantics
 
 _DTYPES = {"float32": torch.float32, "int32": torch.int32}
 
-class TorchBackend(Backend):
-    """Checks fixed-point programs against the fixed-point rules before a run."""
-
-    def check(self, program: Program) -> None:
-        super().check(program)
-        precision = "fixed" if program.metadata.get("precision") == "fixed" else "float32"
-        if precision == "fixed":
-            from spike.compiler.ir.validate import check_fixed_point
-
-            try:
-                check_fixed_point(program)
-            except ProgramError as e:
-                raise BackendError(f"backend {self.name!r} cannot execute this fixed-point program: {e}") from None
-        bad = [f"{n} (precision {node.precision!r})" for n, node in program.nodes()
-               if isinstance(node, Population) and node.precision != precision]
-        if bad:
-            raise BackendError(f"backend {self.name!r}: population(s) {', '.join(bad)} in a {precision} program")
-
-
 BACKEND = register_backend(
-    TorchBackend(
+    Backend(
         name="torch",
         precisions=frozenset({"float32", "fixed"}),
         zeros=lambda shape, dtype: torch.zeros(shape, dtype=_DTYPES[dtype]),
@@ -139,20 +118,34 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
 
 @BACKEND.kernel("conv2d")
 def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
+    conv2d_masked(ctx, t0, t1)
+
+
+def conv2d_masked(ctx: NodeContext, t0: int, t1: int, keep: torch.Tensor | None = None) -> None:
+    """Steps t0..t1-1 of a conv2d; ``keep`` ``[B, C_out]`` (float32, 1 = kept: an FTWT gate's mask,
+    float32 programs): masked channels output 0 (no bias) and receive no pairs."""
     node: Conv2d = ctx.node
     w, b = _weights(ctx)
     x = _delayed(ctx.sources[0], node.delay, t0, t1)
     t, B = x.shape[:2]
     xi = x.reshape(t * B, *node.in_shape)
     kw = dict(stride=node.stride, padding=node.padding, groups=node.groups)
+    kept = None if keep is None else keep[None, :, :, None, None]
     if ctx.precision == "fixed":
         xi = (xi != 0).to(torch.float64)
         y = F.conv2d(xi, w.to(torch.float64), **kw).reshape(t, B, node.size)
         ctx.out[t0:t1] = _deliver(y, node.weight_exp)
     else:
-        ctx.out[t0:t1] = F.conv2d(xi, w, b, **kw).reshape(t, B, node.size)
+        y = F.conv2d(xi, w, b, **kw)
+        if kept is not None:
+            y = y.reshape(t, B, *y.shape[1:])
+            y = torch.where(kept > 0, y, torch.zeros_like(y))
+        ctx.out[t0:t1] = y.reshape(t, B, node.size)
         _silent_before_onset(ctx, t0, t1)
-    pairs = F.conv2d((xi != 0).to(torch.float32), (w != 0).to(torch.float32), **kw).reshape(t, B, -1)
+    pairs = F.conv2d((xi != 0).to(torch.float32), (w != 0).to(torch.float32), **kw)
+    if kept is not None:
+        pairs = pairs.reshape(t, B, *pairs.shape[1:]) * kept
+    pairs = pairs.reshape(t, B, -1)
     if "dense_per_step" not in ctx.cache:
         ones = torch.ones((1, *node.in_shape))
         ctx.cache["dense_per_step"] = float(F.conv2d(ones, torch.ones_like(w), **kw).sum())
@@ -229,11 +222,11 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[torch.Ten
         st["params"] = list(torch.from_numpy(semantics.neuron_params(node)))
         st["flags"] = semantics.neuron_flags(node)
     srcs = ctx.sources if sources is None else sources
-    late_idx = set()
+    late_idx: tuple[int, ...] = ()
     if node.late_recurrent:
         if sources is not None:
             raise BackendError(f"population {ctx.name!r}: a gated population cannot add recurrent inputs late")
-        late_idx = {i for i, s in enumerate(ctx.program.sources(ctx.name)) if ctx.name in ctx.program.sources(s)}
+        late_idx = ctx.recurrent_sources()
     beta, thr, alpha, tau, rate = st["params"]
     flags = st["flags"]
     zero = torch.zeros((ctx.batch, node.size))
@@ -244,7 +237,7 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[torch.Ten
             current = early[0].clone()
             for x in early[1:]:
                 current = current + x
-        for k, i in enumerate(sorted(late_idx)):
+        for k, i in enumerate(late_idx):
             late = srcs[i][t].clone() if k == 0 else late + srcs[i][t]
         out, *new = _step(current, late, *st["state"], beta, thr, alpha, tau, rate, node.gain, node.v_reset, *flags)
         if active is not None:
@@ -269,7 +262,7 @@ def _loihi_decay(x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
 
 
 def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
-    """Loihi fixed point, element-wise in int64 (same rule as ``numba.kernels.loihi_lif_step``)."""
+    """Loihi fixed point, element-wise in int64 (same rule as ``numba.neurons.loihi_lif_step``)."""
     node: Population = ctx.node
     st = ctx.state
     if not st:
@@ -301,6 +294,3 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
         if ctx.mem_u is not None:
             ctx.mem_u[t] = u.to(torch.int32)
         ctx.counts["neuron_updates"] += node.size
-
-
-from spike.backends.torch import gates as torch_gate  # noqa: E402,F401  (FTWT gates: gate kernel, gated conv2d/population)

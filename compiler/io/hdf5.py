@@ -11,10 +11,11 @@ File layout (``schema_version`` 1)::
     /edges                 (E, 2) utf-8 string dataset of (source, consumer) pairs
 
 Edges are stored in an order that reproduces both each node's consumer order and each node's
-source order (:func:`~spike.compiler.ir.validate.ordered_edges`). ``target`` and ``precision`` are
+source order (:func:`~spike.compiler.ir.program.ordered_edges`). ``target`` and ``precision`` are
 taken from ``program.metadata`` (``"target"``, ``"precision"``) when present; the precision
 otherwise is ``fixed`` if any population is fixed point, else ``float32``. The metadata itself
-must be JSON-serialisable (tuples come back as lists).
+must be JSON-serialisable (tuples come back as lists). ``Program.gated`` (the FTWT gate record)
+is not stored: it follows from the graph, and loading derives it (``spike.compiler.passes.gates``).
 
 Loading is generic over the node dataclasses: each field's expected type comes from the class
 annotations. Every problem raises :class:`IRFormatError` naming the file (and node and field).
@@ -34,9 +35,12 @@ import numpy as np
 
 from spike.atomic import atomic_path
 from spike.compiler.ir import nodes as ir
-from spike.compiler.ir.nodes import Node, Population
-from spike.compiler.ir.program import MAX_STEPS_DELAY, PRODUCER, Program, ProgramError
-from spike.compiler.ir.validate import FieldSpec, field_specs, ordered_edges, validate_program
+from spike.compiler.ir.nodes import Node
+from spike.compiler.ir.precision import program_precision
+from spike.compiler.ir.program import MAX_STEPS_DELAY, PRODUCER, Program, ProgramError, ordered_edges
+from spike.compiler.ir.schema import FieldSpec, field_specs
+from spike.compiler.ir.validate import validate_program
+from spike.compiler.passes.gates import gated_nodes
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -77,14 +81,6 @@ def _metadata_json(metadata: Any) -> str:
         except (TypeError, ValueError) as e:
             raise ProgramError(f"program metadata key {key!r} is not JSON-serialisable: {e}") from None
     return json.dumps(dict(metadata), allow_nan=False)
-
-
-def _precision(program: Program) -> str:
-    p = program.metadata.get("precision")
-    if p is not None:
-        return str(p)
-    fixed = any(isinstance(n, Population) and n.precision == "fixed" for _, n in program.nodes())
-    return "fixed" if fixed else "float32"
 
 
 def _check_name(name: Any) -> None:
@@ -129,7 +125,7 @@ def save_program(program: Program, path: str | os.PathLike) -> None:
         _check_name(name)
     metadata = _metadata_json(program.metadata)
     target = program.metadata.get("target", "")
-    precision = _precision(program)
+    precision = program_precision(program)
 
     with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as f:
@@ -381,7 +377,7 @@ def load_program(path: str | os.PathLike) -> Program:
         validate_program(program)
     except ProgramError as e:
         raise IRFormatError(f"{path}: {e}") from e
-    return program
+    return program.with_graph(program.graph, gated=gated_nodes(program))  # derived, not stored (passes.gates)
 
 
 # ---- equality ---------------------------------------------------------------------------

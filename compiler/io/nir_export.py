@@ -43,8 +43,7 @@ from spike.compiler.ir.nodes import (
 )
 from spike.compiler.frontends.nir_discretize import r_from_gain, tau_from_decay
 from spike.compiler.frontends.nir_import import DEFAULT_DT, META_KEY
-from spike.compiler.ir.program import PRODUCER, Program
-from spike.compiler.ir.validate import ordered_edges
+from spike.compiler.ir.program import PRODUCER, Program, ordered_edges
 from spike.compiler.pipeline import FLOAT_PIPELINE, compile, run_passes
 
 __all__ = ["NIRExportError", "to_nir", "save_nir"]

@@ -2,10 +2,13 @@
 
 Edges point from producer to consumer (``v`` reads ``u``'s output); the node object lives in the
 ``"node"`` attribute. A projection's ``delay`` applies to the edge entering it. Programs are
-treated as immutable: passes build new ones with :meth:`Program.with_graph`.
+treated as immutable: passes build new ones with :meth:`Program.with_graph`, their graphs with
+:func:`rebuild_graph` (same node and edge order, :func:`ordered_edges`). :func:`node_error` is the
+:class:`ProgramError` that names a node and its field.
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -19,6 +22,16 @@ MAX_STEPS_DELAY = 65535  # the longest delay or latency, in steps, a program may
 
 class ProgramError(ValueError):
     """A program that breaks an IR rule; the message names the node and the field."""
+
+
+def node_label(name: str, node: Node | None = None) -> str:
+    return f"node {name!r}" + (f" ({node.KIND})" if node is not None and node.KIND else "")
+
+
+def node_error(name: str, node: Node | None, field: str | None, msg: str) -> ProgramError:
+    """A :class:`ProgramError` naming the node, its kind and (when given) the field."""
+    where = node_label(name, node) + (f", field {field}" if field else "")
+    return ProgramError(f"{where}: {msg}")
 
 
 @dataclass(frozen=True)
@@ -40,6 +53,10 @@ class Program:
     and returns each output and probe from its latency on, aligned with the input. The bias of a
     projection arrives with its events (:meth:`onset`); a fixed-point population's own bias
     applies from its latency on.
+
+    ``gated[n]`` names the FTWT ``Gate`` whose channel mask applies to node ``n``: each gated
+    population and each projection into one, as the gate pass (``spike.compiler.passes.gates``)
+    records them; backends run those nodes with their "gated" kernels.
     """
 
     graph: nx.DiGraph
@@ -47,6 +64,7 @@ class Program:
     outputs: tuple[str, ...]
     metadata: Mapping[str, Any] = field(default_factory=dict)
     latency: Mapping[str, int] = field(default_factory=dict)
+    gated: Mapping[str, str] = field(default_factory=dict)
 
     # ---- access -------------------------------------------------------------------------
     def node(self, name: str) -> Node:
@@ -75,6 +93,7 @@ class Program:
             outputs=changes.get("outputs", self.outputs),
             metadata=changes.get("metadata", self.metadata),
             latency=changes.get("latency", self.latency),
+            gated=changes.get("gated", self.gated),
         )
 
     # ---- timing -------------------------------------------------------------------------
@@ -182,3 +201,75 @@ class ProgramBuilder:
 
     def build(self, metadata: Mapping[str, Any] | None = None) -> Program:
         return Program(self.graph, tuple(self.inputs), tuple(self.outputs), dict(metadata or {}))
+
+
+# ---- edge order and rebuilding ----------------------------------------------------------
+def ordered_edges(graph: nx.DiGraph) -> list[tuple[str, str]]:
+    """The edges in an order that, re-added to an empty graph with the same nodes, reproduces
+    both every node's consumer order (``graph.edges`` order) and every node's source order
+    (``graph.predecessors``, which ``ProgramBuilder.add`` keeps and ops like ``matmul`` rely on).
+
+    Plain ``list(graph.edges)`` loses the source order when a node's sources were added out of
+    node order. Both orders are insertion orders of the same edge additions, so an order
+    consistent with both exists; this is a topological sort of those two chains, ties broken by
+    ``graph.edges`` order.
+    """
+    edges = list(graph.edges)
+    index = {e: i for i, e in enumerate(edges)}
+    after: dict[tuple, list[tuple]] = {e: [] for e in edges}
+    indeg = {e: 0 for e in edges}
+    for u in graph.nodes:
+        chain = [(u, v) for v in graph.successors(u)]
+        for a, b in zip(chain, chain[1:]):
+            after[a].append(b)
+            indeg[b] += 1
+    for v in graph.nodes:
+        chain = [(u, v) for u in graph.predecessors(v)]
+        for a, b in zip(chain, chain[1:]):
+            after[a].append(b)
+            indeg[b] += 1
+    heap = [index[e] for e in edges if indeg[e] == 0]
+    heapq.heapify(heap)
+    out = []
+    while heap:
+        e = edges[heapq.heappop(heap)]
+        out.append(e)
+        for b in after[e]:
+            indeg[b] -= 1
+            if indeg[b] == 0:
+                heapq.heappush(heap, index[b])
+    if len(out) != len(edges):  # cannot happen for a graph built by insertions; keep source order
+        return [(u, v) for v in graph.nodes for u in graph.predecessors(v)]
+    return out
+
+
+def rebuild_graph(
+    program: Program,
+    nodes: dict[str, Node] | None = None,
+    drop: Iterable[str] = (),
+    rename_sources: dict[str, str] | None = None,
+) -> nx.DiGraph:
+    """A new graph in the same node and edge order, with some nodes replaced (``nodes``), some
+    dropped with their edges (``drop``), and edges out of a dropped node redirected to another
+    source (``rename_sources``: dropped name -> replacement source name)."""
+    nodes = nodes or {}
+    drop = set(drop)
+    rename_sources = rename_sources or {}
+    g = nx.DiGraph()
+    for name, data in program.graph.nodes(data=True):
+        if name in drop:
+            continue
+        attrs = dict(data)
+        if name in nodes:
+            attrs["node"] = nodes[name]
+        g.add_node(name, **attrs)
+    for u, v in ordered_edges(program.graph):
+        data = program.graph.edges[u, v]
+        if v in drop:
+            continue
+        if u in drop:
+            if u not in rename_sources:
+                continue
+            u = rename_sources[u]
+        g.add_edge(u, v, **data)
+    return g

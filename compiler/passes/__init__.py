@@ -1,7 +1,7 @@
 """Compiler passes: pure functions ``Program -> Program`` (design brief §5).
 
 A pass never mutates its input: it builds a new graph (same node and edge order, see
-:func:`~spike.compiler.ir.validate.rebuild_graph`) holding new node objects where something changed
+:func:`~spike.compiler.ir.program.rebuild_graph`) holding new node objects where something changed
 and the same frozen node objects elsewhere. Errors are :class:`ProgramError` naming the node and
 the field.
 
@@ -31,15 +31,9 @@ from spike.compiler.ir.nodes import (
     Projection,
     conv_output_hw,
 )
-from spike.compiler.ir.program import Program, ProgramError
-from spike.compiler.ir.validate import (
-    ELEMENTWISE_HOST_OPS,
-    check_connections,
-    check_gates,
-    check_graph,
-    check_node,
-    rebuild_graph,
-)
+from spike.compiler.ir.hostops import ELEMENTWISE_HOST_OPS
+from spike.compiler.ir.program import Program, ProgramError, node_error, rebuild_graph
+from spike.compiler.ir.validate import check_connections, check_gates, check_graph, check_node
 
 __all__ = [
     "Pass",
@@ -60,28 +54,24 @@ DEFAULT_THRESHOLD = 1.0
 LI_THRESHOLD = 0.0
 
 
-def _err(name: str, node: Node, field: str | None, msg: str) -> ProgramError:
-    return ProgramError(f"node {name!r} ({node.KIND})" + (f", field {field}" if field else "") + f": {msg}")
-
-
 # ---- canonicalize_neurons ---------------------------------------------------------------
 def _per_neuron(name: str, node: Population, field: str, value, default: float | None) -> np.ndarray:
     n = node.size
     if value is None:
         if default is None:
-            raise _err(name, node, field, f"required for model {node.model!r} (no default)")
+            raise node_error(name, node, field, f"required for model {node.model!r} (no default)")
         value = default
     arr = np.asarray(value)
     if arr.dtype.kind not in "iuf" or arr.dtype.kind == "b":
-        raise _err(name, node, field, f"expected real numbers, got dtype {arr.dtype}")
+        raise node_error(name, node, field, f"expected real numbers, got dtype {arr.dtype}")
     if arr.ndim == 0 or (arr.ndim == 1 and arr.shape[0] == 1):
         out = np.full(n, arr.reshape(()), dtype=np.float32)
     elif arr.ndim == 1 and arr.shape[0] == n:
         out = arr.astype(np.float32)  # always a copy
     else:
-        raise _err(name, node, field, f"shape {arr.shape}: expected one value or {n} (the population size)")
+        raise node_error(name, node, field, f"shape {arr.shape}: expected one value or {n} (the population size)")
     if not np.isfinite(out).all():
-        raise _err(name, node, field, "contains NaN/inf")
+        raise node_error(name, node, field, "contains NaN/inf")
     return out
 
 
@@ -110,18 +100,18 @@ def canonicalize_neurons(program: Program) -> Program:
         for field, allowed in (("model", ir.NEURON_MODELS), ("reset", ir.RESET_MODES), ("precision", ir.PRECISIONS),
                                ("charge", ir.CHARGES), ("reset_rule", ir.RESET_RULES)):
             if getattr(node, field) not in allowed:
-                raise _err(name, node, field, f"{getattr(node, field)!r} is not one of {', '.join(allowed)}")
+                raise node_error(name, node, field, f"{getattr(node, field)!r} is not one of {', '.join(allowed)}")
         for field in ("gain", "v_reset"):
             value = getattr(node, field)
             if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
                     or not math.isfinite(float(value)):
-                raise _err(name, node, field, f"must be a finite number, got {value!r}")
+                raise node_error(name, node, field, f"must be a finite number, got {value!r}")
         arrays = {"threshold": _per_neuron(name, node, "threshold", node.threshold,
                                            LI_THRESHOLD if node.model == "li" else DEFAULT_THRESHOLD)}
         if node.model == "if":
             arrays["beta"] = _per_neuron(name, node, "beta", node.beta, 1.0)
             if not (arrays["beta"] == 1).all():
-                raise _err(name, node, "beta", "model 'if' requires beta = 1 (use model 'lif' for a leak)")
+                raise node_error(name, node, "beta", "model 'if' requires beta = 1 (use model 'lif' for a leak)")
         uses = {
             "beta": node.charge == "beta" or node.model == "alpha",
             "alpha": node.model in ("cuba_lif", "alpha"),
@@ -135,15 +125,15 @@ def canonicalize_neurons(program: Program) -> Program:
             if used:
                 arrays[field] = _per_neuron(name, node, field, value, None)
             elif value is not None and not (field == "beta" and node.charge != "beta"):
-                raise _err(name, node, field, f"unused by model {node.model!r} with charge {node.charge!r}")
+                raise node_error(name, node, field, f"unused by model {node.model!r} with charge {node.charge!r}")
             else:
                 arrays[field] = None
         for field in ("beta", "alpha", "rate"):
             arr = arrays[field]
             if arr is not None and ((arr < 0).any() or (arr > 1).any()):
-                raise _err(name, node, field, f"values must lie in [0, 1], got range [{arr.min()}, {arr.max()}]")
+                raise node_error(name, node, field, f"values must lie in [0, 1], got range [{arr.min()}, {arr.max()}]")
         if node.charge in ("tau", "tau_input") and not (arrays["tau"] > 0).all():
-            raise _err(name, node, "tau", f"must be > 0 (it divides the charge), got min {arrays['tau'].min()}")
+            raise node_error(name, node, "tau", f"must be > 0 (it divides the charge), got min {arrays['tau'].min()}")
         rule, reset = node.reset_rule, node.reset
         if reset == "drop" and not node.reset_delay:
             reset = "zero"
@@ -160,11 +150,11 @@ def _fold_one(bn_name: str, bn: BatchNorm, proj_name: str, proj: Dense | Conv2d)
     c = bn.shape[0] if bn.shape else 1
     for field in ("running_mean", "running_var"):
         if getattr(bn, field) is None:
-            raise _err(bn_name, bn, field, "required to fold the BatchNorm")
+            raise node_error(bn_name, bn, field, "required to fold the BatchNorm")
     for field in ("weight", "bias", "running_mean", "running_var"):
         arr = getattr(bn, field)
         if arr is not None and np.asarray(arr).shape != (c,):
-            raise _err(bn_name, bn, field, f"shape {np.asarray(arr).shape} does not match ({c},) channels")
+            raise node_error(bn_name, bn, field, f"shape {np.asarray(arr).shape} does not match ({c},) channels")
     gamma = np.ones(c) if bn.weight is None else np.asarray(bn.weight, dtype=np.float64)
     shift = np.zeros(c) if bn.bias is None else np.asarray(bn.bias, dtype=np.float64)
     mean = np.asarray(bn.running_mean, dtype=np.float64)
@@ -175,19 +165,19 @@ def _fold_one(bn_name: str, bn: BatchNorm, proj_name: str, proj: Dense | Conv2d)
     if isinstance(proj, Conv2d):
         c_out = w.shape[0]
         if c != c_out:
-            raise _err(bn_name, bn, "shape", f"{c} channels but source {proj_name!r} has C_out {c_out}")
+            raise node_error(bn_name, bn, "shape", f"{c} channels but source {proj_name!r} has C_out {c_out}")
         s, m, t = scale, mean, shift  # per output channel
         new_w = w * s[:, None, None, None]
     else:
         n_out = w.shape[0]
         if n_out % c:
-            raise _err(bn_name, bn, "shape", f"{c} channels do not divide the {n_out} outputs of {proj_name!r}")
+            raise node_error(bn_name, bn, "shape", f"{c} channels do not divide the {n_out} outputs of {proj_name!r}")
         rep = n_out // c  # flattened neuron j belongs to channel j // rep
         s, m, t = np.repeat(scale, rep), np.repeat(mean, rep), np.repeat(shift, rep)
         new_w = w * s[:, None]
     b = np.zeros(len(s)) if proj.bias is None else np.asarray(proj.bias, dtype=np.float64)
     if b.shape != s.shape:
-        raise _err(proj_name, proj, "bias", f"shape {b.shape} does not match {s.shape}")
+        raise node_error(proj_name, proj, "bias", f"shape {b.shape} does not match {s.shape}")
     new_b = (b - m) * s + t
     return proj.replace(weight=new_w.astype(np.float32), bias=new_b.astype(np.float32))
 
@@ -209,16 +199,16 @@ def fold_batchnorm(program: Program) -> Program:
             continue
         srcs = program.sources(name)
         if len(srcs) != 1:
-            raise _err(name, node, None, f"cannot fold: needs exactly one source, has {len(srcs)}: {srcs}")
+            raise node_error(name, node, None, f"cannot fold: needs exactly one source, has {len(srcs)}: {srcs}")
         (src,) = srcs
         proj = program.node(src)
         if not isinstance(proj, (Dense, Conv2d)):
-            raise _err(name, node, None, f"cannot fold: source {src!r} is a {proj.KIND}, not a dense or conv2d projection")
+            raise node_error(name, node, None, f"cannot fold: source {src!r} is a {proj.KIND}, not a dense or conv2d projection")
         others = [c for c in program.consumers(src) if c != name]
         if others or src in program.outputs:
-            raise _err(name, node, None, f"cannot fold into {src!r}: it also feeds {others or 'the program outputs'}")
+            raise node_error(name, node, None, f"cannot fold into {src!r}: it also feeds {others or 'the program outputs'}")
         if proj.weight is None:
-            raise _err(src, proj, "weight", "required array is missing")
+            raise node_error(src, proj, "weight", "required array is missing")
         changed[src] = _fold_one(name, node, src, proj)
         redirect[name] = src
     if not redirect:
@@ -242,7 +232,7 @@ def _fill(program: Program, current: dict[str, Node], name: str, node: Node) -> 
         in_shape = node.in_shape
         if not in_shape and shapes[0]:
             if isinstance(node, (Conv2d, Pool2d)) and len(shapes[0]) != 3:
-                raise _err(name, node, "in_shape", f"not set, and source {srcs[0]!r} has shape {shapes[0]}, not (C, H, W)")
+                raise node_error(name, node, "in_shape", f"not set, and source {srcs[0]!r} has shape {shapes[0]}, not (C, H, W)")
             in_shape = changes["in_shape"] = shapes[0]
         if isinstance(node, (Conv2d, Pool2d)) and not node.shape and len(in_shape) == 3:
             if isinstance(node, Pool2d):

@@ -15,7 +15,7 @@ wraps). A population adds its inputs in int32 (``a_in``) and updates, with int64
     v = clip(v, -(2^23 - 1), 2^23 - 1)
     spike = v > (vth << 6);  v = 0 where spike                  # u is not reset
 
-(``spike.backends.numba.kernels.loihi_lif_step`` is the executable form). An ``li`` readout runs the same
+(``spike.backends.numba.neurons.loihi_lif_step`` is the executable form). An ``li`` readout runs the same
 ``u``/``v`` update, never spikes and outputs ``v``; on Lava it is a LIF with ``vth = 2^17 - 1``
 (which could only fire within 63 of the clip, ``v > 8388544``) whose ``v`` is probed.
 
@@ -76,9 +76,10 @@ import numpy as np
 from spike.compiler.ir.nodes import (
     BatchNorm, Conv2d, Dense, HostOp, Identity, Node, Pool2d, Population, Projection, Sparse,
 )
-from spike.compiler.ir.program import Program, ProgramError
+from spike.compiler.ir.precision import program_precision
+from spike.compiler.ir.program import Program, ProgramError, node_error, rebuild_graph
 from spike.compiler.ir.signals import output_signal
-from spike.compiler.ir.validate import LOIHI, program_precision, rebuild_graph
+from spike.semantics import LOIHI
 
 __all__ = ["quantize", "loihi_neuron_params", "SPIKES_ONLY_HINT", "RESET_HINT"]
 
@@ -88,10 +89,6 @@ V_LIMIT = LOIHI.UV_MAX - 1
 BIAS_LIMIT = LOIHI.BIAS_MANT_MAX << LOIHI.BIAS_EXP_MAX  # largest |bias_mant << bias_exp|
 SPIKES_ONLY_HINT = "Loihi cores take spikes: use a rate/latency encoder or run the first layer on the host"
 RESET_HINT = "Loihi's LIF resets to zero: train with reset='zero', reset_delay=False"
-
-
-def _err(name: str, node: Node, field_: str | None, msg: str) -> ProgramError:
-    return ProgramError(f"node {name!r} ({node.KIND})" + (f", field {field_}" if field_ else "") + f": {msg}")
 
 
 # ---- decoding (used by the backends) ----------------------------------------------------
@@ -186,7 +183,7 @@ def _pool_as_conv(name: str, node: Pool2d) -> Conv2d:
     kh, kw = node.kernel
     area = kh * kw
     if node.mode == "avg" and area & (area - 1):
-        raise _err(name, node, "kernel", f"average pooling over {kh}x{kw} = {area} inputs: 1/{area} is not a power "
+        raise node_error(name, node, "kernel", f"average pooling over {kh}x{kw} = {area} inputs: 1/{area} is not a power "
                    "of two; use a window of 1, 2, 4, 8, ... inputs or sum pooling")
     c = node.in_shape[0]
     w = np.full((c, 1, kh, kw), 1.0 / area if node.mode == "avg" else 1.0, np.float32)
@@ -196,22 +193,22 @@ def _pool_as_conv(name: str, node: Pool2d) -> Conv2d:
 
 def _check_population(name: str, node: Population) -> None:
     if node.model not in LOIHI.FIXED_MODELS:
-        raise _err(name, node, "model", f"{node.model!r} has no Loihi fixed-point form")
+        raise node_error(name, node, "model", f"{node.model!r} has no Loihi fixed-point form")
     beyond = node.beyond_lif()
     if beyond:
-        raise _err(name, node, beyond[0], f"{beyond[1]!r} has no Loihi fixed-point form (Loihi's LIF: v' = beta*v + I, "
+        raise node_error(name, node, beyond[0], f"{beyond[1]!r} has no Loihi fixed-point form (Loihi's LIF: v' = beta*v + I, "
                    "reset to 0)")
     if node.model == "li":
         return
     if node.reset != "zero":
-        raise _err(name, node, "reset", f"{node.reset!r}: {RESET_HINT}")
+        raise node_error(name, node, "reset", f"{node.reset!r}: {RESET_HINT}")
     if node.reset_delay:
-        raise _err(name, node, "reset_delay", f"True: {RESET_HINT}")
+        raise node_error(name, node, "reset_delay", f"True: {RESET_HINT}")
     if node.fire_ge:
-        raise _err(name, node, "fire_ge", "True: Loihi fires on v > threshold; train with fire_ge=False")
+        raise node_error(name, node, "fire_ge", "True: Loihi fires on v > threshold; train with fire_ge=False")
     thr = np.asarray(node.threshold, np.float64)
     if (thr < 0).any():
-        raise _err(name, node, "threshold", f"negative ({thr.min():g}): Loihi's threshold is unsigned")
+        raise node_error(name, node, "threshold", f"negative ({thr.min():g}): Loihi's threshold is unsigned")
 
 
 def _per_neuron(arr: Any, n: int, default: float) -> np.ndarray:
@@ -274,7 +271,7 @@ def _quantise_group(
         pr = projs[j]
         gains = {float(pops[t].node.gain) for t in pr.targets}
         if len(gains) != 1:
-            raise _err(j, pr.node, None, f"feeds populations {pr.targets} with different gains {sorted(gains)}; "
+            raise node_error(j, pr.node, None, f"feeds populations {pr.targets} with different gains {sorted(gains)}; "
                        "one projection has one set of integer weights")
         factor = S * gains.pop()
         m = pr.max_abs * abs(factor)
@@ -286,7 +283,7 @@ def _quantise_group(
         if e > LOIHI.WEIGHT_EXP_MAX:
             return _Quantised(out, report, False, f"weight_exp {e} of {j!r}")
         if e_needed < LOIHI.WEIGHT_EXP_MIN and np.rint(m / 2.0**e) < (1 << max(weight_bits - 2, 0)):
-            raise _err(j, pr.node, None, (
+            raise node_error(j, pr.node, None, (
                 f"weights (max |w| = {pr.max_abs:.3g}) are too small next to the threshold and other inputs "
                 f"of {pr.targets} (scale {S:.4g}, limited by {limit}): they would need weight_exp {e_needed} "
                 f"< {LOIHI.WEIGHT_EXP_MIN} to keep {weight_bits} bits; scale this layer's weights up (or the "
@@ -342,7 +339,7 @@ def _quantise_group(
             if (vth > LOIHI.VTH_MAX).any():
                 return _Quantised(out, report, False, f"threshold of {p!r}")
             if ((vth == 0) & (P.thr > 0)).any():
-                raise _err(p, node, "threshold", (
+                raise node_error(p, node, "threshold", (
                     f"{P.thr[P.thr > 0].min():.3g} rounds to vth 0 at scale {S:.4g} (limited by {limit}): the "
                     "threshold is too small next to this layer's inputs for 17 bits; raise it in training"))
         else:
@@ -464,16 +461,16 @@ def quantize(program: Program, weight_bits: int = 8) -> Program:
     nodes = dict(program.nodes())
     for name, node in nodes.items():
         if isinstance(node, Population) and (node.threshold is None or (node.beta is None and node.charge == "beta")):
-            raise _err(name, node, None, "has no per-neuron parameters: quantize takes a program through the float "
+            raise node_error(name, node, None, "has no per-neuron parameters: quantize takes a program through the float "
                        "passes (spike.compiler.pipeline.FLOAT_PIPELINE)")
 
     for name, node in nodes.items():
         if isinstance(node, HostOp):
-            raise _err(name, node, None, f"host op {node.op!r} has no fixed-point form ({SPIKES_ONLY_HINT})")
+            raise node_error(name, node, None, f"host op {node.op!r} has no fixed-point form ({SPIKES_ONLY_HINT})")
         if isinstance(node, BatchNorm):
-            raise _err(name, node, None, "BatchNorm must be folded first (spike.compiler.passes.fold_batchnorm)")
+            raise node_error(name, node, None, "BatchNorm must be folded first (spike.compiler.passes.fold_batchnorm)")
         if node.KIND == "gate":
-            raise _err(name, node, None, "FTWT gates run in float32 programs only (no fixed-point form yet)")
+            raise node_error(name, node, None, "FTWT gates run in float32 programs only (no fixed-point form yet)")
     projs: dict[str, _Proj] = {}
     for name, node in nodes.items():
         if isinstance(node, Population):
@@ -484,7 +481,7 @@ def quantize(program: Program, weight_bits: int = 8) -> Program:
         (src,) = program.sources(name)
         signal = output_signal(program, src)
         if signal != "spike":
-            raise _err(name, node, None, f"its input {src!r} is a {signal} signal. {SPIKES_ONLY_HINT}")
+            raise node_error(name, node, None, f"its input {src!r} is a {signal} signal. {SPIKES_ONLY_HINT}")
         if isinstance(node, Pool2d) and node.mode == "max":
             continue  # an OR of spikes: passes events on
         from_pool = isinstance(node, Pool2d)
@@ -493,7 +490,7 @@ def quantize(program: Program, weight_bits: int = 8) -> Program:
         bad = [c for c in consumers if not isinstance(nodes[c], Population)]
         if bad or not consumers or name in program.outputs:
             where = ", ".join(f"{c!r} ({nodes[c].KIND})" for c in bad) or ("the program outputs" if consumers else "nothing")
-            raise _err(name, node, None, f"delivers its current to {where}: on Loihi synaptic currents go only into "
+            raise node_error(name, node, None, f"delivers its current to {where}: on Loihi synaptic currents go only into "
                        "neurons; end the network with a population (e.g. an 'li' readout)")
         pos, neg, bias = _row_bounds(fnode)
         w = _weights_of(fnode)
@@ -505,7 +502,7 @@ def quantize(program: Program, weight_bits: int = 8) -> Program:
             continue
         for src in program.sources(name):
             if src not in projs:
-                raise _err(name, node, None, f"input {src!r} ({nodes[src].KIND}) is not a synaptic projection: on Loihi a "
+                raise node_error(name, node, None, f"input {src!r} ({nodes[src].KIND}) is not a synaptic projection: on Loihi a "
                            "neuron's input is the sum of its synapses (connect it through a dense/conv2d/identity projection)")
         n = node.size
         beta = _per_neuron(node.beta, n, 1.0)

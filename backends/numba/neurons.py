@@ -1,0 +1,209 @@
+"""Compiled neuron updates of the numba backend (see ``numba.backend``; the projections are in
+``numba.projections``).
+
+- float32: :func:`population_kernel`, the update of ``spike.semantics`` compiled per set of
+  switches, in the order of design §3 (no ``fastmath``);
+- Loihi fixed point: :func:`population_fixed_forward` stepping :func:`loihi_lif_step`, bit-accurate
+  with lava-nc, and the integer helpers (``wrap_int32``, ``shift_by_exp``) the fixed-point
+  projections share.
+
+The batch is split over threads with ``prange`` (each thread owns whole samples, so the per-sample
+counters need no atomics).
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from numba import njit, prange
+
+from spike import semantics
+from spike.semantics import (
+    MODEL_ALPHA, MODEL_CUBA, MODEL_LI, P_ALPHA, P_BETA, P_RATE, P_TAU, P_THR, S_I, S_J, S_S, S_V, NeuronFlags,
+    make_neuron_step,
+)
+
+
+# ----------------------------------------------------------------------------- neurons
+
+
+@njit(cache=True, inline="always")
+def _mul(a, b):
+    return a * b
+
+
+@njit(cache=True, inline="always")
+def _to_float(c):
+    return np.float32(1.0) if c else np.float32(0.0)
+
+
+neuron_step = njit(inline="always")(make_neuron_step(_mul, _to_float, np.float32(1), np.float32(0)))
+# Part of every population kernel's cache key: a change to spike.semantics recompiles them.
+_SEMANTICS_VERSION = int(hashlib.sha256(inspect.getsource(semantics).encode()).hexdigest()[:12], 16)
+
+
+@lru_cache(maxsize=None)
+def population_kernel(flags: NeuronFlags, gated: bool) -> Any:
+    """The population update of ``spike.semantics`` compiled for one set of switches (constants,
+    so each case is a branch-free loop that vectorises) and cached on disk per set.
+
+    ``kernel(cur, late, ioff, t0, t1, params, gain, v_reset, state, out, mem, record, active,
+    nactive, spikes, updates)`` steps ``t0..t1-1`` with input ``cur[t + ioff]`` (recurrent inputs
+    added after the charge: ``late[t + ioff]``), per-neuron ``params`` ``[N_PARAMS, n]`` and
+    ``state`` ``[N_STATES, B, n]`` in place. ``gated``: only the neurons ``active[b, :nactive[b]]``
+    update (an FTWT mask); the others output 0 and keep their state.
+    """
+    model, reset, reset_delay, fire_ge, charge, rule, has_late = flags
+    version = _SEMANTICS_VERSION  # read below, so it is part of the closure and of the disk cache key
+    spiking = model != MODEL_LI
+    filtered = model == MODEL_CUBA or model == MODEL_ALPHA
+
+    def population_forward(cur, late, ioff, t0, t1, params, gain, v_reset, state, out, mem, record,
+                           active, nactive, spikes, updates):
+        B = out.shape[1]
+        n = out.shape[2]
+        beta, thr, alpha, tau, rate = params[P_BETA], params[P_THR], params[P_ALPHA], params[P_TAU], params[P_RATE]
+        for b in prange(B):
+            nsp = 0
+            v_b, s_b, i_b, j_b = state[S_V, b], state[S_S, b], state[S_I, b], state[S_J, b]
+            m = nactive[b] if gated else n
+            for t in range(t0, t1):
+                x_t = cur[t + ioff, b]
+                l_t = late[t + ioff, b] if has_late else x_t
+                o = out[t, b]
+                if gated:
+                    o[:] = 0
+                for kk in range(m):
+                    k = active[b, kk] if gated else kk
+                    ok, vk, sk, ik, jk = neuron_step(
+                        x_t[k], l_t[k], v_b[k], s_b[k], i_b[k], j_b[k], beta[k], thr[k], alpha[k], tau[k], rate[k],
+                        gain, v_reset, model, reset, reset_delay, fire_ge, charge, rule, has_late)
+                    o[k] = ok
+                    v_b[k] = vk
+                    if spiking:
+                        s_b[k] = sk
+                        nsp += sk != 0
+                    if filtered:
+                        i_b[k] = ik
+                    if model == MODEL_ALPHA:
+                        j_b[k] = jk
+                if record:
+                    mt = mem[t, b]
+                    for k in range(n):
+                        mt[k] = v_b[k]
+            spikes[b] += nsp
+            updates[b] += m * (t1 - t0) + 0 * version
+
+    return njit(cache=True, parallel=True)(population_forward)
+
+
+# ----------------------------------------------------------------------------- Loihi fixed point
+#
+# Bit-accurate with lava-nc 0.10.0 (``PyLifModelBitAcc``, ``PyDenseModelBitAcc``); see
+# ``spike.compiler.passes.quantize`` for the mapping from float programs. Every value is carried in int64
+# and wrapped or clipped exactly where lava's int32 / 24-bit arithmetic does. Left shifts are
+# written as multiplications by a power of two (the same two's-complement result, defined for
+# negative values in every language the kernels get ported to).
+
+UV_MAX = 1 << 23  # u wraps past this, v is clipped to +-(UV_MAX - 1)
+DECAY_UNITY = 4096  # 12-bit decays: factor (4096 - d) / 4096
+ACT_SCALE = 64  # a_in << 6
+VTH_SCALE = 64  # v > vth << 6
+
+
+@njit(cache=True, inline="always")
+def wrap_int32(x):
+    """``x`` (int64) reduced to the signed 32-bit range, as a cast to int32 wraps."""
+    return ((x + 2147483648) & 4294967295) - 2147483648
+
+
+@njit(cache=True, inline="always")
+def shift_by_exp(x, exp):
+    """``x << exp`` for ``exp >= 0``, arithmetic ``x >> -exp`` (floor) otherwise."""
+    if exp >= 0:
+        return x * (1 << exp)
+    return x >> (-exp)
+
+
+@njit(cache=True, inline="always")
+def loihi_decay(x, d):
+    """``sign(x) * ((|x| * (4096 - d)) >> 12)`` in int64: the decay rounds toward zero."""
+    p = x * (DECAY_UNITY - d)
+    if p < 0:
+        return -((-p) >> 12)
+    return p >> 12
+
+
+@njit(cache=True, inline="always")
+def loihi_lif_step(u, v, a_in, du, dv, bias, vth_eff, spiking):
+    """One Loihi LIF compartment, one step (int64 in, int64 out): returns ``(u, v, spike)``.
+
+    ``a_in``: the int32 sum of this step's synaptic inputs; ``bias`` = ``bias_mant << bias_exp``;
+    ``vth_eff`` = ``vth << 6``; ``spiking`` False for an ``li`` readout (no spike, no reset)::
+
+        u = sign(u) * ((|u| * (4096 - (du + 1))) >> 12)      # current decay, hidden +1
+        u = int32(u + int32(a_in << 6))                       # lava adds in int32
+        u -= 2^24 if u > 2^23;  u += 2^24 if u <= -2^23      # 24-bit wrap, once, as lava
+        v = sign(v) * ((|v| * (4096 - dv)) >> 12) + u + bias
+        v = clip(v, -(2^23 - 1), 2^23 - 1)
+        spike = v > vth << 6;  v = 0 where spike              # hard reset, u unchanged
+    """
+    uu = wrap_int32(loihi_decay(u, du + 1) + wrap_int32(a_in * ACT_SCALE))
+    if uu > UV_MAX:
+        uu -= 2 * UV_MAX
+    elif uu <= -UV_MAX:
+        uu += 2 * UV_MAX
+    vv = loihi_decay(v, dv) + uu + bias
+    if vv > UV_MAX - 1:
+        vv = UV_MAX - 1
+    elif vv < -(UV_MAX - 1):
+        vv = -(UV_MAX - 1)
+    s = spiking and vv > vth_eff
+    if s:
+        vv = 0
+    return uu, vv, s
+
+
+@njit(cache=True, parallel=True)
+def population_fixed_forward(
+    cur, ioff, t0, t1, du, dv, bias, onset, vth_eff, spiking, u_state, v_state, out, mem_v, mem_u, record, spikes
+):
+    """Loihi fixed-point neurons for steps t0..t1-1 (see :func:`loihi_lif_step`).
+
+    ``cur[t + ioff, b]`` is the int32 input of step t; ``du``, ``dv``, ``bias`` (effective, applied
+    from step ``onset`` on: ``Program.onset``),
+    ``vth_eff`` (= vth << 6) are per-neuron int64; state ``u_state``/``v_state`` [B, n] int32 in
+    place. ``out`` gets spikes (0/1), or v for an ``li`` readout (``spiking`` False).
+    """
+    B = out.shape[1]
+    n = out.shape[2]
+    for b in prange(B):
+        nsp = 0
+        u_b = u_state[b]
+        v_b = v_state[b]
+        for t in range(t0, t1):
+            x_t = cur[t + ioff, b]
+            o = out[t, b]
+            biased = t >= onset
+            for k in range(n):
+                uu, vv, s = loihi_lif_step(
+                    np.int64(u_b[k]), np.int64(v_b[k]), np.int64(x_t[k]), du[k], dv[k],
+                    bias[k] if biased else np.int64(0), vth_eff[k], spiking
+                )
+                u_b[k] = uu
+                v_b[k] = vv
+                if spiking:
+                    o[k] = 1 if s else 0
+                    nsp += s
+                else:
+                    o[k] = vv
+            if record:
+                mv = mem_v[t, b]
+                mu = mem_u[t, b]
+                for k in range(n):
+                    mv[k] = v_b[k]
+                    mu[k] = u_b[k]
+        spikes[b] += nsp

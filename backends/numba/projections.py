@@ -1,0 +1,539 @@
+"""Compiled projection loops of the numba backend (see ``numba.backend`` for how nodes map onto
+them; the neuron updates are in ``numba.neurons``).
+
+Every loop fills steps ``t0..t1-1`` of ``out`` (``[T, B, n]``); the batch is split over threads
+with ``prange`` (each thread owns whole samples, so the per-sample counters need no atomics).
+Projections read their source at ``t - delay`` and deliver nothing before step ``start``: the
+node's ``Program.onset`` in float32 (the bias travels with the events), its ``delay`` in fixed
+point. Float arithmetic stays in float32 and in the order of design §3 (no ``fastmath``), so
+results equal the dense torch reference bit for bit whenever the sums are exact.
+
+Each projection loop is written once and compiled per arithmetic (and per use of an FTWT mask)
+by a factory that closes over constant flags, as ``population_kernel`` does for the neuron
+switches: ``fixed`` runs Loihi fixed point (int32 signals, every non-zero input a spike, integer
+weights summed in int64, then shifted by ``weight_exp`` and wrapped to int32 as lava's
+``PyDenseModelBitAcc`` does), else float32 (``out = bias + sum of w * x``, ``w`` alone for
+``x == 1``). Numba prunes the branches on a constant flag, so each specialisation is the loop of
+its own case; each is cached on disk per flag set. ``numba.neurons`` defines the integer helpers
+(``wrap_int32``, ``shift_by_exp``).
+
+Event-driven projections gather the non-zero inputs of a step, then add one contiguous weight
+row per event into the step's output; counters add a precomputed per-input pair count per event.
+Projections count their pairs into ``acs`` (``syn_ops``) or ``macs``: with ``check`` False (a
+spike source) every pair is an accumulate; with ``check`` True the pairs of a (step, sample) are
+``macs`` when one of its input values is outside {-1, 0, 1} (NeuroBench's per-call rule), else
+``acs``; the test rides on the loop that already reads every non-zero input.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from numba import njit, prange
+
+from spike.backends.numba.neurons import shift_by_exp, wrap_int32
+
+
+# ----------------------------------------------------------------------------- shared pieces
+
+
+@njit(cache=True, inline="always")
+def _add_rows(acc, rows, idx, val, m, unit):
+    """``acc += sum_k rows[idx[k]] * val[k]`` for k < m, in k order for every element.
+
+    Four rows are added per pass over ``acc`` (``((acc + r0) + r1) + ...``: the same float
+    operations in the same order as one row at a time, with a quarter of the accumulator
+    traffic). ``unit`` says every value is 1 (binary events): add without multiplying.
+    """
+    n = acc.shape[0]
+    k = 0
+    if unit:
+        while k + 4 <= m:
+            r0 = rows[idx[k]]
+            r1 = rows[idx[k + 1]]
+            r2 = rows[idx[k + 2]]
+            r3 = rows[idx[k + 3]]
+            for j in range(n):
+                acc[j] = acc[j] + r0[j] + r1[j] + r2[j] + r3[j]
+            k += 4
+        while k < m:
+            r0 = rows[idx[k]]
+            for j in range(n):
+                acc[j] = acc[j] + r0[j]
+            k += 1
+    else:
+        while k + 4 <= m:
+            r0 = rows[idx[k]]
+            r1 = rows[idx[k + 1]]
+            r2 = rows[idx[k + 2]]
+            r3 = rows[idx[k + 3]]
+            v0 = val[k]
+            v1 = val[k + 1]
+            v2 = val[k + 2]
+            v3 = val[k + 3]
+            for j in range(n):
+                acc[j] = acc[j] + r0[j] * v0 + r1[j] * v1 + r2[j] * v2 + r3[j] * v3
+            k += 4
+        while k < m:
+            r0 = rows[idx[k]]
+            v0 = val[k]
+            for j in range(n):
+                acc[j] = acc[j] + r0[j] * v0
+            k += 1
+
+
+@njit(cache=True, inline="always")
+def _gather(x, idx):
+    """Indices of the non-zero entries of ``x`` into ``idx``; returns their number.
+
+    Branch-free compaction (every index is written, the count advances on non-zero values):
+    constant cost per input whatever the activity, no branch mispredictions.
+    """
+    m = 0
+    for i in range(x.shape[0]):
+        idx[m] = i
+        m += x[i] != 0
+    return m
+
+
+@njit(cache=True, inline="always")
+def _event_values(x, idx, m, pair_w, val):
+    """The values of the ``m`` events ``idx[:m]`` of ``x`` into ``val``; returns ``(pairs, unit,
+    real)``: the sum of their ``pair_w``, whether every value is 1, whether one is outside
+    {-1, 0, 1}."""
+    unit = True
+    real = False
+    nops = 0
+    for k in range(m):
+        v = x[idx[k]]
+        val[k] = v
+        nops += pair_w[idx[k]]
+        if v != 1:
+            unit = False
+            if v != -1:
+                real = True
+    return nops, unit, real
+
+
+@njit(cache=True, inline="always")
+def _write_shifted(o, acc, weight_exp):
+    """``o = int32(acc shifted by weight_exp)``: a fixed-point projection's delivery (lava's)."""
+    for j in range(o.shape[0]):
+        o[j] = wrap_int32(shift_by_exp(acc[j], weight_exp))
+
+
+@njit(cache=True, inline="always")
+def _add_tap(a, w, base, n, v, unit):
+    """``a[base + j] += w[j] * v`` for j < n (``w[j]`` alone when ``unit``)."""
+    if unit:
+        for j in range(n):
+            a[base + j] = a[base + j] + w[j]
+    else:
+        for j in range(n):
+            a[base + j] = a[base + j] + w[j] * v
+
+
+@njit(cache=True, inline="always")
+def _add_tap_kept(a, w, base, act, b, g, na, v):
+    """:func:`_add_tap` into the kept channels ``base + act[b, g, :na]`` only (an FTWT mask)."""
+    if v == 1:
+        for jj in range(na):
+            j = base + act[b, g, jj]
+            a[j] = a[j] + w[j - base]
+    else:
+        for jj in range(na):
+            j = base + act[b, g, jj]
+            a[j] = a[j] + w[j - base] * v
+
+
+# ----------------------------------------------------------------------------- dense and sparse
+
+
+@lru_cache(maxsize=None)
+def dense_kernel(fixed: bool) -> Any:
+    """``dense_forward(src, wt, row_nnz, bias, weight_exp, out, t0, t1, delay, start, acs, macs,
+    check)``: a dense projection, ``wt`` = W^T ``[n_in, n_out]`` (C order), ``row_nnz[i]`` =
+    nnz(W[:, i]).
+
+    ``out[t, b] = bias + sum over non-zero x = src[t-delay, b, i] of wt[i] * x`` from step ``start``
+    on, 0 before (float32; ``bias`` may be empty); fixed point: ``int32((sum of wt[i] over the
+    non-zero inputs i) shifted by weight_exp)``, summed in int64. ``acs[b]`` or ``macs[b]`` +=
+    the non-zero (input, weight) pairs delivered (module docstring).
+    """
+
+    def dense_forward(src, wt, row_nnz, bias, weight_exp, out, t0, t1, delay, start, acs, macs, check):
+        B = out.shape[1]
+        n_in = wt.shape[0]
+        n_out = wt.shape[1]
+        has_bias = bias.shape[0] > 0
+        for b in prange(B):
+            idx = np.empty(n_in, np.int64)
+            val = np.empty(n_in, src.dtype)
+            acc = np.zeros(n_out if fixed else 0, np.int64)
+            nacs = 0
+            nmacs = 0
+            for t in range(t0, t1):
+                o = out[t, b]
+                if t < start:  # before its source's first aligned step (Program.onset): nothing, bias included
+                    for j in range(n_out):
+                        o[j] = 0
+                    continue
+                if not fixed:
+                    if has_bias:
+                        for j in range(n_out):
+                            o[j] = bias[j]
+                    else:
+                        for j in range(n_out):
+                            o[j] = 0
+                x = src[t - delay, b]
+                m = _gather(x, idx)
+                nops, unit, real = _event_values(x, idx, m, row_nnz, val)
+                if check and real:
+                    nmacs += nops
+                else:
+                    nacs += nops
+                if fixed:  # every event a spike (lava casts to bool)
+                    acc[:] = 0
+                    _add_rows(acc, wt, idx, val, m, True)
+                    _write_shifted(o, acc, weight_exp)
+                else:
+                    _add_rows(o, wt, idx, val, m, unit)
+            acs[b] += nacs
+            macs[b] += nmacs
+
+    return njit(cache=True, parallel=True)(dense_forward)
+
+
+@lru_cache(maxsize=None)
+def sparse_kernel(fixed: bool) -> Any:
+    """``sparse_forward(src, indptr, indices, data, row_nnz, bias, weight_exp, out, t0, t1, delay,
+    start, acs, macs, check)``: a CSR projection over source neurons (targets of input i:
+    ``indices[indptr[i]:indptr[i+1]]``), arithmetic and counts as :func:`dense_kernel`'s."""
+
+    def sparse_forward(src, indptr, indices, data, row_nnz, bias, weight_exp, out, t0, t1, delay, start, acs,
+                       macs, check):
+        B = out.shape[1]
+        n_in = indptr.shape[0] - 1
+        n_out = out.shape[2]
+        has_bias = bias.shape[0] > 0
+        for b in prange(B):
+            acc = np.zeros(n_out if fixed else 0, np.int64)
+            nacs = 0
+            nmacs = 0
+            for t in range(t0, t1):
+                o = out[t, b]
+                if t < start:  # before its source's first aligned step (Program.onset): nothing, bias included
+                    for j in range(n_out):
+                        o[j] = 0
+                    continue
+                if fixed:
+                    acc[:] = 0
+                elif has_bias:
+                    for j in range(n_out):
+                        o[j] = bias[j]
+                else:
+                    for j in range(n_out):
+                        o[j] = 0
+                x = src[t - delay, b]
+                real = False
+                nops = 0
+                for i in range(n_in):
+                    v = x[i]
+                    if v == 0:
+                        continue
+                    nops += row_nnz[i]
+                    if v != 1 and v != -1:
+                        real = True
+                    if fixed:  # every event a spike (lava casts to bool)
+                        for k in range(indptr[i], indptr[i + 1]):
+                            acc[indices[k]] += data[k]
+                    elif v == 1:
+                        for k in range(indptr[i], indptr[i + 1]):
+                            o[indices[k]] += data[k]
+                    else:
+                        for k in range(indptr[i], indptr[i + 1]):
+                            o[indices[k]] += data[k] * v
+                if check and real:
+                    nmacs += nops
+                else:
+                    nacs += nops
+                if fixed:
+                    _write_shifted(o, acc, weight_exp)
+            acs[b] += nacs
+            macs[b] += nmacs
+
+    return njit(cache=True, parallel=True)(sparse_forward)
+
+
+# ----------------------------------------------------------------------------- convolution
+
+
+@lru_cache(maxsize=None)
+def conv2d_kernel(fixed: bool, gated: bool) -> Any:
+    """``conv2d_forward(src, wc, pairs, bias, weight_exp, out, t0, t1, delay, start, geom, act, nact,
+    keep, acs, macs, check)``: event-driven 2-D convolution (dilation 1).
+
+    ``wc[g, cl, ky, kx, j]`` = W[g*cout_pg + j, cl, ky, kx]; ``geom`` = (C_in, H, W, C_out, H_out,
+    W_out, kh, kw, sy, sx, py, px, cin_pg, cout_pg). Each input event (c, y, x) adds
+    ``wc[g, cl, ky, kx] * value`` at every output (oy, ox) it reaches, accumulated channel-last in a
+    per-thread buffer and written out channel-first (float32: plus the bias, when ``bias`` is not
+    empty; fixed point: summed in int64, then shifted by ``weight_exp`` and wrapped to int32).
+    ``pairs[c*H*W + y*W + x]`` is the number of non-zero weights that event reaches inside the
+    output; pairs go to ``acs`` or ``macs`` per (step, sample) (module docstring).
+
+    ``gated`` (an FTWT mask): per sample, only the kept output channels receive anything;
+    ``act[b, g, :nact[b, g]]`` are the kept channels of group ``g`` (local indices), ``keep[b, co]``
+    (uint8) the mask, and ``pairs[b, g, cl, ky, kx]`` the non-zero weights of a tap into kept
+    channels; masked channels output 0 (no bias). A step's pairs are still ``macs`` when one of its
+    input values (any channel) is outside {-1, 0, 1}.
+    """
+
+    def conv2d_forward(src, wc, pairs, bias, weight_exp, out, t0, t1, delay, start, geom, act, nact, keep, acs,
+                       macs, check):
+        C_in, H, W, C_out, Ho, Wo = geom[0], geom[1], geom[2], geom[3], geom[4], geom[5]
+        kh, kw, sy, sx, py, px = geom[6], geom[7], geom[8], geom[9], geom[10], geom[11]
+        cin_pg, cout_pg = geom[12], geom[13]
+        B = out.shape[1]
+        has_bias = bias.shape[0] > 0
+        HW = H * W
+        HWo = Ho * Wo
+        for b in prange(B):
+            if fixed:
+                acc = np.empty((Ho, Wo, C_out), np.int64)
+            else:
+                acc = np.empty((Ho, Wo, C_out), np.float32)
+            nacs = 0
+            nmacs = 0
+            for t in range(t0, t1):
+                o = out[t, b]
+                if t < start:  # nothing before the onset, bias included (Program.onset)
+                    o[:] = 0
+                    continue
+                acc[:] = 0
+                x = src[t - delay, b]
+                real = False
+                nops = 0
+                for c in range(C_in):
+                    g = c // cin_pg
+                    cl = c - g * cin_pg
+                    base = g * cout_pg
+                    if gated and nact[b, g] == 0:  # nothing delivered; its values still decide the step's kind
+                        if check and not real:
+                            for i in range(c * HW, (c + 1) * HW):
+                                v = x[i]
+                                if v != 0 and v != 1 and v != -1:
+                                    real = True
+                        continue
+                    for y in range(H):
+                        for xx in range(W):
+                            v = x[c * HW + y * W + xx]
+                            if v == 0:
+                                continue
+                            if not gated:
+                                nops += pairs[c * HW + y * W + xx]
+                            if v != 1 and v != -1:
+                                real = True
+                            for ky in range(kh):
+                                ny = y + py - ky
+                                if ny < 0:
+                                    break
+                                if ny % sy != 0:
+                                    continue
+                                oy = ny // sy
+                                if oy >= Ho:
+                                    continue
+                                for kx in range(kw):
+                                    nx = xx + px - kx
+                                    if nx < 0:
+                                        break
+                                    if nx % sx != 0:
+                                        continue
+                                    ox = nx // sx
+                                    if ox >= Wo:
+                                        continue
+                                    if gated:
+                                        nops += pairs[b, g, cl, ky, kx]
+                                        _add_tap_kept(acc[oy, ox], wc[g, cl, ky, kx], base, act, b, g, nact[b, g], v)
+                                    else:  # fixed point: every event a spike
+                                        _add_tap(acc[oy, ox], wc[g, cl, ky, kx], base, cout_pg, v, fixed or v == 1)
+                for co in range(C_out):
+                    kept = True
+                    if gated:
+                        kept = keep[b, co] != 0
+                    for oy in range(Ho):
+                        for ox in range(Wo):
+                            if fixed:
+                                o[co * HWo + oy * Wo + ox] = wrap_int32(shift_by_exp(acc[oy, ox, co], weight_exp))
+                            elif not kept:
+                                o[co * HWo + oy * Wo + ox] = 0
+                            elif has_bias:
+                                o[co * HWo + oy * Wo + ox] = acc[oy, ox, co] + bias[co]
+                            else:
+                                o[co * HWo + oy * Wo + ox] = acc[oy, ox, co]
+                if check and real:
+                    nmacs += nops
+                else:
+                    nacs += nops
+            acs[b] += nacs
+            macs[b] += nmacs
+
+    return njit(cache=True, parallel=True)(conv2d_forward)
+
+
+# ----------------------------------------------------------------------------- pooling
+
+
+@njit(cache=True, parallel=True)
+def pool_sum_forward(src, win_count, out, t0, t1, delay, geom, divisor, pairs):
+    """Sum / average pooling by scattering each event into the windows that contain it.
+
+    Contributions reach each window in (ky, kx) order, as torch sums; zero padding adds nothing.
+    ``divisor`` > 0 divides each window sum (float32), as ``avg_pool2d(count_include_pad=True)``.
+    ``win_count[y*W + x]`` = number of windows containing input (y, x).
+    """
+    C, H, W, Ho, Wo = geom[0], geom[1], geom[2], geom[3], geom[4]
+    kh, kw, sy, sx, py, px = geom[5], geom[6], geom[7], geom[8], geom[9], geom[10]
+    B = out.shape[1]
+    HW = H * W
+    HWo = Ho * Wo
+    n_out = out.shape[2]
+    for b in prange(B):
+        nops = 0
+        for t in range(t0, t1):
+            o = out[t, b]
+            for j in range(n_out):
+                o[j] = 0
+            ts = t - delay
+            if ts < 0:
+                continue
+            x = src[ts, b]
+            for c in range(C):
+                for y in range(H):
+                    for xx in range(W):
+                        v = x[c * HW + y * W + xx]
+                        if v == 0:
+                            continue
+                        nops += win_count[y * W + xx]
+                        for ky in range(kh):
+                            ny = y + py - ky
+                            if ny < 0:
+                                break
+                            if ny % sy != 0:
+                                continue
+                            oy = ny // sy
+                            if oy >= Ho:
+                                continue
+                            for kx in range(kw):
+                                nx = xx + px - kx
+                                if nx < 0:
+                                    break
+                                if nx % sx != 0:
+                                    continue
+                                ox = nx // sx
+                                if ox >= Wo:
+                                    continue
+                                o[c * HWo + oy * Wo + ox] += v
+            if divisor > 0:
+                for j in range(n_out):
+                    o[j] = o[j] / divisor
+        pairs[b] += nops
+
+
+@lru_cache(maxsize=None)
+def pool_max_kernel(fixed: bool) -> Any:
+    """``pool_max_forward(src, out, t0, t1, delay, geom)``: max pooling with zero padding (the IR's
+    rule), on binary events an OR of the window; fixed point: 1 where any input of the window is
+    non-zero (an OR of spikes)."""
+
+    def pool_max_forward(src, out, t0, t1, delay, geom):
+        C, H, W, Ho, Wo = geom[0], geom[1], geom[2], geom[3], geom[4]
+        kh, kw, sy, sx, py, px = geom[5], geom[6], geom[7], geom[8], geom[9], geom[10]
+        B = out.shape[1]
+        HW = H * W
+        HWo = Ho * Wo
+        for b in prange(B):
+            for t in range(t0, t1):
+                o = out[t, b]
+                ts = t - delay
+                if ts < 0:
+                    for j in range(o.shape[0]):
+                        o[j] = 0
+                    continue
+                x = src[ts, b]
+                for c in range(C):
+                    for oy in range(Ho):
+                        for ox in range(Wo):
+                            if fixed:
+                                m = 0
+                            else:
+                                m = np.float32(-np.inf)
+                            padded = False
+                            for ky in range(kh):
+                                iy = oy * sy - py + ky
+                                for kx in range(kw):
+                                    ix = ox * sx - px + kx
+                                    if iy < 0 or iy >= H or ix < 0 or ix >= W:
+                                        padded = True
+                                        continue
+                                    v = x[c * HW + iy * W + ix]
+                                    if fixed:
+                                        if v != 0:
+                                            m = 1
+                                    elif v > m or v != v:
+                                        m = v
+                            if not fixed and padded and m < 0:
+                                m = np.float32(0)
+                            o[c * HWo + oy * Wo + ox] = m
+
+    return njit(cache=True, parallel=True)(pool_max_forward)
+
+
+# ----------------------------------------------------------------------------- one-to-one
+
+
+@lru_cache(maxsize=None)
+def identity_kernel(fixed: bool) -> Any:
+    """``identity_forward(src, scale, weight_exp, out, t0, t1, delay, acs, macs, check)``:
+    ``out[t] = scale * src[t - delay]`` (a copy when scale is 1), 0 before the source; fixed point
+    (integer ``scale``): ``int32(scale shifted by weight_exp)`` where the source spiked, else 0.
+    ``acs`` or ``macs`` += non-zero inputs (module docstring)."""
+
+    def identity_forward(src, scale, weight_exp, out, t0, t1, delay, acs, macs, check):
+        B = out.shape[1]
+        n = out.shape[2]
+        one = scale == 1
+        on = wrap_int32(shift_by_exp(np.int64(scale), weight_exp)) if fixed else 0
+        for b in prange(B):
+            nacs = 0
+            nmacs = 0
+            for t in range(t0, t1):
+                o = out[t, b]
+                ts = t - delay
+                if ts < 0:
+                    for j in range(n):
+                        o[j] = 0
+                    continue
+                x = src[ts, b]
+                nops = 0
+                real = False
+                for j in range(n):
+                    v = x[j]
+                    if v != 0:
+                        nops += 1
+                        if v != 1 and v != -1:
+                            real = True
+                    if fixed:
+                        o[j] = on if v != 0 else 0
+                    elif one:
+                        o[j] = v
+                    else:
+                        o[j] = scale * v
+                if check and real:
+                    nmacs += nops
+                else:
+                    nacs += nops
+            acs[b] += nacs
+            macs[b] += nmacs
+
+    return njit(cache=True, parallel=True)(identity_forward)
