@@ -43,11 +43,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     import torch
 
-    from spike.cli import compile_checkpoint
+    from spike.demo import evaluate_compiled
+    from spike.encoders import Encoder
     from spike.models.cnn.train import estimate_reduction, ftwt_report, train_cnn
     from spike.train.datasets import load_digits
-    from spike.encoders import Encoder
-    from spike.models.cnn.demo import evaluate_compiled
+    from spike.workflows import compile_checkpoint
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     tmp = tempfile.TemporaryDirectory() if args.out_dir is None else None

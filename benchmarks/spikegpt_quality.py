@@ -22,13 +22,12 @@ from pathlib import Path
 
 
 def _train(argv_t):
-    import argparse as _ap
+    """``spike train spikegpt`` with the options ``argv_t``; returns the figures the benchmark compares."""
+    from spike.cli import parser
+    from spike.cli.train import spikegpt_options
+    from spike.models.spikegpt.train import train_spikegpt
 
-    from spike.cli_spikegpt import add_train_arguments, train_spikegpt
-
-    p = _ap.ArgumentParser()
-    add_train_arguments(p)
-    r = train_spikegpt(p.parse_args(argv_t))
+    r = train_spikegpt(**spikegpt_options(parser("train").parse_args(["train", "spikegpt", *argv_t])))
     return {"test_bpc": r["test"]["bits"], "steps": r["steps"], "unigram_bits": r["unigram_bits"]}
 
 

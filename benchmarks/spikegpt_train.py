@@ -39,12 +39,12 @@ def _step(model, opt, x, y) -> float:
 def bench(size: str, ctx: int, batch: int, steps: int, warmup: int, vocab: int = 205) -> dict:
     """Fused and naive steps alternate (same model, same batch), so that both see the same load
     on a shared machine; each arm's best step time counts (the median is reported too)."""
-    from spike.cli_spikegpt import _clip_adam
+    from spike.models.spikegpt.train import clipped_adam
     from spike.models.spikegpt.model import build_spikegpt
 
     torch.manual_seed(0)
     model = build_spikegpt(size, vocab_size=vocab, ctx_len=ctx)
-    opt = _clip_adam(model.parameters(), 1e-7)  # the training optimizer (Adam + clipping)
+    opt = clipped_adam(model.parameters(), 1e-7)  # the training optimizer (Adam + clipping)
     idx = torch.randint(0, vocab, (batch, ctx + 1), generator=torch.Generator().manual_seed(1))
     x, y = idx[:, :-1], idx[:, 1:]
     times: dict[str, list[float]] = {"fused": [], "loop": []}

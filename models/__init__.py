@@ -5,26 +5,11 @@ from typing import Any, Callable
 
 from torch import nn
 
+from spike.models.cnn.model import SpikingCNN
+from spike.models.mlp import SpikingMLP
+from spike.models.spikegpt.model import SpikeGPT
 
-def _mlp(**kwargs: Any) -> nn.Module:
-    from spike.models.mlp import SpikingMLP
-
-    return SpikingMLP(**kwargs)
-
-
-def _cnn(**kwargs: Any) -> nn.Module:
-    from spike.models.cnn.model import SpikingCNN
-
-    return SpikingCNN(**kwargs)
-
-
-def _spikegpt(**kwargs: Any) -> nn.Module:
-    from spike.models.spikegpt.model import SpikeGPT
-
-    return SpikeGPT(**kwargs)
-
-
-MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {"mlp": _mlp, "cnn": _cnn, "spikegpt": _spikegpt}
+MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {"mlp": SpikingMLP, "cnn": SpikingCNN, "spikegpt": SpikeGPT}
 
 
 def build_model(kind: str, **kwargs: Any) -> nn.Module:

@@ -1,29 +1,47 @@
-"""Run a compiled program over a dataset split in batches and build the report.
+"""What the command line, the tests and the benchmarks call: train an MLP, compile a checkpoint,
+evaluate a compiled program on a dataset split, calibrate firing rates, and the same for SpikeGPT
+(compile a checkpoint with its vocabulary, run the program over a corpus).
 
-One encoding of a split: :func:`encode_samples` encodes sample ``i`` of a split (its index in the
-split) with a generator of its own, seeded from ``(seed, i)``, so the spikes of a sample do not
-depend on the batch size, on the samples before it, or on ``--limit``. :func:`evaluate_program`
-(``spike run``) and the final test evaluation of ``spike train`` (:func:`evaluate_model`) both
-encode through it, so a compiled float program and the model it came from are scored on the
-same spikes and report the same accuracy (up to float rounding in the backend).
+Evaluation encodes a split as :mod:`spike.train.evaluation` does (sample ``i`` seeded from
+``(seed, i)``): :func:`evaluate_program` (``spike run``) and the final test evaluation of ``spike
+train`` (:func:`spike.train.evaluation.evaluate_model`) score a compiled float program and the model
+it came from on the same spikes, so they report the same accuracy (up to float rounding in the
+backend).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from spike.backends import OpCounts, run
+from spike.compiler import ProgramError
+from spike.compiler import compile as compile_model
 from spike.compiler.ir.nodes import Input, Population
 from spike.compiler.ir.program import Program
 from spike.encoders import Encoder
+from spike.energy import EnergyReport, energy_report
+from spike.hardware import load_target
+from spike.losses import rate_cross_entropy
+from spike.models import build_model
+from spike.models.spikegpt.checkpoint import load_lm
+from spike.models.spikegpt.report import SpikeGPTReport, spikegpt_report
+from spike.models.spikegpt.text import TokenizerVocab, load_corpus, vocab_from_config
+from spike.train.checkpoint import load_checkpoint, make_config, record_evaluation
+from spike.train.datasets import load_dataset
+from spike.train.distributed import is_main_process
+from spike.train.evaluation import encoded_batches, evaluate_model, predictions
+from spike.train.trainer import Trainer, accuracy, fit_to_target, set_seed, target_needs
 
 
 @dataclass
 class Report:
+    """What :func:`evaluate_program` measured: accuracy, operation counts (per sample) and timing."""
+
     accuracy: float
     num_samples: int
     steps: int
@@ -80,74 +98,6 @@ def encoder_of(program: Program, steps: int | None = None) -> Encoder:
     return Encoder.from_dict(enc)
 
 
-def predictions(output: np.ndarray) -> np.ndarray:
-    """Class per sample from an output ``[T, B, C]``: most spikes (or largest summed value)."""
-    return output.reshape(output.shape[0], output.shape[1], -1).sum(axis=0).argmax(axis=1)
-
-
-def sample_seed(seed: int, index: int) -> int:
-    """The 32-bit seed of sample ``index`` of a split under ``seed`` (numpy's SeedSequence mixes the
-    pair; torch's CPU generator keeps only 32 bits of a seed)."""
-    if int(seed) < 0 or int(index) < 0:
-        raise ValueError(f"seed and sample index must be >= 0, got seed={seed!r}, index={index!r}")
-    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
-
-
-def encode_samples(encoder: Encoder, x: torch.Tensor, first: int = 0, seed: int = 0) -> torch.Tensor:
-    """Encode ``x``, the samples ``first, first + 1, ...`` of a split, as ``spike run`` does: ``[T, B, ...]``.
-
-    A random encoding (rate) draws sample ``i`` with a generator seeded by
-    :func:`sample_seed(seed, i) <sample_seed>`; deterministic ones encode the batch at once. The
-    result for a sample is therefore the same in any batch that holds it.
-    """
-    if encoder.kind != "rate":
-        return encoder(x)
-    if len(x) == 0:
-        return encoder(x)
-    parts = [encoder(x[i : i + 1], generator=torch.Generator().manual_seed(sample_seed(seed, first + i)))
-             for i in range(len(x))]
-    return torch.cat(parts, dim=1)
-
-
-def encoded_batches(
-    encoder: Encoder, x: torch.Tensor, batch_size: int = 64, seed: int = 0
-) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """``(start, stop, spikes of x[start:stop])`` for consecutive batches (:func:`encode_samples`)."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    for start in range(0, len(x), batch_size):
-        stop = min(start + batch_size, len(x))
-        yield start, stop, encode_samples(encoder, x[start:stop], start, seed)
-
-
-@torch.no_grad()
-def evaluate_model(
-    model: torch.nn.Module,
-    encoder: Encoder,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    batch_size: int = 256,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Score a PyTorch model on ``(x, y)`` with the encoding :func:`evaluate_program` uses.
-
-    Returns ``{"accuracy", "correct", "num_samples", "seed", "steps"}``; the model runs in eval
-    mode (restored after) on the CPU tensors it is given. Prediction as :func:`predictions`.
-    """
-    was = model.training
-    model.eval()
-    correct = 0
-    try:
-        for start, stop, spikes in encoded_batches(encoder, x, batch_size, seed):
-            out = model(spikes)
-            correct += int((predictions(out.detach().cpu().numpy()) == y[start:stop].numpy()).sum())
-    finally:
-        model.train(was)
-    n = len(x)
-    return {"accuracy": correct / max(n, 1), "correct": correct, "num_samples": n, "seed": int(seed),
-            "steps": encoder.num_steps}
-
-
 def evaluate_program(
     program: Program,
     x: torch.Tensor,
@@ -160,9 +110,10 @@ def evaluate_program(
 ) -> Report:
     """Encode ``x`` as the program was trained, run it batch by batch, score and count.
 
-    The spikes come from :func:`encoded_batches` (sample ``i`` seeded from ``(seed, i)``), so the
-    report is a function of ``(program, x, y, steps, seed)`` whatever the batch size, and equals
-    the accuracy :func:`evaluate_model` gives the float model with the same seed.
+    The spikes come from :func:`spike.train.evaluation.encoded_batches` (sample ``i`` seeded from
+    ``(seed, i)``), so the report is a function of ``(program, x, y, steps, seed)`` whatever the
+    batch size, and equals the accuracy :func:`spike.train.evaluation.evaluate_model` gives the float
+    model with the same seed.
     """
     encoder = encoder_of(program, steps)
     correct, parts, run_s = 0, [], 0.0
@@ -196,3 +147,213 @@ def calibration_rates(program: Program, inputs: Any, backend: str = "numba") -> 
         n: (probed[n] != 0).reshape(probed[n].shape[0], probed[n].shape[1], -1).mean(axis=(0, 1))
         for n in names
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# checkpoints -> programs
+# ---------------------------------------------------------------------------------------------
+
+
+def load_model(path: str) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Rebuild the model in a ``spike train`` checkpoint (eval mode); returns it with the config."""
+    ckpt = load_checkpoint(path)
+    cfg = ckpt["config"]
+    model = build_model(cfg["model"]["kind"], **cfg["model"]["kwargs"])
+    model.load_state_dict(ckpt["model_state"])
+    model.eval()
+    return model, cfg
+
+
+def compile_checkpoint(path: str, target: str = "generic", precision: str = "float32", calibrate: int = 64,
+                       target_delays: str = "balanced"):
+    """Rebuild the model in a checkpoint and compile it for ``target``.
+
+    The encoding travels in the program's metadata. On a target with cores the program is
+    partitioned and placed, weighting traffic by firing rates measured first by a run of the
+    generic float program on the first ``calibrate`` training samples.
+    """
+    model, cfg = load_model(path)
+    hw = load_target(target)
+    encoder = Encoder.from_dict(cfg["encoding"])
+    data = load_dataset(cfg["dataset"], cfg.get("data_root")) if cfg.get("dataset") else None
+    if data is None:
+        raise ValueError(f"{path}: the checkpoint's config names no dataset, so the input shape is unknown")
+    gen = torch.Generator().manual_seed(0)
+    example = encoder(data.x_train[:1], generator=gen)
+    signal = "real" if encoder.kind == "direct" else "spike"
+    meta = {"encoding": encoder.to_dict(), "num_steps": cfg["num_steps"], "dataset": cfg.get("dataset"),
+            "source": str(path)}
+    rates = None
+    if hw.has_cores:
+        generic = compile_model(model, example, input_signal=signal, metadata=meta)
+        rates = calibration_rates(generic, encoder(data.x_train[:calibrate], generator=gen))
+    try:
+        return compile_model(model, example, target=hw.name, precision=precision, input_signal=signal, metadata=meta,
+                             target_delays=target_delays, firing_rates=rates)
+    except ProgramError as exc:
+        trained_for = (cfg.get("target") or {}).get("name")
+        if precision != "fixed" or trained_for == hw.name:
+            raise
+        kind = cfg["model"]["kind"]
+        raise ValueError(f"{path}: {exc}. The model was not trained for {hw.name}: retrain it with "
+                         f"`spike train {kind} --target {hw.name} ...`, which picks the spiking input, reset and "
+                         "synaptic delays the target needs") from None
+
+
+def compile_nir(path: str, target: str, precision: str, dt: float, reset: str | None, target_delays: str = "balanced"):
+    """Import a NIR graph and compile it (mapped with uniform rates on a target with cores)."""
+    return compile_model(path, target=target, precision=precision, nir_options={"dt": dt, "reset": reset},
+                         target_delays=target_delays)
+
+
+def delays_line(program: Any) -> str | None:
+    """What the delay pass did, in one line (None for a target without synaptic delays)."""
+    rec = program.metadata.get("target_delays")
+    if not rec:
+        return None
+    d, lat = rec["synaptic_delay"], rec["latency"]
+    if rec["mode"] == "raw":
+        return (f"target delays: raw ({d}-step synapses, no compensation): this program does NOT compute the "
+                "trained network; merging paths and layers lag as the target's delays make them")
+    if rec["mode"] == "as trained":
+        return f"target delays: as trained (the model has the target's {d}-step synaptic delays); latency {lat} steps"
+    return (f"target delays: compensated ({d}-step synapses, merging paths balanced); latency {lat} steps: runs "
+            f"feed T + {lat} steps and return outputs aligned with the input, equal to the trained network")
+
+
+def target_energy(report: Report, program: Program, target: str) -> EnergyReport | None:
+    """The energy of ``report``'s counts on ``target`` (None for a target without energy figures, e.g. 'generic')."""
+    hw = load_target(target)
+    if not any(path.startswith("energy.") for path in hw.figures()):
+        return None
+    return energy_report(report.ops, program, hw, report.steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# train a spiking MLP
+# ---------------------------------------------------------------------------------------------
+
+
+def train_mlp(
+    *,
+    out: str,
+    dataset: str = "digits",
+    data_root: str | None = None,
+    epochs: int = 15,
+    steps: int | None = None,
+    target: str | None = None,
+    encoding: str | None = None,
+    hidden: Sequence[int] = (128,),
+    beta: float | None = None,
+    reset: str | None = None,
+    reset_delay: bool | None = None,
+    lr: float | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """``spike train mlp``; with ``target`` the choices that target needs (:func:`spike.train.trainer.fit_to_target`).
+
+    Defaults as the command's: 16 steps, ``beta`` 0.9, ``lr`` 5e-3. The test accuracy is the test
+    split encoded as ``spike run`` encodes it (:func:`spike.train.evaluation.evaluate_model`, seed
+    0); the checkpoint records it (``test_accuracy``). Returns ``{"accuracy", "evaluation",
+    "history", "checkpoint", "line"}`` (``line``: what ``spike train mlp`` prints).
+    """
+    needs = target_needs(target) if target else None
+    chosen = fit_to_target(needs, encoding=encoding, reset=reset, reset_delay=reset_delay)
+    set_seed(seed)
+    base_steps = 16 if steps is None else steps  # the train command's defaults for an MLP
+    beta = 0.9 if beta is None else beta
+    lr = 5e-3 if lr is None else lr
+    data = load_dataset(dataset, data_root)
+    in_features = int(torch.tensor(data.input_shape).prod())
+    kwargs = dict(
+        in_features=in_features, num_classes=data.num_classes, hidden=list(hidden),
+        beta=beta, threshold=1.0, reset=chosen["reset"], reset_delay=chosen["reset_delay"],
+    )
+    if chosen["synaptic_delay"]:
+        kwargs["synaptic_delay"] = chosen["synaptic_delay"]
+    model = build_model("mlp", **kwargs)
+    steps = base_steps + model.latency  # the output trails the input by the latency
+    encoder = Encoder(chosen["encoding"], steps)
+    extra = {"target": needs.record()} if needs is not None else {}
+    config = make_config("mlp", kwargs, encoder.to_dict(), steps, dataset, **extra)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    enc_gen = torch.Generator().manual_seed(seed)
+
+    def forward(m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return m(encoder(x, generator=enc_gen))
+
+    trainer = Trainer(
+        model, opt, rate_cross_entropy, (data.x_train, data.y_train), epochs=epochs,
+        batch_size=batch_size, seed=seed, eval_data=(data.x_test, data.y_test),
+        checkpoint_path=out, scheduler=sched, forward_fn=forward,
+        metric_fn=lambda out, y: accuracy(out.sum(0), y), progress=progress,
+        resume=resume, config=config, generators={"encoder": enc_gen},
+    )
+    history = trainer.fit()
+    result = evaluate_model(model, encoder, data.x_test, data.y_test)
+    ckpt = record_evaluation(out, result) if is_main_process() else None
+    steps_text = f"{base_steps} + {model.latency} steps" if model.latency else f"{steps} steps"
+    where = f", for {needs.name} ({needs.synaptic_delay}-step synaptic delay)" if needs is not None else ""
+    line = (f"test accuracy {100 * result['accuracy']:.2f}% ({data.num_test} {dataset} test samples, "
+            f"{steps_text}, {chosen['encoding']} encoding{where}) -> {out}")
+    return {"accuracy": result["accuracy"], "evaluation": result, "history": history, "checkpoint": ckpt,
+            "line": line}
+
+
+# ---------------------------------------------------------------------------------------------
+# SpikeGPT: compile a checkpoint, run the program over a corpus
+# ---------------------------------------------------------------------------------------------
+
+#: Vocabularies up to this size (JSON characters) travel in the program's metadata; a larger one
+#: (a tokenizer) is named by its hash and given again at run time (``--tokenizer``).
+_VOCAB_IN_METADATA = 32_000
+
+
+def compile_lm(path, target: str = "generic", precision: str = "float32", **load_kw) -> Program:
+    """Compile a SpikeGPT checkpoint (:func:`spike.models.spikegpt.checkpoint.load_lm`) to a Program;
+    its vocabulary goes into the metadata."""
+    model, voc, _ = load_lm(path, **load_kw)
+    vcfg = voc.to_config()
+    if len(json.dumps(vcfg)) > _VOCAB_IN_METADATA:
+        vcfg = {"kind": vcfg["kind"], "sha256": vcfg.get("sha256"), "stored": False}
+    return compile_model(model, target=target, precision=precision,
+                         metadata={"vocab": vcfg, "source": str(path)})
+
+
+def program_vocab(program: Program, tokenizer=None):
+    """The vocabulary of a compiled SpikeGPT: from its metadata, or the ``tokenizer`` file (checked
+    against the hash the metadata records)."""
+    vcfg = program.metadata.get("vocab")
+    if tokenizer is not None:
+        voc = TokenizerVocab.from_file(tokenizer)
+        want = (vcfg or {}).get("sha256")
+        if want and voc.to_config().get("sha256") != want:
+            raise ValueError(f"--tokenizer {tokenizer}: not the tokenizer the program was compiled with "
+                             f"(sha256 {want[:12]}...)")
+        return voc
+    if not vcfg or vcfg.get("stored") is False:
+        raise ValueError("the program does not carry its vocabulary; give --tokenizer FILE")
+    return vocab_from_config(vcfg)
+
+
+def run_lm_program(program: Program, backend: str = "numba", data=None, tokens: int = 512, tokenizer=None,
+                   target: str = "cmos45nm_fp32", progress: bool = False) -> tuple[SpikeGPTReport, Any]:
+    """Run a compiled SpikeGPT token by token on the first ``tokens`` tokens of a corpus's test
+    split (the built-in corpus by default); returns its :class:`SpikeGPTReport` and the run's result."""
+    voc = program_vocab(program, tokenizer)
+    V = int(program.metadata["spikegpt"]["vocab_size"])
+    if voc.size != V:
+        raise ValueError(f"vocabulary has {voc.size} tokens, the program {V}")
+    corpus = load_corpus(data, vocab=voc)
+    ids = np.asarray(corpus.split("test")[: int(tokens)], np.int64)
+    if len(ids) < 2:
+        raise ValueError(f"the test split of {corpus.name} has {len(ids)} tokens; need at least 2")
+    x = np.zeros((len(ids), 1, V), np.float32)
+    x[np.arange(len(ids)), 0, ids] = 1.0  # one spike per token on its input line
+    result = run(program, x, backend=backend, progress=progress)
+    report = spikegpt_report(program, result, target=target, token_ids=ids[:, None])
+    return report, result

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from spike.cli import compile_checkpoint, main
+from spike.cli import main
+from spike.workflows import compile_checkpoint, load_model
 
 
 def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -58,12 +59,11 @@ def test_train_compile_run(trained: Path, capsys: pytest.CaptureFixture[str]) ->
 
 def test_compiled_predictions_match_model(trained: Path) -> None:
     from spike.backends import run
-    from spike.cli import _load_model
     from spike.train.datasets import load_digits
     from spike.encoders import Encoder
-    from spike.workflows import predictions
+    from spike.train.evaluation import predictions
 
-    model, cfg = _load_model(str(trained))
+    model, cfg = load_model(str(trained))
     program = compile_checkpoint(str(trained))
     x = Encoder.from_dict(cfg["encoding"])(load_digits().x_test[:64])
     with torch.no_grad():

@@ -279,10 +279,9 @@ def test_static_energy_covers_the_extra_steps_on_chip():
 def test_trained_checkpoints_give_one_accuracy_on_every_target(tmp_path):
     """A default-trained CNN, a ResNet preset and an FTWT CNN (no --target): the accuracy training
     printed = the generic program's = the loihi program's (delays compensated), sample for sample."""
-    from spike.cli import compile_checkpoint
     from spike.models.cnn.train import train_cnn
     from spike.train.datasets import load_digits
-    from spike.workflows import evaluate_program
+    from spike.workflows import compile_checkpoint, evaluate_program
 
     digits = load_digits()
     x, y = digits.x_test[:120], digits.y_test[:120]
@@ -305,6 +304,7 @@ def test_trained_checkpoints_give_one_accuracy_on_every_target(tmp_path):
 
 
 def _encode(program, x):
-    from spike.workflows import encode_samples, encoder_of
+    from spike.train.evaluation import encode_samples
+    from spike.workflows import encoder_of
 
     return encode_samples(encoder_of(program), x).numpy()

@@ -67,7 +67,7 @@ def test_estimate_before_training(trained) -> None:
 
 
 def test_ftwt_demo_runs(tmp_path) -> None:
-    from spike.models.cnn.demo import run_ftwt_demo
+    from spike.demo import run_ftwt_demo
 
     fig = run_ftwt_demo(tmp_path, recipe={"baseline_epochs": 1, "ftwt_epochs": 1})
     assert fig["steps"] == 12 and fig["synaptic_delay"] == 1

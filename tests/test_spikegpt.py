@@ -1,6 +1,5 @@
 """SpikeGPT: initialisation, RNN mode == parallel forward, reference checkpoints, loss, CLI."""
 
-import argparse
 import math
 import re
 
@@ -236,74 +235,65 @@ def test_generate_greedy_matches_parallel():
     assert g1 == g2 and len(g1) == 8
 
 
-def _train_args(tmp_path, data, *extra):
-    from spike.cli_spikegpt import add_train_arguments
+def _train(tmp_path, data, **extra):
+    from spike.models.spikegpt.train import train_spikegpt
 
-    p = argparse.ArgumentParser()
-    add_train_arguments(p)
-    return p.parse_args(["--data", str(data), "--out", str(tmp_path / "gpt.pt"), "--layers", "2",
-                         "--embd", "16", "--ctx-len", "16", "--batch-size", "4", "--eval-every", "2",
-                         "--eval-tokens", "64", "--quiet", *extra])
+    return train_spikegpt(data=str(data), out=tmp_path / "gpt.pt", layers=2, embd=16, ctx_len=16, batch_size=4,
+                          eval_every=2, eval_tokens=64, quiet=True, **extra)
 
 
 def test_cli_train_resume_eval_generate(tmp_path, capsys):
+    from spike.cli import main
+    from spike.models.spikegpt.checkpoint import eval_checkpoint, generate_text
     from spike.train.checkpoint import load_checkpoint
-    from spike.cli_spikegpt import (add_eval_parser, add_generate_parser, eval_checkpoint,
-                                    generate_text, train_spikegpt)
 
     data = tmp_path / "text.txt"
     data.write_text("the quick brown fox jumps over the lazy dog. " * 40, encoding="utf-8")
-    r = train_spikegpt(_train_args(tmp_path, data, "--iters", "2"))
+    r = _train(tmp_path, data, iters=2)
     assert r["steps"] == 2 and r["test"]["tokens"] > 0 and r["unit"] == "character"
     ck = load_checkpoint(tmp_path / "gpt.pt")
     assert ck["step"] == 2 and ck["config"]["model"]["kind"] == "spikegpt"
     assert ck["config"]["text"]["vocab"]["kind"] == "chars"
-    r = train_spikegpt(_train_args(tmp_path, data, "--iters", "4", "--resume"))
+    r = _train(tmp_path, data, iters=4, resume=True)
     assert r["steps"] == 4
     res = eval_checkpoint(tmp_path / "gpt.pt")
     assert res["kind"] == "chars" and 0 < res["bits"] < 10
     text = generate_text(tmp_path / "gpt.pt", "the ", 12, temperature=0.8, top_p=0.9, seed=1)
     assert len(text) == 12
     with pytest.raises(ValueError, match="different model"):
-        train_spikegpt(_train_args(tmp_path, data, "--iters", "4", "--resume", "--no-spikes"))
-    sub = argparse.ArgumentParser().add_subparsers(dest="command")
-    ev = add_eval_parser(sub)
-    gen = add_generate_parser(sub)
-    a = ev.parse_args([str(tmp_path / "gpt.pt"), "--max-tokens", "40"])
-    assert a.fn(a) == 0
-    a = gen.parse_args([str(tmp_path / "gpt.pt"), "--prompt", "the", "--tokens", "5"])
-    assert a.fn(a) == 0
+        _train(tmp_path, data, iters=4, resume=True, spiking=False)
+    assert main(["eval", str(tmp_path / "gpt.pt"), "--max-tokens", "40"]) == 0
+    assert main(["generate", str(tmp_path / "gpt.pt"), "--prompt", "the", "--tokens", "5"]) == 0
     outp = capsys.readouterr().out
     assert "test BPC" in outp
 
 
 def test_cli_time_budget(tmp_path):
-    from spike.cli_spikegpt import train_spikegpt
-
     data = tmp_path / "text.txt"
     data.write_text("abcdefgh " * 200, encoding="utf-8")
-    r = train_spikegpt(_train_args(tmp_path, data, "--minutes", "0.02", "--no-spikes"))
+    r = _train(tmp_path, data, minutes=0.02, spiking=False)
     assert r["steps"] >= 1
 
 
-def test_train_arguments_on_a_shared_parser():
-    from spike.cli_spikegpt import add_train_arguments
+def test_train_spikegpt_options_on_the_shared_parser():
+    """``spike train spikegpt`` shares --out, --lr, --batch-size, --seed, ... with mlp and cnn; a
+    --batch-size left at the shared default means the preset's batch."""
+    from spike.cli import parser
+    from spike.cli.train import spikegpt_options
 
-    t = argparse.ArgumentParser()
-    t.add_argument("model")
-    t.add_argument("--out", required=True)
-    t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--batch-size", type=int, default=64)
-    t.add_argument("--seed", type=int, default=0)
-    add_train_arguments(t)  # no conflict with the options already there
-    a = t.parse_args(["spikegpt", "--out", "x.pt", "--size", "46m", "--minutes", "1"])
-    assert a.batch_size == 64 and a.gpt_shared_batch_default == 64 and a.size == "46m"
+    p = parser("train")
+    a = p.parse_args(["train", "spikegpt", "--out", "x.pt", "--size", "46m", "--minutes", "1"])
+    assert a.batch_size == 64 and a.size == "46m"
+    kw = spikegpt_options(a)
+    assert kw["batch_size"] is None and kw["size"] == "46m" and kw["minutes"] == 1 and kw["spiking"]
+    a = p.parse_args(["train", "spikegpt", "--out", "x.pt", "--batch-size", "5", "--no-spikes"])
+    assert spikegpt_options(a)["batch_size"] == 5 and not spikegpt_options(a)["spiking"]
 
 
 def test_generate_and_eval_from_a_reference_checkpoint(tmp_path):
     import json
 
-    from spike.cli_spikegpt import eval_checkpoint, generate_text
+    from spike.models.spikegpt.checkpoint import eval_checkpoint, generate_text
 
     chars = sorted(set("abc de\n"))
     vocab = tmp_path / "vocab.json"

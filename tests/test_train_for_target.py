@@ -16,10 +16,11 @@ import torch
 
 from spike.train.checkpoint import load_checkpoint
 from spike.compiler.io.hdf5 import load_program
-from spike.cli import compile_checkpoint, main
+from spike.cli import main
 from spike.train.datasets import load_digits
 from spike.encoders import Encoder
-from spike.workflows import encode_samples, encoded_batches, evaluate_model, evaluate_program
+from spike.train.evaluation import encode_samples, encoded_batches, evaluate_model
+from spike.workflows import compile_checkpoint, evaluate_program
 from spike.layers import Delayed
 from spike.train.trainer import fit_to_target, target_needs
 
@@ -104,7 +105,7 @@ def test_mlp_synaptic_delay_wraps_every_linear() -> None:
 
 
 def test_cnn_latency_matches_compiled_program() -> None:
-    from spike.models.cnn.demo import program_latency
+    from spike.demo import program_latency
     from spike.models.cnn.model import SpikingCNN
 
     for model in (SpikingCNN("digits", layers=[4, "M", 4, "M"], synaptic_delay=1),

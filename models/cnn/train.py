@@ -25,7 +25,7 @@
   ``init`` baseline trained otherwise) is a ValueError.
 
 The returned and printed accuracy is the test split encoded as ``spike run`` encodes it
-(:func:`spike.workflows.evaluate_model`, seed 0); the checkpoint records it (``test_accuracy``).
+(:func:`spike.train.evaluation.evaluate_model`, seed 0); the checkpoint records it (``test_accuracy``).
 
 :func:`ftwt_report` measures a model in PyTorch (accuracy, per-layer keep ratio and mask accuracy,
 ``syn_ops``/``macs`` by :func:`~spike.models.cnn.model.count_syn_ops`); :func:`estimate_reduction` is
@@ -33,13 +33,24 @@ FTWT's "estimate before training": the target rule alone, applied to a trained u
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from spike.encoders import Encoder
 from spike.ftwt import GatedConv, ftwt_loss, mask_loss_weight, oracle_masks
+from spike.losses import rate_cross_entropy
+from spike.models import build_model
+from spike.models.cnn.model import PRESETS, count_syn_ops
+from spike.train.checkpoint import load_checkpoint, make_config, record_evaluation
+from spike.train.datasets import load_dataset
+from spike.train.distributed import is_main_process
+from spike.train.evaluation import encoded_batches, evaluate_model
+from spike.train.trainer import (SPIKE_ENCODINGS, TargetNeeds, Trainer, accuracy, fit_to_target, set_seed,
+                                 target_needs)
 
 __all__ = ["train_cnn", "load_cnn", "ftwt_report", "estimate_reduction", "channel_sparsity_penalty",
            "BASELINE_CHANNEL_SPARSITY"]
@@ -55,9 +66,6 @@ def channel_sparsity_penalty(outputs: list[torch.Tensor]) -> torch.Tensor:
 
 def load_cnn(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the CNN of a checkpoint (eval mode) and return it with the checkpoint's config."""
-    from spike.train.checkpoint import load_checkpoint
-    from spike.models import build_model
-
     ckpt = load_checkpoint(path)
     cfg = ckpt["config"]
     if cfg["model"]["kind"] != "cnn":
@@ -68,8 +76,6 @@ def load_cnn(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def _init_from(model: nn.Module, path: str | Path) -> None:
-    from spike.train.checkpoint import load_checkpoint
-
     state = load_checkpoint(path)["model_state"]
     missing, unexpected = model.load_state_dict(state, strict=False)
     bad = [k for k in missing if ".gate." not in k] + list(unexpected)
@@ -105,17 +111,6 @@ def train_cnn(
     Returns ``{"accuracy", "evaluation", "history", "model" (eval mode), "config", "checkpoint"
     (the path)}``. ``data`` (a :class:`spike.train.datasets.Dataset`) skips loading ``dataset``.
     """
-    import dataclasses
-
-    from spike.train.checkpoint import load_checkpoint, make_config, record_evaluation
-    from spike.train.datasets import load_dataset
-    from spike.train.distributed import is_main_process
-    from spike.encoders import Encoder
-    from spike.workflows import evaluate_model
-    from spike.losses import rate_cross_entropy
-    from spike.models import build_model
-    from spike.train.trainer import Trainer, TargetNeeds, accuracy, fit_to_target, set_seed, target_needs
-
     if target_fit not in ("all", "delays"):
         raise ValueError(f"target_fit must be 'all' or 'delays', got {target_fit!r}")
     needs = target_needs(target) if target else None
@@ -141,8 +136,6 @@ def train_cnn(
                           reset_delay=overrides.get("reset_delay"))
             _check_delay(needs, overrides)
     else:
-        from spike.models.cnn.model import PRESETS
-
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
         kwargs = {"preset": preset, **PRESETS[preset]}  # spelled out: checkpoints outlive preset changes
@@ -241,8 +234,6 @@ def _check_delay(needs: Any, overrides: Mapping[str, Any]) -> None:
 
 def _check_init_fits(init: str | Path, base_cfg: Mapping[str, Any], needs: Any) -> None:
     """``--init`` with ``--target``: the baseline must have been trained for what the target needs."""
-    from spike.train.trainer import SPIKE_ENCODINGS
-
     kw = base_cfg["model"]["kwargs"]
     got = {"synaptic_delay": int(kw.get("synaptic_delay", 0)), "reset": kw.get("reset", "subtract"),
            "reset_delay": bool(kw.get("reset_delay", True)), "encoding": base_cfg["encoding"]["kind"]}
@@ -260,8 +251,6 @@ def _check_init_fits(init: str | Path, base_cfg: Mapping[str, Any], needs: Any) 
 
 
 def _preset_field(kwargs: Mapping[str, Any], key: str) -> Any:
-    from spike.models.cnn.model import PRESETS
-
     preset = kwargs.get("preset", "digits")
     return PRESETS.get(preset, {}).get(key) if preset is not None else None
 
@@ -271,16 +260,12 @@ def ftwt_report(model: nn.Module, x: torch.Tensor, y: torch.Tensor, encoder: Any
     """PyTorch-side figures of ``model`` on ``(x, y)``: ``accuracy``, ``keep`` (per gated layer, mean
     fraction of channels kept), ``mask_accuracy`` (per gated layer, mask == targets over samples and
     channels), ``syn_ops``/``macs`` per sample (:func:`~spike.models.cnn.model.count_syn_ops`)."""
-    from spike.models.cnn.model import count_syn_ops
-
     model.eval()
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, GatedConv)]
     correct, n = 0, 0
     keep = {name: 0.0 for name, _ in layers}
     hits = {name: 0.0 for name, _ in layers}
     syn = macs = 0.0
-    from spike.workflows import encoded_batches
-
     for start, stop, spikes in encoded_batches(encoder, x, batch_size, seed=0):  # as ``spike run`` encodes
         xb, yb = x[start:stop], y[start:stop]
         counted = count_syn_ops(model, spikes)

@@ -23,9 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from spike.backends.result import RunResult
 from spike.compiler.ir.program import Program
+from spike.energy import energy_report
+from spike.hardware import load_target
 
 __all__ = ["SpikeGPTReport", "spikegpt_report", "vanilla_gpt_macs"]
 
@@ -91,9 +94,6 @@ def spikegpt_report(program: Program, result: RunResult, target: str = "cmos45nm
                     token_ids: np.ndarray | None = None) -> SpikeGPTReport:
     """The report of ``result``, a run of the compiled SpikeGPT ``program``; ``token_ids``
     ``[T, B]`` (the input) adds the run's bits per token (next-token cross-entropy)."""
-    from spike.energy import energy_report
-    from spike.hardware import load_target
-
     meta = program.metadata
     if meta.get("model") != "spikegpt":
         raise ValueError("spikegpt_report: the program is not a compiled SpikeGPT (metadata model != 'spikegpt')")
@@ -146,8 +146,6 @@ def spikegpt_report(program: Program, result: RunResult, target: str = "cmos45nm
     }
     bits = None
     if token_ids is not None and T > 1:
-        import torch
-
         logits = torch.from_numpy(np.asarray(result.outputs["logits"][:-1], np.float64))
         target_ids = torch.from_numpy(np.asarray(token_ids[1:], np.int64))
         ce = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target_ids.reshape(-1))

@@ -38,6 +38,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from pydoc_data import topics
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
@@ -259,8 +260,6 @@ def load_reference_vocab(path) -> CharVocab:
 
 def builtin_text() -> str:
     """Python's documentation topics (``pydoc_data.topics``), sorted by key, blank-line separated."""
-    from pydoc_data import topics
-
     return "".join(topics.topics[k].strip("\n") + "\n\n" for k in sorted(topics.topics))
 
 
@@ -283,6 +282,14 @@ class Corpus:
         return (f"{self.name}: {self.vocab.size} {self.vocab.kind} vocabulary; "
                 f"{len(self.train):,} / {len(self.valid):,} / {len(self.test):,} {self.vocab.unit}s "
                 f"(train / valid / test)")
+
+    def score_line(self, split: str, res: dict[str, Any]) -> str:
+        """One line for a score on ``split`` (``res``: :func:`spike.models.spikegpt.model.evaluate_lm`'s
+        dict): perplexity for a tokenizer's tokens, bits per character (or byte) otherwise."""
+        if self.vocab.kind == "tokenizer":
+            return (f"{split} perplexity {res['ppl']:.3f} ({res['bits']:.4f} bits/token, "
+                    f"{res['tokens']:,} tokens of {self.name})")
+        return f"{split} BPC {res['bits']:.4f} ({res['tokens']:,} {self.vocab.unit}s of {self.name})"
 
 
 def _is_enwik8(p: Path) -> bool:

@@ -34,7 +34,7 @@ Optional (written by ``spike train`` once training ends, :func:`record_evaluatio
 
 ``test_accuracy`` (float)
     The accuracy ``spike train`` printed: the test split encoded as ``spike run`` encodes it
-    (:func:`spike.workflows.encode_samples`, seed 0). ``config["evaluation"]`` holds it with
+    (:func:`spike.train.evaluation.encode_samples`, seed 0). ``config["evaluation"]`` holds it with
     ``correct``, ``num_samples``, ``seed``, ``steps`` and ``split``.
 ``config["target"]`` (dict, optional)
     ``spike train --target``: ``name``, ``synaptic_delay`` (steps built into every synaptic layer),
@@ -298,7 +298,7 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict[str, Any]
 def record_evaluation(path: PathLike, evaluation: Mapping[str, Any], split: str = "test") -> dict[str, Any]:
     """Add a final evaluation to the checkpoint at ``path`` (atomically) and return the checkpoint.
 
-    ``evaluation`` is :func:`spike.workflows.evaluate_model`'s dict; it goes to
+    ``evaluation`` is :func:`spike.train.evaluation.evaluate_model`'s dict; it goes to
     ``config["evaluation"]`` (with ``split``) and its accuracy to the top-level ``test_accuracy``.
     """
     ckpt = load_checkpoint(path)

@@ -1,13 +1,21 @@
-"""The FTWT demo: train a spiking CNN on the built-in digits, prune it on the fly with FTWT masks,
-compile both networks for a neuromorphic target and count what the masks save.
+"""``make demo`` (``spike demo``): train -> compile -> run -> count and cost, on the built-in digits.
 
-:func:`run_ftwt_demo` (what ``make demo`` runs for FTWT) trains the unmasked baseline and its FTWT
-version (``r = 0.9``), reports the "estimate before training" (the target rule alone on the
-baseline), compiles both for ``loihi1`` in float32, runs them on the numba backend and prints the
-accuracy and the per-layer operation table with the saving from the masks.
+:func:`run_demo` trains a spiking MLP for ``loihi1`` (rate-coded spikes, reset to zero and one-step
+synapses, as Loihi has), compiles it to the event-driven IR, runs it on the numba backend in
+float32 (the compiled program must get exactly as many test samples right as the trained model),
+compiles it for ``loihi1`` in fixed point (quantised, partitioned onto cores, placed on the mesh),
+runs and costs that program, checks it on Lava bit for bit (:func:`lava_check`) and then runs the
+FTWT demo.
+
+The FTWT demo (:func:`run_ftwt_demo`) trains a spiking CNN on the digits, prunes it on the fly with
+FTWT masks, compiles both networks for a neuromorphic target and counts what the masks save: it
+trains the unmasked baseline and its FTWT version (``r = 0.9``), reports the "estimate before
+training" (the target rule alone on the baseline), compiles both for ``loihi1`` in float32, runs
+them on the numba backend and prints the accuracy and the per-layer operation table with the
+saving from the masks.
 
 Loihi's synapses deliver one step late and a program compiled for a Loihi target says so
-(``delay=1`` on every projection). The demo therefore trains the network with the target's
+(``delay=1`` on every projection). The FTWT demo therefore trains the network with the target's
 synaptic delay (``train_cnn(target=..., target_fit="delays")``: ``SpikingCNN(synaptic_delay=1)``,
 the delay read from the target's ``core.synaptic_delay``) and ``6 + latency`` time steps (the
 latency is 6 steps: three convs, two poolings, the classifier, ``SpikingCNN.latency``), so the
@@ -24,15 +32,111 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 
+from spike.backends import run
+from spike.compiler.io.hdf5 import save_program
 from spike.compiler.ir.nodes import Gate, Population, Projection
+from spike.compiler.mapping.report import mapping_report
+from spike.encoders import Encoder
+from spike.energy import plot_report
+from spike.models.cnn.model import SpikingCNN
+from spike.models.cnn.train import estimate_reduction, ftwt_report, train_cnn
+from spike.train.checkpoint import atomic_write_json
+from spike.train.datasets import load_digits
+from spike.train.trainer import target_needs
+from spike.workflows import Report, compile_checkpoint, encoder_of, evaluate_program, target_energy, train_mlp
 
-__all__ = ["run_ftwt_demo", "evaluate_compiled", "compare_ops", "program_latency", "QUICK", "FULL"]
+__all__ = ["run_demo", "lava_check", "run_ftwt_demo", "evaluate_compiled", "compare_ops", "program_latency",
+           "QUICK", "FULL"]
 
 # Training recipes (epochs) for the digits; quick fits a couple of minutes on 2 cores.
 QUICK = {"baseline_epochs": 12, "ftwt_epochs": 16}
 FULL = {"baseline_epochs": 30, "ftwt_epochs": 30}
 BASE_STEPS = 6  # steps through the whole network; a delayed network runs ``latency`` more
+
+
+def run_demo(out_dir: str | Path = "runs/demo", epochs: int = 15, lava_samples: int = 8, ftwt: bool = True,
+             progress: bool = True) -> dict[str, Any]:
+    """Train a spiking MLP for loihi1 on digits, compile it, run it, count and cost it (module docstring).
+
+    The compiled float program must get exactly as many test samples right as the trained model
+    did (both encode the split with :func:`spike.train.evaluation.encode_samples`); otherwise
+    RuntimeError. Writes the checkpoint, the programs, ``report.json`` and the plots to ``out_dir``;
+    returns what ``report.json`` holds."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    print("== 1/4 train a spiking MLP on the built-in digits for loihi1 (rate-coded spikes; reset to zero and "
+          "one-step synapses, as Loihi has)")
+    trained = train_mlp(out=str(out / "mlp.pt"), dataset="digits", epochs=epochs, target="loihi1", progress=progress)
+    print(trained["line"])
+    data = load_digits()
+    print("\n== 2/4 compile to the event-driven IR and run it on the numba backend (float32)")
+    program = compile_checkpoint(str(out / "mlp.pt"))
+    save_program(program, out / "mlp_float.h5")
+    print(program.summary())
+    floating = evaluate_program(program, data.x_test, data.y_test, backend="numba", progress=progress)
+    print(f"compiled accuracy {100 * floating.accuracy:.2f}% on {floating.num_samples} digits test samples "
+          f"({floating.timing['ms_per_sample']:.3f} ms/sample)")
+    ev = trained["evaluation"]
+    correct = round(floating.accuracy * floating.num_samples)
+    if correct != ev["correct"] or floating.num_samples != ev["num_samples"]:
+        raise RuntimeError(f"the compiled float program gets {correct}/{floating.num_samples} test samples right, "
+                           f"the trained model {ev['correct']}/{ev['num_samples']} on the same encoded spikes: "
+                           "the compiler or the backend changed what the network computes")
+    print(f"equal to the trained accuracy ({correct}/{floating.num_samples}, the same encoded test split)")
+    print(floating.table())
+    print("\n== 3/4 compile for loihi1 in fixed point: quantise, partition onto cores, place on the mesh")
+    loihi = compile_checkpoint(str(out / "mlp.pt"), target="loihi1", precision="fixed")
+    save_program(loihi, out / "mlp_loihi1.h5")
+    print(mapping_report(loihi).render())
+    print("\n== 4/4 run the fixed-point program on the numba backend and cost it on loihi1")
+    fixed = evaluate_program(loihi, data.x_test, data.y_test, backend="numba", progress=progress)
+    print(f"fixed-point accuracy {100 * fixed.accuracy:.2f}% (float {100 * floating.accuracy:.2f}%)")
+    print(fixed.table())
+    energy = _loihi1_energy(fixed)
+    lava = lava_check(loihi, data.x_test[:lava_samples])
+    result = {"trained_accuracy": ev["accuracy"], "float": floating.to_json(),
+              "loihi1_fixed": {**fixed.to_json(), "energy": energy.to_json()}, "lava_equals_numba": lava}
+    plot_report(result["loihi1_fixed"], out / "report.png")
+    if ftwt:
+        print("\n== Spiking CNN pruned on the fly with Fire-Together-Wire-Together masks")
+        figures = run_ftwt_demo(out / "ftwt", quick=True, progress=progress)
+        reports = figures.pop("reports")
+        for label, rep in reports.items():
+            print(f"\nenergy of the {label} CNN on loihi1:")
+            figures[f"energy_{label}"] = _loihi1_energy(rep).to_json()
+        plot_report({**reports["ftwt"].to_json(), "energy": figures["energy_ftwt"]}, out / "ftwt_report.png")
+        result["ftwt"] = figures
+    atomic_write_json(out / "report.json", result)
+    print(f"report -> {out / 'report.json'}, plots -> {out / 'report.png'}"
+          + ("" if not ftwt else f", {out / 'ftwt_report.png'}"))
+    return result
+
+
+def _loihi1_energy(report: Report):
+    """Print and return the energy table of ``report``'s counts on loihi1."""
+    energy = target_energy(report, report.program, "loihi1")
+    print(energy.table())
+    return energy
+
+
+def lava_check(program: Any, x: torch.Tensor) -> dict[str, Any]:
+    """Run the fixed-point program on Lava and on numba with the same spikes; compare bit for bit."""
+    print(f"\n== Loihi through Lava: the same program on lava-nc for {len(x)} test samples")
+    spikes = encoder_of(program)(x, generator=torch.Generator().manual_seed(1))
+    by_lava = run(program, spikes, backend="lava", probes=[program.populations()[0] + ".v"])
+    by_numba = run(program, spikes, backend="numba", probes=[program.populations()[0] + ".v"])
+    same = bool(np.array_equal(by_lava.output, by_numba.output)) and all(
+        np.array_equal(by_lava.probes[k], by_numba.probes[k]) for k in by_numba.probes
+    )
+    print(f"lava output spikes and membranes equal numba's bit for bit: {same} "
+          f"(lava {by_lava.timing['ms_per_step']:.2f} ms/step, numba {by_numba.timing['ms_per_step']:.3f} ms/step)")
+    if not same:
+        raise RuntimeError("the lava run differs from the numba run of the same fixed-point program")
+    return {"samples": len(x), "equal": same, "lava_ms_per_step": by_lava.timing["ms_per_step"],
+            "numba_ms_per_step": by_numba.timing["ms_per_step"]}
 
 
 def program_latency(program: Any) -> int:
@@ -51,8 +155,6 @@ def evaluate_compiled(program: Any, x: Any, y: Any, steps: int | None = None, ba
     """Run ``program`` over ``(x, y)`` and collect the figures: ``accuracy``, ``ops`` (totals per
     sample), ``keep`` (per gated population: neuron updates / (neurons x steps), the fraction of
     channels its gate kept), ``report`` (the :class:`spike.workflows.Report`)."""
-    from spike.workflows import evaluate_program
-
     report = evaluate_program(program, x, y, backend=backend, steps=steps, progress=progress)
     keep = {}
     for name, node in program.nodes():
@@ -127,17 +229,6 @@ def run_ftwt_demo(out_dir: str | Path, quick: bool = True, ratio: float = 0.9, t
     returned dict holds JSON-able figures and, under ``"reports"``, the two
     :class:`spike.workflows.Report` objects (``.ops``, ``.program``: input for energy tables).
     """
-    import torch
-
-    from spike.train.checkpoint import atomic_write_json
-    from spike.cli import compile_checkpoint
-    from spike.models.cnn.train import estimate_reduction, ftwt_report, train_cnn
-    from spike.compiler.io.hdf5 import save_program
-    from spike.train.datasets import load_digits
-    from spike.encoders import Encoder
-    from spike.models.cnn.model import SpikingCNN
-    from spike.train.trainer import target_needs
-
     t_start = time.perf_counter()
     recipe = dict(recipe or (QUICK if quick else FULL))  # {"baseline_epochs", "ftwt_epochs"}
     out = Path(out_dir)

@@ -1,0 +1,40 @@
+"""``spike compile CHECKPOINT --out PROGRAM.h5``: a checkpoint (SpikeGPT included) or a NIR graph to an IR program."""
+from __future__ import annotations
+
+import argparse
+
+from spike.compiler.io.hdf5 import save_program
+from spike.compiler.mapping.report import mapping_report
+from spike.models.spikegpt.checkpoint import is_lm_checkpoint
+from spike.workflows import compile_checkpoint, compile_lm, compile_nir, delays_line
+
+
+def add_arguments(c: argparse.ArgumentParser) -> None:
+    c.add_argument("checkpoint", help="a checkpoint from `spike train` (SpikeGPT included), or a .nir graph")
+    c.add_argument("--dt", type=float, default=1e-4, help="NIR import: time step in seconds")
+    c.add_argument("--reset", default=None, choices=["subtract", "zero", "none"],
+                   help="NIR import: reset mode when the graph's metadata has none (default zero)")
+    c.add_argument("--target", default="generic", help="a name in hw_configs/ or a YAML path")
+    c.add_argument("--precision", default="float32", choices=["float32", "fixed"])
+    c.add_argument("--target-delays", default="balanced", choices=["balanced", "raw"],
+                   help="on a target whose synapses deliver late (Loihi): balanced (default) keeps the trained "
+                        "network, with outputs some steps late; raw uses the plain target delays (a different network)")
+    c.add_argument("--out", required=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.checkpoint.endswith(".nir"):
+        program = compile_nir(args.checkpoint, args.target, args.precision, args.dt, args.reset, args.target_delays)
+    elif is_lm_checkpoint(args.checkpoint):
+        program = compile_lm(args.checkpoint, args.target, args.precision)
+    else:
+        program = compile_checkpoint(args.checkpoint, args.target, args.precision, target_delays=args.target_delays)
+    save_program(program, args.out)
+    print(program.summary())
+    if program.metadata.get("mapping"):
+        print(mapping_report(program).render())
+    line = delays_line(program)
+    if line:
+        print(line)
+    print(f"-> {args.out}")
+    return 0

@@ -1,0 +1,20 @@
+"""``spike demo`` (``make demo``): train -> compile -> run on built-in data (:func:`spike.demo.run_demo`)."""
+from __future__ import annotations
+
+import argparse
+
+from spike.demo import run_demo
+
+
+def add_arguments(d: argparse.ArgumentParser) -> None:
+    d.add_argument("--out-dir", default="runs/demo")
+    d.add_argument("--epochs", type=int, default=15)
+    d.add_argument("--lava-samples", type=int, default=8, help="test samples also run on Lava")
+    d.add_argument("--no-ftwt", action="store_true", help="skip the FTWT CNN part")
+    d.add_argument("--quiet", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    run_demo(args.out_dir, epochs=args.epochs, lava_samples=args.lava_samples, ftwt=not args.no_ftwt,
+             progress=not args.quiet)
+    return 0

@@ -1,0 +1,82 @@
+"""``spike run PROGRAM.h5``: run a compiled program on a dataset's test split (or a SpikeGPT on a
+corpus's), print accuracy, operation counts and energy; ``--json``, ``--plot``."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from spike.compiler.io.hdf5 import load_program
+from spike.energy import plot_report
+from spike.train.checkpoint import atomic_write_json
+from spike.train.datasets import load_dataset
+from spike.workflows import delays_line, evaluate_program, run_lm_program, target_energy
+
+
+def add_arguments(r: argparse.ArgumentParser) -> None:
+    r.add_argument("program")
+    r.add_argument("--backend", default="numba")
+    r.add_argument("--dataset", default=None)
+    r.add_argument("--data-root", default=None)
+    r.add_argument("--steps", type=int, default=None, help="default: as trained")
+    r.add_argument("--limit", type=int, default=None, help="only the first N test samples")
+    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("--json", default=None, help="write the report here")
+    r.add_argument("--target", default=None, help="energy figures from this target (default: the program's)")
+    r.add_argument("--plot", default=None, help="PNG with firing rate and energy per layer")
+    r.add_argument("--quiet", action="store_true")
+    r.add_argument("--data", default=None, help="SpikeGPT: text file whose test split is run (default: built-in corpus)")
+    r.add_argument("--tokens", type=int, default=512, help="SpikeGPT: tokens to run (default 512)")
+    r.add_argument("--tokenizer", default=None, help="SpikeGPT: tokenizer JSON when the program does not carry it")
+
+
+def run(args: argparse.Namespace) -> int:
+    program = load_program(args.program)
+    if program.metadata.get("model") == "spikegpt":
+        return _run_lm(program, args)
+    dataset = args.dataset or program.metadata.get("dataset")
+    if not dataset:
+        raise SystemExit("spike run: --dataset is needed (the program does not name one)")
+    data = load_dataset(dataset, args.data_root)
+    x, y = data.x_test, data.y_test
+    if args.limit:
+        x, y = x[: args.limit], y[: args.limit]
+    report = evaluate_program(program, x, y, backend=args.backend, steps=args.steps,
+                              batch_size=args.batch_size, progress=not args.quiet)
+    print(f"accuracy {100 * report.accuracy:.2f}% on {report.num_samples} {dataset} test samples, "
+          f"{report.steps} steps, backend {args.backend} ({report.timing['ms_per_sample']:.2f} ms/sample)")
+    line = delays_line(program)
+    if line:
+        print(line)
+    print(report.table())
+    result = report.to_json()
+    target = args.target or program.metadata.get("target", "generic")
+    energy = target_energy(report, program, target)
+    if energy is not None:
+        print(energy.table())
+        result["energy"] = energy.to_json()
+    if args.json:
+        atomic_write_json(args.json, result)
+        print(f"report -> {args.json}")
+    if args.plot:
+        if energy is None:
+            raise ValueError(f"--plot needs a target with energy figures; {target!r} has none")
+        plot_report({**result, "energy": result["energy"]}, args.plot)
+        print(f"plot -> {args.plot}")
+    return 0
+
+
+def _run_lm(program: Any, args: argparse.Namespace) -> int:
+    """``spike run`` of a compiled SpikeGPT: firing rates, counts and energy three ways."""
+    target = args.target or "cmos45nm_fp32"
+    report, result = run_lm_program(program, backend=args.backend, data=args.data, tokens=args.tokens,
+                                    tokenizer=args.tokenizer, target=target, progress=not args.quiet)
+    print(f"backend {args.backend}: {result.timing['ms_per_step']:.2f} ms per token")
+    print(report.table())
+    if args.json:
+        atomic_write_json(args.json, {"backend": args.backend, "timing": result.timing, **report.to_json(),
+                                      "energy": report.energy_detail.to_json()})
+        print(f"report -> {args.json}")
+    if args.plot:
+        plot_report(report.energy_detail, args.plot)
+        print(f"plot -> {args.plot}")
+    return 0
