@@ -29,6 +29,7 @@ demo: $(STAMP)
 	$(VENV)/bin/spike demo
 
 test: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache  # the layers of design §2 (contracts in pyproject.toml)
 	$(PY) -m pytest -q
 
 clean:

@@ -80,7 +80,6 @@ if ! "$PY" -c "import spike.backends.cuda.backend" 2>/dev/null; then
     SHIM="$(mktemp -d)"
     mkdir -p "$SHIM/spike"
     for f in "$ROOT"/spike/*; do ln -s "$f" "$SHIM/spike/"; done
-    for sub in compiler backends models hw_configs; do ln -sfn "$ROOT/$sub" "$SHIM/spike/$sub"; done
     export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
     export PYTHONSAFEPATH=1  # python >= 3.11: the repository's own spike/ must not shadow the shim
     log "spike made importable through $SHIM (PYTHONPATH, PYTHONSAFEPATH=1)"
