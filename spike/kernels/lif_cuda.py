@@ -14,12 +14,15 @@ from the CPU's libm in the last ulp.
 The backward recomputes the forward of each neuron into global scratch (``[T+1, M]``; one more
 for ``h`` with ``reset_delay=False`` and for the synaptic current), then runs the adjoint.
 Works with Numba's built-in ``numba.cuda`` and with the ``numba-cuda`` package (no numpy<2 APIs).
+The host plumbing (:func:`simulator_enabled`, :func:`available`, :func:`to_dev`, :func:`from_dev`,
+:func:`torch_launch`) serves :mod:`spike.kernels.wkv_cuda` too.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+from typing import Any
 
 import numpy as np
 
@@ -42,6 +45,7 @@ cuda = None  # numba.cuda, bound on first use (a module global so that the simul
 
 
 def simulator_enabled() -> bool:
+    """True when ``numba.cuda`` is Numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``)."""
     from numba import config
 
     return bool(getattr(config, "ENABLE_CUDASIM", False))
@@ -92,90 +96,83 @@ def _kernels(kind: str):
             return c0 if u < 0 else -c0
         return one
 
+    @cuda.jit(device=True)
+    def constants(j, beta, thr, alpha, params, reset, ge, cuba):
+        """Neuron ``j``'s ``(g, zero, one, kz, ks, geb, b, th, al)``: gain, 0, 1, the reset switches
+        (``kz`` 1 for "zero", ``ks`` for "subtract"), ``fire_ge``, beta, thr, alpha (0 without cuba)."""
+        zero = params[3]
+        one = params[4]
+        return (params[0], zero, one, one if reset == 1 else zero, reset == 0, ge != 0, beta[j], thr[j],
+                alpha[j] if cuba else zero)
+
+    def sweep_fn(recompute):
+        """The forward of neuron ``j`` over all steps from the zero state, with :func:`constants`
+        ``k``: spikes into ``out[t]``, ``v_t`` into ``mem[t]`` when ``need_mem``; ``recompute``
+        (the backward's scratch): ``v_t`` into ``out[t + 1]``, ``h_t`` into ``mem[t]`` (without
+        delay) and ``i_t`` into ``cur[t + 1]`` (cuba)."""
+
+        def sweep(x, j, k, delay, cuba, out, mem, cur, need_mem):
+            g, zero, one, kz, ks, geb, b, th, al = k
+            v = zero
+            i = zero
+            sp = zero
+            for t in range(x.shape[0]):
+                c = x[t, j]
+                if cuba:
+                    i = mul(al, i) + c
+                    if recompute:
+                        cur[t + 1, j] = i
+                    c = i
+                if delay:
+                    a = mul(one - mul(kz, sp), v)
+                    r = mul(th, sp) if ks else zero
+                    v = (mul(b, a) + mul(g, c)) - r
+                    s = fire(v, th, geb, zero, one)
+                    sp = s
+                else:
+                    h = mul(b, v) + mul(g, c)
+                    if recompute:
+                        mem[t, j] = h
+                    s = fire(h, th, geb, zero, one)
+                    r = mul(th, s) if ks else zero
+                    v = mul(h, one - mul(kz, s)) - r
+                if recompute:
+                    out[t + 1, j] = v
+                else:
+                    out[t, j] = s
+                    if need_mem:
+                        mem[t, j] = v
+
+        return cuda.jit(device=True)(sweep)
+
+    forward_sweep = sweep_fn(False)
+    recompute_sweep = sweep_fn(True)
+
     @cuda.jit
     def fwd(x, beta, thr, alpha, params, reset, delay, ge, cuba, spk, mem, need_mem):
         j = cuda.grid(1)
-        T = x.shape[0]
-        M = x.shape[1]
-        if j >= M:
+        if j >= x.shape[1]:
             return
-        g = params[0]
-        zero = params[3]
-        one = params[4]
-        kz = one if reset == 1 else zero
-        ks = reset == 0
-        geb = ge != 0
-        b = beta[j]
-        th = thr[j]
-        al = alpha[j] if cuba else zero
-        v = zero
-        i = zero
-        sp = zero
-        for t in range(T):
-            c = x[t, j]
-            if cuba:
-                i = mul(al, i) + c
-                c = i
-            if delay:
-                a = mul(one - mul(kz, sp), v)
-                r = mul(th, sp) if ks else zero
-                v = (mul(b, a) + mul(g, c)) - r
-                s = fire(v, th, geb, zero, one)
-                sp = s
-            else:
-                h = mul(b, v) + mul(g, c)
-                s = fire(h, th, geb, zero, one)
-                r = mul(th, s) if ks else zero
-                v = mul(h, one - mul(kz, s)) - r
-            spk[t, j] = s
-            if need_mem:
-                mem[t, j] = v
+        k = constants(j, beta, thr, alpha, params, reset, ge, cuba)
+        forward_sweep(x, j, k, delay, cuba, spk, mem, mem, need_mem)
 
     @cuda.jit
     def bwd(x, beta, thr, alpha, params, reset, delay, ge, cuba, nd, sid,
             gs, gs_tstep, gv, gv_tstep, dx, dbeta, dthr, dalpha, V, H, I):
         j = cuda.grid(1)
-        T = x.shape[0]
-        M = x.shape[1]
+        T, M = x.shape
         if j >= M:
             return
-        g = params[0]
+        k = constants(j, beta, thr, alpha, params, reset, ge, cuba)
+        g, zero, one, kz, ks, geb, b, th, al = k
         c0 = params[1]
         c1 = params[2]
-        zero = params[3]
-        one = params[4]
-        kz = one if reset == 1 else zero
-        ks = reset == 0
-        geb = ge != 0
         ndb = nd != 0
-        b = beta[j]
-        th = thr[j]
-        al = alpha[j] if cuba else zero
         # ---- recompute the forward: V[t+1] = v_t, H[t] = h_t, I[t+1] = i_t
-        v = zero
-        i = zero
-        sp = zero
         V[0, j] = zero
         if cuba:
             I[0, j] = zero
-        for t in range(T):
-            c = x[t, j]
-            if cuba:
-                i = mul(al, i) + c
-                I[t + 1, j] = i
-                c = i
-            if delay:
-                a = mul(one - mul(kz, sp), v)
-                r = mul(th, sp) if ks else zero
-                v = (mul(b, a) + mul(g, c)) - r
-                sp = fire(v, th, geb, zero, one)
-            else:
-                h = mul(b, v) + mul(g, c)
-                H[t, j] = h
-                s = fire(h, th, geb, zero, one)
-                r = mul(th, s) if ks else zero
-                v = mul(h, one - mul(kz, s)) - r
-            V[t + 1, j] = v
+        recompute_sweep(x, j, k, delay, cuba, V, H, I, False)
         # ---- adjoint
         gnext = zero
         gi = zero
@@ -270,13 +267,15 @@ def backward(x, beta, thr, alpha, params, reset, delay, ge, cuba, nd, sid, gs, g
 # ---------------------------------------------------------------------------------------------
 
 
-def _to_dev(a):
+def to_dev(a: np.ndarray) -> Any:
+    """``a`` on the device (the array itself under the simulator)."""
     from numba import cuda
 
     return a if simulator_enabled() else cuda.to_device(a)
 
 
-def _from_dev(a):
+def from_dev(a: Any) -> np.ndarray:
+    """A device array back on the host (the array itself under the simulator)."""
     return a if simulator_enabled() else a.copy_to_host()
 
 
@@ -289,13 +288,13 @@ def forward_numpy(x, beta, thr, alpha=None, *, gain=1.0, reset="subtract", reset
     dt = x.dtype
     cuba = alpha is not None
     per = lambda p: np.array(np.broadcast_to(np.asarray(p, dt), (M,)), dtype=dt)  # noqa: E731
-    args = [_to_dev(a) for a in (x, per(beta), per(thr), per(alpha) if cuba else np.zeros(1, dt),
-                                 make_params(gain, 0, 2.0, dt))]
-    spk = _to_dev(np.zeros((T, M), dt))
-    mem = _to_dev(np.zeros((T, M) if need_mem else (1, 1), dt))
+    args = [to_dev(a) for a in (x, per(beta), per(thr), per(alpha) if cuba else np.zeros(1, dt),
+                                make_params(gain, 0, 2.0, dt))]
+    spk = to_dev(np.zeros((T, M), dt))
+    mem = to_dev(np.zeros((T, M) if need_mem else (1, 1), dt))
     forward(*args, RESET_CODES[reset], int(reset_delay), int(fire_ge), int(cuba), spk, mem,
             need_mem)
-    return _from_dev(spk), (_from_dev(mem) if need_mem else None)
+    return from_dev(spk), (from_dev(mem) if need_mem else None)
 
 
 def backward_numpy(x, beta, thr, alpha=None, gs=None, gv=None, *, gain=1.0, reset="subtract",
@@ -317,15 +316,15 @@ def backward_numpy(x, beta, thr, alpha=None, gs=None, gv=None, *, gain=1.0, rese
 
     gs_a, gs_st = rows(gs)
     gv_a, gv_st = rows(gv)
-    dev = [_to_dev(a) for a in (x, per(beta), per(thr), per(alpha) if cuba else np.zeros(1, dt),
-                                make_params(gain, sid, surrogate_param, dt))]
-    out = [_to_dev(np.zeros(s, dt)) for s in ((T, M), (M,), (M,), (M,) if cuba else (1,))]
-    V = _to_dev(np.zeros((T + 1, M), dt))
-    H = _to_dev(np.zeros((T, M) if not reset_delay else (1, 1), dt))
-    I = _to_dev(np.zeros((T + 1, M) if cuba else (1, 1), dt))
+    dev = [to_dev(a) for a in (x, per(beta), per(thr), per(alpha) if cuba else np.zeros(1, dt),
+                               make_params(gain, sid, surrogate_param, dt))]
+    out = [to_dev(np.zeros(s, dt)) for s in ((T, M), (M,), (M,), (M,) if cuba else (1,))]
+    V = to_dev(np.zeros((T + 1, M), dt))
+    H = to_dev(np.zeros((T, M) if not reset_delay else (1, 1), dt))
+    I = to_dev(np.zeros((T + 1, M) if cuba else (1, 1), dt))
     backward(*dev, RESET_CODES[reset], int(reset_delay), int(fire_ge), int(cuba),
-             int(not detach_reset), sid, _to_dev(gs_a), gs_st, _to_dev(gv_a), gv_st, *out, V, H, I)
-    dx, dbeta, dthr, dalpha = (_from_dev(a) for a in out)
+             int(not detach_reset), sid, to_dev(gs_a), gs_st, to_dev(gv_a), gv_st, *out, V, H, I)
+    dx, dbeta, dthr, dalpha = (from_dev(a) for a in out)
     return dx, dbeta, dthr, (dalpha if cuba else None)
 
 
@@ -334,7 +333,9 @@ def backward_numpy(x, beta, thr, alpha=None, gs=None, gv=None, *, gain=1.0, rese
 # ---------------------------------------------------------------------------------------------
 
 
-def _torch_ctx(x):
+def torch_launch(x: Any) -> tuple[Any, Any]:
+    """``(as_cuda_array, stream)`` to launch on torch CUDA tensors: the converter to Numba device
+    arrays and torch's current stream on ``x``'s device."""
     import torch
     from numba import cuda
 
@@ -355,7 +356,7 @@ def forward_torch(x, beta, thr, alpha, cfg, spk, mem):
     import torch
 
     with torch.cuda.device(x.device):
-        arr, stream = _torch_ctx(x)
+        arr, stream = torch_launch(x)
         cuba = alpha is not None
         al = alpha if cuba else x.new_zeros(1)
         mm = mem if cfg.need_mem else x.new_empty((1, 1))
@@ -370,7 +371,7 @@ def backward_torch(x, beta, thr, alpha, cfg, gs, gs_tstep, gv, gv_tstep, dx, dbe
     import torch
 
     with torch.cuda.device(x.device):
-        arr, stream = _torch_ctx(x)
+        arr, stream = torch_launch(x)
         T, M = x.shape
         cuba = alpha is not None
         al = alpha if cuba else x.new_zeros(1)

@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from spike.kernels.lif_cuda import available, from_dev, simulator_enabled, to_dev, torch_launch
 from spike.kernels.wkv import NEG
 
 __all__ = ["available", "simulator_enabled", "forward", "backward", "forward_numpy",
@@ -29,22 +30,6 @@ THREADS = 128
 cuda = None  # numba.cuda, bound on first use (a module global so that the simulator can swap it)
 
 
-def simulator_enabled() -> bool:
-    from numba import config
-
-    return bool(getattr(config, "ENABLE_CUDASIM", False))
-
-
-def available() -> bool:
-    """True when Numba can launch CUDA kernels here (a GPU, or the simulator)."""
-    try:
-        from numba import cuda
-
-        return bool(cuda.is_available())
-    except Exception:
-        return False
-
-
 @functools.lru_cache(maxsize=None)
 def _kernels():
     global cuda
@@ -52,33 +37,41 @@ def _kernels():
 
     cuda = _cuda
 
+    @cuda.jit(device=True)
+    def lse(x, y):
+        """``(q, exp(x - q), exp(y - q))`` with ``q = max(x, y)`` (``y`` on a tie)."""
+        q = x if x > y else y
+        return q, math.exp(x - q), math.exp(y - q)
+
+    @cuda.jit(device=True)
+    def channel(w, u, m, C):
+        """``(w[c], u[c])``: the decay and bonus of row ``m``'s channel ``c = m % C``."""
+        c = m % C
+        return w[c], u[c]
+
+    @cuda.jit(device=True)
+    def mix(a, b, e1, e2, vv):
+        """``(e1*a + e2*vv, e1*b + e2)``: the output's numerator and denominator, or the next state."""
+        return e1 * a + e2 * vv, e1 * b + e2
+
     @cuda.jit
     def fwd(w, u, k, v, y, sa, sb, sp, C):
         m = cuda.grid(1)
-        T = k.shape[0]
-        M = k.shape[1]
+        T, M = k.shape
         if m >= M:
             return
-        c = m % C
-        wc = w[c]
-        uc = u[c]
+        wc, uc = channel(w, u, m, C)
         a = sa[m]
         b = sb[m]
         p = sp[m]
         for t in range(T):
             kk = k[t, m]
             vv = v[t, m]
-            ww = uc + kk
-            q = p if p > ww else ww
-            e1 = math.exp(p - q)
-            e2 = math.exp(ww - q)
-            y[t, m] = (e1 * a + e2 * vv) / (e1 * b + e2)
-            ww = p + wc
-            q = ww if ww > kk else kk
-            e1 = math.exp(ww - q)
-            e2 = math.exp(kk - q)
-            a = e1 * a + e2 * vv
-            b = e1 * b + e2
+            q, e1, e2 = lse(p, uc + kk)
+            num, den = mix(a, b, e1, e2, vv)
+            y[t, m] = num / den
+            q, e1, e2 = lse(p + wc, kk)
+            a, b = mix(a, b, e1, e2, vv)
             p = q
         sa[m] = a
         sb[m] = b
@@ -87,13 +80,10 @@ def _kernels():
     @cuda.jit
     def bwd(w, u, k, v, gy, consts, gk, gv, gw, gu, Y, R, LQ, C):
         m = cuda.grid(1)
-        T = k.shape[0]
-        M = k.shape[1]
+        T, M = k.shape
         if m >= M:
             return
-        c = m % C
-        wc = w[c]
-        uc = u[c]
+        wc, uc = channel(w, u, m, C)
         zero = consts[0]
         neg = consts[1]
         a = zero
@@ -107,26 +97,19 @@ def _kernels():
             kk = k[t, m]
             vv = v[t, m]
             g = gy[t, m]
-            ww = uc + kk
-            q = p if p > ww else ww
-            e1 = math.exp(p - q)
-            e2 = math.exp(ww - q)
-            den = e1 * b + e2
-            yy = (e1 * a + e2 * vv) / den
+            q, e1, e2 = lse(p, uc + kk)
+            num, den = mix(a, b, e1, e2, vv)
+            yy = num / den
             r = g / den
             accw += r * (da - yy * db) * e1
             accu += r * (vv - yy) * e2
             Y[t, m] = yy
             R[t, m] = r
             LQ[t, m] = -q
-            ww = p + wc
-            q = ww if ww > kk else kk
-            e1 = math.exp(ww - q)
-            e2 = math.exp(kk - q)
+            q, e1, e2 = lse(p + wc, kk)
             da = e1 * (a + da)
             db = e1 * (b + db)
-            a = e1 * a + e2 * vv
-            b = e1 * b + e2
+            a, b = mix(a, b, e1, e2, vv)
             p = q
         gw[m] = accw
         gu[m] = accu
@@ -144,13 +127,10 @@ def _kernels():
             big = math.exp(kk + o)
             gk[t, m] = e * (vv - yy) + big * (gp * vv + gq)
             gv[t, m] = e + big * gp
-            wo = wc + o
-            no = wo if wo > lq else lq
-            ea = math.exp(wo - no)
-            eb = r * math.exp(lq - no)
+            o, ea, el = lse(wc + o, lq)
+            eb = r * el
             gp = ea * gp + eb
             gq = ea * gq - eb * yy
-            o = no
 
     return fwd, bwd
 
@@ -172,16 +152,6 @@ def backward(w, u, k, v, gy, consts, gk, gv, gw, gu, Y, R, LQ, C, stream=0):
     bwd[_grid(k.shape[1]), THREADS, stream](w, u, k, v, gy, consts, gk, gv, gw, gu, Y, R, LQ, int(C))
 
 
-def _to_dev(a):
-    from numba import cuda
-
-    return a if simulator_enabled() else cuda.to_device(a)
-
-
-def _from_dev(a):
-    return a if simulator_enabled() else a.copy_to_host()
-
-
 def forward_numpy(w, u, k, v, state=None):
     """As :func:`spike.kernels.wkv.forward_numpy` (``k``, ``v`` ``[T, B, C]``), on the GPU/simulator."""
 
@@ -193,12 +163,12 @@ def forward_numpy(w, u, k, v, state=None):
         st = [np.zeros(M, dt), np.zeros(M, dt), np.full(M, NEG, dt)]
     else:
         st = [np.array(s, dtype=dt).reshape(M) for s in state]
-    dev = [_to_dev(np.ascontiguousarray(a, dt)) for a in (w, u, k.reshape(T, M),
-                                                          np.asarray(v, dt).reshape(T, M))]
-    y = _to_dev(np.zeros((T, M), dt))
-    st = [_to_dev(s) for s in st]
+    dev = [to_dev(np.ascontiguousarray(a, dt)) for a in (w, u, k.reshape(T, M),
+                                                         np.asarray(v, dt).reshape(T, M))]
+    y = to_dev(np.zeros((T, M), dt))
+    st = [to_dev(s) for s in st]
     forward(*dev, y, *st, C)
-    return _from_dev(y).reshape(T, B, C), tuple(_from_dev(s).reshape(B, C) for s in st)
+    return from_dev(y).reshape(T, B, C), tuple(from_dev(s).reshape(B, C) for s in st)
 
 
 def backward_numpy(w, u, k, v, gy):
@@ -208,22 +178,14 @@ def backward_numpy(w, u, k, v, gy):
     T, B, C = k.shape
     dt = k.dtype
     M = B * C
-    dev = [_to_dev(np.ascontiguousarray(a, dt)) for a in (w, u, k.reshape(T, M),
-                                                          np.asarray(v, dt).reshape(T, M),
-                                                          np.asarray(gy, dt).reshape(T, M),
-                                                          np.array([0.0, NEG], dt))]
-    out = [_to_dev(np.zeros(s, dt)) for s in ((T, M), (T, M), (M,), (M,), (T, M), (T, M), (T, M))]
+    dev = [to_dev(np.ascontiguousarray(a, dt)) for a in (w, u, k.reshape(T, M),
+                                                         np.asarray(v, dt).reshape(T, M),
+                                                         np.asarray(gy, dt).reshape(T, M),
+                                                         np.array([0.0, NEG], dt))]
+    out = [to_dev(np.zeros(s, dt)) for s in ((T, M), (T, M), (M,), (M,), (T, M), (T, M), (T, M))]
     backward(*dev, *out, C)
-    gk, gv, gw, gu = (_from_dev(a) for a in out[:4])
+    gk, gv, gw, gu = (from_dev(a) for a in out[:4])
     return (gw.reshape(B, C).sum(0), gu.reshape(B, C).sum(0), gk.reshape(T, B, C), gv.reshape(T, B, C))
-
-
-def _ctx(x):
-    import torch
-    from numba import cuda
-
-    stream = cuda.external_stream(torch.cuda.current_stream(x.device).cuda_stream)
-    return cuda.as_cuda_array, stream
 
 
 def forward_torch(w, u, k, v, y, state) -> None:
@@ -234,7 +196,7 @@ def forward_torch(w, u, k, v, y, state) -> None:
     T, B, C = k.shape
     M = B * C
     with torch.cuda.device(k.device):
-        arr, stream = _ctx(k)
+        arr, stream = torch_launch(k)
         forward(arr(w), arr(u), arr(k.view(T, M)), arr(v.view(T, M)), arr(y.view(T, M)),
                 arr(state.a.view(M)), arr(state.b.view(M)), arr(state.p.view(M)), C, stream=stream)
 
@@ -248,7 +210,7 @@ def backward_torch(w, u, k, v, gy, gk, gv, gw, gu) -> None:
     T, B, C = k.shape
     M = B * C
     with torch.cuda.device(k.device):
-        arr, stream = _ctx(k)
+        arr, stream = torch_launch(k)
         consts = torch.tensor([0.0, NEG], dtype=k.dtype, device=k.device)
         scratch = [k.new_empty((T, M)) for _ in range(3)]
         backward(arr(w), arr(u), arr(k.view(T, M)), arr(v.view(T, M)), arr(gy.view(T, M)),

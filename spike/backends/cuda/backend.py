@@ -306,6 +306,16 @@ def gather(ctx: NodeContext, src: Any, t0: int, t1: int, delay: int, pair_w: Any
     return idx, cnt
 
 
+def events(ctx: NodeContext, t0: int, t1: int, pair_w: Any) -> tuple[Any, Any, Any, int, int, int]:
+    """An event-driven projection's call over steps t0..t1-1: ``(src, idx, cnt, weight_exp, delay,
+    start)``, its source, active inputs (:func:`gather`, pairs counted with ``pair_w``) and
+    ``layout.delivery``."""
+    weight_exp, delay, start = delivery(ctx)
+    src = source(ctx)
+    idx, cnt = gather(ctx, src, t0, t1, delay, pair_w, True, start)
+    return src, idx, cnt, weight_exp, delay, start
+
+
 # ----------------------------------------------------------------------------- projections
 
 
@@ -322,9 +332,7 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
         c["row_nnz"] = to_device(np.count_nonzero(wt, axis=1).astype(np.int64))
         c["bias"], c["has_bias"] = device_bias(ctx, node.size)
     if t1 > t0 and ctx.batch > 0:
-        weight_exp, delay, start = delivery(ctx)
-        src = source(ctx)
-        idx, cnt = gather(ctx, src, t0, t1, delay, c["row_nnz"], True, start)
+        src, idx, cnt, weight_exp, delay, start = events(ctx, t0, t1, c["row_nnz"])
         n_tiles = (node.size + K.TPB - 1) // K.TPB
         K.dense_kernel(fixed(ctx))[K.grid_for((t1 - t0) * ctx.batch * n_tiles), K.TPB](
             src, idx, cnt, c["wt"], c["bias"], c["has_bias"], weight_exp, ctx.out, t0, t1 - t0, delay, start
@@ -337,7 +345,6 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
 def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Sparse = ctx.node
     c = node_cache(ctx)
-    K = device_kernels()
     if "indptr" not in c:
         indptr, indices, row_nnz = csr_arrays(node, ctx.name)
         data = weights(ctx, node.data)
@@ -352,9 +359,8 @@ def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
         c["bias"], c["has_bias"] = device_bias(ctx, node.size)
         c["no_acc"] = to_device(np.zeros((1, 1), np.int64))
     if t1 > t0 and ctx.batch > 0:
-        weight_exp, delay, start = delivery(ctx)
-        src = source(ctx)
-        idx, cnt = gather(ctx, src, t0, t1, delay, c["row_nnz"], True, start)
+        K = device_kernels()
+        src, idx, cnt, weight_exp, delay, start = events(ctx, t0, t1, c["row_nnz"])
         grid, acc = _scatter_grid(ctx, (t1 - t0) * ctx.batch, node.size, c["no_acc"])
         K.sparse_kernel(fixed(ctx))[grid, K.TPB](
             src, idx, cnt, c["indptr"], c["indices"], c["data"], c["serial"], c["bias"], c["has_bias"], weight_exp,
@@ -374,9 +380,7 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
         c["no_keep"] = to_device(np.zeros((1, 1), np.uint8))
         c["no_count"], c["no_real"] = to_device(np.zeros(1, np.int64)), to_device(np.zeros((1, 1), np.int32))
     if t1 > t0 and ctx.batch > 0:
-        weight_exp, delay, start = delivery(ctx)
-        src = source(ctx)
-        idx, cnt = gather(ctx, src, t0, t1, delay, c["in_pairs"], True, start)
+        src, idx, cnt, weight_exp, delay, start = events(ctx, t0, t1, c["in_pairs"])
         grid, acc = _scatter_grid(ctx, (t1 - t0) * ctx.batch, ctx.node.size, c["no_acc"])
         K.conv2d_kernel(fixed(ctx), False)[grid, K.TPB](
             src, idx, cnt, c["wc"], c["bias"], c["has_bias"], weight_exp, acc, c["no_keep"], ctx.out, t0, t1 - t0,
@@ -386,23 +390,36 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
     finish(ctx, t1)
 
 
+def _elementwise(ctx: NodeContext, t0: int, t1: int) -> tuple[Any, int, int]:
+    """``cuda.kernels``, the steps and the elements (``steps * B * size``) of an element-wise node
+    call over steps t0..t1-1."""
+    nsteps = t1 - t0
+    return device_kernels(), nsteps, nsteps * ctx.batch * ctx.node.size
+
+
+def _pool_arrays(ctx: NodeContext) -> dict:
+    """A pool2d's window geometry ``geom`` (int64 ``[C, H, W, Ho, Wo, kh, kw, sy, sx, py, px]``) and
+    ``win_count`` (the windows each flat input ``(c, y, x)`` falls in) on the device."""
+    c = ctx.cache
+    if "geom" in c:
+        return c
+    node: Pool2d = ctx.node
+    kh, kw = node.kernel
+    C, H, W, Ho, Wo = geometry_2d(node, (kh, kw))
+    if node.shape[0] != C:
+        raise BackendError(f"pool2d {ctx.name!r}: {C} input channels, output shape {node.shape}")
+    c["geom"] = to_device(np.array([C, H, W, Ho, Wo, kh, kw, *node.stride, *node.padding], np.int64))
+    wy = windows_per_position(H, Ho, kh, node.stride[0], node.padding[0])
+    wx = windows_per_position(W, Wo, kw, node.stride[1], node.padding[1])
+    c["win_count"] = to_device(np.ascontiguousarray(np.tile(np.outer(wy, wx).reshape(-1), C)))
+    return c
+
+
 @BACKEND.kernel("pool2d")
 def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Pool2d = ctx.node
-    c = ctx.cache
-    K = device_kernels()
-    if "geom" not in c:
-        kh, kw = node.kernel
-        C, H, W, Ho, Wo = geometry_2d(node, (kh, kw))
-        if node.shape[0] != C:
-            raise BackendError(f"pool2d {ctx.name!r}: {C} input channels, output shape {node.shape}")
-        c["geom"] = to_device(np.array([C, H, W, Ho, Wo, kh, kw, *node.stride, *node.padding], np.int64))
-        wy = windows_per_position(H, Ho, kh, node.stride[0], node.padding[0])
-        wx = windows_per_position(W, Wo, kw, node.stride[1], node.padding[1])
-        win = np.outer(wy, wx).reshape(-1)
-        c["win_count"] = to_device(np.ascontiguousarray(np.tile(win, C)))  # per flat input (c, y, x)
-    nsteps = t1 - t0
-    total = nsteps * ctx.batch * node.size
+    c = _pool_arrays(ctx)
+    K, nsteps, total = _elementwise(ctx, t0, t1)
     if node.mode == "max":
         if total:
             K.pool_max_kernel(fixed(ctx))[K.blocks_for(total), K.TPB](source(ctx), ctx.out, t0, nsteps, node.delay,
@@ -423,11 +440,9 @@ def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
 def identity(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Identity = ctx.node
     c = ctx.cache
-    K = device_kernels()
     if "ones" not in c:
         c["ones"] = to_device(np.ones(max(node.size, 1), np.int64))
-    nsteps = t1 - t0
-    total = nsteps * ctx.batch * node.size
+    K, nsteps, total = _elementwise(ctx, t0, t1)
     if total:
         src = source(ctx)
         gather(ctx, src, t0, t1, node.delay, c["ones"], False)

@@ -22,12 +22,11 @@ from __future__ import annotations
 import numpy as np
 
 from spike.backends.cuda.backend import (
-    BACKEND, conv_arrays, device_kernels, finish, from_host, gather, pair_counters, population_float,
-    source, to_device, to_host,
+    BACKEND, conv_arrays, device_kernels, events, finish, from_host, pair_counters, population_float, to_device,
+    to_host,
 )
 from spike.backends.engine import NodeContext
 from spike.backends.gate_common import gate_mask, gate_run
-from spike.backends.layout import delivery
 from spike.backends.registry import GATED
 
 
@@ -56,9 +55,7 @@ def conv2d(ctx: NodeContext, t0: int, t1: int) -> None:
     if "keep" not in st:  # the mask is the run's (it depends on the samples)
         st["keep"] = from_host(gate_mask(ctx, to_host).astype(np.uint8))  # [B, C_out]
     if t1 > t0 and ctx.batch > 0:
-        weight_exp, delay, start = delivery(ctx)
-        src = source(ctx)
-        idx, cnt = gather(ctx, src, t0, t1, delay, c["no_pairs"], True, start)
+        src, idx, cnt, weight_exp, delay, start = events(ctx, t0, t1, c["no_pairs"])
         acs, macs, _ = pair_counters(ctx)
         K.conv2d_kernel(False, True)[K.grid_for((t1 - t0) * ctx.batch), K.TPB](
             src, idx, cnt, c["wc"], c["bias"], c["has_bias"], weight_exp, c["no_acc"], st["keep"], ctx.out, t0,

@@ -25,9 +25,9 @@ branches Numba prunes. A projection delivers nothing before step ``start`` (its
 Arrays are ``[T, B, n]`` (C order); kernels handle ``nsteps`` steps from ``t0`` at once, all
 samples in parallel. The block size ``TPB`` is a power of two; under Numba's CUDA simulator (each
 simulated thread is a Python thread) it is small and element-wise grids are capped. The
-simulator swaps ``cuda`` into a kernel module's globals for a launch: device functions that use
-``cuda`` must live in the module of the kernels calling them (those shared across modules here,
-:func:`fmul`, :func:`wrap_int32`, :func:`shift_by_exp`, do not use it).
+simulator swaps ``cuda`` into a kernel module's globals for a launch: device functions (and
+:func:`inline` helpers) that use ``cuda`` must live in the module of the kernels calling them (those
+shared across modules here, :func:`fmul`, :func:`wrap_int32`, :func:`shift_by_exp`, do not use it).
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 from numba import cuda, float32, int32, int64
+from numba.extending import register_jitable
 
 
 def simulating() -> bool:
@@ -88,6 +89,14 @@ else:
         return libdevice.fmul_rn(a, b)
 
 
+def inline(fn: Any) -> Any:
+    """``fn`` as a helper of the kernels (index arithmetic, an event's term, a fixed-point row
+    write), inlined into each at the Numba IR level: a kernel compiles to the code it has with the
+    helper written out (a ``cuda.jit(device=True)`` function, inlined later by NVVM, changes the
+    integer code around it). Under the simulator ``fn`` is called as it is."""
+    return register_jitable(inline="always")(fn)
+
+
 def blocks_for(n: int) -> int:
     """Blocks of a grid-stride element-wise kernel over ``n`` elements."""
     return max(1, min((n + TPB - 1) // TPB, EW_MAX_BLOCKS))
@@ -96,6 +105,37 @@ def blocks_for(n: int) -> int:
 def grid_for(units: int) -> int:
     """Blocks of a block-stride kernel over ``units`` work units (one block each on a GPU)."""
     return max(1, min(units, MAX_BLOCKS))
+
+
+# ----------------------------------------------------------------------------- indexing
+
+
+@inline
+def step_unit(r, B, t0, delay):
+    """``(tt, b, t, ts)`` of unit ``r = tt * B + b``: step ``t = t0 + tt`` of sample ``b``, which
+    reads source step ``ts = t - delay``."""
+    b = r % B
+    tt = r // B
+    t = t0 + tt
+    return tt, b, t, t - delay
+
+
+@inline
+def elements(a, nsteps):
+    """``(B, n, first, total, stride)``: the grid-stride loop ``range(first, total, stride)`` of a
+    thread over the ``total = nsteps * B * n`` elements of ``nsteps`` steps of ``a`` ``[T, B, n]``."""
+    B = a.shape[1]
+    n = a.shape[2]
+    return B, n, cuda.grid(1), nsteps * B * n, cuda.gridsize(1)
+
+
+@inline
+def step_element(e, n, B, t0, delay):
+    """``(j, b, t, ts)`` of element ``e = (tt * B + b) * n + j`` of an element-wise loop: its index
+    ``j`` in unit ``tt * B + b`` (see :func:`step_unit`)."""
+    j = e % n
+    _, b, t, ts = step_unit(e // n, B, t0, delay)
+    return j, b, t, ts
 
 
 # ----------------------------------------------------------------------------- utilities
@@ -110,36 +150,27 @@ def fill_zero(a):
         a[e] = 0
 
 
-@cuda.jit
-def copy_steps(dst, dst_t0, src, src_t0, nsteps):
-    """``dst[dst_t0 + s] = src[src_t0 + s]`` for s < nsteps (``[T, B, n]`` arrays)."""
-    B = dst.shape[1]
-    n = dst.shape[2]
-    total = nsteps * B * n
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    for e in range(start, total, stride):
-        j = e % n
-        r = e // n
-        b = r % B
-        s = r // B
-        dst[dst_t0 + s, b, j] = src[src_t0 + s, b, j]
+def _steps_kernel(add: bool) -> Any:
+    """``(dst, dst_t0, src, src_t0, nsteps)``: ``dst[dst_t0 + s] = src[src_t0 + s]`` (``add``:
+    ``dst[dst_t0 + s] + src[src_t0 + s]``) for s < nsteps, element-wise (``[T, B, n]`` arrays)."""
+
+    def steps(dst, dst_t0, src, src_t0, nsteps):
+        B, n, first, total, stride = elements(dst, nsteps)
+        for e in range(first, total, stride):
+            j = e % n
+            r = e // n
+            b = r % B
+            s = r // B
+            if add:
+                dst[dst_t0 + s, b, j] = dst[dst_t0 + s, b, j] + src[src_t0 + s, b, j]
+            else:
+                dst[dst_t0 + s, b, j] = src[src_t0 + s, b, j]
+
+    return cuda.jit(steps)
 
 
-@cuda.jit
-def add_steps(dst, dst_t0, src, src_t0, nsteps):
-    """``dst[dst_t0 + s] = dst[dst_t0 + s] + src[src_t0 + s]`` (float32, element-wise)."""
-    B = dst.shape[1]
-    n = dst.shape[2]
-    total = nsteps * B * n
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    for e in range(start, total, stride):
-        j = e % n
-        r = e // n
-        b = r % B
-        s = r // B
-        dst[dst_t0 + s, b, j] = dst[dst_t0 + s, b, j] + src[src_t0 + s, b, j]
+copy_steps = _steps_kernel(False)  # dst[dst_t0 + s] = src[src_t0 + s] (any dtype)
+add_steps = _steps_kernel(True)  # dst[dst_t0 + s] += src[src_t0 + s] (float32, or int32 wrapping)
 
 
 # ----------------------------------------------------------------------------- active inputs
@@ -171,10 +202,8 @@ def gather_active(src, t0, nsteps, delay, onset, pair_w, idx, cnt, pairs, macs, 
         flag[0] = 0
     cuda.syncthreads()
     for r in range(cuda.blockIdx.x, nsteps * B, cuda.gridDim.x):
-        b = r % B
-        tt = r // B
-        ts = t0 + tt - delay
-        if t0 + tt < onset:
+        tt, b, t, ts = step_unit(r, B, t0, delay)
+        if t < onset:
             if tid == 0:
                 cnt[tt, b] = 0
                 real[tt, b] = 0
@@ -248,6 +277,47 @@ def shift_by_exp(x, e):
     return x >> (-e)
 
 
+@inline
+def add_event(x, w, v):
+    """``x + w * v``: ``x + w`` for an event of value 1, else the product rounded on its own
+    (:func:`fmul`) and added (float32, the numba kernels' operations)."""
+    if v == ONE:
+        return x + w
+    return x + fmul(w, v)
+
+
+@inline
+def store_fixed(out, t, b, acc, row, weight_exp):
+    """The block writes ``out[t, b] = int32(acc[row] shifted by weight_exp)`` once every thread's
+    atomics into ``acc[row]`` are done (a barrier before, and one after: the row is then free)."""
+    cuda.syncthreads()
+    for j in range(cuda.threadIdx.x, out.shape[2], TPB):
+        out[t, b, j] = wrap_int32(shift_by_exp(acc[row, j], weight_exp))
+    cuda.syncthreads()
+
+
+@inline
+def window_geometry(geom, k):
+    """``(H, W, HW, Ho, Wo, HWo, kh, kw, sy, sx, py, px)`` of a 2-D window ``geom`` (int64), ``Ho``
+    at index ``k``: a pool2d's ``[C, H, W, Ho, Wo, kh, kw, sy, sx, py, px]`` (``k = 3``), a
+    conv2d's ``[C, H, W, C_out, Ho, Wo, kh, kw, sy, sx, py, px, cin_pg, cout_pg]`` (``k = 4``)."""
+    H = geom[1]
+    W = geom[2]
+    Ho = geom[k]
+    Wo = geom[k + 1]
+    return (H, W, H * W, Ho, Wo, Ho * Wo, geom[k + 2], geom[k + 3], geom[k + 4], geom[k + 5], geom[k + 6],
+            geom[k + 7])
+
+
+@inline
+def unflatten(i, HW, W):
+    """``(c, y, x)`` of the flat index ``i = (c * H + y) * W + x`` (``HW = H * W``)."""
+    c = i // HW
+    rem = i - c * HW
+    y = rem // W
+    return c, y, rem - y * W
+
+
 # ----------------------------------------------------------------------------- projections
 
 
@@ -275,11 +345,7 @@ def dense_kernel(fixed: bool) -> Any:
             sval = cuda.shared.array(TPB, float32)
         for r in range(cuda.blockIdx.x, nsteps * B * n_tiles, cuda.gridDim.x):
             tile = r % n_tiles
-            rest = r // n_tiles
-            b = rest % B
-            tt = rest // B
-            t = t0 + tt
-            ts = t - delay
+            tt, b, t, ts = step_unit(r // n_tiles, B, t0, delay)
             j = tile * TPB + tid
             if fixed:
                 acc = I64_ZERO
@@ -303,12 +369,7 @@ def dense_kernel(fixed: bool) -> Any:
                             if fixed:  # every event a spike (lava casts to bool)
                                 acc += int64(wt[sidx[q], j])
                             else:
-                                v = sval[q]
-                                w = wt[sidx[q], j]
-                                if v == ONE:
-                                    acc = acc + w
-                                else:
-                                    acc = acc + fmul(w, v)
+                                acc = add_event(acc, wt[sidx[q], j], sval[q])
                     cuda.syncthreads()
             if j < n_out:
                 if fixed:
@@ -341,10 +402,7 @@ def sparse_kernel(fixed: bool) -> Any:
         tid = cuda.threadIdx.x
         row = cuda.blockIdx.x
         for r in range(cuda.blockIdx.x, nsteps * B, cuda.gridDim.x):
-            b = r % B
-            tt = r // B
-            t = t0 + tt
-            ts = t - delay
+            tt, b, t, ts = step_unit(r, B, t0, delay)
             for j in range(tid, n_out, TPB):
                 if fixed:
                     acc[row, j] = 0
@@ -370,23 +428,14 @@ def sparse_kernel(fixed: bool) -> Any:
                         if tid == 0:
                             for p in range(lo, hi):
                                 jj = indices[p]
-                                if v == ONE:
-                                    out[t, b, jj] = out[t, b, jj] + data[p]
-                                else:
-                                    out[t, b, jj] = out[t, b, jj] + fmul(data[p], v)
+                                out[t, b, jj] = add_event(out[t, b, jj], data[p], v)
                     else:
                         for p in range(lo + tid, hi, TPB):
                             jj = indices[p]
-                            if v == ONE:
-                                out[t, b, jj] = out[t, b, jj] + data[p]
-                            else:
-                                out[t, b, jj] = out[t, b, jj] + fmul(data[p], v)
+                            out[t, b, jj] = add_event(out[t, b, jj], data[p], v)
                     cuda.syncthreads()
             if fixed:
-                cuda.syncthreads()
-                for j in range(tid, n_out, TPB):
-                    out[t, b, j] = wrap_int32(shift_by_exp(acc[row, j], weight_exp))
-                cuda.syncthreads()
+                store_fixed(out, t, b, acc, row, weight_exp)
 
     return cuda.jit(sparse_deliver)
 
@@ -414,30 +463,16 @@ def conv2d_kernel(fixed: bool, gated: bool) -> Any:
 
     def conv2d_deliver(src, idx, cnt, wc, bias, has_bias, weight_exp, acc, keep, out, t0, nsteps, delay, start,
                        geom, pairs, macs, real):
-        H = geom[1]
-        W = geom[2]
-        Ho = geom[4]
-        Wo = geom[5]
-        kh = geom[6]
-        kw = geom[7]
-        sy = geom[8]
-        sx = geom[9]
-        py = geom[10]
-        px = geom[11]
+        H, W, HW, Ho, Wo, HWo, kh, kw, sy, sx, py, px = window_geometry(geom, 4)
         cin_pg = geom[12]
         cout_pg = geom[13]
         B = out.shape[1]
         n_out = out.shape[2]
-        HW = H * W
-        HWo = Ho * Wo
         nwork = kh * kw * cout_pg
         tid = cuda.threadIdx.x
         row = cuda.blockIdx.x
         for r in range(cuda.blockIdx.x, nsteps * B, cuda.gridDim.x):
-            b = r % B
-            tt = r // B
-            t = t0 + tt
-            ts = t - delay
+            tt, b, t, ts = step_unit(r, B, t0, delay)
             if not fixed and t < start:
                 for o in range(tid, n_out, TPB):
                     out[t, b, o] = ZERO
@@ -453,10 +488,7 @@ def conv2d_kernel(fixed: bool, gated: bool) -> Any:
             for k in range(m):
                 i = idx[tt, b, k]
                 v = src[ts, b, i]
-                c = i // HW
-                rem = i - c * HW
-                y = rem // W
-                x = rem - y * W
+                c, y, x = unflatten(i, HW, W)
                 g = c // cin_pg
                 cl = c - g * cin_pg
                 base = g * cout_pg
@@ -480,10 +512,7 @@ def conv2d_kernel(fixed: bool, gated: bool) -> Any:
                             else:
                                 if gated and w != ZERO:
                                     nops += 1
-                                if v == ONE:
-                                    out[t, b, o] = out[t, b, o] + w
-                                else:
-                                    out[t, b, o] = out[t, b, o] + fmul(w, v)
+                                out[t, b, o] = add_event(out[t, b, o], w, v)
                 if not fixed:
                     cuda.syncthreads()
             if gated and nops != 0:
@@ -492,10 +521,7 @@ def conv2d_kernel(fixed: bool, gated: bool) -> Any:
                 else:
                     cuda.atomic.add(pairs, b, nops)
             if fixed:
-                cuda.syncthreads()
-                for o in range(tid, n_out, TPB):
-                    out[t, b, o] = wrap_int32(shift_by_exp(acc[row, o], weight_exp))
-                cuda.syncthreads()
+                store_fixed(out, t, b, acc, row, weight_exp)
             elif gated or has_bias:
                 for o in range(tid, n_out, TPB):
                     co = o // HWo
@@ -509,39 +535,20 @@ def conv2d_kernel(fixed: bool, gated: bool) -> Any:
     return cuda.jit(conv2d_deliver)
 
 
+# ----------------------------------------------------------------------------- pooling
+
+
 @cuda.jit
 def pool_sum_forward(src, out, t0, nsteps, delay, geom, divisor):
     """Sum / average pooling, one thread per output: the window's non-zero inputs in ascending
     (ky, kx) order (the order events reach it in the numba kernel), divided by ``divisor`` > 0."""
-    H = geom[1]
-    W = geom[2]
-    Ho = geom[3]
-    Wo = geom[4]
-    kh = geom[5]
-    kw = geom[6]
-    sy = geom[7]
-    sx = geom[8]
-    py = geom[9]
-    px = geom[10]
-    B = out.shape[1]
-    n_out = out.shape[2]
-    HW = H * W
-    HWo = Ho * Wo
-    total = nsteps * B * n_out
-    start = cuda.grid(1)
-    stride = cuda.gridsize(1)
-    for e in range(start, total, stride):
-        o = e % n_out
-        rest = e // n_out
-        b = rest % B
-        t = t0 + rest // B
-        ts = t - delay
+    H, W, HW, _, Wo, HWo, kh, kw, sy, sx, py, px = window_geometry(geom, 3)
+    B, n_out, first, total, stride = elements(out, nsteps)
+    for e in range(first, total, stride):
+        o, b, t, ts = step_element(e, n_out, B, t0, delay)
         acc = ZERO
         if ts >= 0:
-            c = o // HWo
-            p = o - c * HWo
-            oy = p // Wo
-            ox = p - oy * Wo
+            c, oy, ox = unflatten(o, HWo, Wo)
             for ky in range(kh):
                 iy = oy * sy - py + ky
                 if iy >= 0 and iy < H:
@@ -564,36 +571,14 @@ def pool_max_kernel(fixed: bool) -> Any:
     non-zero (an OR of spikes)."""
 
     def pool_max_forward(src, out, t0, nsteps, delay, geom):
-        H = geom[1]
-        W = geom[2]
-        Ho = geom[3]
-        Wo = geom[4]
-        kh = geom[5]
-        kw = geom[6]
-        sy = geom[7]
-        sx = geom[8]
-        py = geom[9]
-        px = geom[10]
-        B = out.shape[1]
-        n_out = out.shape[2]
-        HW = H * W
-        HWo = Ho * Wo
-        total = nsteps * B * n_out
-        start = cuda.grid(1)
-        stride = cuda.gridsize(1)
-        for e in range(start, total, stride):
-            o = e % n_out
-            rest = e // n_out
-            b = rest % B
-            t = t0 + rest // B
-            ts = t - delay
+        H, W, HW, _, Wo, HWo, kh, kw, sy, sx, py, px = window_geometry(geom, 3)
+        B, n_out, first, total, stride = elements(out, nsteps)
+        for e in range(first, total, stride):
+            o, b, t, ts = step_element(e, n_out, B, t0, delay)
             if ts < 0:
                 out[t, b, o] = 0
                 continue
-            c = o // HWo
-            p = o - c * HWo
-            oy = p // Wo
-            ox = p - oy * Wo
+            c, oy, ox = unflatten(o, HWo, Wo)
             if fixed:
                 mx = 0
             else:
@@ -626,17 +611,9 @@ def identity_kernel(fixed: bool) -> Any:
     delivered integer, ``int32(weight shifted by weight_exp)``) where the source spiked, else 0."""
 
     def identity_forward(src, scale, unit, out, t0, nsteps, delay):
-        B = out.shape[1]
-        n = out.shape[2]
-        total = nsteps * B * n
-        start = cuda.grid(1)
-        stride = cuda.gridsize(1)
-        for e in range(start, total, stride):
-            j = e % n
-            rest = e // n
-            b = rest % B
-            t = t0 + rest // B
-            ts = t - delay
+        B, n, first, total, stride = elements(out, nsteps)
+        for e in range(first, total, stride):
+            j, b, t, ts = step_element(e, n, B, t0, delay)
             if ts < 0:
                 out[t, b, j] = 0
             elif fixed:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda, int64
 
-from spike.backends.cuda.kernels import I64_ZERO, ONE, TPB, ZERO, fmul, wrap_int32
+from spike.backends.cuda.kernels import I64_ZERO, ONE, TPB, ZERO, fmul, inline, wrap_int32
 from spike.semantics import MODEL_LI, P_ALPHA, P_BETA, P_RATE, P_TAU, P_THR, S_I, S_J, S_S, S_V, make_neuron_step
 
 
@@ -28,6 +28,21 @@ def _to_float(c):
 
 
 neuron_step = cuda.jit(device=True)(make_neuron_step(fmul, _to_float, ONE, ZERO))
+
+
+@inline
+def neuron_tiles(out):
+    """``(B, n, n_tiles)`` of the block-stride loop over units ``r = b * n_tiles + tile`` (``TPB``
+    consecutive neurons of sample ``b``) of a population with output ``out`` ``[T, B, n]``."""
+    n = out.shape[2]
+    return out.shape[1], n, (n + TPB - 1) // TPB
+
+
+@inline
+def tile_neuron(r, n_tiles):
+    """``(b, k)``: the sample of unit ``r`` and this thread's neuron in it (``k >= n``: none)."""
+    b = r // n_tiles
+    return b, (r - b * n_tiles) * TPB + cuda.threadIdx.x
 
 
 @cuda.jit
@@ -44,13 +59,9 @@ def population_forward(
     spike count to ``spikes[b]`` with one int64 atomic. Work unit ``r = b * n_tiles + tile``:
     ``TPB`` consecutive neurons of sample ``b``.
     """
-    B = out.shape[1]
-    n = out.shape[2]
-    n_tiles = (n + TPB - 1) // TPB
-    tid = cuda.threadIdx.x
+    B, n, n_tiles = neuron_tiles(out)
     for r in range(cuda.blockIdx.x, B * n_tiles, cuda.gridDim.x):
-        b = r // n_tiles
-        k = (r - b * n_tiles) * TPB + tid
+        b, k = tile_neuron(r, n_tiles)
         if k >= n:
             continue
         if gated and keep[b, k] == 0:
@@ -118,13 +129,9 @@ def population_fixed_forward(
     int32 state ``u_state``/``v_state`` [B, n]; ``out`` gets spikes (0/1), or v for an ``li``
     readout (``spiking`` False). The bias applies from step ``onset`` on (``Program.onset``), 0
     before. Work unit ``r = b * n_tiles + tile``."""
-    B = out.shape[1]
-    n = out.shape[2]
-    n_tiles = (n + TPB - 1) // TPB
-    tid = cuda.threadIdx.x
+    B, n, n_tiles = neuron_tiles(out)
     for r in range(cuda.blockIdx.x, B * n_tiles, cuda.gridDim.x):
-        b = r // n_tiles
-        k = (r - b * n_tiles) * TPB + tid
+        b, k = tile_neuron(r, n_tiles)
         if k < n:
             nsp = 0
             u = int64(u_state[b, k])
