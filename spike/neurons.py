@@ -46,16 +46,21 @@ module; both give identical values.
 from __future__ import annotations
 
 import math
+import operator
 from typing import Optional
 
 import torch
 from torch import nn
 
-from spike import surrogate as _sg
+from spike import semantics, surrogate as _sg
 from spike.kernels.lif import lif_multistep
 from spike.kernels.lif_cpu import RESET_CODES
 
 __all__ = ["lif_step", "LIF", "IF", "CubaLIF", "LI"]
+
+
+def _detach(s: torch.Tensor) -> torch.Tensor:
+    return s.detach()
 
 
 def lif_step(
@@ -74,7 +79,9 @@ def lif_step(
     detach_reset: bool = True,
     surrogate="atan",
 ):
-    """One LIF step on torch tensors (autograd-friendly): returns ``(s, v, i)``.
+    """One LIF step on torch tensors (autograd-friendly): returns ``(s, v, i)``; the update of
+    :mod:`spike.semantics` (charge ``beta*v + gain*I``), firing through the surrogate's
+    Heaviside of ``v - threshold``, the reset detached unless ``detach_reset`` is False.
 
     ``v``, ``s_prev`` (and ``i`` when ``alpha`` is given) are the state after the previous step;
     None means zero. ``beta``, ``threshold``, ``alpha``: floats or tensors broadcastable to ``x``.
@@ -82,39 +89,19 @@ def lif_step(
     """
     if reset not in RESET_CODES:
         raise ValueError(f"reset: expected one of {sorted(RESET_CODES)}, got {reset!r}")
-    sg = _sg.get(surrogate)
     if v is None:
         v = torch.zeros_like(x)
     if s_prev is None:
         s_prev = torch.zeros_like(x)
-    if alpha is not None:
-        if i is None:
-            i = torch.zeros_like(x)
-        i = alpha * i + x
-        c = i
-    else:
+    if alpha is None:
         i = None
-        c = x
-    gc = gain * c
-    if reset_delay:
-        sp = s_prev.detach() if detach_reset else s_prev
-        if reset == "subtract":
-            v = beta * v + gc - threshold * sp
-        elif reset == "zero":
-            v = beta * ((1 - sp) * v) + gc
-        else:
-            v = beta * v + gc
-        s = sg.spike(v - threshold, fire_ge)
-    else:
-        h = beta * v + gc
-        s = sg.spike(h - threshold, fire_ge)
-        sr = s.detach() if detach_reset else s
-        if reset == "subtract":
-            v = h - threshold * sr
-        elif reset == "zero":
-            v = h * (1 - sr)
-        else:
-            v = h
+    elif i is None:
+        i = torch.zeros_like(x)
+    hold = _detach if detach_reset else semantics.same
+    step = semantics.make_neuron_step(operator.mul, _sg.get(surrogate).fire, hold, 1)
+    s, v, _, i, _ = step(x, None, v, s_prev, i, None, beta, threshold, alpha, None, None, gain, 0.0,
+                         semantics.MODEL_LIF if alpha is None else semantics.MODEL_CUBA, semantics.RESETS[reset],
+                         reset_delay, fire_ge, semantics.CHARGE_BETA, semantics.RULE_STANDARD, False)
     return s, v, i
 
 

@@ -95,21 +95,38 @@ def initial_state(node: Any, batch: int) -> np.ndarray:
     return state
 
 
-def make_neuron_step(mul: Callable, to_float: Callable, one: Any, zero: Any) -> Callable:
+def threshold_fire(to_float: Callable) -> Callable:
+    """``fire(m, thr, fire_ge)`` = ``to_float(m >= thr)`` or ``to_float(m > thr)``: the spike of
+    :func:`make_neuron_step` where ``to_float`` turns a comparison into 0/1 of the value type."""
+
+    def fire(m, thr, fire_ge):
+        return to_float(m >= thr) if fire_ge else to_float(m > thr)
+
+    return fire
+
+
+def same(s: Any) -> Any:
+    """The reset signal of :func:`make_neuron_step` when no gradient is cut: the spike itself."""
+    return s
+
+
+def make_neuron_step(mul: Callable, fire: Callable, hold: Callable, one: Any) -> Callable:
     """The update of the module docstring as ``step(x, late, v, s, i, j, beta, thr, alpha, tau,
     rate, gain, v_reset, model, reset, reset_delay, fire_ge, charge, rule, has_late) -> (out, v,
     s, i, j)``.
 
-    ``mul(a, b)`` is the backend's float32 product, ``to_float`` turns a comparison into 0/1 of
-    the value type, ``one``/``zero`` are the value type's constants.
+    ``mul(a, b)`` is the backend's float32 product; ``fire(m, thr, fire_ge)`` the spike of
+    membrane ``m`` (:func:`threshold_fire`; in training a surrogate-gradient step of ``m - thr``);
+    ``hold(s)`` the spike as a reset uses it (:func:`same`; in training ``s.detach()`` when the
+    reset passes no gradient); ``one`` the value type's 1.
     """
 
     def step(x, late, v, s, i, j, beta, thr, alpha, tau, rate, gain, v_reset,
              model, reset, reset_delay, fire_ge, charge, rule, has_late):
         if rule == RULE_SNNTORCH:
-            r = to_float(v > thr)
+            r = hold(fire(v, thr, False))
         else:
-            r = s
+            r = hold(s)
         delayed = reset_delay or rule == RULE_SNNTORCH
         if model == MODEL_ALPHA:
             e = mul(alpha, i) + x
@@ -123,8 +140,7 @@ def make_neuron_step(mul: Callable, to_float: Callable, one: Any, zero: Any) -> 
                 e = e - mul(e, r)
                 n = n - mul(n, r)
                 m = m - mul(m, r)
-            f = m >= thr if fire_ge else m > thr
-            sn = to_float(f)
+            sn = fire(m, thr, fire_ge)
             return sn, m, sn, e, n
         if model == MODEL_CUBA:
             i = mul(alpha, i) + x
@@ -155,20 +171,20 @@ def make_neuron_step(mul: Callable, to_float: Callable, one: Any, zero: Any) -> 
                 m = m - mul(thr, r)
             elif reset == RESET_DROP:
                 m = m - mul(m, r)
-        f = m >= thr if fire_ge else m > thr
-        sn = to_float(f)
+        sn = fire(m, thr, fire_ge)
+        d = hold(sn)
         if reset_delay or reset == RESET_NONE:
             v = m
         elif rule == RULE_SNNTORCH:
-            d = sn - r
+            d = d - r
             if reset == RESET_SUBTRACT:
                 v = m - mul(d, thr)
             else:
                 v = m - mul(d, m)
         elif reset == RESET_SUBTRACT:
-            v = m - mul(thr, sn)
+            v = m - mul(thr, d)
         else:
-            v = mul(sn, v_reset) + mul(one - sn, m)
+            v = mul(d, v_reset) + mul(one - d, m)
         return sn, v, sn, i, j
 
     return step
@@ -183,7 +199,7 @@ def _as_float32(c: np.ndarray) -> np.ndarray:
 
 
 # numpy arrays (the lava backend's Python processes): float32 in, float32 out
-numpy_step = make_neuron_step(_product, _as_float32, np.float32(1), np.float32(0))
+numpy_step = make_neuron_step(_product, threshold_fire(_as_float32), same, np.float32(1))
 
 
 # Loihi fixed point (design §3): the ranges of its parameters and state

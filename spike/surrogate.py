@@ -95,6 +95,10 @@ class Surrogate:
         """``H(u)`` forward, this surrogate backward (single-step use)."""
         return SpikeFunction.apply(u, self, bool(fire_ge))
 
+    def fire(self, v: torch.Tensor, threshold, fire_ge: bool = False) -> torch.Tensor:
+        """The spike of membrane ``v``: :meth:`spike` of ``u = v - threshold``."""
+        return self.spike(v - threshold, fire_ge)
+
     def __call__(self, u: torch.Tensor, fire_ge: bool = False) -> torch.Tensor:
         return self.spike(u, fire_ge)
 

@@ -16,7 +16,9 @@ import numpy as np
 from numba import cuda, int64
 
 from spike.backends.cuda.kernels import I64_ZERO, ONE, TPB, ZERO, fmul, inline, wrap_int32
-from spike.semantics import MODEL_LI, P_ALPHA, P_BETA, P_RATE, P_TAU, P_THR, S_I, S_J, S_S, S_V, make_neuron_step
+from spike.semantics import (
+    MODEL_LI, P_ALPHA, P_BETA, P_RATE, P_TAU, P_THR, S_I, S_J, S_S, S_V, make_neuron_step, same, threshold_fire,
+)
 
 
 # ----------------------------------------------------------------------------- float32
@@ -27,7 +29,8 @@ def _to_float(c):
     return ONE if c else ZERO
 
 
-neuron_step = cuda.jit(device=True)(make_neuron_step(fmul, _to_float, ONE, ZERO))
+neuron_step = cuda.jit(device=True)(make_neuron_step(
+    fmul, cuda.jit(device=True)(threshold_fire(_to_float)), cuda.jit(device=True)(same), ONE))
 
 
 @inline

@@ -23,7 +23,7 @@ from numba import njit, prange
 from spike import semantics
 from spike.semantics import (
     MODEL_ALPHA, MODEL_CUBA, MODEL_LI, P_ALPHA, P_BETA, P_RATE, P_TAU, P_THR, S_I, S_J, S_S, S_V, NeuronFlags,
-    make_neuron_step,
+    make_neuron_step, same, threshold_fire,
 )
 
 
@@ -40,7 +40,8 @@ def _to_float(c):
     return np.float32(1.0) if c else np.float32(0.0)
 
 
-neuron_step = njit(inline="always")(make_neuron_step(_mul, _to_float, np.float32(1), np.float32(0)))
+neuron_step = njit(inline="always")(make_neuron_step(
+    _mul, njit(inline="always")(threshold_fire(_to_float)), njit(inline="always")(same), np.float32(1)))
 # Part of every population kernel's cache key: a change to spike.semantics recompiles them.
 _SEMANTICS_VERSION = int(hashlib.sha256(inspect.getsource(semantics).encode()).hexdigest()[:12], 16)
 

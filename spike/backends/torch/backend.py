@@ -197,7 +197,8 @@ BACKEND.kernel("hostop")(host_op_kernel(lambda a: a, _write_tensor))
 
 
 
-_step = semantics.make_neuron_step(operator.mul, lambda c: c.to(torch.float32), 1.0, 0.0)
+_step = semantics.make_neuron_step(operator.mul, semantics.threshold_fire(lambda c: c.to(torch.float32)),
+                                   semantics.same, 1.0)
 
 
 @BACKEND.kernel("population")
