@@ -23,8 +23,6 @@ tiny ``--sizes`` it runs anywhere as a smoke test (torch then on the CPU).
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import platform
 import sys
 import time
@@ -33,43 +31,11 @@ from typing import Any, Callable
 import numpy as np
 
 from spike.backends import run
-from spike.compiler.ir.nodes import Dense, Input, Output, Population
-from spike.compiler.ir.program import Program, ProgramBuilder
+from spike.train.checkpoint import atomic_write_json
 
-BETA, THRESHOLD = 0.9, 1.0
-WEIGHT_GAIN = (1.5, 2.0, 3.0)  # std * sqrt(fan-in) per layer: hidden layers fire at a few percent
-QUANT = 2.0 ** -8  # dyadic weights: exact float sums, identical spikes in every backend
+from mlp_sparsity import BETA, THRESHOLD, build_program, make_input, make_weights  # the numba benchmark's network
+
 NETWORKS = {"2048": (784, 2048, 2048, 10), "4096": (784, 4096, 4096, 10)}
-
-
-def make_weights(sizes: tuple[int, ...], seed: int = 0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    ws = []
-    for n_in, n_out, g in zip(sizes[:-1], sizes[1:], WEIGHT_GAIN):
-        w = rng.normal(0.0, g / np.sqrt(n_in), size=(n_out, n_in))
-        ws.append((np.round(w / QUANT) * QUANT).astype(np.float32))
-    return ws
-
-
-def make_input(n_in: int, rate: float, T: int, B: int, seed: int = 1) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    return (rng.random((T, B, n_in)) < rate).astype(np.float32)
-
-
-def build_program(weights: list[np.ndarray]) -> Program:
-    b = ProgramBuilder()
-    prev = b.add("input", Input(shape=(weights[0].shape[1],), signal="spike"))
-    for i, w in enumerate(weights):
-        n_out, n_in = w.shape
-        fc = b.add(f"fc{i + 1}", Dense(shape=(n_out,), in_shape=(n_in,), weight=w), prev)
-        prev = b.add(
-            f"lif{i + 1}",
-            Population(shape=(n_out,), model="lif", beta=np.full(n_out, BETA, np.float32),
-                       threshold=np.full(n_out, THRESHOLD, np.float32), reset="subtract", reset_delay=True),
-            fc,
-        )
-    b.add("output", Output(shape=(weights[-1].shape[0],)), prev)
-    return b.build()
 
 
 def dense_torch(weights: list[np.ndarray], device: Any) -> Callable[[Any], Any]:
@@ -164,17 +130,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     rows = []
     compile_s = None
     for net_name, sizes in nets.items():
-        weights = make_weights(sizes)
+        weights = make_weights(sizes=sizes)
         program = build_program(weights)
         forward = dense_torch(weights, device)
         if compile_s is None:
             t = time.perf_counter()  # Numba CUDA kernel compilation + first run
-            run(program, make_input(sizes[0], 0.05, 2, 1), backend="cuda")
+            run(program, make_input(0.05, 2, 1, n_in=sizes[0]), backend="cuda")
             sync_all()
             compile_s = time.perf_counter() - t
         for B in args.batches:
             for rate in args.rates:
-                x = make_input(sizes[0], rate, args.steps, B)
+                x = make_input(rate, args.steps, B, n_in=sizes[0])
                 run(program, x, backend="cuda")  # warm-up (allocations land in the pool)
                 ours_s, res = best_time(lambda: run(program, x, backend="cuda"), args.repeats, sync_all)
                 run_s = min(run(program, x, backend="cuda").timing["run_s"] for _ in range(args.repeats))
@@ -228,10 +194,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "roof_events_per_s": 4e11,  # H100, 3.35 TB/s at 8 bytes per event (reference.md)
     }
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp, args.json)
+        atomic_write_json(args.json, report)
     return report
 
 

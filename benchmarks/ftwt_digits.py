@@ -21,12 +21,20 @@ Usage: ``python benchmarks/ftwt_digits.py [--ratios 1.0 0.95 0.9 0.85] [--json o
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
+
+from spike.demo import evaluate_compiled
+from spike.encoders import Encoder
+from spike.models.cnn.train import estimate_reduction, ftwt_report, train_cnn
+from spike.train.checkpoint import atomic_write_json
+from spike.train.datasets import load_digits
+from spike.workflows import compile_checkpoint
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -40,14 +48,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out-dir", default=None, help="where checkpoints go (default: a temporary folder)")
     p.add_argument("--json", default=None)
     args = p.parse_args(argv)
-
-    import torch
-
-    from spike.demo import evaluate_compiled
-    from spike.encoders import Encoder
-    from spike.models.cnn.train import estimate_reduction, ftwt_report, train_cnn
-    from spike.train.datasets import load_digits
-    from spike.workflows import compile_checkpoint
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     tmp = tempfile.TemporaryDirectory() if args.out_dir is None else None
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result = {"rows": rows, "control": control, "steps": args.steps, "epochs": args.epochs, "ftwt_epochs": args.ftwt_epochs,
               "seed": args.seed, "table": table}
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        atomic_write_json(args.json, result)
     return result
 
 

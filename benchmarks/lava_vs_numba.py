@@ -15,7 +15,6 @@ is reported as ``build_s``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -27,6 +26,7 @@ from spike.compiler.ir.nodes import Dense, Input, Output, Population
 from spike.compiler.passes.delays import target_delays
 from spike.compiler.ir.program import Program, ProgramBuilder
 from spike.compiler.pipeline import FIXED_PIPELINE, run_passes
+from spike.train.checkpoint import atomic_write_json
 
 WEIGHT_GAIN = 2.0  # weight std times 1/sqrt(fan-in): hidden layers fire at a few percent at 5% input
 
@@ -85,10 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {"name": "lava_vs_numba", "ratio": ratio, "lava_ms_per_step": lv_ms, "numba_ms_per_step": nb_ms,
                   "lava_build_s": lava_res.timing["build_s"], "sizes": args.sizes, "steps": args.steps,
                   "rate": args.rate, "batch": 1}
-        tmp = f"{args.json}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(result, f, indent=2)
-        os.replace(tmp, args.json)
+        atomic_write_json(args.json, result)
         print(f"-> {args.json}")
     return 0
 

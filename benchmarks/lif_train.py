@@ -25,12 +25,13 @@ plus the raw seconds.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 
 import numba
 import torch
+
+from spike.train.checkpoint import atomic_write_json
 
 CONFIGS = {"t100": (4096, 32, 100), "t1000": (256, 32, 1000)}
 QUICK = {"t100": (512, 8, 100), "t1000": (64, 8, 1000)}
@@ -153,8 +154,7 @@ def main(argv=None):
     print(f"ratio (snnTorch/ours): T=100 {result['ratio']:.1f}x (goal 10), "
           f"T=1000 {result['ratio_t1000']:.1f}x (goal 60)")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        atomic_write_json(args.json, result)
     return result
 
 

@@ -14,8 +14,6 @@ Synaptic events/s = ``syn_ops`` counted by the numba backend (all samples) / num
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from typing import Any, Callable
@@ -27,6 +25,7 @@ import torch
 from spike.backends import run
 from spike.compiler.ir.nodes import Dense, Input, Output, Population
 from spike.compiler.ir.program import Program, ProgramBuilder
+from spike.train.checkpoint import atomic_write_json
 
 SIZES = (784, 2048, 2048, 10)
 BETA, THRESHOLD = 0.9, 1.0
@@ -35,23 +34,26 @@ WEIGHT_GAIN = (1.5, 2.0, 3.0)
 QUANT = 2.0 ** -8  # dyadic weights: exact float sums, identical spikes in every backend
 
 
-def make_weights(seed: int = 0) -> list[np.ndarray]:
+def make_weights(seed: int = 0, sizes: tuple[int, ...] = SIZES) -> list[np.ndarray]:
+    """Dyadic weights of a ``sizes`` MLP, std ``WEIGHT_GAIN / sqrt(fan-in)`` per layer."""
     rng = np.random.default_rng(seed)
     ws = []
-    for n_in, n_out, g in zip(SIZES[:-1], SIZES[1:], WEIGHT_GAIN):
+    for n_in, n_out, g in zip(sizes[:-1], sizes[1:], WEIGHT_GAIN):
         w = rng.normal(0.0, g / np.sqrt(n_in), size=(n_out, n_in))
         ws.append((np.round(w / QUANT) * QUANT).astype(np.float32))
     return ws
 
 
-def make_input(rate: float, T: int, B: int, seed: int = 1) -> np.ndarray:
+def make_input(rate: float, T: int, B: int, seed: int = 1, n_in: int = SIZES[0]) -> np.ndarray:
+    """Bernoulli input spikes ``[T, B, n_in]`` at ``rate``."""
     rng = np.random.default_rng(seed)
-    return (rng.random((T, B, SIZES[0])) < rate).astype(np.float32)
+    return (rng.random((T, B, n_in)) < rate).astype(np.float32)
 
 
 def build_program(weights: list[np.ndarray]) -> Program:
+    """Input spikes -> (Dense -> LIF) per weight matrix -> Output."""
     b = ProgramBuilder()
-    prev = b.add("input", Input(shape=(SIZES[0],), signal="spike"))
+    prev = b.add("input", Input(shape=(weights[0].shape[1],), signal="spike"))
     for i, w in enumerate(weights):
         n_out, n_in = w.shape
         fc = b.add(f"fc{i + 1}", Dense(shape=(n_out,), in_shape=(n_in,), weight=w), prev)
@@ -67,7 +69,7 @@ def build_program(weights: list[np.ndarray]) -> Program:
             ),
             fc,
         )
-    b.add("output", Output(shape=(SIZES[-1],)), prev)
+    b.add("output", Output(shape=(weights[-1].shape[0],)), prev)
     return b.build()
 
 
@@ -198,10 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "goals": {"ratio_at_5pct": 6.0, "ratio_at_1pct": 20.0, "events_per_s": 3e9},
     }
     if args.json:
-        tmp = args.json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp, args.json)
+        atomic_write_json(args.json, report)
     return report
 
 

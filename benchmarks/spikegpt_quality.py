@@ -17,16 +17,16 @@ see the same machine.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from spike.cli import parser
+from spike.cli.train import spikegpt_options
+from spike.models.spikegpt.train import train_spikegpt
+from spike.train.checkpoint import atomic_write_json
 
 
 def _train(argv_t):
     """``spike train spikegpt`` with the options ``argv_t``; returns the figures the benchmark compares."""
-    from spike.cli import parser
-    from spike.cli.train import spikegpt_options
-    from spike.models.spikegpt.train import train_spikegpt
-
     r = train_spikegpt(**spikegpt_options(parser("train").parse_args(["train", "spikegpt", *argv_t])))
     return {"test_bpc": r["test"]["bits"], "steps": r["steps"], "unigram_bits": r["unigram_bits"]}
 
@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
           f"({summary['no_spikes_steps']} steps): ratio {ratio:.3f} (goal <= 1.15); "
           f"unigram entropy {uni:.3f} bits/char")
     if args.json:
-        Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
+        atomic_write_json(args.json, summary)
     return summary
 
 

@@ -19,10 +19,11 @@ few steps at a short context (``--ctx-46m``) so that it finishes on a laptop CPU
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import torch
+
+from spike.train.checkpoint import atomic_write_json
 
 
 def _step(model, opt, x, y) -> float:
@@ -99,8 +100,7 @@ def main(argv=None) -> dict:
     if "46m" in results:
         results["ratio_46m"] = results["46m"]["ratio"]
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        atomic_write_json(args.json, results)
     return results
 
 
