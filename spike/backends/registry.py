@@ -70,15 +70,7 @@ class Backend:
 
     def check(self, program: Program) -> None:
         """Raise BackendError naming every node this backend cannot execute."""
-        why = self.available()
-        if why:
-            raise BackendError(f"backend {self.name!r} is not usable here: {why}")
-        precision = str(program.metadata.get("precision", "float32"))
-        if precision not in self.precisions:
-            raise BackendError(
-                f"backend {self.name!r} supports precisions {sorted(self.precisions)}, "
-                f"the program is {precision!r}"
-            )
+        precision = self.check_usable(program)
         self._check_gates(program)
         variants = node_variants(program)
         bad = [
@@ -102,6 +94,20 @@ class Backend:
         bad = [f"{name} ({why})" for name, why in self._node_problems(program, precision)]
         if bad:
             raise BackendError(f"backend {self.name!r} cannot execute node(s) {', '.join(bad)}")
+
+    def check_usable(self, program: Program) -> str:
+        """The program's precision; BackendError when this backend is not usable here or does not
+        support that precision."""
+        why = self.available()
+        if why:
+            raise BackendError(f"backend {self.name!r} is not usable here: {why}")
+        precision = str(program.metadata.get("precision", "float32"))
+        if precision not in self.precisions:
+            raise BackendError(
+                f"backend {self.name!r} supports precisions {sorted(self.precisions)}, "
+                f"the program is {precision!r}"
+            )
+        return precision
 
     def _check_gates(self, program: Program) -> None:
         """The FTWT gate rules (``validate.check_gates``), and a gate record that fits the graph."""

@@ -78,6 +78,7 @@ __all__ = [
     "lif_backward",
     "forward",
     "backward",
+    "grad_rows",
 ]
 
 RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
@@ -159,6 +160,31 @@ def _blk_impl(a, j0, j1):
 # ---------------------------------------------------------------------------------------------
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _fire(v, th, ge, zero, one):
+    """``H(v - th)``: ``one`` where ``v > th`` (or ``v == th`` with ``ge``), else ``zero``."""
+    return one if (v > th) | (ge & (v == th)) else zero
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _v_delay(ck, bj, th, pv, g, kz, ks, ge, first, zero, one):
+    """reset_delay=1 for one neuron: ``v_t`` from ``v_{t-1} = pv`` and ``c_t = ck``, ``s_{t-1}``
+    recomputed as ``H(pv - th)`` (``first`` is 0 at t=0: s_{-1} = 0, else 1)."""
+    sp = _fire(pv, th, ge, zero, first)
+    a = (one - kz * sp) * pv
+    r = th * sp if ks else zero
+    return (bj * a + g * ck) - r
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _hv_nodelay(ck, bj, th, pv, g, kz, ks, ge, zero, one):
+    """reset_delay=0 for one neuron: ``(h_t, v_t, s_t)`` from ``v_{t-1} = pv`` and ``c_t = ck``."""
+    h = bj * pv + g * ck
+    sn = _fire(h, th, ge, zero, one)
+    r = th * sn if ks else zero
+    return h, h * (one - kz * sn) - r, sn
+
+
 @njit(cache=True, error_model="numpy")
 def _fwd_row_delay(c, beta, thr, vin, vout, sout, n, g, kz, ks, ge, first, zero, one):
     """reset_delay=1, one time step for a block of ``n`` neurons: ``vin`` (v_{t-1}) to ``vout``
@@ -170,36 +196,24 @@ def _fwd_row_delay(c, beta, thr, vin, vout, sout, n, g, kz, ks, ge, first, zero,
     arrays (an in-place update would fail LLVM's runtime alias check and run scalar)."""
     for k in range(n):
         th = _at(thr, k)
-        pv = vin[k]
-        sp = first if (pv > th) | (ge & (pv == th)) else zero
-        a = (one - kz * sp) * pv
-        r = th * sp if ks else zero
-        v = (_at(beta, k) * a + g * c[k]) - r
+        v = _v_delay(c[k], _at(beta, k), th, vin[k], g, kz, ks, ge, first, zero, one)
         vout[k] = v
-        sout[k] = one if (v > th) | (ge & (v == th)) else zero
+        sout[k] = _fire(v, th, ge, zero, one)
 
 
 @njit(cache=True, error_model="numpy")
 def _fwd_row_delay_v(c, beta, thr, vin, vout, n, g, kz, ks, ge, first, zero, one):
     """:func:`_fwd_row_delay` without the spike output (backward recomputation)."""
     for k in range(n):
-        th = _at(thr, k)
-        pv = vin[k]
-        sp = first if (pv > th) | (ge & (pv == th)) else zero
-        a = (one - kz * sp) * pv
-        r = th * sp if ks else zero
-        vout[k] = (_at(beta, k) * a + g * c[k]) - r
+        vout[k] = _v_delay(c[k], _at(beta, k), _at(thr, k), vin[k], g, kz, ks, ge, first, zero, one)
 
 
 @njit(cache=True, error_model="numpy")
 def _fwd_row_nodelay(c, beta, thr, vin, vout, sout, n, g, kz, ks, ge, zero, one):
     """reset_delay=0, one time step: ``vin`` (v_{t-1}) to ``vout`` (v_t, post reset), ``sout``."""
     for k in range(n):
-        th = _at(thr, k)
-        h = _at(beta, k) * vin[k] + g * c[k]
-        sn = one if (h > th) | (ge & (h == th)) else zero
-        r = th * sn if ks else zero
-        vout[k] = h * (one - kz * sn) - r
+        _, v, sn = _hv_nodelay(c[k], _at(beta, k), _at(thr, k), vin[k], g, kz, ks, ge, zero, one)
+        vout[k] = v
         sout[k] = sn
 
 
@@ -207,11 +221,8 @@ def _fwd_row_nodelay(c, beta, thr, vin, vout, sout, n, g, kz, ks, ge, zero, one)
 def _fwd_row_nodelay_h(c, beta, thr, vin, vout, hout, n, g, kz, ks, ge, zero, one):
     """:func:`_fwd_row_nodelay` writing the pre-reset ``h`` instead of spikes (recomputation)."""
     for k in range(n):
-        th = _at(thr, k)
-        h = _at(beta, k) * vin[k] + g * c[k]
-        sn = one if (h > th) | (ge & (h == th)) else zero
-        r = th * sn if ks else zero
-        vout[k] = h * (one - kz * sn) - r
+        h, v, _ = _hv_nodelay(c[k], _at(beta, k), _at(thr, k), vin[k], g, kz, ks, ge, zero, one)
+        vout[k] = v
         hout[k] = h
 
 
@@ -237,7 +248,26 @@ def _copy_row(src, dst, n):
 @njit(cache=True, error_model="numpy")
 def _spike_row(v, thr, n, ge, zero, one, out):
     for k in range(n):
-        out[k] = one if (v[k] > _at(thr, k)) | (ge & (v[k] == _at(thr, k))) else zero
+        out[k] = _fire(v[k], _at(thr, k), ge, zero, one)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _constants(params, reset, ge):
+    """``(g, zero, one, kz, ks, ge)`` of both kernels: the gain and the typed 0 and 1 from
+    ``params``, the reset switches (``kz`` one for zero reset, ``ks`` True for subtract) and
+    ``fire_ge`` as a boolean."""
+    zero = params[P_ZERO]
+    one = params[P_ONE]
+    return params[P_GAIN], zero, one, (one if reset == 1 else zero), reset == 0, ge != 0
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _work_item(b, blk, M, beta, thr, alpha, cuba):
+    """Work item ``b``: ``(j0, j1, n)``, its neurons ``j0 .. j1-1``, and their ``beta``, ``thr``
+    and ``alpha`` (one unused value unless ``cuba``)."""
+    j0 = b * blk
+    j1 = min(M, j0 + blk)
+    return j0, j1, j1 - j0, _blk(beta, j0, j1), _blk(thr, j0, j1), (alpha[j0:j1] if cuba else alpha[0:1])
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -252,20 +282,10 @@ def lif_forward(x, beta, thr, alpha, params, reset, delay, ge, cuba, spk, mem, n
     (else ``cki`` may be any 2-D array). ``blk``: neurons per work item (:func:`fwd_block`).
     """
     T, M = x.shape
-    g = params[P_GAIN]
-    zero = params[P_ZERO]
-    one = params[P_ONE]
-    kz = one if reset == 1 else zero
-    ks = reset == 0
-    geb = ge != 0
+    g, zero, one, kz, ks, geb = _constants(params, reset, ge)
     nb = (M + blk - 1) // blk
     for b in prange(nb):
-        j0 = b * blk
-        j1 = min(M, j0 + blk)
-        n = j1 - j0
-        bb = _blk(beta, j0, j1)
-        tb = _blk(thr, j0, j1)
-        ab = alpha[j0:j1] if cuba else alpha[0:1]
+        j0, j1, n, bb, tb, ab = _work_item(b, blk, M, beta, thr, alpha, cuba)
         zrow = np.zeros(n, dtype=x.dtype)
         vbuf = np.zeros((2, n), dtype=x.dtype)  # ping-pong state when mem is not kept
         ibuf = np.zeros((2, n), dtype=x.dtype)  # ping-pong synaptic current
@@ -322,6 +342,27 @@ def _sg1(u, sid, c0, c1, one):
     return one  # straight through
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _adj_delay(gsk, gvn, bj, th, vv, kz, ks, ge, nd, sid, c0, c1, zero, one):
+    """The terms of one neuron's reset_delay=1 adjoint step: ``(decay, Gs, sigma)`` with
+    ``Gv_t = gv_t + Gv_{t+1}*decay + Gs*sigma`` (``gvn`` = Gv_{t+1}, ``vv`` = v_t)."""
+    sv = _fire(vv, th, ge, zero, one)
+    dvds = -(bj * vv) * kz - (th if ks else zero)
+    Gs = gsk + (gvn * dvds if nd else zero)
+    return bj * (one - kz * sv), Gs, _sg1(vv - th, sid, c0, c1, one)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _adj_nodelay(gsk, Gv, th, hh, kz, ks, ge, nd, sid, c0, c1, zero, one):
+    """One neuron's reset_delay=0 adjoint step from ``Gv`` = Gv_t and ``hh`` = h_t: ``(Gh_t, Gs,
+    sigma, s_t)``."""
+    sv = _fire(hh, th, ge, zero, one)
+    dvds = -hh * kz - (th if ks else zero)
+    Gs = gsk + (Gv * dvds if nd else zero)
+    sg = _sg1(hh - th, sid, c0, c1, one)
+    return Gv * (one - kz * sv) + Gs * sg, Gs, sg, sv
+
+
 @njit(cache=True, error_model="numpy")
 def _bwd_row_delay(gs, gv, beta, thr, vt, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge,
                    nd, first, sid, c0, c1, zero, one):
@@ -329,16 +370,11 @@ def _bwd_row_delay(gs, gv, beta, thr, vt, vp, gnext, dc, acc_b, acc_t, n, g, kz,
     dL/dc_t. ``first`` is 0 at t=0 (s_{-1} = 0 whatever H(0 - thr) is), else 1."""
     for k in range(n):
         th = _at(thr, k)
-        bj = _at(beta, k)
-        vv = vt[k]
-        sv = one if (vv > th) | (ge & (vv == th)) else zero
         pv = vp[k]
-        sp = first if (pv > th) | (ge & (pv == th)) else zero
+        sp = _fire(pv, th, ge, zero, first)
         gvn = gnext[k]
-        dvds = -(bj * vv) * kz - (th if ks else zero)
-        Gs = gs[k] + (gvn * dvds if nd else zero)
-        sg = _sg1(vv - th, sid, c0, c1, one)
-        Gv = gv[k] + gvn * (bj * (one - kz * sv)) + Gs * sg
+        decay, Gs, sg = _adj_delay(gs[k], gvn, _at(beta, k), th, vt[k], kz, ks, ge, nd, sid, c0, c1, zero, one)
+        Gv = gv[k] + gvn * decay + Gs * sg
         gnext[k] = Gv
         dc[k] = g * Gv
         acc_b[k] += Gv * ((one - kz * sp) * pv)
@@ -350,14 +386,8 @@ def _bwd_row_nodelay(gs, gv, beta, thr, ht, vp, gnext, dc, acc_b, acc_t, n, g, k
                      nd, sid, c0, c1, zero, one):
     """Adjoint of one reset_delay=0 step. ``gnext`` holds Gh_{t+1} in, Gh_t out."""
     for k in range(n):
-        th = _at(thr, k)
-        hh = ht[k]
-        sv = one if (hh > th) | (ge & (hh == th)) else zero
         Gv = gv[k] + _at(beta, k) * gnext[k]
-        dvds = -hh * kz - (th if ks else zero)
-        Gs = gs[k] + (Gv * dvds if nd else zero)
-        sg = _sg1(hh - th, sid, c0, c1, one)
-        Gh = Gv * (one - kz * sv) + Gs * sg
+        Gh, Gs, sg, sv = _adj_nodelay(gs[k], Gv, _at(thr, k), ht[k], kz, ks, ge, nd, sid, c0, c1, zero, one)
         gnext[k] = Gh
         dc[k] = g * Gh
         acc_b[k] += Gh * vp[k]
@@ -370,14 +400,10 @@ def _bwd_row_delay_lean(gs, beta, thr, vt, gnext, dc, n, g, kz, ks, ge, nd, sid,
     """:func:`_bwd_row_delay` with no membrane gradient and no parameter gradients (the usual
     training case): fewer streams through the cache."""
     for k in range(n):
-        th = _at(thr, k)
-        bj = _at(beta, k)
-        vv = vt[k]
-        sv = one if (vv > th) | (ge & (vv == th)) else zero
         gvn = gnext[k]
-        dvds = -(bj * vv) * kz - (th if ks else zero)
-        Gs = gs[k] + (gvn * dvds if nd else zero)
-        Gv = gvn * (bj * (one - kz * sv)) + Gs * _sg1(vv - th, sid, c0, c1, one)
+        decay, Gs, sg = _adj_delay(gs[k], gvn, _at(beta, k), _at(thr, k), vt[k], kz, ks, ge, nd, sid, c0, c1, zero,
+                                   one)
+        Gv = gvn * decay + Gs * sg
         gnext[k] = Gv
         dc[k] = g * Gv
 
@@ -387,13 +413,8 @@ def _bwd_row_nodelay_lean(gs, beta, thr, ht, gnext, dc, n, g, kz, ks, ge, nd, si
                           one):
     """:func:`_bwd_row_nodelay` with no membrane gradient and no parameter gradients."""
     for k in range(n):
-        th = _at(thr, k)
-        hh = ht[k]
-        sv = one if (hh > th) | (ge & (hh == th)) else zero
-        Gv = _at(beta, k) * gnext[k]
-        dvds = -hh * kz - (th if ks else zero)
-        Gs = gs[k] + (Gv * dvds if nd else zero)
-        Gh = Gv * (one - kz * sv) + Gs * _sg1(hh - th, sid, c0, c1, one)
+        Gh, _, _, _ = _adj_nodelay(gs[k], _at(beta, k) * gnext[k], _at(thr, k), ht[k], kz, ks, ge, nd, sid, c0, c1,
+                                   zero, one)
         gnext[k] = Gh
         dc[k] = g * Gh
 
@@ -423,25 +444,15 @@ def lif_backward(x, beta, thr, alpha, params, reset, delay, ge, cuba, nd, sid,
     ``blk``: neurons per work item (:func:`bwd_block`).
     """
     T, M = x.shape
-    g = params[P_GAIN]
+    g, zero, one, kz, ks, geb = _constants(params, reset, ge)
     c0 = params[P_C0]
     c1 = params[P_C1]
-    zero = params[P_ZERO]
-    one = params[P_ONE]
-    kz = one if reset == 1 else zero
-    ks = reset == 0
-    geb = ge != 0
     ndb = nd != 0
     lean = full == 0
     nb = (M + blk - 1) // blk
     nq = (T + K - 1) // K
     for b in prange(nb):
-        j0 = b * blk
-        j1 = min(M, j0 + blk)
-        n = j1 - j0
-        bb = _blk(beta, j0, j1)
-        tb = _blk(thr, j0, j1)
-        ab = alpha[j0:j1] if cuba else alpha[0:1]
+        j0, j1, n, bb, tb, ab = _work_item(b, blk, M, beta, thr, alpha, cuba)
         V = np.empty((K + 1, n), dtype=x.dtype)  # V[u+1] = v_{t0+u}, V[0] = v_{t0-1}
         H = np.empty((K if delay == 0 else 1, n), dtype=x.dtype)  # pre-reset h (delay=0)
         I = np.empty((K + 1 if cuba else 1, n), dtype=x.dtype)  # I[u+1] = i_{t0+u}
@@ -521,6 +532,14 @@ def _params_bt(beta, thr, M, dt):
     return _per(beta, M, dt), _per(thr, M, dt)
 
 
+def grad_rows(gr: np.ndarray | None, M: int, dt: np.dtype) -> tuple[np.ndarray, int]:
+    """An output gradient for the backward kernels: ``(rows, tstep)``, ``gr`` as ``[T, M]`` rows of
+    dtype ``dt`` with ``tstep`` 1, or for ``None`` one zero row ``[1, M]`` with ``tstep`` 0."""
+    if gr is None:
+        return np.zeros((1, M), dt), 0
+    return np.ascontiguousarray(gr, dtype=dt), 1
+
+
 def _sid(surrogate):
     return SURROGATE_IDS[surrogate] if isinstance(surrogate, str) else int(surrogate)
 
@@ -555,14 +574,8 @@ def backward(x, beta, thr, alpha=None, gs=None, gv=None, *, gain=1.0, reset="sub
     cuba = alpha is not None
     _, _, ckv, cki = forward(x, beta, thr, alpha, gain=gain, reset=reset, reset_delay=reset_delay,
                              fire_ge=fire_ge, need_mem=False, K=K)
-
-    def rows(gr):
-        if gr is None:
-            return np.zeros((1, M), dt), 0
-        return np.ascontiguousarray(gr, dtype=dt), 1
-
-    gs_a, gs_st = rows(gs)
-    gv_a, gv_st = rows(gv)
+    gs_a, gs_st = grad_rows(gs, M, dt)
+    gv_a, gv_st = grad_rows(gv, M, dt)
     dx = np.empty((T, M), dt)
     dbeta = np.empty(M, dt)
     dthr = np.empty(M, dt)

@@ -94,26 +94,42 @@ def empty_state(batch: int, channels: int, dtype=torch.float32, device=None) -> 
 # ---------------------------------------------------------------------------------------------
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _rescaled(x1, x2):
+    """``(q, e^{x1-q}, e^{x2-q})`` with ``q = max(x1, x2)`` (``x2`` on ties)."""
+    q = x1 if x1 > x2 else x2
+    return q, np.exp(x1 - q), np.exp(x2 - q)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _work_item(item, ncb, C, blk):
+    """Work item ``item`` of the CPU kernels (batch row ``item // ncb``, channel block ``item % ncb``):
+    ``(c0, c1, n, m0)``, its channels ``c0 .. c1-1`` (``n`` of them) starting at column ``m0``."""
+    c0 = (item % ncb) * blk
+    c1 = min(C, c0 + blk)
+    return c0, c1, c1 - c0, (item // ncb) * C + c0
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _token(kk, vv, aa, bb, pp, uu, ww):
+    """One token of one channel from the state ``(aa, bb, pp)`` (module docstring): ``(wkv, den, q,
+    e1, e2, f, a', b', p')`` with ``q``, ``e1``, ``e2`` and the denominator ``den`` of ``wkv``, and
+    ``f = e^{p+w-p'}`` the decay of the state."""
+    q, e1, e2 = _rescaled(pp, uu + kk)
+    den = e1 * bb + e2
+    y = (e1 * aa + e2 * vv) / den
+    p2, f, f2 = _rescaled(pp + ww, kk)
+    return y, den, q, e1, e2, f, f * aa + f2 * vv, f * bb + f2, p2
+
+
 @njit(cache=True, error_model="numpy")
 def _fwd_row(kr, vr, yr, wb, ub, a, b, p, n):
     for j in range(n):
-        kk = kr[j]
-        vv = vr[j]
-        pp = p[j]
-        ww = ub[j] + kk
-        q = pp if pp > ww else ww
-        e1 = np.exp(pp - q)
-        e2 = np.exp(ww - q)
-        aa = a[j]
-        bb = b[j]
-        yr[j] = (e1 * aa + e2 * vv) / (e1 * bb + e2)
-        ww = pp + wb[j]
-        q = ww if ww > kk else kk
-        e1 = np.exp(ww - q)
-        e2 = np.exp(kk - q)
-        a[j] = e1 * aa + e2 * vv
-        b[j] = e1 * bb + e2
-        p[j] = q
+        y, _, _, _, _, _, a2, b2, p2 = _token(kr[j], vr[j], a[j], b[j], p[j], ub[j], wb[j])
+        yr[j] = y
+        a[j] = a2
+        b[j] = b2
+        p[j] = p2
 
 
 @njit(cache=True, parallel=True, error_model="numpy")
@@ -121,14 +137,9 @@ def wkv_forward_kernel(w, u, k, v, y, sa, sb, sp, C, blk):
     """Forward over ``T`` tokens from the state ``(sa, sb, sp)`` (``[M]``), which is overwritten
     with the final state. ``y[T, M]`` receives wkv."""
     T, M = k.shape
-    nB = M // C
     ncb = (C + blk - 1) // blk
-    for item in prange(nB * ncb):
-        bi = item // ncb
-        c0 = (item % ncb) * blk
-        c1 = min(C, c0 + blk)
-        n = c1 - c0
-        m0 = bi * C + c0
+    for item in prange((M // C) * ncb):
+        c0, c1, n, m0 = _work_item(item, ncb, C, blk)
         a = sa[m0:m0 + n].copy()
         b = sb[m0:m0 + n].copy()
         p = sp[m0:m0 + n].copy()
@@ -144,33 +155,21 @@ def wkv_forward_kernel(w, u, k, v, y, sa, sb, sp, C, blk):
 @njit(cache=True, error_model="numpy")
 def _bwd_fwd_row(kr, vr, gr, wb, ub, a, b, p, da, db, accw, accu, yo, ro, lqo, n):
     for j in range(n):
-        kk = kr[j]
         vv = vr[j]
-        g = gr[j]
-        pp = p[j]
-        ww = ub[j] + kk
-        q = pp if pp > ww else ww
-        e1 = np.exp(pp - q)
-        e2 = np.exp(ww - q)
         aa = a[j]
         bb = b[j]
-        den = e1 * bb + e2
-        yy = (e1 * aa + e2 * vv) / den
-        r = g / den
+        yy, den, q, e1, e2, f, a2, b2, p2 = _token(kr[j], vv, aa, bb, p[j], ub[j], wb[j])
+        r = gr[j] / den
         accw[j] += r * (da[j] - yy * db[j]) * e1
         accu[j] += r * (vv - yy) * e2
         yo[j] = yy
         ro[j] = r
         lqo[j] = -q
-        ww = pp + wb[j]
-        q = ww if ww > kk else kk
-        e1 = np.exp(ww - q)
-        e2 = np.exp(kk - q)
-        da[j] = e1 * (aa + da[j])
-        db[j] = e1 * (bb + db[j])
-        a[j] = e1 * aa + e2 * vv
-        b[j] = e1 * bb + e2
-        p[j] = q
+        da[j] = f * (aa + da[j])
+        db[j] = f * (bb + db[j])
+        a[j] = a2
+        b[j] = b2
+        p[j] = p2
 
 
 @njit(cache=True, error_model="numpy")
@@ -188,10 +187,8 @@ def _bwd_rev_row(kr, vr, wb, ub, yr, rr, lqr, gp, gq, o, gkr, gvr, n):
         gqj = gq[j]
         gkr[j] = e * (vv - yy) + big * (gpj * vv + gqj)
         gvr[j] = e + big * gpj
-        wo = wb[j] + oo
-        no = wo if wo > lq else lq
-        ea = np.exp(wo - no)
-        eb = r * np.exp(lq - no)
+        no, ea, eb = _rescaled(wb[j] + oo, lq)
+        eb = r * eb
         gp[j] = ea * gpj + eb
         gq[j] = ea * gqj - eb * yy
         o[j] = no
@@ -202,14 +199,9 @@ def wkv_backward_kernel(w, u, k, v, gy, gk, gv, gw, gu, C, blk):
     """Backward from the zero state. ``gk``, ``gv``: ``[T, M]``; ``gw``, ``gu``: ``[M]``
     (per batch row; ``gw`` is d/dw, not yet multiplied by ``w``)."""
     T, M = k.shape
-    nB = M // C
     ncb = (C + blk - 1) // blk
-    for item in prange(nB * ncb):
-        bi = item // ncb
-        c0 = (item % ncb) * blk
-        c1 = min(C, c0 + blk)
-        n = c1 - c0
-        m0 = bi * C + c0
+    for item in prange((M // C) * ncb):
+        c0, c1, n, m0 = _work_item(item, ncb, C, blk)
         wb = w[c0:c1]
         ub = u[c0:c1]
         a = np.zeros(n, k.dtype)

@@ -38,7 +38,7 @@ import numpy as np
 
 from spike.backends.lava.plan import LavaPlan, plan_program
 from spike.backends.lava.run import execute
-from spike.backends.registry import Backend, BackendError, register_backend
+from spike.backends.registry import Backend, register_backend
 from spike.backends.result import RunResult
 from spike.compat.lava import LAVA_INSTALL_HINT, lava_available
 from spike.compiler.ir.program import Program
@@ -63,13 +63,7 @@ class LavaBackend(Backend):
     """Checks by lowering the program (every refusal names its node); runs through ``runner``."""
 
     def check(self, program: Program) -> None:
-        why = self.available()
-        if why:
-            raise BackendError(f"backend {self.name!r} is not usable here: {why}")
-        precision = str(program.metadata.get("precision", "float32"))
-        if precision not in self.precisions:
-            raise BackendError(f"backend {self.name!r} supports precisions {sorted(self.precisions)}, "
-                               f"the program is {precision!r}")
+        self.check_usable(program)
         lower(program)
 
 

@@ -277,6 +277,23 @@ class _Planner:
         self.fold_bias(name, node, gain)
         return gain
 
+    def image_source(self, name: str, node: Conv2d | Pool2d) -> str | None:
+        """The source of a conv2d or pool2d; None when refused (host mode, or
+        :meth:`check_projection`)."""
+        if self.not_in_host_mode(name, node):
+            return None
+        return self.check_projection(name, node)
+
+    def add_conv(self, key: str, node: Conv2d | Pool2d, args: dict[str, Any], src: str, groups: int,
+                 output_of: str | None = None) -> None:
+        """A Lava Conv process ``key`` reading ``src``: ``args`` plus ``node``'s geometry in ``groups``
+        groups, both sides in Lava's (W, H, C) layout."""
+        chw_in = tuple(node.in_shape)
+        geometry = dict(input_shape=chw_in[::-1], padding=(node.padding[1], node.padding[0]),
+                        stride=(node.stride[1], node.stride[0]), groups=int(groups))
+        self.add(LavaProc(key, "conv", dict(args, **geometry), [src], out_layout="whc", in_layout="whc",
+                          chw_in=chw_in, chw_out=tuple(node.shape)), output_of=output_of)
+
     def not_in_host_mode(self, name: str, node: Node) -> bool:
         if self.host:
             ops = [f"{n} ({h.op})" for n, h in self.program.nodes() if isinstance(h, HostOp) and h.op not in NATIVE_HOST_OPS]
@@ -351,18 +368,13 @@ class _Planner:
         self.add_synapses(name, node, "sparse", args, src)
 
     def conv2d(self, name: str, node: Conv2d) -> None:
-        if self.not_in_host_mode(name, node):
-            return
-        src = self.check_projection(name, node)
+        src = self.image_source(name, node)
         if src is None:
             return
         w = np.asarray(node.weight)
         if w.ndim != 4 or len(node.in_shape) != 3 or len(node.shape) != 3:
             self.problems.append(_err(name, node, f"weight {w.shape} / shapes {node.in_shape} -> {node.shape} are not 2-D"))
             return
-        chw_in, chw_out = tuple(node.in_shape), tuple(node.shape)
-        conv_args = dict(input_shape=(chw_in[2], chw_in[1], chw_in[0]), padding=(node.padding[1], node.padding[0]),
-                         stride=(node.stride[1], node.stride[0]), groups=int(node.groups))
         gated = [self.gate_of_pop[c] for c in self.program.consumers(name) if c in self.gate_of_pop]
         if self.extra_delay(node):  # Lava's Conv has no delays: the same synapses as a DelaySparse
             if gated:
@@ -387,9 +399,8 @@ class _Planner:
                 ws = w_int * (1 << e)
                 worst = max(np.clip(ws, 0, None).sum(axis=(1, 2, 3)).max(), (-np.clip(ws, None, 0)).sum(axis=(1, 2, 3)).max())
             if e >= 0 and worst < _CONV_LIMIT:
-                args = dict(weight=conv_lava_layout(ws).astype(np.int32), weight_exp=0, num_message_bits=0, **conv_args)
-                self.add(LavaProc(name, "conv", args, [src], out_layout="whc", in_layout="whc", chw_in=chw_in,
-                                  chw_out=chw_out), output_of=name)
+                args = dict(weight=conv_lava_layout(ws).astype(np.int32), weight_exp=0, num_message_bits=0)
+                self.add_conv(name, node, args, src, node.groups, output_of=name)
             else:  # Lava's Conv cannot shift right or exceed 24 bits: the same synapses as a Sparse
                 m = conv_as_csr(node, w_int * 2)
                 args = dict(weights=m.astype(np.int32), weight_exp=e - 1, num_weight_bits=8, sign_mode="mixed",
@@ -397,24 +408,18 @@ class _Planner:
                 self.add(LavaProc(name, "sparse", args, [src]), output_of=name)
             return
         gain = _gain_and_bias_targets(self.program, name, self.problems)
-        args = dict(weight=conv_lava_layout(w.astype(np.float64) * gain), num_message_bits=24, **conv_args)
+        args = dict(weight=conv_lava_layout(w.astype(np.float64) * gain), num_message_bits=24)
         if gated:  # its weights into masked channels are zeroed per sample (``gates`` docstring)
             self.plan.gated_convs[name] = gated[0]
         self.fold_bias(name, node, gain)
-        self.add(LavaProc(name, "conv", args, [src], out_layout="whc", in_layout="whc", chw_in=chw_in,
-                          chw_out=chw_out), output_of=name)
+        self.add_conv(name, node, args, src, node.groups, output_of=name)
 
     def pool2d(self, name: str, node: Pool2d) -> None:
-        if self.not_in_host_mode(name, node):
-            return
-        src = self.check_projection(name, node)
+        src = self.image_source(name, node)
         if src is None:
             return
-        C, H, W = node.in_shape
+        C, _, _ = node.in_shape
         kh, kw = node.kernel
-        conv_args = dict(input_shape=(W, H, C), padding=(node.padding[1], node.padding[0]),
-                         stride=(node.stride[1], node.stride[0]), groups=int(C))
-        chw_in, chw_out = tuple(node.in_shape), tuple(node.shape)
         if node.mode == "max":
             if output_signal(self.program, src) != "spike":
                 self.problems.append(_err(name, node, "max pooling of real values has no exact Lava form (max of "
@@ -430,8 +435,7 @@ class _Planner:
                         if self.fixed else dict(weights=m.astype(np.float64)))
                 self.add(LavaProc(f"{name}/sum", "delay_sparse", dict(args, num_message_bits=0, delays=extra), [src]))
             else:
-                self.add(LavaProc(f"{name}/sum", "conv", dict(weight=ones, weight_exp=0, num_message_bits=0, **conv_args),
-                                  [src], out_layout="whc", in_layout="whc", chw_in=chw_in, chw_out=chw_out))
+                self.add_conv(f"{name}/sum", node, dict(weight=ones, weight_exp=0, num_message_bits=0), src, C)
             self.add(LavaProc(name, "lif", dict(_OR_FIXED if self.fixed else _OR_FLOAT), [f"{name}/sum"]),
                      output_of=name)
             return
@@ -452,9 +456,7 @@ class _Planner:
             args = dict(weights=conv_as_csr(node, np.full((C, 1, kh, kw), wv)), num_message_bits=24)
             self.add_synapses(name, node, "sparse", args, src)
             return
-        args = dict(weight=np.full((C, kw, kh, 1), wv), num_message_bits=24, **conv_args)
-        self.add(LavaProc(name, "conv", args, [src], out_layout="whc", in_layout="whc", chw_in=chw_in,
-                          chw_out=chw_out), output_of=name)
+        self.add_conv(name, node, dict(weight=np.full((C, kw, kh, 1), wv), num_message_bits=24), src, C, output_of=name)
 
     def hostop(self, name: str, node: HostOp) -> None:
         if node.op not in NATIVE_HOST_OPS:  # host mode fuses every host op; only fixed point gets here

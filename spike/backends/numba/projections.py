@@ -147,6 +147,52 @@ def _add_tap_kept(a, w, base, act, b, g, na, v):
             a[j] = a[j] + w[j - base] * v
 
 
+@njit(cache=True, inline="always")
+def _windows(n, pad, stride, k, n_out):
+    """Along one axis of ``n`` inputs: ``r[i] = (lo, hi)``, input ``i`` lies in the windows of the
+    outputs ``lo .. hi-1`` (output ``o`` covers inputs ``o*stride - pad`` .. ``o*stride - pad + k-1``);
+    it reaches output ``o`` through kernel tap ``i + pad - o*stride``."""
+    r = np.empty((n, 2), np.int64)
+    for i in range(n):
+        q = i + pad
+        r[i, 0] = max((q - k) // stride + 1, 0)
+        r[i, 1] = min(q // stride + 1, n_out)
+    return r
+
+
+@njit(cache=True, inline="always")
+def _zero(o, n):
+    """``o[:n] = 0``."""
+    for j in range(n):
+        o[j] = 0
+
+
+@njit(cache=True, inline="always")
+def _open_step(o, n, t, start, bias, has_bias, fill):
+    """Start step ``t`` of the output row ``o`` (``n`` values); returns whether the step delivers
+    anything. Before ``start`` (its source's first aligned step, ``Program.onset``) ``o = 0``, bias
+    included, and False; else True, after ``o = bias`` (0 without one) when ``fill`` (float32)."""
+    if t < start:
+        _zero(o, n)
+        return False
+    if fill:
+        if has_bias:
+            for j in range(n):
+                o[j] = bias[j]
+        else:
+            _zero(o, n)
+    return True
+
+
+@njit(cache=True, inline="always")
+def _tally(nacs, nmacs, nops, mac):
+    """``(nacs, nmacs)`` with a (step, sample)'s ``nops`` pairs added to ``macs`` when ``mac``
+    (module docstring), else to ``acs``."""
+    if mac:
+        return nacs, nmacs + nops
+    return nacs + nops, nmacs
+
+
 # ----------------------------------------------------------------------------- dense and sparse
 
 
@@ -175,24 +221,12 @@ def dense_kernel(fixed: bool) -> Any:
             nmacs = 0
             for t in range(t0, t1):
                 o = out[t, b]
-                if t < start:  # before its source's first aligned step (Program.onset): nothing, bias included
-                    for j in range(n_out):
-                        o[j] = 0
+                if not _open_step(o, n_out, t, start, bias, has_bias, not fixed):
                     continue
-                if not fixed:
-                    if has_bias:
-                        for j in range(n_out):
-                            o[j] = bias[j]
-                    else:
-                        for j in range(n_out):
-                            o[j] = 0
                 x = src[t - delay, b]
                 m = _gather(x, idx)
                 nops, unit, real = _event_values(x, idx, m, row_nnz, val)
-                if check and real:
-                    nmacs += nops
-                else:
-                    nacs += nops
+                nacs, nmacs = _tally(nacs, nmacs, nops, check and real)
                 if fixed:  # every event a spike (lava casts to bool)
                     acc[:] = 0
                     _add_rows(acc, wt, idx, val, m, True)
@@ -223,18 +257,10 @@ def sparse_kernel(fixed: bool) -> Any:
             nmacs = 0
             for t in range(t0, t1):
                 o = out[t, b]
-                if t < start:  # before its source's first aligned step (Program.onset): nothing, bias included
-                    for j in range(n_out):
-                        o[j] = 0
+                if not _open_step(o, n_out, t, start, bias, has_bias, not fixed):
                     continue
                 if fixed:
                     acc[:] = 0
-                elif has_bias:
-                    for j in range(n_out):
-                        o[j] = bias[j]
-                else:
-                    for j in range(n_out):
-                        o[j] = 0
                 x = src[t - delay, b]
                 real = False
                 nops = 0
@@ -254,10 +280,7 @@ def sparse_kernel(fixed: bool) -> Any:
                     else:
                         for k in range(indptr[i], indptr[i + 1]):
                             o[indices[k]] += data[k] * v
-                if check and real:
-                    nmacs += nops
-                else:
-                    nacs += nops
+                nacs, nmacs = _tally(nacs, nmacs, nops, check and real)
                 if fixed:
                     _write_shifted(o, acc, weight_exp)
             acs[b] += nacs
@@ -298,6 +321,8 @@ def conv2d_kernel(fixed: bool, gated: bool) -> Any:
         has_bias = bias.shape[0] > 0
         HW = H * W
         HWo = Ho * Wo
+        ry = _windows(H, py, sy, kh, Ho)
+        rx = _windows(W, px, sx, kw, Wo)
         for b in prange(B):
             if fixed:
                 acc = np.empty((Ho, Wo, C_out), np.int64)
@@ -307,8 +332,7 @@ def conv2d_kernel(fixed: bool, gated: bool) -> Any:
             nmacs = 0
             for t in range(t0, t1):
                 o = out[t, b]
-                if t < start:  # nothing before the onset, bias included (Program.onset)
-                    o[:] = 0
+                if not _open_step(o, o.shape[0], t, start, bias, has_bias, False):  # the bias comes with the write-out
                     continue
                 acc[:] = 0
                 x = src[t - delay, b]
@@ -334,24 +358,10 @@ def conv2d_kernel(fixed: bool, gated: bool) -> Any:
                                 nops += pairs[c * HW + y * W + xx]
                             if v != 1 and v != -1:
                                 real = True
-                            for ky in range(kh):
-                                ny = y + py - ky
-                                if ny < 0:
-                                    break
-                                if ny % sy != 0:
-                                    continue
-                                oy = ny // sy
-                                if oy >= Ho:
-                                    continue
-                                for kx in range(kw):
-                                    nx = xx + px - kx
-                                    if nx < 0:
-                                        break
-                                    if nx % sx != 0:
-                                        continue
-                                    ox = nx // sx
-                                    if ox >= Wo:
-                                        continue
+                            for oy in range(ry[y, 0], ry[y, 1]):  # one output per tap: tap order is free
+                                ky = y + py - oy * sy
+                                for ox in range(rx[xx, 0], rx[xx, 1]):
+                                    kx = xx + px - ox * sx
                                     if gated:
                                         nops += pairs[b, g, cl, ky, kx]
                                         _add_tap_kept(acc[oy, ox], wc[g, cl, ky, kx], base, act, b, g, nact[b, g], v)
@@ -371,10 +381,7 @@ def conv2d_kernel(fixed: bool, gated: bool) -> Any:
                                 o[co * HWo + oy * Wo + ox] = acc[oy, ox, co] + bias[co]
                             else:
                                 o[co * HWo + oy * Wo + ox] = acc[oy, ox, co]
-                if check and real:
-                    nmacs += nops
-                else:
-                    nacs += nops
+                nacs, nmacs = _tally(nacs, nmacs, nops, check and real)
             acs[b] += nacs
             macs[b] += nmacs
 
@@ -398,12 +405,13 @@ def pool_sum_forward(src, win_count, out, t0, t1, delay, geom, divisor, pairs):
     HW = H * W
     HWo = Ho * Wo
     n_out = out.shape[2]
+    ry = _windows(H, py, sy, kh, Ho)
+    rx = _windows(W, px, sx, kw, Wo)
     for b in prange(B):
         nops = 0
         for t in range(t0, t1):
             o = out[t, b]
-            for j in range(n_out):
-                o[j] = 0
+            _zero(o, n_out)
             ts = t - delay
             if ts < 0:
                 continue
@@ -415,24 +423,8 @@ def pool_sum_forward(src, win_count, out, t0, t1, delay, geom, divisor, pairs):
                         if v == 0:
                             continue
                         nops += win_count[y * W + xx]
-                        for ky in range(kh):
-                            ny = y + py - ky
-                            if ny < 0:
-                                break
-                            if ny % sy != 0:
-                                continue
-                            oy = ny // sy
-                            if oy >= Ho:
-                                continue
-                            for kx in range(kw):
-                                nx = xx + px - kx
-                                if nx < 0:
-                                    break
-                                if nx % sx != 0:
-                                    continue
-                                ox = nx // sx
-                                if ox >= Wo:
-                                    continue
+                        for oy in range(ry[y, 0], ry[y, 1]):
+                            for ox in range(rx[xx, 0], rx[xx, 1]):
                                 o[c * HWo + oy * Wo + ox] += v
             if divisor > 0:
                 for j in range(n_out):
@@ -457,8 +449,7 @@ def pool_max_kernel(fixed: bool) -> Any:
                 o = out[t, b]
                 ts = t - delay
                 if ts < 0:
-                    for j in range(o.shape[0]):
-                        o[j] = 0
+                    _zero(o, o.shape[0])
                     continue
                 x = src[ts, b]
                 for c in range(C):
@@ -511,8 +502,7 @@ def identity_kernel(fixed: bool) -> Any:
                 o = out[t, b]
                 ts = t - delay
                 if ts < 0:
-                    for j in range(n):
-                        o[j] = 0
+                    _zero(o, n)
                     continue
                 x = src[ts, b]
                 nops = 0
@@ -529,10 +519,7 @@ def identity_kernel(fixed: bool) -> Any:
                         o[j] = v
                     else:
                         o[j] = scale * v
-                if check and real:
-                    nmacs += nops
-                else:
-                    nacs += nops
+                nacs, nmacs = _tally(nacs, nmacs, nops, check and real)
             acs[b] += nacs
             macs[b] += nmacs
 

@@ -41,12 +41,27 @@ so it also writes the gain into the node's metadata, used when it reproduces ``r
 """
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
 __all__ = ["decay_from_tau", "gain_from_r", "tau_from_decay", "r_from_gain", "gain_matches", "decay_exp",
-           "gain_exp"]
+           "gain_exp", "dt_seconds"]
 
 _SEARCH = 8  # ulps searched on each side of the direct formula
+
+
+def dt_seconds(dt: Any, error: type[Exception], where: str = "") -> float:
+    """The step ``dt`` as a float number of seconds; raises ``error`` (its message led by ``where``)
+    unless it is a positive, finite number."""
+    try:
+        seconds = float(dt)
+    except (TypeError, ValueError):
+        raise error(f"{where}dt must be a number of seconds, got {dt!r}") from None
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise error(f"{where}dt must be a positive number of seconds, got {seconds!r}")
+    return seconds
 
 
 def _kind(*arrays: np.ndarray) -> type:

@@ -39,13 +39,14 @@ Nested NIRGraphs are flattened before (``nir_read``).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from spike.compiler.frontends.nir_discretize import decay_exp, decay_from_tau, gain_exp, gain_from_r, gain_matches
+from spike.compiler.frontends.nir_discretize import (
+    decay_exp, decay_from_tau, dt_seconds, gain_exp, gain_from_r, gain_matches,
+)
 from spike.compiler.frontends.nir_read import (
     SHAPE_PARAMS, NIRImportError, PassThrough, conv_geometry, conv_input_shape, declared_shape, field_array,
     nir_module, node_failure, node_metadata, per_neuron, pool_geometry, size_of,
@@ -87,14 +88,7 @@ class ImportOptions:
 
 
 def _node_dt(name: str, md: dict, opts: ImportOptions) -> float:
-    dt = md.get("dt", opts.dt)
-    try:
-        dt = float(dt)
-    except (TypeError, ValueError):
-        raise NIRImportError(f"node {name!r}: metadata dt {dt!r} is not a number") from None
-    if not (math.isfinite(dt) and dt > 0):
-        raise NIRImportError(f"node {name!r}: dt must be a positive number of seconds, got {dt!r}")
-    return dt
+    return dt_seconds(md.get("dt", opts.dt), NIRImportError, f"node {name!r}: metadata ")
 
 
 def _decay(name: str, node: Any, field: str, n: int, dt: float, exact: bool = False) -> np.ndarray:

@@ -181,24 +181,23 @@ class _Record:
             self.source[id(o)] = ("ev", e, k)
 
 
-def _refs(v: Any) -> list[_Ref]:
-    if isinstance(v, _Ref):
+def _nested(v: Any, kind: type) -> list[Any]:
+    """The ``kind`` instances in ``v`` and in the lists, tuples and dict values nested in it, in order."""
+    if isinstance(v, kind):
         return [v]
     if isinstance(v, (list, tuple)):
-        return [r for a in v for r in _refs(a)]
+        return [r for a in v for r in _nested(a, kind)]
     if isinstance(v, dict):
-        return [r for a in v.values() for r in _refs(a)]
+        return [r for a in v.values() for r in _nested(a, kind)]
     return []
+
+
+def _refs(v: Any) -> list[_Ref]:
+    return _nested(v, _Ref)
 
 
 def _tensors(v: Any) -> list[torch.Tensor]:
-    if isinstance(v, torch.Tensor):
-        return [v]
-    if isinstance(v, (list, tuple)):
-        return [r for a in v for r in _tensors(a)]
-    if isinstance(v, dict):
-        return [r for a in v.values() for r in _tensors(a)]
-    return []
+    return _nested(v, torch.Tensor)
 
 
 def _step_index(idx: Any, T: int) -> int | None:

@@ -171,6 +171,17 @@ class _Reader:
             raise self.fail(f"root attribute {key!r} must be a string, got {type(v).__name__}")
         return v
 
+    def root_json_object(self, f: h5py.File, key: str, what: str = "") -> dict:
+        """The root attribute ``key``: a string holding a JSON object (``what``: how the error
+        message describes it)."""
+        try:
+            value = json.loads(self.root_str(f, key))
+        except json.JSONDecodeError as e:
+            raise self.fail(f"root attribute {key} is not valid JSON: {e}") from None
+        if not isinstance(value, dict):
+            raise self.fail(f"root attribute {key} must be a JSON object{what}")
+        return value
+
     def name_list(self, f: h5py.File, key: str) -> tuple[str, ...]:
         if key not in f.attrs:
             raise self.fail(f"missing root attribute {key!r}")
@@ -303,12 +314,7 @@ class _Reader:
         precision = self.root_str(f, "precision")
         if precision not in ir.PRECISIONS:
             raise self.fail(f"root attribute precision {precision!r} is not one of {', '.join(ir.PRECISIONS)}")
-        try:
-            metadata = json.loads(self.root_str(f, "metadata"))
-        except json.JSONDecodeError as e:
-            raise self.fail(f"root attribute metadata is not valid JSON: {e}") from None
-        if not isinstance(metadata, dict):
-            raise self.fail("root attribute metadata must be a JSON object")
+        metadata = self.root_json_object(f, "metadata")
         inputs = self.name_list(f, "inputs")
         outputs = self.name_list(f, "outputs")
         if "nodes" not in f or not isinstance(f["nodes"], h5py.Group):
@@ -337,12 +343,7 @@ class _Reader:
         """The optional root attribute ``latency``: a JSON object node -> steps (>= 0)."""
         if "latency" not in f.attrs:
             return {}
-        try:
-            raw = json.loads(self.root_str(f, "latency"))
-        except json.JSONDecodeError as e:
-            raise self.fail(f"root attribute latency is not valid JSON: {e}") from None
-        if not isinstance(raw, dict):
-            raise self.fail("root attribute latency must be a JSON object (node name -> steps)")
+        raw = self.root_json_object(f, "latency", " (node name -> steps)")
         for n, v in raw.items():
             if n not in graph:
                 raise self.fail(f"root attribute latency names node {n!r}, which does not exist")

@@ -41,7 +41,7 @@ from spike.compiler.ir.nodes import (
     BatchNorm, Conv2d, Dense, HostOp, Identity, Input, Node, Output, Pool2d, Population, Projection,
     Sparse,
 )
-from spike.compiler.frontends.nir_discretize import r_from_gain, tau_from_decay
+from spike.compiler.frontends.nir_discretize import dt_seconds, r_from_gain, tau_from_decay
 from spike.compiler.frontends.nir_import import DEFAULT_DT, META_KEY
 from spike.compiler.ir.program import PRODUCER, Program, ordered_edges
 from spike.compiler.pipeline import FLOAT_PIPELINE, compile, run_passes
@@ -218,14 +218,7 @@ def to_nir(program_or_model: Any, example_input: Any = None, dt: float | None = 
     program = _program_of(program_or_model, example_input)
     if program.metadata.get("precision") == "fixed":
         raise NIRExportError("a fixed-point (quantised) program cannot be exported to NIR: export the float program")
-    if dt is None:
-        dt = program.metadata.get("dt", DEFAULT_DT)
-    try:
-        dt = float(dt)
-    except (TypeError, ValueError):
-        raise NIRExportError(f"dt must be a number of seconds, got {dt!r}") from None
-    if not (np.isfinite(dt) and dt > 0):
-        raise NIRExportError(f"dt must be a positive number of seconds, got {dt!r}")
+    dt = dt_seconds(program.metadata.get("dt", DEFAULT_DT) if dt is None else dt, NIRExportError)
     try:
         meta_json = json.dumps(
             {"version": 1, "node_order": list(program.graph.nodes), "metadata": dict(program.metadata)},
