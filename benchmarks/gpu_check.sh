@@ -92,9 +92,9 @@ HAVE_PYTEST=1
 
 # 2. real GPU: cuda == numba bit for bit (gpu-marked test, or the check script directly)
 if [[ $HAVE_PYTEST -eq 1 ]]; then
-  step gpu_tests 200 "$PY" -m pytest -q -p no:cacheprovider -rs -m gpu tests/test_cuda_backend.py
+  step gpu_tests 200 "$PY" -m pytest -q -p no:cacheprovider -rs -m gpu tests/backends/test_cuda_backend.py
 else
-  step gpu_tests 200 "$PY" tests/cuda_sim_check.py --large
+  step gpu_tests 200 "$PY" tests/backends/cuda_sim_check.py --large
 fi
 
 # 3. benchmark (cuda backend vs dense torch.cuda), JSON under $OUT_DIR
@@ -102,9 +102,9 @@ step benchmark 200 "$PY" benchmarks/cuda_sparsity.py --json "$OUT_DIR/cuda_spars
 
 # 4. the simulator tests (slow: tiny programs)
 if [[ $HAVE_PYTEST -eq 1 ]]; then
-  step sim_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m "not gpu" tests/test_cuda_backend.py
+  step sim_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m "not gpu" tests/backends/test_cuda_backend.py
 else
-  step sim_tests 120 env NUMBA_ENABLE_CUDASIM=1 "$PY" tests/cuda_sim_check.py
+  step sim_tests 120 env NUMBA_ENABLE_CUDASIM=1 "$PY" tests/backends/cuda_sim_check.py
 fi
 
 if [[ ${#FAILED[@]} -gt 0 ]]; then

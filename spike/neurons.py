@@ -22,7 +22,7 @@ reproduces it bit for bit):
 ``-s``); SpikingJelly/SpikeGPT use ``False``. CubaLIF first filters the input,
 ``i_t = alpha*i_{t-1} + x_t``, and the membrane sees ``i_t`` in place of ``x_t``.
 
-Compatibility notes (checked in ``tests/test_neurons.py``):
+Compatibility notes (checked in ``tests/core/test_neurons.py``):
 
 * ``snntorch.Leaky(beta, threshold, reset_mechanism, reset_delay)`` is reproduced exactly
   (float32) for reset subtract/zero with ``reset_delay`` True or False, with one exception:

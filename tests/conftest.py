@@ -1,6 +1,5 @@
-"""Shared test setup: the suites in sub-folders (``tests/conformance/``) import the shared builders
-of the flat test modules (``from test_compile_agreement import dyadic_``), so ``tests/`` is on the
-import path for all of them."""
+"""Shared test setup: ``tests/`` goes on the import path, so that every suite (one folder per part
+of ``spike/``, and ``conformance/``) imports the shared builders as ``helpers`` (``tests/helpers/``)."""
 from __future__ import annotations
 
 import sys

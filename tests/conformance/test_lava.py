@@ -16,7 +16,10 @@ from spike.compiler import compile as compile_model
 from spike.compiler.ir.nodes import Conv2d, Dense, Identity, Input, Output, Pool2d, Population, Sparse
 from spike.compiler.pipeline import FLOAT_PIPELINE, run_passes
 from spike.compiler.ir.program import ProgramBuilder
-from test_lava_backend import _assert_same, _loihi, _lif, _w, needs_lava
+
+from helpers.lava import assert_same, loihi, needs_lava
+from helpers.models import dyadic_, run_snntorch, spikes_in
+from helpers.programs import loihi_pop, normal
 
 snn = pytest.importorskip("snntorch")
 
@@ -27,7 +30,7 @@ def _sparse(rng: np.random.Generator, n_in: int, n_out: int, p: float) -> dict:
     mask = rng.random((n_in, n_out)) < p
     rows, cols = np.nonzero(mask)
     return dict(indptr=np.concatenate([[0], np.cumsum(mask.sum(1))]).astype(np.int64),
-                indices=cols.astype(np.int64), data=_w(rng, len(cols), 0.7))
+                indices=cols.astype(np.int64), data=normal(rng, len(cols), 0.7))
 
 
 def random_program(seed: int):
@@ -42,14 +45,14 @@ def random_program(seed: int):
     prev, pops = "in", []
     if conv:
         c_out = int(rng.integers(3, 6))
-        b.add("c0", Conv2d(shape=(c_out, 8, 8), in_shape=shape, weight=_w(rng, (c_out, 2, 3, 3)), padding=(1, 1),
-                           bias=_w(rng, c_out, 0.1)), "in")
-        b.add("p0", _lif(rng, (c_out, 8, 8)), "c0")
+        b.add("c0", Conv2d(shape=(c_out, 8, 8), in_shape=shape, weight=normal(rng, (c_out, 2, 3, 3)), padding=(1, 1),
+                           bias=normal(rng, c_out, 0.1)), "in")
+        b.add("p0", loihi_pop(rng, (c_out, 8, 8)), "c0")
         mode = str(rng.choice(["avg", "max"]))
         b.add("pool", Pool2d(shape=(c_out, 4, 4), in_shape=(c_out, 8, 8), mode=mode, kernel=(2, 2), stride=(2, 2)),
               "p0")
         if mode == "avg":  # Loihi's synapses deliver only into neurons
-            b.add("pp", _lif(rng, (c_out, 4, 4)), "pool")
+            b.add("pp", loihi_pop(rng, (c_out, 4, 4)), "pool")
             prev, pops = "pp", ["p0", "pp"]
         else:
             prev, pops = "pool", ["p0"]
@@ -61,8 +64,8 @@ def random_program(seed: int):
         n = int(rng.integers(12, 30))
         form = str(rng.choice(["dense", "sparse"]))
         if form == "dense":
-            b.add(f"fc{i}", Dense(shape=(n,), in_shape=(n_prev,), weight=_w(rng, (n, n_prev), 0.6),
-                                  bias=_w(rng, n, 0.1)), prev)
+            b.add(f"fc{i}", Dense(shape=(n,), in_shape=(n_prev,), weight=normal(rng, (n, n_prev), 0.6),
+                                  bias=normal(rng, n, 0.1)), prev)
         else:
             b.add(f"fc{i}", Sparse(shape=(n,), in_shape=(n_prev,), **_sparse(rng, n_prev, n, 0.4)), prev)
         srcs = [f"fc{i}"]
@@ -71,15 +74,15 @@ def random_program(seed: int):
                   skip_from)
             srcs.append(f"skip{i}")
         model = str(rng.choice(["lif", "cuba_lif", "if"]))
-        pop = _lif(rng, (n,), model=model)
+        pop = loihi_pop(rng, (n,), model=model)
         b.add(f"p{i}", pop.replace(beta=np.ones(n, np.float32)) if model == "if" else pop, srcs)
         if i == 1:
-            b.add("rec", Dense(shape=(n,), in_shape=(n,), weight=_w(rng, (n, n), 0.3), delay=1), "p1")
+            b.add("rec", Dense(shape=(n,), in_shape=(n,), weight=normal(rng, (n, n), 0.3), delay=1), "p1")
             b.connect("rec", "p1")
             skip_from = "p1"
         pops.append(f"p{i}")
         prev, n_prev = f"p{i}", n
-    b.add("ro_fc", Dense(shape=(5,), in_shape=(n_prev,), weight=_w(rng, (5, n_prev))), prev)
+    b.add("ro_fc", Dense(shape=(5,), in_shape=(n_prev,), weight=normal(rng, (5, n_prev))), prev)
     b.add("ro", Population(shape=(5,), model="li", beta=np.float32(0.75)), "ro_fc")
     b.add("out", Output(shape=(5,)), "ro")
     in_shape = (2, 8, 8) if conv else (b.graph.nodes["in"]["node"].size,)
@@ -89,10 +92,10 @@ def random_program(seed: int):
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_random_fixed_point_programs_equal_lava_bit_for_bit(seed: int) -> None:
     program, in_shape, pops = random_program(seed)
-    fixed = _loihi(program)
+    fixed = loihi(program)
     x = (np.random.default_rng(seed + 20).random((10, 2, *in_shape)) < 0.35).astype(np.float32)
     neurons = [p for p in pops if isinstance(fixed.node(p), Population)]
-    res = _assert_same(fixed, x, pops + [f"{p}.v" for p in neurons] + [f"{p}.u" for p in neurons])
+    res = assert_same(fixed, x, pops + [f"{p}.v" for p in neurons] + [f"{p}.u" for p in neurons])
     assert any(res["numba"].probes[p].any() for p in neurons if fixed.node(p).model != "li")
 
 
@@ -112,8 +115,6 @@ class LoihiSnn(nn.Module):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_snntorch_model_for_loihi2_on_lava(seed: int) -> None:
-    from test_compile_agreement import dyadic_, run_snntorch, spikes_in
-
     net = dyadic_(LoihiSnn(), seed, scale=64, spread=40).eval()
     x = spikes_in((12, 2, 16), seed + 5, p=0.4)
     expected = run_snntorch(net, x).numpy()
@@ -122,4 +123,4 @@ def test_snntorch_model_for_loihi2_on_lava(seed: int) -> None:
     for backend in ("lava", "numba"):
         np.testing.assert_array_equal(run(program, x.numpy(), backend=backend).output, expected, err_msg=backend)
     fixed = compile_model(net, x[0], target="loihi2", precision="fixed")
-    _assert_same(fixed, x.numpy(), [p for p in fixed.populations()])
+    assert_same(fixed, x.numpy(), [p for p in fixed.populations()])

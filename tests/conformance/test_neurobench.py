@@ -27,7 +27,7 @@ from spike.compiler.ir.nodes import Pool2d
 snn = pytest.importorskip("snntorch")
 pytest.importorskip("neurobench")
 
-from test_compile_agreement import dyadic_, run_snntorch, spikes_in  # noqa: E402  (tests/conftest.py)
+from helpers.models import dyadic_, run_snntorch, spikes_in  # noqa: E402  (tests/conftest.py)
 
 BACKENDS = ("numba", "torch")
 KEYS = {"Effective_ACs": "syn_ops", "Effective_MACs": "macs", "Dense": "dense_ops"}

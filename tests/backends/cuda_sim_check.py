@@ -1,41 +1,39 @@
 """Runs small programs on the "cuda" and "numba" backends and checks that every node's output,
 every population's membrane and every operation count agree exactly (bit for bit).
 
-Run by ``tests/test_cuda_backend.py`` in a subprocess, with ``NUMBA_ENABLE_CUDASIM=1`` (Numba's
+Run by ``tests/backends/test_cuda_backend.py`` in a subprocess, with ``NUMBA_ENABLE_CUDASIM=1`` (Numba's
 CUDA simulator: any machine) or on a real GPU. Weights here are NOT dyadic: float sums depend on
 their order, so equality shows that the cuda kernels add in the numba kernels' order (and that no
 multiply-add is fused on the GPU). Programs with target delays (``compiler/delays.py``: biases
 behind delays, latency, programs compiled for loihi2) are also checked against their generic
 program. ``--large`` adds programs wider than a GPU thread block.
 
-    NUMBA_ENABLE_CUDASIM=1 python tests/cuda_sim_check.py [--large] [--only NAME ...]
+    NUMBA_ENABLE_CUDASIM=1 python tests/backends/cuda_sim_check.py [--large] [--only NAME ...]
 """
 from __future__ import annotations
 
 import argparse
 import sys
 import time
+from functools import partial
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from spike.backends import run
-from spike.compiler.ir.nodes import Conv2d, Dense, Gate, HostOp, Identity, Input, Output, Pool2d, Population, Sparse
+from spike.compiler.ir.nodes import Conv2d, Dense, Gate, Identity, Input, Output, Pool2d, Population, Sparse
 from spike.compiler.ir.program import Program, ProgramBuilder
 from spike.compiler.pipeline import FIXED_PIPELINE, run_passes
 
-KEYS = ("syn_ops", "macs", "dense_ops", "pool_ops", "neuron_updates", "spikes", "host_flops")
-NEURON_VARIANTS = (
-    ("lif", "subtract", True, False),
-    ("lif", "zero", True, True),
-    ("lif", "none", True, False),
-    ("lif", "subtract", False, True),
-    ("lif", "zero", False, False),
-    ("if", "none", False, False),
-    ("cuba_lif", "subtract", True, False),
-    ("cuba_lif", "zero", False, True),
-    ("li", "none", True, False),
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared builders
+from helpers.models import ConvResidual, dyadic_  # noqa: E402
+from helpers.programs import (  # noqa: E402
+    FLOATS, KEYS, conv_pool, loihi_pop, mixed_input, mlp, neurons, normal, pop, real_input, recurrent, residual,
+    sigmoid_program, sparse, spikes,
 )
+
+weights = FLOATS.weights
 # charges, reset rules and models beyond the plain LIF family (spike.semantics): field overrides
 NEURON_FORMS = (
     dict(charge="tau_input", reset="zero", reset_delay=False, fire_ge=True, v_reset=-0.25),
@@ -50,211 +48,16 @@ NEURON_FORMS = (
 )
 
 
-def weights(rng: np.random.Generator, shape, scale: float = 0.5) -> np.ndarray:
-    """Arbitrary float32 weights (not dyadic) with some exact zeros."""
-    w = (rng.standard_normal(shape) * scale).astype(np.float32)
-    w[rng.random(shape) < 0.15] = 0
-    return w
-
-
-def spikes(rng: np.random.Generator, T: int, B: int, shape, p: float = 0.3) -> np.ndarray:
-    return (rng.random((T, B, *shape)) < p).astype(np.float32)
-
-
-def pop(rng, shape, model="lif", reset="subtract", reset_delay=True, fire_ge=False, gain=1.0, **forms) -> Population:
-    n = int(np.prod(shape))
-    charge = forms.get("charge", "beta")
-    if charge in ("tau", "tau_input") or model == "alpha":
-        forms["tau"] = rng.uniform(1.5, 4.0, n).astype(np.float32)
-    if charge in ("rate", "rate_input"):
-        forms["rate"] = rng.uniform(0.2, 0.7, n).astype(np.float32)
-    return Population(
-        shape=tuple(shape),
-        model=model,
-        beta=(np.ones(n) if model == "if" else rng.uniform(0.5, 0.95, n)).astype(np.float32),
-        threshold=rng.uniform(0.25, 0.75, n).astype(np.float32),
-        alpha=rng.uniform(0.3, 0.8, n).astype(np.float32) if model in ("cuba_lif", "alpha") else None,
-        gain=gain,
-        reset=reset,
-        reset_delay=reset_delay,
-        fire_ge=fire_ge,
-        **forms,
-    )
-
-
 # ----------------------------------------------------------------------------- programs
-
-
-def mlp(rng):
-    """Dense with bias, a delay-2 projection with zero columns, LI readout; spike input."""
-    b = ProgramBuilder()
-    b.add("in", Input(shape=(40,)))
-    b.add("fc1", Dense(shape=(36,), in_shape=(40,), weight=weights(rng, (36, 40)), bias=weights(rng, 36, 0.2)), "in")
-    b.add("p1", pop(rng, (36,)), "fc1")
-    w2 = weights(rng, (6, 36))
-    w2[:, :3] = 0
-    b.add("fc2", Dense(shape=(6,), in_shape=(36,), weight=w2, delay=2), "p1")
-    b.add("p2", pop(rng, (6,), model="li"), "fc2")
-    b.add("out", Output(shape=(6,)), "p2")
-    return b.build(), spikes(rng, 8, 2, (40,), 0.3)
-
-
-def real_input(rng):
-    """Real-valued input: MACs, products by the input values (dense and conv)."""
-    b = ProgramBuilder()
-    b.add("in", Input(shape=(2, 5, 5), signal="real"))
-    b.add("conv", Conv2d(shape=(3, 5, 5), in_shape=(2, 5, 5), weight=weights(rng, (3, 2, 3, 3)),
-                         bias=weights(rng, 3, 0.1), padding=(1, 1)), "in")
-    b.add("fc", Dense(shape=(20,), in_shape=(50,), weight=weights(rng, (20, 50)), delay=1), "in")
-    b.add("p", pop(rng, (3, 5, 5)), "conv")
-    b.add("q", pop(rng, (20,), model="cuba_lif"), "fc")
-    b.add("out", Output(shape=(3, 5, 5)), "p")
-    b.add("out2", Output(shape=(20,)), "q")
-    x = rng.standard_normal((5, 2, 2, 5, 5)).astype(np.float32)
-    x[rng.random(x.shape) < 0.5] = 0
-    x[rng.random(x.shape) < 0.1] = 1
-    return b.build(), x
-
-
-def mixed_input(rng):
-    """A real-valued input that is real on some (step, sample)s (in channel 0 only) and 0/1 or
-    -1/0/1 events on the others: syn_ops or macs decided per (sample, step) by dense, sparse, conv,
-    identity and a gated conv whose kept channels read only channel 1 (group 0 fully masked: the
-    step's real values lie where nothing is delivered)."""
-    C, H, W = 2, 4, 5
-    n = C * H * W
-    b = ProgramBuilder()
-    b.add("in", Input(shape=(C, H, W), signal="real"))
-    b.add("fc", Dense(shape=(7,), in_shape=(n,), weight=weights(rng, (7, n)), bias=weights(rng, 7, 0.1)), "in")
-    w = weights(rng, (5, n))
-    indptr = np.concatenate([[0], np.cumsum((w != 0).sum(0))])
-    indices = np.concatenate([np.nonzero(w[:, i])[0] for i in range(n)])
-    data = np.concatenate([w[w[:, i] != 0, i] for i in range(n)]).astype(np.float32)
-    b.add("sp", Sparse(shape=(5,), in_shape=(n,), indptr=indptr, indices=indices, data=data, delay=1), "in")
-    b.add("conv", Conv2d(shape=(3, H, W), in_shape=(C, H, W), weight=weights(rng, (3, C, 3, 3)), padding=(1, 1),
-                         delay=2), "in")
-    b.add("id", Identity(shape=(C, H, W), in_shape=(C, H, W), scale=0.5), "in")
-    b.add("gconv", Conv2d(shape=(4, H, W), in_shape=(C, H, W), weight=weights(rng, (4, 1, 3, 3)), padding=(1, 1),
-                          groups=2), "in")
-    b.add("gate", Gate(shape=(4,), in_shape=(C, H, W), weight=np.zeros((4, C), np.float32),
-                       bias=np.array([-1, -1, 1, 1], np.float32)), "in")
-    b.add("gp", pop(rng, (4, H, W)), ["gconv", "gate"])
-    b.add("o_g", Output(shape=(4, H, W)), "gp")
-    for name, shape in (("fc", (7,)), ("sp", (5,)), ("conv", (3, H, W)), ("id", (C, H, W))):
-        b.add(f"p_{name}", pop(rng, shape), name)
-        b.add(f"o_{name}", Output(shape=shape), f"p_{name}")
-    T, B = 6, 3
-    kind = rng.integers(0, 3, size=(T, B))  # 0: real values, 1: 0/1 events, 2: -1/0/1 events
-    kind[:3, 0] = (0, 1, 2)
-    ev = spikes(rng, T, B, (C, H, W), 0.4)
-    ev = np.where(kind[:, :, None, None, None] == 2, ev * np.where(rng.random(ev.shape) < 0.5, -1, 1), ev)
-    real = ev.copy()
-    real[:, :, 0] = rng.standard_normal((T, B, H, W)) * (rng.random((T, B, H, W)) < 0.6)
-    x = np.where(kind[:, :, None, None, None] == 0, real, ev).astype(np.float32)
-    return b.build(), x
-
-
-def conv_pool(rng, mode: str, stride, padding, groups, kernel):
-    C, H, W, C_out = 2, 7, 8, 4
-    Ho = (H + 2 * padding[0] - kernel[0]) // stride[0] + 1
-    Wo = (W + 2 * padding[1] - kernel[1]) // stride[1] + 1
-    b = ProgramBuilder()
-    b.add("in", Input(shape=(C, H, W)))
-    b.add("conv", Conv2d(shape=(C_out, Ho, Wo), in_shape=(C, H, W), weight=weights(rng, (C_out, C // groups, *kernel)),
-                         bias=weights(rng, C_out, 0.1), stride=stride, padding=padding, groups=groups), "in")
-    b.add("p1", pop(rng, (C_out, Ho, Wo)), "conv")
-    Po, Qo = (Ho + 2 - 2) // 2 + 1, (Wo + 2 - 3) // 1 + 1
-    b.add("pool", Pool2d(shape=(C_out, Po, Qo), in_shape=(C_out, Ho, Wo), mode=mode, kernel=(2, 3),
-                         stride=(2, 1), padding=(1, 1), delay=1), "p1")
-    b.add("p2", pop(rng, (C_out, Po, Qo), gain=0.75), "pool")
-    b.add("out", Output(shape=(C_out, Po, Qo)), "p2")
-    return b.build(), spikes(rng, 5, 2, (C, H, W), 0.3)
-
-
-def recurrent(rng):
-    """A population driving itself through a delay-1 dense projection (stepped per step)."""
-    b = ProgramBuilder()
-    b.add("in", Input(shape=(8,)))
-    b.add("fc", Dense(shape=(20,), in_shape=(8,), weight=weights(rng, (20, 8), 1.0)), "in")
-    b.add("p", pop(rng, (20,)), "fc")
-    b.add("rec", Dense(shape=(20,), in_shape=(20,), weight=weights(rng, (20, 20), 0.5), delay=1), "p")
-    b.connect("rec", "p")
-    b.add("ro", Dense(shape=(3,), in_shape=(20,), weight=weights(rng, (3, 20))), "p")
-    b.add("li", pop(rng, (3,), model="li"), "ro")
-    b.add("out", Output(shape=(3,)), "li")
-    prog = b.build()
-    assert any(stage.cyclic for stage in prog.schedule())
-    return prog, spikes(rng, 8, 2, (8,), 0.3)
-
-
-def residual(rng):
-    """Identity (scale 1 and 0.5) into a population with two sources, host add of three."""
-    b = ProgramBuilder()
-    b.add("in", Input(shape=(18,)))
-    b.add("fc1", Dense(shape=(18,), in_shape=(18,), weight=weights(rng, (18, 18), 0.8)), "in")
-    b.add("a", pop(rng, (18,)), "fc1")
-    b.add("fc2", Dense(shape=(18,), in_shape=(18,), weight=weights(rng, (18, 18), 0.8)), "a")
-    b.add("res", Identity(shape=(18,), in_shape=(18,)), "a")
-    b.add("half", Identity(shape=(18,), in_shape=(18,), scale=0.3, delay=1), "in")
-    b.add("c", pop(rng, (18,), reset="zero"), ["fc2", "res", "half"])
-    b.add("sum", HostOp(shape=(18,), op="add"), ["a", "c", "in"])
-    b.add("out", Output(shape=(18,)), "sum")
-    return b.build(), spikes(rng, 6, 2, (18,), 0.4)
-
-
-def neurons(rng):
-    """Every neuron variant, each fed by a dense projection and a scaled identity."""
-    b = ProgramBuilder()
-    b.add("in", Input(shape=(10,)))
-    b.add("fc", Dense(shape=(10,), in_shape=(10,), weight=weights(rng, (10, 10), 0.6)), "in")
-    b.add("id", Identity(shape=(10,), in_shape=(10,), scale=0.5), "in")
-    for k, (model, reset, reset_delay, fire_ge) in enumerate(NEURON_VARIANTS):
-        b.add(f"p{k}", pop(rng, (10,), model, reset, reset_delay, fire_ge, gain=0.75), ["fc", "id"])
-        b.add(f"out{k}", Output(shape=(10,)), f"p{k}")
-    return b.build(), spikes(rng, 8, 2, (10,), 0.4)
+#
+# Those of ``helpers.programs`` (mlp, real and mixed input, conv + pooling, recurrent, residual,
+# every neuron variant, sparse) with float32 weights, and the ones below.
 
 
 def neuron_forms(rng):
     """Every charge, reset rule and model of ``NEURON_FORMS`` fed by a dense projection and a scaled
     identity, and a population that adds its recurrent input after its charge (snnTorch's RLeaky)."""
-    b = ProgramBuilder()
-    b.add("in", Input(shape=(10,)))
-    b.add("fc", Dense(shape=(10,), in_shape=(10,), weight=weights(rng, (10, 10), 0.9)), "in")
-    b.add("id", Identity(shape=(10,), in_shape=(10,), scale=0.5), "in")
-    for k, form in enumerate(NEURON_FORMS):
-        b.add(f"f{k}", pop(rng, (10,), **form), ["fc", "id"])
-        b.add(f"out{k}", Output(shape=(10,)), f"f{k}")
-    b.add("late", pop(rng, (10,), reset="drop", late_recurrent=True, reset_rule="snntorch"), ["fc"])
-    b.add("rec", Dense(shape=(10,), in_shape=(10,), weight=weights(rng, (10, 10), 0.6), bias=weights(rng, 10, 0.2),
-                       delay=1), "late")
-    b.connect("rec", "late")
-    b.add("out_late", Output(shape=(10,)), "late")
-    return b.build(), spikes(rng, 8, 2, (10,), 0.5)
-
-
-def sparse(rng):
-    """CSR with an explicit zero weight and a row naming one target twice; delay 1."""
-    n_in, n_out = 20, 18
-    dense = weights(rng, (n_out, n_in)) * (rng.random((n_out, n_in)) < 0.4)
-    indptr, indices, data = [0], [], []
-    for i in range(n_in):
-        rows = np.nonzero(dense[:, i])[0]
-        indices += rows.tolist()
-        data += dense[rows, i].tolist()
-        if i == 3:
-            indices.append(0)
-            data.append(0.0)
-        if i == 5:  # duplicate target: its two terms add in CSR order
-            indices += [2, 2]
-            data += [0.3, -0.7]
-        indptr.append(len(indices))
-    b = ProgramBuilder()
-    b.add("in", Input(shape=(n_in,)))
-    b.add("sp", Sparse(shape=(n_out,), in_shape=(n_in,), indptr=np.array(indptr), indices=np.array(indices),
-                       data=np.array(data, np.float32), bias=weights(rng, n_out, 0.1), delay=1), "in")
-    b.add("p", pop(rng, (n_out,)), "sp")
-    b.add("out", Output(shape=(n_out,)), "p")
-    return b.build(), spikes(rng, 6, 2, (n_in,), 0.4)
+    return neurons(rng, FLOATS, NEURON_FORMS, scale=0.9, gain=1.0, late=True, p=0.5)
 
 
 def _gate(rng, c_in: int, c_out: int, window: int, shape_in) -> Gate:
@@ -288,29 +91,19 @@ def ftwt(rng):
     return b.build(), spikes(rng, 6, 3, (2, 6, 6), 0.35)
 
 
-def _loihi_pop(rng, shape, model="lif"):
-    n = int(np.prod(shape))
-    extra = {"alpha": rng.uniform(0, 1, n).astype(np.float32)} if model == "cuba_lif" else {}
-    if model == "li":
-        return Population(shape=shape, model="li", beta=np.float32(0.75))
-    return Population(shape=shape, model=model, beta=rng.uniform(0.5, 1.0, n).astype(np.float32),
-                      threshold=np.float32(rng.uniform(0.5, 1.5)), reset="zero", reset_delay=False, **extra)
-
-
 def fixed_conv(rng):
     """Loihi fixed point (``quantize``): conv, max pooling (an OR), grouped conv, average pooling
     (a depthwise conv once quantised), dense, an LI readout."""
-
-    w = lambda shape, s=0.5: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
+    w = partial(normal, rng)
     b = ProgramBuilder()
     b.add("in", Input(shape=(2, 6, 6)))
     b.add("c1", Conv2d(shape=(4, 6, 6), in_shape=(2, 6, 6), weight=w((4, 2, 3, 3)), padding=(1, 1)), "in")
-    b.add("p1", _loihi_pop(rng, (4, 6, 6)), "c1")
+    b.add("p1", loihi_pop(rng, (4, 6, 6)), "c1")
     b.add("mp", Pool2d(shape=(4, 3, 3), in_shape=(4, 6, 6), mode="max", kernel=(2, 2), stride=(2, 2)), "p1")
     b.add("c2", Conv2d(shape=(6, 3, 3), in_shape=(4, 3, 3), weight=w((6, 2, 3, 3)), padding=(1, 1), groups=2), "mp")
-    b.add("p2", _loihi_pop(rng, (6, 3, 3), "cuba_lif"), "c2")
+    b.add("p2", loihi_pop(rng, (6, 3, 3), "cuba_lif"), "c2")
     b.add("fc", Dense(shape=(5,), in_shape=(54,), weight=w((5, 54))), "p2")
-    b.add("ro", _loihi_pop(rng, (5,), "li"), "fc")
+    b.add("ro", loihi_pop(rng, (5,), "li"), "fc")
     b.add("out", Output(shape=(5,)), "ro")
     return run_passes(b.build({"precision": "float32"}), FIXED_PIPELINE), spikes(rng, 6, 2, (2, 6, 6), 0.3)
 
@@ -318,8 +111,7 @@ def fixed_conv(rng):
 def fixed_recurrent(rng, bias: bool = False):
     """Loihi fixed point: sparse (with a bias: the population's once quantised), recurrent dense
     (delay 1), identities, two sources."""
-
-    w = lambda shape, s=0.5: (rng.standard_normal(shape) * s).astype(np.float32)  # noqa: E731
+    w = partial(normal, rng)
     n_in, n = 20, 12
     mask = rng.random((n_in, n)) < 0.3
     rows, cols = np.nonzero(mask)
@@ -328,12 +120,12 @@ def fixed_recurrent(rng, bias: bool = False):
     b.add("in", Input(shape=(n_in,)))
     b.add("sp", Sparse(shape=(n,), in_shape=(n_in,), indptr=indptr, indices=cols.astype(np.int64),
                        data=w(len(cols), 0.6), bias=w(n, 0.2) if bias else None), "in")
-    b.add("pop", _loihi_pop(rng, (n,)), "sp")
+    b.add("pop", loihi_pop(rng, (n,)), "sp")
     b.add("rec", Dense(shape=(n,), in_shape=(n,), weight=w((n, n), 0.3), delay=1), "pop")
     b.connect("rec", "pop")
     b.add("id", Identity(shape=(n,), in_shape=(n,), scale=1.5, delay=1), "pop")
     b.add("id2", Identity(shape=(n,), in_shape=(n,), scale=-0.25), "pop")
-    b.add("pop3", _loihi_pop(rng, (n,)), ["id", "id2"])
+    b.add("pop3", loihi_pop(rng, (n,)), ["id", "id2"])
     b.add("out3", Output(shape=(n,)), "pop3")
     return run_passes(b.build({"precision": "float32"}), FIXED_PIPELINE), spikes(rng, 8, 2, (n_in,), 0.3)
 
@@ -381,18 +173,6 @@ def _balanced(make):
     return case
 
 
-def _dyadic_(model, seed: int, scale: int = 256, spread: int = 96):
-    """Every weight and bias a random multiple of 1/scale (exact float sums in any order)."""
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("weight", "bias")):
-                p.copy_(torch.randint(-spread, spread + 8, p.shape, generator=g).float() / scale)
-    return model
-
-
 def _loihi_pair(model, x: np.ndarray, precision: str, delays: tuple[int, ...]):
     """The model compiled for loihi2 (checked: compensated latency, delays ``delays``), its input
     and the generic compile."""
@@ -416,38 +196,15 @@ def loihi_mlp(rng, precision: str = "float32"):
 
     model = build_model("mlp", in_features=16, num_classes=4, hidden=[12, 8], beta=0.875, threshold=1.0,
                         reset="zero", reset_delay=False)
-    _dyadic_(model, int(rng.integers(1 << 30)), spread=160)
+    dyadic_(model, int(rng.integers(1 << 30)), spread=160)
     return _loihi_pair(model.eval(), spikes(rng, 8, 2, (16,), 0.4), precision, (1,))
 
 
 def loihi_residual(rng, precision: str = "float32"):
     """conv (bias) -> LIF -> conv -> conv -> LIF (+ Identity shortcut: delay 2) -> fc -> LIF."""
-    import torch
-    from torch import nn
-
-    from spike.layers import TimeDistributed as TD
-    from spike.neurons import LIF
-
-    class Residual(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            kw = dict(beta=0.75, reset="zero", reset_delay=False)
-            self.conv0 = TD(nn.Conv2d(1, 3, 3, padding=1))
-            self.lif0 = LIF(**kw)
-            self.conv1 = TD(nn.Conv2d(3, 3, 3, padding=1, bias=precision == "float32"))
-            self.lif1 = LIF(**kw)
-            self.conv2 = TD(nn.Conv2d(3, 3, 3, padding=1, bias=False))
-            self.lif2 = LIF(**kw)
-            self.fc = nn.Linear(3 * 4 * 4, 4)
-            self.out = LIF(**kw)
-
-        def forward(self, x):
-            s0 = self.lif0(self.conv0(x))
-            s2 = self.lif2(self.conv2(self.lif1(self.conv1(s0))) + s0)
-            return self.out(self.fc(torch.flatten(s2, 2)))
-
-    model = _dyadic_(Residual(), int(rng.integers(1 << 30)), scale=64, spread=40).eval()
-    return _loihi_pair(model, spikes(rng, 6, 2, (1, 4, 4), 0.5), precision, (1, 2))
+    model = ConvResidual(3, side=4, classes=4, conv1_bias=precision == "float32")
+    dyadic_(model, int(rng.integers(1 << 30)), scale=64, spread=40)
+    return _loihi_pair(model.eval(), spikes(rng, 6, 2, (1, 4, 4), 0.5), precision, (1, 2))
 
 
 def large_mlp(rng):
@@ -611,7 +368,7 @@ def check_onsets() -> list[str]:
     b = ProgramBuilder()
     b.add("in", Input(shape=(4,)))
     b.add("fc1", Dense(shape=(4,), in_shape=(4,), weight=np.eye(4, dtype=np.float32)), "in")
-    b.add("p1", _loihi_pop(np.random.default_rng(1), (4,)), "fc1")
+    b.add("p1", loihi_pop(np.random.default_rng(1), (4,)), "fc1")
     b.add("fc2", Dense(shape=(3,), in_shape=(4,), weight=np.zeros((3, 4), np.float32),
                        bias=np.full(3, 0.25, np.float32)), "p1")
     b.add("p2", Population(shape=(3,), model="li", beta=np.float32(0.5)), "fc2")
@@ -636,15 +393,10 @@ def check_rules() -> list[str]:
 
     errors = []
     rng = np.random.default_rng(0)
-    b = ProgramBuilder()
-    b.add("in", Input(shape=(4,)))
-    b.add("fc", Dense(shape=(4,), in_shape=(4,), weight=weights(rng, (4, 4))), "in")
-    b.add("sig", HostOp(shape=(4,), op="sigmoid"), "fc")
-    b.add("out", Output(shape=(4,)), "sig")
     be = cuda_backend.BACKEND
     supported, be.host_ops = be.host_ops, frozenset({"add"})  # a backend without sigmoid
     try:
-        run(b.build(), spikes(rng, 3, 1, (4,)), backend="cuda")
+        run(sigmoid_program(rng), spikes(rng, 3, 1, (4,)), backend="cuda")
         errors.append("a sigmoid host op was not rejected")
     except BackendError as e:
         if "sigmoid" not in str(e):

@@ -1,6 +1,6 @@
-"""Helper for tests/test_training.py: train a tiny dropout MLP, optionally SIGKILL mid-run.
+"""Helper for tests/train/test_training.py: train a tiny dropout MLP, optionally SIGKILL mid-run.
 
-Usage: python tests/train_worker.py --out OUT.pt [--ckpt CKPT.pt] [--resume] [--kill-at-step N]
+Usage: python tests/train/train_worker.py --out OUT.pt [--ckpt CKPT.pt] [--resume] [--kill-at-step N]
 Writes {"state": final state_dict, "history": history, "step": steps} to OUT.pt.
 """
 from __future__ import annotations

@@ -9,25 +9,11 @@ import pytest
 
 from spike.compiler.io import hdf5 as serialize
 from spike.compiler.ir.nodes import (
-    BatchNorm,
-    Conv2d,
-    Dense,
-    HostOp,
-    Identity,
-    Input,
-    Output,
-    Pool2d,
-    Population,
-    Sparse,
+    BatchNorm, Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse,
 )
 from spike.compiler.ir.program import ProgramBuilder, ProgramError, rebuild_graph
 from spike.compiler.io.hdf5 import (
-    SCHEMA_VERSION,
-    IRFormatError,
-    assert_programs_equal,
-    load_program,
-    program_differences,
-    programs_equal,
+    SCHEMA_VERSION, IRFormatError, assert_programs_equal, load_program, program_differences, programs_equal,
     save_program,
 )
 from spike.compiler.ir.validate import validate_program
@@ -218,28 +204,21 @@ def test_missing_dataset(saved):
     _expect(saved, "'fc'", "weight", "missing")
 
 
-def test_missing_attribute(saved):
+@pytest.mark.parametrize("node, attr, value, words", [
+    ("fc", "delay", None, ("'fc'", "delay", "missing")),
+    ("fc", "delay", "one", ("'fc'", "delay", "int")),
+    ("res", "kind", "teleporter", ("'res'", "teleporter")),
+    ("lif", "model", "izhikevich", ("'lif'", "model", "izhikevich")),
+    ("fc", "delay", np.int64(-1), ("'fc'", "delay", "0..65535, got -1")),
+], ids=["missing_attribute", "wrong_attribute_type", "unknown_node_kind", "bad_enum_value", "negative_delay"])
+def test_bad_node_attribute(saved, node, attr, value, words):
+    """A node attribute deleted (``value`` None) or set to ``value``: the error names node and field."""
     with h5py.File(saved, "r+") as f:
-        del f["nodes/fc"].attrs["delay"]
-    _expect(saved, "'fc'", "delay", "missing")
-
-
-def test_wrong_attribute_type(saved):
-    with h5py.File(saved, "r+") as f:
-        f["nodes/fc"].attrs["delay"] = "one"
-    _expect(saved, "'fc'", "delay", "int")
-
-
-def test_unknown_node_kind(saved):
-    with h5py.File(saved, "r+") as f:
-        f["nodes/res"].attrs["kind"] = "teleporter"
-    _expect(saved, "'res'", "teleporter")
-
-
-def test_bad_enum_value(saved):
-    with h5py.File(saved, "r+") as f:
-        f["nodes/lif"].attrs["model"] = "izhikevich"
-    _expect(saved, "'lif'", "model", "izhikevich")
+        if value is None:
+            del f[f"nodes/{node}"].attrs[attr]
+        else:
+            f[f"nodes/{node}"].attrs[attr] = value
+    _expect(saved, *words)
 
 
 def test_dangling_edge(saved):
@@ -262,12 +241,6 @@ def test_cycle_without_delay(tmp_path):
     with h5py.File(path, "r+") as f:
         f["nodes/rec"].attrs["delay"] = np.int64(0)
     _expect(path, "cycle without delay", "pop", "rec")
-
-
-def test_negative_delay(saved):
-    with h5py.File(saved, "r+") as f:
-        f["nodes/fc"].attrs["delay"] = np.int64(-1)
-    _expect(saved, "'fc'", "delay", "0..65535, got -1")
 
 
 @pytest.mark.parametrize("version, words", [(SCHEMA_VERSION + 1, ("newer",)), (0, ("not supported",))])

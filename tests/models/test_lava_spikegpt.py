@@ -17,14 +17,13 @@ import torch
 from spike.backends import BackendError, run
 from spike.backends.lava.backend import lower
 from spike.backends.lava.fusion import BlockStep, host_mode
-from spike.compat.lava import lava_available
 from spike.models.spikegpt.lowering import lower_spikegpt
 from spike.compiler.ir.nodes import Conv2d, Dense, HostOp, Identity, Input, Output, Population, Sparse
 from spike.compiler.ir.program import ProgramBuilder
 from spike.compiler.ir.validate import validate_program
 from spike.models.spikegpt.model import build_spikegpt
 
-needs_lava = pytest.mark.skipif(lava_available() is not None, reason="lava-nc is not importable here")
+from helpers.lava import needs_lava
 
 V, C, LAYERS = 11, 12, 2
 

@@ -10,12 +10,12 @@ from spike.backends import run
 from spike.backends.numba import neurons as K
 from spike.backends.engine import NodeContext
 from spike.backends.registry import OP_KEYS
-from spike.compiler.ir.nodes import (
-    Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse,
-)
+from spike.compiler.ir.nodes import Dense, HostOp, Input, Output, Pool2d, Population
 from spike.compiler.ir.program import ProgramBuilder, ProgramError
 from spike.compiler.passes.quantize import loihi_neuron_params
 from spike.compiler.pipeline import FIXED_PIPELINE, run_passes
+
+from helpers.programs import loihi_cnn, loihi_recurrent, normal
 
 TWO23 = 2**23
 
@@ -136,62 +136,15 @@ def test_numba_and_torch_step_match_lava_transcription(model: str) -> None:
 
 
 # ---------------------------------------------------------------- random quantised programs
-def _lif(shape, rng, model="lif", **kw):
-    n = int(np.prod(shape))
-    extra = {"alpha": rng.uniform(0, 1, n).astype(np.float32)} if model == "cuba_lif" else {}
-    return Population(shape=shape, model=model, beta=rng.uniform(0.5, 1.0, n).astype(np.float32),
-                      threshold=np.float32(rng.uniform(0.5, 1.5)), reset="zero", reset_delay=False, **extra, **kw)
-
-
-def _w(rng, shape, s=0.5):
-    return rng.normal(0, s, shape).astype(np.float32)
-
-
-def _conv_program(seed: int):
-    rng = np.random.default_rng(seed)
-    b = ProgramBuilder()
-    b.add("in", Input(shape=(2, 8, 8)))
-    b.add("c1", Conv2d(shape=(4, 8, 8), in_shape=(2, 8, 8), weight=_w(rng, (4, 2, 3, 3)), bias=_w(rng, 4, 0.1),
-                       padding=(1, 1)), "in")
-    b.add("p1", _lif((4, 8, 8), rng), "c1")
-    b.add("mp", Pool2d(shape=(4, 4, 4), in_shape=(4, 8, 8), mode="max", kernel=(2, 2), stride=(2, 2)), "p1")
-    b.add("c2", Conv2d(shape=(6, 4, 4), in_shape=(4, 4, 4), weight=_w(rng, (6, 2, 3, 3)), padding=(1, 1), groups=2), "mp")
-    b.add("p2", _lif((6, 4, 4), rng, model="cuba_lif"), "c2")
-    b.add("ap", Pool2d(shape=(6, 2, 2), in_shape=(6, 4, 4), mode="avg", kernel=(2, 2), stride=(2, 2)), "p2")
-    b.add("p3", _lif((6, 2, 2), rng), "ap")
-    b.add("fc", Dense(shape=(5,), in_shape=(24,), weight=_w(rng, (5, 24)), bias=_w(rng, 5, 0.2)), "p3")
-    b.add("ro", Population(shape=(5,), model="li", beta=np.float32(0.75)), "fc")
-    b.add("out", Output(shape=(5,)), "ro")
-    return b.build({"precision": "float32"}), (2, 8, 8), ["p1", "p2", "p3", "ro"]
-
-
 def _recurrent_program(seed: int):
-    rng = np.random.default_rng(seed)
-    n_in, n = 40, 24
-    b = ProgramBuilder()
-    b.add("in", Input(shape=(n_in,)))
-    mask = rng.random((n_in, n)) < 0.3
-    rows, cols = np.nonzero(mask)
-    indptr = np.concatenate([[0], np.cumsum(mask.sum(1))]).astype(np.int64)
-    b.add("sp", Sparse(shape=(n,), in_shape=(n_in,), indptr=indptr, indices=cols.astype(np.int64),
-                       data=_w(rng, len(cols), 0.6), bias=_w(rng, n, 0.05)), "in")
-    b.add("pop", _lif((n,), rng), "sp")
-    b.add("rec", Dense(shape=(n,), in_shape=(n,), weight=_w(rng, (n, n), 0.3), delay=1), "pop")
-    b.connect("rec", "pop")
-    b.add("id", Identity(shape=(n,), in_shape=(n,), scale=1.5, delay=1), "pop")
-    b.add("fc", Dense(shape=(8,), in_shape=(n,), weight=_w(rng, (8, n)), delay=1), "pop")
-    b.add("pop2", _lif((8,), rng, model="cuba_lif"), "fc")
-    b.add("id2", Identity(shape=(n,), in_shape=(n,), scale=-0.25), "pop")
-    b.add("pop3", _lif((n,), rng), ["id", "id2"])
-    b.add("out", Output(shape=(8,)), "pop2")
-    b.add("out3", Output(shape=(n,)), "pop3")
-    return b.build({"precision": "float32"}), (n_in,), ["pop", "pop2", "pop3"]
+    return loihi_recurrent(seed, delay=1)
 
 
-@pytest.mark.parametrize("make, seed", [(_conv_program, 0), (_conv_program, 1), (_recurrent_program, 2), (_recurrent_program, 3)])
+@pytest.mark.parametrize("make, seed", [(loihi_cnn, 0), (loihi_cnn, 1), (_recurrent_program, 2), (_recurrent_program, 3)])
 def test_numba_equals_torch_bit_for_bit_on_quantised_programs(make, seed: int) -> None:
     program, in_shape, pops = make(seed)
     fixed = run_passes(program, FIXED_PIPELINE)
+    pops = [p for p in pops if isinstance(fixed.node(p), Population)]
     rng = np.random.default_rng(seed + 10)
     x = (rng.random((12, 3, *in_shape)) < 0.3).astype(np.float32)
     probes = pops + [f"{p}.v" for p in pops] + [f"{p}.u" for p in pops]
@@ -220,7 +173,7 @@ def _mlp(pop_kw: dict | None = None, in_signal: str = "spike"):
     rng = np.random.default_rng(0)
     b = ProgramBuilder()
     b.add("in", Input(shape=(16,), signal=in_signal))
-    b.add("fc1", Dense(shape=(8,), in_shape=(16,), weight=_w(rng, (8, 16))), "in")
+    b.add("fc1", Dense(shape=(8,), in_shape=(16,), weight=normal(rng, (8, 16))), "in")
     kw = dict(model="lif", beta=np.float32(0.9), threshold=np.float32(1.0), reset="zero", reset_delay=False)
     kw.update(pop_kw or {})
     b.add("hidden", Population(shape=(8,), **kw), "fc1")
@@ -247,7 +200,7 @@ def test_quantize_refuses_structures_loihi_cannot_run() -> None:
     # a projection whose current is a program output
     b = ProgramBuilder()
     b.add("in", Input(shape=(4,)))
-    b.add("head", Dense(shape=(3,), in_shape=(4,), weight=_w(rng, (3, 4))), "in")
+    b.add("head", Dense(shape=(3,), in_shape=(4,), weight=normal(rng, (3, 4))), "in")
     b.add("out", Output(shape=(3,)), "head")
     with pytest.raises(ProgramError, match=r"'head'.*only into neurons"):
         run_passes(b.build(), FIXED_PIPELINE)
@@ -262,8 +215,8 @@ def test_quantize_refuses_structures_loihi_cannot_run() -> None:
     # a host op
     b = ProgramBuilder()
     b.add("in", Input(shape=(4,)))
-    b.add("a", Dense(shape=(4,), in_shape=(4,), weight=_w(rng, (4, 4))), "in")
-    b.add("c", Dense(shape=(4,), in_shape=(4,), weight=_w(rng, (4, 4))), "in")
+    b.add("a", Dense(shape=(4,), in_shape=(4,), weight=normal(rng, (4, 4))), "in")
+    b.add("c", Dense(shape=(4,), in_shape=(4,), weight=normal(rng, (4, 4))), "in")
     b.add("sum", HostOp(shape=(4,), op="add"), ["a", "c"])
     b.add("p", Population(shape=(4,), **pop), "sum")
     b.add("out", Output(shape=(4,)), "p")
@@ -287,10 +240,10 @@ def test_float_and_quantised_spike_trains_agree() -> None:
     rng = np.random.default_rng(0)
     b = ProgramBuilder()
     b.add("in", Input(shape=(64,)))
-    b.add("fc1", Dense(shape=(48,), in_shape=(64,), weight=_w(rng, (48, 64), 0.3), bias=_w(rng, 48, 0.05)), "in")
+    b.add("fc1", Dense(shape=(48,), in_shape=(64,), weight=normal(rng, (48, 64), 0.3), bias=normal(rng, 48, 0.05)), "in")
     b.add("l1", Population(shape=(48,), model="lif", beta=np.float32(0.9), threshold=np.float32(1.0), reset="zero",
                            reset_delay=False), "fc1")
-    b.add("fc2", Dense(shape=(10,), in_shape=(48,), weight=_w(rng, (10, 48), 0.4)), "l1")
+    b.add("fc2", Dense(shape=(10,), in_shape=(48,), weight=normal(rng, (10, 48), 0.4)), "l1")
     b.add("l2", Population(shape=(10,), model="lif", beta=np.float32(0.8), threshold=np.float32(1.0), reset="zero",
                            reset_delay=False), "fc2")
     b.add("out", Output(shape=(10,)), "l2")

@@ -17,7 +17,8 @@ import snntorch as snn
 from spike.backends import run
 from spike.compiler import compile as compile_model
 from spike.compiler.frontends.torch_fx import LoweringError
-from test_compile_agreement import dyadic_, spikes_in
+
+from helpers.models import dyadic_, spikes_in
 
 BACKENDS = ("numba", "torch")
 num_steps = 10  # the tutorials' global
@@ -93,12 +94,9 @@ class SynapticNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(16, 24)
-        self.lif1 = snn.Leaky(beta=0.875)
-        self.fc2 = nn.Linear(24, 12)
-        self.syn2 = snn.Synaptic(alpha=0.75, beta=0.5)
-        self.fc3 = nn.Linear(12, 4)
-        self.lif3 = snn.Leaky(beta=0.75)
+        self.fc1, self.lif1 = nn.Linear(16, 24), snn.Leaky(beta=0.875)
+        self.fc2, self.syn2 = nn.Linear(24, 12), snn.Synaptic(alpha=0.75, beta=0.5)
+        self.fc3, self.lif3 = nn.Linear(12, 4), snn.Leaky(beta=0.75)
 
     def forward(self, x: torch.Tensor):
         mem1 = self.lif1.init_leaky()
@@ -170,6 +168,26 @@ def test_real_valued_input() -> None:
 
 
 # ---- refusals ----------------------------------------------------------------------------
+class Looped(MLP):
+    """MLP's two layers in the tutorials' loop, written once: ``hidden`` (the first layer's step) and
+    ``steps`` are what the variants below change."""
+
+    def steps(self, x: torch.Tensor) -> int:
+        return x.shape[0]
+
+    def hidden(self, x: torch.Tensor, step: int, mem1: torch.Tensor):
+        return self.lif1(self.fc1(x[step]), mem1)
+
+    def forward(self, x: torch.Tensor):
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        rec = []
+        for step in range(self.steps(x)):
+            spk1, mem1 = self.hidden(x, step, mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+            rec.append(spk2)
+        return torch.stack(rec)
+
+
 class CalledTwice(MLP):
     def forward(self, x: torch.Tensor):
         mem1 = self.lif1.init_leaky()
@@ -181,30 +199,20 @@ class CalledTwice(MLP):
         return torch.stack(rec)
 
 
-class Branch(MLP):
-    def forward(self, x: torch.Tensor):
-        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
-        rec = []
-        for step in range(x.shape[0]):
-            spk1, mem1 = self.lif1(self.fc1(x[step]), mem1)
-            if step % 2:
-                spk1 = spk1.view(spk1.shape[0], -1)
-            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
-            rec.append(spk2)
-        return torch.stack(rec)
+class Branch(Looped):
+    def hidden(self, x: torch.Tensor, step: int, mem1: torch.Tensor):
+        spk1, mem1 = super().hidden(x, step, mem1)
+        if step % 2:
+            spk1 = spk1.view(spk1.shape[0], -1)
+        return spk1, mem1
 
 
-class DataBranch(MLP):
-    def forward(self, x: torch.Tensor):
-        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
-        rec = []
-        for step in range(x.shape[0]):
-            spk1, mem1 = self.lif1(self.fc1(x[step]), mem1)
-            if spk1.sum() > 0:
-                spk1 = spk1 * 1
-            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
-            rec.append(spk2)
-        return torch.stack(rec)
+class DataBranch(Looped):
+    def hidden(self, x: torch.Tensor, step: int, mem1: torch.Tensor):
+        spk1, mem1 = super().hidden(x, step, mem1)
+        if spk1.sum() > 0:
+            spk1 = spk1 * 1
+        return spk1, mem1
 
 
 class SumOutput(MLP):
@@ -231,15 +239,10 @@ class CarriedSpikes(MLP):
         return torch.stack(rec)
 
 
-class MembraneFeeds(MLP):
-    def forward(self, x: torch.Tensor):
-        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
-        rec = []
-        for step in range(x.shape[0]):
-            spk1, mem1 = self.lif1(self.fc1(x[step]), mem1)
-            spk2, mem2 = self.lif2(self.fc2(mem1), mem2)
-            rec.append(spk2)
-        return torch.stack(rec)
+class MembraneFeeds(Looped):
+    def hidden(self, x: torch.Tensor, step: int, mem1: torch.Tensor):
+        spk1, mem1 = super().hidden(x, step, mem1)
+        return mem1, mem1  # the next layer reads the membrane
 
 
 class StateNotPassed(MLP):
@@ -252,15 +255,9 @@ class StateNotPassed(MLP):
         return torch.stack(rec)
 
 
-class FewerSteps(MLP):
-    def forward(self, x: torch.Tensor):
-        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
-        rec = []
-        for step in range(x.shape[0] - 2):
-            spk1, mem1 = self.lif1(self.fc1(x[step]), mem1)
-            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
-            rec.append(spk2)
-        return torch.stack(rec)
+class FewerSteps(Looped):
+    def steps(self, x: torch.Tensor) -> int:
+        return x.shape[0] - 2
 
 
 @pytest.mark.parametrize("model, message", [
@@ -299,17 +296,12 @@ def test_iterating_the_steps() -> None:
     check(net, spikes_in((9, 2, 20), 4))
 
 
-class LateBranch(MLP):
-    def forward(self, x: torch.Tensor):
-        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
-        rec = []
-        for step in range(x.shape[0]):
-            spk1, mem1 = self.lif1(self.fc1(x[step]), mem1)
-            if step == 3:  # e.g. a debugging print's tensor op, or a skipped layer
-                mem1 = mem1 * 0.5
-            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
-            rec.append(spk2)
-        return torch.stack(rec)
+class LateBranch(Looped):
+    def hidden(self, x: torch.Tensor, step: int, mem1: torch.Tensor):
+        spk1, mem1 = super().hidden(x, step, mem1)
+        if step == 3:  # e.g. a debugging print's tensor op, or a skipped layer
+            mem1 = mem1 * 0.5
+        return spk1, mem1
 
 
 class WholeInput(MLP):
@@ -366,36 +358,28 @@ def test_containers() -> None:
     check(net, x)
 
 
-class UnusedValues(MLP):
+class UnusedValues(Looped):
     """Values computed in the loop and never used (a firing rate for logging) are left out."""
 
+    def hidden(self, x: torch.Tensor, step: int, mem1: torch.Tensor):
+        spk1, mem1 = super().hidden(x, step, mem1)
+        self.rates.append(spk1.mean())
+        return spk1, mem1
+
     def forward(self, x: torch.Tensor):
-        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
-        rec, rates = [], []
-        for step in range(x.shape[0]):
-            spk1, mem1 = self.lif1(self.fc1(x[step]), mem1)
-            rate = spk1.mean()
-            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
-            rec.append(spk2)
-            rates.append(rate)
-        return torch.stack(rec)
+        self.rates = []
+        return super().forward(x)
 
 
 def test_unused_values_are_left_out() -> None:
     check(dyadic_(UnusedValues(), 5), spikes_in((7, 2, 20), 6))
 
 
-class InPlace(MLP):
-    def forward(self, x: torch.Tensor):
-        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
-        rec = []
-        for step in range(x.shape[0]):
-            cur1 = self.fc1(x[step])
-            cur1 += 0.25
-            spk1, mem1 = self.lif1(cur1, mem1)
-            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
-            rec.append(spk2)
-        return torch.stack(rec)
+class InPlace(Looped):
+    def hidden(self, x: torch.Tensor, step: int, mem1: torch.Tensor):
+        cur1 = self.fc1(x[step])
+        cur1 += 0.25
+        return self.lif1(cur1, mem1)
 
 
 def test_in_place_refused() -> None:

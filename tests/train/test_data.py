@@ -133,6 +133,21 @@ def test_read_idx_other_dtypes(tmp_path, code):
     assert out.dtype.isnative
 
 
+def _assert_bad_file_named(tmp_path, make, load, name, data=None):
+    """``load`` of the folder ``make`` wrote with its file ``name`` removed (``data`` None: a
+    FileNotFoundError) or holding the bytes ``data`` (a ``.gz`` name: instead of the plain file):
+    the error names the file."""
+    make(tmp_path)
+    path = tmp_path / name
+    if data is None or name.endswith(".gz"):
+        (tmp_path / name.removesuffix(".gz")).unlink()
+    if data is not None:
+        path.write_bytes(data)
+    with pytest.raises(FileNotFoundError if data is None else DatasetFormatError) as e:
+        load(tmp_path)
+    assert str(path) in str(e.value)
+
+
 def _corrupt(tmp_path, name, data):
     make_mnist(tmp_path)
     path = tmp_path / name
@@ -172,20 +187,11 @@ def test_mnist_label_count_mismatch(tmp_path):
 
 
 def test_mnist_bad_gzip(tmp_path):
-    make_mnist(tmp_path)
-    (tmp_path / "t10k-images-idx3-ubyte").unlink()
-    bad = tmp_path / "t10k-images-idx3-ubyte.gz"
-    bad.write_bytes(b"not gzip at all")
-    with pytest.raises(DatasetFormatError, match="t10k-images-idx3-ubyte.gz"):
-        load_mnist(tmp_path)
+    _assert_bad_file_named(tmp_path, make_mnist, load_mnist, "t10k-images-idx3-ubyte.gz", b"not gzip at all")
 
 
 def test_mnist_missing_file(tmp_path):
-    make_mnist(tmp_path)
-    (tmp_path / "t10k-labels-idx1-ubyte").unlink()
-    with pytest.raises(FileNotFoundError) as e:
-        load_mnist(tmp_path)
-    assert str(tmp_path / "t10k-labels-idx1-ubyte") in str(e.value)
+    _assert_bad_file_named(tmp_path, make_mnist, load_mnist, "t10k-labels-idx1-ubyte")
 
 
 # ----------------------------------------------------------------------------- CIFAR-10
@@ -237,19 +243,11 @@ def test_cifar_label_count_mismatch(tmp_path):
 
 def test_cifar_not_a_dict_and_not_a_pickle(tmp_path):
     _bad_batch(tmp_path, [1, 2, 3])
-    make_cifar(tmp_path)
-    path = tmp_path / "test_batch"
-    path.write_bytes(b"\x80\x04garbage")
-    with pytest.raises(DatasetFormatError, match="test_batch"):
-        load_cifar10(tmp_path)
+    _assert_bad_file_named(tmp_path, make_cifar, load_cifar10, "test_batch", b"\x80\x04garbage")
 
 
 def test_cifar_missing_file(tmp_path):
-    make_cifar(tmp_path)
-    (tmp_path / "data_batch_5").unlink()
-    with pytest.raises(FileNotFoundError) as e:
-        load_cifar10(tmp_path)
-    assert str(tmp_path / "data_batch_5") in str(e.value)
+    _assert_bad_file_named(tmp_path, make_cifar, load_cifar10, "data_batch_5")
 
 
 # ----------------------------------------------------------------------------- dispatch, batches

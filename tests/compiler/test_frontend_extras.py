@@ -63,8 +63,9 @@ from spike.compiler.frontends.torch_fx import LoweringError  # noqa: E402
 from spike.compiler.ir.nodes import HostOp  # noqa: E402
 from spike.layers import TimeDistributed as TD  # noqa: E402
 from spike.neurons import LIF  # noqa: E402
-from test_compile_agreement import dyadic_, run_snntorch  # noqa: E402
-from test_compile_agreement import spikes_in as _spikes  # noqa: E402
+
+from helpers import ROOT  # noqa: E402
+from helpers.models import ConvMaxPoolLIF, dyadic_, run_snntorch, spikes_in  # noqa: E402
 
 BACKENDS = ("numba", "torch")
 
@@ -94,29 +95,11 @@ def _check(program, x: torch.Tensor, expected: torch.Tensor, kernel: int) -> Non
                                       results["torch"].ops.per_sample_total()[key], err_msg=key)
 
 
-class ConvMaxPoolLIF(nn.Module):
-    def __init__(self, padding: int = 0, kernel: int = 2, stride: int | None = None) -> None:
-        super().__init__()
-        self.conv = TD(nn.Conv2d(2, 4, 3, padding=1))
-        self.pool = TD(nn.MaxPool2d(kernel, stride=stride, padding=padding))
-        self.lif = LIF(beta=0.75, threshold=0.5)
-        self.fc = nn.Linear(4 * self.side(padding, kernel, stride) ** 2, 5)
-        self.out = LIF(beta=0.5)
-
-    @staticmethod
-    def side(padding: int, kernel: int, stride: int | None) -> int:
-        return (8 + 2 * padding - kernel) // (stride or kernel) + 1
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.lif(self.pool(self.conv(x)))
-        return self.out(self.fc(torch.flatten(s, 2)))
-
-
 @pytest.mark.parametrize("target", ["generic", "loihi2"])
 @pytest.mark.parametrize("padding,kernel,stride", [(0, 2, None), (1, 3, 2)])
 def test_maxpool_of_currents_equals_the_model(target: str, padding: int, kernel: int, stride: int | None) -> None:
     model = _dyadic_(ConvMaxPoolLIF(padding, kernel, stride), 0).eval()
-    x = _spikes((10, 3, 2, 8, 8), 1)
+    x = spikes_in((10, 3, 2, 8, 8), 1)
     with torch.no_grad():
         expected = model(x)
     assert expected.sum() > 0
@@ -135,7 +118,7 @@ def test_maxpool_of_currents_equals_the_model(target: str, padding: int, kernel:
 
 def test_maxpool_of_currents_generic_counts() -> None:
     model = _dyadic_(ConvMaxPoolLIF(), 2).eval()
-    x = _spikes((6, 2, 2, 8, 8), 3)
+    x = spikes_in((6, 2, 2, 8, 8), 3)
     with torch.no_grad():
         expected = model(x)
     program = compile_model(model, x)
@@ -153,13 +136,23 @@ def snntorch_conv_maxpool() -> nn.Module:
     )
 
 
+def _snntorch_program(net: nn.Module, target: str, stepwise: bool = True) -> tuple:
+    """(program for ``target``, input, snnTorch's output) of ``net`` with dyadic weights on 12 steps of
+    spikes: ``stepwise``, an ``init_hidden`` net stepped by ``run_snntorch``; else its own time loop."""
+    net = _dyadic_(net, 4, spread=160)
+    x = spikes_in((12, 3, 2, 8, 8), 5, p=0.4)
+    if stepwise:
+        expected = run_snntorch(net, x)
+    else:
+        with torch.no_grad():
+            expected = net(x)
+    assert expected.sum() > 0
+    return compile_model(net, x[0] if stepwise else x, target=target), x, expected
+
+
 @pytest.mark.parametrize("target", ["generic", "loihi2"])
 def test_snntorch_conv_maxpool_leaky_equals_snntorch(target: str) -> None:
-    net = _dyadic_(snntorch_conv_maxpool(), 4, spread=160)
-    x = _spikes((12, 3, 2, 8, 8), 5, p=0.4)
-    expected = run_snntorch(net, x)
-    assert expected.sum() > 0
-    program = compile_model(net, x[0], target=target)
+    program, x, expected = _snntorch_program(snntorch_conv_maxpool(), target)
     pools = _maxpools(program)
     assert sorted(pools) == ["1", "4"]
     for backend in BACKENDS:
@@ -194,7 +187,7 @@ def test_maxpool_program_saves_and_loads(tmp_path) -> None:
     from spike.compiler.io.hdf5 import load_program, save_program
 
     model = _dyadic_(ConvMaxPoolLIF(1, 3, 2), 6).eval()
-    x = _spikes((5, 2, 2, 8, 8), 7)
+    x = spikes_in((5, 2, 2, 8, 8), 7)
     program = compile_model(model, x)
     save_program(program, tmp_path / "p.h5")
     loaded = load_program(tmp_path / "p.h5")
@@ -229,7 +222,7 @@ def test_lava_refuses_conv_beside_a_maxpool_host_op_by_name() -> None:
     from spike.backends.lava.backend import lower
 
     model = _dyadic_(ConvMaxPoolLIF(), 0).eval()
-    program = compile_model(model, _spikes((4, 1, 2, 8, 8), 0))
+    program = compile_model(model, spikes_in((4, 1, 2, 8, 8), 0))
     with pytest.raises(Exception, match=r"conv \(conv2d\).*pool \(maxpool2d\)"):
         lower(program)
 
@@ -254,11 +247,11 @@ _CUDA_SIM_CHECK = """
 import sys
 sys.path.insert(0, "tests")
 import numpy as np, torch
-from test_frontend_extras import _dyadic_, _spikes, ConvMaxPoolLIF
+from helpers.models import ConvMaxPoolLIF, dyadic_, spikes_in
 from spike.backends import run
 from spike.compiler import compile as compile_model
-model = _dyadic_(ConvMaxPoolLIF(1, 3, 2), 0).eval()
-x = _spikes((5, 2, 2, 8, 8), 1, p=0.5)
+model = dyadic_(ConvMaxPoolLIF(1, 3, 2), 0, spread=128).eval()
+x = spikes_in((5, 2, 2, 8, 8), 1, p=0.5)
 with torch.no_grad():
     expected = model(x)
 assert expected.sum() > 0
@@ -273,17 +266,16 @@ print("ALL EQUAL")
 
 
 def test_maxpool_of_currents_on_the_cuda_simulator() -> None:
-    """The cuda backend (through Numba's CUDA simulator, in a subprocess as tests/test_cuda_backend.py)
-    equals the model and numba's counts."""
+    """The cuda backend (through Numba's CUDA simulator, in a subprocess as
+    tests/backends/test_cuda_backend.py) equals the model and numba's counts."""
     import os
     import subprocess
     import sys
-    from pathlib import Path
 
     env = {k: v for k, v in os.environ.items() if k != "SPIKE_CUDA_TPB"}
     env["NUMBA_ENABLE_CUDASIM"] = "1"
-    p = subprocess.run([sys.executable, "-c", _CUDA_SIM_CHECK], env=env, cwd=Path(__file__).resolve().parents[1],
-                       capture_output=True, text=True, timeout=600)
+    p = subprocess.run([sys.executable, "-c", _CUDA_SIM_CHECK], env=env, cwd=ROOT, capture_output=True,
+                       text=True, timeout=600)
     assert p.returncode == 0 and "ALL EQUAL" in p.stdout, f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
 
 
@@ -335,11 +327,7 @@ class TutorialStyle(nn.Module):
 
 @pytest.mark.parametrize("target", ["generic", "loihi2"])
 def test_functional_max_pool_of_currents(target: str) -> None:
-    net = _dyadic_(FunctionalPools(), 4, spread=160)
-    x = _spikes((12, 3, 2, 8, 8), 5, p=0.4)
-    expected = run_snntorch(net, x)
-    assert expected.sum() > 0
-    program = compile_model(net, x[0], target=target)
+    program, x, expected = _snntorch_program(FunctionalPools(), target)
     pools = _maxpools(program)
     assert [(n.kernel, n.stride, n.padding) for n in pools.values()] == [((2, 2), (2, 2), (0, 0)),
                                                                          ((3, 3), (2, 2), (1, 1))]
@@ -350,12 +338,7 @@ def test_functional_max_pool_of_currents(target: str) -> None:
 
 @pytest.mark.parametrize("target", ["generic", "loihi2"])
 def test_tutorial_style_conv_maxpool_leaky(target: str) -> None:
-    net = _dyadic_(TutorialStyle(), 4, spread=160)
-    x = _spikes((12, 3, 2, 8, 8), 5, p=0.4)
-    with torch.no_grad():
-        expected = net(x)
-    assert expected.sum() > 0
-    program = compile_model(net, x, target=target)
+    program, x, expected = _snntorch_program(TutorialStyle(), target, stepwise=False)
     assert len(_maxpools(program)) == 2
     for backend in BACKENDS:
         np.testing.assert_array_equal(run(program, x, backend=backend).output, expected.numpy(), err_msg=backend)

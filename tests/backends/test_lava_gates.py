@@ -14,20 +14,15 @@ from spike.backends import BackendError, run
 from spike.backends.lava.backend import lower
 from spike.backends.op_counting import count_ops
 from spike.backends.routing import add_routing_counts
-from spike.compat.lava import lava_available
 from spike.compiler import compile as compile_model
 from spike.compiler.ir.nodes import Conv2d, Gate, Population
 from spike.compiler.ir.program import rebuild_graph
 from spike.models.cnn.model import SpikingCNN
-from test_ftwt import _dyadic_model  # dyadic weights: float32 (numba) and Lava's float64 agree
 
-needs_lava = pytest.mark.skipif(lava_available() is not None, reason="lava-nc is not importable here")
+from helpers.lava import needs_lava
+from helpers.models import digits_like, dyadic_cnn  # dyadic weights: float32 (numba) and Lava's float64 agree
+
 LOIHI_NEURON = dict(synaptic_delay=1, reset="zero", reset_delay=False)  # what Lava's LIF computes
-
-
-def _inputs(T: int, B: int, seed: int) -> np.ndarray:
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randint(0, 17, (T, B, 1, 8, 8), generator=g).float() / 16).numpy()
 
 
 def gated_program(kind: str, T: int = 8, B: int = 2, target: str = "loihi1", trained_delay: int | None = None):
@@ -43,8 +38,8 @@ def gated_program(kind: str, T: int = 8, B: int = 2, target: str = "loihi1", tra
     else:
         model = SpikingCNN("digits_resnet", widths=[4, 6, 8], ftwt=dict(ratio=0.9, window=3), **neuron)
     seed, x_seed = ((3, 2) if trained_delay else (2, 1)) if kind == "vgg" else (0, 10)  # vgg: the samples' masks differ
-    x = _inputs(T, B, x_seed)
-    program = compile_model(_dyadic_model(model, seed), torch.from_numpy(x), target=target)
+    x = digits_like(T, B, x_seed).numpy()
+    program = compile_model(dyadic_cnn(model, seed), torch.from_numpy(x), target=target)
     return program, x
 
 

@@ -10,26 +10,13 @@ import snntorch as snn
 from spike.backends import run
 from spike.compiler import compile as compile_model
 from spike.compiler.frontends.torch_fx import LoweringError
-from spike.neurons import LIF, CubaLIF, IF, LI
+from spike.neurons import LI, LIF
 from spike.layers import TimeDistributed as TD
 from spike.recurrent import RecurrentLIF
 
+from helpers.models import CNN, MLP, ResidualBlock, dyadic_, dyadic_bn, run_snntorch, snntorch_net, spikes_in
+
 BACKENDS = ("torch", "numba")
-
-
-def dyadic_(model: nn.Module, seed: int, scale: int = 256, spread: int = 96) -> nn.Module:
-    """Replace every weight/bias by random multiples of 1/scale (exact float sums)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(("weight", "bias")) and "bn" not in name:
-                p.copy_(torch.randint(-spread, spread + 8, p.shape, generator=g).float() / scale)
-    return model
-
-
-def spikes_in(shape: tuple[int, ...], seed: int, p: float = 0.3) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return (torch.rand(shape, generator=g) < p).float()
 
 
 def check_all_backends(model: nn.Module, x: torch.Tensor, expected: torch.Tensor, **kw) -> dict:
@@ -44,19 +31,6 @@ def check_all_backends(model: nn.Module, x: torch.Tensor, expected: torch.Tensor
             results["numba"].ops.per_sample_total()[key], results["torch"].ops.per_sample_total()[key], err_msg=key
         )
     return results
-
-
-class MLP(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = nn.Sequential(
-            nn.Flatten(2), nn.Linear(36, 48), LIF(beta=0.875, threshold=1.0), nn.Dropout(0.2),
-            nn.Linear(48, 32), LIF(beta=0.5, threshold=0.75, reset="zero", reset_delay=False),
-            nn.Linear(32, 10), CubaLIF(alpha=0.5, beta=0.75),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
 
 
 @pytest.mark.parametrize("seed,batch", [(0, 1), (1, 3), (2, 8)])
@@ -81,24 +55,6 @@ def test_mlp_real_input_counts_macs() -> None:
     assert per_node[first]["macs"].sum() > 0 and per_node[first]["syn_ops"].sum() == 0
 
 
-class CNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = TD(nn.Conv2d(2, 4, 3, padding=1))
-        self.lif1 = LIF(beta=0.75)
-        self.pool1 = TD(nn.MaxPool2d(2))
-        self.conv2 = TD(nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2))
-        self.lif2 = IF(threshold=1.5)
-        self.pool2 = TD(nn.AvgPool2d(2))
-        self.fc = nn.Linear(6, 5)
-        self.out = LIF(beta=0.5, fire_ge=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.pool1(self.lif1(self.conv1(x)))
-        s = self.pool2(self.lif2(self.conv2(s)))
-        return self.out(self.fc(torch.flatten(s, 2)))
-
-
 @pytest.mark.parametrize("seed,batch", [(0, 2), (1, 5)])
 def test_cnn_agrees(seed: int, batch: int) -> None:
     model = dyadic_(CNN(), seed, spread=128).eval()
@@ -109,39 +65,11 @@ def test_cnn_agrees(seed: int, batch: int) -> None:
     check_all_backends(model, x, expected)
 
 
-class ResidualBlock(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv0 = TD(nn.Conv2d(3, 4, 3, padding=1))
-        self.lif0 = LIF(beta=0.75)
-        self.conv1 = TD(nn.Conv2d(4, 4, 3, padding=1, bias=False))
-        self.bn1 = TD(nn.BatchNorm2d(4))
-        self.lif1 = LIF(beta=0.75)
-        self.conv2 = TD(nn.Conv2d(4, 4, 3, padding=1, bias=False))
-        self.bn2 = TD(nn.BatchNorm2d(4))
-        self.lif2 = LIF(beta=0.75, reset="zero")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s0 = self.lif0(self.conv0(x))
-        s1 = self.lif1(self.bn1(self.conv1(s0)))
-        return self.lif2(self.bn2(self.conv2(s1)) + s0)
-
-
-def _dyadic_bn(bn: nn.BatchNorm2d, seed: int) -> None:
-    """BatchNorm whose fold stays dyadic: var + eps = 1, dyadic gamma, beta, mean."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        bn.running_var.fill_(1 - bn.eps)
-        bn.running_mean.copy_(torch.randint(-4, 5, bn.running_mean.shape, generator=g).float() / 16)
-        bn.weight.copy_(torch.randint(1, 9, bn.weight.shape, generator=g).float() / 4)
-        bn.bias.copy_(torch.randint(-4, 5, bn.bias.shape, generator=g).float() / 16)
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 def test_residual_block_agrees(seed: int) -> None:
     model = dyadic_(ResidualBlock(), seed).eval()
-    _dyadic_bn(model.bn1.module, seed)
-    _dyadic_bn(model.bn2.module, seed + 7)
+    dyadic_bn(model.bn1.module, seed)
+    dyadic_bn(model.bn2.module, seed + 7)
     x = spikes_in((8, 3, 3, 6, 6), seed)
     with torch.no_grad():
         expected = model(x)
@@ -172,23 +100,6 @@ def test_recurrent_layer_agrees(seed: int, batch: int) -> None:
     rec = [n for n, node in program.nodes() if node.KIND == "dense" and node.delay == 1]
     assert len(rec) == 1
     check_all_backends(model, x, expected)
-
-
-def snntorch_net() -> nn.Module:
-    return nn.Sequential(
-        nn.Linear(24, 32), snn.Leaky(beta=0.875, init_hidden=True),
-        nn.Linear(32, 16), snn.Synaptic(alpha=0.75, beta=0.5, init_hidden=True),
-        nn.Linear(16, 6), snn.Leaky(beta=0.75, init_hidden=True, reset_mechanism="zero", output=True),
-    )
-
-
-def run_snntorch(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    import snntorch.utils
-
-    snntorch.utils.reset(net)
-    with torch.no_grad():
-        outs = [net(x[t]) for t in range(x.shape[0])]
-        return torch.stack([o[0] if isinstance(o, tuple) else o for o in outs])
 
 
 @pytest.mark.parametrize("seed", [0, 1])

@@ -15,12 +15,15 @@ from spike.compiler.passes.delays import node_latencies, target_delays
 from spike.compiler.ir.nodes import Dense, HostOp, Identity, Input, Output, Population
 from spike.compiler.ir.program import ProgramBuilder, ProgramError
 from spike.compiler.io.hdf5 import load_program, save_program
-from spike.layers import TimeDistributed as TD
 from spike.models import build_model
 from spike.models.cnn.model import SpikingCNN
 from spike.neurons import LIF
 from spike.recurrent import RecurrentLIF
-from test_compile_agreement import CNN, MLP, ResidualBlock, _dyadic_bn, dyadic_, run_snntorch, snntorch_net, spikes_in
+
+from helpers.models import (
+    CNN, MLP, ConvResidual, ResidualBlock, digits_like, dyadic_, dyadic_bn, dyadic_cnn, ftwt_models, run_snntorch,
+    snntorch_net, spikes_in,
+)
 
 BACKENDS = ("numba", "torch")
 
@@ -68,8 +71,8 @@ def test_cnn_with_avgpool_and_biases_equals_generic(seed):
 @pytest.mark.parametrize("seed", [0, 1])
 def test_residual_shortcut_is_balanced(seed):
     model = dyadic_(ResidualBlock(), seed).eval()
-    _dyadic_bn(model.bn1.module, seed)
-    _dyadic_bn(model.bn2.module, seed + 7)
+    dyadic_bn(model.bn1.module, seed)
+    dyadic_bn(model.bn2.module, seed + 7)
     generic, loihi = _check_targets(model, spikes_in((8, 3, 3, 6, 6), seed))
     shortcut = [n for n, node in loihi.nodes() if isinstance(node, Identity)]
     assert shortcut and all(loihi.node(n).delay == 2 for n in shortcut)  # the two-conv path's two steps
@@ -84,7 +87,7 @@ def test_project_resnet_preset_equals_generic():
                 p.copy_(torch.randint(-40, 48, p.shape, generator=g).float() / 64)
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
-                _dyadic_bn(m, 5)
+                dyadic_bn(m, 5)
     model.eval()
     x = torch.randint(0, 17, (8, 3, 1, 8, 8), generator=g).float() / 16
     with torch.no_grad():
@@ -127,44 +130,21 @@ def test_snntorch_model_equals_generic(seed):
     np.testing.assert_array_equal(run(loihi, x.numpy()).output, expected.numpy())
 
 
-class FixedResidual(nn.Module):
-    """conv (bias) -> LIF -> conv -> LIF (+ identity shortcut) -> fc -> LIF, Loihi-style neurons."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        kw = dict(beta=0.75, reset="zero", reset_delay=False)
-        self.conv0 = TD(nn.Conv2d(1, 4, 3, padding=1))
-        self.lif0 = LIF(**kw)
-        self.conv1 = TD(nn.Conv2d(4, 4, 3, padding=1, bias=False))
-        self.lif1 = LIF(**kw)
-        self.conv2 = TD(nn.Conv2d(4, 4, 3, padding=1, bias=False))
-        self.lif2 = LIF(**kw)
-        self.fc = nn.Linear(4 * 8 * 8, 5)
-        self.out = LIF(**kw)
-
-    def forward(self, x):
-        s0 = self.lif0(self.conv0(x))
-        s2 = self.lif2(self.conv2(self.lif1(self.conv1(s0))) + s0)
-        return self.out(self.fc(torch.flatten(s2, 2)))
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 def test_fixed_point_mlp_and_residual_cnn_equal_generic(seed):
     mlp = build_model("mlp", in_features=36, num_classes=5, hidden=[24, 16], beta=0.875, threshold=1.0,
                       reset="zero", reset_delay=False)
     dyadic_(mlp, seed, spread=160)
     _check_targets(mlp.eval(), spikes_in((12, 4, 1, 6, 6), seed + 7), precision="fixed", min_latency=3)
-    cnn = dyadic_(FixedResidual(), seed, scale=64, spread=40).eval()
+    cnn = dyadic_(ConvResidual(), seed, scale=64, spread=40).eval()
     generic, loihi = _check_targets(cnn, spikes_in((10, 3, 1, 8, 8), seed + 9, p=0.5), precision="fixed")
     assert sorted({node.delay for _, node in loihi.nodes() if hasattr(node, "delay")}) == [1, 2]
 
 
 def test_ftwt_gates_read_their_window_from_the_source_latency():
-    from test_ftwt import _digits_like, _dyadic_model, _models
-
     for kind in ("vgg", "vgg_window"):
-        model = _dyadic_model(_models()[kind], 0)
-        x = _digits_like(8, 4, 3)
+        model = dyadic_cnn(ftwt_models()[kind], 0)
+        x = digits_like(8, 4, 3)
         with torch.no_grad():
             expected = model(x)
         loihi = compile_model(model, x, target="loihi1")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
+
 FAST = {"train": ["--epochs", "2"], "demo": ["--epochs", "2"]}
 
 

@@ -3,7 +3,7 @@ through Numba's CUDA simulator (any machine) and on a real GPU (``-m gpu``); a c
 neither is available.
 
 Numba chooses between the simulator and the real CUDA target when it is first imported, so every
-test runs in a subprocess with its own environment (``tests/cuda_sim_check.py`` does the work).
+test runs in a subprocess with its own environment (``tests/backends/cuda_sim_check.py`` does the work).
 """
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-CHECK = ROOT / "tests" / "cuda_sim_check.py"
+from helpers import ROOT
+
+CHECK = Path(__file__).with_name("cuda_sim_check.py")
 
 
 def _env(simulate: bool) -> dict[str, str]:

@@ -9,7 +9,8 @@ import sys
 import zipfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
+
 CHECK = (
     "import spike, spike.compiler, spike.backends, spike.models, spike.hw_configs, spike.cli\n"
     "import sys; print(spike.__file__); print(spike.compiler.__file__); print(spike.models.__file__)\n"

@@ -16,9 +16,9 @@ from torch.utils.data import TensorDataset
 from spike.train.checkpoint import CheckpointError, load_checkpoint
 from spike.train.trainer import Trainer, accuracy, set_seed
 
-TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
-WORKER = TESTS / "train_worker.py"
+from helpers import ROOT
+
+WORKER = Path(__file__).with_name("train_worker.py")
 
 
 def _load_worker():

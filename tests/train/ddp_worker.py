@@ -1,6 +1,6 @@
-"""Helper for tests/test_distributed.py, run under torchrun: deterministic data-parallel SGD.
+"""Helper for tests/train/test_distributed.py, run under torchrun: deterministic data-parallel SGD.
 
-Usage: torchrun --nproc_per_node=2 tests/ddp_worker.py OUT_DIR
+Usage: torchrun --nproc_per_node=2 tests/train/ddp_worker.py OUT_DIR
 Each rank writes OUT_DIR/rank{r}.pt = {"state": state_dict, "world": W, "history": history};
 rank 0 also writes the checkpoint OUT_DIR/ckpt.pt.
 """

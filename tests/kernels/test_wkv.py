@@ -4,14 +4,13 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 
 from spike.kernels.wkv import empty_state, wkv, wkv_with_state
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import ROOT
 
 
 def _inputs(T=13, B=2, C=5, dtype=torch.float64, k_shift=0.0, seed=0):

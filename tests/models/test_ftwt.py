@@ -14,9 +14,11 @@ from spike.compiler.ir.program import ProgramError
 from spike.compiler.io.hdf5 import load_program, save_program
 from spike.compiler.ir.validate import validate_program
 from spike.ftwt import (
-    FTWTGate, GatedConv, ftwt_loss, ftwt_targets, gate_logits, gated_layers, mask_loss_weight, oracle_masks,
+    GatedConv, ftwt_loss, ftwt_targets, gate_logits, gated_layers, mask_loss_weight, oracle_masks,
 )
 from spike.models.cnn.model import SpikingCNN, count_syn_ops
+
+from helpers.models import digits_like, dyadic_cnn, ftwt_models
 
 BACKENDS = ("torch", "numba")
 
@@ -96,41 +98,6 @@ def test_gate_logits_do_not_depend_on_the_batch() -> None:
 # ---------------------------------------------------------------------------- compiled execution
 
 
-def _dyadic_model(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Dyadic weights (multiples of 1/64), BatchNorms whose fold stays dyadic, varied gate heads."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if ".bn" in name or "sc_bn" in name or ".gate." in name:
-                continue
-            p.copy_(torch.randint(-40, 48, p.shape, generator=g).float() / 64)
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_var.fill_(1 - m.eps)
-                m.running_mean.copy_(torch.randint(-4, 5, m.running_mean.shape, generator=g).float() / 16)
-                m.weight.copy_(torch.randint(2, 9, m.weight.shape, generator=g).float() / 4)
-                m.bias.copy_(torch.randint(-2, 9, m.bias.shape, generator=g).float() / 16)
-            if isinstance(m, FTWTGate):
-                m.weight.copy_(torch.randint(-24, 25, m.weight.shape, generator=g).float() / 8)
-                m.bias.copy_(torch.randint(-8, 9, m.bias.shape, generator=g).float() / 16)
-    return model.eval()
-
-
-def _digits_like(T: int, B: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, 17, (T, B, 1, 8, 8), generator=g).float() / 16
-
-
-def _models() -> dict[str, SpikingCNN]:
-    return {
-        "vgg": SpikingCNN("digits", layers=[6, "M", 8, 8, "M"], ftwt=dict(ratio=0.9)),
-        "vgg_window": SpikingCNN("digits", layers=[6, "M", 8, "M"], ftwt=dict(ratio=0.9, window=3)),
-        "resnet": SpikingCNN("digits_resnet", widths=[4, 6, 8], ftwt=dict(ratio=0.9), reset="zero"),
-        "vgg_delay": SpikingCNN("digits", layers=[6, "M", 8, "M"], ftwt=dict(ratio=0.9), synaptic_delay=1),
-        "resnet_delay": SpikingCNN("digits_resnet", widths=[4, 6, 8], ftwt=dict(ratio=0.9), synaptic_delay=1),
-    }
-
-
 def _gate_names(program) -> list[str]:
     return [n for n, node in program.nodes() if isinstance(node, Gate)]
 
@@ -138,8 +105,8 @@ def _gate_names(program) -> list[str]:
 @pytest.mark.parametrize("kind", ["vgg", "vgg_window", "resnet", "vgg_delay", "resnet_delay"])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_compiled_program_equals_the_model(kind: str, seed: int) -> None:
-    model = _dyadic_model(_models()[kind], seed)
-    x = _digits_like(12 if "delay" in kind else 6, 5, seed + 10)
+    model = dyadic_cnn(ftwt_models()[kind], seed)
+    x = digits_like(12 if "delay" in kind else 6, 5, seed + 10)
     with torch.no_grad():
         expected = model(x)
     layers = [m for m in model.modules() if isinstance(m, GatedConv)]
@@ -187,8 +154,8 @@ def _oracle_pairs(x: np.ndarray, w: np.ndarray, keep: np.ndarray, stride: int, p
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_op_counts_match_an_oracle_from_masks_and_spikes(backend: str) -> None:
-    model = _dyadic_model(SpikingCNN("digits", layers=[6, "M", 8, "M"], ftwt=dict(ratio=0.9)), 3)
-    x = _digits_like(5, 4, 7)
+    model = dyadic_cnn(SpikingCNN("digits", layers=[6, "M", 8, "M"], ftwt=dict(ratio=0.9)), 3)
+    x = digits_like(5, 4, 7)
     program = compile_model(model, x)
     names = [n for n, _ in program.nodes()]
     res = run(program, x, backend=backend, probes=names)
@@ -225,8 +192,8 @@ def test_op_counts_match_an_oracle_from_masks_and_spikes(backend: str) -> None:
 
 @pytest.mark.parametrize("kind", ["vgg", "resnet_delay"])
 def test_pytorch_count_matches_the_compiled_count(kind: str) -> None:
-    model = _dyadic_model(_models()[kind], 4)
-    x = _digits_like(9, 6, 2)
+    model = dyadic_cnn(ftwt_models()[kind], 4)
+    x = digits_like(9, 6, 2)
     counted = count_syn_ops(model, x)
     res = run(compile_model(model, x), x, backend="numba").ops.per_sample_total()
     assert res["syn_ops"].sum() > 0
@@ -236,8 +203,8 @@ def test_pytorch_count_matches_the_compiled_count(kind: str) -> None:
 
 
 def test_oracle_masks_are_the_targets() -> None:
-    model = _dyadic_model(SpikingCNN("digits", layers=[6, "M", 8, "M"]), 5)
-    x = _digits_like(5, 4, 3)
+    model = dyadic_cnn(SpikingCNN("digits", layers=[6, "M", 8, "M"]), 5)
+    x = digits_like(5, 4, 3)
     with torch.no_grad(), oracle_masks(model, 0.8):
         model(x)
         for m in model.modules():
@@ -250,8 +217,8 @@ def test_oracle_masks_are_the_targets() -> None:
 
 
 def _program():
-    model = _dyadic_model(SpikingCNN("digits", layers=[4, "M", 6, "M"], ftwt=dict(ratio=0.9, window=2)), 0)
-    x = _digits_like(4, 2, 0)
+    model = dyadic_cnn(SpikingCNN("digits", layers=[4, "M", 6, "M"], ftwt=dict(ratio=0.9, window=2)), 0)
+    x = digits_like(4, 2, 0)
     return model, x, compile_model(model, x)
 
 
@@ -317,8 +284,8 @@ def test_gates_refuse_fixed_point_and_unknown_backends() -> None:
 
 
 def test_plain_layers_compile_without_gates() -> None:
-    model = _dyadic_model(SpikingCNN("digits", layers=[4, "M", 6, "M"]), 2)
-    x = _digits_like(4, 3, 1)
+    model = dyadic_cnn(SpikingCNN("digits", layers=[4, "M", 6, "M"]), 2)
+    x = digits_like(4, 3, 1)
     program = compile_model(model, x)
     assert not _gate_names(program)
     with torch.no_grad():

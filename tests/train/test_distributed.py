@@ -16,9 +16,9 @@ from torch import nn
 from spike.train import distributed as D
 from spike.train.checkpoint import load_checkpoint
 
-TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
-WORKER = TESTS / "ddp_worker.py"
+from helpers import ROOT
+
+WORKER = Path(__file__).with_name("ddp_worker.py")
 TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 

@@ -18,32 +18,20 @@ from spike.backends import BackendError, run
 from spike.backends.lava.backend import lower
 from spike.backends.op_counting import count_ops
 from spike.compiler import compile as compile_program
-from spike.compiler.ir.nodes import Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse
+from spike.compiler.ir.nodes import Dense, HostOp, Input, Output, Pool2d, Population
 from spike.compiler.passes.delays import target_delays
 from spike.compiler.pipeline import FIXED_PIPELINE, FLOAT_PIPELINE, run_passes
 from spike.compiler.ir.program import ProgramBuilder, rebuild_graph
-from spike.compat.lava import lava_available
 from spike.layers import TimeDistributed as TD
 from spike.neurons import LIF
 from spike.recurrent import RecurrentLIF
-from cuda_sim_check import mixed_input
-from test_compile_agreement import dyadic_, spikes_in
 
-needs_lava = pytest.mark.skipif(lava_available() is not None, reason="lava-nc is not importable here")
+from helpers.lava import assert_same, loihi, needs_lava
+from helpers.models import dyadic_, spikes_in
+from helpers.programs import conv_stack, loihi_cnn, loihi_pop, loihi_recurrent, mixed_input, normal
 
 
 # ---------------------------------------------------------------- programs
-def _lif(rng, shape, model="lif", **kw):
-    n = int(np.prod(shape))
-    extra = {"alpha": rng.uniform(0, 1, n).astype(np.float32)} if model == "cuba_lif" else {}
-    return Population(shape=shape, model=model, beta=rng.uniform(0.5, 1.0, n).astype(np.float32),
-                      threshold=np.float32(rng.uniform(0.5, 1.5)), reset="zero", reset_delay=False, **extra, **kw)
-
-
-def _w(rng, shape, s=0.5):
-    return rng.normal(0, s, shape).astype(np.float32)
-
-
 def mlp(seed: int):
     rng = np.random.default_rng(seed)
     sizes = [int(rng.integers(20, 60)), int(rng.integers(20, 60)), int(rng.integers(10, 40)), 6]
@@ -51,82 +39,14 @@ def mlp(seed: int):
     b.add("in", Input(shape=(sizes[0],)))
     prev = "in"
     for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
-        b.add(f"fc{i}", Dense(shape=(n_out,), in_shape=(n_in,), weight=_w(rng, (n_out, n_in), 0.6),
-                              bias=_w(rng, n_out, 0.1)), prev)
+        b.add(f"fc{i}", Dense(shape=(n_out,), in_shape=(n_in,), weight=normal(rng, (n_out, n_in), 0.6),
+                              bias=normal(rng, n_out, 0.1)), prev)
         last = i == len(sizes) - 2
         b.add(f"p{i}", Population(shape=(n_out,), model="li", beta=np.float32(0.875)) if last
-              else _lif(rng, (n_out,), model="cuba_lif" if i == 1 else "lif"), f"fc{i}")
+              else loihi_pop(rng, (n_out,), model="cuba_lif" if i == 1 else "lif"), f"fc{i}")
         prev = f"p{i}"
     b.add("out", Output(shape=(6,)), prev)
     return b.build({"precision": "float32"}), (sizes[0],), ["p0", "p1", "p2"]
-
-
-def cnn(seed: int):
-    """conv -> lif -> max pool -> grouped conv (weight_exp < 0 on Loihi: lowered as Sparse) -> cuba
-    -> avg pool (a depthwise conv after quantize) -> lif -> dense -> li."""
-    rng = np.random.default_rng(seed)
-    b = ProgramBuilder()
-    b.add("in", Input(shape=(2, 8, 8)))
-    b.add("c1", Conv2d(shape=(4, 8, 8), in_shape=(2, 8, 8), weight=_w(rng, (4, 2, 3, 3)), bias=_w(rng, 4, 0.1),
-                       padding=(1, 1)), "in")
-    b.add("p1", _lif(rng, (4, 8, 8)), "c1")
-    b.add("mp", Pool2d(shape=(4, 4, 4), in_shape=(4, 8, 8), mode="max", kernel=(2, 2), stride=(2, 2)), "p1")
-    b.add("c2", Conv2d(shape=(6, 4, 4), in_shape=(4, 4, 4), weight=_w(rng, (6, 2, 3, 3)), padding=(1, 1),
-                       groups=2), "mp")
-    b.add("p2", _lif(rng, (6, 4, 4), model="cuba_lif"), "c2")
-    b.add("ap", Pool2d(shape=(6, 2, 2), in_shape=(6, 4, 4), mode="avg", kernel=(2, 2), stride=(2, 2)), "p2")
-    b.add("p3", _lif(rng, (6, 2, 2)), "ap")
-    b.add("fc", Dense(shape=(5,), in_shape=(24,), weight=_w(rng, (5, 24)), bias=_w(rng, 5, 0.2)), "p3")
-    b.add("ro", Population(shape=(5,), model="li", beta=np.float32(0.75)), "fc")
-    b.add("out", Output(shape=(5,)), "ro")
-    return b.build({"precision": "float32"}), (2, 8, 8), ["p1", "mp", "p2", "p3", "ro"]
-
-
-def recurrent(seed: int):
-    rng = np.random.default_rng(seed)
-    n_in, n = 40, 24
-    b = ProgramBuilder()
-    b.add("in", Input(shape=(n_in,)))
-    mask = rng.random((n_in, n)) < 0.3
-    rows, cols = np.nonzero(mask)
-    indptr = np.concatenate([[0], np.cumsum(mask.sum(1))]).astype(np.int64)
-    b.add("sp", Sparse(shape=(n,), in_shape=(n_in,), indptr=indptr, indices=cols.astype(np.int64),
-                       data=_w(rng, len(cols), 0.6), bias=_w(rng, n, 0.05)), "in")
-    b.add("pop", _lif(rng, (n,)), "sp")
-    b.add("rec", Dense(shape=(n,), in_shape=(n,), weight=_w(rng, (n, n), 0.3), delay=1), "pop")
-    b.connect("rec", "pop")
-    b.add("id", Identity(shape=(n,), in_shape=(n,), scale=1.5), "pop")
-    b.add("fc", Dense(shape=(8,), in_shape=(n,), weight=_w(rng, (8, n))), "pop")
-    b.add("pop2", _lif(rng, (8,), model="cuba_lif"), "fc")
-    b.add("id2", Identity(shape=(n,), in_shape=(n,), scale=-0.25), "pop")
-    b.add("pop3", _lif(rng, (n,)), ["id", "id2"])
-    b.add("out", Output(shape=(8,)), "pop2")
-    b.add("out3", Output(shape=(n,)), "pop3")
-    return b.build({"precision": "float32"}), (n_in,), ["pop", "pop2", "pop3"]
-
-
-def _loihi(program, mode="balanced"):
-    """Fixed point for Loihi: quantised, then the target's delays (balanced: latency compensated)."""
-    return target_delays(run_passes(program, FIXED_PIPELINE), 1, mode=mode)
-
-
-def _assert_same(program, x, probes) -> dict:
-    res = {be: run(program, x, backend=be, probes=probes) for be in ("numba", "lava")}
-    nb, lv = res["numba"], res["lava"]
-    assert lv.backend == "lava" and set(lv.outputs) == set(nb.outputs) and set(lv.probes) == set(nb.probes)
-    for name in nb.outputs:
-        assert lv.outputs[name].dtype == nb.outputs[name].dtype, name
-        np.testing.assert_array_equal(lv.outputs[name], nb.outputs[name], err_msg=name)
-    for key in probes:
-        np.testing.assert_array_equal(lv.probes[key], nb.probes[key], err_msg=key)
-    assert list(lv.ops.per_node) == list(nb.ops.per_node) and lv.ops.kinds == nb.ops.kinds
-    for name, counts in nb.ops.per_node.items():
-        assert set(lv.ops.per_node[name]) == set(counts), name
-        for key, value in counts.items():
-            np.testing.assert_array_equal(lv.ops.per_node[name][key], value, err_msg=f"{name} {key}")
-    assert lv.ops.total()["syn_ops"] > 0
-    assert multiprocessing.active_children() == []  # every Lava process was stopped
-    return res
 
 
 # ---------------------------------------------------------------- fixed point, bit for bit
@@ -135,27 +55,27 @@ def _assert_same(program, x, probes) -> dict:
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_fixed_mlp_equals_numba_bit_for_bit(seed: int) -> None:
     program, in_shape, pops = mlp(seed)
-    fixed = _loihi(program)
+    fixed = loihi(program)
     x = (np.random.default_rng(seed + 10).random((10, 2, *in_shape)) < 0.3).astype(np.float32)
     probes = pops + [f"{p}.v" for p in pops] + [f"{p}.u" for p in pops]
-    res = _assert_same(fixed, x, probes)
+    res = assert_same(fixed, x, probes)
     assert res["numba"].probes["p0"].any() and res["numba"].probes["p1"].any()
 
 
 @pytest.mark.lava
 @needs_lava
-@pytest.mark.parametrize("make", [cnn, recurrent])
+@pytest.mark.parametrize("make", [loihi_cnn, loihi_recurrent], ids=["cnn", "recurrent"])
 def test_fixed_cnn_and_recurrent_equal_numba_bit_for_bit(make) -> None:
     program, in_shape, pops = make(0)
-    fixed = _loihi(program)
+    fixed = loihi(program)
     kinds = {k: p.kind for k, p in lower(fixed).procs.items()}
-    if make is cnn:  # both Conv lowerings and the max pool's OR are exercised
+    if make is loihi_cnn:  # both Conv lowerings and the max pool's OR are exercised
         assert kinds["c1"] == "conv" and kinds["c2"] == "sparse" and kinds["ap"] == "conv"
         assert kinds["mp/sum"] == "conv" and kinds["mp"] == "lif"
     x = (np.random.default_rng(7).random((12, 2, *in_shape)) < 0.3).astype(np.float32)
     neurons = [p for p in pops if isinstance(fixed.node(p), Population)]
     probes = pops + [f"{p}.v" for p in neurons] + [f"{p}.u" for p in neurons]
-    res = _assert_same(fixed, x, probes)
+    res = assert_same(fixed, x, probes)
     assert all(res["numba"].probes[p].any() for p in neurons if fixed.node(p).model != "li")
 
 
@@ -177,17 +97,8 @@ def float_net(seed: int):
     """conv (bias) -> lif -> max pool -> grouped conv -> cuba (gain 0.5) -> avg pool -> lif -> two
     dense branches -> add (a host op) -> dense (real input) -> if with a recurrent dense; li readout."""
     rng = np.random.default_rng(seed)
-    b = ProgramBuilder()
-    b.add("in", Input(shape=(2, 8, 8)))
-    b.add("c1", Conv2d(shape=(4, 8, 8), in_shape=(2, 8, 8), weight=_dy(rng, (4, 2, 3, 3)), bias=_dy(rng, 4, 4),
-                       padding=(1, 1)), "in")
-    b.add("p1", _fpop(rng, (4, 8, 8)), "c1")
-    b.add("mp", Pool2d(shape=(4, 4, 4), in_shape=(4, 8, 8), mode="max", kernel=(2, 2), stride=(2, 2)), "p1")
-    b.add("c2", Conv2d(shape=(6, 4, 4), in_shape=(4, 4, 4), weight=_dy(rng, (6, 2, 3, 3)), padding=(1, 1),
-                       groups=2), "mp")
-    b.add("p2", _fpop(rng, (6, 4, 4), model="cuba_lif", gain=0.5), "c2")
-    b.add("ap", Pool2d(shape=(6, 2, 2), in_shape=(6, 4, 4), mode="avg", kernel=(2, 2), stride=(2, 2)), "p2")
-    b.add("p3", _fpop(rng, (6, 2, 2)), "ap")
+    b = conv_stack(lambda shape: _dy(rng, shape), lambda shape: _dy(rng, shape, 4),
+                   lambda shape, **kw: _fpop(rng, shape, **kw), gain=0.5)
     b.add("da", Dense(shape=(10,), in_shape=(24,), weight=_dy(rng, (10, 24)), bias=_dy(rng, 10, 4)), "p3")
     b.add("pa", _fpop(rng, (10,)), "da")
     b.add("db", Dense(shape=(10,), in_shape=(24,), weight=_dy(rng, (10, 24))), "p3")
@@ -211,7 +122,7 @@ def test_float_equals_numba_on_dyadic_values() -> None:
     program, in_shape, probes = float_net(4)
     x = (np.random.default_rng(4).random((10, 2, *in_shape)) < 0.4).astype(np.float32)
     neurons = [p for p in probes if isinstance(program.node(p), Population)]
-    res = _assert_same(program, x, probes + [f"{p}.v" for p in neurons])
+    res = assert_same(program, x, probes + [f"{p}.v" for p in neurons])
     # "dc" reads the host add of two spike trains (a real signal): its pairs of a (step, sample) are
     # macs where the sum leaves {-1, 0, 1} (two spikes on one neuron), else syn_ops (NeuroBench)
     dc = program.node("dc")
@@ -363,7 +274,7 @@ def test_loihi_program_on_lava_equals_numba_and_the_generic_program(kind: str, p
         assert {plan.procs[n].kind for n, d in delays.items() if d > 1} == {"delay_sparse", "delay_dense"}
     pops = loihi.populations()
     mems = [f"{p}.v" for p in pops] + ([f"{p}.u" for p in pops] if precision == "fixed" else [])
-    res = _assert_same(loihi, x, pops + mems)
+    res = assert_same(loihi, x, pops + mems)
     lv = res["lava"]
     assert all(lv.probes[p].any() for p in pops), "every population fires"
     assert any(on > 0 for parts in plan.bias_parts.values() for _, on, _ in parts)  # biases start late: staged
@@ -381,9 +292,9 @@ def test_fixed_delayed_synapses_equal_numba_for_every_form_and_exponent() -> Non
     """DelayDense/DelaySparse (bit-accurate) take Dense's weights 2W and weight_exp - 1: dense, sparse,
     identity, conv2d (Conv-eligible and not) and max pooling of delays 1..5 with weight exponents
     from -3 to 3 equal numba, currents, u and v included."""
-    program, in_shape, pops = cnn(1)
+    program, in_shape, pops = loihi_cnn(1)
     fixed = run_passes(program, FIXED_PIPELINE)
-    base = _loihi(program, mode="raw")
+    base = loihi(program, mode="raw")
     x = (np.random.default_rng(3).random((14, 2, *in_shape)) < 0.3).astype(np.float32)
     neurons = [p for p in pops if isinstance(fixed.node(p), Population)]
     projections = [n for n, node in fixed.nodes() if hasattr(node, "delay")]
@@ -401,7 +312,7 @@ def test_fixed_delayed_synapses_equal_numba_for_every_form_and_exponent() -> Non
         kinds = {k: p.kind for k, p in lower(prog).procs.items()}
         assert kinds["mp/sum"] == "delay_sparse" and kinds["fc"] == "delay_dense" and kinds["c1"] == "delay_sparse"
         probes = pops + projections + [f"{p}.v" for p in neurons] + [f"{p}.u" for p in neurons]
-        res = _assert_same(prog, x, probes)
+        res = assert_same(prog, x, probes)
         assert res["numba"].probes["p1"].any() and res["numba"].probes["mp"].any()
     assert min(exps.values()) < 0 < max(exps.values())
 
@@ -422,7 +333,7 @@ def test_float_biases_with_different_onsets_into_one_population() -> None:
     plan = lower(program)
     assert plan.bias_steps(9) == [1, 3, 5] and plan.procs["c"].kind == "delay_dense"
     x = (np.random.default_rng(1).random((9, 2, 6)) < 0.3).astype(np.float32)
-    res = _assert_same(program, x, ["p", "p.v", "a", "b", "c"])
+    res = assert_same(program, x, ["p", "p.v", "a", "b", "c"])
     assert res["numba"].probes["p.v"][:1].sum() == 0 and res["numba"].probes["c"][:5].sum() == 0
 
 
@@ -449,7 +360,7 @@ def test_host_mode_program_with_latency_equals_numba() -> None:
     assert plan.batched and plan.procs["skip"].kind == "delay_dense" and plan.procs["p2"].kind == "lif"
     assert "d1" in plan.synapse_bias and plan.procs["p1"].kind == "fused"
     x = (np.random.default_rng(6).random((10, 3, 12)) < 0.4).astype(np.float32)
-    res = _assert_same(program, x, ["p1", "p2", "d1", "d2", "skip", "p1.v", "p2.v"])
+    res = assert_same(program, x, ["p1", "p2", "d1", "d2", "skip", "p1.v", "p2.v"])
     assert res["numba"].probes["p1"].any() and res["numba"].probes["p2"].any()
 
 
@@ -460,7 +371,7 @@ def test_processes_are_stopped_when_a_run_fails(monkeypatch) -> None:
     from lava.proc.monitor.process import Monitor
 
     program, in_shape, _ = mlp(0)
-    fixed = _loihi(program)
+    fixed = loihi(program)
 
     def broken(self):  # noqa: ANN001
         raise RuntimeError("reading the monitor failed")
@@ -476,7 +387,7 @@ def test_refusals_name_the_node_before_anything_starts() -> None:
     with pytest.raises(BackendError, match=r"fc0 \(dense\): delay 0: .*delay >= 1 on every projection.*"
                                            r"target='loihi2'.*target_delays"):
         lower(run_passes(program, FIXED_PIPELINE))
-    too_late = _loihi(program, mode="raw")
+    too_late = loihi(program, mode="raw")
     too_late = too_late.with_graph(rebuild_graph(too_late, nodes={"fc1": too_late.node("fc1").replace(delay=65)}))
     with pytest.raises(BackendError, match=r"fc1 \(dense\): delay 65: Lava's DelayDense/DelaySparse delay a spike "
                                            r"by at most 63 steps"):
@@ -512,7 +423,7 @@ def test_refusals_name_the_node_before_anything_starts() -> None:
 # ---------------------------------------------------------------- raw target delays
 def test_raw_target_delays_make_every_projection_one_step_late() -> None:
     """``mode="raw"``: every delay max(d, 1), no latency; a different network, one step late per layer."""
-    program, _, _ = recurrent(0)
+    program, _, _ = loihi_recurrent(0)
     assert {program.node(n).delay for n in ("sp", "fc", "id")} == {0} and program.node("rec").delay == 1
     out = target_delays(program, 1, mode="raw")
     assert all(out.node(n).delay == 1 for n in ("sp", "rec", "fc", "id", "id2"))  # recurrent stays 1
@@ -541,15 +452,15 @@ def test_cli_run_with_lava_gives_numba_report(tmp_path: Path, capsys: pytest.Cap
     rng = np.random.default_rng(0)
     b = ProgramBuilder()
     b.add("in", Input(shape=(1, 8, 8)))
-    b.add("fc1", Dense(shape=(32,), in_shape=(64,), weight=_w(rng, (32, 64), 0.4)), "in")
-    b.add("h", _lif(rng, (32,)), "fc1")
-    b.add("fc2", Dense(shape=(10,), in_shape=(32,), weight=_w(rng, (10, 32), 0.6)), "h")
-    b.add("o", _lif(rng, (10,)), "fc2")
+    b.add("fc1", Dense(shape=(32,), in_shape=(64,), weight=normal(rng, (32, 64), 0.4)), "in")
+    b.add("h", loihi_pop(rng, (32,)), "fc1")
+    b.add("fc2", Dense(shape=(10,), in_shape=(32,), weight=normal(rng, (10, 32), 0.6)), "h")
+    b.add("o", loihi_pop(rng, (10,)), "fc2")
     b.add("out", Output(shape=(10,)), "o")
     meta = {"precision": "float32", "target": "loihi2", "dataset": "digits",
             "encoding": {"kind": "rate", "num_steps": 8, "params": {}}}
     h5 = tmp_path / "net.h5"
-    save_program(_loihi(b.build(meta)), h5)
+    save_program(loihi(b.build(meta)), h5)
     reports = {}
     for backend in ("numba", "lava"):
         js = tmp_path / f"{backend}.json"

@@ -7,16 +7,7 @@ import numpy as np
 import pytest
 
 from spike.compiler.ir.nodes import (
-    BatchNorm,
-    Conv2d,
-    Dense,
-    HostOp,
-    Identity,
-    Input,
-    Output,
-    Pool2d,
-    Population,
-    Sparse,
+    BatchNorm, Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse,
 )
 from spike.compiler.passes import canonicalize_neurons, check_cycles, fold_batchnorm, infer_shapes
 from spike.compiler.pipeline import FLOAT_PIPELINE, run_passes
