@@ -29,6 +29,7 @@ from spike.compiler.ir.nodes import Gate, Input, Node, Output, Population
 from spike.compiler.ir.program import Program
 from spike.compiler.ir.signals import output_signal
 from spike.compiler.passes.gates import gate_record
+from spike.backends.routing import add_routing_counts
 
 _CACHES: "weakref.WeakKeyDictionary[Node, dict[str, dict]]" = weakref.WeakKeyDictionary()
 
@@ -269,7 +270,6 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
                 fn(ctx, t, t + 1)
     elapsed = time.perf_counter() - t_start
     if program.metadata.get("mapping"):  # routing counts of a mapped program (design §7)
-        from spike.backends.routing import add_routing_counts
 
         add_routing_counts(program, lambda n: np.asarray(be.to_numpy(values[n])), counts)
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from spike.compiler.ir.hostops import HOST_OPS
 from spike.compiler.ir.nodes import HostOp
+from spike.kernels.wkv import NEG, WKVState, wkv_with_state
 
 __all__ = ["HOST_KERNELS", "fresh_input", "run_host_op", "host_op_counts", "host_op_kernel", "SUPPORTED"]
 
@@ -90,8 +91,6 @@ def _matmul(node, xs, state):
 
 @_kernel("wkv")
 def _wkv(node, xs, state):
-    from spike.kernels.wkv import NEG, WKVState, wkv_with_state
-
     k, v = xs
     if "wkv" not in state:  # the state before the first token, as SpikeGPT.init_state
         z = torch.zeros(k.shape[1:], dtype=k.dtype, device=k.device)

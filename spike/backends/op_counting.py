@@ -40,6 +40,7 @@ from spike.compiler.ir.nodes import (
 from spike.compiler.ir.program import Program
 from spike.compiler.ir.signals import output_signal
 from spike.compiler.passes.gates import gate_record
+from spike.backends.host_ops import host_op_counts
 
 __all__ = ["count_ops", "projection_pair_weights"]
 
@@ -134,8 +135,6 @@ def count_ops(program: Program, output_of: Callable[[str], np.ndarray] | Mapping
                 if node.model != "li":
                     c["spikes"] += np.count_nonzero(np.asarray(get(name)).reshape(T, B, -1), axis=(0, 2))
             elif isinstance(node, HostOp):
-                from spike.backends.host_ops import host_op_counts
-
                 srcs = program.sources(name)
                 xs = [np.asarray(get(s), np.float32).reshape(T, B, -1) for s in srcs]
                 spiking = [output_signal(program, s) == "spike" for s in srcs]

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from spike.compiler.ir.hostops import HOST_OPS
-from spike.compiler.ir.nodes import Gate
 from spike.compiler.ir.program import Program, ProgramError
 from spike.compiler.ir.validate import check_gates
 from spike.compiler.passes.gates import gate_record, gated_nodes
+from spike.compiler.ir.nodes import Gate, HostOp, Population, Projection
+from spike.compiler.ir.precision import check_fixed_point
 
 OP_KEYS = ("syn_ops", "macs", "dense_ops", "pool_ops", "neuron_updates", "spikes", "host_flops")
 ENGINE_KINDS = ("input", "output")  # handled by the engine itself, not by kernels
@@ -85,8 +86,6 @@ class Backend:
                 + "".join(f", {kind} ({variant})" for kind, variant in sorted(self.kernels) if variant != PLAIN)
             )
         if precision == "fixed":
-            from spike.compiler.ir.precision import check_fixed_point
-
             try:
                 check_fixed_point(program)
             except ProgramError as e:
@@ -123,7 +122,6 @@ class Backend:
 
     def _node_problems(self, program: Program, precision: str) -> list[tuple[str, str]]:
         """Fields of otherwise supported nodes that no kernel of this backend executes."""
-        from spike.compiler.ir.nodes import HostOp, Population, Projection
 
         problems = []
         for name, node in program.nodes():

@@ -27,6 +27,7 @@ from spike.backends.host_ops import host_op_kernel
 from spike.backends.registry import Backend, BackendError, register_backend
 from spike.compiler.ir.nodes import Conv2d, Dense, Identity, Pool2d, Population, Sparse
 from spike import semantics
+from spike.compiler.passes.quantize import loihi_neuron_params
 
 _DTYPES = {"float32": torch.float32, "int32": torch.int32}
 
@@ -267,8 +268,6 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Population = ctx.node
     st = ctx.state
     if not st:
-        from spike.compiler.passes.quantize import loihi_neuron_params
-
         p = loihi_neuron_params(node, ctx.name)
         st.update({k: torch.from_numpy(v) for k, v in p.items()})
         st["u"] = torch.zeros((ctx.batch, node.size), dtype=torch.int64)

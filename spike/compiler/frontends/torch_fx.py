@@ -32,7 +32,10 @@ from spike.compiler.ir.nodes import (
 )
 from spike.compiler.ir.program import Program, ProgramBuilder
 from spike.compiler.passes.delays import bias_from_start
+from spike.compiler.ir.signals import output_signal
 from spike.layers import Delayed, TimeDistributed, silent_before
+from spike.neurons import IF, LI, LIF, CubaLIF
+from spike.recurrent import RecurrentLIF
 
 
 # snnTorch neurons this frontend lowers (``_neuron_params``), exactly as snnTorch computes them
@@ -72,16 +75,7 @@ def _np(t: Any) -> np.ndarray:
 
 
 def _neuron_types() -> tuple[type, ...]:
-    from spike.neurons import CubaLIF, IF, LI, LIF
-
-    types: list[type] = [LIF, IF, CubaLIF, LI]
-    try:
-        from spike.recurrent import RecurrentLIF
-
-        types.append(RecurrentLIF)
-    except ImportError:  # pragma: no cover - recurrent module always ships
-        pass
-    types.append(snntorch.SpikingNeuron)
+    types: list[type] = [LIF, IF, CubaLIF, LI, RecurrentLIF, snntorch.SpikingNeuron]
     types.extend(t for lib in LIBRARIES for t in lib.neuron_types)
     return tuple(types)
 
@@ -92,8 +86,6 @@ class _Tracer(fx.Tracer):
         self.leaves = leaves
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        from spike.layers import TimeDistributed
-
         if isinstance(m, (TimeDistributed, *self.leaves)) or type(m) in MODULE_LOWERINGS or any(
                 lib.is_leaf is not None and lib.is_leaf(m) for lib in LIBRARIES):
             return True  # modules with their own lowering (e.g. spike.ftwt.GatedConv) stay whole
@@ -259,8 +251,6 @@ def _pool(L: _Lowering, n: fx.Node, m: nn.Module, path: str) -> str:
     if is_max and getattr(m, "return_indices", False):
         raise LoweringError(f"{_module_where(path, m)}: return_indices=True cannot be lowered")
     if is_max:
-        from spike.compiler.ir.signals import output_signal
-
         if output_signal(L.b.build(), src) != "spike":  # currents or real values: max on the host
             node = HostOp(shape=(in_shape[0], *hw), op="maxpool2d", in_shape=in_shape, kernel=kernel,
                           stride=stride, padding=padding)
@@ -328,8 +318,6 @@ def _neuron_params(m: nn.Module, path: str, shape: tuple[int, ...]) -> dict[str,
                 f"{_module_where(path, m)}: {field_name} of shape {arr.shape} does not broadcast to the "
                 f"layer's shape {shape}"
             ) from None
-
-    from spike.neurons import LIF, IF, CubaLIF, LI
 
     if isinstance(m, (LIF, IF, CubaLIF, LI)):
         beta = torch.as_tensor(m.beta).detach().clamp(0, 1)

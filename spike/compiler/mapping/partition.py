@@ -46,6 +46,7 @@ from spike.compiler.mapping.connectivity import (
     HOST, ONES_DTYPE, Connection, MappingError, boolean_pattern, connections,
 )
 from spike.compiler.mapping.place import place, placement_cost_of, set_positions
+from spike.hardware import load_target
 
 MAPPING_VERSION = 1
 LIMIT_KEYS = ("neurons", "syn_mem_bits", "fan_in_axons", "fan_out_axons")
@@ -197,7 +198,6 @@ def partition(program: Program, target: Any, weight_bits: int | None = None) -> 
     :func:`place` to optimise) and ``metadata["target"]``. Raises :class:`MappingError` when a
     layer cannot fit even one neuron per core, naming the layer, the limit and the numbers.
     """
-    from spike.hardware import load_target
 
     target = load_target(target)
     if not target.has_cores:

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from spike.compiler.ir.program import Program
 from spike.compiler.mapping.connectivity import ONES_DTYPE, MappingError, boolean_pattern, connections
 from spike.compiler.mapping.report import mapping_of
+from spike.hardware import load_target
 
 __all__ = ["place", "placement_cost", "placement_cost_of", "traffic", "core_positions", "set_positions"]
 
@@ -199,8 +200,6 @@ def place(
     """
     mapping = {**mapping_of(program)}
     if target is not None:
-        from spike.hardware import load_target
-
         name = load_target(target).name
         if name != mapping["target"]:
             raise MappingError(f"program was partitioned for {mapping['target']!r}, not {name!r}: partition again")
