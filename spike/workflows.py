@@ -119,7 +119,8 @@ def evaluate_program(
     correct, parts, run_s = 0, [], 0.0
     total = -(-len(x) // batch_size) if batch_size >= 1 else None
     batches = encoded_batches(encoder, x, batch_size, seed)
-    for start, stop, spikes in tqdm(batches, total=total, desc=f"run on {backend}", disable=not progress, unit="batch"):
+    bars = tqdm(batches, total=total, desc=f"run on {backend}", disable=None if progress else True, unit="batch")
+    for start, stop, spikes in bars:  # disable None: a bar on a terminal only
         yb = y[start:stop]
         result = run(program, spikes, backend=backend)
         correct += int((predictions(result.output) == yb.numpy()).sum())
@@ -315,8 +316,8 @@ _VOCAB_IN_METADATA = 32_000
 
 def compile_lm(path, target: str = "generic", precision: str = "float32", **load_kw) -> Program:
     """Compile a SpikeGPT checkpoint (:func:`spike.models.spikegpt.checkpoint.load_lm`) to a Program;
-    its vocabulary goes into the metadata."""
-    model, voc, _ = load_lm(path, **load_kw)
+    its vocabulary goes into the metadata (the program runs token by token: any context length)."""
+    model, voc, _ = load_lm(path, recurrent_only=True, **load_kw)
     vcfg = voc.to_config()
     if len(json.dumps(vcfg)) > _VOCAB_IN_METADATA:
         vcfg = {"kind": vcfg["kind"], "sha256": vcfg.get("sha256"), "stored": False}

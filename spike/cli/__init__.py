@@ -15,7 +15,7 @@ from typing import Sequence
 
 from spike import __version__
 
-__all__ = ["COMMANDS", "main", "parser"]
+__all__ = ["COMMANDS", "HelpFormatter", "main", "parser"]
 
 #: command -> its one-line help; the command's module is ``spike.cli.<command>``.
 COMMANDS = {
@@ -27,6 +27,15 @@ COMMANDS = {
     "run": "run a compiled program on a dataset's (or a SpikeGPT's corpus's) test split",
     "demo": "train -> compile -> run on built-in data",
 }
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` for options that have a real default (not None, not a flag's False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
 
 
 def _command_of(argv: Sequence[str]) -> str | None:
@@ -41,7 +50,7 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"spike {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     for name, help_text in COMMANDS.items():
-        s = sub.add_parser(name, help=help_text)
+        s = sub.add_parser(name, help=help_text, description=help_text, formatter_class=HelpFormatter)
         if name == command:
             module = importlib.import_module(f"spike.cli.{name}")
             module.add_arguments(s)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from spike.cli.options import add_target, positive_float
 from spike.compiler.io.hdf5 import save_program
 from spike.compiler.mapping.report import mapping_report
 from spike.models.spikegpt.checkpoint import is_lm_checkpoint
@@ -11,15 +12,16 @@ from spike.workflows import compile_checkpoint, compile_lm, compile_nir, delays_
 
 def add_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("checkpoint", help="a checkpoint from `spike train` (SpikeGPT included), or a .nir graph")
-    c.add_argument("--dt", type=float, default=1e-4, help="NIR import: time step in seconds")
+    c.add_argument("--dt", type=positive_float, default=1e-4, help="NIR import: time step in seconds")
     c.add_argument("--reset", default=None, choices=["subtract", "zero", "none"],
                    help="NIR import: reset mode when the graph's metadata has none (default zero)")
-    c.add_argument("--target", default="generic", help="a name in hw_configs/ or a YAML path")
-    c.add_argument("--precision", default="float32", choices=["float32", "fixed"])
+    add_target(c, "generic", "the hardware the program is compiled for")
+    c.add_argument("--precision", default="float32", choices=["float32", "fixed"],
+                   help="fixed: Loihi's fixed point (a target with cores)")
     c.add_argument("--target-delays", default="balanced", choices=["balanced", "raw"],
-                   help="on a target whose synapses deliver late (Loihi): balanced (default) keeps the trained "
+                   help="on a target whose synapses deliver late (Loihi): balanced keeps the trained "
                         "network, with outputs some steps late; raw uses the plain target delays (a different network)")
-    c.add_argument("--out", required=True)
+    c.add_argument("--out", required=True, help="program file to write (HDF5)")
 
 
 def run(args: argparse.Namespace) -> int:

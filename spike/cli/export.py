@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from spike.cli.options import positive_float
 from spike.compiler.io.hdf5 import load_program
 from spike.compiler.io.nir_export import save_nir, to_nir
 from spike.workflows import compile_checkpoint
@@ -11,7 +12,7 @@ from spike.workflows import compile_checkpoint
 def add_arguments(e: argparse.ArgumentParser) -> None:
     e.add_argument("checkpoint", help="a checkpoint from `spike train` or a program .h5")
     e.add_argument("--nir", required=True, help="output .nir file")
-    e.add_argument("--dt", type=float, default=None, help="time step written to the graph (default 1e-4)")
+    e.add_argument("--dt", type=positive_float, default=None, help="time step written to the graph (default 1e-4)")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,27 +5,29 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from spike.cli.options import add_backend, add_target, positive_int
 from spike.compiler.io.hdf5 import load_program
 from spike.energy import plot_report
 from spike.train.checkpoint import atomic_write_json
-from spike.train.datasets import load_dataset
+from spike.train.datasets import DATASETS, load_dataset
 from spike.workflows import delays_line, evaluate_program, run_lm_program, target_energy
 
 
 def add_arguments(r: argparse.ArgumentParser) -> None:
-    r.add_argument("program")
-    r.add_argument("--backend", default="numba")
-    r.add_argument("--dataset", default=None)
-    r.add_argument("--data-root", default=None)
-    r.add_argument("--steps", type=int, default=None, help="default: as trained")
-    r.add_argument("--limit", type=int, default=None, help="only the first N test samples")
-    r.add_argument("--batch-size", type=int, default=64)
+    r.add_argument("program", help="a program file from `spike compile`")
+    add_backend(r)
+    r.add_argument("--dataset", default=None, choices=DATASETS,
+                   help="dataset whose test split is run (default: the program's)")
+    r.add_argument("--data-root", default=None, help="folder with the MNIST/CIFAR-10 files")
+    r.add_argument("--steps", type=positive_int, default=None, help="time steps per sample (default: as trained)")
+    r.add_argument("--limit", type=positive_int, default=None, help="only the first N test samples")
+    r.add_argument("--batch-size", type=positive_int, default=64, help="samples per run")
     r.add_argument("--json", default=None, help="write the report here")
-    r.add_argument("--target", default=None, help="energy figures from this target (default: the program's)")
+    add_target(r, None, "energy figures from this target (default: the program's; cmos45nm_fp32 for SpikeGPT)")
     r.add_argument("--plot", default=None, help="PNG with firing rate and energy per layer")
-    r.add_argument("--quiet", action="store_true")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--data", default=None, help="SpikeGPT: text file whose test split is run (default: built-in corpus)")
-    r.add_argument("--tokens", type=int, default=512, help="SpikeGPT: tokens to run (default 512)")
+    r.add_argument("--tokens", type=positive_int, default=512, help="SpikeGPT: tokens to run")
     r.add_argument("--tokenizer", default=None, help="SpikeGPT: tokenizer JSON when the program does not carry it")
 
 

@@ -266,6 +266,9 @@ def test_cli_train_resume_eval_generate(tmp_path, capsys):
     assert main(["generate", str(tmp_path / "gpt.pt"), "--prompt", "the", "--tokens", "5"]) == 0
     outp = capsys.readouterr().out
     assert "test BPC" in outp
+    ctx = ck["config"]["model"]["kwargs"]["ctx_len"]
+    assert main(["eval", str(tmp_path / "gpt.pt"), "--ctx-len", str(ctx + 1)]) == 2  # a given option is honoured or refused
+    assert f"the checkpoint's ctx_len is {ctx}, not {ctx + 1}" in capsys.readouterr().err
 
 
 def test_cli_time_budget(tmp_path):
@@ -273,21 +276,6 @@ def test_cli_time_budget(tmp_path):
     data.write_text("abcdefgh " * 200, encoding="utf-8")
     r = _train(tmp_path, data, minutes=0.02, spiking=False)
     assert r["steps"] >= 1
-
-
-def test_train_spikegpt_options_on_the_shared_parser():
-    """``spike train spikegpt`` shares --out, --lr, --batch-size, --seed, ... with mlp and cnn; a
-    --batch-size left at the shared default means the preset's batch."""
-    from spike.cli import parser
-    from spike.cli.train import spikegpt_options
-
-    p = parser("train")
-    a = p.parse_args(["train", "spikegpt", "--out", "x.pt", "--size", "46m", "--minutes", "1"])
-    assert a.batch_size == 64 and a.size == "46m"
-    kw = spikegpt_options(a)
-    assert kw["batch_size"] is None and kw["size"] == "46m" and kw["minutes"] == 1 and kw["spiking"]
-    a = p.parse_args(["train", "spikegpt", "--out", "x.pt", "--batch-size", "5", "--no-spikes"])
-    assert spikegpt_options(a)["batch_size"] == 5 and not spikegpt_options(a)["spiking"]
 
 
 def test_generate_and_eval_from_a_reference_checkpoint(tmp_path):
@@ -309,3 +297,6 @@ def test_generate_and_eval_from_a_reference_checkpoint(tmp_path):
     assert res["tokens"] > 0 and math.isfinite(res["bits"])
     with pytest.raises(ValueError, match="vocab"):
         generate_text(path, "ab", 3, ctx_len=32)  # built-in corpus vocabulary: wrong size
+    with pytest.raises(ValueError, match="does not record its context length: give ctx_len"):
+        eval_checkpoint(path, data=data, vocab=vocab)  # windows need the trained context
+    assert generate_text(path, "ab", 7, temperature=0, vocab=vocab) == text  # token by token: any context

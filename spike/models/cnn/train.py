@@ -14,8 +14,9 @@
 - with ``ftwt`` (the gate settings, ``ratio`` r required): FTWT's schedule ``lambda = 1`` for the
   first half of the epochs, then 0; the heads train with Adam at ``head_lr`` (the weight at
   ``head_lr * C_in``, since softmax outputs are ~1/C_in), the backbone at ``lr``;
-- ``init``: a baseline checkpoint to start from (its architecture, encoding and steps are used;
-  only the heads are new).
+- ``dataset`` (default digits) and ``steps`` (default 4); ``init``: a baseline checkpoint to start
+  from (its architecture, encoding, dataset and steps are used, only the heads are new; a
+  ``dataset`` or ``steps`` that differs from the baseline's is a ValueError).
 - ``target``: train for a hardware target (:func:`spike.train.trainer.fit_to_target`): its synaptic
   delay in every synaptic layer (``synaptic_delay``) and, on a target with cores, rate-coded input
   and reset to zero in the step that fires; ``steps`` are then the steps through the network and
@@ -83,14 +84,22 @@ def _init_from(model: nn.Module, path: str | Path) -> None:
         raise ValueError(f"--init {path}: the checkpoint does not fit this model (e.g. {bad[:3]})")
 
 
+def _same_as_baseline(init: str | Path, name: str, given: Any, baseline: Any) -> Any:
+    """The ``init`` baseline's value of ``name``; an explicit one that differs is a ValueError."""
+    if given is not None and baseline is not None and given != baseline:
+        raise ValueError(f"--{name} {given}: the --init baseline {init} was trained with {name} {baseline}; "
+                         f"leave --{name} out or give {baseline}")
+    return baseline if baseline is not None else given
+
+
 def train_cnn(
     *,
     out: str | Path,
-    dataset: str = "digits",
+    dataset: str | None = None,
     data_root: str | None = None,
     preset: str = "digits",
     model_kwargs: Mapping[str, Any] | None = None,
-    steps: int = 4,
+    steps: int | None = None,
     encoding: str | None = None,
     epochs: int = 12,
     lr: float = 5e-3,
@@ -124,8 +133,8 @@ def train_cnn(
             raise ValueError(f"--init {init}: holds a {base_cfg['model']['kind']!r} model, not a cnn")
         kwargs = {k: v for k, v in base_cfg["model"]["kwargs"].items() if k != "ftwt"}
         encoder = Encoder.from_dict(base_cfg["encoding"])
-        steps = int(base_cfg["num_steps"])
-        dataset = base_cfg.get("dataset") or dataset
+        steps = _same_as_baseline(init, "steps", steps, int(base_cfg["num_steps"]))
+        dataset = _same_as_baseline(init, "dataset", dataset, base_cfg.get("dataset"))
         base_target = base_cfg.get("target")
         if needs is None and base_target:
             needs = TargetNeeds(**{f.name: base_target.get(f.name) for f in dataclasses.fields(TargetNeeds)})
@@ -136,6 +145,8 @@ def train_cnn(
                           reset_delay=overrides.get("reset_delay"))
             _check_delay(needs, overrides)
     else:
+        steps = 4 if steps is None else steps
+        dataset = dataset or "digits"
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
         kwargs = {"preset": preset, **PRESETS[preset]}  # spelled out: checkpoints outlive preset changes

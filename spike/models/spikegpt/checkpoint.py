@@ -30,12 +30,19 @@ def is_lm_checkpoint(path) -> bool:
     return isinstance(raw, dict) and ("emb.weight" in raw or "module.emb.weight" in raw)
 
 
-def load_lm(path, *, vocab=None, tokenizer=None, ctx_len: int = 1024, spiking: bool = True,
-            data=None):
+#: the context length of the released SpikeGPT models
+REFERENCE_CTX_LEN = 1024
+
+
+def load_lm(path, *, vocab=None, tokenizer=None, ctx_len: int | None = None, spiking: bool | None = None,
+            data=None, recurrent_only: bool = False):
     """Load a language model: a checkpoint of ``spike train spikegpt`` or a state dict saved by
     the reference code (then the vocabulary comes from ``vocab`` (its ``vocab.json``),
-    ``tokenizer`` (JSON) or is built from ``data``'s characters, as the reference does).
-    Returns ``(model, vocab, config)``."""
+    ``tokenizer`` (JSON) or is built from ``data``'s characters, as the reference does, and
+    ``ctx_len`` is required unless ``recurrent_only``, where the model runs token by token and the
+    context does not matter: a state dict does not record it; ``spiking`` None is True).
+    A checkpoint of ours records ``ctx_len`` and ``spiking``: a different value given is a
+    ValueError. Returns ``(model, vocab, config)``."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {p}")
@@ -49,7 +56,12 @@ def load_lm(path, *, vocab=None, tokenizer=None, ctx_len: int = 1024, spiking: b
         if cfg.get("model", {}).get("kind") != "spikegpt":
             raise ValueError(f"{p}: not a SpikeGPT checkpoint (model kind "
                              f"{cfg.get('model', {}).get('kind')!r})")
-        model = build_model("spikegpt", **cfg["model"]["kwargs"])
+        kwargs = cfg["model"]["kwargs"]
+        for name, given in (("ctx_len", ctx_len), ("spiking", spiking)):
+            if given is not None and name in kwargs and given != kwargs[name]:
+                raise ValueError(f"{p}: the checkpoint's {name} is {kwargs[name]}, not {given} (the option "
+                                 "is for reference state dicts; leave it out)")
+        model = build_model("spikegpt", **kwargs)
         model.load_state_dict(ckpt["model_state"])
         if tokenizer is not None:
             voc = TokenizerVocab.from_file(tokenizer)
@@ -61,7 +73,12 @@ def load_lm(path, *, vocab=None, tokenizer=None, ctx_len: int = 1024, spiking: b
         return model, voc, cfg
     if not isinstance(raw, dict):
         raise ValueError(f"{p}: expected a checkpoint or a state dict, found {type(raw).__name__}")
-    model = load_reference(raw, ctx_len=ctx_len, spiking=spiking)
+    if ctx_len is None and recurrent_only:
+        ctx_len = REFERENCE_CTX_LEN
+    if ctx_len is None:
+        raise ValueError(f"{p}: a reference state dict does not record its context length: give ctx_len "
+                         f"(--ctx-len; {REFERENCE_CTX_LEN} for the released SpikeGPT models)")
+    model = load_reference(raw, ctx_len=ctx_len, spiking=True if spiking is None else spiking)
     if tokenizer is not None:
         voc = TokenizerVocab.from_file(tokenizer)
     elif vocab is not None:
@@ -94,7 +111,7 @@ def eval_checkpoint(path, data=None, split: str = "test", max_tokens: Optional[i
 def generate_text(path, prompt: str, tokens: int, temperature: float = 1.0, top_p: float = 1.0,
                   seed: int = 0, **load_kw) -> str:
     """Continue ``prompt`` by ``tokens`` tokens sampled in RNN mode; returns the continuation."""
-    model, voc, _ = load_lm(path, **load_kw)
+    model, voc, _ = load_lm(path, recurrent_only=True, **load_kw)
     ids = voc.encode(prompt if prompt else "\n").tolist()
     if not ids:
         raise ValueError("the prompt encodes to no tokens")

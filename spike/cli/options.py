@@ -1,0 +1,55 @@
+"""Argument types and shared options of the ``spike`` commands: numbers checked before any work
+starts, ``--target`` and ``--backend`` with their choices listed."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable
+
+from spike.backends.registry import backend_names
+from spike.hardware import target_names
+
+
+def _number(kind: Callable, low: float, inclusive: bool, what: str) -> Callable[[str], float]:
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not (value >= low if inclusive else value > low) or value != value:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in its messages
+    return parse
+
+
+positive_int = _number(int, 0, False, "an integer > 0")
+non_negative_int = _number(int, 0, True, "an integer >= 0")
+positive_float = _number(float, 0.0, False, "a number > 0")
+non_negative_float = _number(float, 0.0, True, "a number >= 0")
+
+
+def probability(text: str) -> float:
+    """A number in (0, 1]."""
+    value = positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
+def target(text: str) -> str:
+    """A built-in target's name or the path of a target YAML file."""
+    if text in target_names() or Path(text).is_file():
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected one of {', '.join(target_names())} or a target YAML file, got {text!r}")
+
+
+def add_target(p: argparse.ArgumentParser, default: str | None, help_text: str) -> None:
+    p.add_argument("--target", type=target, default=default, metavar="{" + ",".join(target_names()) + "}|FILE.yaml",
+                   help=help_text)
+
+
+def add_backend(p: argparse.ArgumentParser, default: str = "numba") -> None:
+    p.add_argument("--backend", default=default, choices=backend_names(), help="backend that runs the program")

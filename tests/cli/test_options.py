@@ -1,0 +1,100 @@
+"""The command line's options: one parser per model family, explicit options honoured or refused,
+numbers and choices checked before any work, help that loads no model, plain logs off a terminal."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from spike.cli import main, parser
+from spike.cli.train import spikegpt_options
+from spike.train.trainer import Trainer, epoch_line
+
+
+def test_help_imports_no_torch() -> None:
+    """``spike --help`` builds the parser without importing torch (or any command's module)."""
+    code = ("import sys; from spike.cli import parser; parser(None).format_help(); "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('spike.cli.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "spikegpt", "--out", "x.pt", "--steps", "5"], "unrecognized arguments: --steps 5"),
+    (["train", "spikegpt", "--out", "x.pt", "--epochs", "1"], "unrecognized arguments: --epochs 1"),
+    (["train", "mlp", "--out", "x.pt", "--size", "tiny"], "unrecognized arguments: --size tiny"),
+    (["train", "mlp", "--out", "x.pt", "--batch-size", "-4"], "--batch-size: expected an integer > 0, got '-4'"),
+    (["train", "cnn", "--out", "x.pt", "--epochs", "0"], "--epochs: expected an integer > 0, got '0'"),
+    (["train", "mlp", "--out", "x.pt", "--hidden", "0"], "--hidden: expected an integer > 0, got '0'"),
+    (["train", "mlp", "--out", "x.pt", "--target", "nope"], "--target: expected one of cmos45nm_fp32"),
+    (["run", "p.h5", "--backend", "gpu"], "--backend: invalid choice: 'gpu' (choose from"),
+    (["run", "p.h5", "--limit", "-5"], "--limit: expected an integer > 0, got '-5'"),
+    (["run", "p.h5", "--batch-size", "0"], "--batch-size: expected an integer > 0, got '0'"),
+    (["compile", "c.pt", "--out", "p.h5", "--dt", "nan"], "--dt: expected a number > 0, got 'nan'"),
+    (["generate", "c.pt", "--tokens", "-3"], "--tokens: expected an integer > 0, got '-3'"),
+    (["generate", "c.pt", "--top-p", "1.5"], "--top-p: expected a number in (0, 1], got '1.5'"),
+    (["eval", "c.pt", "--max-tokens", "-5"], "--max-tokens: expected an integer > 0, got '-5'"),
+])
+def test_bad_options_are_refused_before_any_work(argv, message, capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_each_family_shows_its_own_defaults(capsys) -> None:
+    for family, shown, absent in [("mlp", ["(default: 16)", "(default: 0.9)", "(default: 0.005)"], "--ftwt"),
+                                  ("cnn", ["(default 4; with --init: the baseline's)", "--ftwt R"], "--size"),
+                                  ("spikegpt", ["(default: tiny)", "(default: 0.0006)"], "--epochs")]:
+        with pytest.raises(SystemExit):
+            main(["train", family, "--help"])
+        out = " ".join(capsys.readouterr().out.split())
+        assert all(s in out for s in shown), (family, out)
+        assert absent not in out
+
+
+def test_an_explicit_spikegpt_batch_is_honoured() -> None:
+    p = parser("train")
+    a = p.parse_args(["train", "spikegpt", "--out", "x.pt", "--size", "46m", "--minutes", "1"])
+    kw = spikegpt_options(a)
+    assert kw["batch_size"] is None and kw["size"] == "46m" and kw["minutes"] == 1 and kw["spiking"]
+    assert kw["lr"] == 6e-4
+    a = p.parse_args(["train", "spikegpt", "--out", "x.pt", "--batch-size", "64", "--no-spikes"])
+    assert spikegpt_options(a)["batch_size"] == 64 and not spikegpt_options(a)["spiking"]
+
+
+def test_plain_epoch_lines_off_a_terminal(capsys) -> None:
+    """Off a terminal, training logs one line per epoch (no progress-bar redraws)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 3), torch.randint(0, 2, (40,))
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    history = Trainer(model, opt, torch.nn.functional.cross_entropy, (x, y), epochs=3, batch_size=8,
+                      eval_data=(x, y), progress=True).fit()
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 3
+    for i, line in enumerate(lines):
+        assert line.startswith(f"epoch {i + 1}/3 loss {history['loss'][i]:.4g} ")
+        assert f"eval_loss {history['eval_loss'][i]:.4g}" in line
+
+
+def test_epoch_line() -> None:
+    line = epoch_line({"epoch": 2, "loss": 0.123456, "acc": 0.5, "lr": 0.001, "time_s": 2.04}, 15)
+    assert line == "epoch 2/15 loss 0.1235 acc 0.5 lr 0.001 time 2.0 s"
+
+
+def test_cnn_fine_tuning_refuses_what_the_baseline_fixes(tmp_path, capsys) -> None:
+    """With ``--init`` the architecture, dataset and steps are the baseline's: a different explicit
+    value is refused, never replaced."""
+    from spike.models.cnn.train import _same_as_baseline
+
+    assert main(["train", "cnn", "--out", str(tmp_path / "f.pt"), "--init", "base.pt", "--preset", "mnist"]) == 2
+    assert "--preset mnist: the architecture is the --init baseline's" in capsys.readouterr().err
+    assert _same_as_baseline("base.pt", "steps", None, 4) == 4
+    assert _same_as_baseline("base.pt", "steps", 4, 4) == 4
+    with pytest.raises(ValueError, match="--steps 6: the --init baseline base.pt was trained with steps 4"):
+        _same_as_baseline("base.pt", "steps", 6, 4)
