@@ -29,6 +29,7 @@ from spike.compiler.ir.nodes import Gate, Input, Node, Output, Population
 from spike.compiler.ir.program import Program
 from spike.compiler.ir.signals import output_signal
 from spike.compiler.passes.gates import gate_record
+from spike.compiler.ir.precision import program_precision
 from spike.backends.routing import add_routing_counts
 
 _CACHES: "weakref.WeakKeyDictionary[Node, dict[str, dict]]" = weakref.WeakKeyDictionary()
@@ -108,7 +109,7 @@ def _parse_probes(program: Program, probes: Iterable[str]) -> tuple[set[str], se
         elif what in ("v", "u"):
             if not isinstance(node, Population):
                 raise ValueError(f"probe {p!r}: only populations have a membrane ('.v') and current ('.u')")
-            if what == "u" and program.metadata.get("precision") != "fixed":
+            if what == "u" and program_precision(program) != "fixed":
                 raise ValueError(f"probe {p!r}: the Loihi current '.u' is recorded for fixed-point programs only")
             (membranes if what == "v" else currents).add(name)
         else:
@@ -156,7 +157,7 @@ def run(
     arrays = padded_inputs(program, arrays)
     T, B = next(iter(arrays.values())).shape[:2]
     sig_probes, mem_probes, cur_probes = _parse_probes(program, probes)
-    precision = "fixed" if program.metadata.get("precision") == "fixed" else "float32"
+    precision = program_precision(program)
     dtype = "int32" if precision == "fixed" else "float32"
     if precision == "fixed":
         for name, arr in arrays.items():

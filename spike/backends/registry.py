@@ -16,7 +16,7 @@ from spike.compiler.ir.program import Program, ProgramError
 from spike.compiler.ir.validate import check_gates
 from spike.compiler.passes.gates import gate_record, gated_nodes
 from spike.compiler.ir.nodes import Gate, HostOp, Population, Projection
-from spike.compiler.ir.precision import check_fixed_point
+from spike.compiler.ir.precision import check_fixed_point, program_precision
 
 OP_KEYS = ("syn_ops", "macs", "dense_ops", "pool_ops", "neuron_updates", "spikes", "host_flops")
 ENGINE_KINDS = ("input", "output")  # handled by the engine itself, not by kernels
@@ -100,7 +100,7 @@ class Backend:
         why = self.available()
         if why:
             raise BackendError(f"backend {self.name!r} is not usable here: {why}")
-        precision = str(program.metadata.get("precision", "float32"))
+        precision = program_precision(program)
         if precision not in self.precisions:
             raise BackendError(
                 f"backend {self.name!r} supports precisions {sorted(self.precisions)}, "

@@ -48,6 +48,7 @@ from spike import semantics
 from spike.backends.registry import BackendError
 from spike.compiler.ir.nodes import Dense, HostOp, Identity, Node, Output, Population, Projection, Sparse
 from spike.compiler.ir.program import Program
+from spike.compiler.ir.precision import program_precision
 
 __all__ = ["NATIVE_HOST_OPS", "FusedMember", "FusedSpec", "BlockStep", "host_mode", "fuse"]
 
@@ -231,7 +232,7 @@ class BlockStep:
 def host_mode(program: Program) -> bool:
     """Whether the program runs in host mode (module docstring): a float32 program that
     is stepwise or has host ops other than ``add``."""
-    if program.metadata.get("precision") == "fixed":
+    if program_precision(program) == "fixed":
         return False
     return bool(program.metadata.get("stepwise")) or any(
         isinstance(node, HostOp) and node.op not in NATIVE_HOST_OPS for _, node in program.nodes())

@@ -64,7 +64,7 @@ from spike.backends.registry import BackendError
 from spike.compiler.ir.nodes import (
     Conv2d, Dense, Gate, HostOp, Identity, Input, Node, Output, Pool2d, Population, Projection, Sparse,
 )
-from spike.compiler.ir.precision import check_fixed_point
+from spike.compiler.ir.precision import check_fixed_point, program_precision
 from spike.compiler.ir.program import Program, ProgramError
 from spike.compiler.ir.signals import output_signal
 from spike.semantics import LOIHI
@@ -611,7 +611,7 @@ _LOWER: dict[str, Callable[[_Planner, str, Any], None]] = {
 def plan_program(program: Program) -> LavaPlan:
     """The Lava process plan of ``program``, or a :class:`BackendError` listing every node it
     cannot lower (``backend.lower`` caches it per program)."""
-    precision = "fixed" if program.metadata.get("precision") == "fixed" else "float32"
+    precision = program_precision(program)
     if precision == "fixed":
         try:
             check_fixed_point(program)

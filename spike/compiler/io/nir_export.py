@@ -45,6 +45,7 @@ from spike.compiler.frontends.nir_discretize import dt_seconds, r_from_gain, tau
 from spike.compiler.frontends.nir_import import DEFAULT_DT, META_KEY
 from spike.compiler.ir.program import PRODUCER, Program, ordered_edges
 from spike.compiler.pipeline import FLOAT_PIPELINE, compile, run_passes
+from spike.compiler.ir.precision import program_precision
 
 __all__ = ["NIRExportError", "to_nir", "save_nir"]
 
@@ -216,7 +217,7 @@ def to_nir(program_or_model: Any, example_input: Any = None, dt: float | None = 
     with ``spike.compiler.compile(model, example_input)``)."""
     nir = _nir()
     program = _program_of(program_or_model, example_input)
-    if program.metadata.get("precision") == "fixed":
+    if program_precision(program) == "fixed":
         raise NIRExportError("a fixed-point (quantised) program cannot be exported to NIR: export the float program")
     dt = dt_seconds(program.metadata.get("dt", DEFAULT_DT) if dt is None else dt, NIRExportError)
     try:

@@ -46,6 +46,7 @@ from spike.compiler.mapping.connectivity import (
     HOST, ONES_DTYPE, Connection, MappingError, boolean_pattern, connections,
 )
 from spike.compiler.mapping.place import place, placement_cost_of, set_positions
+from spike.compiler.ir.precision import program_precision
 from spike.hardware import load_target
 
 MAPPING_VERSION = 1
@@ -75,7 +76,7 @@ def _weight_bits(program: Program, target: Any, weight_bits: int | None) -> int:
 
 def _connection_bits(program: Program, conns: list[Connection], default: int, target: Any) -> dict[str, int]:
     """Weight bits per terminal projection: its ``num_weight_bits`` in a fixed-point program."""
-    fixed = program.metadata.get("precision") == "fixed"
+    fixed = program_precision(program) == "fixed"
     limit = _limit(target, "weight_bits")
     bits = {}
     for c in conns:
