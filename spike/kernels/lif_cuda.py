@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from spike.kernels.lif_cpu import RESET_CODES, SURROGATE_IDS, make_params
+from spike.kernels.lif_cpu import RESET_CODES, SURROGATE_IDS, grad_rows, make_params
 
 __all__ = [
     "available",
@@ -309,13 +309,8 @@ def backward_numpy(x, beta, thr, alpha=None, gs=None, gv=None, *, gain=1.0, rese
     sid = SURROGATE_IDS[surrogate] if isinstance(surrogate, str) else int(surrogate)
     per = lambda p: np.array(np.broadcast_to(np.asarray(p, dt), (M,)), dtype=dt)  # noqa: E731
 
-    def rows(gr):
-        if gr is None:
-            return np.zeros((1, M), dt), 0
-        return np.ascontiguousarray(gr, dtype=dt), 1
-
-    gs_a, gs_st = rows(gs)
-    gv_a, gv_st = rows(gv)
+    gs_a, gs_st = grad_rows(gs, M, dt)
+    gv_a, gv_st = grad_rows(gv, M, dt)
     dev = [to_dev(a) for a in (x, per(beta), per(thr), per(alpha) if cuba else np.zeros(1, dt),
                                make_params(gain, sid, surrogate_param, dt))]
     out = [to_dev(np.zeros(s, dt)) for s in ((T, M), (M,), (M,), (M,) if cuba else (1,))]
