@@ -18,10 +18,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from spike import __version__
 from spike.backends import OpCounts, run
 from spike.compiler import ProgramError
 from spike.compiler import compile as compile_model
 from spike.compiler.ir.nodes import Input, Population
+from spike.compiler.ir.precision import program_precision
 from spike.compiler.ir.program import Program
 from spike.encoders import Encoder
 from spike.energy import EnergyReport, energy_report
@@ -59,8 +61,6 @@ class Report:
         return rows
 
     def to_json(self) -> dict[str, Any]:
-        ops = self.ops.to_json()
-        ops["per_node"] = self.per_node_rows()
         return {
             "accuracy": self.accuracy,
             "num_samples": self.num_samples,
@@ -68,10 +68,14 @@ class Report:
             "backend": self.backend,
             "target": self.program.metadata.get("target", "generic"),
             "target_delays": self.program.metadata.get("target_delays"),  # mode, synaptic_delay, latency
-            "ops": ops,
+            "ops": self.ops_json(),
             "timing": self.timing,
-            "counts_are": "per sample, summed over steps (mean over samples)",
         }
+
+    def ops_json(self) -> dict[str, Any]:
+        """``{"counts_are", "total", "per_node"}`` (per-node rows with neurons and firing rate)."""
+        return {"counts_are": "per sample, summed over steps (mean over samples)", "total": self.ops.total(),
+                "per_node": self.per_node_rows()}
 
     def table(self) -> str:
         head = f"{'node':<24} {'kind':<10} {'spikes':>10} {'rate':>7} {'syn_ops':>12} {'macs':>12} {'dense_ops':>12} {'pool_ops':>12}"
@@ -182,8 +186,8 @@ def compile_checkpoint(path: str, target: str = "generic", precision: str = "flo
     gen = torch.Generator().manual_seed(0)
     example = encoder(data.x_train[:1], generator=gen)
     signal = "real" if encoder.kind == "direct" else "spike"
-    meta = {"encoding": encoder.to_dict(), "num_steps": cfg["num_steps"], "dataset": cfg.get("dataset"),
-            "source": str(path)}
+    meta = {"model": cfg["model"]["kind"], "encoding": encoder.to_dict(), "num_steps": cfg["num_steps"],
+            "dataset": cfg.get("dataset"), "source": str(path)}
     rates = None
     if hw.has_cores:
         generic = compile_model(model, example, input_signal=signal, metadata=meta)
@@ -339,6 +343,37 @@ def program_vocab(program: Program, tokenizer=None):
     if not vcfg or vcfg.get("stored") is False:
         raise ValueError("the program does not carry its vocabulary; give --tokenizer FILE")
     return vocab_from_config(vcfg)
+
+
+#: the version of :func:`run_report`'s layout (``docs/report.schema.json``)
+REPORT_SCHEMA_VERSION = 1
+
+
+def run_report(program: Program, *, program_path: str | None, backend: str, data: dict[str, Any], steps: int,
+               ops: dict[str, Any], timing: dict[str, float], energy: EnergyReport | None,
+               accuracy: float | None = None, bits_per_token: float | None = None,
+               model: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one report of ``spike run``, whatever the model (``docs/report.schema.json``): the
+    program and target, backend, data (``{"dataset", "samples"}`` or ``{"tokens", "source"}``),
+    steps, ``ops`` (``counts_are``, ``total``, ``per_node``), ``energy`` (None without figures),
+    ``timing``, the task metric (``accuracy`` or ``bits_per_token``) and an optional ``model``
+    section (``{"kind": ..., ...}``)."""
+    out: dict[str, Any] = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "tool": {"name": "spike", "version": __version__},
+        "program": {"path": program_path, "model": program.metadata.get("model"),
+                    "target": program.metadata.get("target", "generic"), "precision": program_precision(program),
+                    "target_delays": program.metadata.get("target_delays")},
+        "backend": backend, "data": data, "steps": int(steps), "ops": ops,
+        "energy": None if energy is None else energy.to_json(), "timing": dict(timing),
+    }
+    if accuracy is not None:
+        out["accuracy"] = accuracy
+    if bits_per_token is not None:
+        out["bits_per_token"] = bits_per_token
+    if model is not None:
+        out["model"] = model
+    return out
 
 
 def run_lm_program(program: Program, backend: str = "numba", data=None, tokens: int = 512, tokenizer=None,

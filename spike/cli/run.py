@@ -10,7 +10,7 @@ from spike.compiler.io.hdf5 import load_program
 from spike.energy import plot_report
 from spike.train.checkpoint import atomic_write_json
 from spike.train.datasets import DATASETS, load_dataset
-from spike.workflows import delays_line, evaluate_program, run_lm_program, target_energy
+from spike.workflows import delays_line, evaluate_program, run_lm_program, run_report, target_energy
 
 
 def add_arguments(r: argparse.ArgumentParser) -> None:
@@ -50,19 +50,20 @@ def run(args: argparse.Namespace) -> int:
     if line:
         print(line)
     print(report.table())
-    result = report.to_json()
     target = args.target or program.metadata.get("target", "generic")
     energy = target_energy(report, program, target)
     if energy is not None:
         print(energy.table())
-        result["energy"] = energy.to_json()
+    result = run_report(program, program_path=args.program, backend=args.backend,
+                        data={"dataset": dataset, "samples": report.num_samples}, steps=report.steps,
+                        ops=report.ops_json(), timing=report.timing, energy=energy, accuracy=report.accuracy)
     if args.json:
         atomic_write_json(args.json, result)
         print(f"report -> {args.json}")
     if args.plot:
         if energy is None:
             raise ValueError(f"--plot needs a target with energy figures; {target!r} has none")
-        plot_report({**result, "energy": result["energy"]}, args.plot)
+        plot_report(result, args.plot)
         print(f"plot -> {args.plot}")
     return 0
 
@@ -75,8 +76,14 @@ def _run_lm(program: Any, args: argparse.Namespace) -> int:
     print(f"backend {args.backend}: {result.timing['ms_per_step']:.2f} ms per token")
     print(report.table())
     if args.json:
-        atomic_write_json(args.json, {"backend": args.backend, "timing": result.timing, **report.to_json(),
-                                      "energy": report.energy_detail.to_json()})
+        section = {k: v for k, v in report.to_json().items() if k not in ("tokens", "batch", "target", "bits_per_token")}
+        ops = {"counts_are": f"the whole run of {report.tokens} tokens (one stream), summed over steps",
+               **result.ops.to_json()}
+        atomic_write_json(args.json, run_report(
+            program, program_path=args.program, backend=args.backend,
+            data={"tokens": report.tokens, "source": args.data or "built-in corpus"}, steps=report.tokens, ops=ops,
+            timing=result.timing, energy=report.energy_detail, bits_per_token=report.bits_per_token,
+            model={"kind": "spikegpt", **section}))
         print(f"report -> {args.json}")
     if args.plot:
         plot_report(report.energy_detail, args.plot)

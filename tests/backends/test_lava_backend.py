@@ -5,7 +5,6 @@ biases from their onsets) equal numba and the generic program; refusals named be
 starts; raw target delays."""
 from __future__ import annotations
 
-import json
 import multiprocessing
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from spike.recurrent import RecurrentLIF
 from helpers.lava import assert_same, loihi, needs_lava
 from helpers.models import dyadic_, spikes_in
 from helpers.programs import conv_stack, loihi_cnn, loihi_pop, loihi_recurrent, mixed_input, normal
+from helpers.reports import validated
 
 
 # ---------------------------------------------------------------- programs
@@ -466,10 +466,10 @@ def test_cli_run_with_lava_gives_numba_report(tmp_path: Path, capsys: pytest.Cap
         js = tmp_path / f"{backend}.json"
         assert main(["run", str(h5), "--backend", backend, "--limit", "5", "--batch-size", "3", "--quiet",
                      "--json", str(js)]) == 0
-        reports[backend] = json.loads(js.read_text())
+        reports[backend] = validated(js)
     out = capsys.readouterr().out
     assert "backend lava" in out and "backend numba" in out
     nb, lv = reports["numba"], reports["lava"]
-    assert lv["backend"] == "lava" and lv["accuracy"] == nb["accuracy"] and lv["num_samples"] == 5
+    assert lv["backend"] == "lava" and lv["accuracy"] == nb["accuracy"] and lv["data"]["samples"] == 5
     assert lv["ops"] == nb["ops"] and lv["ops"]["total"]["syn_ops"] > 0
     assert lv["energy"] == nb["energy"]  # loihi2 figures from the same counts

@@ -1,7 +1,6 @@
 """The command line end to end: train -> compile -> run, on the built-in digits."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import torch
 
 from spike.cli import main
 from spike.workflows import compile_checkpoint, load_model
+from helpers.reports import validated
 
 
 def test_help_lists_commands(capsys: pytest.CaptureFixture[str]) -> None:
@@ -48,8 +48,9 @@ def test_train_compile_run(trained: Path, capsys: pytest.CaptureFixture[str]) ->
                  "--json", str(report), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "accuracy" in printed and "syn_ops" in printed
-    data = json.loads(report.read_text())
-    assert data["num_samples"] == 40 and data["steps"] == 8
+    data = validated(report)
+    assert data["data"] == {"dataset": "digits", "samples": 40} and data["steps"] == 8
+    assert data["program"]["model"] == "mlp" and data["program"]["precision"] == "float32"
     assert set(data["ops"]["total"]) >= {"syn_ops", "macs", "dense_ops", "neuron_updates", "spikes", "host_flops"}
     names = [r["name"] for r in data["ops"]["per_node"]]
     assert len(names) == len(set(names)) and all("name" in r for r in data["ops"]["per_node"])
@@ -108,7 +109,7 @@ def test_run_with_target_prints_energy_and_plots(trained: Path, tmp_path: Path,
     assert main(["run", str(h5), "--limit", "16", "--json", str(report), "--plot", str(png), "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "estimate" in out
-    data = json.loads(report.read_text())
-    assert data["energy"]["total_j"] > 0 and data["energy"]["per_node"]
+    data = validated(report)
+    assert data["energy"]["total_j"] > 0 and data["energy"]["per_node"] and data["program"]["target"] == "loihi1"
     assert "spikes_routed_hops" in data["ops"]["total"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -9,6 +9,7 @@ import torch
 
 from spike.train.checkpoint import load_checkpoint
 from spike.cli import main
+from helpers.reports import validated
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +35,12 @@ def test_train_cnn_baseline_then_ftwt(trained, capsys) -> None:
     # compile and run the FTWT checkpoint through the CLI
     h5 = ftwt.with_suffix(".h5")
     assert main(["compile", str(ftwt), "--out", str(h5)]) == 0
-    assert main(["run", str(h5), "--limit", "20", "--quiet"]) == 0
+    assert main(["run", str(h5), "--limit", "20", "--quiet", "--json", str(h5.with_suffix(".json"))]) == 0
     out = capsys.readouterr().out
     assert "gate" in out and "accuracy" in out
+    rep = validated(h5.with_suffix(".json"))  # one schema for MLP, CNN, FTWT and SpikeGPT runs
+    assert rep["program"]["model"] == "cnn" and rep["data"]["samples"] == 20
+    assert any(r["kind"] == "gate" for r in rep["ops"]["per_node"])
 
 
 def test_init_must_fit(tmp_path, trained) -> None:

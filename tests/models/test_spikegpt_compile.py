@@ -16,6 +16,7 @@ from spike.compiler.ir.nodes import HostOp, Input, Output
 from spike.compiler.ir.program import ProgramBuilder, ProgramError
 from spike.compiler.ir.validate import validate_program
 from spike.models.spikegpt.model import build_spikegpt, lm_loss
+from helpers.reports import validated
 
 V = 13
 
@@ -238,7 +239,9 @@ def test_cli_compile_and_run(tmp_path, capsys):
                  "--plot", str(tmp_path / "r.png")]) == 0
     text = capsys.readouterr().out
     assert "firing rate" in text and "block 1 SN2" in text and "paper's convention" in text
-    rep = json.loads(out_json.read_text())
-    assert rep["tokens"] == 40 and rep["per_token"]["executed"]["macs"] > 0
-    assert rep["energy_pj_per_token"]["vanilla_gpt"] > 0 and (tmp_path / "r.png").stat().st_size > 0
+    rep = validated(out_json)  # the schema every `spike run` writes; SpikeGPT's figures in its model section
+    assert rep["data"]["tokens"] == 40 and rep["steps"] == 40 and rep["bits_per_token"] > 0
+    assert rep["model"]["kind"] == "spikegpt" and rep["model"]["per_token"]["executed"]["macs"] > 0
+    assert rep["ops"]["total"]["macs"] == pytest.approx(40 * rep["model"]["per_token"]["executed"]["macs"])
+    assert rep["model"]["energy_pj_per_token"]["vanilla_gpt"] > 0 and (tmp_path / "r.png").stat().st_size > 0
     assert main(["compile", str(ckpt), "--target", "loihi2", "--out", str(tmp_path / "x.h5")]) == 2
