@@ -37,7 +37,7 @@ import torch
 
 from spike.backends import run
 from spike.compiler.io.hdf5 import save_program
-from spike.compiler.ir.nodes import Gate, Population, Projection
+from spike.compiler.ir.nodes import Projection
 from spike.compiler.mapping.report import mapping_report
 from spike.encoders import Encoder
 from spike.energy import plot_report
@@ -97,8 +97,10 @@ def run_demo(out_dir: str | Path = "runs/demo", epochs: int = 15, lava_samples: 
     print(fixed.table())
     energy = _loihi1_energy(fixed)
     lava = lava_check(loihi, data.x_test[:lava_samples])
-    result = {"trained_accuracy": ev["accuracy"], "float": floating.to_json(),
-              "loihi1_fixed": {**fixed.to_json(), "energy": energy.to_json()}, "lava_equals_numba": lava}
+    result = {"trained_accuracy": ev["accuracy"],
+              "float": floating.to_run_report("digits", program_path=str(out / "mlp_float.h5")),
+              "loihi1_fixed": fixed.to_run_report("digits", energy, program_path=str(out / "mlp_loihi1.h5")),
+              "lava_equals_numba": lava}
     plot_report(result["loihi1_fixed"], out / "report.png")
     if ftwt:
         print("\n== Spiking CNN pruned on the fly with Fire-Together-Wire-Together masks")
@@ -107,7 +109,7 @@ def run_demo(out_dir: str | Path = "runs/demo", epochs: int = 15, lava_samples: 
         for label, rep in reports.items():
             print(f"\nenergy of the {label} CNN on loihi1:")
             figures[f"energy_{label}"] = _loihi1_energy(rep).to_json()
-        plot_report({**reports["ftwt"].to_json(), "energy": figures["energy_ftwt"]}, out / "ftwt_report.png")
+        plot_report(figures["energy_ftwt"], out / "ftwt_report.png")
         result["ftwt"] = figures
     atomic_write_json(out / "report.json", result)
     print(f"report -> {out / 'report.json'}, plots -> {out / 'report.png'}"
@@ -156,11 +158,7 @@ def evaluate_compiled(program: Any, x: Any, y: Any, steps: int | None = None, ba
     sample), ``keep`` (per gated population: neuron updates / (neurons x steps), the fraction of
     channels its gate kept), ``report`` (the :class:`spike.workflows.Report`)."""
     report = evaluate_program(program, x, y, backend=backend, steps=steps, progress=progress)
-    keep = {}
-    for name, node in program.nodes():
-        if isinstance(node, Population) and any(isinstance(program.node(s), Gate) for s in program.sources(name)):
-            keep[name] = report.ops.node_mean(name)["neuron_updates"] / (node.size * report.steps)
-    return {"accuracy": report.accuracy, "ops": report.ops.total(), "keep": keep, "report": report,
+    return {"accuracy": report.accuracy, "ops": report.ops.total(), "keep": report.kept_channels(), "report": report,
             "steps": report.steps, "ms_per_sample": report.timing["ms_per_sample"]}
 
 
@@ -295,6 +293,7 @@ def run_ftwt_demo(out_dir: str | Path, quick: bool = True, ratio: float = 0.9, t
         "seconds": time.perf_counter() - t_start,
     }
     atomic_write_json(out / "ftwt_report.json", {**figures, "reports": {
-        "baseline": rb["report"].to_json(), "ftwt": rf["report"].to_json()}})
+        "baseline": rb["report"].to_run_report("digits", program_path=str(out / "cnn.h5")),
+        "ftwt": rf["report"].to_run_report("digits", program_path=str(out / "cnn_ftwt.h5"))}})
     print(f"report -> {out / 'ftwt_report.json'} ({figures['seconds']:.0f} s)")
     return {**figures, "reports": {"baseline": rb["report"], "ftwt": rf["report"]}}

@@ -22,7 +22,7 @@ from spike import __version__
 from spike.backends import OpCounts, run
 from spike.compiler import ProgramError
 from spike.compiler import compile as compile_model
-from spike.compiler.ir.nodes import Input, Population
+from spike.compiler.ir.nodes import Gate, Input, Population
 from spike.compiler.ir.precision import program_precision
 from spike.compiler.ir.program import Program
 from spike.encoders import Encoder
@@ -60,17 +60,24 @@ class Report:
             rows.append({**entry, "neurons": node.size if isinstance(node, Population) else 0, "firing_rate": rate})
         return rows
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "accuracy": self.accuracy,
-            "num_samples": self.num_samples,
-            "steps": self.steps,
-            "backend": self.backend,
-            "target": self.program.metadata.get("target", "generic"),
-            "target_delays": self.program.metadata.get("target_delays"),  # mode, synaptic_delay, latency
-            "ops": self.ops_json(),
-            "timing": self.timing,
-        }
+    def kept_channels(self) -> dict[str, float]:
+        """Per FTWT-gated population: neuron updates / (neurons x steps), the fraction of its channels
+        the gate kept (mean over samples); empty without gates."""
+        keep = {}
+        for name, node in self.program.nodes():
+            if isinstance(node, Population) and any(isinstance(self.program.node(s), Gate)
+                                                    for s in self.program.sources(name)):
+                keep[name] = self.ops.node_mean(name)["neuron_updates"] / (node.size * self.steps)
+        return keep
+
+    def to_run_report(self, dataset: str, energy: EnergyReport | None = None,
+                      program_path: str | None = None) -> dict[str, Any]:
+        """:func:`run_report` of this evaluation; an FTWT program's model section holds its kept channels."""
+        keep = self.kept_channels()
+        return run_report(self.program, program_path=program_path, backend=self.backend,
+                          data={"dataset": dataset, "samples": self.num_samples}, steps=self.steps,
+                          ops=self.ops_json(), timing=self.timing, energy=energy, accuracy=self.accuracy,
+                          model={"kind": "ftwt", "kept_channels": keep} if keep else None)
 
     def ops_json(self) -> dict[str, Any]:
         """``{"counts_are", "total", "per_node"}`` (per-node rows with neurons and firing rate)."""

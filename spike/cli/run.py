@@ -54,9 +54,7 @@ def run(args: argparse.Namespace) -> int:
     energy = target_energy(report, program, target)
     if energy is not None:
         print(energy.table())
-    result = run_report(program, program_path=args.program, backend=args.backend,
-                        data={"dataset": dataset, "samples": report.num_samples}, steps=report.steps,
-                        ops=report.ops_json(), timing=report.timing, energy=energy, accuracy=report.accuracy)
+    result = report.to_run_report(dataset, energy, program_path=args.program)
     if args.json:
         atomic_write_json(args.json, result)
         print(f"report -> {args.json}")

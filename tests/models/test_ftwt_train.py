@@ -41,6 +41,8 @@ def test_train_cnn_baseline_then_ftwt(trained, capsys) -> None:
     rep = validated(h5.with_suffix(".json"))  # one schema for MLP, CNN, FTWT and SpikeGPT runs
     assert rep["program"]["model"] == "cnn" and rep["data"]["samples"] == 20
     assert any(r["kind"] == "gate" for r in rep["ops"]["per_node"])
+    kept = rep["model"]["kept_channels"]  # FTWT: the fraction of channels each gate kept
+    assert rep["model"]["kind"] == "ftwt" and kept and all(0 <= v <= 1 for v in kept.values())
 
 
 def test_init_must_fit(tmp_path, trained) -> None:
@@ -81,3 +83,7 @@ def test_ftwt_demo_runs(tmp_path) -> None:
     assert fig["ops"]["ftwt"]["host_flops"] > 0 and fig["reports"]["ftwt"].program.metadata.get("mapping")
     saved = json.loads((tmp_path / "ftwt_report.json").read_text())
     assert saved["measured_reduction"] == pytest.approx(fig["measured_reduction"])
+    for label in ("baseline", "ftwt"):  # each compiled run in the `spike run` schema
+        validated(saved["reports"][label])
+    assert saved["reports"]["ftwt"]["model"] == {"kind": "ftwt", "kept_channels": fig["keep"]}
+    assert "model" not in saved["reports"]["baseline"]
