@@ -40,7 +40,7 @@ from spike.compiler.io.hdf5 import save_program
 from spike.compiler.ir.nodes import Projection
 from spike.compiler.mapping.report import mapping_report
 from spike.encoders import Encoder
-from spike.energy import plot_report
+from spike.plots import plot_report
 from spike.models.cnn.model import SpikingCNN
 from spike.models.cnn.train import estimate_reduction, ftwt_report, train_cnn
 from spike.train.checkpoint import atomic_write_json

@@ -42,9 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
-import numpy as np
-
-from spike.atomic import atomic_write_bytes
 from spike.hardware import Figure, HardwareTarget, load_target
 
 if TYPE_CHECKING:  # the counts and program a backend run gave; energy imports no compiler or backend
@@ -291,10 +288,12 @@ def energy_report(
     )
 
 
-# ------------------------------------------------------------------------------------ plots
+# ------------------------------------------------------------------------- reading a report back
 
 
-def _as_energy_json(report: Any) -> dict[str, Any]:
+def as_energy_json(report: Any) -> dict[str, Any]:
+    """The energy JSON of an :class:`EnergyReport`, its JSON, a report holding it under ``"energy"``
+    or a path to such a file."""
     if isinstance(report, EnergyReport):
         return report.to_json()
     if isinstance(report, (str, os.PathLike)):
@@ -305,51 +304,9 @@ def _as_energy_json(report: Any) -> dict[str, Any]:
         if "per_node" in report:
             return dict(report)
     raise ValueError(
-        "plot_report: expected an EnergyReport, its to_json() dict, a report dict with an 'energy' key, "
+        "expected an EnergyReport, its to_json() dict, a report dict with an 'energy' key, "
         f"or a path to such a JSON file; got {type(report).__name__}"
     )
 
 
-def plot_report(report: Any, path: "str | os.PathLike") -> Path:
-    """PNG with the firing rate per population and the energy per node (stacked by category),
-    written atomically. ``report``: an :class:`EnergyReport`, its JSON, a dict holding it under
-    ``"energy"`` (e.g. ``report.json``) or a path to such a file."""
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure as MplFigure
-
-    data = _as_energy_json(report)
-    rows = data["per_node"]
-    pops = [r for r in rows if r.get("firing_rate") is not None]
-    charged = [r for r in rows if r.get("energy_j")]
-    fig = MplFigure(figsize=(max(8.0, 0.5 * (len(pops) + len(charged)) + 4), 4.5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax1, ax2 = fig.subplots(1, 2)
-    ax1.bar(range(len(pops)), [r["firing_rate"] for r in pops], color="tab:blue")
-    ax1.set_xticks(range(len(pops)), [r["name"] for r in pops], rotation=45, ha="right", fontsize=8)
-    ax1.set_ylabel("spikes per neuron per step")
-    ax1.set_title("firing rate per layer")
-    peak = max((r["energy_j"] for r in charged), default=0.0)
-    scale, unit = next(((s, u) for s, u in ((1, "J"), (1e-3, "mJ"), (1e-6, "uJ"), (1e-9, "nJ"))
-                        if peak >= s), (1e-12, "pJ"))
-    bottom = np.zeros(len(charged))
-    for cat in CATEGORIES:
-        vals = np.array([r["breakdown"].get(cat, 0.0) for r in charged]) / scale
-        if vals.any():
-            ax2.bar(range(len(charged)), vals, bottom=bottom, label=cat)
-            bottom += vals
-    ax2.set_xticks(range(len(charged)), [r["name"] for r in charged], rotation=45, ha="right", fontsize=8)
-    ax2.set_ylabel(f"{unit} per sample (dynamic)")
-    ax2.set_title(f"energy per layer on {data.get('target', '?')} (static {fmt_energy(data.get('static_j', 0.0))})")
-    if charged:
-        ax2.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    out = Path(path)
-    atomic_write_bytes(out, buf.getvalue())
-    return out
-
-
-__all__ = ["EnergyReport", "energy_report", "comparison_rows", "plot_report", "fmt_energy", "CATEGORIES"]
+__all__ = ["EnergyReport", "energy_report", "comparison_rows", "as_energy_json", "fmt_energy", "CATEGORIES"]

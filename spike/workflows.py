@@ -109,6 +109,16 @@ def encoder_of(program: Program, steps: int | None = None) -> Encoder:
     return Encoder.from_dict(enc)
 
 
+def probe_populations(program: Program, x: torch.Tensor, backend: str = "numba", steps: int | None = None,
+                      seed: int = 0) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Spikes and membranes (``[T, B, n]``) of every population for the samples ``x``, encoded as
+    :func:`evaluate_program` encodes them (sample ``i`` seeded from ``(seed, i)``)."""
+    pops = [name for name, node in program.nodes() if isinstance(node, Population)]
+    _, _, spikes = next(encoded_batches(encoder_of(program, steps), x, len(x), seed))
+    probes = run(program, spikes, backend=backend, probes=[*pops, *(f"{p}.v" for p in pops)]).probes
+    return {p: probes[p] for p in pops}, {p: probes[f"{p}.v"] for p in pops}
+
+
 def evaluate_program(
     program: Program,
     x: torch.Tensor,

@@ -1,16 +1,19 @@
 """``spike run PROGRAM.h5``: run a compiled program on a dataset's test split (or a SpikeGPT on a
-corpus's), print accuracy, operation counts and energy; ``--json``, ``--plot``."""
+corpus's), print accuracy, operation counts and energy; ``--json`` (docs/report.schema.json),
+``--plot`` (energy and firing rate), ``--raster`` and ``--membranes`` (the first test sample)."""
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+import numpy as np
+
 from spike.cli.options import add_backend, add_target, positive_int
 from spike.compiler.io.hdf5 import load_program
-from spike.energy import plot_report
+from spike.plots import membrane_figure, plot_report, raster_figure, save_figure
 from spike.train.checkpoint import atomic_write_json
 from spike.train.datasets import DATASETS, load_dataset
-from spike.workflows import delays_line, evaluate_program, run_lm_program, run_report, target_energy
+from spike.workflows import delays_line, evaluate_program, probe_populations, run_lm_program, run_report, target_energy
 
 
 def add_arguments(r: argparse.ArgumentParser) -> None:
@@ -25,6 +28,9 @@ def add_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--json", default=None, help="write the report here")
     add_target(r, None, "energy figures from this target (default: the program's; cmos45nm_fp32 for SpikeGPT)")
     r.add_argument("--plot", default=None, help="PNG with firing rate and energy per layer")
+    r.add_argument("--raster", default=None, metavar="PNG", help="spike raster of every population, first test sample")
+    r.add_argument("--membranes", default=None, metavar="PNG",
+                   help="membrane traces of the first neurons of every population, first test sample")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--data", default=None, help="SpikeGPT: text file whose test split is run (default: built-in corpus)")
     r.add_argument("--tokens", type=positive_int, default=512, help="SpikeGPT: tokens to run")
@@ -63,11 +69,22 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--plot needs a target with energy figures; {target!r} has none")
         plot_report(result, args.plot)
         print(f"plot -> {args.plot}")
+    if args.raster or args.membranes:
+        spikes, membranes = probe_populations(program, x[:1], backend=args.backend, steps=args.steps)
+        if args.raster:
+            print(f"raster -> {save_figure(raster_figure(spikes), args.raster)}")
+        if args.membranes:
+            thresholds = {p: float(np.mean(program.node(p).threshold)) for p in membranes
+                          if program.node(p).threshold is not None}
+            print(f"membranes -> {save_figure(membrane_figure(membranes, thresholds), args.membranes)}")
     return 0
 
 
 def _run_lm(program: Any, args: argparse.Namespace) -> int:
     """``spike run`` of a compiled SpikeGPT: firing rates, counts and energy three ways."""
+    if args.raster or args.membranes:
+        raise ValueError("--raster/--membranes: not for SpikeGPT programs (their firing rates per block are in "
+                         "the table and the --json report)")
     target = args.target or "cmos45nm_fp32"
     report, result = run_lm_program(program, backend=args.backend, data=args.data, tokens=args.tokens,
                                     tokenizer=args.tokenizer, target=target, progress=not args.quiet)

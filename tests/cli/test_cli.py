@@ -113,3 +113,15 @@ def test_run_with_target_prints_energy_and_plots(trained: Path, tmp_path: Path,
     assert data["energy"]["total_j"] > 0 and data["energy"]["per_node"] and data["program"]["target"] == "loihi1"
     assert "spikes_routed_hops" in data["ops"]["total"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_run_draws_raster_and_membranes(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--raster`` and ``--membranes`` write PNGs of the first test sample's spikes and membranes."""
+    h5 = tmp_path / "net.h5"
+    assert main(["compile", str(trained), "--out", str(h5)]) == 0
+    raster, membranes = tmp_path / "raster.png", tmp_path / "v.png"
+    assert main(["run", str(h5), "--limit", "4", "--quiet", "--raster", str(raster),
+                 "--membranes", str(membranes)]) == 0
+    out = capsys.readouterr().out
+    assert f"raster -> {raster}" in out and f"membranes -> {membranes}" in out
+    assert raster.read_bytes()[:4] == membranes.read_bytes()[:4] == b"\x89PNG"
