@@ -40,13 +40,14 @@ from spike.compiler.io.hdf5 import save_program
 from spike.compiler.ir.nodes import Projection
 from spike.compiler.mapping.report import mapping_report
 from spike.encoders import Encoder
-from spike.plots import plot_report
+from spike.plots import plot_report, raster_figure, save_figure
 from spike.models.cnn.model import SpikingCNN
 from spike.models.cnn.train import estimate_reduction, ftwt_report, train_cnn
 from spike.train.checkpoint import atomic_write_json
 from spike.train.datasets import load_digits
 from spike.train.trainer import target_needs
-from spike.workflows import Report, compile_checkpoint, encoder_of, evaluate_program, target_energy, train_mlp
+from spike.workflows import (Report, compile_checkpoint, encoder_of, evaluate_program, probe_populations, target_energy,
+                             train_mlp)
 
 __all__ = ["run_demo", "lava_check", "run_ftwt_demo", "evaluate_compiled", "compare_ops", "program_latency",
            "QUICK", "FULL"]
@@ -102,6 +103,8 @@ def run_demo(out_dir: str | Path = "runs/demo", epochs: int = 15, lava_samples: 
               "loihi1_fixed": fixed.to_run_report("digits", energy, program_path=str(out / "mlp_loihi1.h5")),
               "lava_equals_numba": lava}
     plot_report(result["loihi1_fixed"], out / "report.png")
+    spikes, _ = probe_populations(loihi, data.x_test[:1])
+    save_figure(raster_figure(spikes), out / "raster.png")
     if ftwt:
         print("\n== Spiking CNN pruned on the fly with Fire-Together-Wire-Together masks")
         figures = run_ftwt_demo(out / "ftwt", quick=True, progress=progress)
@@ -112,7 +115,7 @@ def run_demo(out_dir: str | Path = "runs/demo", epochs: int = 15, lava_samples: 
         plot_report(figures["energy_ftwt"], out / "ftwt_report.png")
         result["ftwt"] = figures
     atomic_write_json(out / "report.json", result)
-    print(f"report -> {out / 'report.json'}, plots -> {out / 'report.png'}"
+    print(f"report -> {out / 'report.json'}, plots -> {out / 'report.png'}, {out / 'raster.png'}"
           + ("" if not ftwt else f", {out / 'ftwt_report.png'}"))
     return result
 
