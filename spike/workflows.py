@@ -103,7 +103,15 @@ class Report:
 
 
 def encoder_of(program: Program, steps: int | None = None) -> Encoder:
-    enc = dict(program.metadata.get("encoding") or {"kind": "direct", "num_steps": steps or 1, "params": {}})
+    """The encoder a program was trained with (``metadata["encoding"]``), over ``steps`` steps when
+    given; a program without one (compiled from a user's model) takes direct input and needs ``steps``."""
+    enc = program.metadata.get("encoding")
+    if enc is None:
+        if steps is None:
+            raise ValueError("the program records no input encoding (it was not compiled from a `spike train` "
+                             "checkpoint): give the number of steps (steps=N, --steps N); the input is fed directly")
+        enc = {"kind": "direct", "num_steps": steps, "params": {}}
+    enc = dict(enc)
     if steps is not None:
         enc["num_steps"] = steps
     return Encoder.from_dict(enc)

@@ -98,3 +98,25 @@ def test_cnn_fine_tuning_refuses_what_the_baseline_fixes(tmp_path, capsys) -> No
     assert _same_as_baseline("base.pt", "steps", 4, 4) == 4
     with pytest.raises(ValueError, match="--steps 6: the --init baseline base.pt was trained with steps 4"):
         _same_as_baseline("base.pt", "steps", 6, 4)
+
+
+def test_a_program_without_its_encoding_needs_steps() -> None:
+    """``evaluate_program`` of a program compiled from a user's model (no encoding recorded) refuses
+    to guess the number of steps, and runs the steps it is given."""
+    import numpy as np
+
+    from spike.compiler.ir.nodes import Dense, Input, Output, Population
+    from spike.compiler.ir.program import ProgramBuilder
+    from spike.workflows import evaluate_program
+
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(4,)))
+    b.add("fc", Dense(shape=(2,), in_shape=(4,), weight=np.full((2, 4), 0.5, np.float32)), "in")
+    b.add("lif", Population(shape=(2,), beta=np.full(2, 0.5, np.float32), threshold=np.ones(2, np.float32)), "fc")
+    b.add("out", Output(shape=(2,)), "lif")
+    program = b.build()
+    x, y = torch.ones(3, 4), torch.zeros(3, dtype=torch.long)
+    with pytest.raises(ValueError, match="records no input encoding .* give the number of steps"):
+        evaluate_program(program, x, y, progress=False)
+    report = evaluate_program(program, x, y, steps=5, progress=False)
+    assert report.steps == 5 and report.ops.total()["neuron_updates"] == 2 * 5
