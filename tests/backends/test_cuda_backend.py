@@ -48,7 +48,8 @@ def _report(p: subprocess.CompletedProcess) -> str:
 
 def test_simulator_matches_numba_bit_for_bit():
     """MLP with bias and delay, real-valued input, conv + avg/max/sum pooling, recurrent delay 1,
-    residual identity + host add, every neuron variant, sparse CSR, Loihi fixed point (quantised
+    residual identity + host add, every neuron variant, sparse CSR, max pooling of currents (a host op,
+    generic and loihi2), Loihi fixed point (quantised
     conv and recurrent programs), FTWT gates, SpikeGPT; biases behind delays (nothing before the
     delay, bias included), latency-compensated programs (``compiler/delays.py``: float, fixed point,
     gated convs; MLPs and a residual CNN compiled for loihi2, with delay-2 shortcuts): identical to

@@ -64,7 +64,6 @@ from spike.compiler.ir.nodes import HostOp  # noqa: E402
 from spike.layers import TimeDistributed as TD  # noqa: E402
 from spike.neurons import LIF  # noqa: E402
 
-from helpers import ROOT  # noqa: E402
 from helpers.models import ConvMaxPoolLIF, dyadic_, run_snntorch, spikes_in  # noqa: E402
 
 BACKENDS = ("numba", "torch")
@@ -241,42 +240,6 @@ def test_maxpool_host_op_runs_on_lava() -> None:
     res, ref = run(program, x, backend="lava"), run(program, x, backend="numba")
     np.testing.assert_array_equal(res.output, expected.numpy())
     np.testing.assert_array_equal(res.ops.per_node["0"]["host_flops"], ref.ops.per_node["0"]["host_flops"])
-
-
-_CUDA_SIM_CHECK = """
-import sys
-sys.path.insert(0, "tests")
-import numpy as np, torch
-from helpers.models import ConvMaxPoolLIF, dyadic_, spikes_in
-from spike.backends import run
-from spike.compiler import compile as compile_model
-model = dyadic_(ConvMaxPoolLIF(1, 3, 2), 0, spread=128).eval()
-x = spikes_in((5, 2, 2, 8, 8), 1, p=0.5)
-with torch.no_grad():
-    expected = model(x)
-assert expected.sum() > 0
-for target in ("generic", "loihi2"):
-    program = compile_model(model, x, target=target)
-    res, ref = run(program, x, backend="cuda"), run(program, x, backend="numba")
-    assert np.array_equal(res.output, expected.numpy()), target
-    for key, value in ref.ops.per_sample_total().items():
-        assert np.array_equal(res.ops.per_sample_total()[key], value), (target, key)
-print("ALL EQUAL")
-"""
-
-
-def test_maxpool_of_currents_on_the_cuda_simulator() -> None:
-    """The cuda backend (through Numba's CUDA simulator, in a subprocess as
-    tests/backends/test_cuda_backend.py) equals the model and numba's counts."""
-    import os
-    import subprocess
-    import sys
-
-    env = {k: v for k, v in os.environ.items() if k != "SPIKE_CUDA_TPB"}
-    env["NUMBA_ENABLE_CUDASIM"] = "1"
-    p = subprocess.run([sys.executable, "-c", _CUDA_SIM_CHECK], env=env, cwd=ROOT, capture_output=True,
-                       text=True, timeout=600)
-    assert p.returncode == 0 and "ALL EQUAL" in p.stdout, f"exit {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
 
 
 # ---- functional pooling (the snnTorch tutorials' F.max_pool2d) ------------------------------
