@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from spike.cli.options import add_target, positive_float
+from spike.cli.options import add_target, positive_float, refuse_overwriting
 from spike.compiler.io.hdf5 import save_program
 from spike.compiler.mapping.report import mapping_report
 from spike.models.spikegpt.checkpoint import is_lm_checkpoint
@@ -25,6 +25,7 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_overwriting([args.checkpoint], {"--out": args.out})
     if args.checkpoint.endswith(".nir"):
         program = compile_nir(args.checkpoint, args.target, args.precision, args.dt, args.reset, args.target_delays)
     elif is_lm_checkpoint(args.checkpoint):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from spike.cli.options import positive_float
+from spike.cli.options import positive_float, refuse_overwriting
 from spike.compiler.io.hdf5 import load_program
 from spike.compiler.io.nir_export import save_nir, to_nir
 from spike.workflows import compile_checkpoint
@@ -16,6 +16,7 @@ def add_arguments(e: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_overwriting([args.checkpoint], {"--nir": args.nir})
     if args.checkpoint.endswith(".h5"):
         program = load_program(args.checkpoint)
     else:

@@ -3,8 +3,9 @@ starts, ``--target`` and ``--backend`` with their choices listed."""
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 from spike.backends.registry import backend_names
 from spike.hardware import target_names
@@ -53,3 +54,24 @@ def add_target(p: argparse.ArgumentParser, default: str | None, help_text: str) 
 
 def add_backend(p: argparse.ArgumentParser, default: str = "numba") -> None:
     p.add_argument("--backend", default=default, choices=backend_names(), help="backend that runs the program")
+
+
+def _same_file(a: str, b: str) -> bool:
+    pa, pb = Path(a), Path(b)
+    if pa.exists() and pb.exists():
+        return os.path.samefile(pa, pb)
+    return pa.resolve() == pb.resolve()
+
+
+def refuse_overwriting(inputs: Sequence[str | None], outputs: Mapping[str, str | None]) -> None:
+    """A ValueError, before any work, when an output option names an input file (writing it would
+    destroy the input) or the file of another output option."""
+    given = [(opt, path) for opt, path in outputs.items() if path is not None]
+    for i, (opt, path) in enumerate(given):
+        for source in (p for p in inputs if p is not None):
+            if _same_file(path, source):
+                raise ValueError(f"{opt} {path}: that is the input file; writing it would destroy the input "
+                                 "(choose another path)")
+        for other, other_path in given[:i]:
+            if _same_file(path, other_path):
+                raise ValueError(f"{opt} {path}: {other} writes the same file (choose another path)")

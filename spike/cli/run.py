@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from spike.cli.options import add_backend, add_target, positive_int
+from spike.cli.options import add_backend, add_target, positive_int, refuse_overwriting
 from spike.compiler.io.hdf5 import load_program
 from spike.plots import membrane_figure, plot_report, raster_figure, save_figure
 from spike.train.checkpoint import atomic_write_json
@@ -38,6 +38,8 @@ def add_arguments(r: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_overwriting([args.program, args.data, args.tokenizer],
+                       {"--json": args.json, "--plot": args.plot, "--raster": args.raster, "--membranes": args.membranes})
     program = load_program(args.program)
     if program.metadata.get("model") == "spikegpt":
         return _run_lm(program, args)

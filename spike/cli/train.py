@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from spike.cli import HelpFormatter
-from spike.cli.options import (add_target, non_negative_float, non_negative_int, positive_float,
+from spike.cli.options import (add_target, refuse_overwriting, non_negative_float, non_negative_int, positive_float,
                                positive_int)
 from spike.models.cnn.model import DATASET_PRESETS, PRESETS as CNN_PRESETS
 from spike.models.cnn.train import train_cnn
@@ -124,6 +124,7 @@ def _add_spikegpt(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_overwriting([getattr(args, "init", None), getattr(args, "data", None)], {"--out": args.out})
     if args.model == "cnn":
         _train_cnn(args)
     elif args.model == "spikegpt":

@@ -120,3 +120,22 @@ def test_a_program_without_its_encoding_needs_steps() -> None:
         evaluate_program(program, x, y, progress=False)
     report = evaluate_program(program, x, y, steps=5, progress=False)
     assert report.steps == 5 and report.ops.total()["neuron_updates"] == 2 * 5
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compile", "{d}/x.pt", "--out", "{d}/./x.pt"], "--out {d}/./x.pt: that is the input file"),
+    (["run", "{d}/x.pt", "--json", "{d}/x.pt"], "--json {d}/x.pt: that is the input file"),
+    (["run", "{d}/x.pt", "--plot", "{d}/link.pt"], "--plot {d}/link.pt: that is the input file"),
+    (["run", "{d}/x.pt", "--json", "{d}/r.json", "--raster", "{d}/r.json"], "--raster {d}/r.json: --json writes"),
+    (["export", "{d}/x.pt", "--nir", "{d}/x.pt"], "--nir {d}/x.pt: that is the input file"),
+    (["train", "cnn", "--init", "{d}/x.pt", "--out", "{d}/x.pt"], "--out {d}/x.pt: that is the input file"),
+])
+def test_an_output_never_overwrites_an_input(argv, message, tmp_path, capsys) -> None:
+    """An output path naming an input (or another output) is refused before any work; the input
+    is left as it was."""
+    src = tmp_path / "x.pt"
+    src.write_bytes(b"precious")
+    (tmp_path / "link.pt").symlink_to(src)
+    assert main([a.format(d=tmp_path) for a in argv]) == 2
+    assert message.format(d=tmp_path) in capsys.readouterr().err
+    assert src.read_bytes() == b"precious"
