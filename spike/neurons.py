@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import math
 import operator
+from functools import lru_cache
 from typing import Optional
 
 import torch
@@ -61,6 +62,12 @@ __all__ = ["lif_step", "LIF", "IF", "CubaLIF", "LI"]
 
 def _detach(s: torch.Tensor) -> torch.Tensor:
     return s.detach()
+
+
+@lru_cache(maxsize=None)
+def _training_step(surrogate: _sg.Surrogate, detach_reset: bool):
+    """:func:`spike.semantics.make_neuron_step` on tensors, firing through ``surrogate``."""
+    return semantics.make_neuron_step(operator.mul, surrogate.fire, _detach if detach_reset else semantics.same, 1)
 
 
 def lif_step(
@@ -97,8 +104,7 @@ def lif_step(
         i = None
     elif i is None:
         i = torch.zeros_like(x)
-    hold = _detach if detach_reset else semantics.same
-    step = semantics.make_neuron_step(operator.mul, _sg.get(surrogate).fire, hold, 1)
+    step = _training_step(_sg.get(surrogate), bool(detach_reset))
     s, v, _, i, _ = step(x, None, v, s_prev, i, None, beta, threshold, alpha, None, None, gain, 0.0,
                          semantics.MODEL_LIF if alpha is None else semantics.MODEL_CUBA, semantics.RESETS[reset],
                          reset_delay, fire_ge, semantics.CHARGE_BETA, semantics.RULE_STANDARD, False)

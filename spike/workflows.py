@@ -401,6 +401,20 @@ def run_report(program: Program, *, program_path: str | None, backend: str, data
     return out
 
 
+def lm_run_report(program: Program, report: SpikeGPTReport, result: Any, *, program_path: str | None,
+                  source: str) -> dict[str, Any]:
+    """:func:`run_report` of a SpikeGPT run (:func:`run_lm_program`'s pair) over ``source``; the
+    SpikeGPT figures (firing by block, per-token counts three ways, energy per token) are its model
+    section."""
+    section = {k: v for k, v in report.to_json().items() if k not in ("tokens", "batch", "target", "bits_per_token")}
+    ops = {"counts_are": f"the whole run of {report.tokens} tokens (one stream), summed over steps",
+           **result.ops.to_json()}
+    return run_report(program, program_path=program_path, backend=result.backend,
+                      data={"tokens": report.tokens, "source": source}, steps=report.tokens, ops=ops,
+                      timing=result.timing, energy=report.energy_detail, bits_per_token=report.bits_per_token,
+                      model={"kind": "spikegpt", **section})
+
+
 def run_lm_program(program: Program, backend: str = "numba", data=None, tokens: int = 512, tokenizer=None,
                    target: str = "cmos45nm_fp32", progress: bool = False) -> tuple[SpikeGPTReport, Any]:
     """Run a compiled SpikeGPT token by token on the first ``tokens`` tokens of a corpus's test

@@ -13,7 +13,8 @@ from spike.compiler.io.hdf5 import load_program
 from spike.plots import membrane_figure, plot_report, raster_figure, save_figure
 from spike.train.checkpoint import atomic_write_json
 from spike.train.datasets import DATASETS, load_dataset
-from spike.workflows import delays_line, evaluate_program, probe_populations, run_lm_program, run_report, target_energy
+from spike.workflows import (delays_line, evaluate_program, lm_run_report, probe_populations, run_lm_program,
+                             target_energy)
 
 
 def add_arguments(r: argparse.ArgumentParser) -> None:
@@ -93,14 +94,8 @@ def _run_lm(program: Any, args: argparse.Namespace) -> int:
     print(f"backend {args.backend}: {result.timing['ms_per_step']:.2f} ms per token")
     print(report.table())
     if args.json:
-        section = {k: v for k, v in report.to_json().items() if k not in ("tokens", "batch", "target", "bits_per_token")}
-        ops = {"counts_are": f"the whole run of {report.tokens} tokens (one stream), summed over steps",
-               **result.ops.to_json()}
-        atomic_write_json(args.json, run_report(
-            program, program_path=args.program, backend=args.backend,
-            data={"tokens": report.tokens, "source": args.data or "built-in corpus"}, steps=report.tokens, ops=ops,
-            timing=result.timing, energy=report.energy_detail, bits_per_token=report.bits_per_token,
-            model={"kind": "spikegpt", **section}))
+        atomic_write_json(args.json, lm_run_report(program, report, result, program_path=args.program,
+                                                   source=args.data or "built-in corpus"))
         print(f"report -> {args.json}")
     if args.plot:
         plot_report(report.energy_detail, args.plot)
