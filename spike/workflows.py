@@ -195,19 +195,23 @@ def load_model(path: str) -> tuple[torch.nn.Module, dict[str, Any]]:
 
 
 def compile_checkpoint(path: str, target: str = "generic", precision: str = "float32", calibrate: int = 64,
-                       target_delays: str = "balanced"):
+                       target_delays: str = "balanced", data_root: str | None = None):
     """Rebuild the model in a checkpoint and compile it for ``target``.
 
     The encoding travels in the program's metadata. On a target with cores the program is
     partitioned and placed, weighting traffic by firing rates measured first by a run of the
-    generic float program on the first ``calibrate`` training samples.
+    generic float program on the first ``calibrate`` training samples. The dataset's files are read
+    from ``data_root`` (the caller's choice: a checkpoint never names the files that are read).
     """
     model, cfg = load_model(path)
     hw = load_target(target)
     encoder = Encoder.from_dict(cfg["encoding"])
-    data = load_dataset(cfg["dataset"], cfg.get("data_root")) if cfg.get("dataset") else None
-    if data is None:
+    if not cfg.get("dataset"):
         raise ValueError(f"{path}: the checkpoint's config names no dataset, so the input shape is unknown")
+    try:
+        data = load_dataset(cfg["dataset"], data_root)
+    except ValueError as exc:
+        raise ValueError(f"{path}: trained on {cfg['dataset']}: {exc}") from None
     gen = torch.Generator().manual_seed(0)
     example = encoder(data.x_train[:1], generator=gen)
     signal = "real" if encoder.kind == "direct" else "spike"

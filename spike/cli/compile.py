@@ -21,6 +21,8 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("--target-delays", default="balanced", choices=["balanced", "raw"],
                    help="on a target whose synapses deliver late (Loihi): balanced keeps the trained "
                         "network, with outputs some steps late; raw uses the plain target delays (a different network)")
+    c.add_argument("--data-root", default=None,
+                   help="folder with the MNIST/CIFAR-10 files of a checkpoint trained on them (input shape, calibration)")
     c.add_argument("--out", required=True, help="program file to write (HDF5)")
 
 
@@ -31,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     elif is_lm_checkpoint(args.checkpoint):
         program = compile_lm(args.checkpoint, args.target, args.precision)
     else:
-        program = compile_checkpoint(args.checkpoint, args.target, args.precision, target_delays=args.target_delays)
+        program = compile_checkpoint(args.checkpoint, args.target, args.precision, target_delays=args.target_delays,
+                                     data_root=args.data_root)
     save_program(program, args.out)
     print(program.summary())
     if program.metadata.get("mapping"):

@@ -63,11 +63,26 @@ def _same_file(a: str, b: str) -> bool:
     return pa.resolve() == pb.resolve()
 
 
+def _writable_file_path(option: str, path: str) -> None:
+    """A ValueError when ``path`` cannot become a file: an existing folder, or a parent that is a
+    file or a folder this process may not write in."""
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"{option} {path}: is a folder; give a file path")
+    parent = next((p for p in target.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ValueError(f"{option} {path}: {parent} is a file, not a folder")
+    if parent is not None and not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: cannot write in {parent} (permission denied)")
+
+
 def refuse_overwriting(inputs: Sequence[str | None], outputs: Mapping[str, str | None]) -> None:
     """A ValueError, before any work, when an output option names an input file (writing it would
-    destroy the input) or the file of another output option."""
+    destroy the input), the file of another output option, a folder, or a place that cannot be
+    written."""
     given = [(opt, path) for opt, path in outputs.items() if path is not None]
     for i, (opt, path) in enumerate(given):
+        _writable_file_path(opt, path)
         for source in (p for p in inputs if p is not None):
             if _same_file(path, source):
                 raise ValueError(f"{opt} {path}: that is the input file; writing it would destroy the input "

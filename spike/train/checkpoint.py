@@ -43,8 +43,10 @@ Optional (written by ``spike train`` once training ends, :func:`record_evaluatio
 from __future__ import annotations
 
 import json
+import pickle
 import os
 import random
+import re
 from pathlib import Path
 from typing import IO, Any, Callable, Mapping
 
@@ -64,6 +66,7 @@ __all__ = [
     "get_rng_state",
     "set_rng_state",
     "save_checkpoint",
+    "load_weights",
     "load_checkpoint",
     "record_evaluation",
 ]
@@ -255,6 +258,38 @@ def save_checkpoint(
     return atomic_save(checkpoint, path)
 
 
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_TORCH_SIGNATURES = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive; a legacy pickle
+
+
+def load_weights(path: PathLike, map_location: Any = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with one-line errors (:class:`CheckpointError`): an
+    HDF5 file (a program or NIR graph) or any other non-torch file is named as such, a file holding
+    Python objects beyond tensors and plain values is refused naming the object (loading it could
+    run code), and a damaged archive is called corrupt or truncated."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {p}")
+    with open(p, "rb") as f:
+        head = f.read(8)
+    if head.startswith(_HDF5_SIGNATURE):
+        raise CheckpointError(f"{p} is an HDF5 file (a compiled program or a NIR graph), not a checkpoint: "
+                              "`spike run` runs a program, a .nir name compiles a NIR graph")
+    if not head.startswith(_TORCH_SIGNATURES):
+        raise CheckpointError(f"{p} is not a PyTorch checkpoint (expected a file written by torch.save, "
+                              f"e.g. by `spike train`; it starts with {head[:4]!r})")
+    try:
+        return torch.load(p, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise CheckpointError(f"{p} holds Python objects beyond tensors and plain values{what}: refused, since "
+                              "loading it could run code (save a state dict or a `spike train` checkpoint)") from exc
+    except Exception as exc:  # torch raises RuntimeError/EOFError/... for damaged files
+        first = str(exc).split(". ")[0].strip()
+        raise CheckpointError(f"{p} is corrupt or truncated ({type(exc).__name__}: {first})") from exc
+
+
 def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict[str, Any]:
     """Load and validate a checkpoint written by :func:`save_checkpoint` (``weights_only=True``).
 
@@ -262,15 +297,7 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> dict[str, Any]
     valid checkpoint (corrupt/truncated, not a dict, a required key missing, unknown version).
     """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {p}")
-    try:
-        checkpoint = torch.load(p, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError/UnpicklingError/EOFError/... for bad files
-        raise CheckpointError(
-            f"{p} is not a valid checkpoint (corrupt, truncated or unsafe to load): "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
+    checkpoint = load_weights(p, map_location)
     if not isinstance(checkpoint, dict):
         raise CheckpointError(
             f"{p} is not a valid checkpoint: expected a dict, found {type(checkpoint).__name__}"

@@ -1,4 +1,4 @@
-"""Datasets: scikit-learn digits, MNIST (IDX files) and CIFAR-10 (python pickles).
+"""Datasets: scikit-learn digits, MNIST (IDX files) and CIFAR-10 (python pickles, read without running code).
 
 Every loader returns a :class:`Dataset` of float32 images in [0, 1] shaped ``[N, *input_shape]``
 and int64 labels. Files are parsed here (no torchvision); a missing file raises
@@ -222,14 +222,32 @@ def load_mnist(folder: str | Path) -> Dataset:
 # --------------------------------------------------------------------------- CIFAR-10 (pickles)
 
 
-def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """One CIFAR-10 python batch: dict with b"data" (N x 3072 uint8) and b"labels" (N ints in 0..9).
+#: The only globals a CIFAR-10 batch may name: numpy's array and dtype reconstructors (numpy 1 and 2
+#: module paths, pickle protocols 2-5) and ``_codecs.encode`` (protocol 2's bytes). Anything else,
+#: which is how a pickle runs code, is refused before it is called.
+_CIFAR_GLOBALS = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+})
 
-    Uses pickle: only load files from a trusted source.
-    """
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, tuples, bytes, str, numbers and numpy arrays, nothing else."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(f"refused global {module}.{name} (a CIFAR-10 batch holds only "
+                                         "dicts, lists, bytes, ints and numpy arrays)")
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR-10 python batch: dict with b"data" (N x 3072 uint8) and b"labels" (N ints in 0..9),
+    read with :class:`_ArrayUnpickler` (no code in the file runs)."""
     try:
         with open(path, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
+            batch = _ArrayUnpickler(f, encoding="bytes").load()
     except FileNotFoundError:
         raise
     except Exception as e:  # unpickling can fail in many ways on a corrupt file
@@ -301,7 +319,7 @@ def load_dataset(name: str, root: str | Path | None = None) -> Dataset:
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
     if root is None:
-        raise ValueError(f"dataset {key!r} is read from files: pass root=<folder holding its files>")
+        raise ValueError(f"dataset {key!r} is read from files: give the folder holding them (--data-root)")
     return load_mnist(root) if key == "mnist" else load_cifar10(root)
 
 

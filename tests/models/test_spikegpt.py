@@ -256,13 +256,15 @@ def test_cli_train_resume_eval_generate(tmp_path, capsys):
     assert ck["config"]["text"]["vocab"]["kind"] == "chars"
     r = _train(tmp_path, data, iters=4, resume=True)
     assert r["steps"] == 4
-    res = eval_checkpoint(tmp_path / "gpt.pt")
+    with pytest.raises(ValueError, match="trained on .*text.txt; name the text to score with --data"):
+        eval_checkpoint(tmp_path / "gpt.pt")
+    res = eval_checkpoint(tmp_path / "gpt.pt", data=data)
     assert res["kind"] == "chars" and 0 < res["bits"] < 10
     text = generate_text(tmp_path / "gpt.pt", "the ", 12, temperature=0.8, top_p=0.9, seed=1)
     assert len(text) == 12
     with pytest.raises(ValueError, match="different model"):
         _train(tmp_path, data, iters=4, resume=True, spiking=False)
-    assert main(["eval", str(tmp_path / "gpt.pt"), "--max-tokens", "40"]) == 0
+    assert main(["eval", str(tmp_path / "gpt.pt"), "--data", str(data), "--max-tokens", "40"]) == 0
     assert main(["generate", str(tmp_path / "gpt.pt"), "--prompt", "the", "--tokens", "5"]) == 0
     outp = capsys.readouterr().out
     assert "test BPC" in outp

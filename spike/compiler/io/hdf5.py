@@ -1,10 +1,11 @@
 """Save and load a :class:`~spike.compiler.ir.program.Program` as one HDF5 file (design brief §4, §9).
 
-File layout (``schema_version`` 1)::
+File layout (``schema_version`` 2)::
 
     /                      attrs: schema_version (int), producer ("spike-sim <version>"),
                                   target (str), precision (str), metadata (JSON str),
-                                  inputs (str array), outputs (str array)
+                                  inputs (str array), outputs (str array), latency (JSON str),
+                                  content_sha256 (str: :func:`program_digest` of what is stored)
     /nodes/<name>          one group per node; attrs: kind (= node.KIND), order (int: position in
                            the graph's node order), and every int/float/bool/str/tuple field;
                            every non-None ndarray field is a dataset (dtype kept); None omitted
@@ -19,11 +20,16 @@ is not stored: it follows from the graph, and loading derives it (``spike.compil
 
 Loading is generic over the node dataclasses: each field's expected type comes from the class
 annotations. Every problem raises :class:`IRFormatError` naming the file (and node and field).
-Writes go to a temporary file in the target's directory that is renamed over the target, so an
-interrupted save never leaves a partial file.
+Loading validates what it read, then recomputes its digest and refuses a file whose digest differs
+(flipped bytes in a weight array or a field), naming the file. Version 1 files (no digest) still load. The file is built in
+memory and written by :func:`spike.atomic.atomic_write_bytes` (a temporary file beside the target,
+fsynced, renamed): an interrupted or failed save (a full disk included) leaves the old file and no
+temporary one, and the failure is an ``OSError`` from Python's own file writes.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 import os
@@ -33,7 +39,7 @@ import h5py
 import networkx as nx
 import numpy as np
 
-from spike.atomic import atomic_path
+from spike.atomic import atomic_write_bytes
 from spike.compiler.ir import nodes as ir
 from spike.compiler.ir.nodes import Node
 from spike.compiler.ir.precision import program_precision
@@ -47,13 +53,16 @@ __all__ = [
     "IRFormatError",
     "save_program",
     "load_program",
+    "program_digest",
     "programs_equal",
     "program_differences",
     "assert_programs_equal",
 ]
 
-SCHEMA_VERSION = 1
-_ROOT_ATTRS = ("schema_version", "producer", "target", "precision", "metadata", "inputs", "outputs", "latency")
+SCHEMA_VERSION = 2
+_SUPPORTED_VERSIONS = (1, 2)  # 1: no content digest
+_ROOT_ATTRS = ("schema_version", "producer", "target", "precision", "metadata", "inputs", "outputs", "latency",
+               "content_sha256")
 
 
 class IRFormatError(ValueError):
@@ -113,8 +122,34 @@ def _str_array(names: Any) -> np.ndarray:
     return np.array(list(names), dtype=h5py.string_dtype("utf-8"))
 
 
+def program_digest(program: Program) -> str:
+    """SHA-256 (hex) of everything a program file stores: node names in order, kinds, every field
+    (arrays by dtype, shape and bytes), edges in order, inputs, outputs, metadata (as sorted JSON)
+    and latency. Equal programs (:func:`programs_equal`) have equal digests."""
+    h = hashlib.sha256()
+
+    def put(*parts: Any) -> None:
+        for part in parts:
+            data = part if isinstance(part, bytes) else repr(part).encode()
+            h.update(len(data).to_bytes(8, "little") + data)
+
+    for name, node in program.nodes():
+        put("node", name, node.KIND)
+        for spec in field_specs(type(node)):
+            value = getattr(node, spec.name)
+            if isinstance(value, np.ndarray):
+                put(spec.name, value.dtype.str, value.shape, np.ascontiguousarray(value).tobytes())
+            else:
+                put(spec.name, tuple(int(x) for x in value) if spec.kind == "tuple" and value is not None else value)
+    put("edges", ordered_edges(program.graph), "inputs", tuple(program.inputs), "outputs", tuple(program.outputs))
+    put("metadata", json.dumps(dict(program.metadata), sort_keys=True))
+    put("latency", sorted((n, int(v)) for n, v in program.latency.items() if v))
+    return h.hexdigest()
+
+
 def save_program(program: Program, path: str | os.PathLike) -> None:
-    """Validate ``program`` and write it to ``path`` atomically (temp file + ``os.replace``).
+    """Validate ``program`` and write it to ``path`` atomically (module docstring), with its
+    :func:`program_digest`.
 
     Raises :class:`ProgramError` for an invalid program, a node name that cannot be a group
     name, or metadata that is not JSON-serialisable (naming the key).
@@ -127,22 +162,24 @@ def save_program(program: Program, path: str | os.PathLike) -> None:
     target = program.metadata.get("target", "")
     precision = program_precision(program)
 
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
-            f.attrs["producer"] = _producer()
-            f.attrs["target"] = str(target)
-            f.attrs["precision"] = precision
-            f.attrs["metadata"] = metadata
-            f.attrs["inputs"] = _str_array(program.inputs)
-            f.attrs["outputs"] = _str_array(program.outputs)
-            f.attrs["latency"] = json.dumps({n: int(v) for n, v in program.latency.items() if v})
-            nodes = f.create_group("nodes")
-            for order, (name, node) in enumerate(program.nodes()):
-                _write_node(nodes.create_group(name), node, order)
-            edges = ordered_edges(program.graph)
-            data = np.array(edges, dtype=object).reshape(len(edges), 2)
-            f.create_dataset("edges", data=data, shape=(len(edges), 2), dtype=h5py.string_dtype("utf-8"))
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as f:
+        f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
+        f.attrs["producer"] = _producer()
+        f.attrs["target"] = str(target)
+        f.attrs["precision"] = precision
+        f.attrs["metadata"] = metadata
+        f.attrs["inputs"] = _str_array(program.inputs)
+        f.attrs["outputs"] = _str_array(program.outputs)
+        f.attrs["latency"] = json.dumps({n: int(v) for n, v in program.latency.items() if v})
+        f.attrs["content_sha256"] = program_digest(program)
+        nodes = f.create_group("nodes")
+        for order, (name, node) in enumerate(program.nodes()):
+            _write_node(nodes.create_group(name), node, order)
+        edges = ordered_edges(program.graph)
+        data = np.array(edges, dtype=object).reshape(len(edges), 2)
+        f.create_dataset("edges", data=data, shape=(len(edges), 2), dtype=h5py.string_dtype("utf-8"))
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 # ---- load -------------------------------------------------------------------------------
@@ -150,6 +187,8 @@ class _Reader:
     def __init__(self, path: str) -> None:
         self.path = path
         self.where = "file root"  # what was being read, for errors from h5py
+        self.version = SCHEMA_VERSION
+        self.digest: str | None = None  # content_sha256 as stored
 
     def fail(self, msg: str) -> IRFormatError:
         return IRFormatError(f"{self.path}: {msg}")
@@ -203,8 +242,9 @@ class _Reader:
                 f"schema_version {v} is newer than the supported version {SCHEMA_VERSION}; "
                 "the file was written by a newer spike-sim, upgrade to read it"
             )
-        if v != SCHEMA_VERSION:
-            raise self.fail(f"schema_version {v} is not supported (supported: {SCHEMA_VERSION})")
+        if v not in _SUPPORTED_VERSIONS:
+            raise self.fail(f"schema_version {v} is not supported (supported: {_SUPPORTED_VERSIONS})")
+        self.version = v
 
     # nodes ------------------------------------------------------------------------------
     def attr_value(self, name: str, kind: str, spec: FieldSpec, v: Any) -> Any:
@@ -337,6 +377,7 @@ class _Reader:
             for n in names:
                 if n not in graph:
                     raise self.fail(f"root attribute {field} names node {n!r}, which does not exist")
+        self.digest = self.root_str(f, "content_sha256") if self.version >= 2 else None
         return Program(graph, inputs, outputs, metadata, self.latency(f, graph))
 
     def latency(self, f: h5py.File, graph: nx.DiGraph) -> dict[str, int]:
@@ -378,6 +419,9 @@ def load_program(path: str | os.PathLike) -> Program:
         validate_program(program)
     except ProgramError as e:
         raise IRFormatError(f"{path}: {e}") from e
+    if reader.digest is not None and reader.digest != program_digest(program):
+        raise reader.fail("content does not match its sha256 digest: the file was changed or corrupted after "
+                          "it was written (recompile it)")
     return program.with_graph(program.graph, gated=gated_nodes(program))  # derived, not stored (passes.gates)
 
 

@@ -29,6 +29,7 @@ Errors (:class:`NIRExportError`) name the node.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 from typing import Any
@@ -36,7 +37,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
-from spike.atomic import atomic_path
+from spike.atomic import atomic_write_bytes
 from spike.compiler.ir.nodes import (
     BatchNorm, Conv2d, Dense, HostOp, Identity, Input, Node, Output, Pool2d, Population, Projection,
     Sparse,
@@ -290,9 +291,10 @@ def to_nir(program_or_model: Any, example_input: Any = None, dt: float | None = 
 
 
 def save_nir(graph: Any, path: str | os.PathLike) -> None:
-    """Write ``graph`` with ``nir.write`` to a temporary file beside ``path``, then rename it over
-    ``path`` (an interrupted save never leaves a partial file)."""
+    """Write ``graph`` with ``nir.write`` into memory, then to ``path`` atomically
+    (:func:`spike.atomic.atomic_write_bytes`: an interrupted or failed save, a full disk included,
+    leaves the old file)."""
     nir = _nir()
-    path = os.fspath(path)
-    with atomic_path(path) as tmp:
-        nir.write(str(tmp), graph)
+    buffer = io.BytesIO()
+    nir.write(buffer, graph)
+    atomic_write_bytes(os.fspath(path), buffer.getbuffer())

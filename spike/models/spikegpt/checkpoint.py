@@ -14,7 +14,7 @@ from spike.models import build_model
 from spike.models.spikegpt.model import evaluate_lm, generate, load_reference
 from spike.models.spikegpt.text import (CharVocab, TokenizerVocab, builtin_text, eval_windows, load_corpus,
                                         load_reference_vocab, vocab_from_config)
-from spike.train.checkpoint import load_checkpoint
+from spike.train.checkpoint import CheckpointError, load_checkpoint, load_weights
 
 __all__ = ["is_lm_checkpoint", "load_lm", "eval_checkpoint", "generate_text"]
 
@@ -22,8 +22,8 @@ __all__ = ["is_lm_checkpoint", "load_lm", "eval_checkpoint", "generate_text"]
 def is_lm_checkpoint(path) -> bool:
     """True for a ``spike train spikegpt`` checkpoint or a reference state dict of SpikeGPT."""
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - not ours to judge here; the normal loader reports it
+        raw = load_weights(path)
+    except (CheckpointError, FileNotFoundError):  # not ours to judge here; the normal loader reports it
         return False
     if isinstance(raw, dict) and "format_version" in raw:
         return raw.get("config", {}).get("model", {}).get("kind") == "spikegpt"
@@ -44,12 +44,7 @@ def load_lm(path, *, vocab=None, tokenizer=None, ctx_len: int | None = None, spi
     A checkpoint of ours records ``ctx_len`` and ``spiking``: a different value given is a
     ValueError. Returns ``(model, vocab, config)``."""
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"checkpoint file not found: {p}")
-    try:
-        raw = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{p}: not a loadable checkpoint: {type(exc).__name__}: {exc}") from exc
+    raw = load_weights(p)
     if isinstance(raw, dict) and "format_version" in raw:
         ckpt = load_checkpoint(p)
         cfg = ckpt["config"]
@@ -98,10 +93,17 @@ def load_lm(path, *, vocab=None, tokenizer=None, ctx_len: int | None = None, spi
 
 def eval_checkpoint(path, data=None, split: str = "test", max_tokens: Optional[int] = None,
                     batch_size: int = 8, **load_kw) -> dict[str, Any]:
-    """Score a checkpoint on a corpus split: ``{"loss", "bits", "ppl", "tokens", "unit", ...}``."""
+    """Score a checkpoint on a corpus split: ``{"loss", "bits", "ppl", "tokens", "unit", ...}``.
+
+    ``data`` None is the built-in corpus; a checkpoint trained on a file is scored on it only when
+    the caller names that file (a checkpoint never chooses the files that are read).
+    """
     model, voc, cfg = load_lm(path, data=data, **load_kw)
-    src = data if data is not None else cfg.get("text", {}).get("data")
-    corpus = load_corpus(src, vocab=voc)
+    trained_on = cfg.get("text", {}).get("data")
+    if data is None and trained_on is not None:
+        raise ValueError(f"{path}: trained on {trained_on}; name the text to score with --data "
+                         "(a checkpoint does not choose the files that are read)")
+    corpus = load_corpus(data, vocab=voc)
     res = evaluate_lm(model, eval_windows(corpus.split(split), model.ctx_len, batch_size, max_tokens))
     res.update(unit=voc.unit, kind=voc.kind, corpus=corpus.name, split=split)
     res["line"] = corpus.score_line(split, res)

@@ -58,6 +58,7 @@ from torch import nn
 from spike import surrogate as _sg
 from spike.neurons import LIF, lif_step
 from spike.kernels.wkv import NEG, WKVState, wkv, wkv_with_state
+from spike.train.checkpoint import load_weights
 
 __all__ = [
     "PRESETS",
@@ -604,10 +605,7 @@ def load_reference(source, ctx_len: int = 1024, spiking: bool = True,
     if isinstance(source, Mapping):
         sd = source
     else:
-        try:
-            sd = torch.load(source, map_location=map_location, weights_only=True)
-        except Exception as exc:
-            raise ValueError(f"{source}: not a loadable state dict: {type(exc).__name__}: {exc}") from exc
+        sd = load_weights(source, map_location)
         if not isinstance(sd, Mapping):
             raise ValueError(f"{source}: expected a state dict, found {type(sd).__name__}")
     ours, kwargs = convert_reference_state_dict(sd, ctx_len=ctx_len, spiking=spiking)
