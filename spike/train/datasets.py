@@ -76,6 +76,8 @@ class Dataset:
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x.dtype != torch.float32 or y.dtype != torch.int64:
                 raise TypeError(f"{self.name} {split}: want float32 x and int64 y, got {x.dtype}, {y.dtype}")
+            if x.shape[0] == 0:
+                raise ValueError(f"{self.name} {split}: no samples")
             if tuple(x.shape[1:]) != self.input_shape or y.shape != (x.shape[0],):
                 raise ValueError(
                     f"{self.name} {split}: x {tuple(x.shape)} / y {tuple(y.shape)} do not match "
@@ -192,6 +194,8 @@ def _check_mnist_pair(img_path: Path, images: np.ndarray, lbl_path: Path, labels
         raise DatasetFormatError(
             f"{img_path}: expected uint8 images of dims (N, 28, 28), found {images.dtype} {images.shape}"
         )
+    if images.shape[0] == 0:
+        raise DatasetFormatError(f"{img_path}: holds 0 images (expected at least one)")
     if labels.dtype != np.uint8 or labels.ndim != 1:
         raise DatasetFormatError(f"{lbl_path}: expected uint8 labels of dims (N,), found {labels.dtype} {labels.shape}")
     if labels.shape[0] != images.shape[0]:
@@ -267,6 +271,8 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     data = np.asarray(data)
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise DatasetFormatError(f"{path}: expected b'data' uint8 of shape (N, 3072), found {data.dtype} {data.shape}")
+    if data.shape[0] == 0:
+        raise DatasetFormatError(f"{path}: holds 0 images (expected at least one)")
     try:
         labels = np.asarray(labels, dtype=np.int64)
     except (TypeError, ValueError) as e:

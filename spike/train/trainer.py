@@ -161,6 +161,28 @@ def epoch_line(stats: Mapping[str, float], epochs: int) -> str:
             parts.append(f"{key} {value:.4g}")
     return " ".join(parts)
 
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two configs (nested dicts compared key by key); a
+    key ``old`` lacks (a checkpoint from before the key existed) is not a difference."""
+    keys = []
+    for key, value in new.items():
+        if key not in old:
+            continue
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and isinstance(old[key], Mapping):
+            keys += config_differences(old[key], value, dotted + ".")
+        elif old[key] != value:
+            keys.append(dotted)
+    return keys
+
+
+def _lookup(config: Mapping[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        config = config[part]
+    return config
+
+
 class Trainer:
     """Train ``model`` for ``epochs`` epochs; checkpoint, resume and run data-parallel.
 
@@ -180,8 +202,12 @@ class Trainer:
         progress: show a tqdm bar per epoch on a terminal, or else one plain line per epoch on
             stderr (:func:`epoch_line`), rank 0 only.
         resume: if ``checkpoint_path`` exists, restore everything from it and continue with the
-            next epoch; if it does not exist, start from scratch.
+            next epoch; if it does not exist, start from scratch. The checkpoint's config must equal
+            ``config`` (and its batch size and seed these) except for the keys in ``may_extend``:
+            anything else differing is a :class:`CheckpointError` naming the keys, since a resumed
+            run would mix two configurations.
         config: plain dict stored in every checkpoint (see :func:`spike.train.checkpoint.make_config`).
+        may_extend: dotted config keys a resumed run may change (e.g. ``"training.epochs"``).
         on_epoch_end: ``(epoch_index, epoch_metrics)`` called after the epoch's checkpoint is written.
         generators: other named ``torch.Generator``s the run draws from (e.g. an encoder's);
             their states are checkpointed and restored on resume like the global RNGs.
@@ -211,6 +237,7 @@ class Trainer:
         progress: bool = True,
         resume: bool = False,
         config: Mapping[str, Any] | None = None,
+        may_extend: Sequence[str] = (),
         on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
         generators: Mapping[str, torch.Generator] | None = None,
         drop_last: bool = False,
@@ -241,7 +268,8 @@ class Trainer:
         self.metric_fn = metric_fn
         self.metric_name = metric_name
         self.progress = progress
-        self.config: dict[str, Any] = dict(config or {})
+        self.config: dict[str, Any] = {**dict(config or {}), "trainer": {"batch_size": self.batch_size, "seed": self.seed}}
+        self.may_extend = frozenset(may_extend) | {"evaluation"}
         self.on_epoch_end = on_epoch_end
         self.generators: dict[str, torch.Generator] = dict(generators or {})
         self.drop_last = drop_last
@@ -269,6 +297,11 @@ class Trainer:
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
         path = self.checkpoint_path
+        changed = [key for key in config_differences(ckpt["config"], self.config) if key not in self.may_extend]
+        if changed:
+            old, new = (", ".join(f"{k}={_lookup(c, k)!r}" for k in changed) for c in (ckpt["config"], self.config))
+            raise CheckpointError(f"{path}: resuming with a different configuration ({new}; the checkpoint has "
+                                  f"{old}): resume with the options that wrote it, or train into another --out")
         try:
             self.model.load_state_dict(ckpt["model_state"])
         except RuntimeError as exc:

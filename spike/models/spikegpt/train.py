@@ -255,7 +255,7 @@ def train_spikegpt(
         model, opt, loss_fn, windows, epochs=epochs, batch_size=batch, seed=seed,
         eval_data=eval_data, checkpoint_path=out, scheduler=sched, scheduler_interval="step",
         metric_fn=metric_fn, metric_name=metric, progress=not quiet, resume=resume,
-        config=config, on_epoch_end=on_epoch_end,
+        config=config, may_extend=("train.iters", "train.minutes"), on_epoch_end=on_epoch_end,
     )
     if trainer.resumed_from is not None and not quiet and du.is_main_process():
         print(f"resumed from {out} after {trainer.step} steps")
