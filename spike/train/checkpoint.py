@@ -42,18 +42,19 @@ Optional (written by ``spike train`` once training ends, :func:`record_evaluatio
 """
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import os
 import random
 import re
 from pathlib import Path
-from typing import IO, Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-from spike.atomic import atomic_write, atomic_write_bytes
+from spike.atomic import atomic_write_bytes
 
 __all__ = [
     "FORMAT_VERSION",
@@ -95,8 +96,13 @@ class CheckpointError(RuntimeError):
 
 
 def atomic_save(obj: Any, path: PathLike) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically; on any failure ``path`` is untouched and no temp file remains."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save(obj)`` to ``path`` atomically; on any failure ``path`` is untouched and no temp file remains.
+
+    The archive is built in memory first: torch's own file writer reports a full disk as an
+    internal assertion, Python's as the ``OSError`` it is."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return atomic_write_bytes(path, buffer.getbuffer())
 
 
 def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
