@@ -26,10 +26,14 @@ it does not have (CMOS has no cores, ``generic`` has nothing at all):
 - ``timing`` (optional): ``time_per_step`` [s, ms, us or ns].
 
 Every figure is a mapping ``{value, unit, source, kind}`` (all four required, ``note`` optional):
-``value`` a non-negative number (count fields: a positive integer), ``unit`` one of the units
+``value`` a finite non-negative number (count fields: a positive integer no larger than its
+:data:`MAX_COUNTS` bound: at most 2^20 cores per chip, tiles per mesh side and cores per tile, 64
+weight and state bits, 65535 steps of delay, 2^40 bits of synaptic memory and 2^31 - 1 for the
+other counts, so that no absurd figure reaches the mapping), ``unit`` one of the units
 listed for the field, ``source`` a non-empty string (paper and table; for an estimate, what it was
 estimated from), ``kind`` one of ``measured``, ``published``, ``estimated``. Unknown keys are errors.
 Figures keep the value and unit as written and carry ``si`` (J, J/byte, W/chip, s or the count).
+A file must be UTF-8 text of at most :data:`MAX_FILE_BYTES` (1 MiB).
 """
 from __future__ import annotations
 
@@ -85,6 +89,20 @@ SCHEMA: dict[str, dict[str, tuple[dict[str, float], bool, bool]]] = {
     },
 }
 SECTIONS_OPTIONAL = {"core": True, "chip": True, "energy": True, "power": True, "timing": True}
+# (section, field) -> the largest value a count field may hold (others: _MAX_COUNT)
+_MAX_COUNT = 2**31 - 1
+MAX_COUNTS: dict[tuple[str, str], int] = {
+    ("core", "syn_mem_bits"): 2**40,
+    ("core", "weight_bits"): 64,
+    ("core", "state_bits"): 64,
+    ("core", "synaptic_delay"): 65535,  # the IR's longest delay (spike.compiler.ir.program.MAX_STEPS_DELAY)
+    ("core", "max_delay"): 65535,
+    ("chip", "cores_per_chip"): 2**20,
+    ("chip", "mesh_rows"): 2**20,
+    ("chip", "mesh_cols"): 2**20,
+    ("chip", "cores_per_tile"): 2**20,
+}
+MAX_FILE_BYTES = 1 << 20
 _TOP_KEYS = {"schema_version", "name", "description", "references", *SCHEMA}
 _FIGURE_KEYS = {"value", "unit", "source", "kind", "note"}
 
@@ -219,18 +237,36 @@ def target_names() -> list[str]:
 
 
 def _read(name_or_path: str | os.PathLike) -> tuple[str, str]:
-    """(file label, text) of a built-in name or a path."""
+    """(file label, text) of a built-in name or a path: at most :data:`MAX_FILE_BYTES` of UTF-8."""
     s = os.fspath(name_or_path)
     if isinstance(name_or_path, str) and s in target_names():
-        res = resources.files("spike.hw_configs").joinpath(f"{s}.yaml")
-        return f"{s}.yaml", res.read_text(encoding="utf-8")
-    path = Path(s)
-    if not path.is_file():
-        raise HardwareConfigError(
-            f"hardware target {s!r}: not a built-in target ({', '.join(target_names())}) "
-            "and no such file"
-        )
-    return path.name, path.read_text(encoding="utf-8")
+        label, data = f"{s}.yaml", resources.files("spike.hw_configs").joinpath(f"{s}.yaml").read_bytes()
+    else:
+        path = Path(s)
+        if not path.is_file():
+            raise HardwareConfigError(
+                f"hardware target {s!r}: not a built-in target ({', '.join(target_names())}) "
+                "and no such file"
+            )
+        label = s  # the path as given: the message names the file the user can find
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise HardwareConfigError(f"{label}: larger than {MAX_FILE_BYTES} bytes: not a hardware config")
+    try:
+        return label, data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise HardwareConfigError(f"{label}: not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start} "
+                                  "(a hardware config is UTF-8 YAML)") from None
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error on one line: where and what."""
+    if isinstance(e, yaml.MarkedYAMLError) and e.problem_mark is not None:
+        mark = e.problem_mark
+        what = " ".join(f"{e.problem or ''} {f'({e.context})' if e.context else ''}".split())
+        return f"line {mark.line + 1}, column {mark.column + 1}: {what}"
+    return " ".join(str(e).split())
 
 
 def load_target(name_or_path: "str | os.PathLike | HardwareTarget") -> HardwareTarget:
@@ -241,7 +277,9 @@ def load_target(name_or_path: "str | os.PathLike | HardwareTarget") -> HardwareT
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise HardwareConfigError(f"{label}: not valid YAML: {e}") from None
+        raise HardwareConfigError(f"{label}: not valid YAML: {_yaml_problem(e)}") from None
+    except RecursionError:
+        raise HardwareConfigError(f"{label}: not valid YAML: nested too deeply") from None
     return parse_target(data, label, path=os.fspath(name_or_path))
 
 
@@ -253,7 +291,21 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _figure(label: str, path: str, raw: Any, units: dict[str, float], integer: bool) -> Figure:
+def _is_count(x: Any) -> bool:
+    """A positive whole number (an int, or a float with no fraction)."""
+    if isinstance(x, float):
+        return math.isfinite(x) and x.is_integer() and x >= 1
+    return _is_number(x) and x >= 1
+
+
+def _is_amount(x: Any) -> bool:
+    """A finite non-negative number that converts to a float."""
+    if isinstance(x, int) and not isinstance(x, bool):
+        return 0 <= x <= 2**1023  # larger ints do not convert to a float
+    return isinstance(x, float) and math.isfinite(x) and x >= 0
+
+
+def _figure(label: str, path: str, raw: Any, units: dict[str, float], integer: bool, maximum: int = _MAX_COUNT) -> Figure:
     if not isinstance(raw, Mapping):
         raise _fail(label, path, f"expected a mapping with {{value, unit, source, kind}}, got {raw!r}")
     for key in raw:
@@ -264,10 +316,12 @@ def _figure(label: str, path: str, raw: Any, units: dict[str, float], integer: b
             raise _fail(label, f"{path}.{key}", "missing (every figure needs value, unit, source and kind)")
     value = raw["value"]
     if integer:
-        if not (_is_number(value) and float(value).is_integer() and value >= 1):
+        if not _is_count(value):
             raise _fail(label, f"{path}.value", f"expected a positive integer, got {value!r}")
+        if value > maximum:
+            raise _fail(label, f"{path}.value", f"expected a positive integer at most {maximum}, got {value!r}")
         value = int(value)
-    elif not (_is_number(value) and math.isfinite(value) and value >= 0):
+    elif not _is_amount(value):
         raise _fail(label, f"{path}.value", f"expected a non-negative number, got {value!r}")
     unit = raw["unit"]
     if unit not in units:
@@ -322,7 +376,8 @@ def parse_target(data: Any, label: str = "<target>", path: str = "") -> Hardware
                 if required:
                     raise _fail(label, f"{section}.{key}", "missing")
                 continue
-            values[key] = _figure(label, f"{section}.{key}", raw[key], units, integer)
+            values[key] = _figure(label, f"{section}.{key}", raw[key], units, integer,
+                                  MAX_COUNTS.get((section, key), _MAX_COUNT))
         sections[section] = _SECTION_TYPES[section](**values)
 
     if (sections["core"] is None) != (sections["chip"] is None):
@@ -353,5 +408,5 @@ def parse_target(data: Any, label: str = "<target>", path: str = "") -> Hardware
 __all__ = [
     "HardwareConfigError", "HardwareTarget", "Figure", "CoreLimits", "ChipLayout", "EnergyFigures",
     "PowerFigures", "TimingFigures", "load_target", "parse_target", "target_names", "SCHEMA",
-    "SCHEMA_VERSION", "KINDS",
+    "SCHEMA_VERSION", "KINDS", "MAX_COUNTS", "MAX_FILE_BYTES",
 ]

@@ -20,8 +20,11 @@ is not stored: it follows from the graph, and loading derives it (``spike.compil
 
 Loading is generic over the node dataclasses: each field's expected type comes from the class
 annotations. Every problem raises :class:`IRFormatError` naming the file (and node and field).
-Loading validates what it read, then recomputes its digest and refuses a file whose digest differs
-(flipped bytes in a weight array or a field), naming the file. Version 1 files (no digest) still load. The file is built in
+Before any data is read, every dataset's declared size is checked against the bytes the file
+really stores for it (:meth:`_Reader.check_storage`), so a small file cannot make the reader
+allocate what it declares but does not hold. Loading validates what it read, then recomputes its
+digest and refuses a file whose digest differs (flipped bytes in a weight array or a field),
+naming the file. Version 1 files (no digest) still load. The file is built in
 memory and written by :func:`spike.atomic.atomic_write_bytes` (a temporary file beside the target,
 fsynced, renamed): an interrupted or failed save (a full disk included) leaves the old file and no
 temporary one, and the failure is an ``OSError`` from Python's own file writes.
@@ -61,6 +64,8 @@ __all__ = [
 
 SCHEMA_VERSION = 2
 _SUPPORTED_VERSIONS = (1, 2)  # 1: no content digest
+# the most a dataset stored with compression filters may expand: deflate's limit is 1032:1
+MAX_COMPRESSION_RATIO = 1032
 _ROOT_ATTRS = ("schema_version", "producer", "target", "precision", "metadata", "inputs", "outputs", "latency",
                "content_sha256")
 
@@ -246,6 +251,76 @@ class _Reader:
             raise self.fail(f"schema_version {v} is not supported (supported: {_SUPPORTED_VERSIONS})")
         self.version = v
 
+    # storage --------------------------------------------------------------------------
+    def check_storage(self, f: h5py.File) -> None:
+        """Refuse, before reading any data, links out of the file and datasets whose declared size
+        is not in the file.
+
+        Rules, for every object reachable from the root (declared bytes = number of elements x
+        element size):
+
+        - every link is a hard link: soft and external links are refused (an external link would
+          make the reader open another file);
+        - a dataset's data lies in this file: virtual datasets and external raw storage are refused;
+        - without compression filters, declared bytes <= stored bytes: every element is stored
+          (none left to the fill value of an unwritten dataset or chunk);
+        - with filters, declared bytes <= stored bytes x ``MAX_COMPRESSION_RATIO`` (1032, deflate's
+          limit);
+        - stored bytes count as at most the file's size, whatever the file's index claims.
+
+        :func:`save_program` writes only groups and datasets, every array in full, contiguous and
+        uncompressed (stored bytes = declared bytes), so its files always pass; the largest array a
+        file can make the reader allocate is thus bounded by the file's own size (x 1032 when
+        compressed).
+        """
+        file_size = os.path.getsize(self.path)
+        seen: set[Any] = set()
+        todo: list[tuple[str, h5py.Group]] = [("", f)]
+        while todo:
+            prefix, group = todo.pop()
+            for key in group:
+                path = f"{prefix}{key}"
+                self.where = f"/{path}"
+                link = group.get(key, getlink=True)
+                if not isinstance(link, h5py.HardLink):
+                    what = "an external link" if isinstance(link, h5py.ExternalLink) else "a soft link"
+                    raise self.dataset_fail(group, path, f"is {what}: a program file holds only groups and "
+                                                         "datasets of its own")
+                obj = group[key]
+                if obj.id in seen:
+                    continue
+                seen.add(obj.id)
+                if isinstance(obj, h5py.Group):
+                    todo.append((f"{path}/", obj))
+                elif isinstance(obj, h5py.Dataset):
+                    self.check_dataset(group, path, obj, file_size)
+
+    def check_dataset(self, parent: h5py.Group, path: str, ds: h5py.Dataset, file_size: int) -> None:
+        """The storage rules of :meth:`check_storage` for one dataset."""
+        plist = ds.id.get_create_plist()
+        if plist.get_layout() == h5py.h5d.VIRTUAL or plist.get_external_count():
+            raise self.dataset_fail(parent, path, "keeps its data in other files (virtual or external storage); "
+                                                  "a program file must hold its own data")
+        declared = 0 if ds.shape is None else math.prod(int(d) for d in ds.shape) * ds.id.get_type().get_size()
+        stored = min(int(ds.id.get_storage_size()), file_size)
+        filters = plist.get_nfilters()
+        if declared > (stored * MAX_COMPRESSION_RATIO if filters else stored):
+            how = (f"its {filters} compression filter(s) expand at most {MAX_COMPRESSION_RATIO}x" if filters
+                   else "an uncompressed dataset must store every element")
+            raise self.dataset_fail(
+                parent, path, f"declares shape {tuple(ds.shape)} of {ds.dtype} = {declared} bytes, but the "
+                              f"file ({file_size} bytes) stores {stored} bytes of it ({how}); refusing to read it")
+
+    def dataset_fail(self, parent: h5py.Group, path: str, msg: str) -> IRFormatError:
+        """An error about the object at ``path`` (in group ``parent``), naming its node and field
+        when it is one."""
+        parts = path.split("/")
+        if len(parts) == 3 and parts[0] == "nodes":
+            kind = parent.attrs.get("kind")
+            kind = kind.decode("utf-8", "replace") if isinstance(kind, bytes) else kind
+            return self.node_fail(parts[1], kind if isinstance(kind, str) else None, parts[2], msg)
+        return self.fail(f"/{path} {msg}")
+
     # nodes ------------------------------------------------------------------------------
     def attr_value(self, name: str, kind: str, spec: FieldSpec, v: Any) -> Any:
         def bad(expected: str) -> IRFormatError:
@@ -349,6 +424,7 @@ class _Reader:
 
     def read(self, f: h5py.File) -> Program:
         self.check_version(f)
+        self.check_storage(f)
         self.root_str(f, "producer", default="")
         self.root_str(f, "target", default="")
         precision = self.root_str(f, "precision")

@@ -18,6 +18,8 @@ from spike.compiler.ir.nodes import Node, Output, Population, Projection, Input
 
 PRODUCER = "spike-sim"
 MAX_STEPS_DELAY = 65535  # the longest delay or latency, in steps, a program may declare
+MAX_NODE_SIZE = 2**31 - 1  # the most elements a node's shape or in_shape may hold (indices fit int32, as in
+#   lava's ports and scipy's CSR); also the most (input, output) pairs of a pooling window
 
 
 class ProgramError(ValueError):

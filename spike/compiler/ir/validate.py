@@ -7,6 +7,12 @@ real-valued (floating, or integer for CSR indices), finite and of the shape the 
 each node's sources agree with it in size and shape; inputs/outputs name existing nodes; and every
 cycle carries a delay. Errors are :class:`ProgramError` naming the node and the field.
 
+Sizes are bounded before anything is computed from them, so a program that declares absurd sizes
+is refused here and never allocated by a backend or the mapping: every ``shape`` and ``in_shape``
+holds at most ``MAX_NODE_SIZE`` (2^31 - 1) elements, a pooling window (``pool2d``, a windowed host
+op) at most ``MAX_NODE_SIZE`` (input, output) pairs ``C x H_out x W_out x kh x kw``, and every delay
+and latency is 0..``MAX_STEPS_DELAY`` steps (``spike.compiler.ir.program``).
+
 Two shape values mean "not inferred yet" and are skipped by the cross-node checks (``infer_shapes``
 fills them): an ``Output`` with ``shape == ()`` and a projection with ``in_shape == ()``. Population
 parameter arrays may be per-population (0-d or length 1) or per-neuron (length ``size``);
@@ -41,7 +47,7 @@ from spike.compiler.ir.nodes import (
 )
 from spike.compiler.ir.hostops import ELEMENTWISE_HOST_OPS, HOST_OPS
 from spike.compiler.ir.precision import check_precision
-from spike.compiler.ir.program import MAX_STEPS_DELAY, Program, ProgramError, node_error
+from spike.compiler.ir.program import MAX_NODE_SIZE, MAX_STEPS_DELAY, Program, ProgramError, node_error
 from spike.compiler.ir.schema import (
     ENUM_FIELDS, FIXED_POINT_FIELDS, FIXED_WEIGHT_ARRAYS, INTEGER_ARRAYS, REQUIRED_ARRAYS, FieldSpec, field_specs,
 )
@@ -59,7 +65,7 @@ __all__ = [
 
 
 def _size(shape: tuple[int, ...]) -> int:
-    return int(np.prod(shape, dtype=np.int64)) if shape else 1
+    return math.prod(int(d) for d in shape)
 
 
 # ---- per-node checks --------------------------------------------------------------------
@@ -111,8 +117,21 @@ def _check_field_type(name: str, node: Node, spec: FieldSpec, value: Any) -> Non
 
 
 def _check_shape_tuple(name: str, node: Node, field: str, shape: tuple[int, ...]) -> None:
+    """Every dimension >= 1 and at most ``MAX_NODE_SIZE`` elements in all."""
     if any(int(d) < 1 for d in shape):
         raise node_error(name, node, field, f"dimensions must be >= 1, got {shape}")
+    if _size(shape) > MAX_NODE_SIZE:
+        raise node_error(name, node, field, f"{shape} holds {_size(shape)} elements, over the limit of "
+                         f"{MAX_NODE_SIZE} (2^31 - 1) per node")
+
+
+def _check_window_pairs(name: str, node: Pool2d | HostOp) -> None:
+    """A pooling window's (input, output) pairs ``C x H_out x W_out x kh x kw`` (what the backends
+    loop over and the mapping expands into synapses) are at most ``MAX_NODE_SIZE``."""
+    pairs = _size(node.shape) * _size(node.kernel)
+    if pairs > MAX_NODE_SIZE:
+        raise node_error(name, node, "kernel", f"{node.kernel} over output {node.shape} makes {pairs} window "
+                         f"(input, output) pairs, over the limit of {MAX_NODE_SIZE} (2^31 - 1) per node")
 
 
 def _expect_shape(name: str, node: Node, field: str, arr: np.ndarray | None, want: tuple, why: str) -> None:
@@ -232,6 +251,7 @@ def check_node(name: str, node: Any) -> None:
         _check_conv_geometry(name, node, node.kernel)
         if node.shape[0] != node.in_shape[0]:
             raise node_error(name, node, "shape", f"channels {node.shape[0]} differ from in_shape channels {node.in_shape[0]}")
+        _check_window_pairs(name, node)
     elif isinstance(node, Identity):
         if node.in_shape and node.in_size != node.size:
             raise node_error(name, node, "in_shape", f"size {node.in_size} differs from output size {node.size}")
@@ -285,9 +305,11 @@ def _check_hostop(name: str, node: HostOp) -> None:
         raise node_error(name, node, "kernel", f"must be >= 1, got {node.kernel}")
     if any(2 * p > k for p, k in zip(node.padding, node.kernel)):
         raise node_error(name, node, "padding", f"{node.padding} exceeds half the kernel {node.kernel}")
+    _check_shape_tuple(name, node, "in_shape", node.in_shape)
     _check_conv_geometry(name, node, node.kernel)
     if node.shape[0] != node.in_shape[0]:
         raise node_error(name, node, "shape", f"channels {node.shape[0]} differ from in_shape channels {node.in_shape[0]}")
+    _check_window_pairs(name, node)
 
 
 def _check_gate(name: str, node: Gate) -> None:

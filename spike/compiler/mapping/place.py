@@ -11,6 +11,11 @@ rates; uniform 1 by default). Heuristic: the better of the sequential placement 
 ordering (Fiedler vector of the core traffic graph, ``networkx.spectral_ordering``) laid along a
 snake path through the tiles; then pairwise swap / move hill climbing with exact incremental cost
 deltas until no move improves. The result is never worse than the sequential placement.
+
+Memory and time follow the cores placed, never the size of the chip: hop distances are computed
+from slot coordinates when needed (no slots x slots matrix); the snake path is generated only as
+far as the cores placed; the swap search, which weighs every core against every slot of the chips
+used (cores x slots values), runs only when that product is at most ``max_search``.
 """
 from __future__ import annotations
 
@@ -97,23 +102,35 @@ def traffic(program: Program, mapping: Mapping[str, Any], rates: Mapping[str, An
     return w, host
 
 
-def _slot_distances(mapping: Mapping[str, Any], n_slots: int) -> tuple[np.ndarray, np.ndarray]:
-    xy = np.array([_slot_xy(mapping, s)[1:] for s in range(n_slots)], dtype=np.int64).reshape(-1, 2)
-    d = np.abs(xy[:, None, :] - xy[None, :, :]).sum(-1).astype(np.float64)
+def _slot_coords(mapping: Mapping[str, Any], slots: np.ndarray) -> np.ndarray:
+    """``[len(slots), 2]`` global tile coordinates (x, y) of slots (vectorised :func:`_slot_xy`)."""
+    cpc, cpt = int(mapping["cores_per_chip"]), int(mapping["cores_per_tile"])
+    cols = int(mapping["mesh"][1])
+    chip, within = np.divmod(np.asarray(slots, dtype=np.int64), cpc)
+    y, x = np.divmod(within // cpt, cols)
+    return np.stack([chip * cols + x, y], axis=-1).reshape(-1, 2)
+
+
+def _hops(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[len(a), len(b)]`` Manhattan distances (float64) between tile coordinates."""
+    return np.abs(a[:, None, :] - b[None, :, :]).sum(-1).astype(np.float64)
+
+
+def _host_hops(mapping: Mapping[str, Any], xy: np.ndarray) -> np.ndarray:
+    """Hops (float64) from each tile coordinate to the host port."""
     hx, hy = mapping["host_port"]
-    hd = (np.abs(xy[:, 0] - hx) + np.abs(xy[:, 1] - hy)).astype(np.float64)
-    return d, hd
+    return (np.abs(xy[:, 0] - hx) + np.abs(xy[:, 1] - hy)).astype(np.float64)
 
 
-def _cost(w: np.ndarray, host: np.ndarray, d: np.ndarray, hd: np.ndarray, slots: np.ndarray) -> float:
-    return float((w * d[np.ix_(slots, slots)]).sum() + (host * hd[slots]).sum())
+def _cost(w: np.ndarray, host: np.ndarray, mapping: Mapping[str, Any], slots: np.ndarray) -> float:
+    xy = _slot_coords(mapping, slots)
+    return float((w * _hops(xy, xy)).sum() + (host * _host_hops(mapping, xy)).sum())
 
 
 def placement_cost_of(program: Program, mapping: Mapping[str, Any], rates: Mapping[str, Any] | None) -> float:
     w, host = traffic(program, mapping, rates)
     slots = np.array([c["slot"] for c in mapping["cores"]], dtype=np.int64)
-    d, hd = _slot_distances(mapping, int(slots.max()) + 1 if len(slots) else 0)
-    return _cost(w, host, d, hd, slots)
+    return _cost(w, host, mapping, slots)
 
 
 def placement_cost(program: Program, rates: Mapping[str, Any] | None = None) -> float:
@@ -121,20 +138,26 @@ def placement_cost(program: Program, rates: Mapping[str, Any] | None = None) -> 
     return placement_cost_of(program, mapping_of(program), rates)
 
 
-def _snake_slots(mapping: Mapping[str, Any], n_slots: int) -> list[int]:
-    """Slots along a snake through the global tile grid (column by column, alternating up and
-    down), so consecutive slots are at most one hop apart."""
-    by_xy: dict[tuple[int, int], list[int]] = {}
-    for s in range(n_slots):
-        _, x, y = _slot_xy(mapping, s)
-        by_xy.setdefault((x, y), []).append(s)
-    xs = sorted({x for x, _ in by_xy})
-    order = []
-    for i, x in enumerate(xs):
-        ys = sorted(y for xx, y in by_xy if xx == x)
-        for y in (ys if i % 2 == 0 else ys[::-1]):
-            order.extend(by_xy[(x, y)])
-    return order
+def _snake_slots(mapping: Mapping[str, Any], n: int) -> list[int]:
+    """The first ``n`` slots along a snake through the global tile grid (column by column,
+    alternating up and down; a tile's slots in order), so consecutive slots are at most one hop
+    apart. Only the tiles the ``n`` slots fill are visited."""
+    cpc, cpt = int(mapping["cores_per_chip"]), int(mapping["cores_per_tile"])
+    rows, cols = (int(v) for v in mapping["mesh"])
+    if min(cpc, cpt, rows, cols) < 1:
+        raise MappingError(f"mapping: mesh {rows}x{cols} tiles of {cpt} cores, {cpc} cores per chip: "
+                           "every figure must be >= 1")
+    order: list[int] = []
+    column = 0
+    while len(order) < n:
+        chip, x = divmod(column, cols)
+        for y in (range(rows) if column % 2 == 0 else range(rows - 1, -1, -1)):
+            first = chip * cpc + (y * cols + x) * cpt
+            order.extend(range(first, first + cpt))
+            if len(order) >= n:
+                break
+        column += 1
+    return order[:n]
 
 
 def _spectral_order(w: np.ndarray) -> list[int]:
@@ -154,32 +177,42 @@ def _spectral_order(w: np.ndarray) -> list[int]:
         return list(range(n))
 
 
-def _improve(w: np.ndarray, host: np.ndarray, d: np.ndarray, hd: np.ndarray, slots: np.ndarray, max_passes: int) -> np.ndarray:
-    """Hill climbing over swaps (and moves to free slots) with exact cost deltas."""
-    n, n_slots = len(slots), len(d)
+def _improve(
+    w: np.ndarray, host: np.ndarray, mapping: Mapping[str, Any], n_slots: int, slots: np.ndarray, max_passes: int
+) -> np.ndarray:
+    """Hill climbing over swaps (and moves to free slots among ``n_slots``) with exact cost deltas;
+    memory: a few ``[cores, n_slots]`` arrays, hop distances computed one slot row at a time."""
+    n = len(slots)
+    xy = _slot_coords(mapping, np.arange(n_slots))
     sym = w + w.T
     np.fill_diagonal(sym, 0.0)  # traffic within a core never moves
     slots = slots.copy()
     core_at = np.full(n_slots, -1, dtype=np.int64)
     core_at[slots] = np.arange(n)
-    c = sym @ d[slots] + host[:, None] * hd[None, :]  # c[u, q]: u's cost if placed at q
+
+    def row(p: int) -> np.ndarray:  # hops from slot p to every slot
+        return _hops(xy[p : p + 1], xy)[0]
+
+    c = sym @ _hops(xy[slots], xy) + host[:, None] * _host_hops(mapping, xy)[None, :]  # c[u, q]: u's cost at q
     for _ in range(max_passes):
         improved = False
         for u in range(n):
             pu = slots[u]
+            d_pu = row(pu)
             delta = c[u] - c[u, pu]
             occ = np.nonzero(core_at >= 0)[0]
             vs = core_at[occ]
-            delta[occ] += c[vs, pu] - c[vs, occ] + 2 * sym[u, vs] * d[pu, occ]
+            delta[occ] += c[vs, pu] - c[vs, occ] + 2 * sym[u, vs] * d_pu[occ]
             delta[pu] = 0.0
             q = int(np.argmin(delta))
             if delta[q] >= -1e-9 * max(1.0, abs(c[u, pu])):
                 continue
             v = core_at[q]
-            c += np.outer(sym[:, u], d[q] - d[pu])
+            d_q = row(q)
+            c += np.outer(sym[:, u], d_q - d_pu)
             slots[u], core_at[q], core_at[pu] = q, u, v
             if v >= 0:
-                c += np.outer(sym[:, v], d[pu] - d[q])
+                c += np.outer(sym[:, v], d_pu - d_q)
                 slots[v] = pu
             improved = True
         if not improved:
@@ -196,7 +229,8 @@ def place(
     ``rates``: per-node firing rates per neuron per step from a calibration run (see
     ``spike.workflows.calibration_rates``); uniform when None. ``target`` defaults to the one the program was
     partitioned for (it must match). The swap search is skipped when cores x slots exceeds
-    ``max_search`` (the better of the sequential and spectral placements is kept).
+    ``max_search`` (the better of the sequential and spectral placements is kept); nothing else
+    grows with the number of slots on the chips.
     """
     mapping = {**mapping_of(program)}
     if target is not None:
@@ -207,24 +241,23 @@ def place(
     n = len(mapping["cores"])
     n_slots = mapping["chips"] * mapping["cores_per_chip"]
     w, host = traffic(program, mapping, rates)
-    d, hd = _slot_distances(mapping, n_slots)
     sequential = np.arange(n, dtype=np.int64)
-    snake = np.array(_snake_slots(mapping, n_slots), dtype=np.int64)
+    snake = np.array(_snake_slots(mapping, n), dtype=np.int64)
     candidates = {
         "sequential": sequential,
         "spectral": snake[np.argsort(_spectral_order(w))] if n else sequential,
     }
-    best = min(candidates, key=lambda k: (_cost(w, host, d, hd, candidates[k]), k != "sequential"))
+    best = min(candidates, key=lambda k: (_cost(w, host, mapping, candidates[k]), k != "sequential"))
     slots = candidates[best]
     method = best
     if n and n * n_slots <= max_search:
-        slots = _improve(w, host, d, hd, slots, max_passes)
+        slots = _improve(w, host, mapping, n_slots, slots, max_passes)
         method += "+swap"
     set_positions(mapping, slots)
     mapping["placement"] = {
         "method": method,
         "rates": "uniform" if rates is None else "calibrated",
-        "cost": _cost(w, host, d, hd, slots),
-        "sequential_cost": _cost(w, host, d, hd, sequential),
+        "cost": _cost(w, host, mapping, slots),
+        "sequential_cost": _cost(w, host, mapping, sequential),
     }
     return program.with_graph(program.graph, metadata={**dict(program.metadata), "mapping": mapping})
