@@ -234,10 +234,24 @@ def compile_checkpoint(path: str, target: str = "generic", precision: str = "flo
                          "synaptic delays the target needs") from None
 
 
-def compile_nir(path: str, target: str, precision: str, dt: float, reset: str | None, target_delays: str = "balanced"):
-    """Import a NIR graph and compile it (mapped with uniform rates on a target with cores)."""
-    return compile_model(path, target=target, precision=precision, nir_options={"dt": dt, "reset": reset},
-                         target_delays=target_delays)
+def compile_nir(path: str, target: str, precision: str, dt: float | None, reset: str | None,
+                target_delays: str = "balanced", reset_delay: bool | None = None):
+    """Import a NIR graph and compile it (mapped with uniform rates on a target with cores).
+
+    ``dt`` (seconds) is honoured over the graph's ``dt`` metadata; None takes the metadata's, else
+    1e-4 (:func:`spike.compiler.frontends.nir_import.from_nir`). ``reset`` and ``reset_delay`` apply
+    to neurons without such metadata (None: zero, and a reset one step late, snnTorch's). Any
+    error names the file; one about a reset Loihi's fixed point cannot run names the options.
+    """
+    options = {"dt": dt, "reset": reset, **({} if reset_delay is None else {"reset_delay": reset_delay})}
+    try:
+        return compile_model(path, target=target, precision=precision, nir_options=options,
+                             target_delays=target_delays)
+    except ProgramError as exc:
+        about_reset = precision == "fixed" and any(f"field {f}:" in str(exc) for f in ("reset", "reset_delay"))
+        hint = (" (for a NIR graph: --reset zero --reset-delay no, or node metadata 'reset' and 'reset_delay')"
+                if about_reset else "")
+        raise ValueError(f"{path}: {exc}{hint}") from None
 
 
 def delays_line(program: Any) -> str | None:

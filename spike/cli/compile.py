@@ -12,9 +12,13 @@ from spike.workflows import compile_checkpoint, compile_lm, compile_nir, delays_
 
 def add_arguments(c: argparse.ArgumentParser) -> None:
     c.add_argument("checkpoint", help="a checkpoint from `spike train` (SpikeGPT included), or a .nir graph")
-    c.add_argument("--dt", type=positive_float, default=1e-4, help="NIR import: time step in seconds")
+    c.add_argument("--dt", type=positive_float, default=None,
+                   help="NIR import: time step in seconds (default: the graph's dt metadata, else 1e-4)")
     c.add_argument("--reset", default=None, choices=["subtract", "zero", "none"],
                    help="NIR import: reset mode when the graph's metadata has none (default zero)")
+    c.add_argument("--reset-delay", default=None, choices=["yes", "no"],
+                   help="NIR import: reset one step after the spike (yes, snnTorch's; the default) or in the "
+                        "step it fires (no: NIR's, Norse's, Loihi's) for neurons whose metadata does not say")
     add_target(c, "generic", "the hardware the program is compiled for")
     c.add_argument("--precision", default="float32", choices=["float32", "fixed"],
                    help="fixed: Loihi's fixed point (a target with cores)")
@@ -29,7 +33,9 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     refuse_overwriting([args.checkpoint], {"--out": args.out})
     if args.checkpoint.endswith(".nir"):
-        program = compile_nir(args.checkpoint, args.target, args.precision, args.dt, args.reset, args.target_delays)
+        reset_delay = None if args.reset_delay is None else args.reset_delay == "yes"
+        program = compile_nir(args.checkpoint, args.target, args.precision, args.dt, args.reset, args.target_delays,
+                              reset_delay)
     elif is_lm_checkpoint(args.checkpoint):
         program = compile_lm(args.checkpoint, args.target, args.precision)
     else:

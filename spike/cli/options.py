@@ -3,6 +3,7 @@ starts, ``--target`` and ``--backend`` with their choices listed."""
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
@@ -17,7 +18,7 @@ def _number(kind: Callable, low: float, inclusive: bool, what: str) -> Callable[
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not (value >= low if inclusive else value > low) or value != value:
+        if not (value >= low if inclusive else value > low) or not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
 
@@ -27,8 +28,8 @@ def _number(kind: Callable, low: float, inclusive: bool, what: str) -> Callable[
 
 positive_int = _number(int, 0, False, "an integer > 0")
 non_negative_int = _number(int, 0, True, "an integer >= 0")
-positive_float = _number(float, 0.0, False, "a number > 0")
-non_negative_float = _number(float, 0.0, True, "a number >= 0")
+positive_float = _number(float, 0.0, False, "a finite number > 0")
+non_negative_float = _number(float, 0.0, True, "a finite number >= 0")
 
 
 def probability(text: str) -> float:

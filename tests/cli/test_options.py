@@ -32,7 +32,7 @@ def test_help_imports_no_torch() -> None:
     (["run", "p.h5", "--backend", "gpu"], "--backend: invalid choice: 'gpu' (choose from"),
     (["run", "p.h5", "--limit", "-5"], "--limit: expected an integer > 0, got '-5'"),
     (["run", "p.h5", "--batch-size", "0"], "--batch-size: expected an integer > 0, got '0'"),
-    (["compile", "c.pt", "--out", "p.h5", "--dt", "nan"], "--dt: expected a number > 0, got 'nan'"),
+    (["compile", "c.pt", "--out", "p.h5", "--dt", "nan"], "--dt: expected a finite number > 0, got 'nan'"),
     (["generate", "c.pt", "--tokens", "-3"], "--tokens: expected an integer > 0, got '-3'"),
     (["generate", "c.pt", "--top-p", "1.5"], "--top-p: expected a number in (0, 1], got '1.5'"),
     (["eval", "c.pt", "--max-tokens", "-5"], "--max-tokens: expected an integer > 0, got '-5'"),

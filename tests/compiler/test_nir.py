@@ -279,7 +279,9 @@ def test_export_other_dt_and_metadata_dt():
     program = _kitchen_sink()
     graph = to_nir(program, dt=1e-3)
     assert graph.nodes["p1"].metadata["dt"] == 1e-3
-    assert_programs_equal(from_nir(graph, dt=0.5), program)  # node metadata wins over the argument
+    assert_programs_equal(from_nir(graph), program)  # without a dt, the metadata's
+    with pytest.raises(NIRImportError, match="'p1'.*shorter than the time step dt = 0.5"):
+        from_nir(graph, dt=0.5)  # a given dt is honoured over the metadata (NIR is continuous-time)
 
 
 def test_export_torch_model_compiles_first():

@@ -55,12 +55,16 @@ _SEARCH = 8  # ulps searched on each side of the direct formula
 def dt_seconds(dt: Any, error: type[Exception], where: str = "") -> float:
     """The step ``dt`` as a float number of seconds; raises ``error`` (its message led by ``where``)
     unless it is a positive, finite number."""
+    text = " ".join(repr(dt).split())
+    text = text if len(text) <= 60 else text[:57] + "..."
+    if isinstance(dt, (bool, np.bool_)):
+        raise error(f"{where}dt must be a number of seconds, got {text}")
     try:
         seconds = float(dt)
     except (TypeError, ValueError):
-        raise error(f"{where}dt must be a number of seconds, got {dt!r}") from None
+        raise error(f"{where}dt must be a number of seconds, got {text}") from None
     if not (math.isfinite(seconds) and seconds > 0):
-        raise error(f"{where}dt must be a positive number of seconds, got {seconds!r}")
+        raise error(f"{where}dt must be a positive, finite number of seconds, got {seconds!r}")
     return seconds
 
 
@@ -120,15 +124,15 @@ def decay_from_tau(tau: np.ndarray, dt: float) -> np.ndarray:
     tau = np.asarray(tau)
     kind = _kind(tau)
     tau = tau.astype(kind)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # dt >> tau: caller refuses d < 0
         q0 = kind(dt) / tau
         approx = 1.0 - q0.astype(np.float64)
-    cands = []
-    for k in range(-_SEARCH, _SEARCH + 1):
-        c = (kind(1) - _step(q0, k)).astype(np.float32)
-        cands += [c, _step(c, 1), _step(c, -1)]
-    hits = [_tau_forward(c, dt, kind) == tau for c in cands]
-    return _pick(cands, hits, approx.astype(np.float32))
+        cands = []
+        for k in range(-_SEARCH, _SEARCH + 1):
+            c = (kind(1) - _step(q0, k)).astype(np.float32)
+            cands += [c, _step(c, 1), _step(c, -1)]
+        hits = [_tau_forward(c, dt, kind) == tau for c in cands]
+        return _pick(cands, hits, approx.astype(np.float32))
 
 
 def _r_forward(gain: np.ndarray, scale: np.ndarray, dt: float, kind: type) -> np.ndarray:

@@ -18,19 +18,21 @@ Euler discretisation (the recurrent projection reads the previous step's spikes,
 RLeaky export means it): found by depth-first search from the inputs, it goes on the projection
 that closes the cycle (or on a new Identity ``<source>_delay`` when that projection feeds others).
 
-Unsupported nodes, bad parameters and inconsistent shapes raise :class:`NIRImportError`, which
-names the node.
+Refused with a :class:`NIRImportError` (a ``ValueError``) naming the file, the node and the field:
+a graph without an Input or an Output node at its top level, unknown or unsupported node types,
+missing, non-numeric, NaN or infinite fields, inconsistent shapes, edges naming no node, bad
+metadata, and a ``dt`` that is not a positive finite number of seconds.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from typing import Any
 
 import numpy as np
 
+from spike.compiler.frontends.nir_discretize import dt_seconds
 from spike.compiler.frontends.nir_lower import DISCRETIZATIONS, DelayMark, ImportOptions, PopExtras, lower_node
 from spike.compiler.frontends.nir_read import (
     NIRImportError, PassThrough, flatten_graph, infer_shapes, nir_module, node_metadata, read_nir_file, undot_names,
@@ -247,10 +249,25 @@ def _first_back_edge(succ: dict[str, list[str]], roots: list[str]) -> tuple[str,
     return None
 
 
+def _check_ends(graph: Any) -> None:
+    """A graph must have nodes, among them an Input and an Output at its top level (where the
+    program's inputs and outputs come from)."""
+    nir = nir_module()
+    nodes = getattr(graph, "nodes", None)
+    if not isinstance(nodes, dict) or not nodes:
+        raise NIRImportError("the graph has no nodes")
+    for kind in (nir.Input, nir.Output):
+        if not any(isinstance(n, kind) for n in nodes.values()):
+            raise NIRImportError(
+                f"the graph has no {kind.__name__} node at its top level (a NIR graph names its "
+                f"{'inputs' if kind is nir.Input else 'results'} with {kind.__name__} nodes)"
+            )
+
+
 # ---- entry point ----------------------------------------------------------------------------
 def from_nir(
     graph_or_path: Any,
-    dt: float = DEFAULT_DT,
+    dt: float | None = None,
     reset: str | None = None,
     *,
     reset_delay: bool = True,
@@ -261,7 +278,10 @@ def from_nir(
     """Lower a NIR graph (a ``nir.NIRGraph`` or a path to a ``.nir`` file) to an (un-optimised)
     Program; ``spike.compiler.compile(graph, nir_options=...)`` runs the passes after it.
 
-    ``dt``: the time step in seconds (node and graph ``dt`` metadata take precedence).
+    ``dt``: the time step in seconds. NIR is continuous-time (no step in the format), so a given
+    ``dt`` is honoured: it discretises every node, whatever ``dt`` metadata the graph carries (the
+    producer's exact discrete network comes back at the producer's step only). ``None``: a node's
+    ``dt`` metadata, else the graph's, else ``DEFAULT_DT`` (1e-4 s).
     ``reset``: reset mode for neurons whose metadata has none (default ``"zero"``; pass
     ``"subtract"`` for snnTorch exports). ``reset_delay``: likewise (default True, snnTorch's).
     ``input_signal``: ``"spike"`` (default) or ``"real"`` for Inputs without ``signal`` metadata.
@@ -279,14 +299,17 @@ def from_nir(
         graph = graph_or_path
     if not isinstance(graph, nir.NIRGraph):
         raise NIRImportError(f"{where}expected a nir.NIRGraph, got {type(graph).__name__}")
+    if dt is not None:
+        dt = dt_seconds(dt, NIRImportError, where)
     if reset is not None and reset not in RESET_MODES:
-        raise NIRImportError(f"reset {reset!r} is not one of {', '.join(RESET_MODES)}")
+        raise NIRImportError(f"{where}reset {reset!r} is not one of {', '.join(RESET_MODES)}")
     if input_signal is not None and input_signal not in ("spike", "real"):
-        raise NIRImportError(f"input_signal {input_signal!r} is not 'spike' or 'real'")
+        raise NIRImportError(f"{where}input_signal {input_signal!r} is not 'spike' or 'real'")
     if discretization not in DISCRETIZATIONS:
-        raise NIRImportError(f"discretization {discretization!r} is not one of {', '.join(DISCRETIZATIONS)}")
-    opts = ImportOptions(dt=dt, reset=reset, reset_delay=bool(reset_delay), input_signal=input_signal,
-                    fire_ge=bool(fire_ge), discretization=discretization)
+        raise NIRImportError(f"{where}discretization {discretization!r} is not one of {', '.join(DISCRETIZATIONS)}")
+    opts = ImportOptions(dt=DEFAULT_DT if dt is None else dt, reset=reset, reset_delay=bool(reset_delay),
+                         input_signal=input_signal, fire_ge=bool(fire_ge), discretization=discretization,
+                         dt_given=dt is not None)
     try:
         return _from_graph(graph, opts)
     except NIRImportError as e:
@@ -300,15 +323,17 @@ def from_nir(
 def _from_graph(graph: Any, opts: ImportOptions) -> Program:
     nir = nir_module()
     gmd = node_metadata(graph)
-    opts = dataclasses.replace(opts, dt=float(gmd.get("dt", opts.dt)))
-    if not (math.isfinite(opts.dt) and opts.dt > 0):
-        raise NIRImportError(f"dt must be a positive number of seconds, got {opts.dt!r}")
+    if "dt" in gmd and not opts.dt_given:
+        opts = dataclasses.replace(opts, dt=dt_seconds(gmd["dt"], NIRImportError, "graph metadata "))
     ours = None
     if isinstance(gmd.get(META_KEY), str):
         try:
             ours = json.loads(gmd[META_KEY])
         except ValueError:
             ours = None
+    if not isinstance(ours, dict):
+        ours = None
+    _check_ends(graph)
 
     nodes: dict[str, Any] = {}
     edges: list[tuple[str, str]] = []
@@ -320,6 +345,8 @@ def _from_graph(graph: Any, opts: ImportOptions) -> Program:
         if e in seen:
             raise NIRImportError(f"edge {e} appears twice")
         seen.add(e)
+        if isinstance(nodes[e[0]], nir.Output):
+            raise NIRImportError(f"node {e[0]!r} (Output): has an output edge to {e[1]!r} (an Output ends the graph)")
     srcs: dict[str, list[str]] = {n: [] for n in nodes}
     for u, v in edges:
         srcs[v].append(u)
@@ -341,13 +368,12 @@ def _from_graph(graph: Any, opts: ImportOptions) -> Program:
     _fix_sources(w)
     _fold_into_sources(w)
     inputs = [n for n in w.order if isinstance(w.nodes[n], Input)]
-    if not inputs:
-        raise NIRImportError("the graph has no Input node")
     euler_closed = _break_cycles(w, inputs)
 
     order = w.order
-    if ours and isinstance(ours.get("node_order"), list) and sorted(ours["node_order"]) == sorted(order):
-        order = list(ours["node_order"])
+    given = ours.get("node_order") if ours else None
+    if isinstance(given, list) and all(isinstance(n, str) for n in given) and sorted(given) == sorted(order):
+        order = list(given)
     b = ProgramBuilder()
     for name in order:
         b.add(name, w.nodes[name])
@@ -355,6 +381,8 @@ def _from_graph(graph: Any, opts: ImportOptions) -> Program:
         b.connect(u, v)
     if ours and isinstance(ours.get("metadata"), dict):
         metadata = dict(ours["metadata"])
+        if "dt" in metadata or opts.dt_given:
+            metadata["dt"] = opts.dt
     else:
         metadata = {"frontend": "nir", "dt": opts.dt}
     return bias_from_start(b.build(metadata), euler_closed)

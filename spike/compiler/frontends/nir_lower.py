@@ -6,10 +6,13 @@ and the exact inversion of rounded parameters in :mod:`spike.compiler.frontends.
 CubaLIF ``alpha = 1 - dt/tau_syn``, ``beta = 1 - dt/tau_mem``,
 ``gain = (r*dt/tau_mem)*(w_in*dt/tau_syn)``. snnTorch writes ``tau = dt/(1-beta)``,
 ``r = tau/dt``, ``v_leak = 0``: its beta comes back bit for bit and the gain is exactly 1.
-A node's ``dt`` metadata (our exporter writes it) overrides the ``dt`` argument, as does the
-graph's ``dt`` metadata. ``discretization="exp"`` (node metadata ``discretization`` wins) integrates
-LIF and LI exactly instead: ``beta = exp(-dt/tau)``, ``gain = r*(1 - beta)``, as Sinabs computes
-(CubaLIF is refused in that mode).
+The step: a ``dt`` given to the importer (``--dt``) is honoured for every node: NIR's neurons
+are continuous-time (tau in seconds), so any step discretises the same graph (the producer's exact
+discrete network comes back only at its own step). Without one, a node's ``dt`` metadata (our
+exporter writes it), else the graph's ``dt`` metadata, else 1e-4 s. ``discretization="exp"``
+(node metadata ``discretization`` wins) integrates LIF and LI exactly instead:
+``beta = exp(-dt/tau)``, ``gain = r*(1 - beta)``, as Sinabs computes (CubaLIF is refused in that
+mode).
 
 Neuron semantics NIR leaves open (design §3):
 - reset mode: node metadata ``reset`` (our exporter writes it), else the ``reset`` argument, else
@@ -48,18 +51,16 @@ from spike.compiler.frontends.nir_discretize import (
     decay_exp, decay_from_tau, dt_seconds, gain_exp, gain_from_r, gain_matches,
 )
 from spike.compiler.frontends.nir_read import (
-    SHAPE_PARAMS, NIRImportError, PassThrough, conv_geometry, conv_input_shape, declared_shape, field_array,
-    nir_module, node_failure, node_metadata, per_neuron, pool_geometry, size_of,
+    FLOAT32_MAX, SHAPE_PARAMS, SUPPORTED_NODES, NIRImportError, PassThrough, as_float32, conv_geometry,
+    conv_input_shape, declared_shape, field_array, int_value, meta_value, nir_module, node_failure, node_label,
+    node_metadata, per_neuron, pool_geometry, size_of,
 )
+from spike.compiler.ir.program import MAX_STEPS_DELAY
 from spike.compiler.ir.nodes import RESET_MODES, Conv2d, Dense, HostOp, Identity, Input, Output, Pool2d, Population, Sparse
 
 __all__ = ["SUPPORTED_NODES", "DISCRETIZATIONS", "ImportOptions", "DelayMark", "PopExtras", "lower_node"]
 
 DISCRETIZATIONS = ("euler", "exp")
-SUPPORTED_NODES = (
-    "Input", "Output", "Affine", "Linear", "Conv1d", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten",
-    "Scale", "LIF", "CubaLIF", "IF", "LI", "I", "Threshold", "Delay", "NIRGraph",
-)
 
 
 @dataclass
@@ -79,24 +80,31 @@ class PopExtras:
 
 @dataclass
 class ImportOptions:
+    """``dt``: the step in seconds; ``dt_given``: it was given by the caller (it then wins over
+    every ``dt`` metadata)."""
+
     dt: float
     reset: str | None
     reset_delay: bool
     input_signal: str | None
     fire_ge: bool = False
     discretization: str = "euler"
+    dt_given: bool = False
 
 
-def _node_dt(name: str, md: dict, opts: ImportOptions) -> float:
-    return dt_seconds(md.get("dt", opts.dt), NIRImportError, f"node {name!r}: metadata ")
+def _node_dt(name: str, node: Any, md: dict, opts: ImportOptions) -> float:
+    if opts.dt_given or "dt" not in md:
+        return opts.dt
+    return dt_seconds(md["dt"], NIRImportError, f"{node_label(name, node)}: metadata ")
 
 
 def _decay(name: str, node: Any, field: str, n: int, dt: float, exact: bool = False) -> np.ndarray:
     """Per-neuron float32 decay of time constant ``field``: Euler ``1 - dt/tau``, or ``exp(-dt/tau)``
     when ``exact`` (discretization "exp")."""
     tau = per_neuron(name, node, field, field_array(name, node, field), n, np.asarray(getattr(node, field)).dtype)
-    if np.isnan(tau).any() or (tau <= 0).any():
-        raise node_failure(name, node, f"{field} must be > 0 (seconds), got min {np.nanmin(tau)}")
+    if (tau <= 0).any():
+        i = int(np.argmax(tau <= 0))
+        raise node_failure(name, node, f"field {field} must be > 0 (seconds), got {tau[i]} at neuron {i}")
     if exact:
         return decay_exp(tau, dt)
     d = decay_from_tau(tau, dt)
@@ -111,41 +119,37 @@ def _decay(name: str, node: Any, field: str, n: int, dt: float, exact: bool = Fa
 
 def _gain(name: str, node: Any, field: str, scale: np.ndarray | float, n: int, dt: float, md_gain: Any) -> np.ndarray:
     r = per_neuron(name, node, field, field_array(name, node, field), n, np.asarray(getattr(node, field)).dtype)
-    if isinstance(scale, np.ndarray) and np.isinf(scale).any():
-        raise node_failure(name, node, f"an infinite time constant leaves {field} undefined")
     if md_gain is not None and gain_matches(float(md_gain), r, scale, dt):
         return np.full(n, float(md_gain))
     g = gain_from_r(r, scale, dt).astype(np.float64)
-    if not np.isfinite(g).all():
-        raise node_failure(name, node, f"{field} gives a non-finite input gain")
+    if not (np.abs(g) <= FLOAT32_MAX).all():
+        raise node_failure(name, node, f"field {field} gives an input gain beyond float32's range "
+                                       f"({np.abs(g).max():g})")
     return g
 
 
-def _gain_exp(name: str, node: Any, tau: np.ndarray, beta: np.ndarray, n: int) -> np.ndarray:
+def _gain_exp(name: str, node: Any, beta: np.ndarray, n: int) -> np.ndarray:
     """Exact integration's input gain ``r*(1 - beta)`` (float32 arithmetic, as Sinabs's)."""
-    if np.isinf(tau).any():
-        raise node_failure(name, node, "an infinite time constant leaves r undefined")
     return gain_exp(per_neuron(name, node, "r", field_array(name, node, "r"), n), beta)
 
 
 def _population(name: str, node: Any, shape: tuple[int, ...], opts: ImportOptions) -> tuple[Population, PopExtras]:
     nir = nir_module()
     md = node_metadata(node)
-    dt = _node_dt(name, md, opts)
+    dt = _node_dt(name, node, md, opts)
     n = size_of(shape)
     kind = type(node).__name__
-    reset = md.get("reset", opts.reset or "zero")
+    where = f"{node_label(name, node)}: "
+    reset = meta_value(where, md, "reset", "str", opts.reset or "zero")
     if reset not in RESET_MODES:
-        raise NIRImportError(f"node {name!r} ({kind}): reset {reset!r} is not one of {', '.join(RESET_MODES)}")
-    reset_delay = bool(md.get("reset_delay", opts.reset_delay))
-    fire_ge = bool(md.get("fire_ge", opts.fire_ge))
-    discretization = md.get("discretization", opts.discretization)
+        raise NIRImportError(f"{where}reset {reset!r} is not one of {', '.join(RESET_MODES)}")
+    reset_delay = meta_value(where, md, "reset_delay", "bool", opts.reset_delay)
+    fire_ge = meta_value(where, md, "fire_ge", "bool", opts.fire_ge)
+    discretization = meta_value(where, md, "discretization", "str", opts.discretization)
     if discretization not in DISCRETIZATIONS:
-        raise NIRImportError(
-            f"node {name!r} ({kind}): discretization {discretization!r} is not one of {', '.join(DISCRETIZATIONS)}"
-        )
+        raise NIRImportError(f"{where}discretization {discretization!r} is not one of {', '.join(DISCRETIZATIONS)}")
     exact = discretization == "exp"
-    md_gain = md.get("gain")
+    md_gain = meta_value(where, md, "gain", "number")
     alpha = None
     const = None
     threshold = None
@@ -155,7 +159,7 @@ def _population(name: str, node: Any, shape: tuple[int, ...], opts: ImportOption
         gain = np.ones(n)
         threshold = per_neuron(name, node, "threshold", field_array(name, node, "threshold"), n)
     elif isinstance(node, (nir.IF, nir.I)):
-        model = "li" if isinstance(node, nir.I) else md.get("model", "if")
+        model = "li" if isinstance(node, nir.I) else meta_value(where, md, "model", "str", "if")
         if model not in ("if", "lif", "li") or (model == "li") != isinstance(node, nir.I):
             raise NIRImportError(f"node {name!r} ({kind}): metadata model {model!r} does not fit an {kind} node")
         beta = np.ones(n, np.float32)
@@ -166,7 +170,7 @@ def _population(name: str, node: Any, shape: tuple[int, ...], opts: ImportOption
         model = "lif" if isinstance(node, nir.LIF) else "li"
         tau = per_neuron(name, node, "tau", field_array(name, node, "tau"), n, np.asarray(node.tau).dtype)
         beta = _decay(name, node, "tau", n, dt, exact)
-        gain = _gain_exp(name, node, tau, beta, n) if exact else _gain(name, node, "r", tau, n, dt, md_gain)
+        gain = _gain_exp(name, node, beta, n) if exact else _gain(name, node, "r", tau, n, dt, md_gain)
         v_leak = per_neuron(name, node, "v_leak", field_array(name, node, "v_leak"), n, np.float64)
         if (v_leak != 0).any():  # the drive (1 - beta)*v_leak, with the decay as recovered (exactly)
             const = (1.0 - beta.astype(np.float64)) * v_leak
@@ -192,8 +196,8 @@ def _population(name: str, node: Any, shape: tuple[int, ...], opts: ImportOption
         threshold = per_neuron(name, node, "v_threshold", field_array(name, node, "v_threshold"), n)
     else:  # pragma: no cover - guarded by the caller
         raise NIRImportError(f"node {name!r}: {kind} is not a neuron")
-    v_reset = getattr(node, "v_reset", None)
-    if v_reset is not None and reset == "zero" and (np.asarray(v_reset) != 0).any():
+    v_reset = None if getattr(node, "v_reset", None) is None else field_array(name, node, "v_reset")
+    if v_reset is not None and reset == "zero" and (v_reset != 0).any():
         raise NIRImportError(
             f"node {name!r} ({kind}): v_reset != 0 is not supported (the IR resets to 0); "
             "use reset='subtract' or 'none' if the graph does not rely on it"
@@ -212,30 +216,32 @@ def lower_node(name: str, node: Any, in_shapes: list[tuple[int, ...]], out_shape
     nir = nir_module()
     md = node_metadata(node)
     kind = type(node).__name__
+    where = f"{node_label(name, node)}: "
     src = in_shapes[0] if in_shapes else None
     for s in in_shapes[1:]:
         if size_of(s) != size_of(src):
-            raise NIRImportError(f"node {name!r} ({kind}): its inputs have different sizes {in_shapes} (they are summed)")
+            raise NIRImportError(f"{where}its inputs have different sizes {in_shapes} (they are summed)")
     if isinstance(node, PassThrough):
         if src is not None and size_of(src) != size_of(out_shape):
-            raise NIRImportError(f"node {name!r}: its input has size {size_of(src)}, but its shape is {out_shape}")
+            raise NIRImportError(f"{where}its input has size {size_of(src)}, but its shape is {out_shape}")
         return node, None
     if isinstance(node, nir.Input):
-        signal = md.get("signal", opts.input_signal or "spike")
+        signal = meta_value(where, md, "signal", "str", opts.input_signal or "spike")
         if signal not in ("spike", "real"):
             raise NIRImportError(f"node {name!r} (Input): signal {signal!r} is not 'spike' or 'real'")
         return Input(shape=out_shape, signal=signal), None
     if isinstance(node, nir.Output):
-        declared = declared_shape(node.output_type, "output")
+        declared = declared_shape(node.output_type, "output", where)  # kept when its size fits the input's
         shape = declared if (declared and src is not None and size_of(declared) == size_of(src)) else out_shape
-        if src is not None and size_of(shape) != size_of(src):
-            raise NIRImportError(f"node {name!r} (Output): shape {shape} but its input has size {size_of(src)}")
         return Output(shape=tuple(shape)), None
     if src is None:
         raise NIRImportError(f"node {name!r} ({kind}): has no input edge")
-    delay = int(md.get("implicit_delay", 0))
+    delay = meta_value(where, md, "implicit_delay", "int", 0)
+    if delay < 0:
+        raise NIRImportError(f"{where}metadata implicit_delay must be >= 0, got {delay}")
+    ir_kind = meta_value(where, md, "ir_kind", "str", "")
     if isinstance(node, (nir.Affine, nir.Linear)):
-        w = field_array(name, node, "weight").astype(np.float32)
+        w = as_float32(name, node, "weight", field_array(name, node, "weight"))
         if size_of(src) != w.shape[1]:
             raise NIRImportError(
                 f"node {name!r} ({kind}): weight {tuple(w.shape)} expects {w.shape[1]} inputs, its input has "
@@ -243,11 +249,11 @@ def lower_node(name: str, node: Any, in_shapes: list[tuple[int, ...]], out_shape
             )
         bias = None
         if isinstance(node, nir.Affine):
-            b = field_array(name, node, "bias").astype(np.float32)
+            b = as_float32(name, node, "bias", field_array(name, node, "bias"))
             if b.size not in (1, w.shape[0]):
                 raise NIRImportError(f"node {name!r} (Affine): bias has {b.size} values, weight has {w.shape[0]} rows")
             bias = np.ascontiguousarray(np.broadcast_to(b.reshape(-1), (w.shape[0],)), dtype=np.float32)
-        if md.get("ir_kind") == "sparse":
+        if ir_kind == "sparse":
             rows, cols = np.nonzero(w.T)  # CSR over source neurons
             indptr = np.zeros(w.shape[1] + 1, np.int64)
             np.add.at(indptr, rows + 1, 1)
@@ -262,34 +268,34 @@ def lower_node(name: str, node: Any, in_shapes: list[tuple[int, ...]], out_shape
         if size_of(in_shape) != size_of(src):
             raise NIRImportError(f"node {name!r} ({kind}): expects input {in_shape}, its input has shape {src}")
         in3, _, stride, padding, out3 = conv_geometry(name, node, in_shape, dims)
-        w = field_array(name, node, "weight").astype(np.float32)
+        w = as_float32(name, node, "weight", field_array(name, node, "weight"))
         if dims == 1:
             w = w[:, :, None, :]
         bias = None
-        if md.get("has_bias", True) and getattr(node, "bias", None) is not None:
-            b = field_array(name, node, "bias").astype(np.float32).reshape(-1)
+        if meta_value(where, md, "has_bias", "bool", True) and getattr(node, "bias", None) is not None:
+            b = as_float32(name, node, "bias", field_array(name, node, "bias")).reshape(-1)
             if b.size not in (1, w.shape[0]):
                 raise NIRImportError(f"node {name!r} ({kind}): bias has {b.size} values for {w.shape[0]} output channels")
             bias = np.ascontiguousarray(np.broadcast_to(b, (w.shape[0],)), dtype=np.float32)
         return Conv2d(
             shape=out3, in_shape=in3, delay=delay, weight=np.ascontiguousarray(w), bias=bias,
-            stride=stride, padding=padding, groups=int(np.asarray(node.groups).reshape(())),
+            stride=stride, padding=padding, groups=int_value(name, node, "groups"),
         ), None
     if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
         kernel, stride, padding, out3 = pool_geometry(name, node, src)
         mode = "sum" if isinstance(node, nir.SumPool2d) else "avg"
         return Pool2d(shape=out3, in_shape=src, delay=delay, mode=mode, kernel=kernel, stride=stride, padding=padding), None
     if isinstance(node, nir.Scale):
-        scale = field_array(name, node, "scale").astype(np.float64).reshape(-1)
+        scale = as_float32(name, node, "scale", field_array(name, node, "scale")).astype(np.float64).reshape(-1)
         n = size_of(src)
         shape = out_shape
         if scale.size not in (1, n):
             raise NIRImportError(f"node {name!r} (Scale): scale has {scale.size} values, its input has {n}")
-        if md.get("ir_kind") == "hostop":
+        if ir_kind == "hostop":
             if not (scale == 1).all():
                 raise NIRImportError(f"node {name!r} (Scale): a host add must have scale 1")
-            return HostOp(shape=shape, op=str(md.get("op", "add"))), None
-        if md.get("ir_kind") != "sparse" and (scale == scale[0]).all():
+            return HostOp(shape=shape, op=meta_value(where, md, "op", "str", "add")), None
+        if ir_kind != "sparse" and (scale == scale[0]).all():
             return Identity(shape=shape, in_shape=shape, delay=delay, scale=float(scale[0])), None
         data = np.broadcast_to(scale, (n,)).astype(np.float32)
         return Sparse(
@@ -298,7 +304,9 @@ def lower_node(name: str, node: Any, in_shapes: list[tuple[int, ...]], out_shape
         ), None
     if isinstance(node, nir.Delay):
         d = field_array(name, node, "delay").astype(np.float64).reshape(-1)
-        dt = _node_dt(name, md, opts)
+        if d.size not in (1, size_of(src)):
+            raise NIRImportError(f"{where}delay has {d.size} values, its input has {size_of(src)}")
+        dt = _node_dt(name, node, md, opts)
         steps = d / dt
         k = np.round(steps)
         if (np.abs(steps - k) > 1e-6 * np.maximum(1.0, np.abs(k))).any() or (k < 0).any():
@@ -311,9 +319,10 @@ def lower_node(name: str, node: Any, in_shapes: list[tuple[int, ...]], out_shape
                 f"node {name!r} (Delay): delays differ between elements ({sorted(set(k.astype(int)))} steps); "
                 "the IR has one delay per projection"
             )
-        if d.size not in (1, size_of(src)):
-            raise NIRImportError(f"node {name!r} (Delay): delay has {d.size} values, its input has {size_of(src)}")
-        return DelayMark(shape=out_shape, steps=int(k[0]), into=str(md.get("into", ""))), None
+        if k[0] > MAX_STEPS_DELAY:
+            raise NIRImportError(f"{where}delay {d[0]} s is {k[0]:g} steps of dt = {dt} s; at most "
+                                 f"{MAX_STEPS_DELAY} steps")
+        return DelayMark(shape=out_shape, steps=int(k[0]), into=meta_value(where, md, "into", "str", "")), None
     if isinstance(node, (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.I, nir.Threshold)):
         shape = src
         arr = np.asarray(getattr(node, SHAPE_PARAMS[kind]))
