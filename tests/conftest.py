@@ -5,6 +5,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from hypothesis import HealthCheck, settings
+
 TESTS = str(Path(__file__).resolve().parent)
 if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
+
+# Property tests: "suite" by default; `pytest --hypothesis-profile=fuzz` for a long fuzzing run.
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
+settings.register_profile("suite", max_examples=150, deadline=None, suppress_health_check=_SLOW_OK)
+settings.register_profile("fuzz", max_examples=3000, deadline=10_000, suppress_health_check=_SLOW_OK)
+settings.load_profile("suite")

@@ -51,6 +51,7 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+import h5py
 import numpy as np
 import torch
 
@@ -278,7 +279,7 @@ def load_weights(path: PathLike, map_location: Any = "cpu") -> Any:
         raise FileNotFoundError(f"checkpoint file not found: {p}")
     with open(p, "rb") as f:
         head = f.read(8)
-    if head.startswith(_HDF5_SIGNATURE):
+    if head.startswith(_HDF5_SIGNATURE) or h5py.is_hdf5(p):  # (a program's HDF5 signature follows its header)
         raise CheckpointError(f"{p} is an HDF5 file (a compiled program or a NIR graph), not a checkpoint: "
                               "`spike run` runs a program, a .nir name compiles a NIR graph")
     if not head.startswith(_TORCH_SIGNATURES):

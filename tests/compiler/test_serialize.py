@@ -17,6 +17,7 @@ from spike.compiler.io.hdf5 import (
     save_program,
 )
 from spike.compiler.ir.validate import validate_program
+from helpers.programs import edited
 
 
 def f32(rng, *shape):
@@ -163,10 +164,26 @@ def test_truncated_file(saved):
     _expect(saved)
 
 
-def test_not_hdf5(tmp_path):
+def test_not_a_program_file(tmp_path):
     path = tmp_path / "garbage.h5"
     path.write_bytes(b"this is not an HDF5 file\n" * 50)
-    _expect(path, "not an HDF5 file")
+    _expect(path, "not an IR program file")
+    with h5py.File(tmp_path / "plain.h5", "w") as f:
+        f.attrs["schema_version"] = 2
+    _expect(tmp_path / "plain.h5", "an HDF5 file without a spike-sim program header")
+
+
+@pytest.mark.parametrize("where", [0, 17, 40, 511, 512, 2000, -1])
+def test_a_changed_byte_anywhere_is_refused_before_hdf5_reads(saved, where):
+    raw = bytearray(saved.read_bytes())
+    raw[where] ^= 0x01
+    saved.write_bytes(bytes(raw))
+    _expect(saved, "header" if where < 512 else "do not match the sha256 in the file's header")
+
+
+def test_a_truncated_file_is_refused(saved):
+    saved.write_bytes(saved.read_bytes()[:-100])
+    _expect(saved, "do not match the sha256")
 
 
 def test_missing_file(tmp_path):
@@ -175,7 +192,7 @@ def test_missing_file(tmp_path):
 
 
 def test_integer_weights(saved):
-    with h5py.File(saved, "r+") as f:
+    with edited(saved) as f:
         w = f["nodes/fc/weight"][()]
         del f["nodes/fc/weight"]
         f["nodes/fc"].create_dataset("weight", data=np.round(w).astype(np.int64))
@@ -183,7 +200,7 @@ def test_integer_weights(saved):
 
 
 def test_string_weights(saved):
-    with h5py.File(saved, "r+") as f:
+    with edited(saved) as f:
         del f["nodes/conv/weight"]
         f["nodes/conv"].create_dataset("weight", data=np.full((4, 2, 3, 3), "x", dtype=object),
                                        dtype=h5py.string_dtype())
@@ -191,7 +208,7 @@ def test_string_weights(saved):
 
 
 def test_float_csr_indices(saved):
-    with h5py.File(saved, "r+") as f:
+    with edited(saved) as f:
         idx = f["nodes/sp/indices"][()]
         del f["nodes/sp/indices"]
         f["nodes/sp"].create_dataset("indices", data=idx.astype(np.float32))
@@ -199,7 +216,7 @@ def test_float_csr_indices(saved):
 
 
 def test_missing_dataset(saved):
-    with h5py.File(saved, "r+") as f:
+    with edited(saved) as f:
         del f["nodes/fc/weight"]
     _expect(saved, "'fc'", "weight", "missing")
 
@@ -213,7 +230,7 @@ def test_missing_dataset(saved):
 ], ids=["missing_attribute", "wrong_attribute_type", "unknown_node_kind", "bad_enum_value", "negative_delay"])
 def test_bad_node_attribute(saved, node, attr, value, words):
     """A node attribute deleted (``value`` None) or set to ``value``: the error names node and field."""
-    with h5py.File(saved, "r+") as f:
+    with edited(saved) as f:
         if value is None:
             del f[f"nodes/{node}"].attrs[attr]
         else:
@@ -222,7 +239,7 @@ def test_bad_node_attribute(saved, node, attr, value, words):
 
 
 def test_dangling_edge(saved):
-    with h5py.File(saved, "r+") as f:
+    with edited(saved) as f:
         edges = f["edges"].asstr()[()].tolist() + [["li", "ghost"]]
         del f["edges"]
         f.create_dataset("edges", data=np.array(edges, dtype=object), dtype=h5py.string_dtype())
@@ -230,7 +247,7 @@ def test_dangling_edge(saved):
 
 
 def test_output_names_missing_node(saved):
-    with h5py.File(saved, "r+") as f:
+    with edited(saved) as f:
         f.attrs["outputs"] = np.array(["out", "nowhere"], dtype=h5py.string_dtype())
     _expect(saved, "outputs", "nowhere")
 
@@ -238,76 +255,76 @@ def test_output_names_missing_node(saved):
 def test_cycle_without_delay(tmp_path):
     path = tmp_path / "rec.h5"
     save_program(recurrent_program(), path)
-    with h5py.File(path, "r+") as f:
+    with edited(path) as f:
         f["nodes/rec"].attrs["delay"] = np.int64(0)
     _expect(path, "cycle without delay", "pop", "rec")
 
 
 @pytest.mark.parametrize("version, words", [(SCHEMA_VERSION + 1, ("newer",)), (0, ("not supported",))])
 def test_schema_version(saved, version, words):
-    with h5py.File(saved, "r+") as f:
+    with edited(saved) as f:
         f.attrs["schema_version"] = np.int64(version)
     _expect(saved, "schema_version", str(version), *words)
 
 
 def test_missing_schema_version(saved):
-    with h5py.File(saved, "r+") as f:
+    with edited(saved) as f:
         del f.attrs["schema_version"]
     _expect(saved, "schema_version")
 
 
 def test_nan_weights(saved):
-    with h5py.File(saved, "r+") as f:
+    with edited(saved) as f:
         f["nodes/conv/weight"][0, 0, 1, 1] = np.nan
     _expect(saved, "'conv'", "weight", "NaN")
 
 
 def test_inf_population_parameter(saved):
-    with h5py.File(saved, "r+") as f:
+    with edited(saved) as f:
         f["nodes/lif/threshold"][0] = np.inf
     _expect(saved, "'lif'", "threshold", "NaN/inf")
 
 
 def test_inconsistent_dense_weight_shape(saved):
-    with h5py.File(saved, "r+") as f:
+    with edited(saved) as f:
         del f["nodes/fc/weight"]
         f["nodes/fc"].create_dataset("weight", data=np.zeros((10, 35)))
     _expect(saved, "'fc'", "weight", "(10, 35)", "[10, 36]")
 
 
 def test_inconsistent_conv_weight_shape(saved):
-    with h5py.File(saved, "r+") as f:
+    with edited(saved) as f:
         del f["nodes/conv/weight"]
         f["nodes/conv"].create_dataset("weight", data=np.zeros((4, 3, 3, 3), np.float32))
     _expect(saved, "'conv'", "weight", "(4, 3, 3, 3)")
 
 
 def test_population_array_length(saved):
-    with h5py.File(saved, "r+") as f:
+    with edited(saved) as f:
         del f["nodes/lif/beta"]
         f["nodes/lif"].create_dataset("beta", data=np.full(143, 0.5, np.float32))
     _expect(saved, "'lif'", "beta", "144")
 
 
 def test_csr_out_of_range(saved):
-    with h5py.File(saved, "r+") as f:
+    with edited(saved) as f:
         f["nodes/sp/indices"][0] = 7
     _expect(saved, "'sp'", "indices")
 
 
 def test_csr_not_monotone(saved):
-    with h5py.File(saved, "r+") as f:
+    with edited(saved) as f:
         f["nodes/sp/indptr"][2] = 0
     _expect(saved, "'sp'", "indptr")
 
 
 def test_source_size_mismatch(saved):
-    with h5py.File(saved, "r+") as f:
+    with edited(saved) as f:
         f["nodes/out"].attrs["shape"] = np.array([6], dtype=np.int64)
     _expect(saved, "'out'", "shape", "6", "5")
 
 
 def test_unknown_field(saved):
-    with h5py.File(saved, "r+") as f:
+    with edited(saved) as f:
         f["nodes/fc"].attrs["dilation"] = np.int64(2)
     _expect(saved, "'fc'", "dilation")

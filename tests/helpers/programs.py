@@ -2,11 +2,17 @@
 input ``[T, B, ...]``. A builder draws its weights and real input values from ``FLOATS``
 (arbitrary float32: the sums depend on their order, so equality shows the same order) or
 ``DYADIC`` (multiples of 2^-8 and 1/4: exact in any order, for references that add otherwise);
-the ``loihi_*`` programs are float32 programs made to be quantised for Loihi."""
+the ``loihi_*`` programs are float32 programs made to be quantised for Loihi. ``edited`` changes a
+saved program file on purpose."""
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
+import h5py
 import numpy as np
 
+from spike.compiler.io.hdf5 import seal_program_file
 from spike.compiler.ir.nodes import (
     Conv2d, Dense, Gate, HostOp, Identity, Input, Output, Pool2d, Population, Sparse,
 )
@@ -349,3 +355,12 @@ def loihi_recurrent(seed: int, delay: int = 0):
     b.add("out", Output(shape=(8,)), "pop2")
     b.add("out3", Output(shape=(n,)), "pop3")
     return b.build({"precision": "float32"}), (n_in,), ["pop", "pop2", "pop3"]
+
+
+@contextlib.contextmanager
+def edited(path) -> Iterator[h5py.File]:
+    """A saved program file opened with h5py to be changed on purpose, re-sealed afterwards
+    (:func:`spike.compiler.io.hdf5.seal_program_file`) so that loading reads what was changed."""
+    with h5py.File(path, "r+") as f:
+        yield f
+    seal_program_file(path)

@@ -22,6 +22,7 @@ from spike.compiler.ir.program import MAX_NODE_SIZE, MAX_STEPS_DELAY, Program, P
 from spike.compiler.ir.validate import validate_program
 from spike.compiler.mapping.partition import map_program
 from spike.hardware import HardwareConfigError, load_target
+from helpers.programs import edited
 
 HUGE = 10**12
 
@@ -56,7 +57,7 @@ def saved(tmp_path: Path, edit=None, program: Program | None = None) -> Path:
     path = tmp_path / "net.h5"
     save_program(program or small_program(), path)
     if edit is not None:
-        with h5py.File(path, "a") as f:
+        with edited(path) as f:
             edit(f)
     return path
 

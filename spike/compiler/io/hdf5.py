@@ -2,10 +2,11 @@
 
 File layout (``schema_version`` 2)::
 
+    bytes 0..511           HDF5 user block (ignored by HDF5): ``spike-sim program\n``,
+                           ``sha256:<64 hex digits>\n`` (of every byte after the block), zeros
     /                      attrs: schema_version (int), producer ("spike-sim <version>"),
                                   target (str), precision (str), metadata (JSON str),
-                                  inputs (str array), outputs (str array), latency (JSON str),
-                                  content_sha256 (str: :func:`program_digest` of what is stored)
+                                  inputs (str array), outputs (str array), latency (JSON str)
     /nodes/<name>          one group per node; attrs: kind (= node.KIND), order (int: position in
                            the graph's node order), and every int/float/bool/str/tuple field;
                            every non-None ndarray field is a dataset (dtype kept); None omitted
@@ -18,15 +19,17 @@ otherwise is ``fixed`` if any population is fixed point, else ``float32``. The m
 must be JSON-serialisable (tuples come back as lists). ``Program.gated`` (the FTWT gate record)
 is not stored: it follows from the graph, and loading derives it (``spike.compiler.passes.gates``).
 
-Loading is generic over the node dataclasses: each field's expected type comes from the class
-annotations. Every problem raises :class:`IRFormatError` naming the file (and node and field).
-Before any data is read, every dataset's declared size is checked against the bytes the file
+Loading first checks the header's sha256 against the file's bytes, before HDF5 reads any of them:
+a file changed or corrupted after it was written (a flipped byte anywhere, a truncation) is
+refused naming the file, and HDF5 never parses damaged structures (which can hang or crash it).
+A tool that edits a program file on purpose re-seals it with :func:`seal_program_file`. Then,
+before any data is read, every dataset's declared size is checked against the bytes the file
 really stores for it (:meth:`_Reader.check_storage`), so a small file cannot make the reader
-allocate what it declares but does not hold. Loading validates what it read, then recomputes its
-digest and refuses a file whose digest differs (flipped bytes in a weight array or a field),
-naming the file. Version 1 files (no digest) still load. The file is built in
-memory and written by :func:`spike.atomic.atomic_write_bytes` (a temporary file beside the target,
-fsynced, renamed): an interrupted or failed save (a full disk included) leaves the old file and no
+allocate what it declares but does not hold. Loading is generic over the node dataclasses: each
+field's expected type comes from the class annotations. Every problem raises
+:class:`IRFormatError` naming the file (and node and field). The file is built in memory and
+written by :func:`spike.atomic.atomic_write_bytes` (a temporary file beside the target, fsynced,
+renamed): an interrupted or failed save (a full disk included) leaves the old file and no
 temporary one, and the failure is an ``OSError`` from Python's own file writes.
 """
 from __future__ import annotations
@@ -36,6 +39,8 @@ import io
 import json
 import math
 import os
+import re
+from pathlib import Path
 from typing import Any
 
 import h5py
@@ -56,18 +61,19 @@ __all__ = [
     "IRFormatError",
     "save_program",
     "load_program",
-    "program_digest",
+    "seal_program_file",
     "programs_equal",
     "program_differences",
     "assert_programs_equal",
 ]
 
-SCHEMA_VERSION = 2
-_SUPPORTED_VERSIONS = (1, 2)  # 1: no content digest
+SCHEMA_VERSION = 2  # 2: the sealed header
+HEADER_BYTES = 512  # HDF5's smallest user block
+_MAGIC = b"spike-sim program\n"
+_SEAL = re.compile(rb"sha256:([0-9a-f]{64})\n")
 # the most a dataset stored with compression filters may expand: deflate's limit is 1032:1
 MAX_COMPRESSION_RATIO = 1032
-_ROOT_ATTRS = ("schema_version", "producer", "target", "precision", "metadata", "inputs", "outputs", "latency",
-               "content_sha256")
+_ROOT_ATTRS = ("schema_version", "producer", "target", "precision", "metadata", "inputs", "outputs", "latency")
 
 
 class IRFormatError(ValueError):
@@ -127,34 +133,40 @@ def _str_array(names: Any) -> np.ndarray:
     return np.array(list(names), dtype=h5py.string_dtype("utf-8"))
 
 
-def program_digest(program: Program) -> str:
-    """SHA-256 (hex) of everything a program file stores: node names in order, kinds, every field
-    (arrays by dtype, shape and bytes), edges in order, inputs, outputs, metadata (as sorted JSON)
-    and latency. Equal programs (:func:`programs_equal`) have equal digests."""
-    h = hashlib.sha256()
+def _sealed(data: bytearray) -> bytearray:
+    """``data`` (an HDF5 file with a :data:`HEADER_BYTES` user block) with its header written."""
+    header = _MAGIC + b"sha256:" + hashlib.sha256(memoryview(data)[HEADER_BYTES:]).hexdigest().encode() + b"\n"
+    data[:HEADER_BYTES] = header.ljust(HEADER_BYTES, b"\0")
+    return data
 
-    def put(*parts: Any) -> None:
-        for part in parts:
-            data = part if isinstance(part, bytes) else repr(part).encode()
-            h.update(len(data).to_bytes(8, "little") + data)
 
-    for name, node in program.nodes():
-        put("node", name, node.KIND)
-        for spec in field_specs(type(node)):
-            value = getattr(node, spec.name)
-            if isinstance(value, np.ndarray):
-                put(spec.name, value.dtype.str, value.shape, np.ascontiguousarray(value).tobytes())
-            else:
-                put(spec.name, tuple(int(x) for x in value) if spec.kind == "tuple" and value is not None else value)
-    put("edges", ordered_edges(program.graph), "inputs", tuple(program.inputs), "outputs", tuple(program.outputs))
-    put("metadata", json.dumps(dict(program.metadata), sort_keys=True))
-    put("latency", sorted((n, int(v)) for n, v in program.latency.items() if v))
-    return h.hexdigest()
+def seal_program_file(path: str | os.PathLike) -> None:
+    """Rewrite the header of a program file edited on purpose (with h5py) so that it loads: the
+    sha256 of its bytes as they are now. Its content is still validated on load."""
+    atomic_write_bytes(path, _sealed(bytearray(Path(path).read_bytes())))
+
+
+def _check_seal(path: str, reader: "_Reader") -> None:
+    """The header's sha256 against the bytes after it, read in 1 MiB pieces."""
+    with open(path, "rb") as f:
+        header = f.read(HEADER_BYTES)
+        if not header.startswith(_MAGIC):
+            what = ("an HDF5 file without a spike-sim program header (a NIR graph, or a program written "
+                    "before schema 2: recompile it)") if h5py.is_hdf5(path) else "not an IR program file"
+            raise reader.fail(what)
+        seal = _SEAL.match(header, len(_MAGIC))
+        if seal is None or len(header) < HEADER_BYTES or header[seal.end():].strip(b"\0"):
+            raise reader.fail("the program header is damaged (recompile it)")
+        digest = hashlib.sha256()
+        for piece in iter(lambda: f.read(1 << 20), b""):
+            digest.update(piece)
+    if digest.hexdigest().encode() != seal.group(1):
+        raise reader.fail("the bytes do not match the sha256 in the file's header: the file was changed or "
+                          "corrupted after it was written (recompile it)")
 
 
 def save_program(program: Program, path: str | os.PathLike) -> None:
-    """Validate ``program`` and write it to ``path`` atomically (module docstring), with its
-    :func:`program_digest`.
+    """Validate ``program`` and write it to ``path`` atomically, sealed (module docstring).
 
     Raises :class:`ProgramError` for an invalid program, a node name that cannot be a group
     name, or metadata that is not JSON-serialisable (naming the key).
@@ -168,7 +180,7 @@ def save_program(program: Program, path: str | os.PathLike) -> None:
     precision = program_precision(program)
 
     buffer = io.BytesIO()
-    with h5py.File(buffer, "w") as f:
+    with h5py.File(buffer, "w", userblock_size=HEADER_BYTES) as f:
         f.attrs["schema_version"] = np.int64(SCHEMA_VERSION)
         f.attrs["producer"] = _producer()
         f.attrs["target"] = str(target)
@@ -177,14 +189,13 @@ def save_program(program: Program, path: str | os.PathLike) -> None:
         f.attrs["inputs"] = _str_array(program.inputs)
         f.attrs["outputs"] = _str_array(program.outputs)
         f.attrs["latency"] = json.dumps({n: int(v) for n, v in program.latency.items() if v})
-        f.attrs["content_sha256"] = program_digest(program)
         nodes = f.create_group("nodes")
         for order, (name, node) in enumerate(program.nodes()):
             _write_node(nodes.create_group(name), node, order)
         edges = ordered_edges(program.graph)
         data = np.array(edges, dtype=object).reshape(len(edges), 2)
         f.create_dataset("edges", data=data, shape=(len(edges), 2), dtype=h5py.string_dtype("utf-8"))
-    atomic_write_bytes(path, buffer.getbuffer())
+    atomic_write_bytes(path, _sealed(bytearray(buffer.getbuffer())))
 
 
 # ---- load -------------------------------------------------------------------------------
@@ -192,8 +203,6 @@ class _Reader:
     def __init__(self, path: str) -> None:
         self.path = path
         self.where = "file root"  # what was being read, for errors from h5py
-        self.version = SCHEMA_VERSION
-        self.digest: str | None = None  # content_sha256 as stored
 
     def fail(self, msg: str) -> IRFormatError:
         return IRFormatError(f"{self.path}: {msg}")
@@ -247,9 +256,8 @@ class _Reader:
                 f"schema_version {v} is newer than the supported version {SCHEMA_VERSION}; "
                 "the file was written by a newer spike-sim, upgrade to read it"
             )
-        if v not in _SUPPORTED_VERSIONS:
-            raise self.fail(f"schema_version {v} is not supported (supported: {_SUPPORTED_VERSIONS})")
-        self.version = v
+        if v != SCHEMA_VERSION:
+            raise self.fail(f"schema_version {v} is not supported (supported: {SCHEMA_VERSION})")
 
     # storage --------------------------------------------------------------------------
     def check_storage(self, f: h5py.File) -> None:
@@ -453,7 +461,6 @@ class _Reader:
             for n in names:
                 if n not in graph:
                     raise self.fail(f"root attribute {field} names node {n!r}, which does not exist")
-        self.digest = self.root_str(f, "content_sha256") if self.version >= 2 else None
         return Program(graph, inputs, outputs, metadata, self.latency(f, graph))
 
     def latency(self, f: h5py.File, graph: nx.DiGraph) -> dict[str, int]:
@@ -480,9 +487,8 @@ def load_program(path: str | os.PathLike) -> Program:
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such IR program file")
     reader = _Reader(path)
+    _check_seal(path, reader)
     try:
-        if not h5py.is_hdf5(path):
-            raise reader.fail("not an HDF5 file")
         with h5py.File(path, "r") as f:
             program = reader.read(f)
     except IRFormatError:
@@ -495,9 +501,6 @@ def load_program(path: str | os.PathLike) -> Program:
         validate_program(program)
     except ProgramError as e:
         raise IRFormatError(f"{path}: {e}") from e
-    if reader.digest is not None and reader.digest != program_digest(program):
-        raise reader.fail("content does not match its sha256 digest: the file was changed or corrupted after "
-                          "it was written (recompile it)")
     return program.with_graph(program.graph, gated=gated_nodes(program))  # derived, not stored (passes.gates)
 
 
