@@ -7,6 +7,9 @@ The files are written with ``nir.write`` and, where nir would not write the faul
 """
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +19,7 @@ import numpy as np
 import pytest
 
 from spike.cli import main
+from spike.compiler.frontends import nir_read
 from spike.compiler.frontends.nir_import import from_nir
 from spike.compiler.frontends.nir_read import NIRImportError
 from spike.compiler.io.hdf5 import load_program
@@ -338,7 +342,7 @@ def test_corpus_through_the_cli_exits_2_with_one_line(tmp_path: Path, capsys: py
 def test_not_a_nir_file(tmp_path: Path) -> None:
     text = tmp_path / "text.nir"
     text.write_text("hello")
-    _refused(text, "not a readable NIR file")
+    _refused(text, "not a NIR file \\(not HDF5\\)")
     other = tmp_path / "other.nir"
     with h5py.File(other, "w") as f:
         f.create_dataset("weights", data=np.ones(3))
@@ -375,3 +379,27 @@ def test_an_in_memory_graph_is_checked_as_a_file_is(make, pattern: str) -> None:
     nodes, edges = make()
     with pytest.raises(NIRImportError, match=pattern):
         from_nir(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+
+
+# ---- 7. HDF5 parses a foreign file in a child process -----------------------------------------------
+def _stuck(path: str) -> dict:
+    time.sleep(60)
+    return {}
+
+
+def _crashing(path: str) -> dict:
+    os.kill(os.getpid(), signal.SIGSEGV)
+    return {}
+
+
+@pytest.mark.parametrize("reader, message", [(_stuck, "HDF5 did not finish reading it in 1 s"),
+                                             (_crashing, f"HDF5 stopped with exit code -{int(signal.SIGSEGV)}")])
+def test_a_file_that_hangs_or_crashes_hdf5_costs_only_the_child(reader, message, tmp_path: Path, monkeypatch) -> None:
+    """A damaged file can make the HDF5 library loop forever or crash (the fuzzing run found one
+    that loops): the child reading it is stopped, and the import says so naming the file."""
+    path = _write(tmp_path / "g.nir")
+    monkeypatch.setattr(nir_read, "_read_root", reader)
+    monkeypatch.setattr(nir_read, "READ_TIMEOUT_S", 1.0)
+    started = time.monotonic()
+    _refused(path, f"not a readable NIR file \\({message}")
+    assert time.monotonic() - started < 10

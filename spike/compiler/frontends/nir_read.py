@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import multiprocessing
 import os
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -576,23 +577,71 @@ def _build_node(path: str, name: str, d: Any) -> Any:
                              f"({_field_shapes(kw)})") from None
 
 
+#: seconds the HDF5 library gets to read a NIR file before the file is called damaged
+READ_TIMEOUT_S = 120.0
+
+
+def _read_root(path: str) -> dict | None:
+    """The file's ``node`` group as plain data (:func:`_read_group`), None when there is none."""
+    with h5py.File(path, "r") as f:
+        root = f.get("node")
+        return _read_group(root) if isinstance(root, h5py.Group) else None
+
+
+def _read_root_in_child(path: str, conn: Any) -> None:
+    try:
+        conn.send(("ok", _read_root(path)))
+    except BaseException as e:  # everything goes back to the parent as a message
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+    finally:
+        conn.close()
+
+
+def _read_root_isolated(path: str, timeout: float | None = None) -> dict | None:
+    """:func:`_read_root` in a forked child process: NIR files come from other tools, and a damaged
+    one can make the HDF5 library loop forever, crash or allocate what the file only declares;
+    that costs the child (killed after ``timeout`` seconds, default :data:`READ_TIMEOUT_S`), and this
+    process reports it."""
+    timeout = READ_TIMEOUT_S if timeout is None else timeout
+    if "fork" not in multiprocessing.get_all_start_methods():  # no fork: read here
+        return _read_root(path)
+    ctx = multiprocessing.get_context("fork")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_read_root_in_child, args=(path, send), daemon=True)
+    child.start()
+    send.close()
+    try:
+        if not receive.poll(timeout):
+            raise NIRImportError(f"{path}: not a readable NIR file (HDF5 did not finish reading it in "
+                                 f"{timeout:.0f} s: a damaged file?)")
+        status, value = receive.recv()
+    except EOFError:
+        child.join()
+        raise NIRImportError(f"{path}: not a readable NIR file (HDF5 stopped with exit code {child.exitcode} "
+                             "reading it: a damaged file?)") from None
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        receive.close()
+    if status == "error":
+        raise NIRImportError(f"{path}: not a readable NIR file ({value})")
+    return value
+
+
 def read_nir_file(path: str | os.PathLike) -> Any:
     """The ``nir.NIRGraph`` in a ``.nir`` file (``nir.write``'s layout), read node by node; a
-    missing or unreadable file, an unknown node type, a missing or unknown field, fields nir refuses
-    and malformed edges raise :class:`NIRImportError` naming the file and the node."""
+    missing or unreadable file (read in a child process: :func:`_read_root_isolated`), an unknown
+    node type, a missing or unknown field, fields nir refuses and malformed edges raise
+    :class:`NIRImportError` naming the file and the node."""
     path = os.fspath(path)
     if not os.path.exists(path):
         raise NIRImportError(f"{path}: no such NIR file")
-    try:
-        with h5py.File(path, "r") as f:
-            root = f.get("node")
-            if not isinstance(root, h5py.Group):
-                raise NIRImportError(f"{path}: not a NIR file (no 'node' group at its root)")
-            data = _read_group(root)
-    except NIRImportError:
-        raise
-    except Exception as e:  # h5py raises OSError, KeyError, ValueError, ... on bad files
-        raise NIRImportError(f"{path}: not a readable NIR file ({type(e).__name__}: {e})") from None
+    if not h5py.is_hdf5(path):
+        raise NIRImportError(f"{path}: not a NIR file (not HDF5)")
+    data = _read_root_isolated(path)
+    if data is None:
+        raise NIRImportError(f"{path}: not a NIR file (no 'node' group at its root)")
     kind = data.get("type")
     if not (isinstance(kind, str) and kind == "NIRGraph"):
         raise NIRImportError(f"{path}: the root node is a {_brief(kind)}, not a NIRGraph")

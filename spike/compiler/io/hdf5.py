@@ -73,7 +73,6 @@ _MAGIC = b"spike-sim program\n"
 _SEAL = re.compile(rb"sha256:([0-9a-f]{64})\n")
 # the most a dataset stored with compression filters may expand: deflate's limit is 1032:1
 MAX_COMPRESSION_RATIO = 1032
-_ROOT_ATTRS = ("schema_version", "producer", "target", "precision", "metadata", "inputs", "outputs", "latency")
 
 
 class IRFormatError(ValueError):
