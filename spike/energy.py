@@ -89,7 +89,9 @@ def _figure(target: HardwareTarget, path: str) -> Figure | None:
 
 @dataclass
 class EnergyReport:
-    """Energy per sample (joules) on one target, per node and in total, with provenance."""
+    """Energy per sample (joules) on one target, per node and in total, with provenance.
+    :meth:`table` prints it; :meth:`to_records` and :meth:`to_dict` give it as rows and as columns
+    (``pandas.DataFrame(report.to_dict())``); :meth:`to_json` is the report's ``energy`` section."""
 
     target: str
     steps: int
@@ -131,6 +133,24 @@ class EnergyReport:
             "run_time_s": self.run_time_s,
             "energy_is": "joules per sample (mean over samples), summed over steps",
         }
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One row per node: ``{"node", "kind", "energy_j", <each category of CATEGORIES the
+        target charges>, "neurons", "firing_rate"}``, joules per sample; then a ``"static"`` row
+        (kind "chip") when the target has static power."""
+        cats = [c for c in CATEGORIES if c in self.breakdown]
+        rows = [{"node": r["name"], "kind": r["kind"], "energy_j": r["energy_j"],
+                 **{c: r["breakdown"].get(c, 0.0) for c in cats},
+                 "neurons": r.get("neurons", 0), "firing_rate": r.get("firing_rate")} for r in self.per_node]
+        if STATIC in self.breakdown:
+            rows.append({"node": STATIC, "kind": "chip", "energy_j": self.static_j, **{c: 0.0 for c in cats},
+                         "neurons": 0, "firing_rate": None})
+        return rows
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """The rows of :meth:`to_records` as columns: what ``pandas.DataFrame(...)`` takes."""
+        rows = self.to_records()
+        return {c: [r[c] for r in rows] for c in (rows[0] if rows else ("node", "kind", "energy_j"))}
 
     def table(self) -> str:
         cats = [c for c in CATEGORIES if any(r["breakdown"].get(c, 0.0) for r in self.per_node)]
@@ -229,16 +249,40 @@ def comparison_rows(ops: OpCounts) -> list[dict[str, Any]]:
     ]
 
 
+def run_steps(ops: OpCounts, program: Program | None, steps: int | None = None) -> int:
+    """The input steps ``T`` of the run that counted ``ops``: ``ops.steps - latency`` (the counts
+    cover the ``program.total_latency`` padding steps too; latency 0 without a program). ``steps``,
+    when given, must equal it (counts without ``steps`` need it)."""
+    latency = program.total_latency if program is not None else 0
+    if ops.steps is None:
+        if steps is None:
+            raise ValueError("the counts do not record their steps (OpCounts.steps is None): give steps=T, "
+                             "the input steps of the run")
+        return int(steps)
+    counted = int(ops.steps) - latency
+    if counted < 1:
+        raise ValueError(f"counts summed over {ops.steps} steps cannot come from a run of this program "
+                         f"(it runs {latency} latency step(s) after the input's)")
+    if steps is not None and int(steps) != counted:
+        raise ValueError(f"steps={steps} contradicts the counts: they were summed over {ops.steps} steps, "
+                         f"{counted} input step(s) + {latency} latency step(s) of the program"
+                         + ("" if program is not None else " (none without a program: pass the program)"))
+    return counted
+
+
 def energy_report(
     ops: OpCounts,
     program: Program | None,
     target: "str | os.PathLike | HardwareTarget",
-    steps: int,
+    steps: int | None = None,
     batch_time_s: float | None = None,
     compare: bool = True,
 ) -> EnergyReport:
-    """Energy per sample of the counted run ``ops`` (per sample, summed over ``steps``) on
-    ``target``. ``program`` supplies neuron counts (firing rates) and the mapping's chip count."""
+    """Energy per sample of the counted run ``ops`` (per sample, summed over its steps) on
+    ``target``. ``program`` supplies neuron counts (firing rates), its latency and the mapping's
+    chip count. ``steps``, the input steps ``T``, is taken from the counts (:func:`run_steps`);
+    a value that contradicts them is refused."""
+    steps = run_steps(ops, program, steps)
     tgt = load_target(target)
     figs = {cat: _figure(tgt, path) for cat, (path, _) in CATEGORIES.items()}
     per_node, breakdown, uncharged = [], {c: 0.0 for c in CATEGORIES}, {}
@@ -309,4 +353,5 @@ def as_energy_json(report: Any) -> dict[str, Any]:
     )
 
 
-__all__ = ["EnergyReport", "energy_report", "comparison_rows", "as_energy_json", "fmt_energy", "CATEGORIES"]
+__all__ = ["EnergyReport", "energy_report", "run_steps", "comparison_rows", "as_energy_json", "fmt_energy",
+           "CATEGORIES"]

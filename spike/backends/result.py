@@ -19,10 +19,15 @@ class OpCounts:
 
     ``per_node[name][key]`` is an array ``[B]``; keys are :data:`OP_KEYS`, plus
     :data:`ROUTING_KEYS` for a mapped program. ``kinds[name]`` is the node kind, for reports.
+    ``steps`` is the number of steps the counts are summed over: the steps the backend ran, the
+    program's ``total_latency`` of padding included (``T + latency`` for an input of ``T`` steps;
+    None when not known). :meth:`table` prints them; :meth:`to_records` and :meth:`to_dict` give
+    them as rows and as columns (``pandas.DataFrame(counts.to_dict())``).
     """
 
     per_node: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     kinds: dict[str, str] = field(default_factory=dict)
+    steps: int | None = None
 
     def keys(self) -> tuple[str, ...]:
         """:data:`OP_KEYS`, then the routing keys that some node has."""
@@ -30,8 +35,7 @@ class OpCounts:
         return OP_KEYS + tuple(k for k in ROUTING_KEYS if k in present)
 
     def per_sample_total(self) -> dict[str, np.ndarray]:
-        batch = next((len(a) for c in self.per_node.values() for a in c.values()), 0)
-        total = {k: np.zeros(batch, dtype=np.float64) for k in self.keys()}
+        total = {k: np.zeros(self.batch, dtype=np.float64) for k in self.keys()}
         for counts in self.per_node.values():
             for k, a in counts.items():
                 total[k] = total[k] + a
@@ -45,12 +49,52 @@ class OpCounts:
         counts = self.per_node[name]
         return {k: float(np.mean(counts[k])) if k in counts and len(counts[k]) else 0.0 for k in self.keys()}
 
+    @property
+    def batch(self) -> int:
+        """Samples counted (the length of every per-node array)."""
+        return next((len(a) for c in self.per_node.values() for a in c.values()), 0)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One row per node, in run order: ``{"node", "kind", <each of keys()>}``, the counts per
+        sample (mean over samples, summed over steps), as floats."""
+        return [{"node": n, "kind": self.kinds.get(n, ""), **self.node_mean(n)} for n in self.per_node]
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """The rows of :meth:`to_records` as columns, ``{"node": [...], "kind": [...], "syn_ops":
+        [...], ...}``: what ``pandas.DataFrame(...)`` takes."""
+        columns = ("node", "kind", *self.keys())
+        rows = self.to_records()
+        return {c: [r[c] for r in rows] for c in columns}
+
+    def table(self) -> str:
+        """The counts per node and in total, per sample (mean over samples, summed over steps); a
+        column per key that some node counted (``syn_ops`` and ``spikes`` always)."""
+        keys = [k for k in self.keys()
+                if k in ("syn_ops", "spikes") or any(np.any(c.get(k, 0)) for c in self.per_node.values())]
+        width = max([len("total"), *(len(n) for n in self.per_node)]) + 2
+        head = f"{'node':<{width}}{'kind':<12}" + "".join(f"{k:>{max(len(k), 10) + 2}}" for k in keys)
+        steps = f"summed over {self.steps} steps" if self.steps is not None else "summed over steps"
+        lines = [f"operations per sample ({steps}, mean over {self.batch} sample(s))", head, "-" * len(head)]
+        rows = [(r["node"], r["kind"], r) for r in self.to_records()] + [("total", "", self.total())]
+        decimals = {k: 0 if all(float(c.get(k, 0.0)).is_integer() for _, _, c in rows) else 1 for k in keys}
+        for i, (name, kind, counts) in enumerate(rows):
+            if i == len(rows) - 1:
+                lines.append("-" * len(head))
+            lines.append(f"{name:<{width}}{kind:<12}" + "".join(
+                f"{counts.get(k, 0.0):>{max(len(k), 10) + 2}.{decimals[k]}f}" for k in keys))
+        return "\n".join(lines)
+
     @classmethod
     def concat(cls, parts: "list[OpCounts]") -> "OpCounts":
-        """Join the counts of several batches of the same program (samples are appended)."""
+        """Join the counts of several batches of the same program (samples are appended); their
+        ``steps`` must agree."""
         if not parts:
             return cls()
-        merged = cls(kinds=dict(parts[0].kinds))
+        steps = {p.steps for p in parts}
+        if len(steps) > 1:
+            raise ValueError("OpCounts.concat: the parts were counted over different numbers of steps "
+                             f"{sorted(steps, key=str)}")
+        merged = cls(kinds=dict(parts[0].kinds), steps=parts[0].steps)
         for name in parts[0].per_node:
             merged.per_node[name] = {
                 k: np.concatenate([p.per_node[name][k] for p in parts]) for k in parts[0].per_node[name]
@@ -68,13 +112,21 @@ class OpCounts:
 
 @dataclass
 class RunResult:
-    """``outputs`` and ``probes`` are numpy arrays ``[T, B, *shape]``."""
+    """``outputs`` and ``probes`` are numpy arrays ``[T, B, *shape]``. A backend builds it from the
+    whole run (``T`` = the steps it ran), so ``ops.steps`` is that ``T`` unless the backend set it;
+    the engine then cuts the outputs to the input's aligned steps (``spike.backends.engine.aligned``)."""
 
     outputs: dict[str, np.ndarray]
     probes: dict[str, np.ndarray]
     ops: OpCounts
     timing: dict[str, float]
     backend: str
+
+    def __post_init__(self) -> None:
+        if self.ops.steps is None:
+            arrays = [*self.outputs.values(), *self.probes.values()]
+            if arrays:
+                self.ops.steps = int(np.shape(arrays[0])[0])
 
     @property
     def output(self) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Spiking multi-layer perceptron: Flatten -> (Linear -> LIF) per layer, time-first input."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -13,11 +13,16 @@ from spike.neurons import LIF
 class SpikingMLP(nn.Module):
     """``[T, B, *input_shape] -> spikes [T, B, num_classes]``; classify by spike count.
 
+    Layers, in order: ``flatten``, then per layer ``k = 1, 2, ...`` ``fc{k}`` (``nn.Linear``),
+    ``lif{k}`` (:class:`~spike.neurons.LIF`) and, with ``dropout``, ``dropout{k}`` between hidden
+    layers; compiled programs name their nodes after them (``fc1``, ``lif1``, ...). Checkpoints
+    written when the layers were ``net.0``, ``net.1``, ... still load (their keys are renamed).
+
     ``synaptic_delay`` (steps, default 0) wraps every ``nn.Linear`` in
     :class:`~spike.layers.Delayed`, as Loihi's synapses deliver one step late: such a model equals
     its program compiled for a Loihi target. Its output trails its input by
     ``synaptic_delay * synaptic_depth`` steps (:attr:`latency`); give it that many more steps.
-    With 0 the layers are plain (the state-dict keys of older checkpoints).
+    With 0 the layers are plain (no ``.module`` in their state-dict keys).
     """
 
     def __init__(
@@ -33,20 +38,20 @@ class SpikingMLP(nn.Module):
         dropout: float = 0.0,
         synaptic_delay: int = 0,
     ) -> None:
-        super().__init__()
         d = int(synaptic_delay)
         if d < 0:
             raise ValueError(f"SpikingMLP: synaptic_delay must be >= 0, got {synaptic_delay!r}")
-        self.synaptic_delay = d
-        layers: list[nn.Module] = [nn.Flatten(start_dim=2)]
+        super().__init__()
+        self.flatten = nn.Flatten(start_dim=2)
         sizes = [in_features, *hidden, num_classes]
-        for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
             linear = nn.Linear(n_in, n_out)
-            layers.append(Delayed(linear, d) if d else linear)
-            layers.append(LIF(beta=beta, threshold=threshold, reset=reset, surrogate=surrogate, reset_delay=reset_delay))
-            if dropout > 0 and i < len(sizes) - 2:
-                layers.append(nn.Dropout(dropout))
-        self.net = nn.Sequential(*layers)
+            self.add_module(f"fc{k}", Delayed(linear, d) if d else linear)
+            self.add_module(f"lif{k}", LIF(beta=beta, threshold=threshold, reset=reset, surrogate=surrogate,
+                                           reset_delay=reset_delay))
+            if dropout > 0 and k < len(sizes) - 1:
+                self.add_module(f"dropout{k}", nn.Dropout(dropout))
+        self.synaptic_delay = d
         #: synaptic layers on the longest path from the input to the output
         self.synaptic_depth = len(sizes) - 1
 
@@ -56,4 +61,16 @@ class SpikingMLP(nn.Module):
         return self.synaptic_delay * self.synaptic_depth
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        for layer in self.children():  # in the order added
+            x = layer(x)
+        return x
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Keys of the old layout, ``net.{i}.rest`` (layer ``i`` of an inner ``nn.Sequential``), are
+        renamed ``{name of layer i}.rest`` before loading; the layers are the same, in the same order."""
+        old, names = prefix + "net.", list(self._modules)
+        for key in [k for k in state_dict if k.startswith(old)]:
+            index, _, rest = key[len(old):].partition(".")
+            if index.isdigit() and int(index) < len(names):
+                state_dict[f"{prefix}{names[int(index)]}.{rest}"] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

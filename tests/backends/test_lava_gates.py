@@ -85,7 +85,7 @@ def test_counts_from_recordings_equal_numba_for_gated_programs() -> None:
 
 def test_what_lava_cannot_do_with_gates_is_refused_by_name() -> None:
     program, _ = gated_program("vgg", target="generic")  # delay 0: not for a Loihi target
-    with pytest.raises(BackendError, match=r"features_0_conv \(conv2d\): delay 0: .*delay >= 1 on every projection"):
+    with pytest.raises(BackendError, match=r"features_gatedconv_0_conv \(conv2d\): delay 0: .*delay >= 1 on every projection"):
         lower(program)
     program, _ = gated_program("vgg")
     (pop,) = program.consumers(_gates(program)[0])

@@ -354,7 +354,7 @@ def test_containers() -> None:
     net = dyadic_(Nested(), 11, spread=128)
     x = spikes_in((8, 2, 2, 8, 8), 12, p=0.4)
     program = compile_model(net, x)
-    assert program.metadata["snntorch_returns"][1]["probe"] == "lifs_0.v"
+    assert program.metadata["snntorch_returns"][1]["probe"] == "lifs_leaky_0.v"
     check(net, x)
 
 

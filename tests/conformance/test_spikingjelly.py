@@ -24,7 +24,7 @@ from torch import nn  # noqa: E402
 
 from spike.backends import run  # noqa: E402
 from spike.compiler import compile as compile_model  # noqa: E402
-from spike.compiler.frontends.torch_fx import LoweringError  # noqa: E402
+from spike.compiler.frontends.torch_fx import LoweringError, node_name  # noqa: E402
 
 BACKENDS = ("numba", "torch")
 BN_EPS = 2.0**-8
@@ -109,7 +109,7 @@ def _reference(net: nn.Module, x: torch.Tensor, mode: str, pops: list[str]) -> d
             h.remove()
     ref = {"output": out.numpy()}
     for p in pops:
-        name = p.replace(".", "_")
+        name = node_name(net, p)  # e.g. "2" -> "lifnode_2"
         ref[name] = got[p].numpy()
         ref[f"{name}.v"] = v[p].numpy()
     return ref
@@ -124,7 +124,7 @@ def _check(net: nn.Module, x: torch.Tensor, mode: str, pops: list[str], target: 
     program = compile_model(net, x if mode == "m" else x[0], target=target)
     assert program.metadata["step_mode"] == ("multi" if mode == "m" else "single")
     ref = _reference(net, x, mode, pops)
-    hidden = ref[pops[0].replace(".", "_")]
+    hidden = ref[node_name(net, pops[0])]
     assert 0 < hidden.mean() < 1 and ref["output"].any(), "a silent or saturated net tests nothing"
     probes = [k for k in ref if k != "output"]
     for backend in BACKENDS:

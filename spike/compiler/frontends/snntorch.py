@@ -41,8 +41,9 @@ PROBE}`` where ``PROBE`` is what
 to pass to ``run(..., probes=[PROBE])``: ``"output"`` for the first, ``NAME`` for other spike
 recordings, ``"NAME.v"`` for a membrane recording (``mem`` of Leaky/Synaptic: the membrane after
 the step's update, as snnTorch returns it). A synaptic-current recording has no probe (``probe``
-is None). ``NAME`` is the module's path with dots replaced by underscores (``lif1``,
-``features_lif1``).
+is None). ``NAME`` is the population's node name
+(:func:`~spike.compiler.frontends.torch_fx.node_name`: the module's path with dots replaced by
+underscores, ``lif1``, ``features_lif1``; a container index named by the layer, ``leaky_1``).
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ import torch.fx as fx
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from spike.compiler.frontends.torch_fx import MODULE_LOWERINGS, LoweringError, trace
+from spike.compiler.frontends.torch_fx import MODULE_LOWERINGS, LoweringError, node_name, trace
 from spike.compiler.ir.program import Program
 
 # what each snnTorch neuron returns, in order; its state arguments are the outputs of the same names
@@ -580,9 +581,10 @@ def _build_graph(step: _Step, output_pos: int) -> fx.GraphModule:
     return fx.GraphModule(modules, g)
 
 
-def _returns(rec: _Record, out: Any, steps: list[_Step], T: int, name: str) -> list[dict[str, Any]]:
+def _returns(rec: _Record, out: Any, steps: list[_Step], T: int, model: nn.Module) -> list[dict[str, Any]]:
     """What each returned tensor records: (neuron position in the step, output index)."""
     base = _snn_neuron_type()
+    name = type(model).__name__
     outs = list(out) if isinstance(out, (tuple, list)) else [out]
     last = steps[-1]
     returns = []
@@ -605,7 +607,7 @@ def _returns(rec: _Record, out: Any, steps: list[_Step], T: int, name: str) -> l
         if not isinstance(m, base):
             raise LoweringError(f"{bad}: it records the output of {_describe(last.events[p])}, not of a neuron")
         path = last.events[p].target
-        pop = path.replace(".", "_")
+        pop = node_name(model, path)
         kind = _RECORDING_KINDS[_OUTPUTS[type(m).__name__][k]]
         probe = {"spikes": pop, "membrane": f"{pop}.v"}.get(kind)
         if i == 0:
@@ -642,7 +644,7 @@ def trace_tutorial(
     rec, out = _record(model, example_input)
     steps = _bodies(rec, T, name)
     _check_body(rec, steps)
-    returns = _returns(rec, out, steps, T, name)
+    returns = _returns(rec, out, steps, T, model)
     ref = steps[1] if T > 1 else steps[0]
     gm = _build_graph(ref, returns[0]["_pos"])
     signal = input_signal or ("spike" if bool(((example_input == 0) | (example_input == 1)).all()) else "real")
@@ -650,4 +652,4 @@ def trace_tutorial(
         **(metadata or {}), "frontend": "snntorch_loop",
         "snntorch_returns": [{k: v for k, v in r.items() if k != "_pos"} for r in returns],
     }
-    return trace(gm, example_input[0], input_signal=signal, metadata=meta)
+    return trace(gm, example_input[0], input_signal=signal, metadata=meta, names_from=model)

@@ -11,6 +11,11 @@ projection of delay 1). Models are multi-step (``[T, B, ...]``, our neurons) or
 single-step (``[B, ...]``, snnTorch's stateful neurons); the IR is the same either way.
 One lowering function per module type, registered in ``MODULE_LOWERINGS``; another library's
 neurons join through ``LIBRARIES`` (SpikingJelly: ``frontends.spikingjelly``).
+
+Node names (:func:`node_name`) are the module paths with dots as underscores (``conv1``,
+``features_lif1``); an index in a container (``nn.Sequential``/``nn.ModuleList`` child ``"1"``)
+becomes the layer's lower-cased class name and that index (``linear_0``, ``leaky_1``), so a
+report says what each layer is.
 """
 from __future__ import annotations
 
@@ -61,6 +66,45 @@ class NeuronLibrary:
 
 LIBRARIES: list[NeuronLibrary] = []
 
+#: wrapper type -> the attribute holding the layer it wraps: the wrapper is named after that layer
+#: and the attribute adds nothing to a node's name
+WRAPPERS: dict[type, str] = {Delayed: "module", TimeDistributed: "module"}
+_CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def _wrapped_attr(m: nn.Module) -> str | None:
+    return next((attr for t, attr in WRAPPERS.items() if isinstance(m, t)), None)
+
+
+def layer_kind(m: nn.Module) -> str:
+    """The lower-cased class name of the layer ``m`` is: through :data:`WRAPPERS` to the wrapped
+    layer (``Delayed(nn.Linear)`` -> ``"linear"``), the wrapper's own when it wraps a container."""
+    inner = m
+    while (attr := _wrapped_attr(inner)) is not None and isinstance(getattr(inner, attr, None), nn.Module):
+        inner = getattr(inner, attr)
+    if isinstance(inner, _CONTAINERS) and inner is not m:
+        inner = m
+    return type(inner).__name__.lower()
+
+
+def node_name(model: nn.Module, path: str) -> str:
+    """The IR node name of ``path`` (a module path of ``model``, optionally followed by a part the
+    lowering adds, e.g. ``".recurrent"``): its components joined by ``"_"``, where a container
+    index ``i`` (a component made of digits) is ``f"{layer_kind(child)}_{i}"`` and a wrapper's
+    wrapped attribute is left out. ``nn.Sequential(nn.Linear, snn.Leaky)``: ``linear_0``,
+    ``leaky_1``; ``self.net = nn.Sequential(...)``: ``net_linear_0``; ``self.fc1``: ``fc1``.
+    Components that name no submodule are kept as they are."""
+    parts: list[str] = []
+    m: nn.Module | None = model
+    for c in path.split("."):
+        child = m._modules.get(c) if m is not None else None
+        if child is not None and c == _wrapped_attr(m):
+            m = child
+            continue
+        parts.append(f"{layer_kind(child)}_{c}" if child is not None and c.isdigit() else c)
+        m = child
+    return "_".join(parts)
+
 
 def _library(m: nn.Module) -> NeuronLibrary | None:
     return next((lib for lib in LIBRARIES if isinstance(m, lib.neuron_types)), None)
@@ -100,6 +144,7 @@ class _Lowering:
     time_dims: int  # 2 for [T, B, ...], 1 for [B, ...]
     input_signal: str | None
     example: torch.Tensor
+    root: nn.Module | None = None  # the model whose module paths name the nodes (node_name)
     b: ProgramBuilder = field(default_factory=ProgramBuilder)
     value: dict[str, Any] = field(default_factory=dict)  # fx node name -> IR node name | _Sum
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # IR node -> feature shape
@@ -118,7 +163,10 @@ class _Lowering:
         return name
 
     def unique(self, name: str) -> str:
-        base, i = name.replace(".", "_") or "node", 1
+        """``name`` (a module path or an fx name) as a node name (:func:`node_name`), numbered
+        ``_2``, ``_3``, ... when taken."""
+        base = node_name(self.root, name) if self.root is not None else name.replace(".", "_")
+        base, i = base or "node", 1
         name = base
         while name in self.b.graph:
             i += 1
@@ -549,8 +597,10 @@ def trace(
     example_input: torch.Tensor,
     input_signal: str | None = None,
     metadata: dict[str, Any] | None = None,
+    names_from: nn.Module | None = None,
 ) -> Program:
-    """Trace ``model`` on ``example_input`` and lower it to an (un-optimised) Program."""
+    """Trace ``model`` on ``example_input`` and lower it to an (un-optimised) Program whose nodes
+    are named by :func:`node_name` from the module paths of ``names_from`` (default ``model``)."""
     neuron_types = _neuron_types()
     neurons: list[tuple[str, nn.Module]] = []
     for p, m in model.named_modules():
@@ -586,7 +636,8 @@ def trace(
             _reset_states(model)
     finally:
         model.train(was_training)
-    L = _Lowering(gm=gm, time_dims=time_dims, input_signal=input_signal, example=example_input)
+    L = _Lowering(gm=gm, time_dims=time_dims, input_signal=input_signal, example=example_input,
+                  root=model if names_from is None else names_from)
     modules = dict(gm.named_modules())
     for n in gm.graph.nodes:
         if n.op == "placeholder":
