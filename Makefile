@@ -10,7 +10,8 @@ $(STAMP): pyproject.toml requirements-pinned.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -r requirements-pinned.txt
-	$(PY) -m pip install -q -c requirements-pinned.txt -e '.[test]'
+	# events: tonic (N-MNIST, SHD, DVS Gesture readers); its own deps hold no torch (its torch extra is not asked for).
+	$(PY) -m pip install -q -c requirements-pinned.txt -e '.[test,events]'
 	# lava-nc 0.10.0 declares Python <3.11 (the Loihi simulator for the lava backend); install it anyway.
 	$(PY) -m pip install -q -c requirements-pinned.txt --ignore-requires-python lava-nc==0.10.0
 	# NeuroBench is the oracle for operation counts in the tests; --no-deps keeps torchaudio out.

@@ -14,8 +14,10 @@ figures):
 
 A control row fine-tunes the baseline exactly as the FTWT runs are (same epochs, learning rate, no
 sparsity penalty) but without masks, so the savings can be told apart from the fine-tuning.
+``--plot PNG`` draws the operations per sample of every node of the unmasked network and of each
+FTWT network side by side (:func:`spike.plots.ftwt_comparison_figure`; ``docs/ftwt_digits.png``).
 
-Usage: ``python benchmarks/ftwt_digits.py [--ratios 1.0 0.95 0.9 0.85] [--json out.json]``
+Usage: ``python benchmarks/ftwt_digits.py [--ratios 1.0 0.95 0.9 0.85] [--json out.json] [--plot out.png]``
 (about a minute per ratio on 2 cores).
 """
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 from spike.demo import evaluate_compiled
 from spike.encoders import Encoder
 from spike.models.cnn.train import estimate_reduction, ftwt_report, train_cnn
+from spike.plots import ftwt_comparison_figure, save_figure
 from spike.train.checkpoint import atomic_write_json
 from spike.train.datasets import load_digits
 from spike.workflows import compile_checkpoint
@@ -47,6 +50,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out-dir", default=None, help="where checkpoints go (default: a temporary folder)")
     p.add_argument("--json", default=None)
+    p.add_argument("--plot", default=None, metavar="PNG", help="operations per node, unmasked and every r side by side")
     args = p.parse_args(argv)
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
@@ -60,6 +64,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     t0 = time.perf_counter()
     base = train_cnn(out=out / "cnn.pt", steps=args.steps, epochs=args.epochs, **common, **extra)
     base_run = evaluate_compiled(compile_checkpoint(str(out / "cnn.pt")), data.x_test, data.y_test)
+    run_reports = {"unmasked": base_run["report"].to_run_report("digits")}
     rows: list[dict[str, Any]] = [{
         "ratio": None, "accuracy": base_run["accuracy"], "accuracy_torch": base["accuracy"], "keep": {},
         "mask_accuracy": {}, "syn_ops": base_run["ops"]["syn_ops"], "macs": base_run["ops"]["macs"],
@@ -80,6 +85,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ft = train_cnn(out=ck, init=out / "cnn.pt", ftwt={"ratio": r}, lr=1e-3, epochs=args.ftwt_epochs, **common)
         fig = ftwt_report(ft["model"], data.x_test, data.y_test, encoder)
         res = evaluate_compiled(compile_checkpoint(str(ck)), data.x_test, data.y_test)
+        run_reports[f"r={r:g}"] = res["report"].to_run_report("digits")
         rows.append({
             "ratio": r, "accuracy": res["accuracy"], "accuracy_torch": ft["accuracy"],
             "keep": res["keep"], "mask_accuracy": fig["mask_accuracy"],
@@ -98,6 +104,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               "seed": args.seed, "table": table}
     if args.json:
         atomic_write_json(args.json, result)
+    if args.plot:
+        base_report = run_reports.pop("unmasked")
+        print(f"plot -> {save_figure(ftwt_comparison_figure(base_report, run_reports), args.plot)}", file=sys.stderr)
     return result
 
 

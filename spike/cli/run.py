@@ -10,7 +10,7 @@ import numpy as np
 
 from spike.cli.options import add_backend, add_target, positive_int, refuse_overwriting
 from spike.compiler.io.hdf5 import load_program
-from spike.plots import membrane_figure, plot_report, raster_figure, save_figure
+from spike.plots import membrane_figure, plot_report, raster_figure, save_figure, spikegpt_figure
 from spike.train.checkpoint import atomic_write_json
 from spike.train.datasets import DATASETS, load_dataset
 from spike.workflows import (delays_line, evaluate_program, lm_run_report, probe_populations, run_lm_program,
@@ -97,7 +97,6 @@ def _run_lm(program: Any, args: argparse.Namespace) -> int:
         atomic_write_json(args.json, lm_run_report(program, report, result, program_path=args.program,
                                                    source=args.data or "built-in corpus"))
         print(f"report -> {args.json}")
-    if args.plot:
-        plot_report(report.energy_detail, args.plot)
-        print(f"plot -> {args.plot}")
+    if args.plot:  # firing rate, counts and energy per block, per token as in the table
+        print(f"plot -> {save_figure(spikegpt_figure(report), args.plot)}")
     return 0

@@ -19,6 +19,7 @@ All figures are per token (counts summed over the run and the batch, divided by 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,6 +85,37 @@ class SpikeGPTReport:
         lines.append(f"vanilla GPT / SpikeGPT energy on {self.target}: {j['vanilla_over_paper']:.1f}x by the paper's "
                      f"convention, {j['vanilla_over_executed']:.1f}x as executed (the paper claims 32.2x)")
         return "\n".join(lines)
+
+    def per_block(self) -> list[dict[str, Any]]:
+        """The executed run per token, grouped by where the nodes sit (what ``spike run --plot``
+        draws): ``"embedding"`` (the token lookup, the binary embedding, ``ln0``), ``"block i"``
+        (nodes ``blocks.i.*``), ``"head"`` (``ln_out``, the head). Each row: ``block``;
+        ``syn_ops``, ``macs``, ``host_flops`` per token (the group's counts per stream / tokens per
+        stream); ``energy_j`` per token by category on :attr:`target` (no static energy; the rows sum
+        to ``energy_pj["executed"]``); ``rates``, the firing rates of its spiking layers
+        (``{"embedding": r}`` or ``{"sn1": r1, "sn2": r2}``)."""
+        detail = self.energy_detail
+        steps = max(int(detail.steps), 1)
+        rates = {r["node"]: r["rate"] for r in self.firing}
+        groups: dict[str, dict[str, Any]] = {}
+        seen_block = False
+        for node in detail.per_node:
+            m = _BLOCK_NODE.match(node["name"])
+            seen_block = seen_block or m is not None
+            label = f"block {m.group(1)}" if m else ("head" if seen_block else "embedding")
+            g = groups.setdefault(label, {"block": label, "syn_ops": 0.0, "macs": 0.0, "host_flops": 0.0,
+                                          "energy_j": {}, "rates": {}})
+            for k in ("syn_ops", "macs", "host_flops"):
+                g[k] += node["counts"].get(k, 0.0) / steps
+            for cat, j in node["breakdown"].items():
+                g["energy_j"][cat] = g["energy_j"].get(cat, 0.0) + j / steps
+            if node["name"] in rates:
+                key = m.group(2) if m and m.group(2) in ("sn1", "sn2") else "embedding"
+                g["rates"][key] = rates[node["name"]]
+        return list(groups.values())
+
+
+_BLOCK_NODE = re.compile(r"^blocks\.(\d+)\.([^.]+)")
 
 
 def _per_token(result: RunResult, names: list[str], key: str, tokens: int) -> float:
