@@ -40,7 +40,7 @@ from spike.compiler.io.hdf5 import save_program
 from spike.compiler.ir.nodes import Projection
 from spike.compiler.mapping.report import mapping_report
 from spike.encoders import Encoder
-from spike.plots import plot_report, raster_figure, save_figure
+from spike.plots import ftwt_comparison_figure, plot_report, raster_figure, save_figure
 from spike.models.cnn.model import SpikingCNN
 from spike.models.cnn.train import estimate_reduction, ftwt_report, train_cnn
 from spike.train.checkpoint import atomic_write_json
@@ -108,11 +108,13 @@ def run_demo(out_dir: str | Path = "runs/demo", epochs: int = 15, lava_samples: 
     if ftwt:
         print("\n== Spiking CNN pruned on the fly with Fire-Together-Wire-Together masks")
         figures = run_ftwt_demo(out / "ftwt", quick=True, progress=progress)
-        reports = figures.pop("reports")
-        for label, rep in reports.items():
+        runs = {}
+        for label, rep in figures.pop("reports").items():
             print(f"\nenergy of the {label} CNN on loihi1:")
-            figures[f"energy_{label}"] = _loihi1_energy(rep).to_json()
-        plot_report(figures["energy_ftwt"], out / "ftwt_report.png")
+            energy = _loihi1_energy(rep)
+            figures[f"energy_{label}"] = energy.to_json()
+            runs[label] = rep.to_run_report("digits", energy)
+        save_figure(ftwt_comparison_figure(runs["baseline"], runs["ftwt"], metric="energy"), out / "ftwt_report.png")
         result["ftwt"] = figures
     atomic_write_json(out / "report.json", result)
     print(f"report -> {out / 'report.json'}, plots -> {out / 'report.png'}, {out / 'raster.png'}"
@@ -194,16 +196,17 @@ def compare_ops(base: Any, ftwt: Any) -> dict[str, Any]:
 
 
 def render_ops(table: dict[str, Any]) -> str:
-    head = (f"{'node':<24} {'kind':<10} {'syn_ops':>11} {'syn_ops':>11} {'saving':>7} {'updates':>9} {'updates':>9} "
+    w = max([24, *(len(r["name"]) for r in table["rows"])])
+    head = (f"{'node':<{w}} {'kind':<10} {'syn_ops':>11} {'syn_ops':>11} {'saving':>7} {'updates':>9} {'updates':>9} "
             f"{'spikes':>8} {'spikes':>8}")
-    sub = f"{'':<24} {'':<10} {'unmasked':>11} {'FTWT':>11} {'':>7} {'unmasked':>9} {'FTWT':>9} {'unmasked':>8} {'FTWT':>8}"
+    sub = f"{'':<{w}} {'':<10} {'unmasked':>11} {'FTWT':>11} {'':>7} {'unmasked':>9} {'FTWT':>9} {'unmasked':>8} {'FTWT':>8}"
     lines = [head, sub, "-" * len(head)]
     for r in table["rows"] + [table["total"]]:
         if r["name"] == "total":
             lines.append("-" * len(head))
         saving = f"{100 * r['syn_saving']:.1f}%" if r["syn_saving"] is not None else ""
         lines.append(
-            f"{r['name'][:24]:<24} {r['kind'][:10]:<10} {r['syn_ops_base']:>11.0f} {r['syn_ops_ftwt']:>11.0f} {saving:>7} "
+            f"{r['name']:<{w}} {r['kind'][:10]:<10} {r['syn_ops_base']:>11.0f} {r['syn_ops_ftwt']:>11.0f} {saving:>7} "
             f"{r['neuron_updates_base']:>9.0f} {r['neuron_updates_ftwt']:>9.0f} {r['spikes_base']:>8.1f} {r['spikes_ftwt']:>8.1f}"
         )
     t = table["total"]

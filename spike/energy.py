@@ -154,7 +154,8 @@ class EnergyReport:
 
     def table(self) -> str:
         cats = [c for c in CATEGORIES if any(r["breakdown"].get(c, 0.0) for r in self.per_node)]
-        head = f"{'node':<22} {'kind':<10} " + " ".join(f"{CATEGORIES[c][1]:>10}" for c in cats) + f" {'total':>12} {'share':>6}"
+        w = max([22, *(len(r["name"]) for r in self.per_node)])  # node names in full
+        head = f"{'node':<{w}} {'kind':<10} " + " ".join(f"{CATEGORIES[c][1]:>10}" for c in cats) + f" {'total':>12} {'share':>6}"
         lines = [
             f"energy on {self.target} per sample ({self.steps} steps, {self.chips} chip(s))",
             head,
@@ -165,13 +166,13 @@ class EnergyReport:
             if not r["energy_j"] and not any(r["counts"].values()):
                 continue
             lines.append(
-                f"{r['name'][:22]:<22} {r['kind'][:10]:<10} "
+                f"{r['name']:<{w}} {r['kind'][:10]:<10} "
                 + " ".join(f"{fmt_energy(r['breakdown'].get(c, 0.0)):>10}" for c in cats)
                 + f" {fmt_energy(r['energy_j']):>12} {100 * r['energy_j'] / dyn:>5.1f}%"
             )
         lines.append("-" * len(head))
         lines.append(
-            f"{'dynamic':<22} {'':<10} " + " ".join(f"{fmt_energy(self.breakdown.get(c, 0.0)):>10}" for c in cats)
+            f"{'dynamic':<{w}} {'':<10} " + " ".join(f"{fmt_energy(self.breakdown.get(c, 0.0)):>10}" for c in cats)
             + f" {fmt_energy(self.dynamic_j):>12}"
         )
         if STATIC in self.breakdown:

@@ -85,18 +85,20 @@ class Report:
                 "per_node": self.per_node_rows()}
 
     def table(self) -> str:
-        head = f"{'node':<24} {'kind':<10} {'spikes':>10} {'rate':>7} {'syn_ops':>12} {'macs':>12} {'dense_ops':>12} {'pool_ops':>12}"
+        rows = self.per_node_rows()
+        w = max([24, *(len(r["name"]) for r in rows)])
+        head = f"{'node':<{w}} {'kind':<10} {'spikes':>10} {'rate':>7} {'syn_ops':>12} {'macs':>12} {'dense_ops':>12} {'pool_ops':>12}"
         lines = [head, "-" * len(head)]
-        for r in self.per_node_rows():
+        for r in rows:
             rate = f"{r['firing_rate']:.3f}" if r["firing_rate"] is not None else ""
             lines.append(
-                f"{r['name']:<24} {r['kind']:<10} {r['spikes']:>10.1f} {rate:>7} {r['syn_ops']:>12.0f} "
+                f"{r['name']:<{w}} {r['kind']:<10} {r['spikes']:>10.1f} {rate:>7} {r['syn_ops']:>12.0f} "
                 f"{r['macs']:>12.0f} {r['dense_ops']:>12.0f} {r.get('pool_ops', 0.0):>12.0f}"
             )
         t = self.ops.total()
         lines.append("-" * len(head))
         lines.append(
-            f"{'total':<24} {'':<10} {t['spikes']:>10.1f} {'':>7} {t['syn_ops']:>12.0f} {t['macs']:>12.0f} {t['dense_ops']:>12.0f} {t.get('pool_ops', 0.0):>12.0f}"
+            f"{'total':<{w}} {'':<10} {t['spikes']:>10.1f} {'':>7} {t['syn_ops']:>12.0f} {t['macs']:>12.0f} {t['dense_ops']:>12.0f} {t.get('pool_ops', 0.0):>12.0f}"
         )
         lines.append(f"neuron_updates {t['neuron_updates']:.0f}, host_flops {t['host_flops']:.0f} (per sample)")
         return "\n".join(lines)

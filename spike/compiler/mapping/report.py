@@ -63,18 +63,20 @@ class MappingReport:
         m = self.mapping
         lim = m["limits"]
         p = m.get("placement", {})
+        populations = self.per_population()
+        w = max([22, *(len(r["population"]) for r in populations)])
         lines = [
             f"mapping onto {m['target']}: {len(m['cores'])} cores on {m.get('chips_used', m['chips'])} chip(s) "
             f"({m['cores_per_chip']} cores/chip, mesh {m['mesh'][0]}x{m['mesh'][1]} tiles x "
             f"{m['cores_per_tile']} cores), {m['weight_bits']}-bit weights",
             f"limits per core: {lim['neurons']} neurons, {lim['syn_mem_bits']} bits synaptic memory, "
             f"{lim['fan_in_axons']} fan-in axons, {lim['fan_out_axons']} fan-out axons",
-            f"{'population':<22} {'cores':>5} {'neurons':>8} {'synapses':>11} | max per core: "
+            f"{'population':<{w}} {'cores':>5} {'neurons':>8} {'synapses':>11} | max per core: "
             f"{'neurons':>7} {'memory':>7} {'fan-in':>6} {'fan-out':>7} | closest limit",
         ]
-        for r in self.per_population():
+        for r in populations:
             lines.append(
-                f"{r['population'][:22]:<22} {r['cores']:>5} {r['neurons']:>8} {r['synapses']:>11} | "
+                f"{r['population']:<{w}} {r['cores']:>5} {r['neurons']:>8} {r['synapses']:>11} | "
                 f"{'':>13} {r['max_neurons']:>7} {100 * r['max_mem_bits'] / lim['syn_mem_bits']:>6.1f}% "
                 f"{r['max_fan_in']:>6} {r['max_fan_out']:>7} | {r['closest_limit']} "
                 f"{100 * r['utilisation']:.0f}%"
