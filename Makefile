@@ -31,7 +31,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache  # the layers of design §2 (contracts in pyproject.toml)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2  # both cores (pytest-xdist)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
