@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from spike.atomic import atomic_write, remove_stale_temporaries
-from spike.cli import main
+from spike.cli import error_message, main
 from spike.compiler.io.hdf5 import load_program
 from spike.train.checkpoint import CheckpointError, load_checkpoint
 
@@ -276,3 +276,25 @@ def test_the_next_write_removes_the_temporary_of_a_killed_writer(tmp_path: Path)
     assert target.read_bytes() == b"done"
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([other.name, "ckpt.pt"])
     assert remove_stale_temporaries(target) == []
+
+
+def test_an_unwritable_folder_is_refused_before_any_work(work: Path, monkeypatch, capsys) -> None:
+    """(As root every folder is writable, so the permission is taken away by ``os.access``.)"""
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == work / "ro" else real_access(p, mode))
+    (work / "ro").mkdir()
+    before = _snapshot(work)
+    assert main(["compile", str(work / "mlp.pt"), "--out", str(work / "ro" / "p.h5")]) == 2
+    assert capsys.readouterr().err.strip() == (f"spike compile: error: --out {work / 'ro' / 'p.h5'}: cannot write in "
+                                               f"{work / 'ro'} (permission denied)")
+    assert _snapshot(work) == before
+
+
+@pytest.mark.parametrize("exc, line", [
+    (PermissionError(13, "Permission denied", "/data/p.h5"), "/data/p.h5: Permission denied"),
+    (OSError(28, "No space left on device", "/data/p.h5"), "/data/p.h5: No space left on device"),
+    (MemoryError(), "out of memory (use a smaller batch, model or input)"),
+    (ValueError("first line\n  second line"), "first line; second line"),
+])
+def test_expected_failures_read_as_one_line(exc: BaseException, line: str) -> None:
+    assert error_message(exc) == line
