@@ -35,6 +35,7 @@ from spike.models.spikegpt.report import SpikeGPTReport, spikegpt_report
 from spike.models.spikegpt.text import TokenizerVocab, load_corpus, vocab_from_config
 from spike.train.checkpoint import load_checkpoint, make_config, record_evaluation
 from spike.train.datasets import load_dataset
+from spike.train import distributed as dist_utils
 from spike.train.distributed import is_main_process
 from spike.train.evaluation import encoded_batches, evaluate_model, predictions
 from spike.train.trainer import Trainer, accuracy, fit_to_target, set_seed, target_needs
@@ -51,6 +52,7 @@ class Report:
     ops: OpCounts
     program: Program
     timing: dict[str, float]
+    distributed: dict[str, Any] | None = None  # {"world_size", "samples_per_rank"} of a sharded run
 
     def per_node_rows(self) -> list[dict[str, Any]]:
         rows = []
@@ -74,10 +76,13 @@ class Report:
                       program_path: str | None = None) -> dict[str, Any]:
         """:func:`run_report` of this evaluation; an FTWT program's model section holds its kept channels."""
         keep = self.kept_channels()
-        return run_report(self.program, program_path=program_path, backend=self.backend,
-                          data={"dataset": dataset, "samples": self.num_samples}, steps=self.steps,
-                          ops=self.ops_json(), timing=self.timing, energy=energy, accuracy=self.accuracy,
-                          model={"kind": "ftwt", "kept_channels": keep} if keep else None)
+        out = run_report(self.program, program_path=program_path, backend=self.backend,
+                         data={"dataset": dataset, "samples": self.num_samples}, steps=self.steps,
+                         ops=self.ops_json(), timing=self.timing, energy=energy, accuracy=self.accuracy,
+                         model={"kind": "ftwt", "kept_channels": keep} if keep else None)
+        if self.distributed is not None:
+            out["distributed"] = dict(self.distributed)
+        return out
 
     def ops_json(self) -> dict[str, Any]:
         """``{"counts_are", "total", "per_node"}`` (per-node rows with neurons and firing rate)."""
@@ -144,28 +149,40 @@ def evaluate_program(
     The spikes come from :func:`spike.train.evaluation.encoded_batches` (sample ``i`` seeded from
     ``(seed, i)``), so the report is a function of ``(program, x, y, steps, seed)`` whatever the
     batch size, and equals the accuracy :func:`spike.train.evaluation.evaluate_model` gives the float
-    model with the same seed.
+    model with the same seed. Under torchrun (a process group of ``W`` ranks) rank ``r`` runs the
+    samples :func:`~spike.train.distributed.shard_bounds` gives it, and every rank returns the
+    whole set's report: correct answers summed, counts joined in sample order, so it equals the
+    one-process report exactly; ``timing`` then holds the slowest rank's ``run_s`` and
+    ``distributed`` says ``{"world_size", "samples_per_rank"}``.
     """
     encoder = encoder_of(program, steps)
+    n, ranks = len(x), dist_utils.world_size() if dist_utils.is_distributed() else 1
+    first, stop = dist_utils.shard_bounds(n, dist_utils.rank(), ranks) if ranks > 1 else (0, n)
     correct, parts, run_s = 0, [], 0.0
-    total = -(-len(x) // batch_size) if batch_size >= 1 else None
-    batches = encoded_batches(encoder, x, batch_size, seed)
+    total = -(-(stop - first) // batch_size) if batch_size >= 1 else None
+    batches = encoded_batches(encoder, x[first:stop], batch_size, seed, first=first)
     bars = tqdm(batches, total=total, desc=f"run on {backend}", disable=None if progress else True, unit="batch")
-    for start, stop, spikes in bars:  # disable None: a bar on a terminal only
-        yb = y[start:stop]
+    for start, end, spikes in bars:  # disable None: a bar on a terminal only
         result = run(program, spikes, backend=backend)
-        correct += int((predictions(result.output) == yb.numpy()).sum())
+        correct += int((predictions(result.output) == y[first + start:first + end].numpy()).sum())
         parts.append(result.ops)
         run_s += result.timing["run_s"]
-    n = len(x)
+    ops, distributed = OpCounts.concat(parts), None
+    if ranks > 1:  # every rank's part, in rank order = sample order
+        shards = dist_utils.all_gather_objects((correct, ops, run_s, stop - first))
+        correct = sum(c for c, _, _, _ in shards)
+        ops = OpCounts.concat([o for _, o, _, k in shards if k])
+        run_s = max(t for _, _, t, _ in shards)
+        distributed = {"world_size": ranks, "samples_per_rank": [k for _, _, _, k in shards]}
     return Report(
         accuracy=correct / max(n, 1),
         num_samples=n,
         steps=encoder.num_steps,
         backend=backend,
-        ops=OpCounts.concat(parts),
+        ops=ops,
         program=program,
         timing={"run_s": run_s, "ms_per_sample": 1e3 * run_s / max(n, 1)},
+        distributed=distributed,
     )
 
 

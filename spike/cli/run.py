@@ -1,6 +1,10 @@
 """``spike run PROGRAM.h5``: run a compiled program on a dataset's test split (or a SpikeGPT on a
 corpus's), print accuracy, operation counts and energy; ``--json`` (docs/report.schema.json),
-``--plot`` (energy and firing rate), ``--raster`` and ``--membranes`` (the first test sample)."""
+``--plot`` (energy and firing rate), ``--raster`` and ``--membranes`` (the first test sample).
+
+Under ``torchrun --nproc_per_node N spike run ...`` each rank runs a shard of the test samples
+(:func:`spike.workflows.evaluate_program`) and rank 0 prints and writes the report, which equals
+the one-process report but for ``timing`` and its ``distributed`` section."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +16,7 @@ from spike.cli.options import add_backend, add_target, positive_int, refuse_over
 from spike.compiler.io.hdf5 import load_program
 from spike.plots import membrane_figure, plot_report, raster_figure, save_figure, spikegpt_figure
 from spike.train.checkpoint import atomic_write_json
+from spike.train import distributed as dist_utils
 from spike.train.datasets import DATASETS, load_dataset
 from spike.workflows import (delays_line, evaluate_program, lm_run_report, probe_populations, run_lm_program,
                              target_energy)
@@ -42,8 +47,21 @@ def run(args: argparse.Namespace) -> int:
     refuse_overwriting([args.program, args.data, args.tokenizer],
                        {"--json": args.json, "--plot": args.plot, "--raster": args.raster, "--membranes": args.membranes})
     program = load_program(args.program)
-    if program.metadata.get("model") == "spikegpt":
-        return _run_lm(program, args)
+    sharded = dist_utils.init_distributed("gloo")
+    try:
+        if program.metadata.get("model") == "spikegpt":
+            if sharded:
+                raise ValueError("a SpikeGPT program runs in one process (its token stream is not sharded): "
+                                 "run it without torchrun")
+            return _run_lm(program, args)
+        return _run_classifier(program, args)
+    finally:
+        if sharded:
+            dist_utils.cleanup_distributed()
+
+
+def _run_classifier(program: Any, args: argparse.Namespace) -> int:
+    """The accuracy, counts and energy of a classifier's program; files written by rank 0 only."""
     dataset = args.dataset or program.metadata.get("dataset")
     if not dataset:
         raise SystemExit("spike run: --dataset is needed (the program does not name one)")
@@ -52,9 +70,12 @@ def run(args: argparse.Namespace) -> int:
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]
     report = evaluate_program(program, x, y, backend=args.backend, steps=args.steps,
-                              batch_size=args.batch_size, progress=not args.quiet)
+                              batch_size=args.batch_size, progress=not args.quiet and dist_utils.is_main_process())
+    if not dist_utils.is_main_process():
+        return 0
+    shards = "" if report.distributed is None else f", {report.distributed['world_size']} processes"
     print(f"accuracy {100 * report.accuracy:.2f}% on {report.num_samples} {dataset} test samples, "
-          f"{report.steps} steps, backend {args.backend} ({report.timing['ms_per_sample']:.2f} ms/sample)")
+          f"{report.steps} steps, backend {args.backend} ({report.timing['ms_per_sample']:.2f} ms/sample{shards})")
     line = delays_line(program)
     if line:
         print(line)

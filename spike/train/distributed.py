@@ -8,7 +8,7 @@ single-process and data-parallel.
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.distributed as dist
@@ -25,6 +25,7 @@ __all__ = [
     "barrier",
     "shard_bounds",
     "all_reduce_sum",
+    "all_gather_objects",
     "wrap_model",
 ]
 
@@ -99,6 +100,15 @@ def shard_bounds(n: int, shard: int, num_shards: int) -> tuple[int, int]:
     base, extra = divmod(n, num_shards)
     start = shard * base + min(shard, extra)
     return start, start + base + (1 if shard < extra else 0)
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (picklable), in rank order, on every rank; ``[obj]`` without a group."""
+    if not is_distributed():
+        return [obj]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def all_reduce_sum(values: Sequence[float]) -> list[float]:

@@ -50,14 +50,15 @@ def encode_samples(encoder: Encoder, x: torch.Tensor, first: int = 0, seed: int 
 
 
 def encoded_batches(
-    encoder: Encoder, x: torch.Tensor, batch_size: int = 64, seed: int = 0
+    encoder: Encoder, x: torch.Tensor, batch_size: int = 64, seed: int = 0, first: int = 0
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
-    """``(start, stop, spikes of x[start:stop])`` for consecutive batches (:func:`encode_samples`)."""
+    """``(start, stop, spikes of x[start:stop])`` for consecutive batches (:func:`encode_samples`);
+    ``x[0]`` is sample ``first`` of the whole set (a shard's offset), whose seed it gets."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     for start in range(0, len(x), batch_size):
         stop = min(start + batch_size, len(x))
-        yield start, stop, encode_samples(encoder, x[start:stop], start, seed)
+        yield start, stop, encode_samples(encoder, x[start:stop], first + start, seed)
 
 
 @torch.no_grad()

@@ -1,0 +1,56 @@
+"""``torchrun --nproc_per_node 2 spike run ...``: each rank runs a shard of the test samples and
+rank 0 writes one report equal, field for field, to the one-process report."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spike.cli import main
+from helpers.reports import validated
+
+TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A digits MLP trained for loihi1, compiled in float32 (generic) and in Loihi's fixed point."""
+    d = tmp_path_factory.mktemp("sharded")
+    assert main(["train", "mlp", "--out", str(d / "mlp.pt"), "--epochs", "1", "--hidden", "16", "--steps", "4",
+                 "--target", "loihi1", "--quiet"]) == 0
+    assert main(["compile", str(d / "mlp.pt"), "--out", str(d / "float.h5")]) == 0
+    assert main(["compile", str(d / "mlp.pt"), "--target", "loihi1", "--precision", "fixed",
+                 "--out", str(d / "fixed.h5")]) == 0
+    return {"float": d / "float.h5", "fixed": d / "fixed.h5"}
+
+
+@pytest.mark.parametrize("kind", ["float", "fixed"])
+def test_two_processes_write_the_one_process_report(kind: str, programs: dict[str, Path], tmp_path: Path) -> None:
+    program = programs[kind]
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    assert main(["run", str(program), "--limit", "51", "--quiet", "--json", str(one)]) == 0
+    env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARS}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={_free_port()}", "-m", "spike.cli", "run", str(program), "--limit", "51", "--quiet",
+           "--batch-size", "8", "--json", str(two)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.count("accuracy ") == 1 and "2 processes" in proc.stdout  # rank 0 prints, once
+    single, sharded = validated(one), validated(two)
+    assert sharded.pop("distributed") == {"world_size": 2, "samples_per_rank": [26, 25]}
+    assert "distributed" not in single
+    single.pop("timing"), sharded.pop("timing")
+    assert sharded == single  # accuracy, every count per node, energy: equal, not close
+    assert json.loads(two.read_text())["data"]["samples"] == 51
