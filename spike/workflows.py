@@ -319,6 +319,7 @@ def train_mlp(
     seed: int = 0,
     resume: bool = False,
     progress: bool = True,
+    accumulate: int = 1,
 ) -> dict[str, Any]:
     """``spike train mlp``; with ``target`` the choices that target needs (:func:`spike.train.trainer.fit_to_target`).
 
@@ -358,7 +359,7 @@ def train_mlp(
         batch_size=batch_size, seed=seed, eval_data=(data.x_test, data.y_test),
         checkpoint_path=out, scheduler=sched, forward_fn=forward,
         metric_fn=lambda out, y: accuracy(out.sum(0), y), progress=progress,
-        resume=resume, config=config, generators={"encoder": enc_gen},
+        resume=resume, config=config, generators={"encoder": enc_gen}, accumulate=accumulate,
     )
     history = trainer.fit()
     result = evaluate_model(model, encoder, data.x_test, data.y_test)

@@ -35,6 +35,9 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     for p in parsers.values():
         p.add_argument("--seed", type=int, default=0, help="seed of weights, data order and encoding")
         p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+        p.add_argument("--accumulate", type=positive_int, default=1, metavar="K",
+                       help="split every batch into K micro-batches and step once per batch: the batch's "
+                            "gradient in K times less activation memory")
         p.add_argument("--quiet", action="store_true", help="no progress; the summary line only")
 
 
@@ -134,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
             out=args.out, dataset=args.dataset, data_root=args.data_root, epochs=args.epochs, steps=args.steps,
             target=args.target, encoding=args.encoding, hidden=args.hidden, beta=args.beta, reset=args.reset,
             reset_delay=False if args.no_reset_delay else None, lr=args.lr, batch_size=args.batch_size,
-            seed=args.seed, resume=args.resume, progress=not args.quiet,
+            seed=args.seed, resume=args.resume, progress=not args.quiet, accumulate=args.accumulate,
         )
         print(result["line"])
     return 0
@@ -161,7 +164,7 @@ def _train_cnn(args: argparse.Namespace) -> None:
         lr=args.lr if args.lr is not None else (1e-3 if ftwt else 5e-3),
         head_lr=args.head_lr, batch_size=args.batch_size, seed=args.seed, ftwt=ftwt, init=args.init,
         channel_sparsity=args.channel_sparsity, resume=args.resume, progress=not args.quiet,
-        target=args.target,
+        target=args.target, accumulate=args.accumulate,
     )
     cfg = result["config"]
     what = f"FTWT r={args.ftwt}" if ftwt else "unmasked"
@@ -180,5 +183,5 @@ def spikegpt_options(args: argparse.Namespace) -> dict[str, Any]:
         ctx_len=args.ctx_len, layers=args.layers, embd=args.embd, batch_size=args.batch_size, iters=args.iters,
         minutes=args.minutes, lr=args.lr, lr_final=args.lr_final, dropout=args.dropout,
         eval_every=args.eval_every, eval_tokens=args.eval_tokens, threads=args.threads, device=args.device,
-        seed=args.seed, resume=args.resume, quiet=args.quiet,
+        seed=args.seed, resume=args.resume, quiet=args.quiet, accumulate=args.accumulate,
     )

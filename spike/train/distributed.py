@@ -15,6 +15,7 @@ import torch.distributed as dist
 
 __all__ = [
     "launched_by_torchrun",
+    "default_backend",
     "init_distributed",
     "cleanup_distributed",
     "is_distributed",
@@ -35,6 +36,12 @@ _TORCHRUN_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 def launched_by_torchrun() -> bool:
     """True when torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) is present."""
     return all(v in os.environ for v in _TORCHRUN_VARS)
+
+
+def default_backend(device: torch.device | str) -> str:
+    """``"nccl"`` for CUDA tensors when PyTorch has NCCL, else ``"gloo"`` (CPU)."""
+    on_cuda = torch.device(device).type == "cuda"
+    return "nccl" if on_cuda and dist.is_available() and dist.is_nccl_available() else "gloo"
 
 
 def init_distributed(backend: str = "gloo") -> bool:

@@ -6,7 +6,8 @@ every RNG state. A run stopped after any checkpoint and resumed with ``resume=Tr
 sees exactly the same batches and random draws (e.g. dropout masks) as an uninterrupted run and
 ends with identical weights.
 
-Data-parallel: when launched by torchrun, :meth:`Trainer.fit` creates a ``gloo`` process group,
+Data-parallel: when launched by torchrun, :meth:`Trainer.fit` creates a process group (NCCL for a
+model on CUDA, gloo on CPU: :func:`spike.train.distributed.default_backend`),
 wraps the model in DistributedDataParallel and gives each rank a contiguous slice of every global
 batch (see :func:`spike.train.distributed.shard_bounds`). Each rank's mean loss is rescaled by
 ``local_n * world / global_n`` so that DDP's gradient average equals the gradient of the mean loss
@@ -15,6 +16,7 @@ and shows progress bars; the group is destroyed when ``fit`` ends.
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import sys
 import time
@@ -213,6 +215,10 @@ class Trainer:
             their states are checkpointed and restored on resume like the global RNGs.
         drop_last: drop the last incomplete batch.
         device: where batches go; default the device of the model's first parameter.
+        accumulate: split each rank's slice of a batch into this many micro-batches (consecutive,
+            sizes differing by at most one), run forward and backward on each and step once: the
+            gradient is that of the whole batch's mean loss (each micro-batch's mean weighted by its
+            share), in ``accumulate`` times less activation memory; DDP syncs on the last one only.
     """
 
     def __init__(
@@ -242,11 +248,15 @@ class Trainer:
         generators: Mapping[str, torch.Generator] | None = None,
         drop_last: bool = False,
         device: torch.device | str | None = None,
+        accumulate: int = 1,
     ) -> None:
         if epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if accumulate < 1:
+            raise ValueError(f"accumulate must be >= 1 micro-batch, got {accumulate}")
+        self.accumulate = int(accumulate)
         if checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1 epoch, got {checkpoint_every}")
         if scheduler_interval not in ("epoch", "step"):
@@ -396,7 +406,7 @@ class Trainer:
         ``metric_fn`` is given, and ``eval_loss`` / ``eval_<metric>`` if ``eval_data`` is given.
         Under torchrun the process group is created here and destroyed on return.
         """
-        created_group = dist_utils.init_distributed("gloo")
+        created_group = dist_utils.init_distributed(dist_utils.default_backend(self.device))
         train_model: nn.Module | None = None
         try:
             self._check_shardable()
@@ -462,24 +472,29 @@ class Trainer:
                     )
                 x, y = _to_device(batch, self.device)
                 local_n = _batch_len(y)
+                # DDP averages gradients over ranks: weight each rank's mean by its share
+                share = local_n * world / global_n if world > 1 else 1.0
+                parts = min(self.accumulate, local_n)
                 self.optimizer.zero_grad(set_to_none=True)
-                out = self._forward(train_model, x)
-                loss = self.loss_fn(out, y)
-                if world > 1:
-                    # DDP averages gradients over ranks; weight each rank's mean by its share.
-                    (loss * (local_n * world / global_n)).backward()
-                else:
-                    loss.backward()
+                for i in range(parts):  # micro-batches; gradients add up to the local mean's
+                    a, b = dist_utils.shard_bounds(local_n, i, parts)
+                    xi, yi = _slice(x, a, b), _slice(y, a, b)
+                    last = i == parts - 1
+                    with contextlib.nullcontext() if last or world == 1 else train_model.no_sync():
+                        out = self._forward(train_model, xi)
+                        loss = self.loss_fn(out, yi)
+                        (loss * (share * (b - a) / local_n)).backward()
+                    loss_sum += loss.item() * (b - a)
+                    if self.metric_fn is not None:
+                        with torch.no_grad():
+                            metric_sum += float(self.metric_fn(out, yi)) * (b - a)
                 self.optimizer.step()
                 self.step += 1
                 if self.scheduler is not None and self.scheduler_interval == "step":
                     self.scheduler.step()
-                loss_sum += loss.item() * local_n
                 count += local_n
                 postfix = {"loss": f"{loss_sum / count:.4f}"}
                 if self.metric_fn is not None:
-                    with torch.no_grad():
-                        metric_sum += float(self.metric_fn(out, y)) * local_n
                     postfix[self.metric_name] = f"{metric_sum / count:.4f}"
                 bar.set_postfix(postfix)
                 bar.update(1)

@@ -97,3 +97,14 @@ def test_a_program_without_its_encoding_needs_steps() -> None:
         evaluate_program(program, x, y, progress=False)
     report = evaluate_program(program, x, y, steps=5, progress=False)
     assert report.steps == 5 and report.ops.total()["neuron_updates"] == 2 * 5
+
+
+def test_accumulated_micro_batches_train_the_same_model(tmp_path) -> None:
+    """``--accumulate 3``: three micro-batches per batch, one step: the weights of one epoch agree with
+    whole batches' to float rounding (direct input is deterministic)."""
+    for k in (1, 3):
+        assert main(["train", "mlp", "--out", str(tmp_path / f"a{k}.pt"), "--epochs", "1", "--hidden", "16",
+                     "--quiet", "--accumulate", str(k)]) == 0
+    whole, micro = (torch.load(tmp_path / f"a{k}.pt", weights_only=True)["model_state"] for k in (1, 3))
+    for key in whole:
+        torch.testing.assert_close(micro[key], whole[key], rtol=0, atol=1e-6)

@@ -62,12 +62,15 @@ def test_single_process_helpers(monkeypatch) -> None:
     assert (D.rank(), D.world_size(), D.is_main_process()) == (3, 4, False)
 
 
-def test_torchrun_two_ranks_match_single_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("accumulate", [1, 2])
+def test_torchrun_two_ranks_match_single_process(accumulate: int, tmp_path: Path) -> None:
+    """Two ranks (with ``accumulate`` 2: uneven micro-batches of the uneven slices, DDP synced on
+    the last) train to the one-process weights, which take whole batches."""
     env = {k: v for k, v in os.environ.items() if k not in TORCHRUN_VARS}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["OMP_NUM_THREADS"] = "1"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(WORKER), str(tmp_path)]
+           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", str(WORKER), str(tmp_path), str(accumulate)]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=90)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -233,3 +233,27 @@ def test_set_seed_is_reproducible() -> None:
     a = (torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random())
     set_seed(11)
     assert a == (torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random())
+
+
+@pytest.mark.parametrize("accumulate", [2, 3, 5])
+def test_accumulated_micro_batches_give_the_whole_batch_step(accumulate: int) -> None:
+    """``accumulate`` micro-batches (5 of a 12-sample batch: sizes 3, 3, 2, 2, 2) step as one batch
+    does: the weights agree to float rounding, the logged loss too."""
+    g = torch.Generator().manual_seed(5)
+    x, y = torch.randn(36, 6, generator=g), torch.randn(36, 2, generator=g)
+
+    def train(k: int) -> tuple[dict[str, torch.Tensor], list[float]]:
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 2))
+        trainer = Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.functional.mse_loss, (x, y),
+                          epochs=2, batch_size=12, seed=1, progress=False, accumulate=k)
+        history = trainer.fit()
+        return model.state_dict(), history["loss"]
+
+    (whole, loss_whole), (micro, loss_micro) = train(1), train(accumulate)
+    for key in whole:
+        torch.testing.assert_close(micro[key], whole[key], rtol=0, atol=1e-6)
+    torch.testing.assert_close(torch.tensor(loss_micro), torch.tensor(loss_whole), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="accumulate must be >= 1"):
+        Trainer(nn.Linear(6, 2), torch.optim.SGD(nn.Linear(6, 2).parameters(), lr=0.1), nn.functional.mse_loss,
+                (x, y), epochs=1, batch_size=12, accumulate=0)

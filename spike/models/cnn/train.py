@@ -111,6 +111,7 @@ def train_cnn(
     channel_sparsity: float | None = None,
     resume: bool = False,
     progress: bool = True,
+    accumulate: int = 1,
     data: Any = None,
     target: str | None = None,
     target_fit: str = "all",
@@ -220,7 +221,7 @@ def train_cnn(
         model, opt, loss_fn, (data.x_train, data.y_train), epochs=epochs, batch_size=batch_size, seed=seed,
         eval_data=(data.x_test, data.y_test), checkpoint_path=out, scheduler=sched, forward_fn=forward,
         metric_fn=lambda o, y: accuracy(o.sum(0), y), progress=progress, resume=resume, config=config,
-        may_extend=("training.epochs",),
+        may_extend=("training.epochs",), accumulate=accumulate,
         generators={"encoder": enc_gen}, on_epoch_end=on_epoch_end,
     )
     state["epoch"] = trainer.start_epoch

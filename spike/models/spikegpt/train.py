@@ -170,6 +170,7 @@ def train_spikegpt(
     seed: int = 0,
     resume: bool = False,
     quiet: bool = False,
+    accumulate: int = 1,
 ) -> dict[str, Any]:
     """Train SpikeGPT (``spike train spikegpt``; the module docstring has the recipe); returns
     ``{"test": {...}, "unigram_bits", "history", "checkpoint", "steps", "unit", "vocab_kind",
@@ -256,6 +257,7 @@ def train_spikegpt(
         eval_data=eval_data, checkpoint_path=out, scheduler=sched, scheduler_interval="step",
         metric_fn=metric_fn, metric_name=metric, progress=not quiet, resume=resume,
         config=config, may_extend=("train.iters", "train.minutes"), on_epoch_end=on_epoch_end,
+        accumulate=accumulate,
     )
     if trainer.resumed_from is not None and not quiet and du.is_main_process():
         print(f"resumed from {out} after {trainer.step} steps")
