@@ -208,6 +208,9 @@ def fmt_energy(j: float) -> str:
 
 
 def _node_rows(ops: OpCounts, program: Program | None, steps: int) -> list[tuple[str, str, dict[str, float], dict[str, Any]]]:
+    """Per node: its kind, counts per sample and, for a population, its neurons and firing rate
+    ``spikes / (neurons x counted steps)`` (the latency steps after the input's ``steps`` included)."""
+    counted = ops.steps if ops.steps is not None else steps
     rows = []
     for name in ops.per_node:
         counts = ops.node_mean(name)
@@ -217,7 +220,7 @@ def _node_rows(ops: OpCounts, program: Program | None, steps: int) -> list[tuple
             if node.KIND == "population":
                 extra = {
                     "neurons": node.size,
-                    "firing_rate": counts.get("spikes", 0.0) / max(node.size * steps, 1),
+                    "firing_rate": counts.get("spikes", 0.0) / max(node.size * counted, 1),
                 }
         rows.append((name, ops.kinds.get(name, ""), counts, extra))
     return rows

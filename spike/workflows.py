@@ -54,22 +54,28 @@ class Report:
     timing: dict[str, float]
     distributed: dict[str, Any] | None = None  # {"world_size", "samples_per_rank"} of a sharded run
 
+    @property
+    def counted_steps(self) -> int:
+        """The steps the counts cover: the input's and the program's latency steps after them."""
+        return self.ops.steps if self.ops.steps is not None else self.steps
+
     def per_node_rows(self) -> list[dict[str, Any]]:
+        """Per node: the counts, its neurons and firing rate ``spikes / (neurons x counted steps)``."""
         rows = []
         for entry in self.ops.to_json()["per_node"]:
             node = self.program.node(entry["name"])
-            rate = entry["spikes"] / (node.size * self.steps) if isinstance(node, Population) else None
+            rate = entry["spikes"] / (node.size * self.counted_steps) if isinstance(node, Population) else None
             rows.append({**entry, "neurons": node.size if isinstance(node, Population) else 0, "firing_rate": rate})
         return rows
 
     def kept_channels(self) -> dict[str, float]:
-        """Per FTWT-gated population: neuron updates / (neurons x steps), the fraction of its channels
-        the gate kept (mean over samples); empty without gates."""
+        """Per FTWT-gated population: neuron updates / (neurons x counted steps), the fraction of its
+        channels the gate kept (mean over samples); empty without gates."""
         keep = {}
         for name, node in self.program.nodes():
             if isinstance(node, Population) and any(isinstance(self.program.node(s), Gate)
                                                     for s in self.program.sources(name)):
-                keep[name] = self.ops.node_mean(name)["neuron_updates"] / (node.size * self.steps)
+                keep[name] = self.ops.node_mean(name)["neuron_updates"] / (node.size * self.counted_steps)
         return keep
 
     def to_run_report(self, dataset: str, energy: EnergyReport | None = None,
@@ -437,6 +443,50 @@ def run_report(program: Program, *, program_path: str | None, backend: str, data
     if model is not None:
         out["model"] = model
     return out
+
+
+#: the columns of :func:`report_row`, in order
+REPORT_COLUMNS = ("report", "model", "target", "precision", "backend", "data", "steps", "metric", "syn_ops", "macs",
+                  "energy_uj", "kept_channels")
+
+
+def load_run_report(path: str) -> dict[str, Any]:
+    """A ``spike run --json`` report read back: JSON, ``schema_version`` :data:`REPORT_SCHEMA_VERSION`
+    and the fields :func:`report_row` reads; anything else is a ValueError naming the file and field."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a JSON report ({exc})") from None
+    if not isinstance(data, dict) or data.get("schema_version") != REPORT_SCHEMA_VERSION:
+        found = data.get("schema_version") if isinstance(data, dict) else type(data).__name__
+        raise ValueError(f"{path}: schema_version: expected {REPORT_SCHEMA_VERSION} (a `spike run --json` "
+                         f"report), found {found!r}")
+    for field, kind, name in (("program", dict, "an object"), ("backend", str, "a string"), ("data", dict, "an object"),
+                              ("steps", int, "an integer"), ("ops", dict, "an object")):
+        if not isinstance(data.get(field), kind):
+            raise ValueError(f"{path}: {field}: expected {name}, found {data.get(field)!r}")
+    if not isinstance(data["ops"].get("total"), dict):
+        raise ValueError(f"{path}: ops.total: expected an object of counts")
+    return data
+
+
+def report_row(report: dict[str, Any], name: str) -> dict[str, Any]:
+    """One row of a sweep's table (:data:`REPORT_COLUMNS`) from a run report: the metric is the
+    accuracy (a fraction) or bits per token, counts and energy per sample (per run for SpikeGPT, as
+    the report's ``counts_are`` says), ``kept_channels`` the mean over an FTWT model's gated layers."""
+    program, data, total = report["program"], report["data"], report["ops"]["total"]
+    kept = (report.get("model") or {}).get("kept_channels")
+    return {
+        "report": name, "model": program.get("model"), "target": program.get("target"),
+        "precision": program.get("precision"), "backend": report["backend"],
+        "data": (f"{data['dataset']} x {data['samples']}" if "dataset" in data else f"{data.get('tokens')} tokens"),
+        "steps": report["steps"],
+        "metric": report.get("accuracy", report.get("bits_per_token")),
+        "syn_ops": total.get("syn_ops"), "macs": total.get("macs"),
+        "energy_uj": None if report.get("energy") is None else 1e6 * report["energy"]["total_j"],
+        "kept_channels": None if not kept else sum(kept.values()) / len(kept),
+    }
 
 
 def lm_run_report(program: Program, report: SpikeGPTReport, result: Any, *, program_path: str | None,

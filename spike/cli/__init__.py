@@ -1,4 +1,4 @@
-"""The ``spike`` command line: train, eval, generate, compile, export, run, demo.
+"""The ``spike`` command line: train, eval, generate, compile, export, run, table, demo.
 
 Argument parsing only: each command is a module of this package (:data:`COMMANDS`) with
 ``add_arguments(parser)`` and ``run(args) -> exit code``; it calls :mod:`spike.workflows` (or a
@@ -26,6 +26,7 @@ COMMANDS = {
     "compile": "compile a checkpoint or a NIR graph to an IR program (HDF5)",
     "export": "export a checkpoint or a compiled program to NIR",
     "run": "run a compiled program on a dataset's (or a SpikeGPT's corpus's) test split",
+    "table": "the reports of several runs (a sweep) as one table",
     "demo": "train -> compile -> run on built-in data",
 }
 

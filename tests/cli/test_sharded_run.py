@@ -23,18 +23,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def programs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A digits MLP trained for loihi1, compiled in float32 (generic) and in Loihi's fixed point."""
-    d = tmp_path_factory.mktemp("sharded")
-    assert main(["train", "mlp", "--out", str(d / "mlp.pt"), "--epochs", "1", "--hidden", "16", "--steps", "4",
-                 "--target", "loihi1", "--quiet"]) == 0
-    assert main(["compile", str(d / "mlp.pt"), "--out", str(d / "float.h5")]) == 0
-    assert main(["compile", str(d / "mlp.pt"), "--target", "loihi1", "--precision", "fixed",
-                 "--out", str(d / "fixed.h5")]) == 0
-    return {"float": d / "float.h5", "fixed": d / "fixed.h5"}
-
-
 @pytest.mark.parametrize("kind", ["float", "fixed"])
 def test_two_processes_write_the_one_process_report(kind: str, programs: dict[str, Path], tmp_path: Path) -> None:
     program = programs[kind]
