@@ -265,7 +265,6 @@ def save_checkpoint(
     return atomic_save(checkpoint, path)
 
 
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _TORCH_SIGNATURES = (b"PK\x03\x04", b"\x80")  # torch.save's zip archive; a legacy pickle
 
 
@@ -279,7 +278,7 @@ def load_weights(path: PathLike, map_location: Any = "cpu") -> Any:
         raise FileNotFoundError(f"checkpoint file not found: {p}")
     with open(p, "rb") as f:
         head = f.read(8)
-    if head.startswith(_HDF5_SIGNATURE) or h5py.is_hdf5(p):  # (a program's HDF5 signature follows its header)
+    if h5py.is_hdf5(p):  # at offset 0, or after a user block (a program's header)
         raise CheckpointError(f"{p} is an HDF5 file (a compiled program or a NIR graph), not a checkpoint: "
                               "`spike run` runs a program, a .nir name compiles a NIR graph")
     if not head.startswith(_TORCH_SIGNATURES):

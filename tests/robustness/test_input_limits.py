@@ -67,9 +67,10 @@ def huge_weight(f: h5py.File) -> None:
     f["nodes/fc"].create_dataset("weight", shape=(HUGE,), dtype="f4", chunks=(1024,))
 
 
-def refused(path: Path) -> str:
-    with pytest.raises(IRFormatError) as exc:
-        load_program(path)
+def refused(path: Path, load=load_program, error: type[Exception] = IRFormatError) -> str:
+    """The one-line message with which ``load`` refuses ``path``, checked to start with the path."""
+    with pytest.raises(error) as exc:
+        load(path)
     msg = str(exc.value)
     assert msg.startswith(f"{path}: ") and "\n" not in msg, msg
     return msg
@@ -235,11 +236,7 @@ def write_target(tmp_path: Path, data: dict, name: str = "big.yaml") -> Path:
 
 
 def hw_refused(path: Path) -> str:
-    with pytest.raises(HardwareConfigError) as exc:
-        load_target(path)
-    msg = str(exc.value)
-    assert msg.startswith(f"{path}: ") and "\n" not in msg, msg
-    return msg
+    return refused(path, load_target, HardwareConfigError)
 
 
 def test_absurd_core_count_refused(tmp_path):
