@@ -11,7 +11,7 @@ backend).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from spike import __version__
-from spike.backends import OpCounts, run
+from spike.backends import OpCounts, RunResult, run
 from spike.compiler import ProgramError
 from spike.compiler import compile as compile_model
 from spike.compiler.ir.nodes import Gate, Input, Population
@@ -31,13 +31,13 @@ from spike.hardware import load_target
 from spike.losses import rate_cross_entropy
 from spike.models import build_model
 from spike.models.spikegpt.checkpoint import load_lm
-from spike.models.spikegpt.report import SpikeGPTReport, spikegpt_report
+from spike.models.spikegpt.report import SpikeGPTReport, spikegpt_report, vanilla_gpt_macs
 from spike.models.spikegpt.text import TokenizerVocab, load_corpus, vocab_from_config
 from spike.train.checkpoint import load_checkpoint, make_config, record_evaluation
-from spike.train.datasets import load_dataset
+from spike.train.datasets import SplitReader, load_dataset
 from spike.train import distributed as dist_utils
 from spike.train.distributed import is_main_process
-from spike.train.evaluation import encoded_batches, evaluate_model, predictions
+from spike.train.evaluation import encode_samples, encoded_batches, evaluate_model, predictions
 from spike.train.trainer import Trainer, accuracy, fit_to_target, set_seed, target_needs
 
 
@@ -142,35 +142,48 @@ def probe_populations(program: Program, x: torch.Tensor, backend: str = "numba",
 
 def evaluate_program(
     program: Program,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    x: torch.Tensor | SplitReader,
+    y: torch.Tensor | None = None,
     backend: str = "numba",
     steps: int | None = None,
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = True,
 ) -> Report:
-    """Encode ``x`` as the program was trained, run it batch by batch, score and count.
+    """Encode the samples as the program was trained, run them batch by batch, score and count.
 
-    The spikes come from :func:`spike.train.evaluation.encoded_batches` (sample ``i`` seeded from
-    ``(seed, i)``), so the report is a function of ``(program, x, y, steps, seed)`` whatever the
-    batch size, and equals the accuracy :func:`spike.train.evaluation.evaluate_model` gives the float
-    model with the same seed. Under torchrun (a process group of ``W`` ranks) rank ``r`` runs the
+    The samples are ``x`` with labels ``y``, or a :class:`~spike.train.datasets.SplitReader`
+    (:func:`~spike.train.datasets.open_test_split`) as ``x`` alone, read a batch at a time. Sample
+    ``i`` is encoded from its own seed ``(seed, i)`` (:func:`spike.train.evaluation.encode_samples`),
+    so the report is a function of ``(program, samples, steps, seed)`` whatever the batch size, and
+    equals the accuracy :func:`spike.train.evaluation.evaluate_model` gives the float model with the
+    same seed. Under torchrun (a process group of ``W`` ranks) rank ``r`` reads and runs only the
     samples :func:`~spike.train.distributed.shard_bounds` gives it, and every rank returns the
     whole set's report: correct answers summed, counts joined in sample order, so it equals the
     one-process report exactly; ``timing`` then holds the slowest rank's ``run_s`` and
     ``distributed`` says ``{"world_size", "samples_per_rank"}``.
     """
+    if isinstance(x, SplitReader):
+        if y is not None:
+            raise ValueError("evaluate_program: a SplitReader carries its labels; give no y")
+        samples = x
+    elif y is None:
+        raise ValueError("evaluate_program: give the labels y of the samples x")
+    else:
+        samples = SplitReader.from_tensors("samples", x, y)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     encoder = encoder_of(program, steps)
-    n, ranks = len(x), dist_utils.world_size() if dist_utils.is_distributed() else 1
+    n, ranks = len(samples), dist_utils.world_size() if dist_utils.is_distributed() else 1
     first, stop = dist_utils.shard_bounds(n, dist_utils.rank(), ranks) if ranks > 1 else (0, n)
     correct, parts, run_s = 0, [], 0.0
-    total = -(-(stop - first) // batch_size) if batch_size >= 1 else None
-    batches = encoded_batches(encoder, x[first:stop], batch_size, seed, first=first)
-    bars = tqdm(batches, total=total, desc=f"run on {backend}", disable=None if progress else True, unit="batch")
-    for start, end, spikes in bars:  # disable None: a bar on a terminal only
-        result = run(program, spikes, backend=backend)
-        correct += int((predictions(result.output) == y[first + start:first + end].numpy()).sum())
+    starts = range(first, stop, batch_size)
+    bars = tqdm(starts, desc=f"run on {backend}", disable=None if progress else True, unit="batch")
+    for start in bars:  # disable None: a bar on a terminal only
+        end = min(start + batch_size, stop)
+        xb, yb = samples.read(start, end)
+        result = run(program, encode_samples(encoder, xb, start, seed), backend=backend)
+        correct += int((predictions(result.output) == yb.numpy()).sum())
         parts.append(result.ops)
         run_s += result.timing["run_s"]
     ops, distributed = OpCounts.concat(parts), None
@@ -326,6 +339,7 @@ def train_mlp(
     resume: bool = False,
     progress: bool = True,
     accumulate: int = 1,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """``spike train mlp``; with ``target`` the choices that target needs (:func:`spike.train.trainer.fit_to_target`).
 
@@ -366,6 +380,7 @@ def train_mlp(
         checkpoint_path=out, scheduler=sched, forward_fn=forward,
         metric_fn=lambda out, y: accuracy(out.sum(0), y), progress=progress,
         resume=resume, config=config, generators={"encoder": enc_gen}, accumulate=accumulate,
+        precision=precision,
     )
     history = trainer.fit()
     result = evaluate_model(model, encoder, data.x_test, data.y_test)
@@ -489,24 +504,87 @@ def report_row(report: dict[str, Any], name: str) -> dict[str, Any]:
     }
 
 
-def lm_run_report(program: Program, report: SpikeGPTReport, result: Any, *, program_path: str | None,
-                  source: str) -> dict[str, Any]:
-    """:func:`run_report` of a SpikeGPT run (:func:`run_lm_program`'s pair) over ``source``; the
-    SpikeGPT figures (firing by block, per-token counts three ways, energy per token) are its model
-    section."""
+@dataclass
+class LMRun:
+    """What :func:`run_lm_program` measured over the first test tokens, cut into segments.
+
+    ``report``: the :class:`SpikeGPTReport` of all segments together; ``result``: their runs as
+    one (:func:`merged_lm_result`: counts summed over the segments, batch 1; no logits kept);
+    ``segments``: each segment's ``[start, stop)`` in the token stream; ``distributed``:
+    ``{"world_size", "samples_per_rank"}`` (segments per rank) of a sharded run, else None.
+    """
+
+    report: SpikeGPTReport
+    result: RunResult
+    segments: list[tuple[int, int]]
+    distributed: dict[str, Any] | None = None
+
+
+def lm_run_report(program: Program, lm: LMRun, *, program_path: str | None, source: str) -> dict[str, Any]:
+    """:func:`run_report` of a SpikeGPT run (:func:`run_lm_program`) over ``source``; the SpikeGPT
+    figures (firing by block, per-token counts three ways, energy per token) are its model
+    section; ``data`` says the tokens and segments; a sharded run adds ``distributed``."""
+    report, result, count = lm.report, lm.result, len(lm.segments)
     section = {k: v for k, v in report.to_json().items() if k not in ("tokens", "batch", "target", "bits_per_token")}
-    ops = {"counts_are": f"the whole run of {report.tokens} tokens (one stream), summed over steps",
-           **result.ops.to_json()}
-    return run_report(program, program_path=program_path, backend=result.backend,
-                      data={"tokens": report.tokens, "source": source}, steps=report.tokens, ops=ops,
-                      timing=result.timing, energy=report.energy_detail, bits_per_token=report.bits_per_token,
-                      model={"kind": "spikegpt", **section})
+    stream = ("(one stream), summed over steps" if count == 1 else
+              f"({count} segments, each from a fresh state), summed over steps and segments")
+    ops = {"counts_are": f"the whole run of {report.tokens} tokens {stream}", **result.ops.to_json()}
+    out = run_report(program, program_path=program_path, backend=result.backend,
+                     data={"tokens": report.tokens, "source": source, "segments": count}, steps=report.tokens,
+                     ops=ops, timing=result.timing, energy=report.energy_detail,
+                     bits_per_token=report.bits_per_token, model={"kind": "spikegpt", **section})
+    if lm.distributed is not None:
+        out["distributed"] = dict(lm.distributed)
+    return out
+
+
+def lm_segments(tokens: int, segments: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` of each of ``segments`` contiguous pieces of a stream of ``tokens`` tokens:
+    :func:`~spike.train.distributed.shard_bounds` (lengths differ by at most one, the first
+    segments get the extra tokens). Each needs 2 tokens (a token and the next one it predicts)."""
+    if segments < 1:
+        raise ValueError(f"--segments {segments}: expected at least 1")
+    if tokens < 2 * segments:
+        raise ValueError(f"--segments {segments}: {tokens} tokens cut into {segments} segments leave a segment "
+                         f"fewer than 2 tokens; run at least {2 * segments} tokens (--tokens) or fewer segments")
+    return [dist_utils.shard_bounds(tokens, k, segments) for k in range(segments)]
+
+
+def _next_token_nats(logits: np.ndarray, ids: np.ndarray) -> float:
+    """Summed cross-entropy (nats, float64) of each token after the first given the logits
+    ``[T, 1, V]`` of the tokens before it."""
+    lg = torch.from_numpy(np.asarray(logits[:-1, 0], np.float64))
+    return float(torch.nn.functional.cross_entropy(lg, torch.from_numpy(np.asarray(ids[1:], np.int64)),
+                                                   reduction="sum"))
+
+
+def merged_lm_result(program: Program, counts: Sequence[OpCounts], tokens: int, timing: dict[str, float],
+                     backend: str) -> RunResult:
+    """The runs of a stream's segments (``counts`` in segment order, each of batch 1) as one run of
+    ``tokens`` steps: every count summed over the segments, ``timing`` as given. Its
+    ``outputs["logits"]`` is ``[tokens, 1, 0]``: the shape :func:`spikegpt_report` reads, no values."""
+    first = counts[0]
+    per_node = {name: {key: np.sum([c.per_node[name][key] for c in counts], axis=0) for key in first.per_node[name]}
+                for name in first.per_node}
+    ops = OpCounts(per_node=per_node, kinds=dict(first.kinds), steps=tokens + program.total_latency)
+    return RunResult(outputs={"logits": np.zeros((tokens, 1, 0), np.float32)}, probes={}, ops=ops,
+                     timing=dict(timing), backend=backend)
 
 
 def run_lm_program(program: Program, backend: str = "numba", data=None, tokens: int = 512, tokenizer=None,
-                   target: str = "cmos45nm_fp32", progress: bool = False) -> tuple[SpikeGPTReport, Any]:
+                   target: str = "cmos45nm_fp32", progress: bool = False, segments: int = 1) -> LMRun:
     """Run a compiled SpikeGPT token by token on the first ``tokens`` tokens of a corpus's test
-    split (the built-in corpus by default); returns its :class:`SpikeGPTReport` and the run's result."""
+    split (the built-in corpus by default), cut into ``segments`` contiguous segments
+    (:func:`lm_segments`), each run on its own from a fresh state.
+
+    The report covers all segments exactly: counts summed, firing rates and per-token figures of
+    the sums, bits per token the summed cross-entropy over every predicted token (``tokens -
+    segments`` of them), the vanilla GPT's context each segment's length (per-token MACs averaged
+    over the tokens). ``segments=1`` is the one stream. Under torchrun (``W`` ranks, ``segments >=
+    W``) rank ``r`` builds and runs only the segments ``shard_bounds(segments, r, W)`` and every
+    rank returns the report one process gives for the same ``segments`` (timing: the slowest
+    rank's). The corpus file itself is read whole on every rank (its test split is its end).
+    """
     voc = program_vocab(program, tokenizer)
     V = int(program.metadata["spikegpt"]["vocab_size"])
     if voc.size != V:
@@ -515,8 +593,40 @@ def run_lm_program(program: Program, backend: str = "numba", data=None, tokens: 
     ids = np.asarray(corpus.split("test")[: int(tokens)], np.int64)
     if len(ids) < 2:
         raise ValueError(f"the test split of {corpus.name} has {len(ids)} tokens; need at least 2")
-    x = np.zeros((len(ids), 1, V), np.float32)
-    x[np.arange(len(ids)), 0, ids] = 1.0  # one spike per token on its input line
-    result = run(program, x, backend=backend, progress=progress)
-    report = spikegpt_report(program, result, target=target, token_ids=ids[:, None])
-    return report, result
+    bounds = lm_segments(len(ids), segments)
+    if segments > 1 and program.total_latency:
+        raise ValueError(f"--segments {segments}: the program's outputs trail its inputs by {program.total_latency} "
+                         "steps (target delays), so segment runs do not add up to one run; use --segments 1")
+    ranks = dist_utils.world_size() if dist_utils.is_distributed() else 1
+    if segments < ranks:
+        raise ValueError(f"--segments {segments}: fewer segments than the {ranks} processes (each runs whole "
+                         f"segments); give --segments {ranks} or more")
+    lo, hi = dist_utils.shard_bounds(segments, dist_utils.rank(), ranks) if ranks > 1 else (0, segments)
+    mine, parts = bounds[lo:hi], []
+    one_bar = progress and len(mine) == 1  # one segment: a bar over its tokens; several: over the segments
+    for a, b in tqdm(mine, desc=f"run on {backend}", disable=None if progress and not one_bar else True,
+                     unit="segment"):
+        x = np.zeros((b - a, 1, V), np.float32)
+        x[np.arange(b - a), 0, ids[a:b]] = 1.0  # one spike per token on its input line
+        result = run(program, x, backend=backend, progress=one_bar)
+        parts.append((result.ops, _next_token_nats(result.outputs["logits"], ids[a:b]), result.timing))
+    run_s, distributed = sum(t["run_s"] for _, _, t in parts), None
+    if ranks > 1:  # every rank's segments, in rank order = segment order
+        shards = dist_utils.all_gather_objects(parts)
+        parts = [part for shard in shards for part in shard]
+        run_s = max(sum(t["run_s"] for _, _, t in shard) for shard in shards)
+        distributed = {"world_size": ranks, "samples_per_rank": [len(shard) for shard in shards]}
+    n = len(ids)
+    timing = {"run_s": run_s, "steps": float(n), "ms_per_step": 1e3 * run_s / n}
+    if "latency_steps" in parts[0][2]:
+        timing["latency_steps"] = parts[0][2]["latency_steps"]
+    merged = merged_lm_result(program, [ops for ops, _, _ in parts], n, timing, backend)
+    report = spikegpt_report(program, merged, target=target)
+    squares = sum((b - a) ** 2 for a, b in bounds)  # the vanilla GPT's context, averaged over the tokens
+    ctx = squares // n if squares % n == 0 else squares / n
+    cfg = program.metadata["spikegpt"]
+    vanilla = {"macs": vanilla_gpt_macs(int(cfg["n_layer"]), int(cfg["n_embd"]), ctx, V)}
+    report = replace(report, bits_per_token=sum(nats for _, nats, _ in parts) / (n - segments) / float(np.log(2)),
+                     vanilla=vanilla,
+                     energy_pj={**report.energy_pj, "vanilla_gpt": vanilla["macs"] * report.figures["E_MAC_pJ"]})
+    return LMRun(report=report, result=merged, segments=bounds, distributed=distributed)

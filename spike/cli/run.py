@@ -2,8 +2,9 @@
 corpus's), print accuracy, operation counts and energy; ``--json`` (docs/report.schema.json),
 ``--plot`` (energy and firing rate), ``--raster`` and ``--membranes`` (the first test sample).
 
-Under ``torchrun --nproc_per_node N spike run ...`` each rank runs a shard of the test samples
-(:func:`spike.workflows.evaluate_program`) and rank 0 prints and writes the report, which equals
+Under ``torchrun --nproc_per_node N spike run ...`` each rank reads and runs a shard of the test
+samples (:func:`spike.workflows.evaluate_program`), or of a SpikeGPT's ``--segments``
+(:func:`spike.workflows.run_lm_program`), and rank 0 prints and writes the report, which equals
 the one-process report but for ``timing`` and its ``distributed`` section."""
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from spike.compiler.io.hdf5 import load_program
 from spike.plots import membrane_figure, plot_report, raster_figure, save_figure, spikegpt_figure
 from spike.train.checkpoint import atomic_write_json
 from spike.train import distributed as dist_utils
-from spike.train.datasets import DATASETS, load_dataset
+from spike.train.datasets import DATASETS, open_test_split
 from spike.workflows import (delays_line, evaluate_program, lm_run_report, probe_populations, run_lm_program,
                              target_energy)
 
@@ -41,6 +42,9 @@ def add_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--data", default=None, help="SpikeGPT: text file whose test split is run (default: built-in corpus)")
     r.add_argument("--tokens", type=positive_int, default=512, help="SpikeGPT: tokens to run")
     r.add_argument("--tokenizer", default=None, help="SpikeGPT: tokenizer JSON when the program does not carry it")
+    r.add_argument("--segments", type=positive_int, default=1,
+                   help="SpikeGPT: cut the tokens into this many contiguous segments, each run from a fresh state "
+                        "(under torchrun, segments are shared among the processes; at least one each)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
     sharded = dist_utils.init_distributed("gloo")
     try:
         if program.metadata.get("model") == "spikegpt":
-            if sharded:
-                raise ValueError("a SpikeGPT program runs in one process (its token stream is not sharded): "
-                                 "run it without torchrun")
             return _run_lm(program, args)
+        if args.segments != 1:
+            raise ValueError("--segments: for SpikeGPT programs only (a classifier's test samples are sharded "
+                             "as they are)")
         return _run_classifier(program, args)
     finally:
         if sharded:
@@ -65,11 +69,8 @@ def _run_classifier(program: Any, args: argparse.Namespace) -> int:
     dataset = args.dataset or program.metadata.get("dataset")
     if not dataset:
         raise SystemExit("spike run: --dataset is needed (the program does not name one)")
-    data = load_dataset(dataset, args.data_root)
-    x, y = data.x_test, data.y_test
-    if args.limit:
-        x, y = x[: args.limit], y[: args.limit]
-    report = evaluate_program(program, x, y, backend=args.backend, steps=args.steps,
+    split = open_test_split(dataset, args.data_root, limit=args.limit)  # each rank reads its own samples only
+    report = evaluate_program(program, split, backend=args.backend, steps=args.steps,
                               batch_size=args.batch_size, progress=not args.quiet and dist_utils.is_main_process())
     if not dist_utils.is_main_process():
         return 0
@@ -94,7 +95,7 @@ def _run_classifier(program: Any, args: argparse.Namespace) -> int:
         plot_report(result, args.plot)
         print(f"plot -> {args.plot}")
     if args.raster or args.membranes:
-        spikes, membranes = probe_populations(program, x[:1], backend=args.backend, steps=args.steps)
+        spikes, membranes = probe_populations(program, split.read(0, 1)[0], backend=args.backend, steps=args.steps)
         if args.raster:
             print(f"raster -> {save_figure(raster_figure(spikes), args.raster)}")
         if args.membranes:
@@ -105,17 +106,24 @@ def _run_classifier(program: Any, args: argparse.Namespace) -> int:
 
 
 def _run_lm(program: Any, args: argparse.Namespace) -> int:
-    """``spike run`` of a compiled SpikeGPT: firing rates, counts and energy three ways."""
+    """``spike run`` of a compiled SpikeGPT: firing rates, counts and energy three ways; files
+    written by rank 0 only."""
     if args.raster or args.membranes:
         raise ValueError("--raster/--membranes: not for SpikeGPT programs (their firing rates per block are in "
                          "the table and the --json report)")
     target = args.target or "cmos45nm_fp32"
-    report, result = run_lm_program(program, backend=args.backend, data=args.data, tokens=args.tokens,
-                                    tokenizer=args.tokenizer, target=target, progress=not args.quiet)
-    print(f"backend {args.backend}: {result.timing['ms_per_step']:.2f} ms per token")
+    lm = run_lm_program(program, backend=args.backend, data=args.data, tokens=args.tokens, tokenizer=args.tokenizer,
+                        target=target, progress=not args.quiet and dist_utils.is_main_process(),
+                        segments=args.segments)
+    if not dist_utils.is_main_process():
+        return 0
+    report = lm.report
+    how = "" if len(lm.segments) == 1 else f", {len(lm.segments)} segments"
+    how += "" if lm.distributed is None else f", {lm.distributed['world_size']} processes"
+    print(f"backend {args.backend}: {lm.result.timing['ms_per_step']:.2f} ms per token{how}")
     print(report.table())
     if args.json:
-        atomic_write_json(args.json, lm_run_report(program, report, result, program_path=args.program,
+        atomic_write_json(args.json, lm_run_report(program, lm, program_path=args.program,
                                                    source=args.data or "built-in corpus"))
         print(f"report -> {args.json}")
     if args.plot:  # firing rate, counts and energy per block, per token as in the table
