@@ -1,5 +1,9 @@
 """``spike train mlp | cnn | spikegpt``: one subcommand per model family, each with only its own
-options (an option another family takes is refused by argparse, never ignored)."""
+options (an option another family takes is refused by argparse, never ignored).
+
+Under ``torchrun --nproc_per_node N`` every family trains data-parallel: ``--batch-size`` stays the
+global batch (each rank takes a slice of about batch/N samples of every step), so the step, the
+learning rate and the result are one process's with the same options, to float rounding."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +17,8 @@ from spike.models.cnn.train import train_cnn
 from spike.models.spikegpt.model import PRESETS as SPIKEGPT_PRESETS
 from spike.models.spikegpt.train import DEFAULT_ITERS, train_spikegpt
 from spike.train.datasets import DATASETS
+from spike.train.distributed import is_main_process
+from spike.train.trainer import PRECISIONS
 from spike.workflows import train_mlp
 
 FAMILIES = {
@@ -34,10 +40,17 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
     _add_spikegpt(parsers["spikegpt"])
     for p in parsers.values():
         p.add_argument("--seed", type=int, default=0, help="seed of weights, data order and encoding")
-        p.add_argument("--resume", action="store_true", help="continue from --out if it exists")
+        p.add_argument("--resume", action="store_true",
+                       help="continue from --out if it exists; other options than its own are refused (epochs "
+                            "and iterations may grow); with its options and number of ranks the run ends with the "
+                            "uninterrupted run's weights, bit for bit")
         p.add_argument("--accumulate", type=positive_int, default=1, metavar="K",
                        help="split every batch into K micro-batches and step once per batch: the batch's "
                             "gradient in K times less activation memory")
+        p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                       help="bf16: forward and loss under torch.autocast(bfloat16) on the model's device "
+                            "(weights, optimizer and the neuron/WKV kernels' state stay float32); recorded in "
+                            "the checkpoint, --resume refuses another")
         p.add_argument("--quiet", action="store_true", help="no progress; the summary line only")
 
 
@@ -70,9 +83,11 @@ def _add_snn(p: argparse.ArgumentParser, *, steps: int, beta: float, from_init: 
     p.add_argument("--reset", default=None, choices=["subtract", "zero", "none"],
                    help="neuron reset (default subtract; zero with a --target that has cores)")
     p.add_argument("--no-reset-delay", action="store_true",
-                   help="reset in the step that spikes (Loihi's rule; needed for --precision fixed; implied by a "
-                        "--target with cores)")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="samples per optimizer step")
+                   help="reset in the step that spikes (Loihi's rule; needed by `spike compile --precision fixed`; "
+                        "implied by a --target with cores)")
+    p.add_argument("--batch-size", type=positive_int, default=64,
+                   help="samples per optimizer step: the global batch, under torchrun split over the ranks "
+                        "(same step and learning rate as one process)")
 
 
 def _add_cnn(p: argparse.ArgumentParser) -> None:
@@ -110,7 +125,9 @@ def _add_spikegpt(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ctx-len", type=positive_int, default=None, help="override the preset's context")
     p.add_argument("--layers", type=positive_int, default=None, help="override the preset's layers")
     p.add_argument("--embd", type=positive_int, default=None, help="override the preset's width")
-    p.add_argument("--batch-size", type=positive_int, default=None, help="sequences per step (default: the preset's)")
+    p.add_argument("--batch-size", type=positive_int, default=None,
+                   help="sequences per step (default: the preset's): the global batch, under torchrun split "
+                        "over the ranks (same step and learning rate as one process)")
     p.add_argument("--iters", type=positive_int, default=None,
                    help=f"optimizer steps (default {DEFAULT_ITERS}, or unlimited with --minutes)")
     p.add_argument("--minutes", type=positive_float, default=None,
@@ -138,8 +155,10 @@ def run(args: argparse.Namespace) -> int:
             target=args.target, encoding=args.encoding, hidden=args.hidden, beta=args.beta, reset=args.reset,
             reset_delay=False if args.no_reset_delay else None, lr=args.lr, batch_size=args.batch_size,
             seed=args.seed, resume=args.resume, progress=not args.quiet, accumulate=args.accumulate,
+            precision=args.precision,
         )
-        print(result["line"])
+        if is_main_process():  # under torchrun: rank 0 speaks
+            print(result["line"])
     return 0
 
 
@@ -164,7 +183,7 @@ def _train_cnn(args: argparse.Namespace) -> None:
         lr=args.lr if args.lr is not None else (1e-3 if ftwt else 5e-3),
         head_lr=args.head_lr, batch_size=args.batch_size, seed=args.seed, ftwt=ftwt, init=args.init,
         channel_sparsity=args.channel_sparsity, resume=args.resume, progress=not args.quiet,
-        target=args.target, accumulate=args.accumulate,
+        target=args.target, accumulate=args.accumulate, precision=args.precision,
     )
     cfg = result["config"]
     what = f"FTWT r={args.ftwt}" if ftwt else "unmasked"
@@ -172,6 +191,8 @@ def _train_cnn(args: argparse.Namespace) -> None:
     steps_text = f"{cfg['num_steps'] - latency} + {latency} steps" if latency else f"{cfg['num_steps']} steps"
     tgt = cfg.get("target")
     where = f", for {tgt['name']} ({tgt['synaptic_delay']}-step synaptic delay)" if tgt else ""
+    if not is_main_process():
+        return
     print(f"test accuracy {100 * result['accuracy']:.2f}% ({what} spiking CNN, {cfg['dataset']}, {steps_text}, "
           f"{cfg['encoding']['kind']} encoding{where}) -> {args.out}")
 
@@ -184,4 +205,5 @@ def spikegpt_options(args: argparse.Namespace) -> dict[str, Any]:
         minutes=args.minutes, lr=args.lr, lr_final=args.lr_final, dropout=args.dropout,
         eval_every=args.eval_every, eval_tokens=args.eval_tokens, threads=args.threads, device=args.device,
         seed=args.seed, resume=args.resume, quiet=args.quiet, accumulate=args.accumulate,
+        precision=args.precision,
     )

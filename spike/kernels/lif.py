@@ -363,6 +363,9 @@ def lif_multistep(
     (per-neuron parameters broadcast over the batch). Returns spikes ``[T, ...]``, or
     ``(spikes, mem)`` with ``return_mem`` (``mem`` is the membrane after any reset).
     ``backend``: ``"auto"`` (fused kernel on CPU/CUDA, loop elsewhere), ``"fused"`` or ``"loop"``.
+    The fused kernels compute in float32 or float64; a float16/bfloat16 ``x`` is computed in float32
+    and returned in its dtype, except under ``torch.autocast``, where the call is a float32 op (as
+    autocast's ``layer_norm``): spikes and membrane come back in float32.
     """
     if not isinstance(x, torch.Tensor) or x.dim() < 1:
         raise ValueError("x: expected a tensor [T, ...] (time first)")
@@ -377,6 +380,8 @@ def lif_multistep(
         return _loop(x, beta, threshold, alpha, cfg, reset, surrogate, return_mem)
 
     out_dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+    if out_dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(x.device.type):
+        out_dtype = torch.float32
     work = x if x.dtype in _NUMPY_DTYPES else x.to(torch.float32 if out_dtype != torch.float64 else out_dtype)
     T = work.shape[0]
     shape = work.shape[1:]

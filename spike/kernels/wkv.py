@@ -363,10 +363,15 @@ def wkv(time_decay: torch.Tensor, time_first: torch.Tensor, k: torch.Tensor, v: 
         impl: str = "auto") -> torch.Tensor:
     """WKV over ``k``, ``v`` ``[T, B, C]`` (time first) from the zero state, differentiable in all
     four inputs. ``impl``: ``"auto"`` (fused kernel on CPU/CUDA, else the loop), ``"fused"``,
-    ``"loop"`` (:func:`wkv_loop`) or ``"naive"`` (:func:`wkv_naive`)."""
+    ``"loop"`` (:func:`wkv_loop`) or ``"naive"`` (:func:`wkv_naive`). Reduced-precision ``k``, ``v``
+    (bfloat16/float16) are computed in float32 and returned in their dtype, or in float32 under
+    ``torch.autocast`` (there the recurrence is a float32 op, as autocast's ``layer_norm``)."""
     _check(time_decay, time_first, k, v)
     if impl == "naive":
         return wkv_naive(time_decay, time_first, k, v)
+    if k.dtype in (torch.bfloat16, torch.float16):  # the recurrence and its state in float32
+        y = wkv(time_decay, time_first, k.float(), v.float(), impl)
+        return y if torch.is_autocast_enabled(k.device.type) else y.to(k.dtype)
     if impl == "loop" or (impl == "auto" and not _fused_ok(k)):
         return wkv_loop(time_decay, time_first, k, v)
     if impl not in ("auto", "fused"):

@@ -13,6 +13,8 @@ Checkpoint schema (``format_version`` 1), a plain dict loadable with ``torch.loa
     :func:`make_config`): ``model`` = ``{"kind": str, "kwargs": dict}`` (constructor arguments),
     ``encoding`` (the input-encoding dict), ``num_steps`` (simulation time steps), ``dataset`` (name).
     Extra keys are allowed.
+    :class:`spike.train.trainer.Trainer` adds ``trainer``: ``batch_size`` (the global batch),
+    ``seed`` and ``precision`` (``"fp32"`` or ``"bf16"``).
 ``model_state`` (dict[str, Tensor])
     ``state_dict()`` of the bare model (never the DistributedDataParallel wrapper).
 ``optimizer_state`` / ``scheduler_state`` (dict or None)
@@ -26,7 +28,9 @@ Checkpoint schema (``format_version`` 1), a plain dict loadable with ``torch.loa
     (``{"bit_generator", "keys", "pos", "has_gauss", "cached_gaussian"}``), ``python``
     (``[version, [ints], gauss_next]``), ``data_generator`` (ByteTensor or None) and ``generators``
     (``{name: ByteTensor}`` for other named ``torch.Generator``s, e.g. an encoder's).
-    See :func:`get_rng_state` / :func:`set_rng_state`.
+    See :func:`get_rng_state` / :func:`set_rng_state`. A data-parallel run's checkpoint holds rank
+    0's states there and every rank's, in rank order, under ``ranks`` (a list of such dicts); a
+    run resumed with as many ranks restores each rank's own (any other number: rank 0's).
 ``metrics`` (dict)
     Plain python numbers/strings/lists, e.g. the per-epoch training history.
 

@@ -2,17 +2,28 @@
 
 Determinism contract: the order of samples in epoch ``e`` comes only from a ``torch.Generator``
 seeded with ``seed + e``, and checkpoints hold the model, optimizer, scheduler, epoch, step and
-every RNG state. A run stopped after any checkpoint and resumed with ``resume=True`` therefore
-sees exactly the same batches and random draws (e.g. dropout masks) as an uninterrupted run and
-ends with identical weights.
+every RNG state (every rank's, under torchrun). Checkpoints are written at epoch ends, where no
+micro-batch is pending. A run stopped after any checkpoint and resumed with ``resume=True`` (with
+the same number of ranks) therefore sees exactly the same batches and random draws (e.g. dropout
+masks, rate-coded inputs) as an uninterrupted run and ends with bit-identical weights.
 
 Data-parallel: when launched by torchrun, :meth:`Trainer.fit` creates a process group (NCCL for a
-model on CUDA, gloo on CPU: :func:`spike.train.distributed.default_backend`),
+model on CUDA, one GPU per rank; gloo on CPU: :func:`spike.train.distributed.default_backend`),
 wraps the model in DistributedDataParallel and gives each rank a contiguous slice of every global
-batch (see :func:`spike.train.distributed.shard_bounds`). Each rank's mean loss is rescaled by
+batch (see :func:`spike.train.distributed.shard_bounds`): ``batch_size`` is the global batch, each
+of ``W`` ranks computes about ``batch_size / W`` samples of it. Each rank's mean loss is rescaled by
 ``local_n * world / global_n`` so that DDP's gradient average equals the gradient of the mean loss
-over the whole global batch, even when the slices differ in size. Only rank 0 writes checkpoints
-and shows progress bars; the group is destroyed when ``fit`` ends.
+over the whole global batch, even when the slices differ in size, and BatchNorm layers normalise
+by the global batch's statistics (:func:`spike.train.distributed.global_batch_norm`): a step is the
+one-process step on the same batch (to float rounding), so the learning rate needs no scaling with
+the number of ranks. Only rank 0 writes checkpoints and shows progress bars; the group is
+destroyed when ``fit`` ends.
+
+Precision: ``precision="bf16"`` runs the forward pass and the loss under ``torch.autocast`` with
+bfloat16 on the model's device type (matrix products and convolutions in bfloat16); weights,
+gradients and optimizer state stay float32, and the fused neuron and WKV kernels compute their
+state in float32. ``"fp32"`` (default) is plain float32. The checkpoint records it
+(``config["trainer"]["precision"]``); resuming with another precision is refused.
 """
 from __future__ import annotations
 
@@ -40,7 +51,10 @@ from spike.train.checkpoint import (
     set_rng_state,
 )
 
-__all__ = ["set_seed", "accuracy", "Trainer", "TargetNeeds", "target_needs", "fit_to_target"]
+__all__ = ["set_seed", "accuracy", "Trainer", "TargetNeeds", "target_needs", "fit_to_target", "PRECISIONS"]
+
+#: ``Trainer(precision=...)`` / ``spike train --precision``: float32, or bfloat16 autocast.
+PRECISIONS = ("fp32", "bf16")
 
 Batch = Any
 #: A data source: tensors sharing their first dimension (e.g. ``(x, y)``), a map-style Dataset,
@@ -192,7 +206,8 @@ class Trainer:
         model: any module; ``forward_fn(model, x)`` (default ``model(x)``) gives its output.
         optimizer, loss_fn: ``loss_fn(output, y)`` must return the *mean* loss over the batch.
         train_data: a :data:`DataSource`; batches are ``(x, y)`` pairs.
-        epochs, batch_size: total epochs and *global* batch size (split over ranks).
+        epochs, batch_size: total epochs and *global* batch size (split over ranks: each of ``W``
+            ranks takes a contiguous slice of about ``batch_size / W`` samples of every batch).
         seed: data order of epoch ``e`` is ``randperm`` from a generator seeded ``seed + e``.
         eval_data: optional :data:`DataSource` evaluated (in order, no grad) after every epoch.
         checkpoint_path: where to write checkpoints (atomically); None disables them.
@@ -219,6 +234,13 @@ class Trainer:
             sizes differing by at most one), run forward and backward on each and step once: the
             gradient is that of the whole batch's mean loss (each micro-batch's mean weighted by its
             share), in ``accumulate`` times less activation memory; DDP syncs on the last one only.
+            (BatchNorm normalises each micro-batch by its own statistics, as a smaller batch would.)
+        precision: ``"fp32"`` or ``"bf16"`` (forward and loss under bfloat16 autocast; see the
+            module docstring); recorded in the checkpoint's ``config["trainer"]``.
+        side_parameters: parameters whose gradient does not come through the model's output but
+            from a loss term read beside it (FTWT mask heads: ``loss_fn`` reads their logits from
+            the layers), so DDP cannot track them; under torchrun the Trainer averages their
+            gradients over ranks before each step (:func:`~spike.train.distributed.average_gradients`).
     """
 
     def __init__(
@@ -249,7 +271,11 @@ class Trainer:
         drop_last: bool = False,
         device: torch.device | str | None = None,
         accumulate: int = 1,
+        precision: str = "fp32",
+        side_parameters: Sequence[nn.Parameter] = (),
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision (--precision) must be one of {', '.join(PRECISIONS)}, got {precision!r}")
         if epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {epochs}")
         if batch_size < 1:
@@ -278,7 +304,10 @@ class Trainer:
         self.metric_fn = metric_fn
         self.metric_name = metric_name
         self.progress = progress
-        self.config: dict[str, Any] = {**dict(config or {}), "trainer": {"batch_size": self.batch_size, "seed": self.seed}}
+        self.precision = precision
+        self.side_parameters = list(side_parameters)
+        self.config: dict[str, Any] = {**dict(config or {}), "trainer": {
+            "batch_size": self.batch_size, "seed": self.seed, "precision": self.precision}}
         self.may_extend = frozenset(may_extend) | {"evaluation"}
         self.on_epoch_end = on_epoch_end
         self.generators: dict[str, torch.Generator] = dict(generators or {})
@@ -322,8 +351,12 @@ class Trainer:
             if ckpt["scheduler_state"] is None:
                 raise CheckpointError(f"{path}: a scheduler was given but the checkpoint has none")
             self.scheduler.load_state_dict(ckpt["scheduler_state"])
+        rng = ckpt["rng_state"]
+        ranks = rng.get("ranks") or []
+        if len(ranks) == dist_utils.world_size() > 1:  # this rank's own states (same world size)
+            rng = ranks[dist_utils.rank()]
         try:
-            set_rng_state(ckpt["rng_state"], self._data_generator, self.generators)
+            set_rng_state(rng, self._data_generator, self.generators)
         except KeyError as exc:
             raise CheckpointError(f"{path}: {exc.args[0]}") from exc
         self.start_epoch = ckpt["epoch"]
@@ -331,9 +364,16 @@ class Trainer:
         self.history = {k: list(v) for k, v in ckpt["metrics"].get("history", {}).items()}
 
     def save(self, epochs_done: int) -> Path | None:
-        """Write a checkpoint for ``epochs_done`` completed epochs (rank 0 only)."""
-        if self.checkpoint_path is None or not dist_utils.is_main_process():
+        """Write a checkpoint for ``epochs_done`` completed epochs (rank 0 writes; every rank must
+        call it, since it gathers every rank's RNG states: ``rng_state`` is rank 0's, with
+        ``rng_state["ranks"]`` the list of all ranks' when there are several)."""
+        if self.checkpoint_path is None:
             return None
+        own = get_rng_state(self._data_generator, self.generators)
+        states = dist_utils.all_gather_objects(own)
+        if not dist_utils.is_main_process():
+            return None
+        rng_state = {**states[0], "ranks": states} if len(states) > 1 else own
         return save_checkpoint(
             self.checkpoint_path,
             self.model,
@@ -341,7 +381,7 @@ class Trainer:
             self.scheduler,
             epoch=epochs_done,
             step=self.step,
-            rng_state=get_rng_state(self._data_generator, self.generators),
+            rng_state=rng_state,
             config=self.config,
             metrics={"history": self.history},
         )
@@ -397,6 +437,10 @@ class Trainer:
     def _forward(self, model: nn.Module, x: Any) -> Any:
         return self.forward_fn(model, x) if self.forward_fn is not None else model(x)
 
+    def autocast(self) -> torch.autocast:
+        """The context of forward and loss: bfloat16 autocast on the device type for ``"bf16"``."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
     # ------------------------------------------------------------------ loop
 
     def fit(self) -> dict[str, list[float]]:
@@ -410,20 +454,21 @@ class Trainer:
         train_model: nn.Module | None = None
         try:
             self._check_shardable()
-            train_model = dist_utils.wrap_model(self.model)
-            for epoch in range(self.start_epoch, self.epochs):
-                stats = self._train_epoch(train_model, epoch)
-                if self.scheduler is not None and self.scheduler_interval == "epoch":
-                    self.scheduler.step()
-                for key, value in stats.items():
-                    self.history.setdefault(key, []).append(value)
-                done = epoch + 1
-                if done % self.checkpoint_every == 0 or done == self.epochs:
-                    self.save(done)
-                if self.on_epoch_end is not None:
-                    self.on_epoch_end(epoch, stats)
-                if self.progress and dist_utils.is_main_process() and not sys.stderr.isatty():
-                    print(epoch_line(stats, self.epochs), file=sys.stderr, flush=True)
+            train_model = dist_utils.wrap_model(self.model, self.side_parameters)
+            with dist_utils.global_batch_norm(self.model):
+                for epoch in range(self.start_epoch, self.epochs):
+                    stats = self._train_epoch(train_model, epoch)
+                    if self.scheduler is not None and self.scheduler_interval == "epoch":
+                        self.scheduler.step()
+                    for key, value in stats.items():
+                        self.history.setdefault(key, []).append(value)
+                    done = epoch + 1
+                    if done % self.checkpoint_every == 0 or done == self.epochs:
+                        self.save(done)
+                    if self.on_epoch_end is not None:
+                        self.on_epoch_end(epoch, stats)
+                    if self.progress and dist_utils.is_main_process() and not sys.stderr.isatty():
+                        print(epoch_line(stats, self.epochs), file=sys.stderr, flush=True)
             dist_utils.barrier()
             return self.history
         finally:
@@ -474,20 +519,23 @@ class Trainer:
                 local_n = _batch_len(y)
                 # DDP averages gradients over ranks: weight each rank's mean by its share
                 share = local_n * world / global_n if world > 1 else 1.0
-                parts = min(self.accumulate, local_n)
+                # as many micro-batches on every rank (each BatchNorm forward may be a collective)
+                parts = min(self.accumulate, global_n // world)
                 self.optimizer.zero_grad(set_to_none=True)
                 for i in range(parts):  # micro-batches; gradients add up to the local mean's
                     a, b = dist_utils.shard_bounds(local_n, i, parts)
                     xi, yi = _slice(x, a, b), _slice(y, a, b)
                     last = i == parts - 1
                     with contextlib.nullcontext() if last or world == 1 else train_model.no_sync():
-                        out = self._forward(train_model, xi)
-                        loss = self.loss_fn(out, yi)
+                        with self.autocast():
+                            out = self._forward(train_model, xi)
+                            loss = self.loss_fn(out, yi)
                         (loss * (share * (b - a) / local_n)).backward()
                     loss_sum += loss.item() * (b - a)
                     if self.metric_fn is not None:
                         with torch.no_grad():
                             metric_sum += float(self.metric_fn(out, yi)) * (b - a)
+                dist_utils.average_gradients(self.side_parameters)
                 self.optimizer.step()
                 self.step += 1
                 if self.scheduler is not None and self.scheduler_interval == "step":
@@ -524,8 +572,10 @@ class Trainer:
                     continue
                 x, y = _to_device(batch, self.device)
                 n = _batch_len(y)
-                out = self._forward(self.model, x)
-                loss_sum += float(self.loss_fn(out, y)) * n
+                with self.autocast():
+                    out = self._forward(self.model, x)
+                    loss = self.loss_fn(out, y)
+                loss_sum += float(loss) * n
                 if self.metric_fn is not None:
                     metric_sum += float(self.metric_fn(out, y)) * n
                 count += n

@@ -46,6 +46,39 @@ def test_shard_bounds_cover_exactly_once(n: int, parts: int) -> None:
         D.shard_bounds(n, parts, parts)
 
 
+def test_batch_norm_uses_the_global_batch_statistics(tmp_path: Path) -> None:
+    """Two gloo ranks (slices of 4 and 3 samples) under ``global_batch_norm``: outputs, input
+    gradients, summed parameter gradients and running statistics (two steps) are one process's on
+    the whole batch; eval mode uses the running statistics; the layer gets its own forward back."""
+    import torch.multiprocessing as mp
+
+    ddp_worker = _load_worker()
+    sys.path.insert(0, str(WORKER.parent))  # the spawned ranks import ddp_worker by name
+    import ddp_worker as named_worker
+
+    mp.spawn(named_worker.batch_norm_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"bn{r}.pt", weights_only=True) for r in (0, 1)]
+    x, w, bn = ddp_worker.batch_norm_data()
+    xr = x.clone().requires_grad_()
+    y = bn(xr)
+    (y * w).sum().backward()
+    bn(x * 0.5)
+    bn.eval()
+    y_eval = bn(x)
+    assert [r["switched"] for r in ranks] == [1, 1] and all(r["forward_restored"] for r in ranks)
+    close = dict(rtol=1e-5, atol=1e-6)  # float32 sums over 112 values per channel, in another order
+    torch.testing.assert_close(torch.cat([r["y"] for r in ranks]), y.detach(), **close)
+    torch.testing.assert_close(torch.cat([r["dx"] for r in ranks]), xr.grad, **close)
+    torch.testing.assert_close(ranks[0]["dweight"] + ranks[1]["dweight"], bn.weight.grad, **close)
+    torch.testing.assert_close(ranks[0]["dbias"] + ranks[1]["dbias"], bn.bias.grad, **close)
+    torch.testing.assert_close(torch.cat([r["y_eval"] for r in ranks]), y_eval.detach(), **close)
+    for r in ranks:
+        for key, value in bn.state_dict().items():
+            torch.testing.assert_close(r["state"][key], value, **close, msg=key)
+    with D.global_batch_norm(bn) as switched:  # no process group: nothing changes
+        assert switched == 0
+
+
 def test_single_process_helpers(monkeypatch) -> None:
     for var in TORCHRUN_VARS:
         monkeypatch.delenv(var, raising=False)

@@ -112,6 +112,7 @@ def train_cnn(
     resume: bool = False,
     progress: bool = True,
     accumulate: int = 1,
+    precision: str = "fp32",
     data: Any = None,
     target: str | None = None,
     target_fit: str = "all",
@@ -120,6 +121,10 @@ def train_cnn(
 
     Returns ``{"accuracy", "evaluation", "history", "model" (eval mode), "config", "checkpoint"
     (the path)}``. ``data`` (a :class:`spike.train.datasets.Dataset`) skips loading ``dataset``.
+    ``precision``: ``"fp32"`` or ``"bf16"`` (:class:`~spike.train.trainer.Trainer`). Under torchrun
+    ``batch_size`` is the global batch; the mask heads' gradients (from the mask loss, which reads
+    their logits beside the output, and none once its weight is 0) are averaged over ranks by the
+    Trainer (``side_parameters``).
     """
     if target_fit not in ("all", "delays"):
         raise ValueError(f"target_fit must be 'all' or 'delays', got {target_fit!r}")
@@ -221,8 +226,9 @@ def train_cnn(
         model, opt, loss_fn, (data.x_train, data.y_train), epochs=epochs, batch_size=batch_size, seed=seed,
         eval_data=(data.x_test, data.y_test), checkpoint_path=out, scheduler=sched, forward_fn=forward,
         metric_fn=lambda o, y: accuracy(o.sum(0), y), progress=progress, resume=resume, config=config,
-        may_extend=("training.epochs",), accumulate=accumulate,
+        may_extend=("training.epochs",), accumulate=accumulate, precision=precision,
         generators={"encoder": enc_gen}, on_epoch_end=on_epoch_end,
+        side_parameters=[p for g in heads for p in g.parameters()],
     )
     state["epoch"] = trainer.start_epoch
     try:

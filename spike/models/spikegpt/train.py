@@ -171,6 +171,7 @@ def train_spikegpt(
     resume: bool = False,
     quiet: bool = False,
     accumulate: int = 1,
+    precision: str = "fp32",
 ) -> dict[str, Any]:
     """Train SpikeGPT (``spike train spikegpt``; the module docstring has the recipe); returns
     ``{"test": {...}, "unigram_bits", "history", "checkpoint", "steps", "unit", "vocab_kind",
@@ -181,6 +182,9 @@ def train_spikegpt(
     of the same size. ``batch_size`` None is the preset's default (:data:`DEFAULT_BATCH`); ``iters``
     None is :data:`DEFAULT_ITERS` steps, or as many as ``minutes`` allow; ``lr`` None is 6e-4.
     ``data``: a UTF-8 text file (default: the built-in corpus), token level with ``tokenizer``.
+    ``precision``: ``"fp32"`` or ``"bf16"`` (autocast; the WKV and LIF kernels keep float32 state).
+    Under torchrun ``batch_size`` is the global batch (each rank takes a slice of every step's
+    windows) and ``--device cuda`` puts each rank on ``cuda:LOCAL_RANK``.
     """
     if threads:
         torch.set_num_threads(int(threads))
@@ -257,7 +261,7 @@ def train_spikegpt(
         eval_data=eval_data, checkpoint_path=out, scheduler=sched, scheduler_interval="step",
         metric_fn=metric_fn, metric_name=metric, progress=not quiet, resume=resume,
         config=config, may_extend=("train.iters", "train.minutes"), on_epoch_end=on_epoch_end,
-        accumulate=accumulate,
+        accumulate=accumulate, precision=precision,
     )
     if trainer.resumed_from is not None and not quiet and du.is_main_process():
         print(f"resumed from {out} after {trainer.step} steps")
