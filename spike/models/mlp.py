@@ -6,14 +6,16 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from spike.layers import Delayed
+from spike.layers import Delayed, SpikeLinear
 from spike.neurons import LIF
 
 
 class SpikingMLP(nn.Module):
     """``[T, B, *input_shape] -> spikes [T, B, num_classes]``; classify by spike count.
 
-    Layers, in order: ``flatten``, then per layer ``k = 1, 2, ...`` ``fc{k}`` (``nn.Linear``),
+    Layers, in order: ``flatten``, then per layer ``k = 1, 2, ...`` ``fc{k}``
+    (:class:`~spike.layers.SpikeLinear`: an ``nn.Linear`` that adds weight rows per input spike
+    when its input is binary, ``F.linear`` otherwise; ``event="off"`` makes every layer dense),
     ``lif{k}`` (:class:`~spike.neurons.LIF`) and, with ``dropout``, ``dropout{k}`` between hidden
     layers; compiled programs name their nodes after them (``fc1``, ``lif1``, ...). Checkpoints
     written when the layers were ``net.0``, ``net.1``, ... still load (their keys are renamed).
@@ -37,6 +39,7 @@ class SpikingMLP(nn.Module):
         reset_delay: bool = True,
         dropout: float = 0.0,
         synaptic_delay: int = 0,
+        event: str = "auto",
     ) -> None:
         d = int(synaptic_delay)
         if d < 0:
@@ -45,7 +48,7 @@ class SpikingMLP(nn.Module):
         self.flatten = nn.Flatten(start_dim=2)
         sizes = [in_features, *hidden, num_classes]
         for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
-            linear = nn.Linear(n_in, n_out)
+            linear = SpikeLinear(n_in, n_out, event=event)
             self.add_module(f"fc{k}", Delayed(linear, d) if d else linear)
             self.add_module(f"lif{k}", LIF(beta=beta, threshold=threshold, reset=reset, surrogate=surrogate,
                                            reset_delay=reset_delay))

@@ -33,6 +33,9 @@ def test_vs_training_quick(tmp_path):
             assert isinstance(r, float) and r > 0
             assert w["ms"][p] > 0 and w["ms"][f"ours:{p}"] > 0
             assert w["spike_check"][p]["equal_fraction"] >= 0.999
+    for w in res["workloads"].values():  # the dense floor and the floor with our event-driven layers
+        assert w["ms"]["floor"] > 0 and w["ms"]["floor_event"] > 0 and w["ratio_ceiling_event"] > 0
+    assert res["event"] == "auto"
     assert isinstance(res["min_ratio"], float) and res["min_ratio"] > 0
     m = res["machine"]
     assert m["torch_threads"] == 1 and len(m["loadavg_before"]) == 3 and len(m["loadavg_after"]) == 3

@@ -38,7 +38,7 @@ from spike.compiler.ir.nodes import (
 from spike.compiler.ir.program import Program, ProgramBuilder
 from spike.compiler.passes.delays import bias_from_start
 from spike.compiler.ir.signals import output_signal
-from spike.layers import Delayed, TimeDistributed, silent_before
+from spike.layers import Delayed, SpikeLinear, TimeDistributed, silent_before
 from spike.neurons import IF, LI, LIF, CubaLIF
 from spike.recurrent import RecurrentLIF
 
@@ -115,7 +115,7 @@ def _pair(v: Any) -> tuple[int, int]:
 
 
 def _np(t: Any) -> np.ndarray:
-    return np.asarray(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t, dtype=np.float32)
+    return np.ascontiguousarray(t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else t, dtype=np.float32)
 
 
 def _neuron_types() -> tuple[type, ...]:
@@ -231,7 +231,7 @@ def lowers(*types: type) -> Callable[[ModuleLowering], ModuleLowering]:
     return register
 
 
-@lowers(nn.Linear)
+@lowers(nn.Linear, SpikeLinear)  # SpikeLinear: a Linear computed by events; lowered alike
 def _linear(L: _Lowering, n: fx.Node, m: nn.Linear, path: str) -> str:
     src = L.source(n, n.args[0])
     if L.feature_shape(n.args[0]) != (m.in_features,):
