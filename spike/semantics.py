@@ -30,8 +30,11 @@ previous step and ``s`` the spike of this one:
   (standard) or ``v = m - d*m`` (snntorch); ``none`` ``v = m``. Otherwise ``v = m``.
 - ``li`` never fires: it outputs ``m`` and keeps it.
 
-A population starts from ``v = v_reset`` (0 unless a SpikingJelly hard reset says otherwise) and
-zero currents. The Loihi fixed-point update (``precision`` "fixed") is ``spike.compiler.passes.quantize``'s;
+A population's own constant input ``bias`` (per neuron; none: 0) is added right after the charge,
+``m = charge + bias`` (design §3's ``v' = beta*v + gain*I + bias``; before the ``late`` inputs),
+from the population's onset on (``Program.onset``: its latency). A population starts from ``v =
+v_init`` when given, else ``v = v_reset`` (0 unless a SpikingJelly hard reset says otherwise), and
+zero currents (:func:`initial_state`). The Loihi fixed-point update (``precision`` "fixed") is ``spike.compiler.passes.quantize``'s;
 the ranges of its parameters and state are :class:`LOIHI`.
 """
 from __future__ import annotations
@@ -89,10 +92,33 @@ def neuron_params(node: Any) -> np.ndarray:
 
 
 def initial_state(node: Any, batch: int) -> np.ndarray:
-    """``[N_STATES, batch, size]`` float32: ``v = v_reset``, everything else 0."""
+    """``[N_STATES, batch, size]`` float32: ``v = v_init`` (per neuron, float32) when the population
+    has one, else ``v_reset``; everything else 0."""
     state = np.zeros((N_STATES, batch, node.size), np.float32)
-    state[S_V] = np.float32(node.v_reset)
+    v_init = getattr(node, "v_init", None)
+    if v_init is None:
+        state[S_V] = np.float32(node.v_reset)
+    else:
+        state[S_V] = np.broadcast_to(np.asarray(v_init, np.float32).reshape(-1), (node.size,))
     return state
+
+
+def initial_v_fixed(node: Any, batch: int) -> np.ndarray:
+    """The int32 membrane ``[batch, size]`` a fixed-point population starts from: its integer
+    ``v_init``, else 0 (``u`` starts at 0)."""
+    v = np.zeros((batch, node.size), np.int32)
+    v_init = getattr(node, "v_init", None)
+    if v_init is not None:
+        v[:] = np.broadcast_to(np.asarray(v_init).astype(np.int64).reshape(-1), (node.size,)).astype(np.int32)
+    return v
+
+
+def neuron_bias(node: Any) -> np.ndarray | None:
+    """A population's own ``bias`` as float32 ``[size]`` (None when it has none)."""
+    bias = getattr(node, "bias", None)
+    if bias is None:
+        return None
+    return np.array(np.broadcast_to(np.asarray(bias, np.float32).reshape(-1), (node.size,)))
 
 
 def threshold_fire(to_float: Callable) -> Callable:
@@ -112,8 +138,9 @@ def same(s: Any) -> Any:
 
 def make_neuron_step(mul: Callable, fire: Callable, hold: Callable, one: Any) -> Callable:
     """The update of the module docstring as ``step(x, late, v, s, i, j, beta, thr, alpha, tau,
-    rate, gain, v_reset, model, reset, reset_delay, fire_ge, charge, rule, has_late) -> (out, v,
-    s, i, j)``.
+    rate, gain, v_reset, model, reset, reset_delay, fire_ge, charge, rule, has_late, bias=0,
+    has_bias=False) -> (out, v, s, i, j)``; ``bias`` is added after the charge when ``has_bias``
+    (the caller passes False before the population's onset).
 
     ``mul(a, b)`` is the backend's float32 product; ``fire(m, thr, fire_ge)`` the spike of
     membrane ``m`` (:func:`threshold_fire`; in training a surrogate-gradient step of ``m - thr``);
@@ -122,7 +149,7 @@ def make_neuron_step(mul: Callable, fire: Callable, hold: Callable, one: Any) ->
     """
 
     def step(x, late, v, s, i, j, beta, thr, alpha, tau, rate, gain, v_reset,
-             model, reset, reset_delay, fire_ge, charge, rule, has_late):
+             model, reset, reset_delay, fire_ge, charge, rule, has_late, bias=0.0, has_bias=False):
         if rule == RULE_SNNTORCH:
             r = hold(fire(v, thr, False))
         else:
@@ -162,6 +189,8 @@ def make_neuron_step(mul: Callable, fire: Callable, hold: Callable, one: Any) ->
             m = v + mul(u - (v - v_reset), rate)
         else:
             m = v - mul(v - v_reset, rate) + u
+        if has_bias:
+            m = m + bias
         if has_late and model != MODEL_CUBA:
             m = m + late
         if model == MODEL_LI:
@@ -219,3 +248,83 @@ class LOIHI:
     WEIGHT_BITS_MIN, WEIGHT_BITS_MAX = 1, 8
     FIXED_MODELS = ("lif", "if", "cuba_lif", "li")
 
+
+
+# Generated spike sources (IR node ``Bernoulli``): a counter-based hash, exact in integer arithmetic
+#
+# Neuron ``k`` of sample ``b`` spikes at aligned step ``s`` iff ``h(seed, b, s, k) < floor(p_k * 2^32)``,
+# with ``h`` a 32-bit hash built from Chris Wellons' ``lowbias32`` mixer (xor-shift, multiply by an odd
+# constant mod 2^32, twice). Every value is a non-negative integer below 2^32 carried in int64, and
+# each 32-bit product is formed from 16-bit halves (no intermediate reaches 2^49), so the same source
+# gives the same bits as numpy int64 arrays, torch int64 tensors, numba and Numba CUDA int64 scalars:
+# no overflow, no signed shifts, no floating point. The probability is exactly
+# ``floor(p * 2^32) / 2^32`` (p = 1 always fires, p = 0 never).
+
+HASH_MASK = 0xFFFFFFFF
+HASH_MUL_A = 0x7FEB352D
+HASH_MUL_B = 0x846CA68B
+HASH_ODD = 0x9E3779B9  # added before each absorb: no input maps the chain to the fixed point 0
+
+
+def _mix32(x):
+    """``lowbias32(x)`` for ``0 <= x < 2^32``: ``x ^= x >> 16; x *= A; x ^= x >> 15; x *= B; x ^=
+    x >> 16`` (mod 2^32), each product as ``(lo16(x) * c + (lo16(hi16(x) * c) << 16)) mod 2^32``."""
+    x = x ^ (x >> 16)
+    x = ((x & 0xFFFF) * HASH_MUL_A + ((((x >> 16) * HASH_MUL_A) & 0xFFFF) << 16)) & HASH_MASK
+    x = x ^ (x >> 15)
+    x = ((x & 0xFFFF) * HASH_MUL_B + ((((x >> 16) * HASH_MUL_B) & 0xFFFF) << 16)) & HASH_MASK
+    return x ^ (x >> 16)
+
+
+def make_spike_hash(compile_fn: Callable[[Callable], Callable] = lambda f: f) -> tuple[Callable, Callable]:
+    """``(key, hash)``, compiled by ``compile_fn`` (identity for numpy/torch, ``njit`` or
+    ``cuda.jit(device=True)``): ``key(seed_lo, seed_hi, sample, step)`` absorbs the two 32-bit
+    halves of the seed, the sample and the aligned step; ``hash(key, neuron)`` absorbs the neuron
+    index and mixes once more. ``absorb(k, v) = mix32(((k ^ v) + HASH_ODD) mod 2^32)``; every
+    argument is an integer in ``[0, 2^32)`` (or an int64 array/tensor of them)."""
+    mix = compile_fn(_mix32)
+
+    def key(seed_lo, seed_hi, sample, step):
+        k = mix((seed_lo + HASH_ODD) & HASH_MASK)
+        k = mix(((k ^ seed_hi) + HASH_ODD) & HASH_MASK)
+        k = mix(((k ^ sample) + HASH_ODD) & HASH_MASK)
+        return mix(((k ^ step) + HASH_ODD) & HASH_MASK)
+
+    def hash_(k, neuron):
+        return mix(mix(((k ^ neuron) + HASH_ODD) & HASH_MASK))
+
+    return compile_fn(key), compile_fn(hash_)
+
+
+spike_key, spike_hash = make_spike_hash()  # numpy int64 arrays / torch int64 tensors / Python ints
+
+
+def seed_words(seed: int) -> tuple[int, int]:
+    """The two 32-bit halves ``(lo, hi)`` of a seed ``0 <= seed < 2^63``."""
+    seed = int(seed)
+    return seed & HASH_MASK, (seed >> 32) & HASH_MASK
+
+
+def spike_thresholds(p: Any, n: int) -> np.ndarray:
+    """``floor(p * 2^32)`` per neuron (int64 ``[n]``) of a probability array ``p`` (one value or
+    ``n``, in [0, 1]): neuron ``k`` fires when its hash is below ``thresholds[k]``."""
+    q = np.broadcast_to(np.asarray(p, np.float64).reshape(-1), (n,))
+    return np.floor(q * 4294967296.0).astype(np.int64)  # a new contiguous array
+
+
+def bernoulli_spikes(p: Any, n: int, seed: int, steps: int, batch: int, step0: int = 0) -> np.ndarray:
+    """``[steps, batch, n]`` bool: the spikes of a ``Bernoulli`` node of ``n`` neurons (``p``: one
+    probability or ``n``) at aligned steps ``step0 .. step0 + steps - 1`` (negative steps: silent,
+    before the node's latency), in numpy int64."""
+    thr = spike_thresholds(p, n)
+    lo, hi = seed_words(seed)
+    out = np.zeros((steps, batch, n), bool)
+    neurons = np.arange(n, dtype=np.int64)
+    samples = np.arange(batch, dtype=np.int64)
+    for t in range(steps):
+        s = t + step0
+        if s < 0:
+            continue
+        keys = spike_key(np.int64(lo), np.int64(hi), samples, np.int64(s))  # [batch]
+        out[t] = spike_hash(keys[:, None], neurons[None, :]) < thr
+    return out

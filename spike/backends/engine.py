@@ -11,6 +11,26 @@ A program compiled for a target with synaptic delays trails the trained network 
 ``program.total_latency`` steps (``spike.compiler.passes.delays``): every backend runs ``T + latency``
 steps with the input padded by zeros, counts every step it ran (they happen on chip), and returns
 each output and probe from its node's latency on, ``T`` steps aligned with the input.
+
+Sources: ``Input`` nodes take the run's input arrays; ``Bernoulli`` nodes generate their spikes in
+the run (each backend's kernel, the hash of ``spike.semantics``). A program without ``Input``
+nodes runs with ``run(program, steps=T, batch=B)``. Neither kind is counted (``RunResult.ops``).
+
+Records (``spike.backends.recording``): ``record={node: "dense" | "counts" | "spikes" | several}``
+returns spike counts per neuron and spike lists instead of (or besides) dense outputs.
+
+Chunks: on a backend that declares ``chunked`` (numba), a run longer than one chunk of a program
+without FTWT gates (a mask needs its source's whole run), host ops (their real-valued products
+round by the shapes they see) or a core mapping (routing counts read every output after the run),
+not run step by step, goes in chunks of ``C`` steps (about :data:`CHUNK_BYTES` per buffer of the
+widest node, at least :data:`MIN_CHUNK_STEPS`): every node's buffer holds ``D + C`` steps, ``D``
+the longest projection delay (the history its readers look back on), and each stage runs local
+steps ``D .. D + c - 1`` (cycles one step at a time, as always); local step ``t`` is global step
+``ctx.base + t``, and ``ctx.onset`` is given in local steps. Between chunks each buffer keeps its
+last ``D`` steps as the next history. Only what is returned densely (outputs, probes) gets
+``[T, B, size]`` records (on the host, filled chunk by chunk); recorded counts and spike lists are
+taken chunk by chunk. Results equal one call over all steps bit for bit (every kernel steps its
+state in order, as the per-step calls of a cycle do).
 """
 from __future__ import annotations
 
@@ -22,17 +42,22 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from spike import semantics
 from spike.backends.gate_common import GateRef, gate_ref
-from spike.backends.registry import OP_KEYS, Backend, BackendError, get_backend, node_variants
+from spike.backends.recording import Recorder, parse_record
+from spike.backends.registry import OP_KEYS, PLAIN, Backend, BackendError, get_backend, node_variants
 from spike.backends.result import OpCounts, RunResult
-from spike.compiler.ir.nodes import Gate, Input, Node, Output, Population
+from spike.compiler.ir.nodes import Bernoulli, Gate, HostOp, Input, Node, Output, Population, Projection
 from spike.compiler.ir.program import Program
 from spike.compiler.ir.signals import output_signal
+from spike.compiler.ir.validate import check_initial_state
 from spike.compiler.passes.gates import gate_record
 from spike.compiler.ir.precision import program_precision
 from spike.backends.routing import add_routing_counts
 
 _CACHES: "weakref.WeakKeyDictionary[Node, dict[str, dict]]" = weakref.WeakKeyDictionary()
+CHUNK_BYTES = 32 << 20  # a chunked run's buffers hold about this many bytes for the widest node
+MIN_CHUNK_STEPS = 8
 
 
 @dataclass
@@ -52,7 +77,8 @@ class NodeContext:
     cache: dict[str, Any] = field(default_factory=dict)  # per (backend, node), kept across runs
     precision: str = "float32"  # the program's: "fixed" runs Loihi fixed point on int32 signals
     mem_u: Any = None  # Loihi current u record [T, B, size] when probed ('.u', fixed point only)
-    onset: int = 0  # first step of the node's bias (Program.onset): projections, fixed-point populations
+    onset: int = 0  # first step of the node's bias (Program.onset): projections, populations (local step)
+    base: int = 0  # the global step of local step 0 (a chunked run: engine docstring, "Chunks"; else 0)
     # The FTWT gate of a gate node, or the gate whose mask applies to a gated population or a
     # projection into one (its "gated" kernel); None elsewhere.
     gate: GateRef | None = None
@@ -73,7 +99,23 @@ class NodeContext:
         return self.state["recurrent_sources"]
 
 
-def _as_inputs(program: Program, inputs: Any) -> dict[str, np.ndarray]:
+def _as_inputs(program: Program, inputs: Any, steps: int | None,
+               batch: int | None) -> tuple[dict[str, np.ndarray], int, int]:
+    """The input arrays by name (checked), the steps ``T`` and the batch ``B`` of the run: from the
+    inputs, or ``steps``/``batch`` for a program without ``Input`` nodes."""
+    for what, v in (("steps", steps), ("batch", batch)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1):
+            raise ValueError(f"run: {what} must be a whole number >= 1, got {v!r}")
+    if not program.inputs:
+        if inputs is not None and not (isinstance(inputs, Mapping) and not inputs):
+            raise ValueError("the program has no Input node (its sources are generated in the run): it takes no "
+                             "inputs; pass steps=T and batch=B")
+        if steps is None or batch is None:
+            raise ValueError("the program has no Input node (its sources are generated in the run): pass steps=T "
+                             "and batch=B to run(...)")
+        return {}, int(steps), int(batch)
+    if inputs is None:
+        raise ValueError(f"missing inputs; the program needs {list(program.inputs)} ([T, B, *shape] arrays)")
     if not isinstance(inputs, Mapping):
         if len(program.inputs) != 1:
             raise ValueError(f"program has inputs {list(program.inputs)}: pass a dict name -> array")
@@ -96,7 +138,11 @@ def _as_inputs(program: Program, inputs: Any) -> dict[str, np.ndarray]:
     shapes = {a.shape[:2] for a in out.values()}
     if len(shapes) != 1:
         raise ValueError(f"inputs disagree on [T, B]: {sorted(shapes)}")
-    return out
+    T, B = next(iter(shapes))
+    for what, given, have in (("steps", steps, T), ("batch", batch, B)):
+        if given is not None and int(given) != have:
+            raise ValueError(f"run: {what}={given} disagrees with the inputs' [T, B] = [{T}, {B}]")
+    return out, int(T), int(B)
 
 
 def _parse_probes(program: Program, probes: Iterable[str]) -> tuple[set[str], set[str], set[str]]:
@@ -117,23 +163,27 @@ def _parse_probes(program: Program, probes: Iterable[str]) -> tuple[set[str], se
     return signals, membranes, currents
 
 
-def _run_stage(cyclic: bool, calls: list[tuple[Any, NodeContext]], T: int) -> None:
+def _run_stage(cyclic: bool, calls: list[tuple[Any, NodeContext]], t0: int, t1: int) -> None:
     if not cyclic:
         for fn, ctx in calls:
-            fn(ctx, 0, T)
+            fn(ctx, t0, t1)
     else:
-        for t in range(T):
+        for t in range(t0, t1):
             for fn, ctx in calls:
                 fn(ctx, t, t + 1)
 
 
 def run(
     program: Program,
-    inputs: Any,
+    inputs: Any = None,
     backend: str | Backend = "numba",
     probes: Iterable[str] = (),
     stepwise: bool | None = None,
     progress: bool = False,
+    *,
+    steps: int | None = None,
+    batch: int | None = None,
+    record: Mapping[str, Any] | None = None,
 ) -> RunResult:
     """Execute ``program`` on ``inputs`` (``[T, B, *shape]`` array, or dict by input name).
 
@@ -141,7 +191,11 @@ def run(
     would; by default a node runs all its steps in one call unless it lies on a cycle, or the
     program asks for steps (``metadata["stepwise"]``, set for SpikeGPT, whose real-valued matmuls
     then see the shapes of token-by-token inference and round alike). ``progress`` shows a bar
-    over the steps of a stepwise run.
+    over the steps of a stepwise run. ``steps``/``batch``: ``T`` and ``B`` of a program without
+    ``Input`` nodes (its spikes come from ``Bernoulli`` sources or biases; with inputs they must
+    agree with them). ``record``: node -> ``"dense"``, ``"counts"``, ``"spikes"`` or several
+    (``spike.backends.recording``): spike counts in ``RunResult.spike_counts``, spike lists in
+    ``RunResult.spike_lists``; a program output recorded without ``"dense"`` is not returned densely.
     """
     if stepwise is None:
         stepwise = bool(program.metadata.get("stepwise", False))
@@ -151,24 +205,44 @@ def run(
             raise BackendError(f"gate(s) {gates}: an FTWT mask needs its source's whole run before the first "
                                "step (it is not causal), so the program cannot run step by step")
     be = get_backend(backend) if isinstance(backend, str) else backend
-    be.check(program)
-    arrays = _as_inputs(program, inputs)
-    T_in = next(iter(arrays.values())).shape[0]
+    _check(be, program)
+    check_initial_state(program)
+    arrays, T_in, B = _as_inputs(program, inputs, steps, batch)
     arrays = padded_inputs(program, arrays)
-    T, B = next(iter(arrays.values())).shape[:2]
+    T = T_in + program.total_latency
     sig_probes, mem_probes, cur_probes = _parse_probes(program, probes)
+    records = parse_record(program, record)
+    outputs = [o for o in program.outputs if "dense" in records.get(o, {"dense"})]
+    extra = {n for n, modes in records.items() if n not in outputs and ("dense" in modes or n not in program.outputs)}
     precision = program_precision(program)
     dtype = "int32" if precision == "fixed" else "float32"
     if precision == "fixed":
         for name, arr in arrays.items():
             if not np.isin(arr, (0, 1)).all():
                 raise ValueError(f"input {name!r}: a fixed-point program takes spikes (0/1) only; encode real values first")
+    recorders = {n: Recorder(n, modes, tuple(program.node(n).shape), B, program.latency_of(n), T_in)
+                 for n, modes in records.items() if modes - {"dense"}}
     if be.runner is not None:  # the backend runs the whole program itself (same RunResult)
-        return aligned(program, be.runner(program, arrays, sig_probes, mem_probes, cur_probes), T_in)
-
-    with be.run_context(B) if be.run_context is not None else contextlib.nullcontext():
-        return aligned(program, _run_kernels(program, be, arrays, T, B, dtype, precision, stepwise, progress,
-                                             sig_probes, mem_probes, cur_probes), T_in)
+        generated = {name: semantics.bernoulli_spikes(node.p, node.size, node.seed, T, B, -program.latency_of(name))
+                     .astype(np.float32).reshape(T, B, *node.shape)
+                     for name, node in program.nodes() if isinstance(node, Bernoulli)}
+        result = be.runner(program, {**arrays, **generated}, sig_probes | extra | set(recorders), mem_probes,
+                           cur_probes, steps=T, batch=B)
+        for name, rec in recorders.items():
+            rec.add(result.probes[name], 0)
+        result.outputs = {o: v for o, v in result.outputs.items() if o in outputs}
+        result.probes = {k: v for k, v in result.probes.items()
+                         if k not in recorders or k in sig_probes or "dense" in records.get(k, ())}
+    else:
+        with be.run_context(B) if be.run_context is not None else contextlib.nullcontext():
+            result = _run_kernels(program, be, arrays, T, B, dtype, precision, stepwise, progress,
+                                  sig_probes | {n for n in extra if "dense" in records[n]}, mem_probes, cur_probes,
+                                  outputs, recorders)
+    if result.ops.steps is None:
+        result.ops.steps = T
+    result.spike_counts = {n: rec.counts() for n, rec in recorders.items() if rec.count is not None}
+    result.spike_lists = {n: rec.spikes() for n, rec in recorders.items() if rec.lists is not None}
+    return aligned(program, result, T_in)
 
 
 def padded_inputs(program: Program, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -197,6 +271,39 @@ def aligned(program: Program, result: RunResult, steps: int) -> RunResult:
     return result
 
 
+_MEMOS: "weakref.WeakKeyDictionary[Program, tuple[tuple, dict[str, Any]]]" = weakref.WeakKeyDictionary()
+
+
+def _memo(program: Program) -> dict[str, Any]:
+    """What a run derives from the program alone (its schedule, a backend's check), kept per
+    program while its graph has the same nodes and edges: networkx's sorts and the checks cost
+    more than a small network's run."""
+    g = program.graph
+    nodes = tuple(node for _, node in g.nodes(data="node"))
+    key = (tuple(g.nodes), tuple(map(id, nodes)), tuple(g.edges))
+    hit = _MEMOS.get(program)
+    if hit is None or hit[0] != key:
+        hit = _MEMOS[program] = (key, {"nodes": nodes})  # the nodes held: their ids stay theirs
+    return hit[1]
+
+
+def _schedule(program: Program) -> list:
+    """``program.schedule()``, once per program (:func:`_memo`)."""
+    memo = _memo(program)
+    if "schedule" not in memo:
+        memo["schedule"] = program.schedule()
+    return memo["schedule"]
+
+
+def _check(be: Backend, program: Program) -> None:
+    """``be.check(program)``, once per backend and program (:func:`_memo`; a failed check raises
+    every time)."""
+    memo = _memo(program)
+    if ("check", id(be)) not in memo:
+        be.check(program)
+        memo["check", id(be)] = be  # held: its id stays its own
+
+
 def _gate_refs(program: Program, T: int) -> dict[str, GateRef]:
     """The gate of every node that needs one in a run of ``T`` steps: each gate node its own, each
     gated node (``Program.gated``) its gate's, with the gate's position among its sources."""
@@ -208,9 +315,25 @@ def _gate_refs(program: Program, T: int) -> dict[str, GateRef]:
     return refs
 
 
+def _chunking(program: Program, be: Backend, T: int, B: int, stepwise: bool) -> tuple[int, int] | None:
+    """``(D, C)``: the history and the chunk of a chunked run (module docstring, "Chunks"), or None
+    when the program runs over all steps at once."""
+    if not be.chunked or stepwise or program.metadata.get("mapping"):
+        return None
+    if any(isinstance(node, (Gate, HostOp)) for _, node in program.nodes()):
+        return None
+    D = max((int(node.delay) for _, node in program.nodes() if isinstance(node, Projection)), default=0)
+    widest = max((node.size for _, node in program.nodes()), default=1)
+    C = max(MIN_CHUNK_STEPS, CHUNK_BYTES // max(1, 4 * B * widest))
+    return (D, C) if D + C < T else None
+
+
 def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T: int, B: int, dtype: str,
                  precision: str, stepwise: bool, progress: bool, sig_probes: set[str], mem_probes: set[str],
-                 cur_probes: set[str]) -> RunResult:
+                 cur_probes: set[str], outputs: list[str], recorders: dict[str, Recorder]) -> RunResult:
+    chunks = _chunking(program, be, T, B, stepwise)
+    D, C = chunks if chunks is not None else (0, T)
+    rows = D + C  # steps per buffer (T when the run is not chunked)
     values: dict[str, Any] = {}
     shared: dict[str, Any] = {}
     ctxs: dict[str, NodeContext] = {}
@@ -219,22 +342,31 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
     counts = OpCounts()
     t_start = time.perf_counter()
     calls: list[tuple[Any, NodeContext]] = []  # every node's (kernel, context), in schedule order
-    for stage in program.schedule():
+    stages: list[tuple[bool, list[tuple[Any, NodeContext]]]] = []
+    buffers: list[Any] = []  # every buffer of a chunked run (node outputs, membrane records)
+    for stage in _schedule(program):
         stage_ctx = []
         for name in stage.nodes:
             node = program.node(name)
             counts.kinds[name] = node.KIND
             if isinstance(node, Input):
-                values[name] = be.from_numpy(arrays[name].reshape(T, B, node.size).astype(dtype))
+                if chunks is None:
+                    values[name] = be.from_numpy(arrays[name].reshape(T, B, node.size).astype(dtype))
+                else:
+                    values[name] = be.zeros((rows, B, node.size), dtype)
+                    buffers.append(values[name])
                 continue
             if isinstance(node, Output):
                 (src,) = program.sources(name)
                 values[name] = values[src]
                 continue
-            out = be.zeros((T, B, node.size), dtype)
+            overwritten = chunks is None and be.empty is not None and node.KIND in be.overwrites \
+                and variants[name] == PLAIN  # its kernel writes every element: no zero-filling
+            out = (be.empty if overwritten else be.zeros)((rows, B, node.size), dtype)
             values[name] = out
-            node_counts = {k: np.zeros(B, dtype=np.int64) for k in OP_KEYS}
-            counts.per_node[name] = node_counts
+            node_counts = dict(zip(OP_KEYS, np.zeros((len(OP_KEYS), B), dtype=np.int64)))  # one allocation
+            if not isinstance(node, Bernoulli):  # generated sources are not counted (as inputs)
+                counts.per_node[name] = node_counts
             cache = _CACHES.setdefault(node, {}).setdefault(be.name, {})
             ctx = NodeContext(
                 name=name,
@@ -244,16 +376,17 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
                 counts=node_counts,
                 steps=T,
                 batch=B,
-                mem=be.zeros((T, B, node.size), dtype) if name in mem_probes else None,
+                mem=be.zeros((rows, B, node.size), dtype) if name in mem_probes else None,
                 cache=cache,
                 precision=precision,
-                mem_u=be.zeros((T, B, node.size), dtype) if name in cur_probes else None,
+                mem_u=be.zeros((rows, B, node.size), dtype) if name in cur_probes else None,
                 onset=program.onset(name),
                 gate=gates.get(name),
                 program=program,
                 values=values,
                 shared=shared,
             )
+            buffers += [a for a in (out, ctx.mem, ctx.mem_u) if a is not None]
             ctxs[name] = ctx
             stage_ctx.append(ctx)
         for ctx in stage_ctx:
@@ -261,25 +394,91 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
             ctx.source_signals = [output_signal(program, s) for s in program.sources(ctx.name)]
         stage_calls = [(be.kernels[c.node.KIND, variants[c.name]], c) for c in stage_ctx]
         calls += stage_calls
-        if not stepwise:
-            _run_stage(stage.cyclic, stage_calls, T)
-    if stepwise:  # every node one step at a time, in schedule order
-        from tqdm.auto import tqdm
+        stages.append((stage.cyclic, stage_calls))
 
-        for t in tqdm(range(T), desc="steps", unit="step", disable=not progress, leave=False):
-            for fn, ctx in calls:
-                fn(ctx, t, t + 1)
+    def shaped(name: str, arr: Any) -> np.ndarray:
+        return np.asarray(be.to_numpy(arr)).reshape(T, B, *program.node(name).shape)
+
+    if chunks is None:
+        for cyclic, stage_calls in stages:
+            if not stepwise:
+                _run_stage(cyclic, stage_calls, 0, T)
+        if stepwise:  # every node one step at a time, in schedule order
+            from tqdm.auto import tqdm
+
+            for t in tqdm(range(T), desc="steps", unit="step", disable=not progress, leave=False):
+                for fn, ctx in calls:
+                    fn(ctx, t, t + 1)
+        for name, rec in recorders.items():
+            rec.add(np.asarray(be.to_numpy(values[name])), 0)
+        dense = {name: values[name] for name in {*outputs, *sig_probes}}
+        mems = {name: ctxs[name].mem for name in mem_probes}
+        currents = {name: ctxs[name].mem_u for name in cur_probes}
+    else:
+        dense, mems, currents = _run_chunks(program, be, arrays, stages, ctxs, values, buffers, recorders, T, B, D, C,
+                                            dtype, {*outputs, *sig_probes}, mem_probes, cur_probes)
     elapsed = time.perf_counter() - t_start
     if program.metadata.get("mapping"):  # routing counts of a mapped program (design §7)
 
         add_routing_counts(program, lambda n: np.asarray(be.to_numpy(values[n])), counts)
 
-    def shaped(name: str, arr: Any) -> np.ndarray:
-        return np.asarray(be.to_numpy(arr)).reshape(T, B, *program.node(name).shape)
-
-    outputs = {name: shaped(name, values[name]) for name in program.outputs}
-    probed = {name: shaped(name, values[name]) for name in sig_probes}
-    probed.update({f"{name}.v": shaped(name, ctxs[name].mem) for name in mem_probes})
-    probed.update({f"{name}.u": shaped(name, ctxs[name].mem_u) for name in cur_probes})
+    counts.steps = T
+    result_outputs = {name: shaped(name, dense[name]) for name in outputs}
+    probed = {name: shaped(name, dense[name]) for name in sig_probes}
+    probed.update({f"{name}.v": shaped(name, mems[name]) for name in mem_probes})
+    probed.update({f"{name}.u": shaped(name, currents[name]) for name in cur_probes})
     timing = {"run_s": elapsed, "steps": float(T), "ms_per_step": 1e3 * elapsed / max(T, 1)}
-    return RunResult(outputs=outputs, probes=probed, ops=counts, timing=timing, backend=be.name)
+    if chunks is not None:
+        timing["chunk_steps"] = float(C)
+    return RunResult(outputs=result_outputs, probes=probed, ops=counts, timing=timing, backend=be.name)
+
+
+def _run_chunks(program: Program, be: Backend, arrays: dict[str, np.ndarray],
+                stages: list[tuple[bool, list[tuple[Any, NodeContext]]]], ctxs: dict[str, NodeContext],
+                values: dict[str, Any], buffers: list[Any], recorders: dict[str, Recorder], T: int, B: int, D: int,
+                C: int, dtype: str, kept: set[str], mem_probes: set[str],
+                cur_probes: set[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """A chunked run (module docstring, "Chunks"): the dense records ``[T, B, size]`` of the nodes in
+    ``kept`` (an output's is its source's), of the membrane and current probes; recorders fed."""
+
+    def base_of(name: str) -> str:
+        while isinstance(program.node(name), Output):
+            (name,) = program.sources(name)
+        return name
+
+    full: dict[str, np.ndarray] = {}
+    for name in {base_of(n) for n in kept}:
+        if isinstance(program.node(name), Input):
+            full[name] = arrays[name].reshape(T, B, -1).astype(dtype)  # the input itself
+        else:
+            full[name] = np.zeros((T, B, program.node(name).size), dtype)
+    mems = {name: np.zeros((T, B, program.node(name).size), dtype) for name in mem_probes}
+    currents = {name: np.zeros((T, B, program.node(name).size), dtype) for name in cur_probes}
+    onsets = {name: ctx.onset for name, ctx in ctxs.items()}
+    inputs = [n for n, node in program.nodes() if isinstance(node, Input)]
+    for g0 in range(0, T, C):
+        c = min(C, T - g0)
+        if g0:  # the last D steps become the history, the rest starts at zero
+            for buf in buffers:
+                if D:
+                    buf[:D] = buf[C:C + D]
+                buf[D:] = 0
+        for name in inputs:
+            values[name][D:D + c] = arrays[name][g0:g0 + c].reshape(c, B, -1)
+        for name, ctx in ctxs.items():
+            ctx.base = g0 - D
+            ctx.onset = onsets[name] - ctx.base
+        for cyclic, stage_calls in stages:
+            _run_stage(cyclic, stage_calls, D, D + c)
+        for name, arr in full.items():
+            if not isinstance(program.node(name), Input):
+                arr[g0:g0 + c] = be.to_numpy(values[name])[D:D + c]
+        for name, arr in mems.items():
+            arr[g0:g0 + c] = be.to_numpy(ctxs[name].mem)[D:D + c]
+        for name, arr in currents.items():
+            arr[g0:g0 + c] = be.to_numpy(ctxs[name].mem_u)[D:D + c]
+        for name, rec in recorders.items():
+            rec.add(be.to_numpy(values[name])[D:D + c], g0)
+    for ctx in ctxs.values():
+        ctx.base, ctx.onset = 0, onsets[ctx.name]
+    return {n: full[base_of(n)] for n in kept}, mems, currents

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from numba import njit
 
 from spike.backends.registry import BackendError
 from spike.compiler.ir.nodes import conv_output_hw
@@ -52,9 +53,18 @@ def csr_arrays(node: Any, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 def csr_row_nnz(indptr: np.ndarray, data: Any) -> np.ndarray:
     """Per CSR row (source input), its number of non-zero weights."""
-    indptr = np.asarray(indptr, np.int64)
-    nz = np.concatenate([[0], np.cumsum(np.asarray(data) != 0, dtype=np.int64)])
-    return np.ascontiguousarray(nz[indptr[1:]] - nz[indptr[:-1]])
+    return _row_nnz(np.ascontiguousarray(indptr, np.int64), np.ascontiguousarray(data))
+
+
+@njit(cache=True)
+def _row_nnz(indptr, data):
+    n = np.zeros(indptr.shape[0] - 1, np.int64)
+    for i in range(n.shape[0]):
+        c = 0
+        for k in range(indptr[i], indptr[i + 1]):
+            c += data[k] != 0
+        n[i] = c
+    return n
 
 
 def geometry_2d(node: Any, kernel: tuple[int, int]) -> tuple[int, int, int, int, int]:
@@ -146,3 +156,136 @@ def windows_per_position(n: int, n_out: int, k: int, s: int, p: int) -> np.ndarr
         lo = o * s - p
         res[max(lo, 0):min(lo + k, n)] += 1
     return res
+
+
+# ----------------------------------------------------------------------------- blocked CSR
+
+BLOCK_MAX = 1 << 16  # targets per block: offsets within a block fit uint16
+BLOCK_L1 = 1 << 14  # blocks of 16384 float32 targets (64 KiB) stay in about a core's L1 cache while scattered into
+SEGMENT_MIN = 64  # split a row into more blocks only while its segments keep this many synapses on average
+CODE_MAX = 4096  # at most this many distinct weights: stored as codes (uint8 up to 256, else uint16) into a
+#   table that stays in the L1 cache (16 KiB of float32)
+
+
+@dataclass(frozen=True)
+class SparseBlocks:
+    """A CSR projection laid out for event scattering by blocks of targets.
+
+    The targets are cut into ``nblk`` blocks of ``block`` (the last one shorter); the synapses of
+    source ``i`` into block ``k`` are ``ptr[i, k] .. ptr[i, k+1]-1``, in their CSR order (each row
+    stably sorted by block, so a row stays contiguous), with targets ``k * block + off[...]``
+    (uint16). Weights: ``table[w[...]]`` when ``table`` is not empty (at most ``CODE_MAX`` distinct
+    weights, told apart by their bits: uint8 or uint16 codes), else ``w[...]`` themselves. The
+    weights are the node's, bit for bit, so a target receives the same terms in the same order as
+    from the CSR.
+    """
+
+    ptr: np.ndarray  # [n_in, nblk + 1] int64
+    off: np.ndarray  # [nnz] uint16
+    w: np.ndarray  # [nnz] uint8 or uint16 codes, or the weights
+    table: np.ndarray  # the distinct weights (empty: not coded)
+    block: int
+    nblk: int
+
+    @property
+    def coded(self) -> bool:
+        return self.table.shape[0] > 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.ptr.nbytes + self.off.nbytes + self.w.nbytes + self.table.nbytes
+
+
+def block_size(n_in: int, n_out: int, nnz: int) -> tuple[int, int]:
+    """``(block, nblk)``: targets per block and number of blocks for a projection of ``nnz``
+    synapses. At least enough blocks for uint16 offsets; more, down to blocks that fit the L1
+    cache, while the average row keeps ``SEGMENT_MIN`` synapses per block (each (event, block)
+    segment costs a pointer lookup and a loop start)."""
+    need = max(1, -(-n_out // BLOCK_MAX))
+    fan_out = nnz / max(n_in, 1)
+    nblk = max(need, min(-(-n_out // BLOCK_L1), int(fan_out // SEGMENT_MIN)))
+    nblk = max(1, min(nblk, max(n_out, 1)))
+    block = max(1, -(-n_out // nblk))
+    return block, -(-max(n_out, 1) // block)
+
+
+def sparse_blocks(indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, n_out: int,
+                  block: int | None = None) -> SparseBlocks:
+    """The :class:`SparseBlocks` of a checked CSR (``indptr``, ``indices`` int64) with ``weights``
+    (float32, or integers for fixed point) in CSR order; ``block``: targets per block (at most
+    65536), else :func:`block_size`'s."""
+    n_in = indptr.shape[0] - 1
+    nnz = indices.shape[0]
+    if block is None:
+        block, nblk = block_size(n_in, n_out, nnz)
+    else:
+        if not 1 <= block <= BLOCK_MAX:
+            raise ValueError(f"block must lie in [1, {BLOCK_MAX}], got {block}")
+        nblk = -(-max(n_out, 1) // block)
+    weights = np.ascontiguousarray(weights)
+    bits = weights.view({1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}[weights.dtype.itemsize])
+    codes, table_bits, ok = _weight_codes(bits, CODE_MAX)
+    if ok and table_bits.shape[0] <= 256:
+        codes = codes.astype(np.uint8)
+    if ok:
+        table = np.ascontiguousarray(table_bits.astype(bits.dtype).view(weights.dtype))
+    else:
+        codes, table = weights, np.zeros(0, weights.dtype)
+    ptr, off, w = _block_layout(indptr, indices, codes, block, nblk)
+    return SparseBlocks(ptr, off, w, table, block, nblk)
+
+
+@njit(cache=True)
+def _weight_codes(bits, most):
+    """``(codes, table, ok)``: uint16 codes of the bit patterns ``bits`` into ``table`` (first seen
+    first), found with a small open-addressing hash; ``ok`` False once more than ``most`` differ."""
+    size = 4 * most
+    keys = np.zeros(size, np.uint64)
+    used = np.zeros(size, np.bool_)
+    code_of = np.zeros(size, np.int64)
+    table = np.zeros(most, np.uint64)
+    codes = np.zeros(bits.shape[0], np.uint16)
+    n = 0
+    for k in range(bits.shape[0]):
+        x = np.uint64(bits[k])
+        h = np.int64((x * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(40)) % size
+        while used[h] and keys[h] != x:
+            h = (h + 1) % size
+        if not used[h]:
+            if n == most:
+                return codes, table[:0], False
+            used[h] = True
+            keys[h] = x
+            code_of[h] = n
+            table[n] = x
+            n += 1
+        codes[k] = code_of[h]
+    return codes, table[:n], True
+
+
+@njit(cache=True)
+def _block_layout(indptr, indices, w, block, nblk):
+    """``(ptr, off, w)`` of :class:`SparseBlocks`: each row's synapses stably sorted by target block
+    (a counting sort per row), ``ptr[i, k]`` the start of row ``i``'s segment into block ``k``."""
+    n_in = indptr.shape[0] - 1
+    ptr = np.zeros((n_in, nblk + 1), np.int64)
+    off = np.empty(indices.shape[0], np.uint16)
+    w_out = np.empty(indices.shape[0], w.dtype)
+    pos = np.zeros(nblk + 1, np.int64)
+    for i in range(n_in):
+        p0 = indptr[i]
+        p1 = indptr[i + 1]
+        pos[:] = 0
+        for k in range(p0, p1):
+            pos[indices[k] // block + 1] += 1
+        ptr[i, 0] = p0
+        for b in range(nblk):
+            pos[b + 1] += pos[b]
+            ptr[i, b + 1] = p0 + pos[b + 1]
+        for k in range(p0, p1):
+            b = indices[k] // block
+            q = p0 + pos[b]
+            off[q] = indices[k] - b * block
+            w_out[q] = w[k]
+            pos[b] += 1
+    return ptr, off, w_out

@@ -35,7 +35,7 @@ from spike.backends.layout import conv_layout, csr_row_nnz, windows_per_position
 from spike.backends.registry import OP_KEYS
 from spike.backends.result import OpCounts
 from spike.compiler.ir.nodes import (
-    Conv2d, Dense, Gate, HostOp, Identity, Input, Node, Output, Pool2d, Population, Sparse, conv_output_hw,
+    Bernoulli, Conv2d, Dense, Gate, HostOp, Identity, Input, Node, Output, Pool2d, Population, Sparse, conv_output_hw,
 )
 from spike.compiler.ir.program import Program
 from spike.compiler.ir.signals import output_signal
@@ -122,7 +122,7 @@ def count_ops(program: Program, output_of: Callable[[str], np.ndarray] | Mapping
         for name in stage.nodes:
             node = program.node(name)
             counts.kinds[name] = node.KIND
-            if isinstance(node, (Input, Output)):
+            if isinstance(node, (Input, Output, Bernoulli)):  # sources (given or generated) are not counted
                 continue
             c = {k: np.zeros(B, dtype=np.int64) for k in OP_KEYS}
             counts.per_node[name] = c

@@ -114,13 +114,17 @@ class OpCounts:
 class RunResult:
     """``outputs`` and ``probes`` are numpy arrays ``[T, B, *shape]``. A backend builds it from the
     whole run (``T`` = the steps it ran), so ``ops.steps`` is that ``T`` unless the backend set it;
-    the engine then cuts the outputs to the input's aligned steps (``spike.backends.engine.aligned``)."""
+    the engine then cuts the outputs to the input's aligned steps (``spike.backends.engine.aligned``).
+    ``spike_counts`` (int64 ``[B, *shape]``) and ``spike_lists`` (``recording.SpikeList``) hold what
+    ``run(..., record=...)`` asked for, by node name (``spike.backends.recording``)."""
 
     outputs: dict[str, np.ndarray]
     probes: dict[str, np.ndarray]
     ops: OpCounts
     timing: dict[str, float]
     backend: str
+    spike_counts: dict[str, np.ndarray] = field(default_factory=dict)
+    spike_lists: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.ops.steps is None:

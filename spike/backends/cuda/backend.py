@@ -487,6 +487,25 @@ def _write_tensor(out: Any, t0: int, t1: int, values: Any) -> None:
 BACKEND.kernel("hostop")(host_op_kernel(_as_tensor, _write_tensor))
 
 
+# ----------------------------------------------------------------------------- generated sources
+
+
+@BACKEND.kernel("bernoulli")
+def bernoulli(ctx: NodeContext, t0: int, t1: int) -> None:
+    """``spike.semantics``' counter-based spikes (``cuda.neurons.bernoulli_forward``)."""
+    node = ctx.node
+    c = ctx.cache
+    KN = device_neurons()
+    if "thresholds" not in c:
+        c["thresholds"] = to_device(semantics.spike_thresholds(node.p, node.size))
+        c["seed"] = semantics.seed_words(node.seed)
+    B, n = ctx.batch, node.size
+    if t1 > t0 and B > 0 and n > 0:
+        n_tiles = (n + KN.TPB - 1) // KN.TPB
+        KN.bernoulli_forward[device_kernels().grid_for(B * n_tiles), KN.TPB](
+            c["thresholds"], *c["seed"], ctx.out, t0, t1, ctx.base - ctx.program.latency_of(ctx.name))
+
+
 # ----------------------------------------------------------------------------- neurons
 
 
@@ -513,6 +532,9 @@ def population_float(ctx: NodeContext, t0: int, t1: int, skip: int | None = None
         c["params"] = to_device(semantics.neuron_params(node))
         c["no_mem"] = to_device(np.zeros((1, 1, 1), np.float32))
         c["no_keep"] = to_device(np.zeros((1, 1), np.uint8))
+        bias = semantics.neuron_bias(node)
+        c["biased"] = bias is not None
+        c["bias"] = to_device(bias if bias is not None else np.zeros(1, np.float32))
     st = ctx.state
     if "state" not in st:
         st["state"] = from_host(semantics.initial_state(node, B))
@@ -535,7 +557,8 @@ def population_float(ctx: NodeContext, t0: int, t1: int, skip: int | None = None
         n_tiles = (n + KN.TPB - 1) // KN.TPB
         KN.population_forward[device_kernels().grid_for(B * n_tiles), KN.TPB](
             cur, late, ioff, t0, t1, c["params"], np.float32(node.gain), np.float32(node.v_reset),
-            *semantics.neuron_flags(node), st["state"], ctx.out, ctx.mem if record else c["no_mem"], record,
+            *semantics.neuron_flags(node), c["bias"], c["biased"], ctx.onset, st["state"], ctx.out,
+            ctx.mem if record else c["no_mem"], record,
             c["no_keep"] if keep is None else keep, keep is not None, spikes,
         )
     ctx.counts["neuron_updates"] += (n if nactive is None else nactive) * nsteps
@@ -580,8 +603,8 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
     p = c["fixed"]
     st = ctx.state
     if "u" not in st:
-        for key in ("u", "v"):  # one at a time: each is referenced before the next is drawn
-            st[key] = _POOL.zeros((B, n), np.int32)
+        st["u"] = _POOL.zeros((B, n), np.int32)
+        st["v"] = from_host(semantics.initial_v_fixed(node, B))  # after u is referenced: a distinct array
     spikes = _counter(ctx, "spikes")
     nsteps = t1 - t0
     if nsteps > 0 and B > 0 and n > 0:

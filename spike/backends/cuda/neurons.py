@@ -5,7 +5,9 @@ the shared device arithmetic are in ``cuda.kernels``).
   :func:`~spike.backends.cuda.kernels.fmul`, so no product is fused into an addition): the
   float32 operations of ``numba.neurons.population_kernel``, bit for bit;
 - Loihi fixed point: :func:`population_fixed_forward`, a port of
-  ``numba.neurons.population_fixed_forward`` (bit-accurate with lava-nc's ``PyLifModelBitAcc``).
+  ``numba.neurons.population_fixed_forward`` (bit-accurate with lava-nc's ``PyLifModelBitAcc``);
+- generated spike sources: :func:`bernoulli_forward`, the counter-based hash of ``spike.semantics``
+  as int64 device functions (the bits of ``numba.neurons.bernoulli_forward``).
 
 One thread per (sample, neuron), state in registers; work unit ``r = b * n_tiles + tile``:
 ``TPB`` consecutive neurons of sample ``b``.
@@ -17,7 +19,8 @@ from numba import cuda, int64
 
 from spike.backends.cuda.kernels import I64_ZERO, ONE, TPB, ZERO, fmul, inline, wrap_int32
 from spike.semantics import (
-    MODEL_LI, P_ALPHA, P_BETA, P_RATE, P_TAU, P_THR, S_I, S_J, S_S, S_V, make_neuron_step, same, threshold_fire,
+    MODEL_LI, P_ALPHA, P_BETA, P_RATE, P_TAU, P_THR, S_I, S_J, S_S, S_V, make_neuron_step, make_spike_hash, same,
+    threshold_fire,
 )
 
 
@@ -51,11 +54,12 @@ def tile_neuron(r, n_tiles):
 @cuda.jit
 def population_forward(
     cur, late, ioff, t0, t1, params, gain, v_reset, model, reset, reset_delay, fire_ge, charge, rule, has_late,
-    state, out, mem, record, keep, gated, spikes,
+    bias, biased, onset, state, out, mem, record, keep, gated, spikes,
 ):
     """``spike.semantics`` for steps t0..t1-1, one thread per (sample, neuron), state in registers.
 
     Input current ``cur[t + ioff]`` (recurrent inputs added after the charge: ``late[t + ioff]``),
+    the population's own ``bias[k]`` after the charge from step ``onset`` on when ``biased``,
     per-neuron ``params`` ``[N_PARAMS, n]``, ``state`` ``[N_STATES, B, n]``; products through
     :func:`fmul`, so the float32 operations are the numba backend's. ``gated``: neurons with
     ``keep[b, k] == 0`` output 0, keep their state and record it as membrane. Each thread adds its
@@ -84,11 +88,13 @@ def population_forward(
         al = params[P_ALPHA, k]
         ta = params[P_TAU, k]
         ra = params[P_RATE, k]
+        bk = bias[k] if biased else ZERO
         for t in range(t0, t1):
             x = cur[t + ioff, b, k]
             xl = late[t + ioff, b, k] if has_late else ZERO
             o, v, s, i, j = neuron_step(x, xl, v, s, i, j, be, th, al, ta, ra, gain, v_reset,
-                                        model, reset, reset_delay, fire_ge, charge, rule, has_late)
+                                        model, reset, reset_delay, fire_ge, charge, rule, has_late,
+                                        bk, biased and t >= onset)
             if model != MODEL_LI and o != ZERO:
                 nsp += 1
             out[t, b, k] = o
@@ -175,3 +181,27 @@ def population_fixed_forward(
             v_state[b, k] = v
             if nsp != 0:
                 cuda.atomic.add(spikes, b, nsp)
+
+
+# ----------------------------------------------------------------------------- generated sources
+
+spike_key, spike_hash = make_spike_hash(cuda.jit(device=True))
+
+
+@cuda.jit
+def bernoulli_forward(thresholds, seed_lo, seed_hi, out, t0, t1, step0):
+    """Spikes of a ``Bernoulli`` node for steps t0..t1-1 (aligned step ``t + step0``; silent where
+    negative), one thread per (sample, neuron): ``hash(key(seed, b, t + step0), k) <
+    thresholds[k]``. Work unit ``r = b * n_tiles + tile``."""
+    B, n, n_tiles = neuron_tiles(out)
+    for r in range(cuda.blockIdx.x, B * n_tiles, cuda.gridDim.x):
+        b, k = tile_neuron(r, n_tiles)
+        if k < n:
+            thr = thresholds[k]
+            for t in range(t0, t1):
+                s = t + step0
+                if s < 0:
+                    out[t, b, k] = 0
+                else:
+                    key = spike_key(int64(seed_lo), int64(seed_hi), int64(b), int64(s))
+                    out[t, b, k] = 1 if spike_hash(key, int64(k)) < thr else 0

@@ -68,12 +68,11 @@ class LavaBackend(Backend):
 
 
 def _run(program: Program, arrays: dict[str, np.ndarray], sig_probes: set[str], mem_probes: set[str],
-         cur_probes: set[str]) -> RunResult:
+         cur_probes: set[str], steps: int, batch: int) -> RunResult:
     from spike.backends.op_counting import count_ops
 
     plan = lower(program)
-    T, B = next(iter(arrays.values())).shape[:2]
-    return execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, count_ops)
+    return execute(program, plan, arrays, steps, batch, sig_probes, mem_probes, cur_probes, count_ops)
 
 
 def _available() -> str | None:

@@ -46,7 +46,8 @@ class LavaGraph:
         self.span = span
         self.procs: dict[str, Any] = {}
         self.model_map: dict[Any, type] = {}
-        self.resets: list[tuple[Any, str]] = []  # (process, var name) zeroed between samples
+        # (process, var name, value) set between samples: zeros, a LIF's v its initial v (``v_init``)
+        self.resets: list[tuple[Any, str, Any]] = []
         self.records: dict[str, list[tuple[str, str, int]]] = {}  # fused block -> (IR node, "out"/"v", rows)
         dt = np.int32 if self.fixed else np.float64
         for key, p in plan.procs.items():
@@ -77,10 +78,10 @@ class LavaGraph:
                     d.data[:] = int(a["delays"])
                     a["weights"], a["delays"] = w, d
                 proc = {"dense": Dense, "sparse": Sparse, "delay_dense": DelayDense, "delay_sparse": DelaySparse}[kind](**a)
-                self.resets.append((proc, "a_buff"))
+                self.resets.append((proc, "a_buff", 0))
             elif p.kind == "conv":
                 proc = Conv(**a)
-                self.resets.append((proc, "a_buf"))
+                self.resets.append((proc, "a_buf", 0))
             elif p.kind == "lif":
                 a.pop("spiking", None)
                 n = self._size_of(key)
@@ -89,7 +90,7 @@ class LavaGraph:
                 a = {k: (np.tile(v, lanes) if isinstance(v, np.ndarray) and v.ndim == 1 and v.size == n else v)
                      for k, v in a.items()}
                 proc = LIF(shape=(n * lanes,), **a)
-                self.resets += [(proc, "u"), (proc, "v")]
+                self.resets += [(proc, "u", 0), (proc, "v", a.get("v", 0))]
             elif p.kind == "host":
                 proc = HostAdd(shape=(self._size_of(key),), buffer=span)
                 self.model_map[proc] = host_model(a["op"], plan.precision)

@@ -127,8 +127,10 @@ class BlockStep:
     def _prepare(m: FusedMember) -> dict[str, Any]:
         node = m.node
         if m.kind == "population":
+            bias = semantics.neuron_bias(node)
             return dict(params=list(semantics.neuron_params(node)), flags=semantics.neuron_flags(node),
-                        gain=np.float32(node.gain), v_reset=np.float32(node.v_reset))
+                        gain=np.float32(node.gain), v_reset=np.float32(node.v_reset),
+                        bias=np.float32(0) if bias is None else bias, biased=bias is not None)
         bias = getattr(node, "bias", None)
         bias = None if bias is None else np.ascontiguousarray(np.asarray(bias, np.float32).reshape(-1))
         if m.kind == "dense":
@@ -194,7 +196,9 @@ class BlockStep:
             x = srcs[0]
             for s in srcs[1:]:
                 x = x + s
-        out, *st["state"] = semantics.numpy_step(x, x, *st["state"], *c["params"], c["gain"], c["v_reset"], *c["flags"])
+        biased = c["biased"] and self.t >= self._onset(self.spec.member_onset, j)  # its own bias, from its onset
+        out, *st["state"] = semantics.numpy_step(x, x, *st["state"], *c["params"], c["gain"], c["v_reset"], *c["flags"],
+                                                 c["bias"], biased)
         return out
 
     def _dense(self, j: int, node: Dense, srcs: list[np.ndarray]) -> np.ndarray:

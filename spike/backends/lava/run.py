@@ -64,7 +64,7 @@ def execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, cou
             need.update(program.sources(name))
     need.update(resolve(o) for o in program.outputs)
     need.update(resolve(p) for p in sig_probes)
-    need = {n for n in need if not isinstance(program.node(n), Input)}
+    need = {n for n in need if not isinstance(program.node(n), Input) and n not in arrays}  # sources: given
 
     t_build = time.perf_counter()
     g = LavaGraph(program, plan, arrays, T, B, reps, record=frozenset(need), record_v=frozenset(mem_probes))
@@ -109,8 +109,8 @@ def execute(program, plan, arrays, T, B, sig_probes, mem_probes, cur_probes, cou
         for b in range(passes):
             for stage in range(reps):
                 if b or stage:
-                    for proc, var in g.resets:
-                        getattr(proc, var).set(np.zeros(getattr(proc, var).shape))
+                    for proc, var, value in g.resets:
+                        getattr(proc, var).set(np.zeros(getattr(proc, var).shape) + value)
                 t0 = time.perf_counter()
                 gates.apply(b, stage)
                 final = 0.0

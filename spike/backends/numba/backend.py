@@ -25,6 +25,8 @@ FTWT gates' kernels (the "gated" variants) are in ``numba.gates``.
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import sys
 from typing import Any
 
@@ -36,20 +38,23 @@ from spike.backends.numba import projections as P
 from spike.backends.engine import NodeContext
 from spike.backends.host_ops import host_op_kernel
 from spike.backends.layout import (
-    bias_values, conv_layout, csr_arrays, delivery, f32, geometry_2d, windows_per_position,
+    SparseBlocks, bias_values, conv_layout, csr_arrays, delivery, f32, geometry_2d, sparse_blocks,
+    windows_per_position,
 )
 from spike.backends.registry import Backend, BackendError, register_backend
-from spike.compiler.ir.nodes import Dense, Identity, Pool2d, Population, Sparse
+from spike.compiler.ir.nodes import Bernoulli, Dense, Identity, Pool2d, Population, Sparse
 from spike.compiler.passes.quantize import loihi_neuron_params
-from spike.numba_threads import threads_at_most
+from spike.numba_threads import threads_allowed, threads_at_most, threads_up_to
 from spike import semantics
 
 _EMPTY = np.zeros(0, np.float32)
 _NO_MEM = np.zeros((1, 1, 1), np.float32)
+_NO_BIAS = np.zeros(1, np.float32)
 _NO_ACTIVE = np.zeros((1, 1), np.int64)
 _NO_ACTIVE3 = np.zeros((1, 1, 1), np.int64)  # a conv2d without a mask: no kept-channel lists
 _NO_COUNT2 = np.zeros((1, 1), np.int64)
 _NO_KEEP = np.zeros((1, 1), np.uint8)
+_LANE_MIN_STEPS = 32  # a sparse call over fewer steps runs each sample on one thread
 
 
 class _ArrayPool:
@@ -57,11 +62,14 @@ class _ArrayPool:
 
     A fresh multi-megabyte array costs a page fault per 4 KiB page on first touch, which at low
     activity costs more than the events themselves. The pool keeps the arrays it handed out and
-    reuses one once nothing else references it (no result, view or run holds it any more), after
-    zeroing it. At most ``max_bytes`` of idle arrays are kept.
+    reuses one once nothing else references it (no result, view or run holds it any more): zeroed
+    again for :meth:`zeros` (arrays from ``MIN_BYTES``), as it is for :meth:`empty` (from
+    ``EMPTY_MIN_BYTES``: the outputs the engine lets kernels overwrite, which then cost neither a
+    page fault nor a zero fill). At most ``max_bytes`` of idle arrays are kept.
     """
 
     MIN_BYTES = 1 << 20
+    EMPTY_MIN_BYTES = 1 << 16
 
     def __init__(self, max_bytes: int = 256 << 20) -> None:
         self.max_bytes = max_bytes
@@ -69,22 +77,37 @@ class _ArrayPool:
         self._free_refs = sys.getrefcount(np.zeros(1)) + 1  # held by the list only
 
     def zeros(self, shape: tuple[int, ...], dtype: str) -> np.ndarray:
-        dt = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-        if nbytes < self.MIN_BYTES:
-            return np.zeros(shape, dtype=dt)
+        a = self._take(shape, np.dtype(dtype), self.MIN_BYTES, np.zeros)
+        if a is None:
+            return np.zeros(shape, dtype=dtype)
+        return a
+
+    def empty(self, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+        a = self._take(shape, np.dtype(dtype), self.EMPTY_MIN_BYTES, np.empty)
+        if a is None:
+            return np.empty(shape, dtype=dtype)
+        return a
+
+    def _take(self, shape: tuple[int, ...], dt: np.dtype, min_bytes: int, new: Any) -> np.ndarray | None:
+        """An idle pooled array of ``shape`` and ``dt`` (zero-filled when ``new`` is ``np.zeros``), else
+        a new one from ``new`` that the pool keeps; None below ``min_bytes``."""
+        nbytes = math.prod(shape) * dt.itemsize
+        if nbytes < min_bytes:
+            return None
+        shape = tuple(shape)
         arrays = self.arrays
         idle = 0
         for i in range(len(arrays)):
             if sys.getrefcount(arrays[i]) <= self._free_refs:
-                if arrays[i].shape == tuple(shape) and arrays[i].dtype == dt:
+                if arrays[i].shape == shape and arrays[i].dtype == dt:
                     a = arrays[i]
-                    a.fill(0)
+                    if new is np.zeros:
+                        a.fill(0)
                     return a
                 idle += arrays[i].nbytes
         if idle + nbytes > self.max_bytes:  # drop idle arrays before growing past the cap
             self.arrays = [a for a in arrays if sys.getrefcount(a) > self._free_refs + 1]
-        a = np.zeros(shape, dtype=dt)
+        a = new(shape, dtype=dt)
         self.arrays.append(a)
         return a
 
@@ -96,6 +119,10 @@ def _zeros(shape: tuple[int, ...], dtype: str) -> np.ndarray:
     return _POOL.zeros(shape, dtype)
 
 
+def _empty(shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    return _POOL.empty(shape, dtype)
+
+
 BACKEND = register_backend(
     Backend(
         name="numba",
@@ -104,6 +131,10 @@ BACKEND = register_backend(
         to_numpy=lambda a: a,
         from_numpy=lambda a: np.ascontiguousarray(a),
         run_context=threads_at_most,  # kernels are parallel over the samples
+        chunked=True,  # long runs in chunks: no [T, B, size] buffer per node (engine docstring, "Chunks")
+        empty=_empty,
+        # every element of every step given is written (no zero-filling of their outputs)
+        overwrites=frozenset({"dense", "sparse", "conv2d", "pool2d", "identity", "population"}),
     )
 )
 
@@ -177,8 +208,10 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
         c["row_nnz"] = np.count_nonzero(c["wt"], axis=1).astype(np.int64)
         c["bias"] = bias(ctx, node.size)
     weight_exp, delay, start = delivery(ctx)
+    src = source(ctx)
     P.dense_kernel(fixed(ctx))(
-        source(ctx), c["wt"], c["row_nnz"], c["bias"], weight_exp, ctx.out, t0, t1, delay, start, *pair_counters(ctx)
+        src, P.event_bits(src), c["wt"], c["row_nnz"], c["bias"], weight_exp, ctx.out, t0, t1, delay, start,
+        *pair_counters(ctx),
     )
     ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
 
@@ -187,14 +220,22 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
 def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Sparse = ctx.node
     c = node_cache(ctx)
-    if "indptr" not in c:
-        c["indptr"], c["indices"], c["row_nnz"] = csr_arrays(node, ctx.name)
-        c["data"], c["bias"] = weights(ctx, node.data), bias(ctx, node.size)
+    if "blocks" not in c:  # the CSR by blocks of targets (layout.SparseBlocks), built once per node
+        indptr, indices, c["row_nnz"] = csr_arrays(node, ctx.name)
+        c["blocks"] = sparse_blocks(indptr, indices, weights(ctx, node.data), node.size)
+        c["bias"] = bias(ctx, node.size)
+    L: SparseBlocks = c["blocks"]
     weight_exp, delay, start = delivery(ctx)
-    P.sparse_kernel(fixed(ctx))(
-        source(ctx), c["indptr"], c["indices"], c["data"], c["row_nnz"], c["bias"], weight_exp, ctx.out, t0, t1,
-        delay, start, *pair_counters(ctx),
-    )
+    src = source(ctx)
+    B = ctx.batch
+    # Threads beyond one per sample split each sample's target blocks (lanes; 1: one thread a sample),
+    # for a call over many steps only: waking threads for every step of a cycle costs more than it saves.
+    lanes = max(1, min(L.nblk, threads_allowed() // B)) if L.nblk > 1 and t1 - t0 >= _LANE_MIN_STEPS else 1
+    with threads_up_to(B * lanes) if lanes > 1 else contextlib.nullcontext():
+        P.sparse_kernel(fixed(ctx), L.coded)(
+            src, P.event_bits(src), L.ptr, L.off, L.w, L.table, c["row_nnz"], c["bias"], weight_exp, ctx.out, t0,
+            t1, delay, start, *pair_counters(ctx), L.block, lanes,
+        )
     ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
 
 
@@ -256,6 +297,21 @@ def _write_numpy(out: np.ndarray, t0: int, t1: int, values: Any) -> None:
 BACKEND.kernel("hostop")(host_op_kernel(lambda a: torch.from_numpy(np.ascontiguousarray(a)), _write_numpy))
 
 
+# ----------------------------------------------------------------------------- generated sources
+
+
+@BACKEND.kernel("bernoulli")
+def bernoulli(ctx: NodeContext, t0: int, t1: int) -> None:
+    """``spike.semantics``' counter-based spikes (``numba.neurons.bernoulli_forward``) at aligned
+    step ``base + t - latency``."""
+    node: Bernoulli = ctx.node
+    c = ctx.cache
+    if "thresholds" not in c:
+        c["thresholds"] = semantics.spike_thresholds(node.p, node.size)
+        c["seed"] = semantics.seed_words(node.seed)
+    N.bernoulli_forward(c["thresholds"], *c["seed"], ctx.out, t0, t1, ctx.base - ctx.program.latency_of(ctx.name))
+
+
 # ----------------------------------------------------------------------------- neurons
 
 
@@ -278,6 +334,7 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
     if "params" not in c:
         c["params"] = semantics.neuron_params(node)
         c["flags"] = semantics.neuron_flags(node)
+        c["bias"] = semantics.neuron_bias(node)
     if "state" not in ctx.state:
         ctx.state["state"] = semantics.initial_state(node, ctx.batch)
     if sources is not None and node.late_recurrent:
@@ -294,10 +351,11 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
     if not gated:
         active, nactive = _NO_ACTIVE, np.zeros(ctx.batch, np.int64)
     record = ctx.mem is not None
-    N.population_kernel(c["flags"], gated)(
+    biased = c["bias"] is not None
+    N.population_kernel(c["flags"], gated, biased)(
         cur, late, ioff, t0, t1, c["params"], np.float32(node.gain), np.float32(node.v_reset),
-        ctx.state["state"], ctx.out, ctx.mem if record else _NO_MEM, record, active, nactive,
-        ctx.counts["spikes"], ctx.counts["neuron_updates"],
+        c["bias"] if biased else _NO_BIAS, ctx.onset, ctx.state["state"], ctx.out, ctx.mem if record else _NO_MEM,
+        record, active, nactive, ctx.counts["spikes"], ctx.counts["neuron_updates"],
     )
 
 
@@ -333,7 +391,7 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
     p = c["fixed"]
     st = ctx.state
     if not st:
-        st.update(u=np.zeros((ctx.batch, n), np.int32), v=np.zeros((ctx.batch, n), np.int32))
+        st.update(u=np.zeros((ctx.batch, n), np.int32), v=semantics.initial_v_fixed(node, ctx.batch))
     cur, ioff = _summed(ctx, ctx.sources, t0, t1)
     record = ctx.mem is not None or ctx.mem_u is not None
     no_mem = np.zeros((1, 1, 1), np.int32)
@@ -345,3 +403,4 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
         record, ctx.counts["spikes"],
     )
     ctx.counts["neuron_updates"] += n * (t1 - t0)
+

@@ -5,7 +5,9 @@
   switches, in the order of design §3 (no ``fastmath``);
 - Loihi fixed point: :func:`population_fixed_forward` stepping :func:`loihi_lif_step`, bit-accurate
   with lava-nc, and the integer helpers (``wrap_int32``, ``shift_by_exp``) the fixed-point
-  projections share.
+  projections share;
+- generated spike sources: :func:`bernoulli_forward`, the counter-based hash of ``spike.semantics``
+  compiled (int64, the same bits as numpy, torch and CUDA).
 
 The batch is split over threads with ``prange`` (each thread owns whole samples, so the per-sample
 counters need no atomics).
@@ -23,7 +25,7 @@ from numba import njit, prange
 from spike import semantics
 from spike.semantics import (
     MODEL_ALPHA, MODEL_CUBA, MODEL_LI, P_ALPHA, P_BETA, P_RATE, P_TAU, P_THR, S_I, S_J, S_S, S_V, NeuronFlags,
-    make_neuron_step, same, threshold_fire,
+    make_neuron_step, make_spike_hash, same, threshold_fire,
 )
 
 
@@ -47,14 +49,15 @@ _SEMANTICS_VERSION = int(hashlib.sha256(inspect.getsource(semantics).encode()).h
 
 
 @lru_cache(maxsize=None)
-def population_kernel(flags: NeuronFlags, gated: bool) -> Any:
+def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> Any:
     """The population update of ``spike.semantics`` compiled for one set of switches (constants,
     so each case is a branch-free loop that vectorises) and cached on disk per set.
 
-    ``kernel(cur, late, ioff, t0, t1, params, gain, v_reset, state, out, mem, record, active,
-    nactive, spikes, updates)`` steps ``t0..t1-1`` with input ``cur[t + ioff]`` (recurrent inputs
-    added after the charge: ``late[t + ioff]``), per-neuron ``params`` ``[N_PARAMS, n]`` and
-    ``state`` ``[N_STATES, B, n]`` in place. ``gated``: only the neurons ``active[b, :nactive[b]]``
+    ``kernel(cur, late, ioff, t0, t1, params, gain, v_reset, bias, onset, state, out, mem, record,
+    active, nactive, spikes, updates)`` steps ``t0..t1-1`` with input ``cur[t + ioff]`` (recurrent
+    inputs added after the charge: ``late[t + ioff]``), per-neuron ``params`` ``[N_PARAMS, n]`` and
+    ``state`` ``[N_STATES, B, n]`` in place. ``biased``: the population's own ``bias[k]`` is added
+    after the charge from step ``onset`` on. ``gated``: only the neurons ``active[b, :nactive[b]]``
     update (an FTWT mask); the others output 0 and keep their state.
     """
     model, reset, reset_delay, fire_ge, charge, rule, has_late = flags
@@ -62,7 +65,7 @@ def population_kernel(flags: NeuronFlags, gated: bool) -> Any:
     spiking = model != MODEL_LI
     filtered = model == MODEL_CUBA or model == MODEL_ALPHA
 
-    def population_forward(cur, late, ioff, t0, t1, params, gain, v_reset, state, out, mem, record,
+    def population_forward(cur, late, ioff, t0, t1, params, gain, v_reset, bias, onset, state, out, mem, record,
                            active, nactive, spikes, updates):
         B = out.shape[1]
         n = out.shape[2]
@@ -75,13 +78,15 @@ def population_kernel(flags: NeuronFlags, gated: bool) -> Any:
                 x_t = cur[t + ioff, b]
                 l_t = late[t + ioff, b] if has_late else x_t
                 o = out[t, b]
+                biased_t = biased and t >= onset
                 if gated:
                     o[:] = 0
                 for kk in range(m):
                     k = active[b, kk] if gated else kk
                     ok, vk, sk, ik, jk = neuron_step(
                         x_t[k], l_t[k], v_b[k], s_b[k], i_b[k], j_b[k], beta[k], thr[k], alpha[k], tau[k], rate[k],
-                        gain, v_reset, model, reset, reset_delay, fire_ge, charge, rule, has_late)
+                        gain, v_reset, model, reset, reset_delay, fire_ge, charge, rule, has_late,
+                        bias[k] if biased else np.float32(0), biased_t)
                     o[k] = ok
                     v_b[k] = vk
                     if spiking:
@@ -208,3 +213,27 @@ def population_fixed_forward(
                     mv[k] = v_b[k]
                     mu[k] = u_b[k]
         spikes[b] += nsp
+
+
+# ----------------------------------------------------------------------------- generated sources
+
+spike_key, spike_hash = make_spike_hash(njit(inline="always"))
+
+
+@njit(cache=True, parallel=True)
+def bernoulli_forward(thresholds, seed_lo, seed_hi, out, t0, t1, step0):
+    """Spikes of a ``Bernoulli`` node for local steps t0..t1-1 (aligned step ``t + step0``; silent
+    where that is negative): ``out[t, b, k] = hash(key(seed, b, t + step0), k) < thresholds[k]``."""
+    B = out.shape[1]
+    n = out.shape[2]
+    for b in prange(B):
+        for t in range(t0, t1):
+            o = out[t, b]
+            s = t + step0
+            if s < 0:
+                for k in range(n):
+                    o[k] = 0
+                continue
+            key = spike_key(np.int64(seed_lo), np.int64(seed_hi), np.int64(b), np.int64(s))
+            for k in range(n):
+                o[k] = 1 if spike_hash(key, np.int64(k)) < thresholds[k] else 0

@@ -2,10 +2,13 @@
 them; the neuron updates are in ``numba.neurons``).
 
 Every loop fills steps ``t0..t1-1`` of ``out`` (``[T, B, n]``); the batch is split over threads
-with ``prange`` (each thread owns whole samples, so the per-sample counters need no atomics).
+with ``prange`` (each thread owns whole samples, so the per-sample counters need no atomics; the
+sparse loop can also give a sample's blocks of targets to several threads, one of which counts).
 Projections read their source at ``t - delay`` and deliver nothing before step ``start``: the
 node's ``Program.onset`` in float32 (the bias travels with the events), its ``delay`` in fixed
-point. Float arithmetic stays in float32 and in the order of design §3 (no ``fastmath``), so
+point; a step before the source's first (``t < delay``, e.g. a ``late_recurrent`` population's
+recurrent synapses, whose bias starts at step 0) has no events, and the source's buffer is not
+read there (its contents are not assumed to be zero). Float arithmetic stays in float32 and in the order of design §3 (no ``fastmath``), so
 results equal the dense torch reference bit for bit whenever the sums are exact.
 
 Each projection loop is written once and compiled per arithmetic (and per use of an FTWT mask)
@@ -17,8 +20,13 @@ weights summed in int64, then shifted by ``weight_exp`` and wrapped to int32 as 
 its own case; each is cached on disk per flag set. ``numba.neurons`` defines the integer helpers
 (``wrap_int32``, ``shift_by_exp``).
 
-Event-driven projections gather the non-zero inputs of a step, then add one contiguous weight
-row per event into the step's output; counters add a precomputed per-input pair count per event.
+Event-driven projections gather the non-zero inputs of a step (:func:`_gather`, a word-wide test
+skipping silent runs of inputs), then add each event's weights into the step's output: a dense
+projection one contiguous row per event, a sparse one its CSR row cut by blocks of targets
+(``layout.SparseBlocks``: uint16 offsets, weights as one-byte codes when there are few distinct
+ones), block by block for a group of events, so the scattered adds stay in cache; every target
+still receives its terms in the CSR loop's order. Counters add a precomputed per-input pair count
+per event.
 Projections count their pairs into ``acs`` (``syn_ops``) or ``macs``: with ``check`` False (a
 spike source) every pair is an accumulate; with ``check`` True the pairs of a (step, sample) are
 ``macs`` when one of its input values is outside {-1, 0, 1} (NeuroBench's per-call rule), else
@@ -30,7 +38,10 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic, overload
 
 from spike.backends.numba.neurons import shift_by_exp, wrap_int32
 
@@ -83,18 +94,102 @@ def _add_rows(acc, rows, idx, val, m, unit):
             k += 1
 
 
-@njit(cache=True, inline="always")
-def _gather(x, idx):
-    """Indices of the non-zero entries of ``x`` into ``idx``; returns their number.
+_CHUNK = 16  # inputs tested at once for events (one cache line of float32)
+_GROUP = 32  # events whose rows are scattered block by block while they stay in cache
+_AHEAD = 8  # events ahead (within a group) whose segment of the current block is prefetched
+_LINE = 64  # bytes per cache line
 
-    Branch-free compaction (every index is written, the count advances on non-zero values):
-    constant cost per input whatever the activity, no branch mispredictions.
-    """
+
+def event_bits(src: np.ndarray) -> np.ndarray:
+    """``src`` (``[T, B, n]`` float32 or int32, C order) viewed as the words :func:`_gather` ORs:
+    uint64 (two inputs a word) when ``n`` is even, else uint32."""
+    return src.view(np.uint64 if src.shape[-1] % 2 == 0 else np.uint32)
+
+
+def _inputs_per_word(bits: np.ndarray) -> int:
+    """Inputs (of 32 bits) in one word of ``bits``."""
+    return bits.dtype.itemsize // 4
+
+
+@overload(_inputs_per_word, inline="always")
+def _inputs_per_word_compiled(bits):
+    per = bits.dtype.bitwidth // 32
+    return lambda bits: per
+
+
+@njit(cache=True, inline="always")
+def _gather(x, bits, idx):
+    """Indices of the non-zero entries of ``x`` into ``idx`` (room for ``x.shape[0] + _CHUNK``);
+    returns their number. ``bits`` is ``x``'s row of :func:`event_bits`: a run of ``_CHUNK``
+    inputs whose bits are all zero (a few ORs of whole words) is skipped, so at low activity the
+    scan costs little more than reading ``x``; in the others, a branch-free compaction (every index
+    written, the count advancing on non-zero values). A -0.0 input has a bit set but is no event:
+    the element test decides."""
+    n = x.shape[0]
+    per = _inputs_per_word(bits)  # a constant of the compiled loop
+    words = _CHUNK // per
     m = 0
-    for i in range(x.shape[0]):
-        idx[m] = i
-        m += x[i] != 0
+    full = n - n % _CHUNK
+    for c in range(0, full, _CHUNK):
+        w0 = c // per
+        a = bits[w0]
+        for j in range(w0 + 1, w0 + words):
+            a |= bits[j]
+        if a != 0:
+            for j in range(c, c + _CHUNK):
+                idx[m] = j
+                m += x[j] != 0
+    for j in range(full, n):
+        idx[m] = j
+        m += x[j] != 0
     return m
+
+
+@njit(cache=True, inline="always")
+def _prefetch_rows(ptr, off, w, idx, e0, e1, blk0, blk1):
+    """Prefetch the synapses of events ``idx[e0:e1]`` into blocks ``blk0 .. blk1-1`` (contiguous in
+    each row), one hint per cache line."""
+    so = _LINE // off.itemsize
+    sw = max(1, _LINE // w.itemsize)
+    for e in range(e0, e1):
+        i = idx[e]
+        p0 = ptr[i, blk0]
+        p1 = ptr[i, blk1]
+        for q in range(p0, p1, so):
+            prefetch(off, q)
+        for q in range(p0, p1, sw):
+            prefetch(w, q)
+
+
+@njit(cache=True, inline="always")
+def _plain_weight(w, table, k):
+    return w[k]
+
+
+@njit(cache=True, inline="always")
+def _coded_weight(w, table, k):
+    return table[w[k]]
+
+
+@intrinsic
+def prefetch(typingctx, arr, i):
+    """``prefetch(arr, i)``: hint the cache to load ``arr[i]`` (LLVM's ``llvm.prefetch``, read, high
+    locality); no effect on results. ``i`` may lie past the end (a hint never faults)."""
+    if not isinstance(arr, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty, idxty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        index = context.cast(builder, args[1], idxty, types.intp)
+        ptr = builder.bitcast(builder.gep(ary.data, [index]), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]), "llvm.prefetch.p0")
+        builder.call(fn, [ptr, i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, i), codegen
 
 
 @njit(cache=True, inline="always")
@@ -198,9 +293,9 @@ def _tally(nacs, nmacs, nops, mac):
 
 @lru_cache(maxsize=None)
 def dense_kernel(fixed: bool) -> Any:
-    """``dense_forward(src, wt, row_nnz, bias, weight_exp, out, t0, t1, delay, start, acs, macs,
+    """``dense_forward(src, bits, wt, row_nnz, bias, weight_exp, out, t0, t1, delay, start, acs, macs,
     check)``: a dense projection, ``wt`` = W^T ``[n_in, n_out]`` (C order), ``row_nnz[i]`` =
-    nnz(W[:, i]).
+    nnz(W[:, i]), ``bits`` = :func:`event_bits` of ``src``.
 
     ``out[t, b] = bias + sum over non-zero x = src[t-delay, b, i] of wt[i] * x`` from step ``start``
     on, 0 before (float32; ``bias`` may be empty); fixed point: ``int32((sum of wt[i] over the
@@ -208,13 +303,13 @@ def dense_kernel(fixed: bool) -> Any:
     the non-zero (input, weight) pairs delivered (module docstring).
     """
 
-    def dense_forward(src, wt, row_nnz, bias, weight_exp, out, t0, t1, delay, start, acs, macs, check):
+    def dense_forward(src, bits, wt, row_nnz, bias, weight_exp, out, t0, t1, delay, start, acs, macs, check):
         B = out.shape[1]
         n_in = wt.shape[0]
         n_out = wt.shape[1]
         has_bias = bias.shape[0] > 0
         for b in prange(B):
-            idx = np.empty(n_in, np.int64)
+            idx = np.empty(n_in + _CHUNK, np.int64)
             val = np.empty(n_in, src.dtype)
             acc = np.zeros(n_out if fixed else 0, np.int64)
             nacs = 0
@@ -223,8 +318,12 @@ def dense_kernel(fixed: bool) -> Any:
                 o = out[t, b]
                 if not _open_step(o, n_out, t, start, bias, has_bias, not fixed):
                     continue
+                if t < delay:  # before the source's step 0: no events (its buffer is not read)
+                    if fixed:
+                        _zero(o, n_out)
+                    continue
                 x = src[t - delay, b]
-                m = _gather(x, idx)
+                m = _gather(x, bits[t - delay, b], idx)
                 nops, unit, real = _event_values(x, idx, m, row_nnz, val)
                 nacs, nmacs = _tally(nacs, nmacs, nops, check and real)
                 if fixed:  # every event a spike (lava casts to bool)
@@ -240,49 +339,107 @@ def dense_kernel(fixed: bool) -> Any:
 
 
 @lru_cache(maxsize=None)
-def sparse_kernel(fixed: bool) -> Any:
-    """``sparse_forward(src, indptr, indices, data, row_nnz, bias, weight_exp, out, t0, t1, delay,
-    start, acs, macs, check)``: a CSR projection over source neurons (targets of input i:
-    ``indices[indptr[i]:indptr[i+1]]``), arithmetic and counts as :func:`dense_kernel`'s."""
+def sparse_kernel(fixed: bool, coded: bool) -> Any:
+    """``sparse_forward(src, bits, ptr, off, w, table, row_nnz, bias, weight_exp, out, t0, t1, delay,
+    start, acs, macs, check, block, lanes)``: a CSR projection over source neurons, laid out by
+    blocks of targets (``layout.SparseBlocks``: ``ptr``, ``off``, ``w``, ``table``, ``block``;
+    weights ``table[w[k]]`` when ``coded``, else ``w[k]``); ``bits`` is :func:`event_bits` of ``src``.
+    Arithmetic and counts as :func:`dense_kernel`'s.
 
-    def sparse_forward(src, indptr, indices, data, row_nnz, bias, weight_exp, out, t0, t1, delay, start, acs,
-                       macs, check):
+    Each (sample, step) gathers its events (sources with a non-zero input, in source order;
+    ``_CHUNK`` inputs tested at once by OR-ing their bits), then takes them in groups of
+    ``_GROUP``, in order: for each block of targets, the group's segments into that block, event
+    by event. A target therefore receives the terms of the CSR loop ``for i in events: for k in
+    row i`` in that loop's order (within a group only its block's pass writes it, and a segment
+    keeps its row's order), so float32 sums are the same bit for bit whatever the weights. A
+    block about the size of the L1 cache takes the scattered adds at L1 speed; a group's rows stay
+    in cache over its block passes; the next group's rows are prefetched while it runs, and in a
+    pass the segments ``_AHEAD`` events on. ``lanes`` > 1 splits each sample's blocks over threads
+    (items ``(sample, lane)`` in ``prange``, each gathering the events itself; lane 0 counts).
+    """
+
+    def sparse_forward(src, bits, ptr, off, w, table, row_nnz, bias, weight_exp, out, t0, t1, delay, start,
+                       acs, macs, check, block, lanes):
         B = out.shape[1]
-        n_in = indptr.shape[0] - 1
+        n_in = ptr.shape[0]
         n_out = out.shape[2]
+        nblk = ptr.shape[1] - 1
         has_bias = bias.shape[0] > 0
-        for b in prange(B):
-            acc = np.zeros(n_out if fixed else 0, np.int64)
+        for item in prange(B * lanes):
+            b = item // lanes
+            lane = item - b * lanes
+            blk0 = lane * nblk // lanes
+            blk1 = (lane + 1) * nblk // lanes
+            lo = min(blk0 * block, n_out)
+            hi = min(blk1 * block, n_out)
+            idx = np.empty(n_in + _CHUNK, np.int64)
+            val = np.empty(n_in + _CHUNK, src.dtype)
+            acc = np.zeros(hi - lo if fixed else 0, np.int64)
             nacs = 0
             nmacs = 0
             for t in range(t0, t1):
                 o = out[t, b]
-                if not _open_step(o, n_out, t, start, bias, has_bias, not fixed):
+                if t < start:
+                    _zero(o[lo:hi], hi - lo)
                     continue
+                if not fixed:
+                    if has_bias:
+                        o[lo:hi] = bias[lo:hi]
+                    else:
+                        _zero(o[lo:hi], hi - lo)
+                if t < delay:  # before the source's step 0: no events (its buffer is not read)
+                    if fixed:
+                        _zero(o[lo:hi], hi - lo)
+                    continue
+                x = src[t - delay, b]
+                m = _gather(x, bits[t - delay, b], idx)
+                if lane == 0:
+                    nops, _unit, real = _event_values(x, idx, m, row_nnz, val)
+                    nacs, nmacs = _tally(nacs, nmacs, nops, check and real)
+                else:
+                    for e in range(m):
+                        val[e] = x[idx[e]]
                 if fixed:
                     acc[:] = 0
-                x = src[t - delay, b]
-                real = False
-                nops = 0
-                for i in range(n_in):
-                    v = x[i]
-                    if v == 0:
-                        continue
-                    nops += row_nnz[i]
-                    if v != 1 and v != -1:
-                        real = True
-                    if fixed:  # every event a spike (lava casts to bool)
-                        for k in range(indptr[i], indptr[i + 1]):
-                            acc[indices[k]] += data[k]
-                    elif v == 1:
-                        for k in range(indptr[i], indptr[i + 1]):
-                            o[indices[k]] += data[k]
-                    else:
-                        for k in range(indptr[i], indptr[i + 1]):
-                            o[indices[k]] += data[k] * v
-                nacs, nmacs = _tally(nacs, nmacs, nops, check and real)
+                ob = o[lo:hi]
+                _prefetch_rows(ptr, off, w, idx, 0, min(_GROUP, m), blk0, blk1)
+                for g0 in range(0, m, _GROUP):  # events in groups whose rows stay in cache over the blocks
+                    g1 = min(g0 + _GROUP, m)
+                    _prefetch_rows(ptr, off, w, idx, g1, min(g1 + _GROUP, m), blk0, blk1)
+                    for blk in range(blk0, blk1):
+                        base = blk * block - lo
+                        for e in range(g0, g1):
+                            if e + _AHEAD < g1:
+                                q = ptr[idx[e + _AHEAD], blk]
+                                prefetch(off, q)
+                                prefetch(w, q)
+                            i = idx[e]
+                            seg_off = off[ptr[i, blk]:ptr[i, blk + 1]]
+                            seg_w = w[ptr[i, blk]:ptr[i, blk + 1]]
+                            v = val[e]
+                            if fixed:  # every event a spike (lava casts to bool)
+                                for k in range(seg_off.shape[0]):
+                                    j = base + seg_off[k]
+                                    if coded:  # a constant flag: numba prunes the other branch
+                                        acc[j] += _coded_weight(seg_w, table, k)
+                                    else:
+                                        acc[j] += _plain_weight(seg_w, table, k)
+                            elif v == 1:
+                                for k in range(seg_off.shape[0]):
+                                    j = base + seg_off[k]
+                                    if coded:
+                                        ob[j] = ob[j] + _coded_weight(seg_w, table, k)
+                                    else:
+                                        ob[j] = ob[j] + _plain_weight(seg_w, table, k)
+                            else:
+                                for k in range(seg_off.shape[0]):
+                                    j = base + seg_off[k]
+                                    if coded:
+                                        ob[j] = ob[j] + _coded_weight(seg_w, table, k) * v
+                                    else:
+                                        ob[j] = ob[j] + _plain_weight(seg_w, table, k) * v
                 if fixed:
-                    _write_shifted(o, acc, weight_exp)
+                    _write_shifted(o[lo:hi], acc, weight_exp)
             acs[b] += nacs
             macs[b] += nmacs
 
@@ -335,10 +492,10 @@ def conv2d_kernel(fixed: bool, gated: bool) -> Any:
                 if not _open_step(o, o.shape[0], t, start, bias, has_bias, False):  # the bias comes with the write-out
                     continue
                 acc[:] = 0
-                x = src[t - delay, b]
+                x = src[max(t - delay, 0), b]
                 real = False
                 nops = 0
-                for c in range(C_in):
+                for c in range(C_in if t >= delay else 0):  # before the source's step 0: no events
                     g = c // cin_pg
                     cl = c - g * cin_pg
                     base = g * cout_pg

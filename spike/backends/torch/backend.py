@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from spike.backends.engine import NodeContext
 from spike.backends.host_ops import host_op_kernel
 from spike.backends.registry import Backend, BackendError, register_backend
-from spike.compiler.ir.nodes import Conv2d, Dense, Identity, Pool2d, Population, Sparse
+from spike.compiler.ir.nodes import Bernoulli, Conv2d, Dense, Identity, Pool2d, Population, Sparse
 from spike import semantics
 from spike.compiler.passes.quantize import loihi_neuron_params
 
@@ -223,6 +223,8 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[torch.Ten
         st["state"] = list(torch.from_numpy(semantics.initial_state(node, ctx.batch)))  # v, s, i, j
         st["params"] = list(torch.from_numpy(semantics.neuron_params(node)))
         st["flags"] = semantics.neuron_flags(node)
+        bias = semantics.neuron_bias(node)
+        st["bias"] = None if bias is None else torch.from_numpy(bias)
     srcs = ctx.sources if sources is None else sources
     late_idx: tuple[int, ...] = ()
     if node.late_recurrent:
@@ -241,7 +243,9 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[torch.Ten
                 current = current + x
         for k, i in enumerate(late_idx):
             late = srcs[i][t].clone() if k == 0 else late + srcs[i][t]
-        out, *new = _step(current, late, *st["state"], beta, thr, alpha, tau, rate, node.gain, node.v_reset, *flags)
+        bias = st["bias"]
+        out, *new = _step(current, late, *st["state"], beta, thr, alpha, tau, rate, node.gain, node.v_reset, *flags,
+                          0.0 if bias is None else bias, bias is not None and t >= ctx.onset)
         if active is not None:
             new = [torch.where(active, a, b) for a, b in zip(new, st["state"])]
             out = torch.where(active, out, zero)
@@ -252,6 +256,25 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[torch.Ten
         ctx.counts["neuron_updates"] += node.size if active is None else active.sum(dim=1).numpy().astype(np.int64)
         if node.model != "li":
             ctx.counts["spikes"] += out.sum(dim=1).to(torch.int64).numpy()
+
+
+@BACKEND.kernel("bernoulli")
+def bernoulli(ctx: NodeContext, t0: int, t1: int) -> None:
+    """``spike.semantics``' counter-based spikes on int64 tensors, one step at a time ([B, n])."""
+    node: Bernoulli = ctx.node
+    st = ctx.state
+    if "thresholds" not in st:
+        st["thresholds"] = torch.from_numpy(semantics.spike_thresholds(node.p, node.size))
+        st["neurons"] = torch.arange(node.size, dtype=torch.int64)[None, :]
+        st["samples"] = torch.arange(ctx.batch, dtype=torch.int64)[:, None]
+    lo, hi = (torch.tensor(w, dtype=torch.int64) for w in semantics.seed_words(node.seed))
+    step0 = ctx.base - ctx.program.latency_of(ctx.name)
+    for t in range(t0, t1):
+        if t + step0 < 0:
+            ctx.out[t] = 0
+            continue
+        key = semantics.spike_key(lo, hi, st["samples"], torch.tensor(t + step0, dtype=torch.int64))  # [B, 1]
+        ctx.out[t] = (semantics.spike_hash(key, st["neurons"]) < st["thresholds"]).to(ctx.out.dtype)
 
 
 UV_MAX = 1 << 23
@@ -271,7 +294,7 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
         p = loihi_neuron_params(node, ctx.name)
         st.update({k: torch.from_numpy(v) for k, v in p.items()})
         st["u"] = torch.zeros((ctx.batch, node.size), dtype=torch.int64)
-        st["v"] = torch.zeros((ctx.batch, node.size), dtype=torch.int64)
+        st["v"] = torch.from_numpy(semantics.initial_v_fixed(node, ctx.batch)).to(torch.int64)
     du, dv, bias, vth_eff = st["du"], st["dv"], st["bias"], st["vth_eff"]
     spiking = node.model != "li"
     for t in range(t0, t1):

@@ -79,6 +79,10 @@ def _population(name: str, node: Population, dt: float) -> Any:
     if beyond:
         raise _err(name, node, f"{beyond[0]} {beyond[1]!r} has no NIR form (NIR's LIF/CubaLIF/IF/LI: v' = beta*v + "
                                "gain*I, reset to 0)")
+    for field in ("bias", "v_init"):
+        if getattr(node, field) is not None:
+            raise _err(name, node, f"{field}: this exporter writes no constant input or initial membrane (NIR's "
+                                   "neurons here have v_leak = 0 and start at rest)")
     shape = tuple(node.shape)
     n = node.size
     md: dict[str, Any] = {

@@ -73,9 +73,14 @@ class Population(Node):
     ``fire_ge``); reset ``subtract``/``zero`` (to ``v_reset``)/``drop`` (the new membrane, input
     included)/``none``, delayed by one step when ``reset_delay``; ``reset_rule`` "snntorch" takes
     the reset signal from the stored membrane (snnTorch's ``mem_reset``). ``late_recurrent`` adds
-    the population's recurrent inputs after the charge (snnTorch's RLeaky/RSynaptic). The
-    membrane starts at ``v_reset``. ``li`` neurons never spike and output their membrane (a
-    ``real`` signal).
+    the population's recurrent inputs after the charge (snnTorch's RLeaky/RSynaptic). ``bias``
+    (per neuron or one value) is a constant input added every step right after the charge,
+    ``m = charge + bias`` (design §3's ``v' = beta*v + gain*I + bias``; not scaled by ``gain``,
+    not filtered by ``cuba_lif``'s synapse), from the population's latency on. The membrane starts
+    at ``v_init`` (per neuron or one value) when given, else at ``v_reset``. ``li`` neurons never
+    spike and output their membrane (a ``real`` signal). Fixed point (precision "fixed"): the bias
+    is ``bias_mant << bias_exp`` (``bias`` must be None; ``quantize`` maps a float ``bias`` there)
+    and ``v_init`` is the integer 24-bit ``v``.
     """
 
     KIND: ClassVar[str] = "population"
@@ -101,6 +106,9 @@ class Population(Node):
     vth: np.ndarray | None = None  # threshold mantissa, 0..2^17-1, compared as vth << 6
     bias_mant: np.ndarray | None = None  # bias mantissa, -4096..4095
     bias_exp: np.ndarray | None = None  # bias exponent, 0..7: bias = bias_mant << bias_exp
+    # Both precisions (per neuron or one value; the class docstring):
+    bias: np.ndarray | None = None  # constant input per step, added after the charge (float32 programs)
+    v_init: np.ndarray | None = None  # initial membrane (None: v_reset); fixed point: the integer v
 
     def beyond_lif(self) -> tuple[str, Any] | None:
         """None for the plain design-§3 LIF family that Loihi and NIR express (beta charge, standard
@@ -112,6 +120,24 @@ class Population(Node):
             if not plain:
                 return name, getattr(self, name)
         return None
+
+
+@dataclass(frozen=True, eq=False)
+class Bernoulli(Node):
+    """Spikes generated inside the run, no input array: neuron ``k`` of sample ``b`` fires at step
+    ``t`` with probability ``p[k]`` (one value or one per neuron, in [0, 1]), independently of
+    every other (neuron, sample, step): a Poisson process of rate ``p / dt`` in discrete time.
+
+    The spike is ``h(seed, b, t - latency, k) < floor(p[k] * 2^32)`` with ``h`` the counter-based
+    32-bit hash of ``spike.semantics`` (``make_spike_hash``), exact in integer arithmetic, so every
+    backend emits the same spikes bit for bit; the node is silent before its latency. ``seed``: 0
+    .. 2^63 - 1. A program whose only sources are these nodes (or population biases) runs without
+    inputs: ``run(..., steps=T, batch=B)``.
+    """
+
+    KIND: ClassVar[str] = "bernoulli"
+    p: np.ndarray | None = None
+    seed: int = 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -227,7 +253,7 @@ class HostOp(Node):
 
 NODE_TYPES: dict[str, type[Node]] = {
     cls.KIND: cls
-    for cls in (Input, Output, Population, Dense, Sparse, Conv2d, Pool2d, Identity, BatchNorm, HostOp)
+    for cls in (Input, Output, Population, Dense, Sparse, Conv2d, Pool2d, Identity, BatchNorm, HostOp, Bernoulli)
 }
 PROJECTION_KINDS = tuple(k for k, c in NODE_TYPES.items() if issubclass(c, Projection))
 

@@ -41,7 +41,8 @@ def check_precision(program: Program) -> None:
         for f in FIXED_WEIGHT_ARRAYS.get(type(node), ()):
             arr = getattr(node, f)
             if arr is not None and arr.dtype.kind in "iu":
-                raise node_error(name, node, f, f"integer weights (dtype {arr.dtype}) belong to fixed-point programs; "
+                what = "an integer initial membrane" if f == "v_init" else "integer weights"
+                raise node_error(name, node, f, f"{what} (dtype {arr.dtype}) belong(s) to fixed-point programs; "
                            f"this program's precision is {precision}")
 
 
@@ -85,6 +86,11 @@ def _check_fixed_node(name: str, node: Node, program: Program) -> None:
             if getattr(node, f) is None:
                 raise node_error(name, node, f, "required for a fixed-point population (run spike.compiler.passes.quantize)")
             _int_values(name, node, f, getattr(node, f), lo, hi, why)
+        if node.bias is not None:
+            raise node_error(name, node, "bias", "must be None in fixed point: Loihi's bias is bias_mant << bias_exp "
+                             "(spike.compiler.passes.quantize maps a float bias there)")
+        if node.v_init is not None:
+            _int_values(name, node, "v_init", node.v_init, -(L.UV_MAX - 1), L.UV_MAX - 1, "the 24-bit integer membrane v")
         return
     if isinstance(node, Input):
         if node.signal != "spike":
@@ -120,7 +126,8 @@ def _check_fixed_node(name: str, node: Node, program: Program) -> None:
 def check_fixed_point(program: Program) -> None:
     """Rules of a fixed-point program (precision "fixed"), naming the node and field:
     fixed populations with in-range Loihi parameters (``du``, ``dv`` 0..4095, ``vth`` 0..2^17-1,
-    ``bias_mant`` 13-bit signed, ``bias_exp`` 0..7; reset zero without delay, strict ``>``);
+    ``bias_mant`` 13-bit signed, ``bias_exp`` 0..7, no float ``bias``, an integer ``v_init`` within
+    24 bits; reset zero without delay, strict ``>``);
     projections with integer-valued weights in their signed ``num_weight_bits`` range, no bias
     and ``weight_exp`` in -8..7; spike inputs; no host ops; pooling only ``max`` (an OR)."""
     for name, node in program.nodes():

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from spike.compiler.ir import nodes as ir
-from spike.compiler.ir.nodes import BatchNorm, Conv2d, Dense, Gate, Input, Node, Pool2d, Population, Sparse
+from spike.compiler.ir.nodes import Bernoulli, BatchNorm, Conv2d, Dense, Gate, Input, Node, Pool2d, Population, Sparse
 
 __all__ = [
     "FieldSpec",
@@ -37,14 +37,18 @@ REQUIRED_ARRAYS: dict[type[Node], tuple[str, ...]] = {
     Conv2d: ("weight",),
     BatchNorm: ("running_mean", "running_var"),
     Gate: ("weight", "bias"),
+    Bernoulli: ("p",),
 }
 # Array fields holding integers (CSR structure); every other array field holds floats.
 INTEGER_ARRAYS: dict[type[Node], tuple[str, ...]] = {Sparse: ("indptr", "indices")}
 # Loihi fixed-point parameters of a Population (precision "fixed"): integer arrays.
 FIXED_POINT_FIELDS = ("du", "dv", "vth", "bias_mant", "bias_exp")
 INTEGER_ARRAYS[Population] = FIXED_POINT_FIELDS
-# Weight arrays that are floating in float32 programs and integer in fixed-point programs.
-FIXED_WEIGHT_ARRAYS: dict[type[Node], tuple[str, ...]] = {Dense: ("weight",), Sparse: ("data",), Conv2d: ("weight",)}
+# Arrays that are floating in float32 programs and integer in fixed-point programs: weights, and a
+# population's initial membrane (the integer 24-bit v in fixed point).
+FIXED_WEIGHT_ARRAYS: dict[type[Node], tuple[str, ...]] = {
+    Dense: ("weight",), Sparse: ("data",), Conv2d: ("weight",), Population: ("v_init",),
+}
 # (class, field) -> allowed values.
 ENUM_FIELDS: dict[tuple[type[Node], str], tuple[str, ...]] = {
     (Input, "signal"): ir.SIGNALS,

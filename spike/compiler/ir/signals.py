@@ -7,7 +7,7 @@ step's input values (``numba.backend`` docstring).
 """
 from __future__ import annotations
 
-from spike.compiler.ir.nodes import HostOp, Identity, Input, Node, Pool2d, Population, Projection
+from spike.compiler.ir.nodes import Bernoulli, HostOp, Identity, Input, Node, Pool2d, Population, Projection
 from spike.compiler.ir.program import Program
 
 
@@ -15,6 +15,8 @@ def output_signal(program: Program, name: str, _seen: frozenset[str] = frozenset
     node: Node = program.node(name)
     if isinstance(node, Input):
         return node.signal
+    if isinstance(node, Bernoulli):
+        return "spike"
     if isinstance(node, Population):
         return "real" if node.model == "li" else "spike"
     if isinstance(node, (Pool2d, Identity)):

@@ -31,6 +31,7 @@ import numpy as np
 from spike.compiler.ir import nodes as ir
 from spike.compiler.ir.nodes import (
     BatchNorm,
+    Bernoulli,
     Conv2d,
     Dense,
     Gate,
@@ -60,6 +61,7 @@ __all__ = [
     "check_connections",
     "check_latency",
     "check_gates",
+    "check_initial_state",
     "gate_of",
 ]
 
@@ -141,7 +143,7 @@ def _expect_shape(name: str, node: Node, field: str, arr: np.ndarray | None, wan
 
 def _check_population(name: str, node: Population) -> None:
     n = node.size
-    for f in ("beta", "threshold", "alpha", "tau", "rate", *FIXED_POINT_FIELDS):
+    for f in ("beta", "threshold", "alpha", "tau", "rate", *FIXED_POINT_FIELDS, "bias", "v_init"):
         arr = getattr(node, f)
         if arr is not None and not (arr.ndim == 0 or (arr.ndim == 1 and arr.shape[0] in (1, n))):
             raise node_error(name, node, f, f"shape {arr.shape}: expected per-neuron length {n} (size) or one value")
@@ -178,6 +180,11 @@ def _check_population(name: str, node: Population) -> None:
                             ("late_recurrent", node.late_recurrent, "False")):
             if bad:
                 raise node_error(name, node, f, f"model 'alpha' (snnTorch's Alpha) needs {f} {why}")
+    if node.model == "alpha":
+        for f in ("bias", "v_init"):
+            if getattr(node, f) is not None:
+                raise node_error(name, node, f, "model 'alpha' (snnTorch's Alpha) has no bias or initial membrane: its "
+                                 "membrane is tau*(e + n) of its two currents")
     if node.model == "li" and node.reset_rule != "standard":
         raise node_error(name, node, "reset_rule", "model 'li' never fires or resets: reset_rule must be 'standard'")
 
@@ -267,6 +274,18 @@ def check_node(name: str, node: Any) -> None:
         _check_hostop(name, node)
     elif isinstance(node, Gate):
         _check_gate(name, node)
+    elif isinstance(node, Bernoulli):
+        _check_bernoulli(name, node)
+
+
+def _check_bernoulli(name: str, node: Bernoulli) -> None:
+    p = node.p
+    if not (p.ndim == 0 or (p.ndim == 1 and p.shape[0] in (1, node.size))):
+        raise node_error(name, node, "p", f"shape {p.shape}: expected one probability or one per neuron ({node.size})")
+    if p.size and ((p < 0).any() or (p > 1).any()):
+        raise node_error(name, node, "p", f"probabilities per step must lie in [0, 1], got range [{p.min()}, {p.max()}]")
+    if not 0 <= node.seed < 2**63:
+        raise node_error(name, node, "seed", f"must lie in 0 .. 2^63 - 1, got {node.seed}")
 
 
 def _check_hostop(name: str, node: HostOp) -> None:
@@ -385,7 +404,7 @@ def _n_sources(program: Program, name: str, node: Node, want: str) -> list[str]:
 def check_connections(program: Program) -> None:
     """Source counts and the agreement of each node's shape with its sources' shapes."""
     for name, node in program.nodes():
-        if isinstance(node, Input):
+        if isinstance(node, (Input, Bernoulli)):
             _n_sources(program, name, node, "0")
             continue
         if isinstance(node, (Projection, Output, BatchNorm)):
@@ -450,6 +469,7 @@ def validate_program(program: Program) -> None:
     program.schedule()  # raises ProgramError on a cycle without delay
     check_gates(program)
     check_latency(program)
+    check_initial_state(program)
 
 
 def check_latency(program: Program) -> None:
@@ -460,6 +480,21 @@ def check_latency(program: Program) -> None:
         if isinstance(steps, bool) or int(steps) != steps or not 0 <= steps <= MAX_STEPS_DELAY:
             raise ProgramError(f"node {name!r}, latency: expected a whole number of steps 0..{MAX_STEPS_DELAY}, "
                                f"got {steps!r}")
+
+
+def check_initial_state(program: Program) -> None:
+    """A population that starts away from rest (``v_init`` other than its rest value: ``v_reset``,
+    0 in fixed point) has no latency: a program with latency runs its populations for ``latency``
+    steps before the trained network's first step, and such a membrane would leak meanwhile."""
+    for name, node in program.nodes():
+        if not isinstance(node, Population) or node.v_init is None or not program.latency_of(name):
+            continue
+        rest = 0 if node.precision == "fixed" else node.v_reset
+        if np.any(np.asarray(node.v_init) != rest):
+            raise node_error(name, node, "v_init", f"the population trails the trained network by "
+                             f"{program.latency_of(name)} step(s) (latency), during which a membrane started away "
+                             f"from rest ({rest}) would leak; give every projection into it the target's delay in "
+                             "the model (then no latency), or start it at rest")
 
 
 # ---- FTWT gates -------------------------------------------------------------------------

@@ -35,7 +35,9 @@ populations fed by the same projection) turns float units into *activation units
 - bias (the projections' biases, summed per neuron; Loihi adds it to ``v`` every step):
   ``bias_mant << bias_exp = round(64 * S * gain * b)`` with the smallest exponent 0..7 that keeps
   the 13-bit mantissa; for cuba_lif the float bias passes through the synaptic filter, so ``b`` is
-  replaced by its steady state ``b / (1 - alpha_q)`` (the first ~``1/(1-alpha)`` steps differ).
+  replaced by its steady state ``b / (1 - alpha_q)`` (the first ~``1/(1-alpha)`` steps differ). A
+  population's own ``bias`` (added to ``v`` in both, so exact up to rounding) joins it as
+  ``64 * S * bias``; ``v_init`` becomes the integer ``v`` ``round(64 * S * v_init)``, clipped to 24 bits.
 
 ``S`` starts as large as the hardware allows (finer threshold, finer rounding of decays and right
 shifts), limited by: ``vth <= 2^17 - 1``; no ``u`` wrap even if every input with a weight of one
@@ -329,7 +331,8 @@ def _quantise_group(
         filt = P.filt if cuba else np.ones(n)
         if cuba and (b_total != 0).any():
             notes.append("bias added to v at its synaptic steady state b/(1-alpha); the first steps differ")
-        bias_v = ACT * S * gain * b_total * filt
+        own_bias = _per_neuron(node.bias, n, 0.0)  # the population's own bias: added to v as Loihi's is
+        bias_v = ACT * S * gain * b_total * filt + ACT * S * own_bias
         mant, bexp = _bias_parts(bias_v)
         if bexp.max() > LOIHI.BIAS_EXP_MAX:
             return _Quantised(out, report, False, f"bias of {p!r}")
@@ -356,9 +359,12 @@ def _quantise_group(
                 return _Quantised(out, report, False, f"membrane v of {p!r}")
             if (P.dv == 0).any():
                 notes.append("beta = 1 without reset: v integrates without bound and clips at +-(2^23-1)")
+        v_init = None  # the integer v of the float v_init: v_int = round(64 * S * v_init), within 24 bits
+        if node.v_init is not None:
+            v_init = np.clip(np.rint(ACT * S * _per_neuron(node.v_init, n, 0.0)), -V_LIMIT, V_LIMIT).astype(np.int32)
         new = node.replace(
             precision="fixed", du=P.du.astype(np.int32), dv=P.dv.astype(np.int32), vth=vth.astype(np.int32),
-            bias_mant=mant.astype(np.int32), bias_exp=bexp.astype(np.int32),
+            bias_mant=mant.astype(np.int32), bias_exp=bexp.astype(np.int32), bias=None, v_init=v_init,
         )
         out[p] = new
         beta = _per_neuron(node.beta, n, 1.0)
@@ -367,7 +373,9 @@ def _quantise_group(
             "v_scale": float(ACT * S), "scale_limited_by": limit,
             "du": _summary(P.du), "dv": _summary(P.dv),
             "beta_error": float(np.abs((1 - P.dv / 4096.0) - beta).max()) if n else 0.0,
-            "bias_error": float(np.abs(bias_eff / (ACT * S * gain * filt) - b_total).max()) if n and gain else 0.0,
+            "bias_error": float(np.abs((bias_eff / (ACT * S) - own_bias) / (gain * filt) - b_total).max())
+            if n and gain else 0.0,
+            "own_bias_error": float(np.abs(bias_eff / (ACT * S) - gain * b_total * filt - own_bias).max()) if n else 0.0,
             "u_headroom": float(u_worst.max() / LOIHI.UV_MAX) if n else 0.0,
             "notes": notes,
         }
@@ -401,7 +409,7 @@ def _group_scale(group: list[str], pops: dict[str, _Pop], projs: dict[str, _Proj
         U = g * np.maximum(pos, neg) * filt  # worst |u| in float units
         if n and U.max() > 0:
             cons.append((U_SAFE / ACT / U.max(), f"no u wrap at full input ({p})"))
-        Bv = g * np.abs(bias) * filt
+        Bv = np.abs(float(node.gain) * bias * filt + _per_neuron(node.bias, n, 0.0))  # and the population's own bias
         if n and Bv.max() > 0:
             cons.append((BIAS_LIMIT / ACT / Bv.max(), f"bias range ({p})"))
         if P.spiking and n and P.thr.max() > 0:
