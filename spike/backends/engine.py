@@ -343,7 +343,7 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
     t_start = time.perf_counter()
     calls: list[tuple[Any, NodeContext]] = []  # every node's (kernel, context), in schedule order
     stages: list[tuple[bool, list[tuple[Any, NodeContext]]]] = []
-    buffers: list[Any] = []  # every buffer of a chunked run (node outputs, membrane records)
+    buffers: list[tuple[Any, bool]] = []  # every buffer of a chunked run and whether a chunk must zero it
     for stage in _schedule(program):
         stage_ctx = []
         for name in stage.nodes:
@@ -354,14 +354,14 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
                     values[name] = be.from_numpy(arrays[name].reshape(T, B, node.size).astype(dtype))
                 else:
                     values[name] = be.zeros((rows, B, node.size), dtype)
-                    buffers.append(values[name])
+                    buffers.append((values[name], False))  # each chunk copies its steps in
                 continue
             if isinstance(node, Output):
                 (src,) = program.sources(name)
                 values[name] = values[src]
                 continue
-            overwritten = chunks is None and be.empty is not None and node.KIND in be.overwrites \
-                and variants[name] == PLAIN  # its kernel writes every element: no zero-filling
+            writes_all = be.empty is not None and node.KIND in be.overwrites and variants[name] == PLAIN
+            overwritten = chunks is None and writes_all  # its kernel writes every element: no zero-filling
             out = (be.empty if overwritten else be.zeros)((rows, B, node.size), dtype)
             values[name] = out
             node_counts = dict(zip(OP_KEYS, np.zeros((len(OP_KEYS), B), dtype=np.int64)))  # one allocation
@@ -386,7 +386,7 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
                 values=values,
                 shared=shared,
             )
-            buffers += [a for a in (out, ctx.mem, ctx.mem_u) if a is not None]
+            buffers += [(a, a is not out or not writes_all) for a in (out, ctx.mem, ctx.mem_u) if a is not None]
             ctxs[name] = ctx
             stage_ctx.append(ctx)
         for ctx in stage_ctx:
@@ -435,7 +435,7 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
 
 def _run_chunks(program: Program, be: Backend, arrays: dict[str, np.ndarray],
                 stages: list[tuple[bool, list[tuple[Any, NodeContext]]]], ctxs: dict[str, NodeContext],
-                values: dict[str, Any], buffers: list[Any], recorders: dict[str, Recorder], T: int, B: int, D: int,
+                values: dict[str, Any], buffers: list[tuple[Any, bool]], recorders: dict[str, Recorder], T: int, B: int, D: int,
                 C: int, dtype: str, kept: set[str], mem_probes: set[str],
                 cur_probes: set[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """A chunked run (module docstring, "Chunks"): the dense records ``[T, B, size]`` of the nodes in
@@ -459,10 +459,11 @@ def _run_chunks(program: Program, be: Backend, arrays: dict[str, np.ndarray],
     for g0 in range(0, T, C):
         c = min(C, T - g0)
         if g0:  # the last D steps become the history, the rest starts at zero
-            for buf in buffers:
+            for buf, zero in buffers:
                 if D:
                     buf[:D] = buf[C:C + D]
-                buf[D:] = 0
+                if zero:
+                    buf[D:] = 0
         for name in inputs:
             values[name][D:D + c] = arrays[name][g0:g0 + c].reshape(c, B, -1)
         for name, ctx in ctxs.items():

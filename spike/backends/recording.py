@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 import numpy as np
+from numba import njit
 
 from spike.compiler.ir.program import Program
 from spike.compiler.ir.signals import output_signal
@@ -110,12 +111,17 @@ class Recorder:
         lo, hi = max(self.start, t0), min(self.start + self.steps, t0 + c)
         if hi <= lo:
             return
-        seg = values[lo - t0:hi - t0].reshape(hi - lo, self.batch, self.size) != 0
-        if self.count is not None:
-            self.count += np.count_nonzero(seg, axis=0)
-        if self.lists is not None:
-            t, b, k = np.nonzero(seg)
-            self.lists.append(((t + (lo - self.start)).astype(np.int32), b.astype(np.int32), k.astype(np.int32)))
+        seg = np.ascontiguousarray(values[lo - t0:hi - t0]).reshape(hi - lo, self.batch * self.size)
+        count = self.count.reshape(-1) if self.count is not None else _NO_COUNT
+        if self.lists is None:
+            _scan(*_words(seg), seg, count, True, _NO_INDEX, 0)
+            return
+        words = _words(seg)
+        found = np.empty(_scan(*words, seg, count, self.count is not None, _NO_INDEX, 0), np.int64)
+        _scan(*words, seg, _NO_COUNT, False, found, found.shape[0])
+        t, rest = np.divmod(found, self.batch * self.size)
+        b, k = np.divmod(rest, self.size)
+        self.lists.append(((t + (lo - self.start)).astype(np.int32), b.astype(np.int32), k.astype(np.int32)))
 
     def counts(self) -> np.ndarray:
         return self.count.reshape(self.batch, *self.shape)
@@ -124,3 +130,39 @@ class Recorder:
         parts = self.lists or [(np.zeros(0, np.int32),) * 3]
         t, b, k = (np.concatenate([p[i] for p in parts]) for i in range(3))
         return SpikeList(t, b, k, self.shape, self.steps, self.batch)
+
+
+_NO_COUNT = np.zeros(0, np.int64)
+_NO_INDEX = np.zeros(0, np.int64)
+
+
+def _words(values: np.ndarray) -> tuple[np.ndarray, int]:
+    """``values [c, m]`` seen as 64-bit words ``[c, m / per]`` of ``per`` elements each when the
+    rows split evenly (a silent word is skipped in one test), else as itself (``per`` 1)."""
+    per = 8 // values.itemsize if values.itemsize in (1, 2, 4) else 1
+    if per > 1 and values.shape[1] % per == 0 and values.flags.c_contiguous:
+        return values.view(np.uint64), per
+    return values, 1
+
+
+@njit(cache=True)
+def _scan(words, per, values, count, counting, found, listing):
+    """One pass over ``values [c, m]`` (``words``, ``per``: :func:`_words`; a word without a set
+    bit holds no non-zero): ``count[j] += 1`` per non-zero ``values[t, j]`` when ``counting``; the
+    flat index ``t*m + j`` of each non-zero into ``found`` (C order) when ``listing`` > 0 (its
+    length); returns the number of non-zeros."""
+    c, m = values.shape
+    n = 0
+    for t in range(c):
+        wrow = words[t]
+        row = values[t]
+        for w in range(wrow.shape[0]):
+            if wrow[w] != 0:
+                for j in range(w * per, w * per + per):
+                    if row[j] != 0:
+                        if counting:
+                            count[j] += 1
+                        if listing:
+                            found[n] = t * m + j
+                        n += 1
+    return n
