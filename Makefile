@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test venv clean bench-peers
 
 $(STAMP): pyproject.toml requirements-pinned.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache  # the layers of design §2 (contracts in pyproject.toml)
 	$(PY) -m pytest -q -n 2  # both cores (pytest-xdist)
+
+# NEST and Brian2 for benchmarks/vs_simulators.py (the [bench] extra; benchmark-only). The pins keep
+# numpy <2 and this machine's torch (no second torch); Brian2's standalone device compiles with g++.
+bench-peers: $(STAMP)
+	$(PY) -m pip install -q -c requirements-pinned.txt -e '.[bench]'
+	PYNEST_QUIET=1 $(PY) -c "import numpy, torch, nest, brian2; print('numpy', numpy.__version__, 'torch', torch.__version__, 'nest', nest.__version__, 'brian2', brian2.__version__)"
 
 clean:
 	rm -rf $(VENV) build *.egg-info
