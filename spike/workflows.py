@@ -32,7 +32,7 @@ from spike.losses import rate_cross_entropy
 from spike.models import build_model
 from spike.models.spikegpt.checkpoint import load_lm
 from spike.models.spikegpt.report import SpikeGPTReport, spikegpt_report, vanilla_gpt_macs
-from spike.models.spikegpt.text import TokenizerVocab, load_corpus, vocab_from_config
+from spike.models.spikegpt.text import TokenizerVocab, load_test_tokens, vocab_from_config
 from spike.train.checkpoint import load_checkpoint, make_config, record_evaluation
 from spike.train.datasets import SplitReader, load_dataset
 from spike.train import distributed as dist_utils
@@ -583,16 +583,17 @@ def run_lm_program(program: Program, backend: str = "numba", data=None, tokens: 
     over the tokens). ``segments=1`` is the one stream. Under torchrun (``W`` ranks, ``segments >=
     W``) rank ``r`` builds and runs only the segments ``shard_bounds(segments, r, W)`` and every
     rank returns the report one process gives for the same ``segments`` (timing: the slowest
-    rank's). The corpus file itself is read whole on every rank (its test split is its end).
+    rank's). No rank holds the corpus file: its test split's first tokens are read
+    (:func:`~spike.models.spikegpt.text.load_test_tokens`).
     """
     voc = program_vocab(program, tokenizer)
     V = int(program.metadata["spikegpt"]["vocab_size"])
     if voc.size != V:
         raise ValueError(f"vocabulary has {voc.size} tokens, the program {V}")
-    corpus = load_corpus(data, vocab=voc)
-    ids = np.asarray(corpus.split("test")[: int(tokens)], np.int64)
+    corpus_name, ids = load_test_tokens(data, voc, int(tokens))
+    ids = ids.astype(np.int64)
     if len(ids) < 2:
-        raise ValueError(f"the test split of {corpus.name} has {len(ids)} tokens; need at least 2")
+        raise ValueError(f"the test split of {corpus_name} has {len(ids)} tokens; need at least 2")
     bounds = lm_segments(len(ids), segments)
     if segments > 1 and program.total_latency:
         raise ValueError(f"--segments {segments}: the program's outputs trail its inputs by {program.total_latency} "

@@ -92,3 +92,48 @@ def test_tokenizer_vocab(tmp_path):
     assert len(c.train) > 0 and c.vocab.decode(c.train[:3]) == "the cat sat"
     v2 = vocab_from_config(c.vocab.to_config())
     assert v2.encode("the dog").tolist() == c.vocab.encode("the dog").tolist()
+
+
+@pytest.mark.parametrize("kind", ["chars", "bytes", "enwik8-bytes", "enwik8-chars", "tokenizer"])
+@pytest.mark.parametrize("tokens", [1, 7, 10_000])
+def test_test_tokens_equal_the_loaded_split_without_holding_the_file(tmp_path, monkeypatch, kind, tokens):
+    """``load_test_tokens`` = ``load_corpus(...).split("test")[:tokens]`` (the oracle), read in
+    pieces of 5 characters (so pieces cut multi-byte characters); no read returns the whole file."""
+    from pathlib import Path
+    import spike.models.spikegpt.text as T
+
+    text = "".join(f"line {i}: ünïcode → ok, the cat sat.\n" for i in range(300))
+    path = tmp_path / ("enwik8" if kind.startswith("enwik8") else "t.txt")
+    path.write_bytes(text.encode("utf-8"))
+    if kind == "tokenizer":
+        from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+        tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+        tok.pre_tokenizer = pre_tokenizers.Whitespace()
+        tok.train_from_iterator([text], trainers.WordLevelTrainer(special_tokens=["[UNK]"]))
+        tok.save(str(tmp_path / "tok.json"))
+        vocab = T.TokenizerVocab.from_file(tmp_path / "tok.json")
+    elif kind.endswith("bytes"):
+        vocab = ByteVocab.from_bytes(text.encode("utf-8"))
+    else:
+        vocab = CharVocab.from_text(text)
+    expected = load_corpus(path, vocab=vocab).split("test")[:tokens]
+    size = path.stat().st_size
+    reads = []
+    real_open = Path.open
+
+    def spying_open(self, *args, **kwargs):
+        f = real_open(self, *args, **kwargs)
+        read = f.read
+
+        def spy(n=-1):
+            data = read(n)
+            reads.append(len(data))
+            return data
+        f.read = spy
+        return f
+
+    monkeypatch.setattr(T, "READ_CHUNK", 5)
+    monkeypatch.setattr(Path, "open", spying_open)
+    name, ids = T.load_test_tokens(path, vocab, tokens)
+    assert np.array_equal(ids, expected) and len(ids) == min(tokens, len(expected))
+    assert reads and max(reads) < size

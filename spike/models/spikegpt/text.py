@@ -32,6 +32,7 @@ shorter), each scored from a fresh state.
 from __future__ import annotations
 
 import abc
+import codecs
 
 import hashlib
 import json
@@ -337,6 +338,64 @@ def load_corpus(path=None, vocab: Optional[Vocab] = None, tokenizer=None) -> Cor
     except UnicodeDecodeError as exc:
         raise ValueError(f"{p}: not UTF-8 text ({exc})") from exc
     return _from_text(str(p), text, vocab)
+
+
+READ_CHUNK = 1 << 20  # characters (bytes for enwik8) read at a time by :func:`load_test_tokens`
+
+
+def _text_chunks(p: Path) -> Iterator[str]:
+    """The UTF-8 text of ``p`` in pieces of at most ``READ_CHUNK`` characters (a character split
+    across reads is decoded whole); a ValueError naming the file if it is not UTF-8."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with p.open("rb") as f:
+        try:
+            while block := f.read(READ_CHUNK):
+                yield decoder.decode(block)
+            yield decoder.decode(b"", final=True)
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"{p}: not UTF-8 text ({exc})") from exc
+
+
+def load_test_tokens(path, vocab: Vocab, tokens: int) -> tuple[str, np.ndarray]:
+    """``(name, ids)``: the first ``tokens`` ids of the test split of :func:`load_corpus` (``path``,
+    ``vocab``), equal to ``load_corpus(path, vocab).split("test")[:tokens]``, without holding the
+    file: enwik8 is read from the test split's byte offset, a text file is read twice in pieces
+    (to count its characters, then to keep the test split's first characters). A byte or
+    character vocabulary needs one character (byte) per token; a tokenizer's tokens are encoded
+    from the whole test split. ``path`` None is the built-in corpus (small: loaded whole)."""
+    if path is None:
+        corpus = load_corpus(None, vocab=vocab)
+        return corpus.name, np.asarray(corpus.split("test")[: int(tokens)])
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"data file not found: {p}")
+    per_token = isinstance(vocab, (ByteVocab, CharVocab))
+    if _is_enwik8(p):
+        n = p.stat().st_size
+        _, b = split_bounds(n, enwik8=True)
+        with p.open("rb") as f:
+            f.seek(b)
+            part = f.read(int(tokens) if per_token and isinstance(vocab, ByteVocab) else n - b)
+        if not per_token or not isinstance(vocab, ByteVocab):  # characters or tokens, as load_corpus decodes
+            ids = vocab.encode(part.decode("utf-8", errors="ignore"))
+        else:
+            ids = vocab.encode(part)
+        return f"enwik8 ({p})", np.asarray(ids)[: int(tokens)]
+    n = sum(len(piece) for piece in _text_chunks(p))
+    if n < 3:
+        raise ValueError(f"{p}: too little text ({n} characters) to split")
+    _, b = split_bounds(n)
+    keep = int(tokens) if per_token else n - b
+    pieces, seen, kept = [], 0, 0
+    for piece in _text_chunks(p):
+        lo = max(b - seen, 0)
+        seen += len(piece)
+        if lo < len(piece) and kept < keep:
+            pieces.append(piece[lo:lo + keep - kept])
+            kept += len(pieces[-1])
+    text = "".join(pieces)
+    ids = vocab.encode(text.encode("utf-8")) if isinstance(vocab, ByteVocab) else vocab.encode(text)
+    return str(p), np.asarray(ids)[: int(tokens)]
 
 
 def _from_text(name: str, text: str, vocab: Optional[Vocab]) -> Corpus:
