@@ -1,22 +1,12 @@
 """Smoke test of ``benchmarks/sparse_projection.py``: tiny nets, before and after equal bit for bit."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "sparse_projection.py"
+from helpers.benchmarks import run_benchmark
 
 
 def test_sparse_projection_tiny(tmp_path):
-    out = tmp_path / "sparse.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--neurons", "3000", "--steps", "40",
-                           "--repeats", "1", "--weights", "both", "--fixed-runs", "3", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    res = json.loads(out.read_text())
+    res = run_benchmark("sparse_projection.py", tmp_path, "--quick", "--neurons", "3000", "--steps", "40",
+                        "--repeats", "1", "--weights", "both", "--fixed-runs", "3", timeout=600)
     assert {(r["case"], r["weights"]) for r in res["cases"]} == {
         (c, w) for c in ("ff100", "ff1000", "brunel") for w in ("quantised", "float")}
     for r in res["cases"]:

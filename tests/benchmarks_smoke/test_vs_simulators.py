@@ -3,15 +3,10 @@ our numba backend, NEST and Brian2 (standalone), spikes checked equal, the JSON'
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "vs_simulators.py"
+from helpers.benchmarks import run_benchmark
 
 # NEST is looked up, not imported: its own libgomp beside numba's OpenMP pool in this (xdist worker)
 # process can crash NEST later; the benchmark runs in a subprocess that orders the two.
@@ -23,12 +18,8 @@ QUICK_CASES = {"mlp_5pct", "ff_k100", "brunel", "brunel_if"}
 
 
 def test_vs_simulators_quick(tmp_path):
-    out = tmp_path / "vs_simulators.json"
     # the Brian2 project lives under build/ (kept between runs: unchanged, it is not recompiled)
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    res = json.loads(out.read_text())
+    res = run_benchmark("vs_simulators.py", tmp_path, "--quick", timeout=900)
     for key in ("cases", "min_ratio_nest", "min_ratio_brian2", "spikes_equal", "rasters_equal", "machine",
                 "versions", "neuron"):
         assert key in res, key

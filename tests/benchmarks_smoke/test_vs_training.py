@@ -1,15 +1,10 @@
 """Smoke test of ``benchmarks/vs_training.py --quick``: tiny MLP and CNN, one timed step per library."""
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "vs_training.py"
+from helpers.benchmarks import run_benchmark
+
 PEERS = ("snntorch", "spikingjelly", "norse")
 
 for _mod in PEERS:
@@ -17,11 +12,7 @@ for _mod in PEERS:
 
 
 def test_vs_training_quick(tmp_path):
-    out = tmp_path / "vs_training.json"
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    res = json.loads(out.read_text())
+    res = run_benchmark("vs_training.py", tmp_path, "--quick", timeout=120)
     for key in ("workloads", "min_ratio", "machine", "versions", "spike_check_passed"):
         assert key in res
     assert set(res["workloads"]) == {"mlp", "cnn"}
