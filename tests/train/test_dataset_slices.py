@@ -153,7 +153,7 @@ def _mnist_program():
 
 def test_a_rank_reads_only_its_shard_and_the_report_is_unchanged(tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two ranks simulated in one process (rank, world size and the gather stubbed): each reads only
+    """Two ranks simulated in one process (rank, world size and the gather replaced by the test): each reads only
     the rows of its shard, batch by batch, from the IDX files; rank 0's report, made from both
     ranks' parts, equals the one-process report, which equals the report of the tensors in memory."""
     images, labels = _mnist_test(tmp_path)
