@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One prepared check of the cuda backend for a machine with an NVIDIA GPU (about 8 minutes at most):
+# One prepared check of the cuda backend for a machine with an NVIDIA GPU (about 11 minutes at most):
 #   1. versions (python, numpy, numba, numba-cuda, torch, GPU);
-#   2. the gpu-marked tests (cuda == numba bit for bit on a real GPU, programs wider than a block);
+#   2. the gpu-marked tests (cuda == numba bit for bit on a real GPU, programs wider than a block),
+#      then the gpu-marked training tests (CUDA LIF/WKV kernels, bf16, `spike train --device cuda`);
 #   3. the benchmark benchmarks/cuda_sparsity.py (cuda backend vs dense torch.cuda);
 #   4. the CUDA-simulator tests (the same check through NUMBA_ENABLE_CUDASIM=1).
 # Logs and benchmarks/cuda_sparsity JSON go to $OUT (or ./gpu_check_out). Every step runs under a
@@ -93,6 +94,8 @@ HAVE_PYTEST=1
 # 2. real GPU: cuda == numba bit for bit (gpu-marked test, or the check script directly)
 if [[ $HAVE_PYTEST -eq 1 ]]; then
   step gpu_tests 200 "$PY" -m pytest -q -p no:cacheprovider -rs -m gpu tests/backends/test_cuda_backend.py
+  step gpu_train_tests 200 "$PY" -m pytest -q -p no:cacheprovider -rs -m gpu tests/kernels/test_lif_cuda_sim.py \
+    tests/kernels/test_wkv.py tests/train/test_precision.py tests/train/test_device.py
 else
   step gpu_tests 200 "$PY" tests/backends/cuda_sim_check.py --large
 fi

@@ -36,8 +36,8 @@ from spike.models.spikegpt.text import TokenizerVocab, load_test_tokens, vocab_f
 from spike.train.checkpoint import load_checkpoint, make_config, record_evaluation
 from spike.train.datasets import SplitReader, load_dataset
 from spike.train import distributed as dist_utils
-from spike.train.distributed import is_main_process
-from spike.train.evaluation import encode_samples, encoded_batches, evaluate_model, predictions
+from spike.train.distributed import is_main_process, training_device
+from spike.train.evaluation import encode_on_cpu, encode_samples, encoded_batches, evaluate_model, predictions
 from spike.train.trainer import Trainer, accuracy, fit_to_target, set_seed, target_needs
 
 
@@ -340,6 +340,7 @@ def train_mlp(
     progress: bool = True,
     accumulate: int = 1,
     precision: str = "fp32",
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """``spike train mlp``; with ``target`` the choices that target needs (:func:`spike.train.trainer.fit_to_target`).
 
@@ -362,7 +363,7 @@ def train_mlp(
     )
     if chosen["synaptic_delay"]:
         kwargs["synaptic_delay"] = chosen["synaptic_delay"]
-    model = build_model("mlp", **kwargs)
+    model = build_model("mlp", **kwargs).to(training_device(device))
     steps = base_steps + model.latency  # the output trails the input by the latency
     encoder = Encoder(chosen["encoding"], steps)
     extra = {"target": needs.record()} if needs is not None else {}
@@ -372,7 +373,7 @@ def train_mlp(
     enc_gen = torch.Generator().manual_seed(seed)
 
     def forward(m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return m(encoder(x, generator=enc_gen))
+        return m(encode_on_cpu(encoder, x, enc_gen))
 
     trainer = Trainer(
         model, opt, rate_cross_entropy, (data.x_train, data.y_train), epochs=epochs,

@@ -51,6 +51,9 @@ def add_arguments(t: argparse.ArgumentParser) -> None:
                        help="bf16: forward and loss under torch.autocast(bfloat16) on the model's device "
                             "(weights, optimizer and the neuron/WKV kernels' state stay float32); recorded in "
                             "the checkpoint, --resume refuses another")
+        p.add_argument("--device", default="cpu",
+                       help="cpu, cuda or cuda:N (cuda under torchrun: each rank takes cuda:LOCAL_RANK, and the "
+                            "ranks talk over NCCL instead of gloo); input spikes are drawn on the CPU either way")
         p.add_argument("--quiet", action="store_true", help="no progress; the summary line only")
 
 
@@ -140,7 +143,6 @@ def _add_spikegpt(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-tokens", type=non_negative_int, default=32768,
                    help="validation tokens per check (0: the whole validation split)")
     p.add_argument("--threads", type=positive_int, default=None, help="torch/numba threads per process")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (under torchrun: each rank takes cuda:LOCAL_RANK)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -155,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
             target=args.target, encoding=args.encoding, hidden=args.hidden, beta=args.beta, reset=args.reset,
             reset_delay=False if args.no_reset_delay else None, lr=args.lr, batch_size=args.batch_size,
             seed=args.seed, resume=args.resume, progress=not args.quiet, accumulate=args.accumulate,
-            precision=args.precision,
+            precision=args.precision, device=args.device,
         )
         if is_main_process():  # under torchrun: rank 0 speaks
             print(result["line"])
@@ -183,7 +185,7 @@ def _train_cnn(args: argparse.Namespace) -> None:
         lr=args.lr if args.lr is not None else (1e-3 if ftwt else 5e-3),
         head_lr=args.head_lr, batch_size=args.batch_size, seed=args.seed, ftwt=ftwt, init=args.init,
         channel_sparsity=args.channel_sparsity, resume=args.resume, progress=not args.quiet,
-        target=args.target, accumulate=args.accumulate, precision=args.precision,
+        target=args.target, accumulate=args.accumulate, precision=args.precision, device=args.device,
     )
     cfg = result["config"]
     what = f"FTWT r={args.ftwt}" if ftwt else "unmasked"

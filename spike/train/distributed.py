@@ -22,6 +22,7 @@ from torch.nn.modules.batchnorm import SyncBatchNorm, _BatchNorm
 __all__ = [
     "launched_by_torchrun",
     "default_backend",
+    "training_device",
     "init_distributed",
     "cleanup_distributed",
     "is_distributed",
@@ -50,6 +51,30 @@ def default_backend(device: torch.device | str) -> str:
     """``"nccl"`` for CUDA tensors when PyTorch has NCCL, else ``"gloo"`` (CPU)."""
     on_cuda = torch.device(device).type == "cuda"
     return "nccl" if on_cuda and dist.is_available() and dist.is_nccl_available() else "gloo"
+
+
+def training_device(name: str) -> torch.device:
+    """The device a training process uses for ``--device name``: ``cpu``, ``cuda`` or ``cuda:N``.
+
+    A bare ``cuda`` becomes ``cuda:LOCAL_RANK`` (one GPU per rank under torchrun, ``cuda:0``
+    alone). Raises ValueError naming ``--device`` for a name torch does not know, another device
+    type, or CUDA on a machine without it.
+    """
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"--device {name!r}: expected cpu, cuda or cuda:N") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"--device {name!r}: expected cpu, cuda or cuda:N")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: this PyTorch sees no CUDA device (torch {torch.__version__}, "
+                             f"CUDA build: {torch.version.cuda or 'none'})")
+        if dev.index is None:
+            dev = torch.device("cuda", local_rank())
+        elif dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return dev
 
 
 def init_distributed(backend: str = "gloo") -> bool:

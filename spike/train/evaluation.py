@@ -17,7 +17,7 @@ import torch
 
 from spike.encoders import Encoder
 
-__all__ = ["predictions", "sample_seed", "encode_samples", "encoded_batches", "evaluate_model"]
+__all__ = ["predictions", "sample_seed", "encode_on_cpu", "encode_samples", "encoded_batches", "evaluate_model"]
 
 
 def predictions(output: np.ndarray) -> np.ndarray:
@@ -31,6 +31,12 @@ def sample_seed(seed: int, index: int) -> int:
     if int(seed) < 0 or int(index) < 0:
         raise ValueError(f"seed and sample index must be >= 0, got seed={seed!r}, index={index!r}")
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def encode_on_cpu(encoder: Encoder, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``encoder(x)`` drawn on the CPU (``generator`` a CPU generator), returned on ``x``'s device:
+    a model trained on a GPU sees the spikes it would see on the CPU with the same seed."""
+    return encoder(x.cpu(), generator=generator).to(x.device)
 
 
 def encode_samples(encoder: Encoder, x: torch.Tensor, first: int = 0, seed: int = 0) -> torch.Tensor:
@@ -73,14 +79,17 @@ def evaluate_model(
     """Score a PyTorch model on ``(x, y)`` with the encoding :func:`spike.workflows.evaluate_program` uses.
 
     Returns ``{"accuracy", "correct", "num_samples", "seed", "steps"}``; the model runs in eval
-    mode (restored after) on the CPU tensors it is given. Prediction as :func:`predictions`.
+    mode (restored after); the CPU-encoded spikes go to the device of its parameters. Prediction as
+    :func:`predictions`.
     """
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
     was = model.training
     model.eval()
     correct = 0
     try:
         for start, stop, spikes in encoded_batches(encoder, x, batch_size, seed):
-            out = model(spikes)
+            out = model(spikes.to(device))
             correct += int((predictions(out.detach().cpu().numpy()) == y[start:stop].numpy()).sum())
     finally:
         model.train(was)

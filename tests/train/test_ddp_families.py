@@ -183,3 +183,16 @@ def test_spikegpt_killed_under_torchrun_resumes_bit_for_bit(tmp_path: Path) -> N
     args = ["train", "spikegpt", *spikegpt_args(tmp_path, "--iters", "6", "--dropout", "0.1")]
     full, res0, res1 = _kill_and_resume(tmp_path, args, kill_at_step=3, done_before=(1, 2), subset=None)
     _assert_bitwise(full, res0, res1)
+
+
+def test_cnn_ftwt_killed_under_torchrun_resumes_bit_for_bit(tmp_path: Path) -> None:
+    """FTWT fine-tuning killed in epoch 2 of 3 (step 4 of 9): the mask heads (averaged outside DDP),
+    the mask loss's epoch-dependent weight, BatchNorm's running statistics over the global batch
+    and the rate encoder's per-rank generators all resume to the uninterrupted run's bits."""
+    init = tmp_path / "base" / "base.pt"
+    one_process(["train", "cnn", "--out", str(init), "--epochs", "1", "--steps", "2", "--encoding", "rate",
+                 "--batch-size", "48", "--quiet"], init.parent)
+    args = ["train", "cnn", "--init", str(init), "--ftwt", "0.9", "--epochs", "3", "--batch-size", "48", "--quiet"]
+    full, res0, res1 = _kill_and_resume(tmp_path, args, kill_at_step=4, done_before=(1, 3), subset=SUBSET)
+    _assert_bitwise(full, res0, res1)
+    assert any(".gate." in k for k in full["state"]) and any("running_mean" in k for k in full["state"])

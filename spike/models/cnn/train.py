@@ -48,8 +48,8 @@ from spike.models import build_model
 from spike.models.cnn.model import PRESETS, count_syn_ops
 from spike.train.checkpoint import load_checkpoint, make_config, record_evaluation
 from spike.train.datasets import load_dataset
-from spike.train.distributed import is_main_process
-from spike.train.evaluation import encoded_batches, evaluate_model
+from spike.train.distributed import is_main_process, training_device
+from spike.train.evaluation import encode_on_cpu, encoded_batches, evaluate_model
 from spike.train.trainer import (SPIKE_ENCODINGS, TargetNeeds, Trainer, accuracy, fit_to_target, set_seed,
                                  target_needs)
 
@@ -113,6 +113,7 @@ def train_cnn(
     progress: bool = True,
     accumulate: int = 1,
     precision: str = "fp32",
+    device: str = "cpu",
     data: Any = None,
     target: str | None = None,
     target_fit: str = "all",
@@ -121,7 +122,8 @@ def train_cnn(
 
     Returns ``{"accuracy", "evaluation", "history", "model" (eval mode), "config", "checkpoint"
     (the path)}``. ``data`` (a :class:`spike.train.datasets.Dataset`) skips loading ``dataset``.
-    ``precision``: ``"fp32"`` or ``"bf16"`` (:class:`~spike.train.trainer.Trainer`). Under torchrun
+    ``precision``: ``"fp32"`` or ``"bf16"`` (:class:`~spike.train.trainer.Trainer`); ``device``:
+    ``cpu``, ``cuda`` or ``cuda:N`` (the input is encoded on the CPU either way). Under torchrun
     ``batch_size`` is the global batch; the mask heads' gradients (from the mask loss, which reads
     their logits beside the output, and none once its weight is 0) are averaged over ranks by the
     Trainer (``side_parameters``).
@@ -182,7 +184,8 @@ def train_cnn(
     model = build_model("cnn", **kwargs)
     if init is not None:
         _init_from(model, init)
-    else:
+    model.to(training_device(device))
+    if init is None:
         steps = int(steps) + model.latency  # the output trails the input by the latency
         encoder = Encoder(encoding, steps)
 
@@ -202,7 +205,7 @@ def train_cnn(
 
     def forward(m: nn.Module, x: torch.Tensor) -> torch.Tensor:
         layer_out.clear()
-        return m(encoder(x, generator=enc_gen))
+        return m(encode_on_cpu(encoder, x, enc_gen))
 
     def loss_fn(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = rate_cross_entropy(out, y)

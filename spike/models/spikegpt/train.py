@@ -207,7 +207,7 @@ def train_spikegpt(
         if old.get("model", {}).get("kwargs") != kwargs:
             raise ValueError(f"{out}: --resume with a different model: checkpoint has "
                              f"{old.get('model', {}).get('kwargs')}, these options give {kwargs}")
-    model = build_model("spikegpt", **kwargs).to(_device(device))
+    model = build_model("spikegpt", **kwargs).to(du.training_device(device))
     opt = clipped_adam(model.parameters(), lr)
     clock = _Clock(minutes)
     sched = CosineLR(opt, lr, lr_final, iters, clock)
@@ -280,16 +280,6 @@ def train_spikegpt(
     return {"test": test, "unigram_bits": base, "history": trainer.history, "checkpoint": str(out),
             "steps": trainer.step, "unit": unit, "vocab_kind": corpus.vocab.kind,
             "model_kwargs": kwargs}
-
-
-def _device(name: str) -> torch.device:
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda: no CUDA device here")
-        if dev.index is None:
-            dev = torch.device("cuda", du.local_rank())
-    return dev
 
 
 def _estimate_epochs(model, data, ctx, batch, per_epoch, minutes) -> int:
