@@ -339,43 +339,57 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
         ctx.state["state"] = semantics.initial_state(node, ctx.batch)
     if sources is not None and node.late_recurrent:
         raise BackendError(f"population {ctx.name!r}: a gated population cannot add recurrent inputs late")
-    srcs = ctx.sources if sources is None else sources
+    srcs = _float_sources(ctx, ctx.sources if sources is None else sources)
     late_idx = ctx.recurrent_sources() if node.late_recurrent else ()
-    if late_idx:  # both sums over steps t0..t1-1 (one offset for both)
-        cur, ioff = _summed(ctx, [s for i, s in enumerate(srcs) if i not in late_idx], t0, t1, whole=False)
-        late, _ = _summed(ctx, [s for i, s in enumerate(srcs) if i in late_idx], t0, t1, whole=False)
-    else:
-        cur, ioff = _summed(ctx, srcs, t0, t1)
-        late = cur
+    curs = tuple(s for i, s in enumerate(srcs) if i not in late_idx) or (_silence(ctx),)
+    lates = tuple(s for i, s in enumerate(srcs) if i in late_idx) if late_idx else curs
     gated = active is not None
     if not gated:
         active, nactive = _NO_ACTIVE, np.zeros(ctx.batch, np.int64)
     record = ctx.mem is not None
     biased = c["bias"] is not None
     N.population_kernel(c["flags"], gated, biased)(
-        cur, late, ioff, t0, t1, c["params"], np.float32(node.gain), np.float32(node.v_reset),
+        curs, lates, t0, t1, c["params"], np.float32(node.gain), np.float32(node.v_reset),
         c["bias"] if biased else _NO_BIAS, ctx.onset, ctx.state["state"], ctx.out, ctx.mem if record else _NO_MEM,
         record, active, nactive, ctx.counts["spikes"], ctx.counts["neuron_updates"],
     )
 
 
-def _summed(ctx: NodeContext, srcs: list[np.ndarray], t0: int, t1: int, whole: bool = True) -> tuple[np.ndarray, int]:
-    """The sum of ``srcs`` over steps t0..t1-1 in source order, in the run's arithmetic (float32, or
-    int32 wrapping as lava's int32 port adds), and its step offset (``whole``: a single source is
-    used as it is, offset 0)."""
-    n = ctx.node.size
+def _float_sources(ctx: NodeContext, srcs: list[np.ndarray]) -> list[np.ndarray]:
+    """A float32 population's sources as C-contiguous float32 ``[rows, B, n]`` arrays (the kernel
+    sums them per neuron, ``numba.neurons._input_sum``)."""
+    out = []
     for s in srcs:
-        if s.shape[2] != n:
-            raise BackendError(f"population {ctx.name!r}: a source has {s.shape[2]} values per step, expected {n}")
-    dt = np.int32 if fixed(ctx) else np.float32
+        _check_width(ctx, s)
+        out.append(s if s.dtype == np.float32 and s.flags.c_contiguous else np.ascontiguousarray(s, np.float32))
+    return out
+
+
+def _silence(ctx: NodeContext) -> np.ndarray:
+    """A zero input as long as the node's output (a population without sources)."""
+    z = ctx.state.get("silence")
+    if z is None or z.shape != ctx.out.shape:
+        z = ctx.state["silence"] = np.zeros(ctx.out.shape, np.float32)
+    return z
+
+
+def _check_width(ctx: NodeContext, src: np.ndarray) -> None:
+    if src.shape[2] != ctx.node.size:
+        raise BackendError(f"population {ctx.name!r}: a source has {src.shape[2]} values per step, "
+                           f"expected {ctx.node.size}")
+
+
+def _summed_int32(ctx: NodeContext, t0: int, t1: int) -> tuple[np.ndarray, int]:
+    """The fixed-point input: the sources summed over steps t0..t1-1 in source order, wrapping as
+    lava's int32 port adds, and its step offset (a single source is used as it is, offset 0)."""
+    srcs = ctx.sources
+    for s in srcs:
+        _check_width(ctx, s)
     if not srcs:
-        return np.zeros((t1 - t0, ctx.batch, n), dt), -t0
-    if len(srcs) == 1 and whole:
-        cur = srcs[0]
-        if cur.dtype != dt or not cur.flags.c_contiguous:
-            cur = np.ascontiguousarray(cur, dtype=dt)
-        return cur, 0
-    cur = srcs[0][t0:t1].astype(dt)  # a copy
+        return np.zeros((t1 - t0, ctx.batch, ctx.node.size), np.int32), -t0
+    if len(srcs) == 1:
+        return np.ascontiguousarray(srcs[0], dtype=np.int32), 0
+    cur = srcs[0][t0:t1].astype(np.int32)  # a copy
     for s in srcs[1:]:
         np.add(cur, s[t0:t1], out=cur, casting="unsafe")
     return cur, -t0
@@ -392,7 +406,7 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
     st = ctx.state
     if not st:
         st.update(u=np.zeros((ctx.batch, n), np.int32), v=semantics.initial_v_fixed(node, ctx.batch))
-    cur, ioff = _summed(ctx, ctx.sources, t0, t1)
+    cur, ioff = _summed_int32(ctx, t0, t1)
     record = ctx.mem is not None or ctx.mem_u is not None
     no_mem = np.zeros((1, 1, 1), np.int32)
     N.population_fixed_forward(

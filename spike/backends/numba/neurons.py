@@ -42,6 +42,16 @@ def _to_float(c):
     return np.float32(1.0) if c else np.float32(0.0)
 
 
+@njit(cache=True, inline="always")
+def _input_sum(srcs, t, b, k):
+    """``((srcs[0][t, b, k] + srcs[1][t, b, k]) + ...)``: one neuron's input, summed in source order
+    in the sources' dtype (a tuple of same-typed arrays: the loop's length is a constant)."""
+    x = srcs[0][t, b, k]
+    for i in range(1, len(srcs)):
+        x += srcs[i][t, b, k]
+    return x
+
+
 neuron_step = njit(inline="always")(make_neuron_step(
     _mul, njit(inline="always")(threshold_fire(_to_float)), njit(inline="always")(same), np.float32(1)))
 # Part of every population kernel's cache key: a change to spike.semantics recompiles them.
@@ -53,9 +63,11 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
     """The population update of ``spike.semantics`` compiled for one set of switches (constants,
     so each case is a branch-free loop that vectorises) and cached on disk per set.
 
-    ``kernel(cur, late, ioff, t0, t1, params, gain, v_reset, bias, onset, state, out, mem, record,
-    active, nactive, spikes, updates)`` steps ``t0..t1-1`` with input ``cur[t + ioff]`` (recurrent
-    inputs added after the charge: ``late[t + ioff]``), per-neuron ``params`` ``[N_PARAMS, n]`` and
+    ``kernel(curs, lates, t0, t1, params, gain, v_reset, bias, onset, state, out, mem, record,
+    active, nactive, spikes, updates)`` steps ``t0..t1-1`` with input ``I[t] = ((curs[0][t] +
+    curs[1][t]) + ...)`` summed in float32 in source order as each neuron is updated (no summed
+    copy; recurrent inputs added after the charge: the sum of ``lates`` alike), per-neuron
+    ``params`` ``[N_PARAMS, n]`` and
     ``state`` ``[N_STATES, B, n]`` in place. ``biased``: the population's own ``bias[k]`` is added
     after the charge from step ``onset`` on. ``gated``: only the neurons ``active[b, :nactive[b]]``
     update (an FTWT mask); the others output 0 and keep their state.
@@ -65,7 +77,7 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
     spiking = model != MODEL_LI
     filtered = model == MODEL_CUBA or model == MODEL_ALPHA
 
-    def population_forward(cur, late, ioff, t0, t1, params, gain, v_reset, bias, onset, state, out, mem, record,
+    def population_forward(curs, lates, t0, t1, params, gain, v_reset, bias, onset, state, out, mem, record,
                            active, nactive, spikes, updates):
         B = out.shape[1]
         n = out.shape[2]
@@ -75,16 +87,15 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
             v_b, s_b, i_b, j_b = state[S_V, b], state[S_S, b], state[S_I, b], state[S_J, b]
             m = nactive[b] if gated else n
             for t in range(t0, t1):
-                x_t = cur[t + ioff, b]
-                l_t = late[t + ioff, b] if has_late else x_t
                 o = out[t, b]
                 biased_t = biased and t >= onset
                 if gated:
                     o[:] = 0
                 for kk in range(m):
                     k = active[b, kk] if gated else kk
+                    xk = _input_sum(curs, t, b, k)
                     ok, vk, sk, ik, jk = neuron_step(
-                        x_t[k], l_t[k], v_b[k], s_b[k], i_b[k], j_b[k], beta[k], thr[k], alpha[k], tau[k], rate[k],
+                        xk, _input_sum(lates, t, b, k) if has_late else xk, v_b[k], s_b[k], i_b[k], j_b[k], beta[k], thr[k], alpha[k], tau[k], rate[k],
                         gain, v_reset, model, reset, reset_delay, fire_ge, charge, rule, has_late,
                         bias[k] if biased else np.float32(0), biased_t)
                     o[k] = ok
