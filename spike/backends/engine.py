@@ -17,7 +17,9 @@ the run (each backend's kernel, the hash of ``spike.semantics``). A program with
 nodes runs with ``run(program, steps=T, batch=B)``. Neither kind is counted (``RunResult.ops``).
 
 Records (``spike.backends.recording``): ``record={node: "dense" | "counts" | "spikes" | several}``
-returns spike counts per neuron and spike lists instead of (or besides) dense outputs.
+returns spike counts per neuron and spike lists instead of (or besides) dense outputs; a node
+whose kernel lists its spikes as it steps (``Backend.lists_spikes``: numba's populations) is
+recorded from those lists, without a second pass over its dense output.
 
 Chunks: on a backend that declares ``chunked`` (numba), a run longer than one chunk of a program
 without FTWT gates (a mask needs its source's whole run), host ops (their real-valued products
@@ -88,6 +90,9 @@ class NodeContext:
     program: Any = None
     values: dict[str, Any] = field(default_factory=dict)
     shared: dict[str, Any] = field(default_factory=dict)
+    # (index [rows, B, size] int32, count [rows, B] int64): the spikes of each step as a list, for a
+    # recorded node whose kind the backend ``lists_spikes`` (registry.Backend); None elsewhere.
+    spike_list: Any = None
 
     def recurrent_sources(self) -> tuple[int, ...]:
         """Positions (ascending), among the node's sources, of the projections that read the node
@@ -385,6 +390,7 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
                 program=program,
                 values=values,
                 shared=shared,
+                spike_list=_spike_list(be, node, variants[name], name in recorders, rows, B),
             )
             buffers += [(a, a is not out or not writes_all) for a in (out, ctx.mem, ctx.mem_u) if a is not None]
             ctxs[name] = ctx
@@ -410,7 +416,7 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
                 for fn, ctx in calls:
                     fn(ctx, t, t + 1)
         for name, rec in recorders.items():
-            rec.add(np.asarray(be.to_numpy(values[name])), 0)
+            _record(rec, be, values[name], ctxs.get(name), 0, T, 0)
         dense = {name: values[name] for name in {*outputs, *sig_probes}}
         mems = {name: ctxs[name].mem for name in mem_probes}
         currents = {name: ctxs[name].mem_u for name in cur_probes}
@@ -431,6 +437,25 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
     if chunks is not None:
         timing["chunk_steps"] = float(C)
     return RunResult(outputs=result_outputs, probes=probed, ops=counts, timing=timing, backend=be.name)
+
+
+def _spike_list(be: Backend, node: Node, variant: str, recorded: bool, rows: int, B: int) -> Any:
+    """``NodeContext.spike_list`` for a node: arrays to list its spikes in, where it is recorded and
+    its kernel lists them (``Backend.lists_spikes``), else None."""
+    if not recorded or variant != PLAIN or node.KIND not in be.lists_spikes:
+        return None
+    index = (be.empty or be.zeros)((rows, B, node.size), "int32")  # only each step's first count[t, b] are read
+    return index, be.zeros((rows, B), "int64")
+
+
+def _record(rec: Recorder, be: Backend, value: Any, ctx: NodeContext | None, r0: int, r1: int, t0: int) -> None:
+    """Feed ``rec`` rows ``r0 .. r1-1`` of a node's buffer (global steps from ``t0``): from the
+    kernel's spike lists when it wrote them, else from its dense output."""
+    if ctx is not None and ctx.spike_list is not None:
+        index, count = ctx.spike_list
+        rec.add_listed(be.to_numpy(index), be.to_numpy(count), r0, r1, t0)
+    else:
+        rec.add(np.asarray(be.to_numpy(value))[r0:r1], t0)
 
 
 def _run_chunks(program: Program, be: Backend, arrays: dict[str, np.ndarray],
@@ -479,7 +504,7 @@ def _run_chunks(program: Program, be: Backend, arrays: dict[str, np.ndarray],
         for name, arr in currents.items():
             arr[g0:g0 + c] = be.to_numpy(ctxs[name].mem_u)[D:D + c]
         for name, rec in recorders.items():
-            rec.add(be.to_numpy(values[name])[D:D + c], g0)
+            _record(rec, be, values[name], ctxs.get(name), D, D + c, g0)
     for ctx in ctxs.values():
         ctx.base, ctx.onset = 0, onsets[ctx.name]
     return {n: full[base_of(n)] for n in kept}, mems, currents

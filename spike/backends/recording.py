@@ -123,6 +123,22 @@ class Recorder:
         b, k = np.divmod(rest, self.size)
         self.lists.append(((t + (lo - self.start)).astype(np.int32), b.astype(np.int32), k.astype(np.int32)))
 
+    def add_listed(self, index: np.ndarray, count: np.ndarray, r0: int, r1: int, t0: int) -> None:
+        """The node's spikes as its kernel listed them (``Backend.lists_spikes``): rows ``r0 .. r1-1``
+        of ``index [rows, batch, size]`` / ``count [rows, batch]``, row ``r0`` being global step
+        ``t0``; the same records as :meth:`add` of the dense rows."""
+        lo, hi = max(self.start, t0), min(self.start + self.steps, t0 + r1 - r0)
+        if hi <= lo:
+            return
+        rows = slice(r0 + lo - t0, r0 + hi - t0)
+        index, count = index[rows], count[rows]
+        counts = self.count.reshape(-1) if self.count is not None else _NO_COUNT
+        n = int(count.sum()) if self.lists is not None else 0
+        t, b, k = (np.empty(n, np.int32) for _ in range(3))
+        _unlist(index, count, counts, self.count is not None, self.size, t, b, k, self.lists is not None)
+        if self.lists is not None:
+            self.lists.append((t + np.int32(lo - self.start), b, k))
+
     def counts(self) -> np.ndarray:
         return self.count.reshape(self.batch, *self.shape)
 
@@ -166,3 +182,23 @@ def _scan(words, per, values, count, counting, found, listing):
                             found[n] = t * m + j
                         n += 1
     return n
+
+
+@njit(cache=True)
+def _unlist(index, count, counts, counting, size, t_out, b_out, k_out, listing):
+    """Per row ``r`` and sample ``b`` the ``count[r, b]`` positions ``index[r, b, :count[r, b]]``:
+    ``counts[b * size + k] += 1`` when ``counting``; ``(r, b, k)`` appended to the outputs (in
+    step, sample, neuron order) when ``listing``."""
+    n = 0
+    for r in range(count.shape[0]):
+        for b in range(count.shape[1]):
+            row = index[r, b]
+            for e in range(count[r, b]):
+                k = row[e]
+                if counting:
+                    counts[b * size + k] += 1
+                if listing:
+                    t_out[n] = r
+                    b_out[n] = b
+                    k_out[n] = k
+                    n += 1

@@ -61,6 +61,11 @@ class Backend:
     # kinds whose plain kernel writes every element of every step it is given (no zero-filling).
     empty: Callable[[tuple[int, ...], str], Any] | None = None
     overwrites: frozenset[str] = frozenset()
+    # Kinds whose plain kernel, given ``ctx.spike_list`` = ``(index [rows, B, size] int32, count
+    # [rows, B] int64)``, writes for every step ``t`` it runs the positions of the non-zero outputs
+    # (ascending) into ``index[t, b, :count[t, b]]``: the engine then records counts and spike lists
+    # from them (``Recorder.add_listed``) instead of scanning the dense output.
+    lists_spikes: frozenset[str] = frozenset()
 
     def kernel(self, kind: str, variant: str = PLAIN) -> Callable[[Kernel], Kernel]:
         """Decorator registering the kernel of one node kind and variant (once: a registered kernel

@@ -102,9 +102,14 @@ def test_numba_and_torch_step_match_lava_transcription(model: str) -> None:
     out = np.zeros((T, B, n), np.int32)
     mem_v, mem_u = np.zeros((T, B, n), np.int32), np.zeros((T, B, n), np.int32)
     spikes = np.zeros(B, np.int64)
+    index, nlisted = np.zeros((T, B, n), np.int32), np.zeros((T, B), np.int64)
     for t in range(T):
         K.population_fixed_forward(a_all, 0, t, t + 1, p["du"], p["dv"], p["bias"], 0, p["vth_eff"], spiking,
-                                   u_nb, v_nb, out, mem_v, mem_u, True, spikes)
+                                   u_nb, v_nb, out, mem_v, mem_u, True, spikes, spiking, index, nlisted)
+    if spiking:  # each step's spikes also listed, in neuron order
+        for t, b in np.ndindex(T, B):
+            assert index[t, b, :nlisted[t, b]].tolist() == np.flatnonzero(out[t, b]).tolist()
+        assert nlisted.sum() == spikes.sum() > 0
 
     # torch: the same steps through its kernel
     ctx = NodeContext(name="pop", node=node, sources=[torch.from_numpy(a_all)], out=torch.zeros((T, B, n), dtype=torch.int32),

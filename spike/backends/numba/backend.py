@@ -54,6 +54,8 @@ _NO_ACTIVE = np.zeros((1, 1), np.int64)
 _NO_ACTIVE3 = np.zeros((1, 1, 1), np.int64)  # a conv2d without a mask: no kept-channel lists
 _NO_COUNT2 = np.zeros((1, 1), np.int64)
 _NO_KEEP = np.zeros((1, 1), np.uint8)
+_NO_INDEX = np.zeros((1, 1, 1), np.int32)
+_NO_NLISTED = np.zeros((1, 1), np.int64)
 _LANE_MIN_STEPS = 32  # a sparse call over fewer steps runs each sample on one thread
 
 
@@ -135,6 +137,7 @@ BACKEND = register_backend(
         empty=_empty,
         # every element of every step given is written (no zero-filling of their outputs)
         overwrites=frozenset({"dense", "sparse", "conv2d", "pool2d", "identity", "population"}),
+        lists_spikes=frozenset({"population"}),  # a recorded population lists its spikes as it steps
     )
 )
 
@@ -351,8 +354,15 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
     N.population_kernel(c["flags"], gated, biased)(
         curs, lates, t0, t1, c["params"], np.float32(node.gain), np.float32(node.v_reset),
         c["bias"] if biased else _NO_BIAS, ctx.onset, ctx.state["state"], ctx.out, ctx.mem if record else _NO_MEM,
-        record, active, nactive, ctx.counts["spikes"], ctx.counts["neuron_updates"],
+        record, active, nactive, ctx.counts["spikes"], ctx.counts["neuron_updates"], *_listing(ctx),
     )
+
+
+def _listing(ctx: NodeContext) -> tuple[bool, np.ndarray, np.ndarray]:
+    """The population kernels' ``listed, index, nlisted`` arguments (``ctx.spike_list`` or none)."""
+    if ctx.spike_list is None:
+        return False, _NO_INDEX, _NO_NLISTED
+    return (True, *ctx.spike_list)
 
 
 def _float_sources(ctx: NodeContext, srcs: list[np.ndarray]) -> list[np.ndarray]:
@@ -414,7 +424,7 @@ def _population_fixed(ctx: NodeContext, t0: int, t1: int) -> None:
         st["u"], st["v"], ctx.out,
         ctx.mem if ctx.mem is not None else (np.zeros_like(ctx.out) if record else no_mem),
         ctx.mem_u if ctx.mem_u is not None else (np.zeros_like(ctx.out) if record else no_mem),
-        record, ctx.counts["spikes"],
+        record, ctx.counts["spikes"], *_listing(ctx),
     )
     ctx.counts["neuron_updates"] += n * (t1 - t0)
 

@@ -52,6 +52,17 @@ def _input_sum(srcs, t, b, k):
     return x
 
 
+@njit(cache=True, inline="always")
+def list_nonzero(o, index):
+    """The positions of the non-zeros of ``o`` into ``index`` (ascending; every position is
+    written, the count advancing on a non-zero: no branch); returns their number."""
+    m = 0
+    for k in range(o.shape[0]):
+        index[m] = k
+        m += o[k] != 0
+    return m
+
+
 neuron_step = njit(inline="always")(make_neuron_step(
     _mul, njit(inline="always")(threshold_fire(_to_float)), njit(inline="always")(same), np.float32(1)))
 # Part of every population kernel's cache key: a change to spike.semantics recompiles them.
@@ -64,13 +75,14 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
     so each case is a branch-free loop that vectorises) and cached on disk per set.
 
     ``kernel(curs, lates, t0, t1, params, gain, v_reset, bias, onset, state, out, mem, record,
-    active, nactive, spikes, updates)`` steps ``t0..t1-1`` with input ``I[t] = ((curs[0][t] +
+    active, nactive, spikes, updates, listed, index, nlisted)`` steps ``t0..t1-1`` with input ``I[t] = ((curs[0][t] +
     curs[1][t]) + ...)`` summed in float32 in source order as each neuron is updated (no summed
     copy; recurrent inputs added after the charge: the sum of ``lates`` alike), per-neuron
     ``params`` ``[N_PARAMS, n]`` and
     ``state`` ``[N_STATES, B, n]`` in place. ``biased``: the population's own ``bias[k]`` is added
     after the charge from step ``onset`` on. ``gated``: only the neurons ``active[b, :nactive[b]]``
-    update (an FTWT mask); the others output 0 and keep their state.
+    update (an FTWT mask); the others output 0 and keep their state. ``listed``: each step's
+    spiking neurons also go to ``index[t, b, :nlisted[t, b]]`` (:func:`list_nonzero`).
     """
     model, reset, reset_delay, fire_ge, charge, rule, has_late = flags
     version = _SEMANTICS_VERSION  # read below, so it is part of the closure and of the disk cache key
@@ -78,7 +90,7 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
     filtered = model == MODEL_CUBA or model == MODEL_ALPHA
 
     def population_forward(curs, lates, t0, t1, params, gain, v_reset, bias, onset, state, out, mem, record,
-                           active, nactive, spikes, updates):
+                           active, nactive, spikes, updates, listed, index, nlisted):
         B = out.shape[1]
         n = out.shape[2]
         beta, thr, alpha, tau, rate = params[P_BETA], params[P_THR], params[P_ALPHA], params[P_TAU], params[P_RATE]
@@ -111,6 +123,8 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
                     mt = mem[t, b]
                     for k in range(n):
                         mt[k] = v_b[k]
+                if listed:
+                    nlisted[t, b] = list_nonzero(o, index[t, b])
             spikes[b] += nsp
             updates[b] += m * (t1 - t0) + 0 * version
 
@@ -186,14 +200,16 @@ def loihi_lif_step(u, v, a_in, du, dv, bias, vth_eff, spiking):
 
 @njit(cache=True, parallel=True)
 def population_fixed_forward(
-    cur, ioff, t0, t1, du, dv, bias, onset, vth_eff, spiking, u_state, v_state, out, mem_v, mem_u, record, spikes
+    cur, ioff, t0, t1, du, dv, bias, onset, vth_eff, spiking, u_state, v_state, out, mem_v, mem_u, record, spikes,
+    listed, index, nlisted
 ):
     """Loihi fixed-point neurons for steps t0..t1-1 (see :func:`loihi_lif_step`).
 
     ``cur[t + ioff, b]`` is the int32 input of step t; ``du``, ``dv``, ``bias`` (effective, applied
     from step ``onset`` on: ``Program.onset``),
     ``vth_eff`` (= vth << 6) are per-neuron int64; state ``u_state``/``v_state`` [B, n] int32 in
-    place. ``out`` gets spikes (0/1), or v for an ``li`` readout (``spiking`` False).
+    place. ``out`` gets spikes (0/1), or v for an ``li`` readout (``spiking`` False); ``listed``:
+    the spikes of each step also as :func:`list_nonzero`'s list in ``index``/``nlisted``.
     """
     B = out.shape[1]
     n = out.shape[2]
@@ -223,6 +239,8 @@ def population_fixed_forward(
                 for k in range(n):
                     mv[k] = v_b[k]
                     mu[k] = u_b[k]
+            if listed:
+                nlisted[t, b] = list_nonzero(o, index[t, b])
         spikes[b] += nsp
 
 
