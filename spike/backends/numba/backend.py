@@ -338,8 +338,12 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
         c["params"] = semantics.neuron_params(node)
         c["flags"] = semantics.neuron_flags(node)
         c["bias"] = semantics.neuron_bias(node)
+        kernel = N.population_kernel(c["flags"], False, c["bias"] is not None)
+        c["rest_is_fixed"] = N.rest_is_fixed_point(kernel, c["params"], np.float32(node.gain),
+                                                   np.float32(node.v_reset), semantics.N_STATES)
     if "state" not in ctx.state:
-        ctx.state["state"] = semantics.initial_state(node, ctx.batch)
+        ctx.state["state"] = state = semantics.initial_state(node, ctx.batch)
+        ctx.state["quiet"] = ~state.any(axis=(0, 2))  # per sample: the whole state is zero
     if sources is not None and node.late_recurrent:
         raise BackendError(f"population {ctx.name!r}: a gated population cannot add recurrent inputs late")
     srcs = _float_sources(ctx, ctx.sources if sources is None else sources)
@@ -355,6 +359,7 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
         curs, lates, t0, t1, c["params"], np.float32(node.gain), np.float32(node.v_reset),
         c["bias"] if biased else _NO_BIAS, ctx.onset, ctx.state["state"], ctx.out, ctx.mem if record else _NO_MEM,
         record, active, nactive, ctx.counts["spikes"], ctx.counts["neuron_updates"], *_listing(ctx),
+        ctx.state["quiet"], c["rest_is_fixed"] and not gated,  # a mask leaves states apart: no quiet steps
     )
 
 

@@ -53,6 +53,26 @@ def _input_sum(srcs, t, b, k):
 
 
 @njit(cache=True, inline="always")
+def _silent(srcs, t, b):
+    """Whether every source row ``srcs[i][t, b]`` is all zero bits (blocks of 64 values OR-ed at
+    once, so an all-zero row costs a fraction of its update)."""
+    for i in range(len(srcs)):
+        bits = srcs[i][t, b].view(np.uint32)
+        n = bits.shape[0]
+        full = n - n % 64
+        for c in range(0, full, 64):
+            a = np.uint32(0)
+            for j in range(c, c + 64):
+                a |= bits[j]
+            if a != 0:
+                return False
+        for j in range(full, n):
+            if bits[j] != 0:
+                return False
+    return True
+
+
+@njit(cache=True, inline="always")
 def list_nonzero(o, index):
     """The positions of the non-zeros of ``o`` into ``index`` (ascending; every position is
     written, the count advancing on a non-zero: no branch); returns their number."""
@@ -75,14 +95,20 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
     so each case is a branch-free loop that vectorises) and cached on disk per set.
 
     ``kernel(curs, lates, t0, t1, params, gain, v_reset, bias, onset, state, out, mem, record,
-    active, nactive, spikes, updates, listed, index, nlisted)`` steps ``t0..t1-1`` with input ``I[t] = ((curs[0][t] +
-    curs[1][t]) + ...)`` summed in float32 in source order as each neuron is updated (no summed
-    copy; recurrent inputs added after the charge: the sum of ``lates`` alike), per-neuron
-    ``params`` ``[N_PARAMS, n]`` and
-    ``state`` ``[N_STATES, B, n]`` in place. ``biased``: the population's own ``bias[k]`` is added
-    after the charge from step ``onset`` on. ``gated``: only the neurons ``active[b, :nactive[b]]``
-    update (an FTWT mask); the others output 0 and keep their state. ``listed``: each step's
-    spiking neurons also go to ``index[t, b, :nlisted[t, b]]`` (:func:`list_nonzero`).
+    active, nactive, spikes, updates, listed, index, nlisted, quiet, rest_is_fixed)`` steps
+    ``t0..t1-1`` with input ``I[t] = ((curs[0][t] + curs[1][t]) + ...)`` summed in float32 in source
+    order as each neuron is updated (no summed copy; recurrent inputs added after the charge: the
+    sum of ``lates`` alike), per-neuron ``params`` ``[N_PARAMS, n]`` and ``state`` ``[N_STATES, B,
+    n]`` in place. ``biased``: the population's own ``bias[k]`` is added after the charge from step
+    ``onset`` on. ``gated``: only the neurons ``active[b, :nactive[b]]`` update (an FTWT mask); the
+    others output 0 and keep their state. ``listed``: each step's spiking neurons also go to
+    ``index[t, b, :nlisted[t, b]]`` (:func:`list_nonzero`).
+
+    Quiet steps: ``quiet[b]`` (kept across calls) is true while sample ``b``'s whole state is zero.
+    When ``rest_is_fixed`` (the update maps a zero state and a zero input to a zero state and a
+    zero output, :func:`rest_is_fixed_point`), a step of a quiet sample whose inputs are all zero
+    (every bit: a -0.0 input counts as input) and that adds no bias only writes zeros: the update
+    would compute exactly them.
     """
     model, reset, reset_delay, fire_ge, charge, rule, has_late = flags
     version = _SEMANTICS_VERSION  # read below, so it is part of the closure and of the disk cache key
@@ -90,7 +116,7 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
     filtered = model == MODEL_CUBA or model == MODEL_ALPHA
 
     def population_forward(curs, lates, t0, t1, params, gain, v_reset, bias, onset, state, out, mem, record,
-                           active, nactive, spikes, updates, listed, index, nlisted):
+                           active, nactive, spikes, updates, listed, index, nlisted, quiet, rest_is_fixed):
         B = out.shape[1]
         n = out.shape[2]
         beta, thr, alpha, tau, rate = params[P_BETA], params[P_THR], params[P_ALPHA], params[P_TAU], params[P_RATE]
@@ -98,37 +124,64 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
             nsp = 0
             v_b, s_b, i_b, j_b = state[S_V, b], state[S_S, b], state[S_I, b], state[S_J, b]
             m = nactive[b] if gated else n
+            quiet_b = quiet[b]
             for t in range(t0, t1):
                 o = out[t, b]
                 biased_t = biased and t >= onset
-                if gated:
+                silent = (rest_is_fixed and not biased_t and _silent(curs, t, b)
+                          and (not has_late or _silent(lates, t, b)))
+                if silent and quiet_b:
                     o[:] = 0
-                for kk in range(m):
-                    k = active[b, kk] if gated else kk
-                    xk = _input_sum(curs, t, b, k)
-                    ok, vk, sk, ik, jk = neuron_step(
-                        xk, _input_sum(lates, t, b, k) if has_late else xk, v_b[k], s_b[k], i_b[k], j_b[k], beta[k], thr[k], alpha[k], tau[k], rate[k],
-                        gain, v_reset, model, reset, reset_delay, fire_ge, charge, rule, has_late,
-                        bias[k] if biased else np.float32(0), biased_t)
-                    o[k] = ok
-                    v_b[k] = vk
-                    if spiking:
-                        s_b[k] = sk
-                        nsp += sk != 0
-                    if filtered:
-                        i_b[k] = ik
-                    if model == MODEL_ALPHA:
-                        j_b[k] = jk
+                else:
+                    if gated:
+                        o[:] = 0
+                    awake = False  # whether any state is non-zero after the step (tracked after a silent input)
+                    for kk in range(m):
+                        k = active[b, kk] if gated else kk
+                        xk = _input_sum(curs, t, b, k)
+                        ok, vk, sk, ik, jk = neuron_step(
+                            xk, _input_sum(lates, t, b, k) if has_late else xk, v_b[k], s_b[k], i_b[k], j_b[k],
+                            beta[k], thr[k], alpha[k], tau[k], rate[k], gain, v_reset, model, reset, reset_delay,
+                            fire_ge, charge, rule, has_late, bias[k] if biased else np.float32(0), biased_t)
+                        o[k] = ok
+                        v_b[k] = vk
+                        if spiking:
+                            s_b[k] = sk
+                            nsp += sk != 0
+                        if filtered:
+                            i_b[k] = ik
+                        if model == MODEL_ALPHA:
+                            j_b[k] = jk
+                        if silent:
+                            awake |= (vk != 0) | (spiking and sk != 0) | (filtered and ik != 0) | (
+                                model == MODEL_ALPHA and jk != 0)
+                    quiet_b = silent and not awake
                 if record:
                     mt = mem[t, b]
                     for k in range(n):
                         mt[k] = v_b[k]
                 if listed:
                     nlisted[t, b] = list_nonzero(o, index[t, b])
+            quiet[b] = quiet_b
             spikes[b] += nsp
             updates[b] += m * (t1 - t0) + 0 * version
 
     return njit(cache=True, parallel=True)(population_forward)
+
+
+def rest_is_fixed_point(kernel: Any, params: np.ndarray, gain: np.float32, v_reset: np.float32, n_states: int) -> bool:
+    """Whether ``kernel`` (a :func:`population_kernel`, not gated) maps a zero state and a zero input
+    to a zero state and a zero output for every neuron (one step of the kernel itself, no bias):
+    the condition under which it may skip quiet steps."""
+    n = params.shape[1]
+    zero = np.zeros((1, 1, n), np.float32)
+    state = np.zeros((n_states, 1, n), np.float32)
+    out = np.ones((1, 1, n), np.float32)
+    counter = np.zeros(1, np.int64)
+    kernel((zero,), (zero,), 0, 1, params, gain, v_reset, np.zeros(n, np.float32), 0, state, out, zero, False,
+           np.zeros((1, 1), np.int64), np.zeros(1, np.int64), counter, counter.copy(), False,
+           np.zeros((1, 1, 1), np.int32), np.zeros((1, 1), np.int64), np.zeros(1, np.bool_), False)
+    return not out.any() and not state.any()
 
 
 # ----------------------------------------------------------------------------- Loihi fixed point
