@@ -174,13 +174,17 @@ class SparseBlocks:
     The targets are cut into ``nblk`` blocks of ``block`` (the last one shorter); the synapses of
     source ``i`` into block ``k`` are ``ptr[i, k] .. ptr[i, k+1]-1``, in their CSR order (each row
     stably sorted by block, so a row stays contiguous), with targets ``k * block + off[...]``
-    (uint16). Weights: ``table[w[...]]`` when ``table`` is not empty (at most ``CODE_MAX`` distinct
-    weights, told apart by their bits: uint8 or uint16 codes), else ``w[...]`` themselves. The
+    (uint16). Since rows are contiguous, ``ptr[i, nblk]`` is ``ptr[i + 1, 0]``: ``ptr`` is a
+    read-only strided view of one flat array of ``n_in * nblk + 1`` pointers (rows overlapping by
+    one entry), int32 when ``nnz`` allows: 4 bytes per (row, block), so the pointers of the events
+    of a step take few cache lines. Weights: ``table[w[...]]`` when ``table`` is not empty (at most
+    ``CODE_MAX`` distinct weights, told apart by their bits: uint8 or uint16 codes), else
+    ``w[...]`` themselves. The
     weights are the node's, bit for bit, so a target receives the same terms in the same order as
     from the CSR.
     """
 
-    ptr: np.ndarray  # [n_in, nblk + 1] int64
+    ptr: np.ndarray  # [n_in, nblk + 1] int32 (int64 from 2**31 synapses), a view of n_in * nblk + 1 values
     off: np.ndarray  # [nnz] uint16
     w: np.ndarray  # [nnz] uint8 or uint16 codes, or the weights
     table: np.ndarray  # the distinct weights (empty: not coded)
@@ -193,7 +197,8 @@ class SparseBlocks:
 
     @property
     def nbytes(self) -> int:
-        return self.ptr.nbytes + self.off.nbytes + self.w.nbytes + self.table.nbytes
+        n_ptr = self.ptr.shape[0] * (self.ptr.shape[1] - 1) + 1  # the flat pointers under the view
+        return n_ptr * self.ptr.itemsize + self.off.nbytes + self.w.nbytes + self.table.nbytes
 
 
 def block_size(n_in: int, n_out: int, nnz: int) -> tuple[int, int]:
@@ -231,7 +236,12 @@ def sparse_blocks(indptr: np.ndarray, indices: np.ndarray, weights: np.ndarray, 
         table = np.ascontiguousarray(table_bits.astype(bits.dtype).view(weights.dtype))
     else:
         codes, table = weights, np.zeros(0, weights.dtype)
-    ptr, off, w = _block_layout(indptr, indices, codes, block, nblk)
+    flat = np.empty(n_in * nblk + 1, np.int32 if nnz < 2**31 else np.int64)
+    off = np.empty(nnz, np.uint16)
+    w = np.empty(nnz, codes.dtype)
+    _block_layout(indptr, indices, codes, block, nblk, flat, off, w)
+    ptr = np.lib.stride_tricks.as_strided(flat, (n_in, nblk + 1), (nblk * flat.itemsize, flat.itemsize),
+                                          writeable=False)
     return SparseBlocks(ptr, off, w, table, block, nblk)
 
 
@@ -264,13 +274,11 @@ def _weight_codes(bits, most):
 
 
 @njit(cache=True)
-def _block_layout(indptr, indices, w, block, nblk):
-    """``(ptr, off, w)`` of :class:`SparseBlocks`: each row's synapses stably sorted by target block
-    (a counting sort per row), ``ptr[i, k]`` the start of row ``i``'s segment into block ``k``."""
+def _block_layout(indptr, indices, w, block, nblk, flat, off, w_out):
+    """Fill the pointers ``flat`` (row ``i``'s segment into block ``k`` starts at ``flat[i * nblk +
+    k]``; ``flat[n_in * nblk]`` = nnz), ``off`` and ``w_out`` of :class:`SparseBlocks`: each row's
+    synapses stably sorted by target block (a counting sort per row)."""
     n_in = indptr.shape[0] - 1
-    ptr = np.zeros((n_in, nblk + 1), np.int64)
-    off = np.empty(indices.shape[0], np.uint16)
-    w_out = np.empty(indices.shape[0], w.dtype)
     pos = np.zeros(nblk + 1, np.int64)
     for i in range(n_in):
         p0 = indptr[i]
@@ -278,14 +286,14 @@ def _block_layout(indptr, indices, w, block, nblk):
         pos[:] = 0
         for k in range(p0, p1):
             pos[indices[k] // block + 1] += 1
-        ptr[i, 0] = p0
-        for b in range(nblk):
+        flat[i * nblk] = p0
+        for b in range(nblk - 1):
             pos[b + 1] += pos[b]
-            ptr[i, b + 1] = p0 + pos[b + 1]
+            flat[i * nblk + b + 1] = p0 + pos[b + 1]
         for k in range(p0, p1):
             b = indices[k] // block
             q = p0 + pos[b]
             off[q] = indices[k] - b * block
             w_out[q] = w[k]
             pos[b] += 1
-    return ptr, off, w_out
+    flat[n_in * nblk] = indptr[n_in]

@@ -20,13 +20,14 @@ weights summed in int64, then shifted by ``weight_exp`` and wrapped to int32 as 
 its own case; each is cached on disk per flag set. ``numba.neurons`` defines the integer helpers
 (``wrap_int32``, ``shift_by_exp``).
 
-Event-driven projections gather the non-zero inputs of a step (:func:`_gather`, a word-wide test
-skipping silent runs of inputs), then add each event's weights into the step's output: a dense
-projection one contiguous row per event, a sparse one its CSR row cut by blocks of targets
-(``layout.SparseBlocks``: uint16 offsets, weights as one-byte codes when there are few distinct
-ones), block by block for a group of events, so the scattered adds stay in cache; every target
-still receives its terms in the CSR loop's order. Counters add a precomputed per-input pair count
-per event.
+Event-driven projections gather the non-zero inputs of a step (:func:`_gather`: 64 inputs compared
+with zero at once into a bit mask, whose set bits become the event indices), then add each event's
+weights into the step's output: a dense projection one contiguous row per event, a sparse one its
+CSR row cut by blocks of targets (``layout.SparseBlocks``: compact row pointers, uint16 offsets,
+weights as one-byte codes when there are few distinct ones), block by block for a group of
+events, so the scattered adds stay in cache, with the rows' loads prefetched a few events ahead;
+every target still receives its terms in the CSR loop's order. Counters add a precomputed
+per-input pair count per event.
 Projections count their pairs into ``acs`` (``syn_ops``) or ``macs``: with ``check`` False (a
 spike source) every pair is an accumulate; with ``check`` True the pairs of a (step, sample) are
 ``macs`` when one of its input values is outside {-1, 0, 1} (NeuroBench's per-call rule), else
@@ -41,6 +42,7 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
+from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic, overload
 
 from spike.backends.numba.neurons import shift_by_exp, wrap_int32
@@ -94,51 +96,107 @@ def _add_rows(acc, rows, idx, val, m, unit):
             k += 1
 
 
-_CHUNK = 16  # inputs tested at once for events (one cache line of float32)
+_MASK = 64  # inputs tested at once for events (one vector compare into a 64-bit mask)
+_CHUNK = 16  # room past the inputs that an index list needs (:func:`_gather` writes a few indices ahead)
 _GROUP = 32  # events whose rows are scattered block by block while they stay in cache
-_AHEAD = 8  # events ahead (within a group) whose segment of the current block is prefetched
+_AHEAD = 8  # events ahead whose synapses are prefetched (their row pointers: a group ahead)
 _LINE = 64  # bytes per cache line
 
 
 def event_bits(src: np.ndarray) -> np.ndarray:
-    """``src`` (``[T, B, n]`` float32 or int32, C order) viewed as the words :func:`_gather` ORs:
-    uint64 (two inputs a word) when ``n`` is even, else uint32."""
+    """``src`` (``[T, B, n]`` float32 or int32, C order) viewed as words: uint64 (two inputs a word)
+    when ``n`` is even, else uint32. The projection kernels take it as an argument; :func:`_gather`
+    tests the inputs themselves and does not read it."""
     return src.view(np.uint64 if src.shape[-1] % 2 == 0 else np.uint32)
 
 
-def _inputs_per_word(bits: np.ndarray) -> int:
-    """Inputs (of 32 bits) in one word of ``bits``."""
-    return bits.dtype.itemsize // 4
+@intrinsic
+def _popcount(typingctx, x):
+    """``_popcount(x)``: the set bits of the unsigned integer ``x`` (LLVM's ``ctpop``), as int64."""
+    if not isinstance(x, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        (v,) = args
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v.type, [v.type]),
+                                            f"llvm.ctpop.i{v.type.width}")
+        r = builder.call(fn, [v])
+        return builder.zext(r, ir.IntType(64)) if v.type.width < 64 else r
+
+    return types.int64(x), codegen
 
 
-@overload(_inputs_per_word, inline="always")
-def _inputs_per_word_compiled(bits):
-    per = bits.dtype.bitwidth // 32
-    return lambda bits: per
+@intrinsic
+def _mask64_vector(typingctx, x, j):
+    """:func:`_mask64` of a C-contiguous ``x``: one load of 64 elements, one vector compare."""
+    if not isinstance(x, types.Array) or x.ndim != 1 or x.layout != "C":
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty, idxty = signature.args
+        ary = context.make_array(aryty)(context, builder, args[0])
+        index = context.cast(builder, args[1], idxty, types.intp)
+        vec = ir.VectorType(context.get_data_type(aryty.dtype), _MASK)
+        v = builder.load(builder.bitcast(builder.gep(ary.data, [index]), vec.as_pointer()),
+                         align=aryty.dtype.bitwidth // 8)
+        if isinstance(aryty.dtype, types.Float):  # unordered or not equal: NaN is an event, -0.0 is none
+            c = builder.fcmp_unordered("!=", v, ir.Constant(vec, None))
+        else:
+            c = builder.icmp_unsigned("!=", v, ir.Constant(vec, None))
+        return builder.bitcast(c, ir.IntType(_MASK))
+
+    return types.uint64(x, j), codegen
+
+
+def _mask64(x, j):
+    """Bit ``k`` (k < 64) set where ``x[j + k] != 0`` (compiled only)."""
+    raise NotImplementedError
+
+
+@overload(_mask64, inline="always")
+def _mask64_compiled(x, j):
+    if x.layout == "C":
+        return lambda x, j: _mask64_vector(x, j)
+
+    def strided(x, j):
+        mask = np.uint64(0)
+        for k in range(_MASK):
+            if x[j + k] != 0:
+                mask |= np.uint64(1) << np.uint64(k)
+        return mask
+
+    return strided
 
 
 @njit(cache=True, inline="always")
 def _gather(x, bits, idx):
     """Indices of the non-zero entries of ``x`` into ``idx`` (room for ``x.shape[0] + _CHUNK``);
-    returns their number. ``bits`` is ``x``'s row of :func:`event_bits`: a run of ``_CHUNK``
-    inputs whose bits are all zero (a few ORs of whole words) is skipped, so at low activity the
-    scan costs little more than reading ``x``; in the others, a branch-free compaction (every index
-    written, the count advancing on non-zero values). A -0.0 input has a bit set but is no event:
-    the element test decides."""
+    returns their number. ``_MASK`` inputs at a time are compared with zero at once into a bit mask
+    (:func:`_mask64`: -0.0 is no event); its set bits become indices, the first four without a
+    branch (each written whether set or not; the count advances by the mask's population, so a
+    write past it is written over later), any more in a loop. ``bits`` (:func:`event_bits`) is
+    not read."""
     n = x.shape[0]
-    per = _inputs_per_word(bits)  # a constant of the compiled loop
-    words = _CHUNK // per
+    one = np.uint64(1)
     m = 0
-    full = n - n % _CHUNK
-    for c in range(0, full, _CHUNK):
-        w0 = c // per
-        a = bits[w0]
-        for j in range(w0 + 1, w0 + words):
-            a |= bits[j]
-        if a != 0:
-            for j in range(c, c + _CHUNK):
-                idx[m] = j
-                m += x[j] != 0
+    full = n - n % _MASK
+    for c in range(0, full, _MASK):
+        mask = _mask64(x, c)
+        cnt = _popcount(mask)
+        idx[m] = c + np.int64(trailing_zeros(mask))  # 64 for an empty mask: an index written over
+        mask &= mask - one
+        idx[m + 1] = c + np.int64(trailing_zeros(mask))
+        mask &= mask - one
+        idx[m + 2] = c + np.int64(trailing_zeros(mask))
+        mask &= mask - one
+        idx[m + 3] = c + np.int64(trailing_zeros(mask))
+        mask &= mask - one
+        k = m + 4
+        m += cnt
+        while mask != 0:
+            idx[k] = c + np.int64(trailing_zeros(mask))
+            k += 1
+            mask &= mask - one
     for j in range(full, n):
         idx[m] = j
         m += x[j] != 0
@@ -146,19 +204,22 @@ def _gather(x, bits, idx):
 
 
 @njit(cache=True, inline="always")
-def _prefetch_rows(ptr, off, w, idx, e0, e1, blk0, blk1):
-    """Prefetch the synapses of events ``idx[e0:e1]`` into blocks ``blk0 .. blk1-1`` (contiguous in
-    each row), one hint per cache line."""
-    so = _LINE // off.itemsize
-    sw = max(1, _LINE // w.itemsize)
-    for e in range(e0, e1):
-        i = idx[e]
-        p0 = ptr[i, blk0]
-        p1 = ptr[i, blk1]
-        for q in range(p0, p1, so):
-            prefetch(off, q)
-        for q in range(p0, p1, sw):
-            prefetch(w, q)
+def _prefetch_span(a, q0, q1):
+    """Prefetch the cache lines of ``a[q0:q1]`` (``q1 > q0``; ``a`` may be strided)."""
+    step = max(1, _LINE // a.strides[0])
+    for q in range(q0, q1 - 1, step):
+        prefetch(a, q)
+    prefetch(a, q1 - 1)
+
+
+@njit(cache=True, inline="always")
+def _prefetch_row(ptr, off, w, i, blk0, blk1):
+    """Prefetch the synapses of source ``i`` into blocks ``blk0 .. blk1-1`` (contiguous in its row)."""
+    q0 = ptr[i, blk0]
+    q1 = ptr[i, blk1]
+    if q1 > q0:
+        _prefetch_span(off, q0, q1)
+        _prefetch_span(w, q0, q1)
 
 
 @njit(cache=True, inline="always")
@@ -173,16 +234,22 @@ def _coded_weight(w, table, k):
 
 @intrinsic
 def prefetch(typingctx, arr, i):
-    """``prefetch(arr, i)``: hint the cache to load ``arr[i]`` (LLVM's ``llvm.prefetch``, read, high
-    locality); no effect on results. ``i`` may lie past the end (a hint never faults)."""
-    if not isinstance(arr, types.Array):
+    """``prefetch(arr, i)``: hint the cache to load ``arr[i]`` of a 1-D array, contiguous or strided
+    (LLVM's ``llvm.prefetch``, read, high locality); no effect on results. ``i`` may lie past the end
+    (a hint never faults)."""
+    if not isinstance(arr, types.Array) or arr.ndim != 1:
         return None
 
     def codegen(context, builder, signature, args):
         aryty, idxty = signature.args
         ary = context.make_array(aryty)(context, builder, args[0])
         index = context.cast(builder, args[1], idxty, types.intp)
-        ptr = builder.bitcast(builder.gep(ary.data, [index]), ir.IntType(8).as_pointer())
+        if aryty.layout == "C":
+            item = builder.gep(ary.data, [index])
+        else:  # strided (e.g. a column): the byte offset index * stride
+            stride = cgutils.unpack_tuple(builder, ary.strides, aryty.ndim)[0]
+            item = builder.gep(builder.bitcast(ary.data, ir.IntType(8).as_pointer()), [builder.mul(index, stride)])
+        ptr = builder.bitcast(item, ir.IntType(8).as_pointer())
         i32 = ir.IntType(32)
         fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]), "llvm.prefetch.p0")
@@ -295,7 +362,7 @@ def _tally(nacs, nmacs, nops, mac):
 def dense_kernel(fixed: bool) -> Any:
     """``dense_forward(src, bits, wt, row_nnz, bias, weight_exp, out, t0, t1, delay, start, acs, macs,
     check)``: a dense projection, ``wt`` = W^T ``[n_in, n_out]`` (C order), ``row_nnz[i]`` =
-    nnz(W[:, i]), ``bits`` = :func:`event_bits` of ``src``.
+    nnz(W[:, i]), ``bits`` = :func:`event_bits` of ``src`` (not read).
 
     ``out[t, b] = bias + sum over non-zero x = src[t-delay, b, i] of wt[i] * x`` from step ``start``
     on, 0 before (float32; ``bias`` may be empty); fixed point: ``int32((sum of wt[i] over the
@@ -343,19 +410,22 @@ def sparse_kernel(fixed: bool, coded: bool) -> Any:
     """``sparse_forward(src, bits, ptr, off, w, table, row_nnz, bias, weight_exp, out, t0, t1, delay,
     start, acs, macs, check, block, lanes)``: a CSR projection over source neurons, laid out by
     blocks of targets (``layout.SparseBlocks``: ``ptr``, ``off``, ``w``, ``table``, ``block``;
-    weights ``table[w[k]]`` when ``coded``, else ``w[k]``); ``bits`` is :func:`event_bits` of ``src``.
-    Arithmetic and counts as :func:`dense_kernel`'s.
+    weights ``table[w[k]]`` when ``coded``, else ``w[k]``; ``ptr`` may be a strided view, int32 or
+    int64); ``bits`` is :func:`event_bits` of ``src`` (not read). Arithmetic and counts as
+    :func:`dense_kernel`'s.
 
-    Each (sample, step) gathers its events (sources with a non-zero input, in source order;
-    ``_CHUNK`` inputs tested at once by OR-ing their bits), then takes them in groups of
-    ``_GROUP``, in order: for each block of targets, the group's segments into that block, event
-    by event. A target therefore receives the terms of the CSR loop ``for i in events: for k in
-    row i`` in that loop's order (within a group only its block's pass writes it, and a segment
-    keeps its row's order), so float32 sums are the same bit for bit whatever the weights. A
-    block about the size of the L1 cache takes the scattered adds at L1 speed; a group's rows stay
-    in cache over its block passes; the next group's rows are prefetched while it runs, and in a
-    pass the segments ``_AHEAD`` events on. ``lanes`` > 1 splits each sample's blocks over threads
-    (items ``(sample, lane)`` in ``prange``, each gathering the events itself; lane 0 counts).
+    Each (sample, step) gathers its events (sources with a non-zero input, in source order:
+    :func:`_gather`), then takes them in groups of ``_GROUP``, in order: for each block of targets,
+    the group's segments into that block, event by event. A target therefore receives the terms
+    of the CSR loop ``for i in events: for k in row i`` in that loop's order (within a group only
+    its block's pass writes it, and a segment keeps its row's order), so float32 sums (and the
+    fixed-point integer sums) are the same bit for bit whatever the weights. A block about the
+    size of the L1 cache takes the scattered adds at L1 speed; a group's rows stay in cache over
+    its block passes. The loads are software-pipelined over the events (a hint never changes a
+    result): an event's row pointers are prefetched a group ahead, its synapses (every block of
+    the lane) ``_AHEAD`` events ahead, so a row with few synapses costs little more than its adds.
+    ``lanes`` > 1 splits each sample's blocks over threads (items ``(sample, lane)`` in
+    ``prange``, each gathering the events itself; lane 0 counts).
     """
 
     def sparse_forward(src, bits, ptr, off, w, table, row_nnz, bias, weight_exp, out, t0, t1, delay, start,
@@ -375,6 +445,7 @@ def sparse_kernel(fixed: bool, coded: bool) -> Any:
             idx = np.empty(n_in + _CHUNK, np.int64)
             val = np.empty(n_in + _CHUNK, src.dtype)
             acc = np.zeros(hi - lo if fixed else 0, np.int64)
+            col = ptr[:, blk0]  # each source's first pointer in the lane: prefetched a group ahead
             nacs = 0
             nmacs = 0
             for t in range(t0, t1):
@@ -402,42 +473,50 @@ def sparse_kernel(fixed: bool, coded: bool) -> Any:
                 if fixed:
                     acc[:] = 0
                 ob = o[lo:hi]
-                _prefetch_rows(ptr, off, w, idx, 0, min(_GROUP, m), blk0, blk1)
+                for e in range(min(_AHEAD, m)):  # the pipeline's start: the first rows, the first group's pointers
+                    _prefetch_row(ptr, off, w, idx[e], blk0, blk1)
+                for e in range(_AHEAD, min(_GROUP, m)):
+                    prefetch(col, idx[e])
                 for g0 in range(0, m, _GROUP):  # events in groups whose rows stay in cache over the blocks
                     g1 = min(g0 + _GROUP, m)
-                    _prefetch_rows(ptr, off, w, idx, g1, min(g1 + _GROUP, m), blk0, blk1)
                     for blk in range(blk0, blk1):
-                        base = blk * block - lo
+                        base = np.uint64(blk * block - lo)  # unsigned indices: no negative-index wraparound
+                        first = blk == blk0
+                        last = blk == blk1 - 1
                         for e in range(g0, g1):
-                            if e + _AHEAD < g1:
-                                q = ptr[idx[e + _AHEAD], blk]
-                                prefetch(off, q)
-                                prefetch(w, q)
+                            # software pipeline: the row pointers of the event a group on (first pass), the
+                            # synapses (all the lane's blocks) of the event _AHEAD on, from its group's first
+                            # pass or, across groups, the last pass of the group before
+                            if first and e + _GROUP < m:
+                                prefetch(col, idx[e + _GROUP])
+                            ea = e + _AHEAD
+                            if ea < m and ((first and ea < g1) or (last and ea >= g1)):
+                                _prefetch_row(ptr, off, w, idx[ea], blk0, blk1)
                             i = idx[e]
-                            seg_off = off[ptr[i, blk]:ptr[i, blk + 1]]
-                            seg_w = w[ptr[i, blk]:ptr[i, blk + 1]]
+                            p0 = np.uint64(ptr[i, blk])
+                            p1 = np.uint64(ptr[i, blk + 1])
                             v = val[e]
                             if fixed:  # every event a spike (lava casts to bool)
-                                for k in range(seg_off.shape[0]):
-                                    j = base + seg_off[k]
+                                for k in range(p0, p1):
+                                    j = base + off[k]
                                     if coded:  # a constant flag: numba prunes the other branch
-                                        acc[j] += _coded_weight(seg_w, table, k)
+                                        acc[j] += _coded_weight(w, table, k)
                                     else:
-                                        acc[j] += _plain_weight(seg_w, table, k)
+                                        acc[j] += _plain_weight(w, table, k)
                             elif v == 1:
-                                for k in range(seg_off.shape[0]):
-                                    j = base + seg_off[k]
+                                for k in range(p0, p1):
+                                    j = base + off[k]
                                     if coded:
-                                        ob[j] = ob[j] + _coded_weight(seg_w, table, k)
+                                        ob[j] = ob[j] + _coded_weight(w, table, k)
                                     else:
-                                        ob[j] = ob[j] + _plain_weight(seg_w, table, k)
+                                        ob[j] = ob[j] + _plain_weight(w, table, k)
                             else:
-                                for k in range(seg_off.shape[0]):
-                                    j = base + seg_off[k]
+                                for k in range(p0, p1):
+                                    j = base + off[k]
                                     if coded:
-                                        ob[j] = ob[j] + _coded_weight(seg_w, table, k) * v
+                                        ob[j] = ob[j] + _coded_weight(w, table, k) * v
                                     else:
-                                        ob[j] = ob[j] + _plain_weight(seg_w, table, k) * v
+                                        ob[j] = ob[j] + _plain_weight(w, table, k) * v
                 if fixed:
                     _write_shifted(o[lo:hi], acc, weight_exp)
             acs[b] += nacs

@@ -1,0 +1,78 @@
+"""The numba Sparse kernel's small fan-out path against the plain CSR loop, bit for bit: the masked
+event gather (inputs not a multiple of 64, more than four events in one 64-input word, every input
+active, -0.0 and NaN inputs), many events per step (several groups, so the prefetch pipeline crosses
+groups and block passes), rows of 0..3 synapses, the compact row pointers of the layout."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from spike.backends.layout import csr_row_nnz, sparse_blocks
+from spike.backends.numba import projections as P
+
+from .test_sparse_blocks import random_csr, reference, run_blocked
+
+
+@pytest.mark.parametrize("n_in", [63, 64, 130, 1000])
+def test_gather_matches_nonzero(n_in):
+    rng = np.random.default_rng(n_in)
+    gather = P.njit(lambda x, bits, idx: P._gather(x, bits, idx))
+    for density in (0.0, 0.04, 0.3, 1.0):
+        for dtype in (np.float32, np.int32):
+            x = np.where(rng.random(n_in) < density, rng.integers(1, 5, n_in), 0).astype(dtype)
+            if dtype == np.float32:
+                x[rng.random(n_in) < 0.05] = -0.0  # no event
+                x[rng.random(n_in) < 0.02] = np.nan  # an event
+            idx = np.empty(n_in + P._CHUNK, np.int64)
+            m = gather(x, P.event_bits(x[None, None])[0, 0], idx)
+            np.testing.assert_array_equal(idx[:m], np.nonzero(x)[0])
+            xs = np.repeat(x, 2)[::2]  # a strided row: the element-wise mask
+            m = gather(xs, P.event_bits(x[None, None])[0, 0], idx)
+            np.testing.assert_array_equal(idx[:m], np.nonzero(x)[0])
+
+
+def test_compact_row_pointers():
+    rng = np.random.default_rng(1)
+    indptr, indices, data = random_csr(rng, 50, 300, 6, "few")
+    L = sparse_blocks(indptr, indices, data, 300, block=64)
+    assert L.ptr.dtype == np.int32 and L.ptr.shape == (50, L.nblk + 1) and not L.ptr.flags.writeable
+    np.testing.assert_array_equal(L.ptr[:, 0], indptr[:-1])
+    np.testing.assert_array_equal(L.ptr[:, -1], indptr[1:])
+    np.testing.assert_array_equal(L.ptr[1:, 0], L.ptr[:-1, -1])
+    assert L.nbytes == (50 * L.nblk + 1) * 4 + L.off.nbytes + L.w.nbytes + L.table.nbytes
+
+
+@pytest.mark.parametrize("fan_out,block,lanes", [(1, None, 1), (3, None, 1), (3, 40, 1), (3, 40, 2), (20, 70, 3)])
+@pytest.mark.parametrize("values", ["any", "few"])
+def test_many_events_small_rows(fan_out, block, lanes, values):
+    rng = np.random.default_rng(fan_out * 10 + lanes)
+    T, B, n_in, n_out = 5, 2, 333, 200  # up to ~300 events a step: ten groups
+    indptr, indices, data = random_csr(rng, n_in, n_out, fan_out, values)
+    L = sparse_blocks(indptr, indices, data, n_out, block=block)
+    bias = rng.standard_normal(n_out).astype(np.float32)
+    src = rng.standard_normal((T, B, n_in)).astype(np.float32)
+    src[rng.random(src.shape) < 0.3] = 0
+    src[rng.random(src.shape) < 0.3] = 1
+    src[:, 1] = (src[:, 1] != 0).astype(np.float32)
+    row_nnz = csr_row_nnz(indptr, data)
+    got = run_blocked(src, L, row_nnz, bias, T, 1, 1, True, lanes)
+    want = reference(src, indptr, indices, data, bias, T, 1, 1, True)
+    np.testing.assert_array_equal(got[0].view(np.uint32), want[0].view(np.uint32))
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_array_equal(got[2], want[2])
+
+
+@pytest.mark.parametrize("block,lanes", [(None, 1), (50, 2)])
+def test_fixed_point_many_events(block, lanes):
+    rng = np.random.default_rng(5)
+    T, B, n_in, n_out = 4, 2, 300, 180
+    indptr, indices, _ = random_csr(rng, n_in, n_out, 4, "few")
+    data = rng.integers(-128, 128, indices.shape[0]).astype(np.int16)
+    L = sparse_blocks(indptr, indices, data, n_out, block=block)
+    src = (rng.random((T, B, n_in)) < 0.7).astype(np.int32)
+    row_nnz = csr_row_nnz(indptr, data)
+    bias = np.zeros(n_out, np.int32)
+    got = run_blocked(src, L, row_nnz, bias, T, 1, 1, False, lanes, fixed=True, weight_exp=-1)
+    want = reference(src, indptr, indices, data, bias, T, 1, 1, False, fixed=True, weight_exp=-1)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
