@@ -173,13 +173,14 @@ def source(ctx: NodeContext) -> np.ndarray:
 
 def weights(ctx: NodeContext, w: Any) -> np.ndarray:
     """Weights for the run's arithmetic: float32, or (fixed point, integer-valued by validation) the
-    narrowest of int16/int32 that holds them: the kernels sum them in int64, and narrow rows cut
-    the memory traffic per event."""
+    narrowest of int8/int16/int32 that holds them (Loihi's 8-bit weights: int8): the kernels sum
+    them in int64, and narrow rows cut the memory traffic per event."""
     if not fixed(ctx):
         return f32(w)
     a = np.asarray(w)
-    small = a.size == 0 or np.abs(a).max() <= np.iinfo(np.int16).max
-    return np.ascontiguousarray(a.astype(np.int16 if small else np.int32))
+    lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
+    narrowest = next(t for t in (np.int8, np.int16, np.int32) if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
+    return np.ascontiguousarray(a.astype(narrowest))
 
 
 def bias(ctx: NodeContext, n: int) -> np.ndarray:
