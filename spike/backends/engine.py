@@ -210,8 +210,9 @@ def run(
             raise BackendError(f"gate(s) {gates}: an FTWT mask needs its source's whole run before the first "
                                "step (it is not causal), so the program cannot run step by step")
     be = get_backend(backend) if isinstance(backend, str) else backend
-    _check(be, program)
-    check_initial_state(program)
+    memo = _memo(program)
+    _check(be, program, memo)
+    static = _static(program, memo)
     arrays, T_in, B = _as_inputs(program, inputs, steps, batch)
     arrays = padded_inputs(program, arrays)
     T = T_in + program.total_latency
@@ -219,7 +220,7 @@ def run(
     records = parse_record(program, record)
     outputs = [o for o in program.outputs if "dense" in records.get(o, {"dense"})]
     extra = {n for n, modes in records.items() if n not in outputs and ("dense" in modes or n not in program.outputs)}
-    precision = program_precision(program)
+    precision = static.precision
     dtype = "int32" if precision == "fixed" else "float32"
     if precision == "fixed":
         for name, arr in arrays.items():
@@ -240,7 +241,7 @@ def run(
                          if k not in recorders or k in sig_probes or "dense" in records.get(k, ())}
     else:
         with be.run_context(B) if be.run_context is not None else contextlib.nullcontext():
-            result = _run_kernels(program, be, arrays, T, B, dtype, precision, stepwise, progress,
+            result = _run_kernels(program, static, be, arrays, T, B, dtype, stepwise, progress,
                                   sig_probes | {n for n in extra if "dense" in records[n]}, mem_probes, cur_probes,
                                   outputs, recorders)
     if result.ops.steps is None:
@@ -292,21 +293,50 @@ def _memo(program: Program) -> dict[str, Any]:
     return hit[1]
 
 
-def _schedule(program: Program) -> list:
-    """``program.schedule()``, once per program (:func:`_memo`)."""
-    memo = _memo(program)
-    if "schedule" not in memo:
-        memo["schedule"] = program.schedule()
-    return memo["schedule"]
-
-
-def _check(be: Backend, program: Program) -> None:
-    """``be.check(program)``, once per backend and program (:func:`_memo`; a failed check raises
-    every time)."""
-    memo = _memo(program)
+def _check(be: Backend, program: Program, memo: dict[str, Any]) -> None:
+    """``be.check(program)``, once per backend and program (``memo``: :func:`_memo`'s; a failed
+    check raises every time)."""
     if ("check", id(be)) not in memo:
         be.check(program)
         memo["check", id(be)] = be  # held: its id stays its own
+
+
+@dataclass(frozen=True)
+class _Static:
+    """What a run needs of the program alone, derived once per program (:func:`_memo`)."""
+
+    schedule: list  # Program.schedule
+    variants: dict[str, str]  # registry.node_variants
+    precision: str  # program_precision
+    sources: dict[str, tuple[str, ...]]
+    source_signals: dict[str, list[str]]
+    onsets: dict[str, int]  # Program.onset of every node that a kernel runs
+    gated: bool  # FTWT gates: per-run gate references
+    max_delay: int  # the longest projection delay (a chunked run's history)
+    widest: int  # the largest node size
+    chunkable: bool  # no gate, host op or core mapping (engine docstring, "Chunks")
+
+
+def _static(program: Program, memo: dict[str, Any]) -> _Static:
+    """The program's :class:`_Static` (``memo``: :func:`_memo`'s)."""
+    if "static" not in memo:
+        check_initial_state(program)  # raises on every run until the program changes
+        nodes = list(program.nodes())
+        sources = {name: tuple(program.sources(name)) for name, _ in nodes}
+        memo["static"] = _Static(
+            schedule=program.schedule(),
+            variants=node_variants(program),
+            precision=program_precision(program),
+            sources=sources,
+            source_signals={name: [output_signal(program, s) for s in srcs] for name, srcs in sources.items()},
+            onsets={name: program.onset(name) for name, node in nodes if not isinstance(node, (Input, Output))},
+            gated=bool(gate_record(program)) or any(isinstance(node, Gate) for _, node in nodes),
+            max_delay=max((int(node.delay) for _, node in nodes if isinstance(node, Projection)), default=0),
+            widest=max((node.size for _, node in nodes), default=1),
+            chunkable=not program.metadata.get("mapping") and not any(isinstance(node, (Gate, HostOp))
+                                                                      for _, node in nodes),
+        )
+    return memo["static"]
 
 
 def _gate_refs(program: Program, T: int) -> dict[str, GateRef]:
@@ -320,36 +350,34 @@ def _gate_refs(program: Program, T: int) -> dict[str, GateRef]:
     return refs
 
 
-def _chunking(program: Program, be: Backend, T: int, B: int, stepwise: bool) -> tuple[int, int] | None:
+def _chunking(static: _Static, be: Backend, T: int, B: int, stepwise: bool) -> tuple[int, int] | None:
     """``(D, C)``: the history and the chunk of a chunked run (module docstring, "Chunks"), or None
     when the program runs over all steps at once."""
-    if not be.chunked or stepwise or program.metadata.get("mapping"):
+    if not be.chunked or stepwise or not static.chunkable:
         return None
-    if any(isinstance(node, (Gate, HostOp)) for _, node in program.nodes()):
-        return None
-    D = max((int(node.delay) for _, node in program.nodes() if isinstance(node, Projection)), default=0)
-    widest = max((node.size for _, node in program.nodes()), default=1)
-    C = max(MIN_CHUNK_STEPS, CHUNK_BYTES // max(1, 4 * B * widest))
+    D = static.max_delay
+    C = max(MIN_CHUNK_STEPS, CHUNK_BYTES // max(1, 4 * B * static.widest))
     return (D, C) if D + C < T else None
 
 
-def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T: int, B: int, dtype: str,
-                 precision: str, stepwise: bool, progress: bool, sig_probes: set[str], mem_probes: set[str],
+def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[str, np.ndarray], T: int, B: int,
+                 dtype: str, stepwise: bool, progress: bool, sig_probes: set[str], mem_probes: set[str],
                  cur_probes: set[str], outputs: list[str], recorders: dict[str, Recorder]) -> RunResult:
-    chunks = _chunking(program, be, T, B, stepwise)
+    precision = static.precision
+    chunks = _chunking(static, be, T, B, stepwise)
     D, C = chunks if chunks is not None else (0, T)
     rows = D + C  # steps per buffer (T when the run is not chunked)
     values: dict[str, Any] = {}
     shared: dict[str, Any] = {}
     ctxs: dict[str, NodeContext] = {}
-    variants = node_variants(program)
-    gates = _gate_refs(program, T)
+    variants = static.variants
+    gates = _gate_refs(program, T) if static.gated else {}
     counts = OpCounts()
     t_start = time.perf_counter()
     calls: list[tuple[Any, NodeContext]] = []  # every node's (kernel, context), in schedule order
     stages: list[tuple[bool, list[tuple[Any, NodeContext]]]] = []
     buffers: list[tuple[Any, bool]] = []  # every buffer of a chunked run and whether a chunk must zero it
-    for stage in _schedule(program):
+    for stage in static.schedule:
         stage_ctx = []
         for name in stage.nodes:
             node = program.node(name)
@@ -362,7 +390,7 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
                     buffers.append((values[name], False))  # each chunk copies its steps in
                 continue
             if isinstance(node, Output):
-                (src,) = program.sources(name)
+                (src,) = static.sources[name]
                 values[name] = values[src]
                 continue
             writes_all = be.empty is not None and node.KIND in be.overwrites and variants[name] == PLAIN
@@ -385,7 +413,7 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
                 cache=cache,
                 precision=precision,
                 mem_u=be.zeros((rows, B, node.size), dtype) if name in cur_probes else None,
-                onset=program.onset(name),
+                onset=static.onsets[name],
                 gate=gates.get(name),
                 program=program,
                 values=values,
@@ -396,8 +424,8 @@ def _run_kernels(program: Program, be: Backend, arrays: dict[str, np.ndarray], T
             ctxs[name] = ctx
             stage_ctx.append(ctx)
         for ctx in stage_ctx:
-            ctx.sources = [values[s] for s in program.sources(ctx.name)]
-            ctx.source_signals = [output_signal(program, s) for s in program.sources(ctx.name)]
+            ctx.sources = [values[s] for s in static.sources[ctx.name]]
+            ctx.source_signals = static.source_signals[ctx.name]
         stage_calls = [(be.kernels[c.node.KIND, variants[c.name]], c) for c in stage_ctx]
         calls += stage_calls
         stages.append((stage.cyclic, stage_calls))
