@@ -8,6 +8,7 @@ import torch
 
 from spike.backends import run
 from spike.backends.numba import neurons as K
+from spike.backends.numba import projections as P
 from spike.backends.engine import NodeContext
 from spike.backends.registry import OP_KEYS
 from spike.compiler.ir.nodes import Dense, HostOp, Input, Output, Pool2d, Population
@@ -304,3 +305,29 @@ def test_digits_accuracy_after_quantization() -> None:
           f"fixed program {acc['fixed']:.2f}%")
     assert acc["float"] > 85
     assert abs(acc["fixed"] - acc["float"]) <= 1.0
+
+
+# ---------------------------------------------------------------- the dense delivery's accumulator
+@pytest.mark.parametrize("n_in, w_max, weight_exp, narrow", [
+    (300, 127, 3, True),  # Loihi's int8 weights: int32 lanes
+    (300, 127, -2, True),
+    (4, 2**30, 2, False),  # sums past int32: int64, then the shift wraps as lava's int32 does
+])
+def test_dense_delivery_sums_exactly_in_the_accumulator_the_bound_allows(n_in, w_max, weight_exp, narrow) -> None:
+    rng = np.random.default_rng(n_in)
+    n_out, T = 37, 6
+    w = rng.integers(-w_max, w_max + 1, (n_in, n_out)).astype(np.int8 if w_max < 128 else np.int32)
+    w[0] = w_max  # one row at the bound
+    src = (rng.random((T, 1, n_in)) < 0.5).astype(np.int32)
+    src[2, 0] = 1  # every input at once: the largest sums
+    assert (n_in * w_max < 2**31) is narrow
+    row_nnz = np.count_nonzero(w, axis=1).astype(np.int64)
+    out = np.zeros((T, 1, n_out), np.int32)
+    counters = np.zeros(1, np.int64), np.zeros(1, np.int64)
+    P.dense_kernel(True, narrow)(src, P.event_bits(src), w, row_nnz, np.zeros(0, np.float32), weight_exp, out,
+                                 0, T, 0, 0, *counters, False)
+    sums = src[:, 0].astype(object) @ w.astype(object)  # exact Python integers
+    shifted = sums * 2**weight_exp if weight_exp >= 0 else sums // 2 ** -weight_exp
+    want = np.vectorize(_i32)(shifted).astype(np.int64)
+    np.testing.assert_array_equal(out[:, 0], want)
+    assert narrow or np.abs(sums).max() > 2**31  # the wide case does pass int32

@@ -211,9 +211,10 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
         c["wt"] = np.ascontiguousarray(weights(ctx, node.weight).T)
         c["row_nnz"] = np.count_nonzero(c["wt"], axis=1).astype(np.int64)
         c["bias"] = bias(ctx, node.size)
+        c["narrow"] = fixed(ctx) and node.in_size * int(np.abs(c["wt"], dtype=np.int64).max(initial=0)) < 2**31
     weight_exp, delay, start = delivery(ctx)
     src = source(ctx)
-    P.dense_kernel(fixed(ctx))(
+    P.dense_kernel(fixed(ctx), c["narrow"])(
         src, P.event_bits(src), c["wt"], c["row_nnz"], c["bias"], weight_exp, ctx.out, t0, t1, delay, start,
         *pair_counters(ctx),
     )

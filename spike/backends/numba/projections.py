@@ -359,16 +359,19 @@ def _tally(nacs, nmacs, nops, mac):
 
 
 @lru_cache(maxsize=None)
-def dense_kernel(fixed: bool) -> Any:
+def dense_kernel(fixed: bool, narrow: bool = False) -> Any:
     """``dense_forward(src, bits, wt, row_nnz, bias, weight_exp, out, t0, t1, delay, start, acs, macs,
     check)``: a dense projection, ``wt`` = W^T ``[n_in, n_out]`` (C order), ``row_nnz[i]`` =
     nnz(W[:, i]), ``bits`` = :func:`event_bits` of ``src`` (not read).
 
     ``out[t, b] = bias + sum over non-zero x = src[t-delay, b, i] of wt[i] * x`` from step ``start``
     on, 0 before (float32; ``bias`` may be empty); fixed point: ``int32((sum of wt[i] over the
-    non-zero inputs i) shifted by weight_exp)``, summed in int64. ``acs[b]`` or ``macs[b]`` +=
-    the non-zero (input, weight) pairs delivered (module docstring).
+    non-zero inputs i) shifted by weight_exp)``, summed in int64, or with ``narrow`` (the caller
+    knows ``n_in * max|w| < 2**31``) in int32: the same integers, twice as many per vector.
+    ``acs[b]`` or ``macs[b]`` += the non-zero (input, weight) pairs delivered (module docstring).
     """
+
+    acc_type = np.int32 if narrow else np.int64
 
     def dense_forward(src, bits, wt, row_nnz, bias, weight_exp, out, t0, t1, delay, start, acs, macs, check):
         B = out.shape[1]
@@ -378,7 +381,7 @@ def dense_kernel(fixed: bool) -> Any:
         for b in prange(B):
             idx = np.empty(n_in + _CHUNK, np.int64)
             val = np.empty(n_in, src.dtype)
-            acc = np.zeros(n_out if fixed else 0, np.int64)
+            acc = np.zeros(n_out if fixed else 0, acc_type)
             nacs = 0
             nmacs = 0
             for t in range(t0, t1):
