@@ -24,7 +24,8 @@ from numba import njit, prange
 
 from spike import semantics
 from spike.semantics import (
-    MODEL_ALPHA, MODEL_CUBA, MODEL_LI, P_ALPHA, P_BETA, P_RATE, P_TAU, P_THR, S_I, S_J, S_S, S_V, NeuronFlags,
+    MODEL_ALPHA, MODEL_CUBA, MODEL_LI, P_ALPHA, P_BETA, P_RATE, P_TAU, P_THR, RULE_SNNTORCH, S_I, S_J, S_S, S_V,
+    NeuronFlags,
     make_neuron_step, make_spike_hash, same, threshold_fire,
 )
 
@@ -114,6 +115,8 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
     version = _SEMANTICS_VERSION  # read below, so it is part of the closure and of the disk cache key
     spiking = model != MODEL_LI
     filtered = model == MODEL_CUBA or model == MODEL_ALPHA
+    # the last spike is state only where a later step reads it (a delayed reset, the alpha model)
+    keeps_spike = spiking and (reset_delay or rule == RULE_SNNTORCH or model == MODEL_ALPHA)
 
     def population_forward(curs, lates, t0, t1, params, gain, v_reset, bias, onset, state, out, mem, record,
                            active, nactive, spikes, updates, listed, index, nlisted, quiet, rest_is_fixed):
@@ -145,15 +148,16 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
                             fire_ge, charge, rule, has_late, bias[k] if biased else np.float32(0), biased_t)
                         o[k] = ok
                         v_b[k] = vk
-                        if spiking:
+                        if keeps_spike:
                             s_b[k] = sk
+                        if spiking:
                             nsp += sk != 0
                         if filtered:
                             i_b[k] = ik
                         if model == MODEL_ALPHA:
                             j_b[k] = jk
                         if silent:
-                            awake |= (vk != 0) | (spiking and sk != 0) | (filtered and ik != 0) | (
+                            awake |= (vk != 0) | (keeps_spike and sk != 0) | (filtered and ik != 0) | (
                                 model == MODEL_ALPHA and jk != 0)
                     quiet_b = silent and not awake
                 if record:
