@@ -340,9 +340,6 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
         c["params"] = semantics.neuron_params(node)
         c["flags"] = semantics.neuron_flags(node)
         c["bias"] = semantics.neuron_bias(node)
-        kernel = N.population_kernel(c["flags"], False, c["bias"] is not None)
-        c["rest_is_fixed"] = N.rest_is_fixed_point(kernel, c["params"], np.float32(node.gain),
-                                                   np.float32(node.v_reset), semantics.N_STATES)
     if "state" not in ctx.state:
         ctx.state["state"] = state = semantics.initial_state(node, ctx.batch)
         ctx.state["quiet"] = ~state.any(axis=(0, 2))  # per sample: the whole state is zero
@@ -357,11 +354,15 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
         active, nactive = _NO_ACTIVE, np.zeros(ctx.batch, np.int64)
     record = ctx.mem is not None
     biased = c["bias"] is not None
-    N.population_kernel(c["flags"], gated, biased)(
-        curs, lates, t0, t1, c["params"], np.float32(node.gain), np.float32(node.v_reset),
-        c["bias"] if biased else _NO_BIAS, ctx.onset, ctx.state["state"], ctx.out, ctx.mem if record else _NO_MEM,
-        record, active, nactive, ctx.counts["spikes"], ctx.counts["neuron_updates"], *_listing(ctx),
-        ctx.state["quiet"], c["rest_is_fixed"] and not gated,  # a mask leaves states apart: no quiet steps
+    kernel = N.population_kernel(c["flags"], gated, biased)
+    gain, v_reset = np.float32(node.gain), np.float32(node.v_reset)
+    rest = ("rest_is_fixed", len(curs), len(lates))
+    if not gated and rest not in c:  # a mask leaves states apart: gated runs take no quiet steps
+        c[rest] = N.rest_is_fixed_point(kernel, c["params"], gain, v_reset, semantics.N_STATES, len(curs), len(lates))
+    kernel(
+        curs, lates, t0, t1, c["params"], gain, v_reset, c["bias"] if biased else _NO_BIAS, ctx.onset,
+        ctx.state["state"], ctx.out, ctx.mem if record else _NO_MEM, record, active, nactive, ctx.counts["spikes"],
+        ctx.counts["neuron_updates"], *_listing(ctx), ctx.state["quiet"], not gated and c[rest],
     )
 
 
