@@ -66,9 +66,14 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_classifier(program: Any, args: argparse.Namespace) -> int:
     """The accuracy, counts and energy of a classifier's program; files written by rank 0 only."""
+    if not program.inputs:
+        raise ValueError(f"{args.program}: the program has no Input node (its spikes come from generated sources "
+                         "and biases), so there is no test split to run; run it from Python: "
+                         "spike.models.random_net.simulate(program, steps=T) or spike.backends.run(program, steps=T, "
+                         "batch=B, record=...)")
     dataset = args.dataset or program.metadata.get("dataset")
     if not dataset:
-        raise SystemExit("spike run: --dataset is needed (the program does not name one)")
+        raise ValueError(f"{args.program}: --dataset is needed (the program does not name one)")
     split = open_test_split(dataset, args.data_root, limit=args.limit)  # each rank reads its own samples only
     report = evaluate_program(program, split, backend=args.backend, steps=args.steps,
                               batch_size=args.batch_size, progress=not args.quiet and dist_utils.is_main_process())

@@ -10,6 +10,10 @@ import pytest
 import torch
 
 from spike.cli import main
+from spike.compiler.io.hdf5 import save_program
+from spike.compiler.ir.nodes import Dense, Input, Output
+from spike.compiler.ir.program import ProgramBuilder
+from spike.models.random_net import Network, fixed_fan_out
 from spike.workflows import compile_checkpoint, load_model
 from helpers.reports import validated
 
@@ -78,6 +82,26 @@ def test_compiled_predictions_match_model(trained: Path) -> None:
 def test_run_missing_program_is_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", str(tmp_path / "nope.h5"), "--dataset", "digits"]) == 2
     assert "nope.h5" in capsys.readouterr().err
+
+
+def test_run_refuses_programs_it_cannot_score_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A program without Input nodes (generated sources: a random_net) has no test split; one with
+    inputs but no dataset in its metadata needs --dataset: exit 2, one line naming the file."""
+    net = Network(seed=1)
+    net.poisson("ext", 20, p=0.1)
+    net.population("exc", 10, beta=0.9, threshold=1.0)
+    net.connect("ext", "exc", fixed_fan_out(3), weight=0.5, delay=1)
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(4,)))
+    b.add("fc", Dense(shape=(2,), in_shape=(4,), weight=np.ones((2, 4), np.float32)), "in")
+    b.add("out", Output(shape=(2,)), "fc")
+    for program, what in ((net.build(), "no Input node"), (b.build(), "--dataset is needed")):
+        path = tmp_path / "p.h5"
+        save_program(program, path)
+        capsys.readouterr()
+        assert main(["run", str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(path) in err[0] and what in err[0], err
 
 
 @pytest.mark.slow
