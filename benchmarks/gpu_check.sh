@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# One prepared check of the cuda backend for a machine with an NVIDIA GPU (about 11 minutes at most):
+# One prepared check of the cuda backend for a machine with an NVIDIA GPU (about 9 minutes at most,
+# inside a 10-minute job limit):
 #   1. versions (python, numpy, numba, numba-cuda, torch, GPU);
 #   2. the gpu-marked tests (cuda == numba bit for bit on a real GPU, programs wider than a block),
 #      then the gpu-marked training tests (CUDA LIF/WKV kernels, bf16, `spike train --device cuda`);
@@ -93,21 +94,21 @@ HAVE_PYTEST=1
 
 # 2. real GPU: cuda == numba bit for bit (gpu-marked test, or the check script directly)
 if [[ $HAVE_PYTEST -eq 1 ]]; then
-  step gpu_tests 200 "$PY" -m pytest -q -p no:cacheprovider -rs -m gpu tests/backends/test_cuda_backend.py
-  step gpu_train_tests 200 "$PY" -m pytest -q -p no:cacheprovider -rs -m gpu tests/kernels/test_lif_cuda_sim.py \
+  step gpu_tests 180 "$PY" -m pytest -q -p no:cacheprovider -rs -m gpu tests/backends/test_cuda_backend.py
+  step gpu_train_tests 100 "$PY" -m pytest -q -p no:cacheprovider -rs -m gpu tests/kernels/test_lif_cuda_sim.py \
     tests/kernels/test_wkv.py tests/train/test_precision.py tests/train/test_device.py
 else
-  step gpu_tests 200 "$PY" tests/backends/cuda_sim_check.py --large
+  step gpu_tests 180 "$PY" tests/backends/cuda_sim_check.py --large
 fi
 
 # 3. benchmark (cuda backend vs dense torch.cuda), JSON under $OUT_DIR
-step benchmark 200 "$PY" benchmarks/cuda_sparsity.py --json "$OUT_DIR/cuda_sparsity.json"
+step benchmark 180 "$PY" benchmarks/cuda_sparsity.py --json "$OUT_DIR/cuda_sparsity.json"
 
 # 4. the simulator tests (slow: tiny programs)
 if [[ $HAVE_PYTEST -eq 1 ]]; then
-  step sim_tests 120 "$PY" -m pytest -q -p no:cacheprovider -m "not gpu" tests/backends/test_cuda_backend.py
+  step sim_tests 80 "$PY" -m pytest -q -p no:cacheprovider -m "not gpu" tests/backends/test_cuda_backend.py
 else
-  step sim_tests 120 env NUMBA_ENABLE_CUDASIM=1 "$PY" tests/backends/cuda_sim_check.py
+  step sim_tests 80 env NUMBA_ENABLE_CUDASIM=1 "$PY" tests/backends/cuda_sim_check.py
 fi
 
 if [[ ${#FAILED[@]} -gt 0 ]]; then
