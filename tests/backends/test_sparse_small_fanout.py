@@ -10,13 +10,13 @@ import pytest
 from spike.backends.layout import csr_row_nnz, sparse_blocks
 from spike.backends.numba import projections as P
 
-from .test_sparse_blocks import random_csr, reference, run_blocked
+from .test_sparse_blocks import assert_blocked_equals_csr, random_csr
 
 
 @pytest.mark.parametrize("n_in", [63, 64, 130, 1000])
 def test_gather_matches_nonzero(n_in):
     rng = np.random.default_rng(n_in)
-    gather = P.njit(lambda x, bits, idx: P._gather(x, bits, idx))
+    gather = P.njit(lambda x, idx: P._gather(x, idx))
     for density in (0.0, 0.04, 0.3, 1.0):
         for dtype in (np.float32, np.int32):
             x = np.where(rng.random(n_in) < density, rng.integers(1, 5, n_in), 0).astype(dtype)
@@ -24,10 +24,10 @@ def test_gather_matches_nonzero(n_in):
                 x[rng.random(n_in) < 0.05] = -0.0  # no event
                 x[rng.random(n_in) < 0.02] = np.nan  # an event
             idx = np.empty(n_in + P._CHUNK, np.int64)
-            m = gather(x, P.event_bits(x[None, None])[0, 0], idx)
+            m = gather(x, idx)
             np.testing.assert_array_equal(idx[:m], np.nonzero(x)[0])
             xs = np.repeat(x, 2)[::2]  # a strided row: the element-wise mask
-            m = gather(xs, P.event_bits(x[None, None])[0, 0], idx)
+            m = gather(xs, idx)
             np.testing.assert_array_equal(idx[:m], np.nonzero(x)[0])
 
 
@@ -55,11 +55,7 @@ def test_many_events_small_rows(fan_out, block, lanes, values):
     src[rng.random(src.shape) < 0.3] = 1
     src[:, 1] = (src[:, 1] != 0).astype(np.float32)
     row_nnz = csr_row_nnz(indptr, data)
-    got = run_blocked(src, L, row_nnz, bias, T, 1, 1, True, lanes)
-    want = reference(src, indptr, indices, data, bias, T, 1, 1, True)
-    np.testing.assert_array_equal(got[0].view(np.uint32), want[0].view(np.uint32))
-    np.testing.assert_array_equal(got[1], want[1])
-    np.testing.assert_array_equal(got[2], want[2])
+    assert_blocked_equals_csr(src, L, (indptr, indices, data), row_nnz, bias, T, 1, 1, True, lanes)
 
 
 @pytest.mark.parametrize("block,lanes", [(None, 1), (50, 2)])
@@ -72,7 +68,14 @@ def test_fixed_point_many_events(block, lanes):
     src = (rng.random((T, B, n_in)) < 0.7).astype(np.int32)
     row_nnz = csr_row_nnz(indptr, data)
     bias = np.zeros(n_out, np.int32)
-    got = run_blocked(src, L, row_nnz, bias, T, 1, 1, False, lanes, fixed=True, weight_exp=-1)
-    want = reference(src, indptr, indices, data, bias, T, 1, 1, False, fixed=True, weight_exp=-1)
-    for g, w in zip(got, want):
-        np.testing.assert_array_equal(g, w)
+    assert_blocked_equals_csr(src, L, (indptr, indices, data), row_nnz, bias, T, 1, 1, False, lanes, fixed=True,
+                              weight_exp=-1)
+
+
+def test_the_python_mask_is_the_compiled_one():
+    x = np.zeros(130, np.float32)
+    x[[3, 64, 70, 127]] = [1.0, np.nan, 2.0, -1.0]
+    x[5] = -0.0
+    mask = P.njit(lambda x, j: P._mask64(x, j))
+    for j in (0, 64, 66):
+        assert P._mask64(x, j) == mask(x, j) == sum(1 << (k - j) for k in (3, 64, 70, 127) if j <= k < j + 64)

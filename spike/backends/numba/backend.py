@@ -215,7 +215,7 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
     weight_exp, delay, start = delivery(ctx)
     src = source(ctx)
     P.dense_kernel(fixed(ctx), c["narrow"])(
-        src, P.event_bits(src), c["wt"], c["row_nnz"], c["bias"], weight_exp, ctx.out, t0, t1, delay, start,
+        src, c["wt"], c["row_nnz"], c["bias"], weight_exp, ctx.out, t0, t1, delay, start,
         *pair_counters(ctx),
     )
     ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
@@ -238,7 +238,7 @@ def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
     lanes = max(1, min(L.nblk, threads_allowed() // B)) if L.nblk > 1 and t1 - t0 >= _LANE_MIN_STEPS else 1
     with threads_up_to(B * lanes) if lanes > 1 else contextlib.nullcontext():
         P.sparse_kernel(fixed(ctx), L.coded)(
-            src, P.event_bits(src), L.ptr, L.off, L.w, L.table, c["row_nnz"], c["bias"], weight_exp, ctx.out, t0,
+            src, L.ptr, L.off, L.w, L.table, c["row_nnz"], c["bias"], weight_exp, ctx.out, t0,
             t1, delay, start, *pair_counters(ctx), L.block, lanes,
         )
     ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)

@@ -103,13 +103,6 @@ _AHEAD = 8  # events ahead whose synapses are prefetched (their row pointers: a 
 _LINE = 64  # bytes per cache line
 
 
-def event_bits(src: np.ndarray) -> np.ndarray:
-    """``src`` (``[T, B, n]`` float32 or int32, C order) viewed as words: uint64 (two inputs a word)
-    when ``n`` is even, else uint32. The projection kernels take it as an argument; :func:`_gather`
-    tests the inputs themselves and does not read it."""
-    return src.view(np.uint64 if src.shape[-1] % 2 == 0 else np.uint32)
-
-
 @intrinsic
 def _popcount(typingctx, x):
     """``_popcount(x)``: the set bits of the unsigned integer ``x`` (LLVM's ``ctpop``), as int64."""
@@ -149,8 +142,9 @@ def _mask64_vector(typingctx, x, j):
 
 
 def _mask64(x, j):
-    """Bit ``k`` (k < 64) set where ``x[j + k] != 0`` (compiled only)."""
-    raise NotImplementedError
+    """Bit ``k`` (k < 64) set where ``x[j + k] != 0`` (a NaN is set, -0.0 is not); compiled: one
+    vector compare (:func:`_mask64_vector`), or a loop over a strided ``x``."""
+    return np.packbits(np.asarray(x[j:j + _MASK]) != 0, bitorder="little").view("<u8")[0]
 
 
 @overload(_mask64, inline="always")
@@ -169,13 +163,12 @@ def _mask64_compiled(x, j):
 
 
 @njit(cache=True, inline="always")
-def _gather(x, bits, idx):
+def _gather(x, idx):
     """Indices of the non-zero entries of ``x`` into ``idx`` (room for ``x.shape[0] + _CHUNK``);
     returns their number. ``_MASK`` inputs at a time are compared with zero at once into a bit mask
     (:func:`_mask64`: -0.0 is no event); its set bits become indices, the first four without a
     branch (each written whether set or not; the count advances by the mask's population, so a
-    write past it is written over later), any more in a loop. ``bits`` (:func:`event_bits`) is
-    not read."""
+    write past it is written over later), any more in a loop."""
     n = x.shape[0]
     one = np.uint64(1)
     m = 0
@@ -360,9 +353,9 @@ def _tally(nacs, nmacs, nops, mac):
 
 @lru_cache(maxsize=None)
 def dense_kernel(fixed: bool, narrow: bool = False) -> Any:
-    """``dense_forward(src, bits, wt, row_nnz, bias, weight_exp, out, t0, t1, delay, start, acs, macs,
+    """``dense_forward(src, wt, row_nnz, bias, weight_exp, out, t0, t1, delay, start, acs, macs,
     check)``: a dense projection, ``wt`` = W^T ``[n_in, n_out]`` (C order), ``row_nnz[i]`` =
-    nnz(W[:, i]), ``bits`` = :func:`event_bits` of ``src`` (not read).
+    nnz(W[:, i]).
 
     ``out[t, b] = bias + sum over non-zero x = src[t-delay, b, i] of wt[i] * x`` from step ``start``
     on, 0 before (float32; ``bias`` may be empty); fixed point: ``int32((sum of wt[i] over the
@@ -373,7 +366,7 @@ def dense_kernel(fixed: bool, narrow: bool = False) -> Any:
 
     acc_type = np.int32 if narrow else np.int64
 
-    def dense_forward(src, bits, wt, row_nnz, bias, weight_exp, out, t0, t1, delay, start, acs, macs, check):
+    def dense_forward(src, wt, row_nnz, bias, weight_exp, out, t0, t1, delay, start, acs, macs, check):
         B = out.shape[1]
         n_in = wt.shape[0]
         n_out = wt.shape[1]
@@ -393,7 +386,7 @@ def dense_kernel(fixed: bool, narrow: bool = False) -> Any:
                         _zero(o, n_out)
                     continue
                 x = src[t - delay, b]
-                m = _gather(x, bits[t - delay, b], idx)
+                m = _gather(x, idx)
                 nops, unit, real = _event_values(x, idx, m, row_nnz, val)
                 nacs, nmacs = _tally(nacs, nmacs, nops, check and real)
                 if fixed:  # every event a spike (lava casts to bool)
@@ -410,12 +403,11 @@ def dense_kernel(fixed: bool, narrow: bool = False) -> Any:
 
 @lru_cache(maxsize=None)
 def sparse_kernel(fixed: bool, coded: bool) -> Any:
-    """``sparse_forward(src, bits, ptr, off, w, table, row_nnz, bias, weight_exp, out, t0, t1, delay,
+    """``sparse_forward(src, ptr, off, w, table, row_nnz, bias, weight_exp, out, t0, t1, delay,
     start, acs, macs, check, block, lanes)``: a CSR projection over source neurons, laid out by
     blocks of targets (``layout.SparseBlocks``: ``ptr``, ``off``, ``w``, ``table``, ``block``;
     weights ``table[w[k]]`` when ``coded``, else ``w[k]``; ``ptr`` may be a strided view, int32 or
-    int64); ``bits`` is :func:`event_bits` of ``src`` (not read). Arithmetic and counts as
-    :func:`dense_kernel`'s.
+    int64). Arithmetic and counts as :func:`dense_kernel`'s.
 
     Each (sample, step) gathers its events (sources with a non-zero input, in source order:
     :func:`_gather`), then takes them in groups of ``_GROUP``, in order: for each block of targets,
@@ -431,7 +423,7 @@ def sparse_kernel(fixed: bool, coded: bool) -> Any:
     ``prange``, each gathering the events itself; lane 0 counts).
     """
 
-    def sparse_forward(src, bits, ptr, off, w, table, row_nnz, bias, weight_exp, out, t0, t1, delay, start,
+    def sparse_forward(src, ptr, off, w, table, row_nnz, bias, weight_exp, out, t0, t1, delay, start,
                        acs, macs, check, block, lanes):
         B = out.shape[1]
         n_in = ptr.shape[0]
@@ -466,7 +458,7 @@ def sparse_kernel(fixed: bool, coded: bool) -> Any:
                         _zero(o[lo:hi], hi - lo)
                     continue
                 x = src[t - delay, b]
-                m = _gather(x, bits[t - delay, b], idx)
+                m = _gather(x, idx)
                 if lane == 0:
                     nops, _unit, real = _event_values(x, idx, m, row_nnz, val)
                     nacs, nmacs = _tally(nacs, nmacs, nops, check and real)
