@@ -177,6 +177,7 @@ def test_counts_and_spike_lists_equal_the_dense_record(monkeypatch):
     for chunked in (False, True):
         if chunked:  # chunks of 7 steps (history 2, the longest delay)
             monkeypatch.setattr(engine, "CHUNK_BYTES", 0)
+            monkeypatch.setattr(engine, "CYCLIC_CHUNK_BYTES", 0)
             monkeypatch.setattr(engine, "MIN_CHUNK_STEPS", 7)
         got = run(prog, steps=60, batch=2, probes=["p.v"], record=record)
         assert (got.timing.get("chunk_steps") == 7) is chunked
@@ -220,6 +221,7 @@ def test_chunked_runs_equal_whole_runs_with_latency(monkeypatch):
     for program in (prog, fixed):
         whole = run(program, steps=50, batch=2, probes=["p", "q", "p.v", "src"], record={"q": "spikes"})
         monkeypatch.setattr(engine, "CHUNK_BYTES", 0)
+        monkeypatch.setattr(engine, "CYCLIC_CHUNK_BYTES", 0)
         monkeypatch.setattr(engine, "MIN_CHUNK_STEPS", 6)
         part = run(program, steps=50, batch=2, probes=["p", "q", "p.v", "src"], record={"q": "spikes"})
         monkeypatch.undo()
