@@ -12,13 +12,16 @@ from spike.backends.numba import projections as P
 
 
 def random_csr(rng, n_in, n_out, fan_out, values):
-    """A random CSR; ``values``: "few" (41 distinct weights), "some" (hundreds) or "any" (float32)."""
+    """A random CSR; ``values``: "one" (every weight 0.3: the uniform kernel), "few" (41 distinct
+    weights), "some" (hundreds) or "any" (float32)."""
     counts = rng.integers(0, 2 * fan_out + 1, n_in)
     indptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     indices = rng.integers(0, n_out, int(indptr[-1])).astype(np.int64)
     for i in range(0, n_in, 7):  # a target named twice in a row
         if counts[i] >= 2:
             indices[indptr[i] + 1] = indices[indptr[i]]
+    if values == "one":
+        return indptr, indices, np.full(indices.shape[0], 0.3, np.float32)
     if values == "few":
         data = (rng.integers(-20, 21, indices.shape[0]) * 0.1).astype(np.float32)
     elif values == "some":
@@ -72,9 +75,9 @@ def run_blocked(src, L, row_nnz, bias, T, delay, start, check, lanes, fixed=Fals
     out = np.full((T, B, n_out), 7, src.dtype)  # every element is written
     acs = np.zeros(B, np.int64)
     macs = np.zeros(B, np.int64)
-    P.sparse_kernel(fixed, L.coded)(src, L.ptr, L.off, L.w, L.table, row_nnz,
-                                    np.zeros(0, np.float32) if fixed else bias, weight_exp, out, 0, T, delay, start,
-                                    acs, macs, check, L.block, lanes)
+    P.sparse_kernel(fixed, L.coded, L.table.shape[0] == 1)(src, L.ptr, L.off, L.w, L.table, row_nnz,
+                                                           np.zeros(0, np.float32) if fixed else bias, weight_exp,
+                                                           out, 0, T, delay, start, acs, macs, check, L.block, lanes)
     return out, acs, macs
 
 
@@ -88,7 +91,8 @@ def assert_blocked_equals_csr(src, L, csr, row_nnz, bias, T, delay, start, check
                                       w.view(np.uint32) if w.dtype == np.float32 else w)
 
 
-@pytest.mark.parametrize("values,codes", [("any", np.float32), ("few", np.uint8), ("some", np.uint16)])
+@pytest.mark.parametrize("values,codes", [("any", np.float32), ("few", np.uint8), ("some", np.uint16),
+                                          ("one", np.uint8)])
 @pytest.mark.parametrize("block,lanes", [(None, 1), (37, 1), (37, 3), (64, 2)])
 @pytest.mark.parametrize("n_in", [47, 48])  # odd and even, both short of one 64-input mask
 def test_float_equals_csr_loop(values, codes, block, lanes, n_in):
@@ -96,7 +100,7 @@ def test_float_equals_csr_loop(values, codes, block, lanes, n_in):
     T, B, n_out = 7, 3, 150
     indptr, indices, data = random_csr(rng, n_in, n_out, 120 if values == "any" else 10, values)  # any: > CODE_MAX
     L = sparse_blocks(indptr, indices, data, n_out, block=block)
-    assert L.w.dtype == codes and L.coded == (codes != np.float32)
+    assert L.w.dtype == codes and L.coded == (codes != np.float32) and (L.table.shape[0] == 1) == (values == "one")
     bias = rng.standard_normal(n_out).astype(np.float32)
     src = rng.standard_normal((T, B, n_in)).astype(np.float32)
     src[rng.random(src.shape) < 0.5] = 0
@@ -110,12 +114,16 @@ def test_float_equals_csr_loop(values, codes, block, lanes, n_in):
 
 
 @pytest.mark.parametrize("block,lanes", [(None, 1), (29, 2)])
-def test_fixed_point_equals_csr_loop(block, lanes):
+@pytest.mark.parametrize("uniform", [False, True])
+def test_fixed_point_equals_csr_loop(block, lanes, uniform):
     rng = np.random.default_rng(3)
     T, B, n_in, n_out = 6, 2, 40, 90
     indptr, indices, _ = random_csr(rng, n_in, n_out, 8, "few")
     data = rng.integers(-128, 128, indices.shape[0]).astype(np.int16)
+    if uniform:
+        data[:] = -37
     L = sparse_blocks(indptr, indices, data, n_out, block=block)
+    assert (L.table.shape[0] == 1) == uniform
     src = (rng.random((T, B, n_in)) < 0.4).astype(np.int32)
     row_nnz = csr_row_nnz(indptr, data)
     bias = np.zeros(n_out, np.int32)

@@ -237,7 +237,7 @@ def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
     # for a call over many steps only: waking threads for every step of a cycle costs more than it saves.
     lanes = max(1, min(L.nblk, threads_allowed() // B)) if L.nblk > 1 and t1 - t0 >= _LANE_MIN_STEPS else 1
     with threads_up_to(B * lanes) if lanes > 1 else contextlib.nullcontext():
-        P.sparse_kernel(fixed(ctx), L.coded)(
+        P.sparse_kernel(fixed(ctx), L.coded, L.table.shape[0] == 1)(
             src, L.ptr, L.off, L.w, L.table, c["row_nnz"], c["bias"], weight_exp, ctx.out, t0,
             t1, delay, start, *pair_counters(ctx), L.block, lanes,
         )

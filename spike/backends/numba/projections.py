@@ -206,23 +206,27 @@ def _prefetch_span(a, q0, q1):
 
 
 @njit(cache=True, inline="always")
-def _prefetch_row(ptr, off, w, i, blk0, blk1):
-    """Prefetch the synapses of source ``i`` into blocks ``blk0 .. blk1-1`` (contiguous in its row)."""
+def _prefetch_row(ptr, off, w, i, blk0, blk1, uniform):
+    """Prefetch the synapses of source ``i`` into blocks ``blk0 .. blk1-1`` (contiguous in its row):
+    their targets, and their weights unless ``uniform`` (none are read)."""
     q0 = ptr[i, blk0]
     q1 = ptr[i, blk1]
     if q1 > q0:
         _prefetch_span(off, q0, q1)
-        _prefetch_span(w, q0, q1)
+        if not uniform:
+            _prefetch_span(w, q0, q1)
 
 
 @njit(cache=True, inline="always")
-def _plain_weight(w, table, k):
+def _weight(w, table, k, w0, coded, uniform):
+    """Synapse ``k``'s weight: ``w0`` (= ``table[0]``, read once per call) when every synapse has the
+    same one (``uniform``), ``table[w[k]]`` when ``coded``, else ``w[k]`` (constant flags: the
+    other branches are pruned)."""
+    if uniform:
+        return w0
+    if coded:
+        return table[w[k]]
     return w[k]
-
-
-@njit(cache=True, inline="always")
-def _coded_weight(w, table, k):
-    return table[w[k]]
 
 
 @intrinsic
@@ -402,11 +406,12 @@ def dense_kernel(fixed: bool, narrow: bool = False) -> Any:
 
 
 @lru_cache(maxsize=None)
-def sparse_kernel(fixed: bool, coded: bool) -> Any:
+def sparse_kernel(fixed: bool, coded: bool, uniform: bool = False) -> Any:
     """``sparse_forward(src, ptr, off, w, table, row_nnz, bias, weight_exp, out, t0, t1, delay,
     start, acs, macs, check, block, lanes)``: a CSR projection over source neurons, laid out by
     blocks of targets (``layout.SparseBlocks``: ``ptr``, ``off``, ``w``, ``table``, ``block``;
-    weights ``table[w[k]]`` when ``coded``, else ``w[k]``; ``ptr`` may be a strided view, int32 or
+    weights ``table[w[k]]`` when ``coded``, else ``w[k]``; ``uniform`` (a table of one weight):
+    ``table[0]`` for every synapse, ``w`` not read; ``ptr`` may be a strided view, int32 or
     int64). Arithmetic and counts as :func:`dense_kernel`'s.
 
     Each (sample, step) gathers its events (sources with a non-zero input, in source order:
@@ -441,6 +446,7 @@ def sparse_kernel(fixed: bool, coded: bool) -> Any:
             val = np.empty(n_in + _CHUNK, src.dtype)
             acc = np.zeros(hi - lo if fixed else 0, np.int64)
             col = ptr[:, blk0]  # each source's first pointer in the lane: prefetched a group ahead
+            w0 = table[0] if uniform else np.zeros(1, table.dtype)[0]
             nacs = 0
             nmacs = 0
             for t in range(t0, t1):
@@ -469,7 +475,7 @@ def sparse_kernel(fixed: bool, coded: bool) -> Any:
                     acc[:] = 0
                 ob = o[lo:hi]
                 for e in range(min(_AHEAD, m)):  # the pipeline's start: the first rows, the first group's pointers
-                    _prefetch_row(ptr, off, w, idx[e], blk0, blk1)
+                    _prefetch_row(ptr, off, w, idx[e], blk0, blk1, uniform)
                 for e in range(_AHEAD, min(_GROUP, m)):
                     prefetch(col, idx[e])
                 for g0 in range(0, m, _GROUP):  # events in groups whose rows stay in cache over the blocks
@@ -486,7 +492,7 @@ def sparse_kernel(fixed: bool, coded: bool) -> Any:
                                 prefetch(col, idx[e + _GROUP])
                             ea = e + _AHEAD
                             if ea < m and ((first and ea < g1) or (last and ea >= g1)):
-                                _prefetch_row(ptr, off, w, idx[ea], blk0, blk1)
+                                _prefetch_row(ptr, off, w, idx[ea], blk0, blk1, uniform)
                             i = idx[e]
                             p0 = np.uint64(ptr[i, blk])
                             p1 = np.uint64(ptr[i, blk + 1])
@@ -494,24 +500,15 @@ def sparse_kernel(fixed: bool, coded: bool) -> Any:
                             if fixed:  # every event a spike (lava casts to bool)
                                 for k in range(p0, p1):
                                     j = base + off[k]
-                                    if coded:  # a constant flag: numba prunes the other branch
-                                        acc[j] += _coded_weight(w, table, k)
-                                    else:
-                                        acc[j] += _plain_weight(w, table, k)
+                                    acc[j] += _weight(w, table, k, w0, coded, uniform)
                             elif v == 1:
                                 for k in range(p0, p1):
                                     j = base + off[k]
-                                    if coded:
-                                        ob[j] = ob[j] + _coded_weight(w, table, k)
-                                    else:
-                                        ob[j] = ob[j] + _plain_weight(w, table, k)
+                                    ob[j] = ob[j] + _weight(w, table, k, w0, coded, uniform)
                             else:
                                 for k in range(p0, p1):
                                     j = base + off[k]
-                                    if coded:
-                                        ob[j] = ob[j] + _coded_weight(w, table, k) * v
-                                    else:
-                                        ob[j] = ob[j] + _plain_weight(w, table, k) * v
+                                    ob[j] = ob[j] + _weight(w, table, k, w0, coded, uniform) * v
                 if fixed:
                     _write_shifted(o[lo:hi], acc, weight_exp)
             acs[b] += nacs
