@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from spike.backends.layout import csr_row_nnz, sparse_blocks
-from spike.backends.numba import projections as P
+from spike.backends.numba import events as E
 
 from .test_sparse_blocks import assert_blocked_equals_csr, random_csr
 
@@ -16,14 +16,14 @@ from .test_sparse_blocks import assert_blocked_equals_csr, random_csr
 @pytest.mark.parametrize("n_in", [63, 64, 130, 1000])
 def test_gather_matches_nonzero(n_in):
     rng = np.random.default_rng(n_in)
-    gather = P.njit(lambda x, idx: P._gather(x, idx))
+    gather = E.njit(lambda x, idx: E.gather(x, idx))
     for density in (0.0, 0.04, 0.3, 1.0):
         for dtype in (np.float32, np.int32):
             x = np.where(rng.random(n_in) < density, rng.integers(1, 5, n_in), 0).astype(dtype)
             if dtype == np.float32:
                 x[rng.random(n_in) < 0.05] = -0.0  # no event
                 x[rng.random(n_in) < 0.02] = np.nan  # an event
-            idx = np.empty(n_in + P._CHUNK, np.int64)
+            idx = np.empty(n_in + E.CHUNK, np.int64)
             m = gather(x, idx)
             np.testing.assert_array_equal(idx[:m], np.nonzero(x)[0])
             xs = np.repeat(x, 2)[::2]  # a strided row: the element-wise mask
@@ -72,10 +72,30 @@ def test_fixed_point_many_events(block, lanes):
                               weight_exp=-1)
 
 
+@pytest.mark.parametrize("n", [1, 63, 64, 130, 1000])
+def test_list_nonzero_matches_nonzero_and_writes_no_further(n):
+    """A population's spike list (``events.list_nonzero``): the non-zeros in order, nothing written
+    past their count, so a list as long as the row suffices."""
+    rng = np.random.default_rng(n)
+    listed = E.njit(lambda x, index: E.list_nonzero(x, index))
+    for density in (0.0, 0.04, 0.5, 1.0):
+        for dtype in (np.float32, np.int32):
+            x = (rng.random(n) < density).astype(dtype)
+            if dtype == np.float32:
+                x[rng.random(n) < 0.05] = -0.0  # no spike
+                x[rng.random(n) < 0.02] = np.nan  # listed, as x != 0 says
+            index = np.full(n + 8, -7, np.int32)
+            m = listed(x, index[:n])
+            want = np.nonzero(x)[0]
+            assert m == len(want)
+            np.testing.assert_array_equal(index[:m], want)
+            assert (index[m:] == -7).all()
+
+
 def test_the_python_mask_is_the_compiled_one():
     x = np.zeros(130, np.float32)
     x[[3, 64, 70, 127]] = [1.0, np.nan, 2.0, -1.0]
     x[5] = -0.0
-    mask = P.njit(lambda x, j: P._mask64(x, j))
+    mask = E.njit(lambda x, j: E.mask64(x, j))
     for j in (0, 64, 66):
-        assert P._mask64(x, j) == mask(x, j) == sum(1 << (k - j) for k in (3, 64, 70, 127) if j <= k < j + 64)
+        assert E.mask64(x, j) == mask(x, j) == sum(1 << (k - j) for k in (3, 64, 70, 127) if j <= k < j + 64)

@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from spike import semantics
+from spike.backends.numba.events import list_nonzero
 from spike.semantics import (
     MODEL_ALPHA, MODEL_CUBA, MODEL_LI, P_ALPHA, P_BETA, P_RATE, P_TAU, P_THR, RULE_SNNTORCH, S_I, S_J, S_S, S_V,
     NeuronFlags,
@@ -71,17 +72,6 @@ def _silent(srcs, t, b):
             if bits[j] != 0:
                 return False
     return True
-
-
-@njit(cache=True, inline="always")
-def list_nonzero(o, index):
-    """The positions of the non-zeros of ``o`` into ``index`` (ascending; every position is
-    written, the count advancing on a non-zero: no branch); returns their number."""
-    m = 0
-    for k in range(o.shape[0]):
-        index[m] = k
-        m += o[k] != 0
-    return m
 
 
 neuron_step = njit(inline="always")(make_neuron_step(

@@ -20,7 +20,7 @@ weights summed in int64, then shifted by ``weight_exp`` and wrapped to int32 as 
 its own case; each is cached on disk per flag set. ``numba.neurons`` defines the integer helpers
 (``wrap_int32``, ``shift_by_exp``).
 
-Event-driven projections gather the non-zero inputs of a step (:func:`_gather`: 64 inputs compared
+Event-driven projections gather the non-zero inputs of a step (:func:`events.gather`: 64 inputs compared
 with zero at once into a bit mask, whose set bits become the event indices), then add each event's
 weights into the step's output: a dense projection one contiguous row per event, a sparse one its
 CSR row cut by blocks of targets (``layout.SparseBlocks``: compact row pointers, uint16 offsets,
@@ -42,9 +42,9 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
-from numba.cpython.unsafe.numbers import trailing_zeros
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
 
+from spike.backends.numba.events import CHUNK, gather
 from spike.backends.numba.neurons import shift_by_exp, wrap_int32
 
 
@@ -96,104 +96,9 @@ def _add_rows(acc, rows, idx, val, m, unit):
             k += 1
 
 
-_MASK = 64  # inputs tested at once for events (one vector compare into a 64-bit mask)
-_CHUNK = 16  # room past the inputs that an index list needs (:func:`_gather` writes a few indices ahead)
 _GROUP = 32  # events whose rows are scattered block by block while they stay in cache
 _AHEAD = 8  # events ahead whose synapses are prefetched (their row pointers: a group ahead)
 _LINE = 64  # bytes per cache line
-
-
-@intrinsic
-def _popcount(typingctx, x):
-    """``_popcount(x)``: the set bits of the unsigned integer ``x`` (LLVM's ``ctpop``), as int64."""
-    if not isinstance(x, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        (v,) = args
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v.type, [v.type]),
-                                            f"llvm.ctpop.i{v.type.width}")
-        r = builder.call(fn, [v])
-        return builder.zext(r, ir.IntType(64)) if v.type.width < 64 else r
-
-    return types.int64(x), codegen
-
-
-@intrinsic
-def _mask64_vector(typingctx, x, j):
-    """:func:`_mask64` of a C-contiguous ``x``: one load of 64 elements, one vector compare."""
-    if not isinstance(x, types.Array) or x.ndim != 1 or x.layout != "C":
-        return None
-
-    def codegen(context, builder, signature, args):
-        aryty, idxty = signature.args
-        ary = context.make_array(aryty)(context, builder, args[0])
-        index = context.cast(builder, args[1], idxty, types.intp)
-        vec = ir.VectorType(context.get_data_type(aryty.dtype), _MASK)
-        v = builder.load(builder.bitcast(builder.gep(ary.data, [index]), vec.as_pointer()),
-                         align=aryty.dtype.bitwidth // 8)
-        if isinstance(aryty.dtype, types.Float):  # unordered or not equal: NaN is an event, -0.0 is none
-            c = builder.fcmp_unordered("!=", v, ir.Constant(vec, None))
-        else:
-            c = builder.icmp_unsigned("!=", v, ir.Constant(vec, None))
-        return builder.bitcast(c, ir.IntType(_MASK))
-
-    return types.uint64(x, j), codegen
-
-
-def _mask64(x, j):
-    """Bit ``k`` (k < 64) set where ``x[j + k] != 0`` (a NaN is set, -0.0 is not); compiled: one
-    vector compare (:func:`_mask64_vector`), or a loop over a strided ``x``."""
-    return np.packbits(np.asarray(x[j:j + _MASK]) != 0, bitorder="little").view("<u8")[0]
-
-
-@overload(_mask64, inline="always")
-def _mask64_compiled(x, j):
-    if x.layout == "C":
-        return lambda x, j: _mask64_vector(x, j)
-
-    def strided(x, j):
-        mask = np.uint64(0)
-        for k in range(_MASK):
-            if x[j + k] != 0:
-                mask |= np.uint64(1) << np.uint64(k)
-        return mask
-
-    return strided
-
-
-@njit(cache=True, inline="always")
-def _gather(x, idx):
-    """Indices of the non-zero entries of ``x`` into ``idx`` (room for ``x.shape[0] + _CHUNK``);
-    returns their number. ``_MASK`` inputs at a time are compared with zero at once into a bit mask
-    (:func:`_mask64`: -0.0 is no event); its set bits become indices, the first four without a
-    branch (each written whether set or not; the count advances by the mask's population, so a
-    write past it is written over later), any more in a loop."""
-    n = x.shape[0]
-    one = np.uint64(1)
-    m = 0
-    full = n - n % _MASK
-    for c in range(0, full, _MASK):
-        mask = _mask64(x, c)
-        cnt = _popcount(mask)
-        idx[m] = c + np.int64(trailing_zeros(mask))  # 64 for an empty mask: an index written over
-        mask &= mask - one
-        idx[m + 1] = c + np.int64(trailing_zeros(mask))
-        mask &= mask - one
-        idx[m + 2] = c + np.int64(trailing_zeros(mask))
-        mask &= mask - one
-        idx[m + 3] = c + np.int64(trailing_zeros(mask))
-        mask &= mask - one
-        k = m + 4
-        m += cnt
-        while mask != 0:
-            idx[k] = c + np.int64(trailing_zeros(mask))
-            k += 1
-            mask &= mask - one
-    for j in range(full, n):
-        idx[m] = j
-        m += x[j] != 0
-    return m
 
 
 @njit(cache=True, inline="always")
@@ -376,7 +281,7 @@ def dense_kernel(fixed: bool, narrow: bool = False) -> Any:
         n_out = wt.shape[1]
         has_bias = bias.shape[0] > 0
         for b in prange(B):
-            idx = np.empty(n_in + _CHUNK, np.int64)
+            idx = np.empty(n_in + CHUNK, np.int64)
             val = np.empty(n_in, src.dtype)
             acc = np.zeros(n_out if fixed else 0, acc_type)
             nacs = 0
@@ -390,7 +295,7 @@ def dense_kernel(fixed: bool, narrow: bool = False) -> Any:
                         _zero(o, n_out)
                     continue
                 x = src[t - delay, b]
-                m = _gather(x, idx)
+                m = gather(x, idx)
                 nops, unit, real = _event_values(x, idx, m, row_nnz, val)
                 nacs, nmacs = _tally(nacs, nmacs, nops, check and real)
                 if fixed:  # every event a spike (lava casts to bool)
@@ -415,7 +320,7 @@ def sparse_kernel(fixed: bool, coded: bool, uniform: bool = False) -> Any:
     int64). Arithmetic and counts as :func:`dense_kernel`'s.
 
     Each (sample, step) gathers its events (sources with a non-zero input, in source order:
-    :func:`_gather`), then takes them in groups of ``_GROUP``, in order: for each block of targets,
+    :func:`events.gather`), then takes them in groups of ``_GROUP``, in order: for each block of targets,
     the group's segments into that block, event by event. A target therefore receives the terms
     of the CSR loop ``for i in events: for k in row i`` in that loop's order (within a group only
     its block's pass writes it, and a segment keeps its row's order), so float32 sums (and the
@@ -442,8 +347,8 @@ def sparse_kernel(fixed: bool, coded: bool, uniform: bool = False) -> Any:
             blk1 = (lane + 1) * nblk // lanes
             lo = min(blk0 * block, n_out)
             hi = min(blk1 * block, n_out)
-            idx = np.empty(n_in + _CHUNK, np.int64)
-            val = np.empty(n_in + _CHUNK, src.dtype)
+            idx = np.empty(n_in + CHUNK, np.int64)
+            val = np.empty(n_in + CHUNK, src.dtype)
             acc = np.zeros(hi - lo if fixed else 0, np.int64)
             col = ptr[:, blk0]  # each source's first pointer in the lane: prefetched a group ahead
             w0 = table[0] if uniform else np.zeros(1, table.dtype)[0]
@@ -464,7 +369,7 @@ def sparse_kernel(fixed: bool, coded: bool, uniform: bool = False) -> Any:
                         _zero(o[lo:hi], hi - lo)
                     continue
                 x = src[t - delay, b]
-                m = _gather(x, idx)
+                m = gather(x, idx)
                 if lane == 0:
                     nops, _unit, real = _event_values(x, idx, m, row_nnz, val)
                     nacs, nmacs = _tally(nacs, nmacs, nops, check and real)
