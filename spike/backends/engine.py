@@ -385,6 +385,7 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
     calls: list[tuple[Any, NodeContext]] = []  # every node's (kernel, context), in schedule order
     stages: list[tuple[bool, list[tuple[Any, NodeContext]]]] = []
     buffers: list[tuple[Any, bool]] = []  # every buffer of a chunked run and whether a chunk must zero it
+    listed = {_base(program, name) for name in recorders}  # a recorded Output: its source lists the spikes
     for stage in static.schedule:
         stage_ctx = []
         for name in stage.nodes:
@@ -426,7 +427,7 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
                 program=program,
                 values=values,
                 shared=shared,
-                spike_list=_spike_list(be, node, variants[name], name in recorders, rows, B),
+                spike_list=_spike_list(be, node, variants[name], name in listed, rows, B),
             )
             buffers += [(a, a is not out or not writes_all) for a in (out, ctx.mem, ctx.mem_u) if a is not None]
             ctxs[name] = ctx
@@ -452,7 +453,7 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
                 for fn, ctx in calls:
                     fn(ctx, t, t + 1)
         for name, rec in recorders.items():
-            _record(rec, be, values[name], ctxs.get(name), 0, T, 0)
+            _record(rec, be, values[name], ctxs.get(_base(program, name)), 0, T, 0)
         dense = {name: values[name] for name in {*outputs, *sig_probes}}
         mems = {name: ctxs[name].mem for name in mem_probes}
         currents = {name: ctxs[name].mem_u for name in cur_probes}
@@ -484,6 +485,13 @@ def _spike_list(be: Backend, node: Node, variant: str, recorded: bool, rows: int
     return index, be.zeros((rows, B), "int64")
 
 
+def _base(program: Program, name: str) -> str:
+    """The node whose buffer ``name`` shares: an Output's source (through Outputs), else ``name``."""
+    while isinstance(program.node(name), Output):
+        (name,) = program.sources(name)
+    return name
+
+
 def _record(rec: Recorder, be: Backend, value: Any, ctx: NodeContext | None, r0: int, r1: int, t0: int) -> None:
     """Feed ``rec`` rows ``r0 .. r1-1`` of a node's buffer (global steps from ``t0``): from the
     kernel's spike lists when it wrote them, else from its dense output."""
@@ -502,13 +510,8 @@ def _run_chunks(program: Program, be: Backend, arrays: dict[str, np.ndarray],
     """A chunked run (module docstring, "Chunks"): the dense records ``[T, B, size]`` of the nodes in
     ``kept`` (an output's is its source's), of the membrane and current probes; recorders fed."""
 
-    def base_of(name: str) -> str:
-        while isinstance(program.node(name), Output):
-            (name,) = program.sources(name)
-        return name
-
     full: dict[str, np.ndarray] = {}
-    for name in {base_of(n) for n in kept}:
+    for name in {_base(program, n) for n in kept}:
         if isinstance(program.node(name), Input):
             full[name] = arrays[name].reshape(T, B, -1).astype(dtype)  # the input itself
         else:
@@ -540,7 +543,7 @@ def _run_chunks(program: Program, be: Backend, arrays: dict[str, np.ndarray],
         for name, arr in currents.items():
             arr[g0:g0 + c] = be.to_numpy(ctxs[name].mem_u)[D:D + c]
         for name, rec in recorders.items():
-            _record(rec, be, values[name], ctxs.get(name), D, D + c, g0)
+            _record(rec, be, values[name], ctxs.get(_base(program, name)), D, D + c, g0)
     for ctx in ctxs.values():
         ctx.base, ctx.onset = 0, onsets[ctx.name]
-    return {n: full[base_of(n)] for n in kept}, mems, currents
+    return {n: full[_base(program, n)] for n in kept}, mems, currents

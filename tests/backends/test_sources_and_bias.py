@@ -23,6 +23,7 @@ import pytest
 
 from spike import semantics
 from spike.backends import engine, run
+from spike.backends.recording import Recorder
 from spike.compiler.ir.nodes import Bernoulli, Dense, Output, Population
 from spike.compiler.ir.program import ProgramBuilder, ProgramError, rebuild_graph
 from spike.compiler.passes.delays import target_delays
@@ -199,6 +200,27 @@ def test_counts_and_spike_lists_equal_the_dense_record(monkeypatch):
             for key, value in counts.items():
                 np.testing.assert_array_equal(got.ops.per_node[name][key], value, err_msg=f"{name} {key}")
         assert got.ops.steps == 60
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_a_recorded_output_is_listed_by_its_population(monkeypatch, chunked):
+    """Recording only an Output: the spikes come from its source population's own lists (no pass
+    over a dense array: ``Recorder.add`` is never called) and equal the dense record."""
+    prog = generated(np.random.default_rng(5))
+    dense = run(prog, steps=40, batch=2, probes=["p", "r"])
+    if chunked:
+        for name, value in (("CHUNK_BYTES", 0), ("CYCLIC_CHUNK_BYTES", 0), ("MIN_CHUNK_STEPS", 9)):
+            monkeypatch.setattr(engine, name, value)
+
+    def no_dense_pass(*_args, **_kw):
+        raise AssertionError("a recorded Output was read from its dense array")
+
+    monkeypatch.setattr(Recorder, "add", no_dense_pass)
+    got = run(prog, steps=40, batch=2, record={"out": ("counts", "spikes"), "out_r": "counts"})
+    assert (got.timing.get("chunk_steps") == 9) is chunked and not got.outputs
+    np.testing.assert_array_equal(got.spike_lists["out"].dense(), dense.probes["p"] != 0)
+    np.testing.assert_array_equal(got.spike_counts["out"], (dense.probes["p"] != 0).sum(axis=0))
+    np.testing.assert_array_equal(got.spike_counts["out_r"], (dense.probes["r"] != 0).sum(axis=0))
 
 
 def test_chunked_runs_equal_whole_runs_with_latency(monkeypatch):
