@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -65,9 +66,14 @@ def one_population(**kw):
 
 
 # ---- purity -----------------------------------------------------------------------------
+def _fields(node):
+    """A node's value: its dataclass fields (not the sizes it caches when they are first read)."""
+    return {f.name: getattr(node, f.name) for f in dataclasses.fields(node)}
+
+
 def _snapshot(program):
     return (
-        [(name, id(node), copy.deepcopy(node.__dict__)) for name, node in program.nodes()],
+        [(name, id(node), copy.deepcopy(_fields(node))) for name, node in program.nodes()],
         list(program.graph.edges),
         {n: list(program.graph.predecessors(n)) for n in program.graph.nodes},
         tuple(program.inputs), tuple(program.outputs), copy.deepcopy(dict(program.metadata)),

@@ -25,7 +25,6 @@ FTWT gates' kernels (the "gated" variants) are in ``numba.gates``.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import sys
 from typing import Any
@@ -227,20 +226,22 @@ def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
     c = node_cache(ctx)
     if "blocks" not in c:  # the CSR by blocks of targets (layout.SparseBlocks), built once per node
         indptr, indices, c["row_nnz"] = csr_arrays(node, ctx.name)
-        c["blocks"] = sparse_blocks(indptr, indices, weights(ctx, node.data), node.size)
+        c["blocks"] = L = sparse_blocks(indptr, indices, weights(ctx, node.data), node.size)
         c["bias"] = bias(ctx, node.size)
+        c["kernel"] = P.sparse_kernel(fixed(ctx), L.coded, L.table.shape[0] == 1)
     L: SparseBlocks = c["blocks"]
     weight_exp, delay, start = delivery(ctx)
-    src = source(ctx)
     B = ctx.batch
     # Threads beyond one per sample split each sample's target blocks (lanes; 1: one thread a sample),
     # for a call over many steps only: waking threads for every step of a cycle costs more than it saves.
-    lanes = max(1, min(L.nblk, threads_allowed() // B)) if L.nblk > 1 and t1 - t0 >= _LANE_MIN_STEPS else 1
-    with threads_up_to(B * lanes) if lanes > 1 else contextlib.nullcontext():
-        P.sparse_kernel(fixed(ctx), L.coded, L.table.shape[0] == 1)(
-            src, L.ptr, L.off, L.w, L.table, c["row_nnz"], c["bias"], weight_exp, ctx.out, t0,
-            t1, delay, start, *pair_counters(ctx), L.block, lanes,
-        )
+    lanes = max(1, min(L.nblk, threads_allowed() // B)) if t1 - t0 >= _LANE_MIN_STEPS and L.nblk > 1 else 1
+    args = (source(ctx), L.ptr, L.off, L.w, L.table, c["row_nnz"], c["bias"], weight_exp, ctx.out, t0, t1, delay,
+            start, *pair_counters(ctx), L.block, lanes)
+    if lanes > 1:
+        with threads_up_to(B * lanes):
+            c["kernel"](*args)
+    else:
+        c["kernel"](*args)
     ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
 
 
@@ -343,27 +344,41 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
     if "state" not in ctx.state:
         ctx.state["state"] = state = semantics.initial_state(node, ctx.batch)
         ctx.state["quiet"] = ~state.any(axis=(0, 2))  # per sample: the whole state is zero
+    gated = active is not None
+    prepared = ctx.state.get("prepared") if not gated else None  # the run's sources do not change
+    if prepared is None:
+        prepared = _prepare_population(ctx, sources, gated)
+        if not gated:
+            ctx.state["prepared"] = prepared
+    kernel, curs, lates, gain, v_reset, quiet_steps = prepared
+    if not gated:
+        active, nactive = _NO_ACTIVE, np.zeros(ctx.batch, np.int64)
+    record = ctx.mem is not None
+    kernel(
+        curs, lates, t0, t1, c["params"], gain, v_reset, _NO_BIAS if c["bias"] is None else c["bias"], ctx.onset,
+        ctx.state["state"], ctx.out, ctx.mem if record else _NO_MEM, record, active, nactive, ctx.counts["spikes"],
+        ctx.counts["neuron_updates"], *_listing(ctx), ctx.state["quiet"], quiet_steps,
+    )
+
+
+def _prepare_population(ctx: NodeContext, sources: list[np.ndarray] | None, gated: bool) -> tuple:
+    """A float32 population's kernel and what its calls pass along: ``(kernel, curs, lates, gain,
+    v_reset, quiet_steps)`` (``quiet_steps``: :func:`numba.neurons.rest_is_fixed_point`, probed once
+    per node and tuple lengths; never for a gated population, whose mask leaves states apart)."""
+    node: Population = ctx.node
+    c = ctx.cache
     if sources is not None and node.late_recurrent:
         raise BackendError(f"population {ctx.name!r}: a gated population cannot add recurrent inputs late")
     srcs = _float_sources(ctx, ctx.sources if sources is None else sources)
     late_idx = ctx.recurrent_sources() if node.late_recurrent else ()
     curs = tuple(s for i, s in enumerate(srcs) if i not in late_idx) or (_silence(ctx),)
     lates = tuple(s for i, s in enumerate(srcs) if i in late_idx) if late_idx else curs
-    gated = active is not None
-    if not gated:
-        active, nactive = _NO_ACTIVE, np.zeros(ctx.batch, np.int64)
-    record = ctx.mem is not None
-    biased = c["bias"] is not None
-    kernel = N.population_kernel(c["flags"], gated, biased)
+    kernel = N.population_kernel(c["flags"], gated, c["bias"] is not None)
     gain, v_reset = np.float32(node.gain), np.float32(node.v_reset)
     rest = ("rest_is_fixed", len(curs), len(lates))
-    if not gated and rest not in c:  # a mask leaves states apart: gated runs take no quiet steps
+    if not gated and rest not in c:
         c[rest] = N.rest_is_fixed_point(kernel, c["params"], gain, v_reset, semantics.N_STATES, len(curs), len(lates))
-    kernel(
-        curs, lates, t0, t1, c["params"], gain, v_reset, c["bias"] if biased else _NO_BIAS, ctx.onset,
-        ctx.state["state"], ctx.out, ctx.mem if record else _NO_MEM, record, active, nactive, ctx.counts["spikes"],
-        ctx.counts["neuron_updates"], *_listing(ctx), ctx.state["quiet"], not gated and c[rest],
-    )
+    return kernel, curs, lates, gain, v_reset, not gated and c[rest]
 
 
 def _listing(ctx: NodeContext) -> tuple[bool, np.ndarray, np.ndarray]:

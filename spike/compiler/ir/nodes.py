@@ -11,6 +11,7 @@ kernel per kind, and serialisation validates every field against the dataclass d
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -37,7 +38,7 @@ class Node:
     KIND: ClassVar[str] = ""
     shape: tuple[int, ...]
 
-    @property
+    @functools.cached_property  # the fields are frozen: computed once per node (kernels read it per step)
     def size(self) -> int:
         return _size(self.shape)
 
@@ -147,7 +148,7 @@ class Projection(Node):
     in_shape: tuple[int, ...] = ()
     delay: int = 0
 
-    @property
+    @functools.cached_property
     def in_size(self) -> int:
         return _size(self.in_shape)
 
@@ -289,7 +290,7 @@ class Gate(Node):
     bias: np.ndarray | None = None
     window: int = 0
 
-    @property
+    @functools.cached_property
     def in_size(self) -> int:
         return _size(self.in_shape)
 
