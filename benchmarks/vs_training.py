@@ -39,7 +39,11 @@ Our side is our LIF and our ``spike.layers.SpikeLinear`` (``SpikingMLP``'s layer
 layer): a Linear that, on binary input, adds one weight row per input spike (forward) and one
 gradient row per spike (weight gradient) instead of running the GEMM; it stays dense for fewer than
 128 outputs (the MLP's and the CNN's 10-way output layers), for inputs denser than 0.3, and for
-non-binary inputs (see its docstring). The convolutions are torch's, as every peer's.
+non-binary inputs (see its docstring). The convolutions are torch's, as every peer's; the max
+pooling is our ``spike.layers.MaxPool2d`` (an ``nn.MaxPool2d`` on Numba kernels: the same values,
+argmax and gradients bit for bit, in a fraction of torch's CPU time), the peers' is torch's
+``nn.MaxPool2d`` (SpikingJelly's ``layer.MaxPool2d`` wraps it). ``floor`` and ``floor_event`` are
+built from our network, so they pool on it too.
 ``--event off`` makes every SpikeLinear dense (the previous design) for a before/after comparison.
 
 The spike check runs every contender forward on one batch with identical weights and compares the
@@ -81,7 +85,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spike.layers import SpikeLinear, TimeDistributed as TD
+from spike.layers import MaxPool2d, SpikeLinear, TimeDistributed as TD
 from spike.models.mlp import SpikingMLP
 from spike.neurons import LIF
 from spike.surrogate import Surrogate
@@ -225,8 +229,8 @@ def build(lib: str, cfg: dict, event: str = "auto") -> Net:
                        [getattr(m, f"lif{i}") for i in range(1, k + 1)])
         c1, c2 = cfg["channels"]
         flat = c2 * (cfg["size"] // 4) ** 2
-        m = nn.Sequential(TD(nn.Conv2d(1, c1, 3, padding=1)), our_lif(sem), TD(nn.MaxPool2d(2)),
-                          TD(nn.Conv2d(c1, c2, 3, padding=1)), our_lif(sem), TD(nn.MaxPool2d(2)),
+        m = nn.Sequential(TD(nn.Conv2d(1, c1, 3, padding=1)), our_lif(sem), TD(MaxPool2d(2)),
+                          TD(nn.Conv2d(c1, c2, 3, padding=1)), our_lif(sem), TD(MaxPool2d(2)),
                           nn.Flatten(2), SpikeLinear(flat, 10, event=event), our_lif(sem))
         return Net(m, [m[0].module, m[3].module, m[7]], [m[1], m[4], m[8]])
 

@@ -1,5 +1,5 @@
-"""Layers for time-first ``[T, B, ...]`` spiking networks: per-step wrappers, delays and the
-event-driven :class:`SpikeLinear`."""
+"""Layers for time-first ``[T, B, ...]`` spiking networks: per-step wrappers, delays, the
+event-driven :class:`SpikeLinear` and :class:`MaxPool2d` on the Numba pooling kernels."""
 from __future__ import annotations
 
 import torch
@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spike.kernels.event_linear import PaddedWeight, event_linear
+from spike.kernels.max_pool import MaxPool2dFunction, input_supported, kernel_supported, pair
 
 
 class TimeDistributed(nn.Module):
@@ -142,3 +143,37 @@ class SpikeLinear(nn.Linear):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, event={self.event!r}"
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """``nn.MaxPool2d`` (same constructor, no parameters, same state dict and lowering: the compiler
+    sees a MaxPool2d) that pools on :mod:`spike.kernels.max_pool` when it can: values, the window
+    position chosen among ties and NaNs, and gradients equal torch's bit for bit, in a fraction of
+    the time (2x2 on the CNN's ``[320, 16, 28, 28]`` spikes, one thread: forward ~1/15, backward
+    ~2/3 of torch's).
+
+    The kernels run when the configuration is ``stride == kernel_size`` (or ``stride=None``),
+    ``padding=0``, ``dilation=1``, ``ceil_mode=False``, ``return_indices=False``, both kernel sides
+    in ``1..8``, and the input is a float32 CPU tensor ``[C, H, W]`` or ``[N, C, H, W]`` (not
+    channels-last) at least one window high and wide, outside CPU autocast, ``torch.compile``
+    and ``torch.fx`` tracing (a ``Proxy``). Everything else runs ``nn.MaxPool2d.forward``, so the
+    results never depend on the path. Double backward and forward-mode derivatives
+    (``torch.autograd.forward_ad``) work on both paths; ``torch.func`` transforms (``vmap``,
+    ``grad``) do not take the kernel path's autograd function: use ``nn.MaxPool2d`` under them.
+    """
+
+    def kernel_window(self) -> tuple[int, int] | None:
+        """The window ``(kh, kw)`` if the kernels compute this configuration (see above), else None."""
+        kh, kw = pair(self.kernel_size)
+        stride = pair(self.stride if self.stride is not None else self.kernel_size)
+        if (stride != (kh, kw) or pair(self.padding) != (0, 0) or pair(self.dilation) != (1, 1)
+                or self.ceil_mode or self.return_indices or not kernel_supported((kh, kw))):
+            return None
+        return kh, kw
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(x, torch.Tensor) and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling():
+            k = self.kernel_window()
+            if k is not None and input_supported(x, k):
+                return MaxPool2dFunction.apply(x, k)
+        return super().forward(x)

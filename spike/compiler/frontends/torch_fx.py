@@ -38,7 +38,7 @@ from spike.compiler.ir.nodes import (
 from spike.compiler.ir.program import Program, ProgramBuilder
 from spike.compiler.passes.delays import bias_from_start
 from spike.compiler.ir.signals import output_signal
-from spike.layers import Delayed, SpikeLinear, TimeDistributed, silent_before
+from spike.layers import Delayed, MaxPool2d, SpikeLinear, TimeDistributed, silent_before
 from spike.neurons import IF, LI, LIF, CubaLIF
 from spike.recurrent import RecurrentLIF
 
@@ -278,7 +278,7 @@ def _batchnorm(L: _Lowering, n: fx.Node, m: nn.modules.batchnorm._BatchNorm, pat
     return L.add(path, node, [src])
 
 
-@lowers(nn.AvgPool2d, nn.MaxPool2d)
+@lowers(nn.AvgPool2d, nn.MaxPool2d, MaxPool2d)  # MaxPool2d: nn.MaxPool2d on Numba kernels; lowered alike
 def _pool(L: _Lowering, n: fx.Node, m: nn.Module, path: str) -> str:
     src = L.source(n, n.args[0])
     in_shape = L.feature_shape(n.args[0])

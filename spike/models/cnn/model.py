@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spike.ftwt import GatedConv, _real_steps
-from spike.layers import Delayed, silent_before
+from spike.layers import Delayed, MaxPool2d, silent_before
 from spike.layers import TimeDistributed as TD
 from spike.neurons import LIF
 
@@ -136,7 +136,7 @@ class SpikingCNN(nn.Module):
                 if v == "M":
                     if size < 2:
                         raise ValueError(f"SpikingCNN: too many poolings for input size {cfg['input_size']}")
-                    feats.append(Delayed(TD(nn.MaxPool2d(2)), d))
+                    feats.append(Delayed(TD(MaxPool2d(2)), d))
                     size //= 2
                 else:
                     feats.append(GatedConv(c_in, int(v), 3, 1, 1, gate=gate, delay=d, **neuron))
