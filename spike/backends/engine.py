@@ -31,8 +31,8 @@ writes them to the stages that read them. Measured on the 100k-neuron nets of
 ``benchmarks/vs_simulators.py`` (1 thread) against the former 32 MB per buffer of the widest node:
 the recurrent nets, stepped one step at a time, 15-20% faster with 16 MB (64 MB: 5-10%); the
 fan-out-100 feed-forward net 23% faster with 16-64 MB; the fan-out-1000 one, whose long rows
-of synapses dominate, 3% slower with 64 MB and 8% with 16 MB. Every node's buffer holds ``D + C`` steps, ``D``
-the longest projection delay (the history its readers look back on), and each stage runs local
+of synapses dominate, 3% slower with 64 MB and 8% with 16 MB. Every node's buffer holds ``D + C``
+steps, ``D`` the longest projection delay (the history its readers look back on), and each stage runs local
 steps ``D .. D + c - 1`` (cycles one step at a time, as always); local step ``t`` is global step
 ``ctx.base + t``, and ``ctx.onset`` is given in local steps. Between chunks each buffer keeps its
 last ``D`` steps as the next history. Only what is returned densely (outputs, probes) gets
@@ -442,6 +442,9 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
     def shaped(name: str, arr: Any) -> np.ndarray:
         return np.asarray(be.to_numpy(arr)).reshape(T, B, *program.node(name).shape)
 
+    # each recorder with its node's buffer and the context whose kernel lists its spikes (an Output's source)
+    feeds = [(rec, values[name], ctxs.get(_base(program, name))) for name, rec in recorders.items()]
+
     if chunks is None:
         for cyclic, stage_calls in stages:
             if not stepwise:
@@ -452,13 +455,13 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
             for t in tqdm(range(T), desc="steps", unit="step", disable=not progress, leave=False):
                 for fn, ctx in calls:
                     fn(ctx, t, t + 1)
-        for name, rec in recorders.items():
-            _record(rec, be, values[name], ctxs.get(_base(program, name)), 0, T, 0)
+        for rec, value, lister in feeds:
+            _record(rec, be, value, lister, 0, T, 0)
         dense = {name: values[name] for name in {*outputs, *sig_probes}}
         mems = {name: ctxs[name].mem for name in mem_probes}
         currents = {name: ctxs[name].mem_u for name in cur_probes}
     else:
-        dense, mems, currents = _run_chunks(program, be, arrays, stages, ctxs, values, buffers, recorders, T, B, D, C,
+        dense, mems, currents = _run_chunks(program, be, arrays, stages, ctxs, values, buffers, feeds, T, B, D, C,
                                             dtype, {*outputs, *sig_probes}, mem_probes, cur_probes)
     elapsed = time.perf_counter() - t_start
     if program.metadata.get("mapping"):  # routing counts of a mapped program (design §7)
@@ -504,11 +507,13 @@ def _record(rec: Recorder, be: Backend, value: Any, ctx: NodeContext | None, r0:
 
 def _run_chunks(program: Program, be: Backend, arrays: dict[str, np.ndarray],
                 stages: list[tuple[bool, list[tuple[Any, NodeContext]]]], ctxs: dict[str, NodeContext],
-                values: dict[str, Any], buffers: list[tuple[Any, bool]], recorders: dict[str, Recorder], T: int, B: int, D: int,
+                values: dict[str, Any], buffers: list[tuple[Any, bool]],
+                feeds: list[tuple[Recorder, Any, NodeContext | None]], T: int, B: int, D: int,
                 C: int, dtype: str, kept: set[str], mem_probes: set[str],
                 cur_probes: set[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """A chunked run (module docstring, "Chunks"): the dense records ``[T, B, size]`` of the nodes in
-    ``kept`` (an output's is its source's), of the membrane and current probes; recorders fed."""
+    ``kept`` (an output's is its source's), of the membrane and current probes; the recorders of
+    ``feeds`` (:func:`_run_kernels`'s) fed chunk by chunk."""
 
     full: dict[str, np.ndarray] = {}
     for name in {_base(program, n) for n in kept}:
@@ -542,8 +547,8 @@ def _run_chunks(program: Program, be: Backend, arrays: dict[str, np.ndarray],
             arr[g0:g0 + c] = be.to_numpy(ctxs[name].mem)[D:D + c]
         for name, arr in currents.items():
             arr[g0:g0 + c] = be.to_numpy(ctxs[name].mem_u)[D:D + c]
-        for name, rec in recorders.items():
-            _record(rec, be, values[name], ctxs.get(_base(program, name)), D, D + c, g0)
+        for rec, value, lister in feeds:
+            _record(rec, be, value, lister, D, D + c, g0)
     for ctx in ctxs.values():
         ctx.base, ctx.onset = 0, onsets[ctx.name]
     return {n: full[_base(program, n)] for n in kept}, mems, currents

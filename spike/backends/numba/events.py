@@ -79,6 +79,18 @@ def _mask64_compiled(x, j):
 
 
 @njit(cache=True, inline="always")
+def _set_bits(mask, c, out, m):
+    """``c + k`` for every set bit ``k`` of ``mask`` (ascending) into ``out[m:]``; returns the next
+    free position."""
+    one = np.uint64(1)
+    while mask != 0:
+        out[m] = c + np.int64(trailing_zeros(mask))
+        m += 1
+        mask &= mask - one
+    return m
+
+
+@njit(cache=True, inline="always")
 def gather(x, idx):
     """Indices of the non-zero entries of ``x`` into ``idx`` (room for ``x.shape[0] + CHUNK``);
     returns their number. ``MASK`` inputs at a time are compared with zero at once into a bit mask
@@ -100,12 +112,8 @@ def gather(x, idx):
         mask &= mask - one
         idx[m + 3] = c + np.int64(trailing_zeros(mask))
         mask &= mask - one
-        k = m + 4
+        _set_bits(mask, c, idx, m + 4)
         m += cnt
-        while mask != 0:
-            idx[k] = c + np.int64(trailing_zeros(mask))
-            k += 1
-            mask &= mask - one
     for j in range(full, n):
         idx[m] = j
         m += x[j] != 0
@@ -118,15 +126,10 @@ def list_nonzero(x, index):
     them written: ``index`` needs no room past ``x``); returns their number. :func:`mask64` finds
     them 64 at a time, so a sparse row costs little more than reading it."""
     n = x.shape[0]
-    one = np.uint64(1)
     m = 0
     full = n - n % MASK
     for c in range(0, full, MASK):
-        mask = mask64(x, c)
-        while mask != 0:
-            index[m] = c + np.int64(trailing_zeros(mask))
-            m += 1
-            mask &= mask - one
+        m = _set_bits(mask64(x, c), c, index, m)
     for j in range(full, n):
         if x[j] != 0:
             index[m] = j
