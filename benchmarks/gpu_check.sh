@@ -102,7 +102,8 @@ else
 fi
 
 # 3. benchmark (cuda backend vs dense torch.cuda), JSON under $OUT_DIR
-step benchmark 180 "$PY" benchmarks/cuda_sparsity.py --json "$OUT_DIR/cuda_sparsity.json"
+# (benchmarks/ on the path: PYTHONSAFEPATH, set with the shim above, keeps a script's folder off it)
+step benchmark 180 env PYTHONPATH="$ROOT/benchmarks${PYTHONPATH:+:$PYTHONPATH}" "$PY" benchmarks/cuda_sparsity.py --json "$OUT_DIR/cuda_sparsity.json"
 
 # 4. the simulator tests (slow: tiny programs)
 if [[ $HAVE_PYTEST -eq 1 ]]; then
