@@ -76,9 +76,11 @@ EOF
 nvidia-smi -L 2>&1 | tee -a "$OUT_DIR/versions.txt" || true
 
 # make `spike` importable: installed already, an editable install without deps, or a symlink tree
-if ! "$PY" -c "import spike.backends.cuda.backend" 2>/dev/null; then
+# (checked from / : `python -c` puts the current folder on the path, a script run from elsewhere does not)
+importable() { (cd / && "$PY" -c "import spike.backends.cuda.backend" 2>/dev/null); }
+if ! importable; then
   if ! "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" >"$OUT_DIR/pip.log" 2>&1 \
-      || ! "$PY" -c "import spike.backends.cuda.backend" 2>/dev/null; then
+      || ! importable; then
     SHIM="$(mktemp -d)"
     mkdir -p "$SHIM/spike"
     for f in "$ROOT"/spike/*; do ln -s "$f" "$SHIM/spike/"; done
@@ -87,7 +89,7 @@ if ! "$PY" -c "import spike.backends.cuda.backend" 2>/dev/null; then
     log "spike made importable through $SHIM (PYTHONPATH, PYTHONSAFEPATH=1)"
   fi
 fi
-"$PY" -c "import spike.backends.cuda.backend as m; print('spike from', m.__file__)" | tee -a "$OUT_DIR/summary.txt"
+(cd / && "$PY" -c "import spike.backends.cuda.backend as m; print('spike from', m.__file__)") | tee -a "$OUT_DIR/summary.txt"
 
 HAVE_PYTEST=1
 "$PY" -m pytest --version >/dev/null 2>&1 || HAVE_PYTEST=0
