@@ -5,7 +5,8 @@
 #   2. the gpu-marked tests (cuda == numba bit for bit on a real GPU, programs wider than a block),
 #      then the gpu-marked training tests (CUDA LIF/WKV kernels, bf16, `spike train --device cuda`);
 #   3. the benchmark benchmarks/cuda_sparsity.py (cuda backend vs dense torch.cuda);
-#   4. the CUDA-simulator tests (the same check through NUMBA_ENABLE_CUDASIM=1).
+#   4. the CUDA-simulator tests (the same check through NUMBA_ENABLE_CUDASIM=1, and the numba-cuda
+#      compatibility tests), on the CPU beside steps 2-3: they start first and are waited for last.
 # Logs and benchmarks/cuda_sparsity JSON go to $OUT (or ./gpu_check_out). Every step runs under a
 # timeout; a failing step does not stop the later ones, and the script exits non-zero if any failed.
 #
@@ -26,7 +27,7 @@ if [[ -z "$PY" ]]; then
 fi
 export PYTHONDONTWRITEBYTECODE=1
 unset NUMBA_ENABLE_CUDASIM || true
-FAILED=()
+FAILED_DIR="$(mktemp -d)"  # one NAME file per failed step (steps may run in the background)
 
 log() { echo "[gpu_check $(date +%H:%M:%S)] $*" | tee -a "$OUT_DIR/summary.txt"; }
 
@@ -39,7 +40,7 @@ step() {
   timeout --kill-after=10 "$secs" "$@" >"$OUT_DIR/$name.log" 2>&1 || rc=$?
   tail -n 25 "$OUT_DIR/$name.log" || true
   log "step $name: exit $rc after $((SECONDS - t0)) s"
-  if [[ $rc -ne 0 ]]; then FAILED+=("$name"); fi
+  if [[ $rc -ne 0 ]]; then touch "$FAILED_DIR/$name"; fi
   return 0
 }
 
@@ -94,11 +95,21 @@ fi
 HAVE_PYTEST=1
 "$PY" -m pytest --version >/dev/null 2>&1 || HAVE_PYTEST=0
 
+# 4. (started first) the simulator tests, slow (tiny programs, one CPU core), in the background
+SIM_OUT="$FAILED_DIR/sim_tests.out"
+if [[ $HAVE_PYTEST -eq 1 ]]; then
+  step sim_tests 420 "$PY" -m pytest -q -p no:cacheprovider -rs --durations=5 -m "not gpu" \
+    tests/backends/test_cuda_backend.py tests/backends/test_numba_cuda_compat.py >"$SIM_OUT" 2>&1 &
+else
+  step sim_tests 420 env NUMBA_ENABLE_CUDASIM=1 "$PY" tests/backends/cuda_sim_check.py >"$SIM_OUT" 2>&1 &
+fi
+SIM_PID=$!
+
 # 2. real GPU: cuda == numba bit for bit (gpu-marked test, or the check script directly)
 if [[ $HAVE_PYTEST -eq 1 ]]; then
-  step gpu_tests 180 "$PY" -m pytest -q -p no:cacheprovider -rs -m gpu tests/backends/test_cuda_backend.py
-  step gpu_train_tests 100 "$PY" -m pytest -q -p no:cacheprovider -rs -m gpu tests/kernels/test_lif_cuda_sim.py \
-    tests/kernels/test_wkv.py tests/train/test_precision.py tests/train/test_device.py
+  step gpu_tests 200 "$PY" -m pytest -q -p no:cacheprovider -rs --durations=10 -m gpu tests/backends/test_cuda_backend.py
+  step gpu_train_tests 150 "$PY" -m pytest -q -p no:cacheprovider -rs --durations=10 -m gpu \
+    tests/kernels/test_lif_cuda_sim.py tests/kernels/test_wkv.py tests/train/test_precision.py tests/train/test_device.py
 else
   step gpu_tests 180 "$PY" tests/backends/cuda_sim_check.py --large
 fi
@@ -107,15 +118,13 @@ fi
 # (benchmarks/ on the path: PYTHONSAFEPATH, set with the shim above, keeps a script's folder off it)
 step benchmark 180 env PYTHONPATH="$ROOT/benchmarks${PYTHONPATH:+:$PYTHONPATH}" "$PY" benchmarks/cuda_sparsity.py --json "$OUT_DIR/cuda_sparsity.json"
 
-# 4. the simulator tests (slow: tiny programs)
-if [[ $HAVE_PYTEST -eq 1 ]]; then
-  step sim_tests 80 "$PY" -m pytest -q -p no:cacheprovider -m "not gpu" tests/backends/test_cuda_backend.py
-else
-  step sim_tests 80 env NUMBA_ENABLE_CUDASIM=1 "$PY" tests/backends/cuda_sim_check.py
-fi
+# 4. the simulator tests' end
+wait "$SIM_PID" || true
+cat "$SIM_OUT"
 
-if [[ ${#FAILED[@]} -gt 0 ]]; then
-  log "FAILED steps: ${FAILED[*]}"
+FAILED=$(ls "$FAILED_DIR" | grep -v '\.out$' | tr '\n' ' ')
+if [[ -n "$FAILED" ]]; then
+  log "FAILED steps: $FAILED"
   exit 1
 fi
 log "all steps passed"

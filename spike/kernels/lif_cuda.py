@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from spike.compat.numba_cuda import numba_cuda
 from spike.kernels.lif_cpu import RESET_CODES, SURROGATE_IDS, grad_rows, make_params
 
 __all__ = [
@@ -54,9 +55,7 @@ def simulator_enabled() -> bool:
 def available() -> bool:
     """True when Numba can launch CUDA kernels here (a GPU, or the simulator)."""
     try:
-        from numba import cuda
-
-        return bool(cuda.is_available())
+        return bool(numba_cuda().is_available())
     except Exception:
         return False
 
@@ -65,9 +64,7 @@ def available() -> bool:
 def _kernels(kind: str):
     """Compile (lazily, once per dtype) the forward and backward kernels. ``kind``: 'f4'/'f8'."""
     global cuda
-    from numba import cuda as _cuda
-
-    cuda = _cuda
+    cuda = numba_cuda()
 
     if simulator_enabled():
         def mul(a, b):
@@ -269,9 +266,7 @@ def backward(x, beta, thr, alpha, params, reset, delay, ge, cuba, nd, sid, gs, g
 
 def to_dev(a: np.ndarray) -> Any:
     """``a`` on the device (the array itself under the simulator)."""
-    from numba import cuda
-
-    return a if simulator_enabled() else cuda.to_device(a)
+    return a if simulator_enabled() else numba_cuda().to_device(a)
 
 
 def from_dev(a: Any) -> np.ndarray:
@@ -332,8 +327,8 @@ def torch_launch(x: Any) -> tuple[Any, Any]:
     """``(as_cuda_array, stream)`` to launch on torch CUDA tensors: the converter to Numba device
     arrays and torch's current stream on ``x``'s device."""
     import torch
-    from numba import cuda
 
+    cuda = numba_cuda()
     stream = cuda.external_stream(torch.cuda.current_stream(x.device).cuda_stream)
     return cuda.as_cuda_array, stream
 

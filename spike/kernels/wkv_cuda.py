@@ -20,6 +20,7 @@ import math
 
 import numpy as np
 
+from spike.compat.numba_cuda import numba_cuda
 from spike.kernels.lif_cuda import available, from_dev, simulator_enabled, to_dev, torch_launch
 from spike.kernels.wkv import NEG
 
@@ -33,9 +34,7 @@ cuda = None  # numba.cuda, bound on first use (a module global so that the simul
 @functools.lru_cache(maxsize=None)
 def _kernels():
     global cuda
-    from numba import cuda as _cuda
-
-    cuda = _cuda
+    cuda = numba_cuda()
 
     @cuda.jit(device=True)
     def lse(x, y):

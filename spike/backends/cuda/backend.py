@@ -44,6 +44,7 @@ from spike.backends.registry import Backend, BackendError, register_backend
 from spike import semantics
 from spike.compiler.ir.nodes import Dense, Identity, Pool2d, Population, Sparse
 from spike.compiler.passes.quantize import loihi_neuron_params
+from spike.compat.numba_cuda import numba_cuda
 
 _PRECISIONS = ("float32", "fixed")
 
@@ -68,15 +69,9 @@ def device_neurons() -> Any:
     return cuda_neurons
 
 
-def _cuda() -> Any:
-    from numba import cuda
-
-    return cuda
-
-
 def _available() -> str | None:
     try:
-        cuda = _cuda()
+        cuda = numba_cuda()
         K = device_kernels()
     except Exception as e:  # numba without its CUDA target, or a broken CUDA install
         return f"numba.cuda cannot be used ({type(e).__name__}: {e}); install numba-cuda"
@@ -123,7 +118,7 @@ class _DevicePool:
         nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
         if idle_bytes + nbytes > self.max_bytes:  # drop idle arrays before growing past the cap
             self.arrays = [a for a, free in zip(self.arrays, idle) if not free]
-        a = _cuda().device_array(shape, dtype=dt)
+        a = numba_cuda().device_array(shape, dtype=dt)
         self.arrays.append(a)
         return a
 
@@ -166,7 +161,7 @@ def to_host(a: Any) -> np.ndarray:
 
 
 def to_device(a: np.ndarray) -> Any:
-    return _cuda().to_device(np.ascontiguousarray(a))
+    return numba_cuda().to_device(np.ascontiguousarray(a))
 
 
 BACKEND = register_backend(

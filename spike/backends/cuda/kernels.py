@@ -36,8 +36,12 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
-from numba import cuda, float32, int32, int64
+from numba import float32, int32, int64
 from numba.extending import register_jitable
+
+from spike.compat.numba_cuda import numba_cuda
+
+cuda = numba_cuda()  # numpy >= 2.5 needs the compat fix before numba.cuda's first compile
 
 
 def simulating() -> bool:

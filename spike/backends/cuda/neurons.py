@@ -15,9 +15,9 @@ One thread per (sample, neuron), state in registers; work unit ``r = b * n_tiles
 from __future__ import annotations
 
 import numpy as np
-from numba import cuda, int64
+from numba import int64
 
-from spike.backends.cuda.kernels import I64_ZERO, ONE, TPB, ZERO, fmul, inline, wrap_int32
+from spike.backends.cuda.kernels import I64_ZERO, ONE, TPB, ZERO, cuda, fmul, inline, wrap_int32
 from spike.semantics import (
     MODEL_LI, P_ALPHA, P_BETA, P_RATE, P_TAU, P_THR, S_I, S_J, S_S, S_V, make_neuron_step, make_spike_hash, same,
     threshold_fire,
