@@ -1,4 +1,5 @@
-"""Design §3 written once: the float32 neuron update that every backend runs.
+"""Design §3 written once: the float32 neuron update that every backend runs (the numba backend
+also in float64, for a float64 program: the same operations in double).
 
 One step of one neuron (or of whole arrays of them) is :func:`make_neuron_step`'s function; the
 numba and CUDA kernels compile it (with their own multiply, so no backend fuses a product into
@@ -80,26 +81,26 @@ def neuron_flags(node: Any) -> NeuronFlags:
     )
 
 
-def neuron_params(node: Any) -> np.ndarray:
-    """``[N_PARAMS, size]`` float32: beta, threshold, alpha, tau, rate per neuron (unused: 0;
-    beta of ``if``: 1)."""
+def neuron_params(node: Any, dtype: type = np.float32) -> np.ndarray:
+    """``[N_PARAMS, size]`` in ``dtype`` (float32; float64 for a float64 program): beta, threshold,
+    alpha, tau, rate per neuron (unused: 0; beta of ``if``: 1)."""
     n = node.size
-    out = np.zeros((N_PARAMS, n), np.float32)
+    out = np.zeros((N_PARAMS, n), dtype)
     for row, value, default in ((P_BETA, node.beta, 1.0), (P_THR, node.threshold, 1.0), (P_ALPHA, node.alpha, 0.0),
                                 (P_TAU, node.tau, 1.0), (P_RATE, node.rate, 0.0)):
-        out[row] = default if value is None else np.broadcast_to(np.asarray(value, np.float32).reshape(-1), (n,))
+        out[row] = default if value is None else np.broadcast_to(np.asarray(value, dtype).reshape(-1), (n,))
     return out
 
 
-def initial_state(node: Any, batch: int) -> np.ndarray:
-    """``[N_STATES, batch, size]`` float32: ``v = v_init`` (per neuron, float32) when the population
-    has one, else ``v_reset``; everything else 0."""
-    state = np.zeros((N_STATES, batch, node.size), np.float32)
+def initial_state(node: Any, batch: int, dtype: type = np.float32) -> np.ndarray:
+    """``[N_STATES, batch, size]`` in ``dtype``: ``v = v_init`` (per neuron) when the population has
+    one, else ``v_reset``; everything else 0."""
+    state = np.zeros((N_STATES, batch, node.size), dtype)
     v_init = getattr(node, "v_init", None)
     if v_init is None:
-        state[S_V] = np.float32(node.v_reset)
+        state[S_V] = dtype(node.v_reset)
     else:
-        state[S_V] = np.broadcast_to(np.asarray(v_init, np.float32).reshape(-1), (node.size,))
+        state[S_V] = np.broadcast_to(np.asarray(v_init, dtype).reshape(-1), (node.size,))
     return state
 
 
@@ -113,12 +114,12 @@ def initial_v_fixed(node: Any, batch: int) -> np.ndarray:
     return v
 
 
-def neuron_bias(node: Any) -> np.ndarray | None:
-    """A population's own ``bias`` as float32 ``[size]`` (None when it has none)."""
+def neuron_bias(node: Any, dtype: type = np.float32) -> np.ndarray | None:
+    """A population's own ``bias`` as ``[size]`` in ``dtype`` (None when it has none)."""
     bias = getattr(node, "bias", None)
     if bias is None:
         return None
-    return np.array(np.broadcast_to(np.asarray(bias, np.float32).reshape(-1), (node.size,)))
+    return np.array(np.broadcast_to(np.asarray(bias, dtype).reshape(-1), (node.size,)))
 
 
 def threshold_fire(to_float: Callable) -> Callable:
@@ -142,7 +143,7 @@ def make_neuron_step(mul: Callable, fire: Callable, hold: Callable, one: Any) ->
     has_bias=False) -> (out, v, s, i, j)``; ``bias`` is added after the charge when ``has_bias``
     (the caller passes False before the population's onset).
 
-    ``mul(a, b)`` is the backend's float32 product; ``fire(m, thr, fire_ge)`` the spike of
+    ``mul(a, b)`` is the backend's float product (float32; float64 in a float64 program); ``fire(m, thr, fire_ge)`` the spike of
     membrane ``m`` (:func:`threshold_fire`; in training a surrogate-gradient step of ``m - thr``);
     ``hold(s)`` the spike as a reset uses it (:func:`same`; in training ``s.detach()`` when the
     reset passes no gradient); ``one`` the value type's 1.

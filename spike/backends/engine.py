@@ -228,7 +228,7 @@ def run(
     outputs = [o for o in program.outputs if "dense" in records.get(o, {"dense"})]
     extra = {n for n, modes in records.items() if n not in outputs and ("dense" in modes or n not in program.outputs)}
     precision = static.precision
-    dtype = "int32" if precision == "fixed" else "float32"
+    dtype = "int32" if precision == "fixed" else precision  # float32, or float64 for a float64 program
     if precision == "fixed":
         for name, arr in arrays.items():
             if not np.isin(arr, (0, 1)).all():
@@ -357,14 +357,14 @@ def _gate_refs(program: Program, T: int) -> dict[str, GateRef]:
     return refs
 
 
-def _chunking(static: _Static, be: Backend, T: int, B: int, stepwise: bool) -> tuple[int, int] | None:
+def _chunking(static: _Static, be: Backend, T: int, B: int, stepwise: bool, itemsize: int) -> tuple[int, int] | None:
     """``(D, C)``: the history and the chunk of a chunked run (module docstring, "Chunks"), or None
     when the program runs over all steps at once."""
     if not be.chunked or stepwise or not static.chunkable:
         return None
     D = static.max_delay
     budget = CYCLIC_CHUNK_BYTES if any(stage.cyclic for stage in static.schedule) else CHUNK_BYTES
-    C = max(MIN_CHUNK_STEPS, budget // max(1, 4 * B * static.step_values))
+    C = max(MIN_CHUNK_STEPS, budget // max(1, itemsize * B * static.step_values))
     return (D, C) if D + C < T else None
 
 
@@ -372,7 +372,7 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
                  dtype: str, stepwise: bool, progress: bool, sig_probes: set[str], mem_probes: set[str],
                  cur_probes: set[str], outputs: list[str], recorders: dict[str, Recorder]) -> RunResult:
     precision = static.precision
-    chunks = _chunking(static, be, T, B, stepwise)
+    chunks = _chunking(static, be, T, B, stepwise, np.dtype(dtype).itemsize)
     D, C = chunks if chunks is not None else (0, T)
     rows = D + C  # steps per buffer (T when the run is not chunked)
     values: dict[str, Any] = {}

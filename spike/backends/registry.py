@@ -110,17 +110,17 @@ class Backend:
             raise BackendError(f"backend {self.name!r} cannot execute node(s) {', '.join(bad)}")
 
     def check_usable(self, program: Program) -> str:
-        """The program's precision; BackendError when this backend is not usable here or does not
-        support that precision."""
-        why = self.available()
-        if why:
-            raise BackendError(f"backend {self.name!r} is not usable here: {why}")
+        """The program's precision; BackendError when this backend does not support that precision
+        or is not usable here."""
         precision = program_precision(program)
         if precision not in self.precisions:
             raise BackendError(
                 f"backend {self.name!r} supports precisions {sorted(self.precisions)}, "
                 f"the program is {precision!r}"
             )
+        why = self.available()
+        if why:
+            raise BackendError(f"backend {self.name!r} is not usable here: {why}")
         return precision
 
     def _check_gates(self, program: Program) -> None:

@@ -20,8 +20,9 @@ def add_arguments(c: argparse.ArgumentParser) -> None:
                    help="NIR import: reset one step after the spike (yes, snnTorch's; the default) or in the "
                         "step it fires (no: NIR's, Norse's, Loihi's) for neurons whose metadata does not say")
     add_target(c, "generic", "the hardware the program is compiled for")
-    c.add_argument("--precision", default="float32", choices=["float32", "fixed"],
-                   help="fixed: Loihi's fixed point (a target with cores)")
+    c.add_argument("--precision", default="float32", choices=["float32", "float64", "fixed"],
+                   help="float64: the same update in double (as NEST and Brian2; the numba backend runs it); "
+                        "fixed: Loihi's fixed point (a target with cores)")
     c.add_argument("--target-delays", default="balanced", choices=["balanced", "raw"],
                    help="on a target whose synapses deliver late (Loihi): balanced keeps the trained "
                         "network, with outputs some steps late; raw uses the plain target delays (a different network)")

@@ -2,8 +2,8 @@
 
 A model goes through the frontend that accepts it (``frontends.registry``), then through
 :func:`passes_for`'s list: the float passes (:data:`FLOAT_PIPELINE`, ending with the FTWT gate
-record, ``passes.gates``), quantisation for fixed
-point, the target's synaptic delays (balanced, latency recorded), and partition and placement
+record, ``passes.gates``), the float precision (:func:`~spike.compiler.passes.float_precision`) or
+quantisation for fixed point, the target's synaptic delays (balanced, latency recorded), and partition and placement
 on a target with cores (firing rates from the caller: the compiler runs nothing). Every pass is
 a pure ``Program -> Program`` function; none runs a pipeline.
 """
@@ -15,10 +15,11 @@ from typing import Any, Callable, Iterable, Mapping
 
 from spike.compiler import frontends
 from spike.compiler.io.hdf5 import load_program
+from spike.compiler.ir.nodes import PRECISIONS
 from spike.compiler.ir.program import Program
 from spike.compiler.ir.precision import program_precision
 from spike.compiler.mapping.partition import map_program
-from spike.compiler.passes import canonicalize_neurons, check_cycles, fold_batchnorm, infer_shapes
+from spike.compiler.passes import canonicalize_neurons, check_cycles, float_precision, fold_batchnorm, infer_shapes
 from spike.compiler.passes.delays import DELAY_MODES
 from spike.compiler.passes.gates import record_gates
 from spike.compiler.passes.delays import target_delays as balance_delays
@@ -27,7 +28,6 @@ from spike.hardware import HardwareTarget, load_target
 
 Pass = Callable[[Program], Program]
 
-PRECISIONS = ("float32", "fixed")
 FLOAT_PIPELINE: tuple[Pass, ...] = (canonicalize_neurons, fold_batchnorm, infer_shapes, check_cycles, record_gates)
 FIXED_PIPELINE: tuple[Pass, ...] = (*FLOAT_PIPELINE, quantize)
 
@@ -53,7 +53,8 @@ def passes_for(precision: str, hw: HardwareTarget, delays: str = "balanced",
                firing_rates: Mapping[str, Any] | None = None,
                float_passes: tuple[Pass, ...] = FLOAT_PIPELINE) -> tuple[Pass, ...]:
     """The whole pipeline for ``precision`` on ``hw`` (after a frontend)."""
-    return (*float_passes, *((quantize,) if precision == "fixed" else ()), *target_passes(hw, delays, firing_rates))
+    precision_pass = quantize if precision == "fixed" else partial(float_precision, precision=precision)
+    return (*float_passes, precision_pass, *target_passes(hw, delays, firing_rates))
 
 
 def _mapped(program: Program, target: HardwareTarget, rates: Mapping[str, Any] | None) -> Program:
@@ -82,8 +83,9 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
     ``reset``, ``reset_delay``, ``fire_ge``, ``discretization``, ``input_signal``; see
     ``frontends.nir_import.from_nir``). A model family with its own lowering (SpikeGPT) needs no
     example input. The frontend is the first of ``frontends.registry`` that accepts the model; the
-    passes are :func:`passes_for`'s: the float passes, :func:`~spike.compiler.passes.quantize.quantize`
-    for ``precision="fixed"`` (Loihi fixed point; its per-layer report is in
+    passes are :func:`passes_for`'s: the float passes, the float precision (``"float32"``, or
+    ``"float64"``: populations and sums in double, as NEST and Brian2; the numba backend runs it),
+    :func:`~spike.compiler.passes.quantize.quantize` for ``precision="fixed"`` (Loihi fixed point; its per-layer report is in
     ``program.metadata["quantization"]``), the target's synaptic delays (``core.synaptic_delay`` of
     the hw config: Loihi's one step; balanced so the program computes the trained network with its
     outputs ``program.total_latency`` steps late, which every backend realigns;

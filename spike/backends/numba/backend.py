@@ -37,18 +37,19 @@ from spike.backends.numba import projections as P
 from spike.backends.engine import NodeContext
 from spike.backends.host_ops import host_op_kernel
 from spike.backends.layout import (
-    SparseBlocks, bias_values, conv_layout, csr_arrays, delivery, f32, geometry_2d, sparse_blocks,
+    SparseBlocks, bias_values, conv_layout, csr_arrays, delivery, geometry_2d, sparse_blocks,
     windows_per_position,
 )
 from spike.backends.registry import Backend, BackendError, register_backend
-from spike.compiler.ir.nodes import Bernoulli, Dense, Identity, Pool2d, Population, Sparse
+from spike.compiler.ir.nodes import FLOAT_DTYPES, Bernoulli, Dense, Identity, Pool2d, Population, Sparse
 from spike.compiler.passes.quantize import loihi_neuron_params
 from spike.numba_threads import threads_allowed, threads_at_most, threads_up_to
 from spike import semantics
 
-_EMPTY = np.zeros(0, np.float32)
-_NO_MEM = np.zeros((1, 1, 1), np.float32)
-_NO_BIAS = np.zeros(1, np.float32)
+# placeholders for absent arrays, per float dtype (one compiled signature per precision)
+_EMPTY = {dt: np.zeros(0, dt) for dt in FLOAT_DTYPES.values()}
+_NO_MEM = {dt: np.zeros((1, 1, 1), dt) for dt in FLOAT_DTYPES.values()}
+_NO_BIAS = {dt: np.zeros(1, dt) for dt in FLOAT_DTYPES.values()}
 _NO_ACTIVE = np.zeros((1, 1), np.int64)
 _NO_ACTIVE3 = np.zeros((1, 1, 1), np.int64)  # a conv2d without a mask: no kept-channel lists
 _NO_COUNT2 = np.zeros((1, 1), np.int64)
@@ -127,7 +128,7 @@ def _empty(shape: tuple[int, ...], dtype: str) -> np.ndarray:
 BACKEND = register_backend(
     Backend(
         name="numba",
-        precisions=frozenset({"float32", "fixed"}),
+        precisions=frozenset({"float32", "float64", "fixed"}),
         zeros=_zeros,
         to_numpy=lambda a: a,
         from_numpy=lambda a: np.ascontiguousarray(a),
@@ -150,6 +151,11 @@ def fixed(ctx: NodeContext) -> bool:
     return ctx.precision == "fixed"
 
 
+def float_dtype(ctx: NodeContext) -> type:
+    """The dtype of a float run's values: float32, or float64 for a float64 program."""
+    return FLOAT_DTYPES[ctx.precision]
+
+
 def node_cache(ctx: NodeContext) -> dict:
     """The node's arrays for the run's arithmetic (kept across runs, per precision)."""
     return ctx.cache.setdefault(ctx.precision, {})
@@ -164,18 +170,18 @@ def pair_counters(ctx: NodeContext) -> tuple[np.ndarray, np.ndarray, bool]:
 
 def source(ctx: NodeContext) -> np.ndarray:
     src = ctx.sources[0]
-    dt = np.int32 if fixed(ctx) else np.float32
+    dt = np.int32 if fixed(ctx) else float_dtype(ctx)
     if src.dtype != dt or not src.flags.c_contiguous:
         src = np.ascontiguousarray(src, dtype=dt)
     return src
 
 
 def weights(ctx: NodeContext, w: Any) -> np.ndarray:
-    """Weights for the run's arithmetic: float32, or (fixed point, integer-valued by validation) the
+    """Weights for the run's arithmetic: float32 (float64), or (fixed point, integer-valued by validation) the
     narrowest of int8/int16/int32 that holds them (Loihi's 8-bit weights: int8): the kernels sum
     them in int64, and narrow rows cut the memory traffic per event."""
     if not fixed(ctx):
-        return f32(w)
+        return np.ascontiguousarray(np.asarray(w, float_dtype(ctx)))
     a = np.asarray(w)
     lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
     narrowest = next(t for t in (np.int8, np.int16, np.int32) if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
@@ -183,9 +189,10 @@ def weights(ctx: NodeContext, w: Any) -> np.ndarray:
 
 
 def bias(ctx: NodeContext, n: int) -> np.ndarray:
-    """The projection's float32 bias, empty when it has none (or in fixed point: no bias there)."""
+    """The projection's float bias, empty when it has none (or in fixed point: no bias there)."""
     b = None if fixed(ctx) else bias_values(ctx.node, n, ctx.name)
-    return _EMPTY if b is None else b
+    dtype = float_dtype(ctx) if not fixed(ctx) else np.float32
+    return _EMPTY[dtype] if b is None else b.astype(dtype, copy=False)
 
 
 def conv_arrays(ctx: NodeContext) -> dict:
@@ -278,7 +285,7 @@ def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
         return
     if fixed(ctx):  # check() rejects these; kept for direct kernel calls
         raise BackendError(f"pool2d {ctx.name!r}: {node.mode!r} pooling has no fixed-point form")
-    divisor = np.float32(node.kernel[0] * node.kernel[1] if node.mode == "avg" else 0)
+    divisor = float_dtype(ctx)(node.kernel[0] * node.kernel[1] if node.mode == "avg" else 0)
     P.pool_sum_forward(
         src, c["win_count"], ctx.out, t0, t1, node.delay, c["geom"], divisor, ctx.counts["pool_ops"]
     )  # pooling accumulates are pool_ops, never syn_ops/macs nor dense_ops (NeuroBench counts no pooling)
@@ -287,7 +294,7 @@ def pool2d(ctx: NodeContext, t0: int, t1: int) -> None:
 @BACKEND.kernel("identity")
 def identity(ctx: NodeContext, t0: int, t1: int) -> None:
     node: Identity = ctx.node
-    scale = np.int64(node.scale) if fixed(ctx) else np.float32(node.scale)
+    scale = np.int64(node.scale) if fixed(ctx) else float_dtype(ctx)(node.scale)
     weight_exp, delay, _ = delivery(ctx)
     P.identity_kernel(fixed(ctx))(source(ctx), scale, weight_exp, ctx.out, t0, t1, delay, *pair_counters(ctx))
     ctx.counts["dense_ops"] += node.size * (t1 - t0)
@@ -323,7 +330,7 @@ def bernoulli(ctx: NodeContext, t0: int, t1: int) -> None:
 
 @BACKEND.kernel("population")
 def population(ctx: NodeContext, t0: int, t1: int) -> None:
-    """``spike.semantics`` in float32 (I = sum of sources in source order, ((s0+s1)+s2); the
+    """``spike.semantics`` in float32 or float64 (I = sum of sources in source order, ((s0+s1)+s2); the
     recurrent sources of a ``late_recurrent`` population summed apart), or Loihi fixed point."""
     if fixed(ctx):
         _population_fixed(ctx, t0, t1)
@@ -333,16 +340,17 @@ def population(ctx: NodeContext, t0: int, t1: int) -> None:
 
 def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarray] | None = None,
                      active: np.ndarray | None = None, nactive: np.ndarray | None = None) -> None:
-    """Steps t0..t1-1 of a float32 population from ``sources`` (default: all of the node's);
+    """Steps t0..t1-1 of a float population from ``sources`` (default: all of the node's);
     ``active``/``nactive``: only those neurons update (an FTWT gate's mask)."""
     node: Population = ctx.node
     c = ctx.cache
+    dtype = float_dtype(ctx)
     if "params" not in c:
-        c["params"] = semantics.neuron_params(node)
+        c["params"] = semantics.neuron_params(node, dtype)
         c["flags"] = semantics.neuron_flags(node)
-        c["bias"] = semantics.neuron_bias(node)
+        c["bias"] = semantics.neuron_bias(node, dtype)
     if "state" not in ctx.state:
-        ctx.state["state"] = state = semantics.initial_state(node, ctx.batch)
+        ctx.state["state"] = state = semantics.initial_state(node, ctx.batch, dtype)
         ctx.state["quiet"] = ~state.any(axis=(0, 2))  # per sample: the whole state is zero
     gated = active is not None
     prepared = ctx.state.get("prepared") if not gated else None  # the run's sources do not change
@@ -355,14 +363,14 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
         active, nactive = _NO_ACTIVE, np.zeros(ctx.batch, np.int64)
     record = ctx.mem is not None
     kernel(
-        curs, lates, t0, t1, c["params"], gain, v_reset, _NO_BIAS if c["bias"] is None else c["bias"], ctx.onset,
-        ctx.state["state"], ctx.out, ctx.mem if record else _NO_MEM, record, active, nactive, ctx.counts["spikes"],
+        curs, lates, t0, t1, c["params"], gain, v_reset, _NO_BIAS[dtype] if c["bias"] is None else c["bias"], ctx.onset,
+        ctx.state["state"], ctx.out, ctx.mem if record else _NO_MEM[dtype], record, active, nactive, ctx.counts["spikes"],
         ctx.counts["neuron_updates"], *_listing(ctx), ctx.state["quiet"], quiet_steps,
     )
 
 
 def _prepare_population(ctx: NodeContext, sources: list[np.ndarray] | None, gated: bool) -> tuple:
-    """A float32 population's kernel and what its calls pass along: ``(kernel, curs, lates, gain,
+    """A float population's kernel and what its calls pass along: ``(kernel, curs, lates, gain,
     v_reset, quiet_steps)`` (``quiet_steps``: :func:`numba.neurons.rest_is_fixed_point`, probed once
     per node and tuple lengths; never for a gated population, whose mask leaves states apart)."""
     node: Population = ctx.node
@@ -374,7 +382,8 @@ def _prepare_population(ctx: NodeContext, sources: list[np.ndarray] | None, gate
     curs = tuple(s for i, s in enumerate(srcs) if i not in late_idx) or (_silence(ctx),)
     lates = tuple(s for i, s in enumerate(srcs) if i in late_idx) if late_idx else curs
     kernel = N.population_kernel(c["flags"], gated, c["bias"] is not None)
-    gain, v_reset = np.float32(node.gain), np.float32(node.v_reset)
+    dtype = float_dtype(ctx)
+    gain, v_reset = dtype(node.gain), dtype(node.v_reset)
     rest = ("rest_is_fixed", len(curs), len(lates))
     if not gated and rest not in c:
         c[rest] = N.rest_is_fixed_point(kernel, c["params"], gain, v_reset, semantics.N_STATES, len(curs), len(lates))
@@ -389,12 +398,13 @@ def _listing(ctx: NodeContext) -> tuple[bool, np.ndarray, np.ndarray]:
 
 
 def _float_sources(ctx: NodeContext, srcs: list[np.ndarray]) -> list[np.ndarray]:
-    """A float32 population's sources as C-contiguous float32 ``[rows, B, n]`` arrays (the kernel
-    sums them per neuron, ``numba.neurons._input_sum``)."""
+    """A float population's sources as C-contiguous ``[rows, B, n]`` arrays of the run's float dtype
+    (the kernel sums them per neuron, ``numba.neurons._input_sum``)."""
+    dtype = float_dtype(ctx)
     out = []
     for s in srcs:
         _check_width(ctx, s)
-        out.append(s if s.dtype == np.float32 and s.flags.c_contiguous else np.ascontiguousarray(s, np.float32))
+        out.append(s if s.dtype == dtype and s.flags.c_contiguous else np.ascontiguousarray(s, dtype))
     return out
 
 
@@ -402,7 +412,7 @@ def _silence(ctx: NodeContext) -> np.ndarray:
     """A zero input as long as the node's output (a population without sources)."""
     z = ctx.state.get("silence")
     if z is None or z.shape != ctx.out.shape:
-        z = ctx.state["silence"] = np.zeros(ctx.out.shape, np.float32)
+        z = ctx.state["silence"] = np.zeros(ctx.out.shape, float_dtype(ctx))
     return z
 
 

@@ -1,8 +1,9 @@
 """Compiled neuron updates of the numba backend (see ``numba.backend``; the projections are in
 ``numba.projections``).
 
-- float32: :func:`population_kernel`, the update of ``spike.semantics`` compiled per set of
-  switches, in the order of design §3 (no ``fastmath``);
+- float32 (float64 for a float64 program: the kernels follow their arrays' dtype):
+  :func:`population_kernel`, the update of ``spike.semantics`` compiled per set of switches, in
+  the order of design §3 (no ``fastmath``);
 - Loihi fixed point: :func:`population_fixed_forward` stepping :func:`loihi_lif_step`, bit-accurate
   with lava-nc, and the integer helpers (``wrap_int32``, ``shift_by_exp``) the fixed-point
   projections share;
@@ -163,18 +164,20 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
     return njit(cache=True, parallel=True)(population_forward)
 
 
-def rest_is_fixed_point(kernel: Any, params: np.ndarray, gain: np.float32, v_reset: np.float32, n_states: int,
+def rest_is_fixed_point(kernel: Any, params: np.ndarray, gain: np.floating, v_reset: np.floating, n_states: int,
                         n_curs: int, n_lates: int) -> bool:
     """Whether ``kernel`` (a :func:`population_kernel`, not gated) maps a zero state and a zero input
     to a zero state and a zero output for every neuron (one step of the kernel itself, no bias):
     the condition under which it may skip quiet steps. ``n_curs``/``n_lates``: the tuples' lengths
-    of the calls to come, so that the probe compiles no other specialisation."""
+    of the calls to come, and the arrays in ``params``' dtype (float32 or float64), so that the
+    probe compiles no other specialisation."""
     n = params.shape[1]
-    zero = np.zeros((1, 1, n), np.float32)
-    state = np.zeros((n_states, 1, n), np.float32)
-    out = np.ones((1, 1, n), np.float32)
+    dt = params.dtype
+    zero = np.zeros((1, 1, n), dt)
+    state = np.zeros((n_states, 1, n), dt)
+    out = np.ones((1, 1, n), dt)
     counter = np.zeros(1, np.int64)
-    kernel((zero,) * n_curs, (zero,) * n_lates, 0, 1, params, gain, v_reset, np.zeros(n, np.float32), 0, state,
+    kernel((zero,) * n_curs, (zero,) * n_lates, 0, 1, params, gain, v_reset, np.zeros(n, dt), 0, state,
            out, zero, False, np.zeros((1, 1), np.int64), np.zeros(1, np.int64), counter, counter.copy(), False,
            np.zeros((1, 1, 1), np.int32), np.zeros((1, 1), np.int64), np.zeros(1, np.bool_), False)
     return not out.any() and not state.any()

@@ -8,7 +8,9 @@ Projections read their source at ``t - delay`` and deliver nothing before step `
 node's ``Program.onset`` in float32 (the bias travels with the events), its ``delay`` in fixed
 point; a step before the source's first (``t < delay``, e.g. a ``late_recurrent`` population's
 recurrent synapses, whose bias starts at step 0) has no events, and the source's buffer is not
-read there (its contents are not assumed to be zero). Float arithmetic stays in float32 and in the order of design §3 (no ``fastmath``), so
+read there (its contents are not assumed to be zero). Float arithmetic stays in float32 (float64
+for a float64 program: the kernels follow their arrays' dtype) and in the order of design §3 (no
+``fastmath``), so
 results equal the dense torch reference bit for bit whenever the sums are exact.
 
 Each projection loop is written once and compiled per arithmetic (and per use of an FTWT mask)
@@ -460,7 +462,7 @@ def conv2d_kernel(fixed: bool, gated: bool) -> Any:
             if fixed:
                 acc = np.empty((Ho, Wo, C_out), np.int64)
             else:
-                acc = np.empty((Ho, Wo, C_out), np.float32)
+                acc = np.empty((Ho, Wo, C_out), out.dtype)  # float32, or float64
             nacs = 0
             nmacs = 0
             for t in range(t0, t1):

@@ -24,7 +24,10 @@ RESET_MODES = ("subtract", "zero", "none", "drop")
 CHARGES = ("beta", "tau", "tau_input", "rate", "rate_input")
 RESET_RULES = ("standard", "snntorch")
 POOL_MODES = ("max", "avg", "sum")
-PRECISIONS = ("float32", "fixed")
+PRECISIONS = ("float32", "float64", "fixed")
+#: the float precisions and their arrays' dtype (float64: every value, state and sum in double,
+#: as NEST and Brian2 compute; the update and its order of operations are float32's)
+FLOAT_DTYPES: dict[str, type] = {"float32": np.float32, "float64": np.float64}
 
 
 def _size(shape: tuple[int, ...]) -> int:
@@ -108,7 +111,7 @@ class Population(Node):
     bias_mant: np.ndarray | None = None  # bias mantissa, -4096..4095
     bias_exp: np.ndarray | None = None  # bias exponent, 0..7: bias = bias_mant << bias_exp
     # Both precisions (per neuron or one value; the class docstring):
-    bias: np.ndarray | None = None  # constant input per step, added after the charge (float32 programs)
+    bias: np.ndarray | None = None  # constant input per step, added after the charge (float programs)
     v_init: np.ndarray | None = None  # initial membrane (None: v_reset); fixed point: the integer v
 
     def beyond_lif(self) -> tuple[str, Any] | None:

@@ -1,5 +1,6 @@
-"""Precision rules of a Program: float32 programs hold float weights and populations; fixed-point
-programs obey Loihi's ranges (:class:`spike.semantics.LOIHI`), checked node by node, naming the node
+"""Precision rules of a Program: float programs (float32, float64) hold float weights and
+populations of the program's precision (float64: no FTWT gates and no host ops, which run in
+float32 only); fixed-point programs obey Loihi's ranges (:class:`spike.semantics.LOIHI`), checked node by node, naming the node
 and the field (design brief §3, §4).
 """
 from __future__ import annotations
@@ -22,13 +23,13 @@ def program_precision(program: Program) -> str:
     p = program.metadata.get("precision")
     if p is not None:
         return str(p)
-    fixed = any(isinstance(n, Population) and n.precision == "fixed" for _, n in program.nodes())
-    return "fixed" if fixed else "float32"
+    kinds = {n.precision for _, n in program.nodes() if isinstance(n, Population)}
+    return "fixed" if "fixed" in kinds else "float64" if "float64" in kinds else "float32"
 
 
 def check_precision(program: Program) -> None:
-    """A float32 program has float weights and float populations; a fixed one obeys
-    :func:`check_fixed_point`."""
+    """A float program has float weights and populations of its precision (a float64 one no gates
+    and no host ops); a fixed one obeys :func:`check_fixed_point`."""
     precision = program_precision(program)
     if precision not in ir.PRECISIONS:
         raise ProgramError(f"program metadata precision {precision!r} is not one of {', '.join(ir.PRECISIONS)}")
@@ -36,8 +37,10 @@ def check_precision(program: Program) -> None:
         check_fixed_point(program)
         return
     for name, node in program.nodes():
-        if isinstance(node, Population) and node.precision != "float32":
+        if isinstance(node, Population) and node.precision != precision:
             raise node_error(name, node, "precision", f"{node.precision!r} in a {precision} program (metadata precision)")
+        if precision == "float64" and isinstance(node, (Gate, HostOp)):
+            raise node_error(name, node, None, f"a {node.KIND} runs in float32 only; compile with precision='float32'")
         for f in FIXED_WEIGHT_ARRAYS.get(type(node), ()):
             arr = getattr(node, f)
             if arr is not None and arr.dtype.kind in "iu":

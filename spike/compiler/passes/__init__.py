@@ -9,6 +9,7 @@ the field.
 - :func:`fold_batchnorm`: BatchNorm folded into the Dense/Conv2d that feeds it.
 - :func:`infer_shapes`: fills derivable shapes and checks every node against its sources.
 - :func:`check_cycles`: every cycle carries a projection with delay >= 1.
+- :func:`float_precision`: a float program in float32 or float64 (``compile(precision=...)``).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from spike.compiler.ir.nodes import (
     conv_output_hw,
 )
 from spike.compiler.ir.hostops import ELEMENTWISE_HOST_OPS
+from spike.compiler.ir.precision import check_precision
 from spike.compiler.ir.program import Program, ProgramError, node_error, rebuild_graph
 from spike.compiler.ir.validate import check_connections, check_gates, check_graph, check_node
 
@@ -41,6 +43,7 @@ __all__ = [
     "fold_batchnorm",
     "infer_shapes",
     "check_cycles",
+    "float_precision",
     "DEFAULT_THRESHOLD",
     "LI_THRESHOLD",
 ]
@@ -216,6 +219,26 @@ def fold_batchnorm(program: Program) -> Program:
     graph = rebuild_graph(program, nodes=changed, drop=redirect, rename_sources=redirect)
     outputs = tuple(redirect.get(o, o) for o in program.outputs)
     return program.with_graph(graph, outputs=outputs)
+
+
+def float_precision(program: Program, precision: str) -> Program:
+    """The float ``program`` in ``precision`` ("float32" or "float64"): every population's
+    ``precision`` and the metadata's. Weights and parameters keep their values (a backend makes
+    arrays of the precision's dtype from them: float32 values are exact in float64). A float64
+    program may hold no FTWT gate and no host op (they run in float32 only; the precision rules,
+    ``ir.precision``, say which node)."""
+    if precision not in ir.FLOAT_DTYPES:
+        raise ProgramError(f"float_precision: {precision!r} is not a float precision ({', '.join(ir.FLOAT_DTYPES)})")
+    if program.metadata.get("precision") == "fixed" or any(
+            isinstance(n, Population) and n.precision == "fixed" for _, n in program.nodes()):
+        raise ProgramError(f"float_precision: the program is fixed point; it has no {precision} form")
+    changed = {name: node.replace(precision=precision) for name, node in program.nodes()
+               if isinstance(node, Population) and node.precision != precision}
+    if not changed and program.metadata.get("precision") == precision:
+        return program
+    out = program.with_graph(rebuild_graph(program, nodes=changed), metadata={**dict(program.metadata), "precision": precision})
+    check_precision(out)
+    return out
 
 
 # ---- infer_shapes -----------------------------------------------------------------------

@@ -1,0 +1,162 @@
+"""Float64 programs (``compile(precision="float64")``, ``passes.float_precision``) on the numba
+backend: the update of ``spike.semantics`` in double, as NEST and Brian2 compute.
+
+Oracles: a naive float64 loop of the same update (and a float32 one, which the float32 run must
+equal: the two precisions part where float32 rounds); dyadic programs, whose every sum is exact,
+give the float32 results; the other backends refuse float64 before a run."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from helpers import programs as H
+from spike.backends import run
+from spike.backends.registry import BackendError
+from spike.compiler import compile as compile_model
+from spike.compiler.ir.nodes import Dense, HostOp, Input, Output, Population, Sparse
+from spike.compiler.ir.precision import program_precision
+from spike.compiler.ir.program import Program, ProgramBuilder, ProgramError, rebuild_graph
+from spike.compiler.passes import float_precision
+
+BETA = 0.9  # not dyadic: beta * v rounds differently in float32 and float64
+SIZES = (30, 24, 8)
+
+
+def lif(n: int) -> Population:
+    """NEST's iaf_psc_delta as in benchmarks/vs_simulators.py: ``v = beta*v + I``, spike on
+    ``v >= 1``, then ``v = 0``."""
+    return Population(shape=(n,), model="lif", beta=np.full(n, BETA, np.float32), threshold=np.ones(n, np.float32),
+                      reset="zero", reset_delay=False, fire_ge=True)
+
+
+def two_layers(rng: np.random.Generator):
+    """Input -> Sparse (CSR) -> LIF -> Dense -> LIF, arbitrary float32 weights."""
+    n_in, n_hid, n_out = SIZES
+    w1 = (rng.standard_normal((n_hid, n_in)) * 0.45).astype(np.float32)
+    w2 = (rng.standard_normal((n_out, n_hid)) * 0.6).astype(np.float32)
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(n_in,)))
+    w1[rng.random(w1.shape) < 0.5] = 0
+    b.add("fc1", Sparse(shape=(n_hid,), in_shape=(n_in,), **H.csr(w1)), "in")
+    b.add("p1", lif(n_hid), "fc1")
+    b.add("fc2", Dense(shape=(n_out,), in_shape=(n_hid,), weight=w2), "p1")
+    b.add("p2", lif(n_out), "fc2")
+    b.add("out", Output(shape=(n_out,)), "p2")
+    return b.build(), (w1, w2)
+
+
+def naive(x: np.ndarray, weights: tuple[np.ndarray, ...], dtype: type) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each layer's ``(spikes, v)`` ``[T, B, n]`` in ``dtype``: the current is the sum of the
+    weight columns of the spiking inputs in input order, ``v = beta*v + I`` (beta rounded to
+    float32 first: the program's array), spike on ``v >= 1``, then ``v = 0``."""
+    T, B, _ = x.shape
+    beta = dtype(np.float32(BETA))
+    out = []
+    for w in weights:
+        w = w.astype(dtype)
+        n = w.shape[0]
+        v = np.zeros((B, n), dtype)
+        spikes, mems = np.zeros((T, B, n), dtype), np.zeros((T, B, n), dtype)
+        for t in range(T):
+            for b in range(B):
+                i = np.zeros(n, dtype)
+                for j in np.flatnonzero(x[t, b]):
+                    i = i + w[:, j]
+                m = beta * v[b] + i
+                s = m >= dtype(1)
+                v[b] = np.where(s, dtype(0), m)
+                spikes[t, b], mems[t, b] = s, v[b]
+        out.append((spikes, mems))
+        x = spikes
+    return out
+
+
+def test_float64_runs_the_double_update_where_float32_rounds():
+    rng = np.random.default_rng(7)
+    program, weights = two_layers(rng)
+    x = H.spikes(rng, 40, 2, (SIZES[0],), 0.4)
+    probes = ["p1", "p2", "p1.v", "p2.v"]
+    runs = {p: run(float_precision(program, p), x, backend="numba", probes=probes) for p in ("float32", "float64")}
+    for precision, dtype in (("float32", np.float32), ("float64", np.float64)):
+        res = runs[precision]
+        for layer, (s, v) in zip(("p1", "p2"), naive(x, weights, dtype)):
+            assert res.probes[layer].dtype == dtype
+            np.testing.assert_array_equal(res.probes[layer], s, err_msg=f"{precision} {layer} spikes")
+            np.testing.assert_array_equal(res.probes[f"{layer}.v"], v, err_msg=f"{precision} {layer} membrane")
+        pairs = sum(np.count_nonzero(w[:, np.flatnonzero(row)])  # (spike, non-zero weight) pairs delivered
+                    for w, src in zip(weights, (x, res.probes["p1"])) for row in src.reshape(-1, src.shape[-1]))
+        assert res.ops.per_sample_total()["syn_ops"].sum() == pairs
+    # the precisions part: the float32 membranes are not the double ones
+    assert not np.array_equal(runs["float32"].probes["p1.v"], runs["float64"].probes["p1.v"])
+
+
+def dyadic_populations(program: Program) -> Program:
+    """``program`` with every population's beta and alpha 1/2 (beta 1 for ``if``) and thresholds
+    multiples of 1/16: with dyadic weights every value then stays exact in float32 for the few
+    steps of these programs (a leak of 1/2 adds one bit a step)."""
+    changed = {}
+    for name, node in program.nodes():
+        if isinstance(node, Population):
+            half = lambda a: None if a is None else np.full_like(np.asarray(a), 0.5)  # noqa: E731
+            changed[name] = node.replace(beta=np.asarray(node.beta) if node.model == "if" else half(node.beta),
+                                         alpha=half(node.alpha),
+                                         threshold=np.round(np.asarray(node.threshold) * 16).astype(np.float32) / 16)
+    return program.with_graph(rebuild_graph(program, nodes=changed))
+
+
+@pytest.mark.parametrize("build", [H.mlp, lambda rng, num: H.sparse(rng, num=num, duplicate=False), H.recurrent,
+                                   lambda rng, num: H.conv_pool(rng, "max", (2, 2), (1, 1), 1, (3, 3), num=num)],
+                         ids=["mlp", "sparse", "recurrent", "conv_maxpool"])
+def test_exact_programs_give_the_float32_results(build):
+    """Dyadic weights and parameters: every value is exact in both precisions, so the float64 run
+    of each node kind (dense with bias and delay, sparse, a cycle, conv2d, pooling, LI) equals the
+    float32 run value for value, and counts the same."""
+    program, x = build(np.random.default_rng(3), num=H.DYADIC)
+    program = dyadic_populations(program)
+    probes = [n for n, node in program.nodes() if isinstance(node, Population)]
+    probes += [f"{n}.v" for n in probes]
+    r32 = run(program, x, backend="numba", probes=probes)
+    r64 = run(float_precision(program, "float64"), x, backend="numba", probes=probes)
+    for name in [*r32.outputs, *probes]:
+        a32 = r32.outputs[name] if name in r32.outputs else r32.probes[name]
+        a64 = r64.outputs[name] if name in r64.outputs else r64.probes[name]
+        assert a64.dtype == np.float64
+        np.testing.assert_array_equal(a64, a32.astype(np.float64), err_msg=name)
+    assert r64.ops.total() == r32.ops.total()
+    assert r32.ops.total()["spikes"] > 0
+
+
+def test_compile_float64_from_a_torch_model():
+    """``compile(precision="float64")``: a traced model's populations and metadata say float64,
+    and its run equals the float64 run of the float32 program (the same values, in double)."""
+    torch.manual_seed(0)
+    import snntorch as snn
+
+    model = nn.Sequential(nn.Linear(12, 10, bias=False), snn.Leaky(beta=BETA, init_hidden=True, output=False))
+    example = (torch.rand(6, 2, 12) < 0.5).float()
+    p64 = compile_model(model, example[0], precision="float64")
+    p32 = compile_model(model, example[0])
+    assert program_precision(p64) == "float64" and p64.metadata["precision"] == "float64"
+    assert all(n.precision == "float64" for _, n in p64.nodes() if isinstance(n, Population))
+    x = example.numpy()
+    a = run(p64, x, backend="numba").outputs
+    b = run(float_precision(p32, "float64"), x, backend="numba").outputs
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) and a[k].dtype == np.float64 for k in a)
+
+
+@pytest.mark.parametrize("backend", ["torch", "cuda", "lava"])
+def test_other_backends_refuse_float64(backend):
+    program, x = H.mlp(np.random.default_rng(0))
+    with pytest.raises(BackendError, match="float64"):
+        run(float_precision(program, "float64"), x, backend=backend)
+
+
+def test_float64_refuses_host_ops_and_fixed_point():
+    program = H.sigmoid_program(np.random.default_rng(0))
+    host = next(n for n, node in program.nodes() if isinstance(node, HostOp))
+    with pytest.raises(ProgramError, match=f"{host}.*float32 only"):
+        float_precision(program, "float64")
+    with pytest.raises(ProgramError, match="not a float precision"):
+        float_precision(program, "fixed")
