@@ -15,6 +15,7 @@ from helpers import programs as H
 from spike.backends import run
 from spike.backends.registry import BackendError
 from spike.compiler import compile as compile_model
+from spike.compiler.io.hdf5 import load_program, save_program
 from spike.compiler.ir.nodes import Dense, HostOp, Input, Output, Population, Sparse
 from spike.compiler.ir.precision import program_precision
 from spike.compiler.ir.program import Program, ProgramBuilder, ProgramError, rebuild_graph
@@ -128,9 +129,10 @@ def test_exact_programs_give_the_float32_results(build):
     assert r32.ops.total()["spikes"] > 0
 
 
-def test_compile_float64_from_a_torch_model():
+def test_compile_float64_from_a_torch_model(tmp_path):
     """``compile(precision="float64")``: a traced model's populations and metadata say float64,
-    and its run equals the float64 run of the float32 program (the same values, in double)."""
+    its run equals the float64 run of the float32 program (the same values, in double), and a
+    saved file keeps the precision."""
     torch.manual_seed(0)
     import snntorch as snn
 
@@ -144,6 +146,11 @@ def test_compile_float64_from_a_torch_model():
     a = run(p64, x, backend="numba").outputs
     b = run(float_precision(p32, "float64"), x, backend="numba").outputs
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) and a[k].dtype == np.float64 for k in a)
+    save_program(p64, tmp_path / "p.h5")
+    loaded = load_program(tmp_path / "p.h5")
+    assert program_precision(loaded) == "float64"
+    c = run(loaded, x, backend="numba").outputs
+    assert all(np.array_equal(a[k], c[k]) for k in a)
 
 
 @pytest.mark.parametrize("backend", ["torch", "cuda", "lava"])
