@@ -43,9 +43,14 @@ For each case whose spikes differ from ours, the first differing step is replaye
 update up to that step, which shows that rounding alone makes the difference; in the recurrent
 ``brunel`` case one such flip spreads through the network (chaos) and the rasters part after it.
 
-``spikes_equal`` per case: every population's per-neuron spike counts (so its total) equal between
-ours and each peer; ``rasters_equal``: every (neuron, step) spike equal. The top-level
-``spikes_equal`` is true only when every case's is.
+Ours runs each case twice: in float32 (the default precision, ``ours``; ``ratio_*``,
+``min_ratio_*``) and in float64 (``compile(precision="float64")``, ``passes.float_precision``:
+the same update in double, ``ours_float64``; ``ratio_*_float64``, ``min_ratio_*_float64``;
+``--no-float64`` skips it). ``spikes_equal`` per case and run: every population's per-neuron
+spike counts (so its total) equal between ours and each peer; ``rasters_equal``: every (neuron,
+step) spike equal. The top-level ``spikes_equal`` (``rasters_equal``) is true when every case's
+float64 run equals the peers, which compute in float64 too; ``spikes_equal_float32`` says the
+same of the float32 runs, which part from the peers only through rounding (above).
 
 Cases (``--cases``; ``--quick``: tiny sizes for the smoke test, one Brian2 binary for all cases):
 
@@ -108,6 +113,7 @@ import scipy.sparse
 from spike.backends import run
 from spike.compiler.ir.nodes import Dense, Input, Output, Population, Sparse
 from spike.compiler.ir.program import Program, ProgramBuilder
+from spike.compiler.passes import float_precision
 from spike.models.random_net import Network, fixed_fan_out, synapses
 from spike.train.checkpoint import atomic_write_json
 
@@ -386,11 +392,12 @@ def best_of(fn: Callable[[], Any], repeats: int, budget_s: float, cap: int = 50)
     return best_t, best, calls
 
 
-def run_ours(net: Net, repeats: int, budget_s: float) -> dict[str, Any]:
-    """Timed with spike lists out (``record="spikes"``, what NEST's and Brian2's recorders give);
-    ``cpu_s_dense_probes``: the same run returning dense ``[T, B, n]`` spike arrays instead."""
+def run_ours(net: Net, repeats: int, budget_s: float, precision: str = "float32") -> dict[str, Any]:
+    """Timed with spike lists out (``record="spikes"``, what NEST's and Brian2's recorders give),
+    the program in ``precision`` (float32, or float64: ``passes.float_precision``);
+    ``cpu_s_dense_probes`` (float32): the same run returning dense ``[T, B, n]`` spike arrays instead."""
     with Timer() as tb:
-        program = net.program if net.program is not None else build_program(net)
+        program = float_precision(net.program if net.program is not None else build_program(net), precision)
         x = net.spikes.astype(np.float32)[:, None, :]
     record = {name: "spikes" for name in net.pops}
     record.update({name: "counts" for name, node in program.nodes() if isinstance(node, Output)})  # not dense
@@ -405,7 +412,7 @@ def run_ours(net: Net, repeats: int, budget_s: float) -> dict[str, Any]:
            "build_s": tb.wall + net.build_s, "warmup_s": tw.wall,
            "syn_ops": float(res.ops.per_sample_total()["syn_ops"].sum()), "rasters": rasters}
     res = None
-    if budget_s > 0:  # not in --quick
+    if budget_s > 0 and precision == "float32":  # not in --quick
         probes = list(net.pops)
         run(program, x, backend="numba", probes=probes)
         dense_t, _, _ = best_of(lambda: run(program, x, backend="numba", probes=probes), repeats, budget_s)
@@ -678,9 +685,16 @@ def diagnose(net: Net, ours: dict[str, np.ndarray], nest_r: dict[str, np.ndarray
 
 
 def finalize(net: Net, r: dict[str, Any], diagnose_mismatch: bool) -> None:
-    """Spike checks, events, rates and ratios of one case (drops the rasters)."""
+    """Spike checks, events, rates and ratios of one case (drops the rasters); ours in float64
+    (``ours_float64``) gets its own checks and ratios (``..._float64``)."""
     ours = r["ours"].pop("rasters")
     peers = {tool: r[tool].pop("rasters") for tool in ("nest", "brian2", "brian2_numpy") if tool in r}
+    if "ours_float64" in r:
+        ours64 = r["ours_float64"].pop("rasters")
+        checks64 = {tool: compare(net, ours64, rast) for tool, rast in peers.items()}
+        r["spike_check_float64"] = checks64
+        r["spikes_equal_float64"] = bool(checks64) and all(c["spikes_equal"] for c in checks64.values())
+        r["rasters_equal_float64"] = bool(checks64) and all(c["rasters_equal"] for c in checks64.values())
     r["events"] = events = events_delivered(net, ours)
     r["spike_counts"] = {name: int(c.size) for name, c in ours.items()}
     r["rates_per_step"] = {name: c.size / (net.pops[name] * net.T) for name, c in ours.items()}
@@ -694,11 +708,13 @@ def finalize(net: Net, r: dict[str, Any], diagnose_mismatch: bool) -> None:
               for v in c["per_population"].values() if v["first_mismatch_step"] is not None]
     if firsts and diagnose_mismatch:
         r["mismatch_diagnosis"] = diagnose(net, ours, peers.get("nest"), min(firsts))
-    for tool in ("ours", "nest", "brian2", "brian2_numpy"):
+    for tool in ("ours", "ours_float64", "nest", "brian2", "brian2_numpy"):
         if tool in r:
             r[tool]["events_per_s"] = events / r[tool]["cpu_s"] if r[tool]["cpu_s"] > 0 else None
-            if tool != "ours":
+            if not tool.startswith("ours"):
                 r[f"ratio_{tool}"] = r[tool]["cpu_s"] / r["ours"]["cpu_s"]
+                if "ours_float64" in r:
+                    r[f"ratio_{tool}_float64"] = r[tool]["cpu_s"] / r["ours_float64"]["cpu_s"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -750,6 +766,13 @@ def print_case(name: str, r: dict[str, Any]) -> None:
         if tool in r:
             line += f" | {label} {r[tool]['cpu_s']:.4f} s ({r[f'ratio_{tool}']:.1f}x)"
     print(line + f" | spikes_equal {r['spikes_equal']}, rasters_equal {r['rasters_equal']}", flush=True)
+    if "ours_float64" in r:
+        line = f"  {name} float64: ours {r['ours_float64']['cpu_s']:.4f} s"
+        for tool, label in (("nest", "NEST"), ("brian2", "Brian2")):
+            if tool in r:
+                line += f" | {label} {r[f'ratio_{tool}_float64']:.1f}x"
+        print(line + f" | spikes_equal {r['spikes_equal_float64']}, rasters_equal {r['rasters_equal_float64']}",
+              flush=True)
 
 
 def print_table(report: dict[str, Any]) -> None:
@@ -771,8 +794,12 @@ def print_table(report: dict[str, Any]) -> None:
                 print(f"{'':<10} differ {tool}: (mismatching (neuron, step) spikes, first step) {bad}")
         if "mismatch_diagnosis" in c:
             print(f"{'':<10} diagnosis: {c['mismatch_diagnosis']}")
-    print(f"min_ratio_nest {report['min_ratio_nest']}, min_ratio_brian2 {report['min_ratio_brian2']}, "
-          f"spikes_equal {report['spikes_equal']} (rasters_equal {report['rasters_equal']})")
+    print(f"float32: min_ratio_nest {report['min_ratio_nest']}, min_ratio_brian2 {report['min_ratio_brian2']}, "
+          f"spikes_equal {report['spikes_equal_float32']} (rasters_equal {report['rasters_equal_float32']})")
+    if report["min_ratio_nest_float64"] is not None or report["min_ratio_brian2_float64"] is not None:
+        print(f"float64: min_ratio_nest {report['min_ratio_nest_float64']}, "
+              f"min_ratio_brian2 {report['min_ratio_brian2_float64']}, spikes_equal {report['spikes_equal']} "
+              f"(rasters_equal {report['rasters_equal']})")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -789,6 +816,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--brian2-dir", type=Path, default=ROOT / "build" / "vs_simulators",
                     help="Brian2 standalone projects, one folder per case (kept: an unchanged one is not recompiled)")
     ap.add_argument("--no-diagnose", action="store_true", help="no float32/float64 replay of a spike mismatch")
+    ap.add_argument("--no-float64", action="store_true", help="ours in float32 only (no precision='float64' runs)")
     ap.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = ap.parse_args(argv)
     names = args.cases or list(QUICK_CASES if args.quick else CASES)
@@ -820,6 +848,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "load": {"ours": os.getloadavg()}}
         r["ours"] = run_ours(net, repeats, OURS_BUDGET_S if not args.quick else 0.0)
         r["ours"]["compile_s"] = compile_s
+        if not args.no_float64:
+            r["ours_float64"] = run_ours(net, repeats, OURS_BUDGET_S if not args.quick else 0.0, "float64")
         if "nest" in peers:
             r["load"]["nest"] = os.getloadavg()
             r["nest"] = run_nest(net, repeats, NEST_BUDGET_S if not args.quick else 0.0)
@@ -854,9 +884,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "min_ratio_nest": smallest("ratio_nest"),
         "min_ratio_brian2": smallest("ratio_brian2"),
         "min_ratio_brian2_numpy": smallest("ratio_brian2_numpy"),
-        "spikes_equal": bool(peers) and all(c["spikes_equal"] for c in cases.values()),
-        "rasters_equal": bool(peers) and all(c["rasters_equal"] for c in cases.values()),
+        "min_ratio_nest_float64": smallest("ratio_nest_float64"),
+        "min_ratio_brian2_float64": smallest("ratio_brian2_float64"),
+        # in the peers' precision: ours float64 (float32 with --no-float64)
+        "spikes_equal": bool(peers) and all(c.get("spikes_equal_float64", c["spikes_equal"]) for c in cases.values()),
+        "rasters_equal": bool(peers) and all(c.get("rasters_equal_float64", c["rasters_equal"])
+                                             for c in cases.values()),
+        "spikes_equal_float32": bool(peers) and all(c["spikes_equal"] for c in cases.values()),
+        "rasters_equal_float32": bool(peers) and all(c["rasters_equal"] for c in cases.values()),
         "spikes_equal_per_case": {k: c["spikes_equal"] for k, c in cases.items()},
+        "spikes_equal_float64_per_case": {k: c["spikes_equal_float64"] for k, c in cases.items()
+                                          if "spikes_equal_float64" in c},
         "peers": peers,
         "neuron": {"update": "v = beta*v + I; spike if v >= 1; then v = 0", "threshold": THRESHOLD,
                    "dt_ms": DT_MS, "lif_beta": LIF_BETA, "nest_tau_m": nest_tau_m(LIF_BETA),

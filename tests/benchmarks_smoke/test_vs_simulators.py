@@ -24,21 +24,25 @@ def test_vs_simulators_quick(tmp_path):
                 "versions", "neuron"):
         assert key in res, key
     assert set(res["cases"]) == QUICK_CASES
-    assert res["spikes_equal"] is True and res["rasters_equal"] is True
+    assert res["spikes_equal"] is True and res["rasters_equal"] is True  # ours in float64
+    assert res["spikes_equal_float32"] is True and res["rasters_equal_float32"] is True
     assert res["peers"] == ["nest", "brian2"]
     assert all(res["neuron"]["nest_p33_exact"].values())
     for name, c in res["cases"].items():
         assert c["spikes_equal"] and c["rasters_equal"], name
+        assert c["spikes_equal_float64"] and c["rasters_equal_float64"], name
         assert sum(c["spike_counts"].values()) > 0, name  # the networks are not silent
         for tool in ("nest", "brian2", "nest_vs_brian2"):
             assert c["spike_check"][tool]["rasters_equal"], (name, tool)
-        for tool in ("ours", "nest", "brian2"):
+        for tool in ("ours", "ours_float64", "nest", "brian2"):
             assert c[tool]["cpu_s"] > 0 and c[tool]["events_per_s"] > 0, (name, tool)
         for tool in ("nest", "brian2"):
             assert isinstance(c[f"ratio_{tool}"], float) and c[f"ratio_{tool}"] > 0
+            assert isinstance(c[f"ratio_{tool}_float64"], float) and c[f"ratio_{tool}_float64"] > 0
             assert len(c["load"][tool]) == 3
         assert c["events"] > 0
     assert isinstance(res["min_ratio_nest"], float) and isinstance(res["min_ratio_brian2"], float)
+    assert isinstance(res["min_ratio_nest_float64"], float) and isinstance(res["min_ratio_brian2_float64"], float)
     m = res["machine"]
     assert m["cpu"] and m["threads"] == 1 and m["numba_threads"] == 1
     assert len(m["loadavg_start"]) == 3 and len(m["loadavg_end"]) == 3
