@@ -32,15 +32,16 @@ def lif(n: int) -> Population:
                       reset="zero", reset_delay=False, fire_ge=True)
 
 
-def two_layers(rng: np.random.Generator):
-    """Input -> Sparse (CSR) -> LIF -> Dense -> LIF, arbitrary float32 weights."""
+def two_layers(rng: np.random.Generator, wdtype: type):
+    """Input -> Sparse (CSR) -> LIF -> Dense -> LIF, arbitrary weights of dtype ``wdtype`` (float64:
+    most are no float32 value)."""
     n_in, n_hid, n_out = SIZES
-    w1 = (rng.standard_normal((n_hid, n_in)) * 0.45).astype(np.float32)
-    w2 = (rng.standard_normal((n_out, n_hid)) * 0.6).astype(np.float32)
+    w1 = (rng.standard_normal((n_hid, n_in)) * 0.45).astype(wdtype)
+    w2 = (rng.standard_normal((n_out, n_hid)) * 0.6).astype(wdtype)
     b = ProgramBuilder()
     b.add("in", Input(shape=(n_in,)))
     w1[rng.random(w1.shape) < 0.5] = 0
-    b.add("fc1", Sparse(shape=(n_hid,), in_shape=(n_in,), **H.csr(w1)), "in")
+    b.add("fc1", Sparse(shape=(n_hid,), in_shape=(n_in,), **H.csr(w1, wdtype)), "in")
     b.add("p1", lif(n_hid), "fc1")
     b.add("fc2", Dense(shape=(n_out,), in_shape=(n_hid,), weight=w2), "p1")
     b.add("p2", lif(n_out), "fc2")
@@ -50,7 +51,7 @@ def two_layers(rng: np.random.Generator):
 
 def naive(x: np.ndarray, weights: tuple[np.ndarray, ...], dtype: type) -> list[tuple[np.ndarray, np.ndarray]]:
     """Each layer's ``(spikes, v)`` ``[T, B, n]`` in ``dtype``: the current is the sum of the
-    weight columns of the spiking inputs in input order, ``v = beta*v + I`` (beta rounded to
+    weight columns (the weights in ``dtype``) of the spiking inputs in input order, ``v = beta*v + I`` (beta rounded to
     float32 first: the program's array), spike on ``v >= 1``, then ``v = 0``."""
     T, B, _ = x.shape
     beta = dtype(np.float32(BETA))
@@ -74,9 +75,12 @@ def naive(x: np.ndarray, weights: tuple[np.ndarray, ...], dtype: type) -> list[t
     return out
 
 
-def test_float64_runs_the_double_update_where_float32_rounds():
+@pytest.mark.parametrize("wdtype", [np.float32, np.float64], ids=["float32_weights", "float64_weights"])
+def test_float64_runs_the_double_update_where_float32_rounds(wdtype):
+    """Float32 weights are float32 values in double too (the numba backend keeps them in float32
+    arrays, summed in float64); float64 weights are used as they are, and rounded by a float32 run."""
     rng = np.random.default_rng(7)
-    program, weights = two_layers(rng)
+    program, weights = two_layers(rng, wdtype)
     x = H.spikes(rng, 40, 2, (SIZES[0],), 0.4)
     probes = ["p1", "p2", "p1.v", "p2.v"]
     runs = {p: run(float_precision(program, p), x, backend="numba", probes=probes) for p in ("float32", "float64")}
@@ -86,7 +90,7 @@ def test_float64_runs_the_double_update_where_float32_rounds():
             assert res.probes[layer].dtype == dtype
             np.testing.assert_array_equal(res.probes[layer], s, err_msg=f"{precision} {layer} spikes")
             np.testing.assert_array_equal(res.probes[f"{layer}.v"], v, err_msg=f"{precision} {layer} membrane")
-        pairs = sum(np.count_nonzero(w[:, np.flatnonzero(row)])  # (spike, non-zero weight) pairs delivered
+        pairs = sum(np.count_nonzero(w.astype(dtype)[:, np.flatnonzero(row)])  # (spike, non-zero weight) pairs
                     for w, src in zip(weights, (x, res.probes["p1"])) for row in src.reshape(-1, src.shape[-1]))
         assert res.ops.per_sample_total()["syn_ops"].sum() == pairs
     # the precisions part: the float32 membranes are not the double ones

@@ -98,12 +98,13 @@ def pop(rng, shape, model="lif", reset="subtract", reset_delay=True, fire_ge=Fal
     )
 
 
-def csr(w: np.ndarray) -> dict[str, np.ndarray]:
-    """``Sparse`` fields of the non-zero entries of ``w`` ``[n_out, n_in]``, in row (source) order."""
+def csr(w: np.ndarray, dtype: type = np.float32) -> dict[str, np.ndarray]:
+    """``Sparse`` fields of the non-zero entries of ``w`` ``[n_out, n_in]``, in row (source) order,
+    the weights in ``dtype``."""
     n = w.shape[1]
     return dict(indptr=np.concatenate([[0], np.cumsum((w != 0).sum(0))]),
                 indices=np.concatenate([np.nonzero(w[:, i])[0] for i in range(n)]),
-                data=np.concatenate([w[w[:, i] != 0, i] for i in range(n)]).astype(np.float32))
+                data=np.concatenate([w[w[:, i] != 0, i] for i in range(n)]).astype(dtype))
 
 
 # ----------------------------------------------------------------------------- programs

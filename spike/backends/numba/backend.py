@@ -177,12 +177,17 @@ def source(ctx: NodeContext) -> np.ndarray:
 
 
 def weights(ctx: NodeContext, w: Any) -> np.ndarray:
-    """Weights for the run's arithmetic: float32 (float64), or (fixed point, integer-valued by validation) the
-    narrowest of int8/int16/int32 that holds them (Loihi's 8-bit weights: int8): the kernels sum
-    them in int64, and narrow rows cut the memory traffic per event."""
-    if not fixed(ctx):
-        return np.ascontiguousarray(np.asarray(w, float_dtype(ctx)))
+    """Weights for the run's arithmetic: float32; in float64, float32 still where every weight is a
+    float32 value (the kernels add them into float64 sums: the same terms, half the bytes per
+    event), else float64; or (fixed point, integer-valued by validation) the narrowest of
+    int8/int16/int32 that holds them (Loihi's 8-bit weights: int8): the kernels sum them in int64,
+    and narrow rows cut the memory traffic per event."""
     a = np.asarray(w)
+    if not fixed(ctx):
+        a32 = np.ascontiguousarray(a, np.float32)
+        if ctx.precision == "float32" or a.dtype == np.float32 or np.array_equal(a32, a):
+            return a32
+        return np.ascontiguousarray(a, np.float64)
     lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
     narrowest = next(t for t in (np.int8, np.int16, np.int32) if np.iinfo(t).min <= lo and hi <= np.iinfo(t).max)
     return np.ascontiguousarray(a.astype(narrowest))
@@ -363,9 +368,9 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
         active, nactive = _NO_ACTIVE, np.zeros(ctx.batch, np.int64)
     record = ctx.mem is not None
     kernel(
-        curs, lates, t0, t1, c["params"], gain, v_reset, _NO_BIAS[dtype] if c["bias"] is None else c["bias"], ctx.onset,
-        ctx.state["state"], ctx.out, ctx.mem if record else _NO_MEM[dtype], record, active, nactive, ctx.counts["spikes"],
-        ctx.counts["neuron_updates"], *_listing(ctx), ctx.state["quiet"], quiet_steps,
+        curs, lates, t0, t1, c["params"], gain, v_reset, _NO_BIAS[dtype] if c["bias"] is None else c["bias"],
+        ctx.onset, ctx.state["state"], ctx.out, ctx.mem if record else _NO_MEM[dtype], record, active, nactive,
+        ctx.counts["spikes"], ctx.counts["neuron_updates"], *_listing(ctx), ctx.state["quiet"], quiet_steps,
     )
 
 
