@@ -143,10 +143,10 @@ def make_neuron_step(mul: Callable, fire: Callable, hold: Callable, one: Any) ->
     has_bias=False) -> (out, v, s, i, j)``; ``bias`` is added after the charge when ``has_bias``
     (the caller passes False before the population's onset).
 
-    ``mul(a, b)`` is the backend's float product (float32; float64 in a float64 program); ``fire(m, thr, fire_ge)`` the spike of
-    membrane ``m`` (:func:`threshold_fire`; in training a surrogate-gradient step of ``m - thr``);
-    ``hold(s)`` the spike as a reset uses it (:func:`same`; in training ``s.detach()`` when the
-    reset passes no gradient); ``one`` the value type's 1.
+    ``mul(a, b)`` is the backend's float product (float32; float64 in a float64 program);
+    ``fire(m, thr, fire_ge)`` the spike of membrane ``m`` (:func:`threshold_fire`; in training a
+    surrogate-gradient step of ``m - thr``); ``hold(s)`` the spike as a reset uses it (:func:`same`;
+    in training ``s.detach()`` when the reset passes no gradient); ``one`` the value type's 1.
     """
 
     def step(x, late, v, s, i, j, beta, thr, alpha, tau, rate, gain, v_reset,

@@ -2,10 +2,10 @@
 
 A model goes through the frontend that accepts it (``frontends.registry``), then through
 :func:`passes_for`'s list: the float passes (:data:`FLOAT_PIPELINE`, ending with the FTWT gate
-record, ``passes.gates``), the float precision (:func:`~spike.compiler.passes.float_precision`) or
-quantisation for fixed point, the target's synaptic delays (balanced, latency recorded), and partition and placement
-on a target with cores (firing rates from the caller: the compiler runs nothing). Every pass is
-a pure ``Program -> Program`` function; none runs a pipeline.
+record, ``passes.gates``), the float precision (:func:`~spike.compiler.passes.float_precision`)
+or quantisation for fixed point, the target's synaptic delays (balanced, latency recorded), and
+partition and placement on a target with cores (firing rates from the caller: the compiler runs
+nothing). Every pass is a pure ``Program -> Program`` function; none runs a pipeline.
 """
 from __future__ import annotations
 
@@ -85,8 +85,8 @@ def compile(  # noqa: A001 - the natural name for a compiler entry point
     example input. The frontend is the first of ``frontends.registry`` that accepts the model; the
     passes are :func:`passes_for`'s: the float passes, the float precision (``"float32"``, or
     ``"float64"``: populations and sums in double, as NEST and Brian2; the numba backend runs it),
-    :func:`~spike.compiler.passes.quantize.quantize` for ``precision="fixed"`` (Loihi fixed point; its per-layer report is in
-    ``program.metadata["quantization"]``), the target's synaptic delays (``core.synaptic_delay`` of
+    :func:`~spike.compiler.passes.quantize.quantize` for ``precision="fixed"`` (Loihi fixed point;
+    its per-layer report is in ``program.metadata["quantization"]``), the target's synaptic delays (``core.synaptic_delay`` of
     the hw config: Loihi's one step; balanced so the program computes the trained network with its
     outputs ``program.total_latency`` steps late, which every backend realigns;
     ``target_delays="raw"`` asks for the plain target delays), and on a target with cores

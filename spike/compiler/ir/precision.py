@@ -1,7 +1,7 @@
 """Precision rules of a Program: float programs (float32, float64) hold float weights and
 populations of the program's precision (float64: no FTWT gates and no host ops, which run in
-float32 only); fixed-point programs obey Loihi's ranges (:class:`spike.semantics.LOIHI`), checked node by node, naming the node
-and the field (design brief §3, §4).
+float32 only); fixed-point programs obey Loihi's ranges (:class:`spike.semantics.LOIHI`), checked
+node by node, naming the node and the field (design brief §3, §4).
 """
 from __future__ import annotations
 

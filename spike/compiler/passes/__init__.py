@@ -33,7 +33,7 @@ from spike.compiler.ir.nodes import (
     conv_output_hw,
 )
 from spike.compiler.ir.hostops import ELEMENTWISE_HOST_OPS
-from spike.compiler.ir.precision import check_precision
+from spike.compiler.ir.precision import check_precision, program_precision
 from spike.compiler.ir.program import Program, ProgramError, node_error, rebuild_graph
 from spike.compiler.ir.validate import check_connections, check_gates, check_graph, check_node
 
@@ -229,14 +229,14 @@ def float_precision(program: Program, precision: str) -> Program:
     ``ir.precision``, say which node)."""
     if precision not in ir.FLOAT_DTYPES:
         raise ProgramError(f"float_precision: {precision!r} is not a float precision ({', '.join(ir.FLOAT_DTYPES)})")
-    if program.metadata.get("precision") == "fixed" or any(
-            isinstance(n, Population) and n.precision == "fixed" for _, n in program.nodes()):
+    if program_precision(program) == "fixed":
         raise ProgramError(f"float_precision: the program is fixed point; it has no {precision} form")
     changed = {name: node.replace(precision=precision) for name, node in program.nodes()
                if isinstance(node, Population) and node.precision != precision}
     if not changed and program.metadata.get("precision") == precision:
         return program
-    out = program.with_graph(rebuild_graph(program, nodes=changed), metadata={**dict(program.metadata), "precision": precision})
+    metadata = {**dict(program.metadata), "precision": precision}
+    out = program.with_graph(rebuild_graph(program, nodes=changed), metadata=metadata)
     check_precision(out)
     return out
 
