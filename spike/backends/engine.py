@@ -357,6 +357,19 @@ def _gate_refs(program: Program, T: int) -> dict[str, GateRef]:
     return refs
 
 
+def signal_dtype(program: Program, name: str, dtype: str, arrays: dict[str, np.ndarray]) -> str:
+    """The dtype of node ``name``'s buffer in a run of ``dtype``: ``dtype``, except in float64, where
+    a spike signal (0/1: a spiking population, a generated source, max pooling or identity of
+    spikes, an Input of spikes given in a dtype that float32 holds exactly) keeps float32 buffers:
+    the same values in half the bytes its consumers read."""
+    if dtype != "float64" or output_signal(program, name) != "spike":
+        return dtype
+    given = arrays.get(name)
+    if given is not None and not np.can_cast(given.dtype, np.float32, "safe"):
+        return dtype  # e.g. an Input given in float64: its values are not scanned for this
+    return "float32"
+
+
 def _chunking(static: _Static, be: Backend, T: int, B: int, stepwise: bool, itemsize: int) -> tuple[int, int] | None:
     """``(D, C)``: the history and the chunk of a chunked run (module docstring, "Chunks"), or None
     when the program runs over all steps at once."""
@@ -386,6 +399,7 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
     stages: list[tuple[bool, list[tuple[Any, NodeContext]]]] = []
     buffers: list[tuple[Any, bool]] = []  # every buffer of a chunked run and whether a chunk must zero it
     listed = {_base(program, name) for name in recorders}  # a recorded Output: its source lists the spikes
+    node_dtypes = {name: signal_dtype(program, name, dtype, arrays) for name, _ in program.nodes()}
     for stage in static.schedule:
         stage_ctx = []
         for name in stage.nodes:
@@ -393,9 +407,9 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
             counts.kinds[name] = node.KIND
             if isinstance(node, Input):
                 if chunks is None:
-                    values[name] = be.from_numpy(arrays[name].reshape(T, B, node.size).astype(dtype))
+                    values[name] = be.from_numpy(arrays[name].reshape(T, B, node.size).astype(node_dtypes[name]))
                 else:
-                    values[name] = be.zeros((rows, B, node.size), dtype)
+                    values[name] = be.zeros((rows, B, node.size), node_dtypes[name])
                     buffers.append((values[name], False))  # each chunk copies its steps in
                 continue
             if isinstance(node, Output):
@@ -404,7 +418,7 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
                 continue
             writes_all = be.empty is not None and node.KIND in be.overwrites and variants[name] == PLAIN
             overwritten = chunks is None and writes_all  # its kernel writes every element: no zero-filling
-            out = (be.empty if overwritten else be.zeros)((rows, B, node.size), dtype)
+            out = (be.empty if overwritten else be.zeros)((rows, B, node.size), node_dtypes[name])
             values[name] = out
             node_counts = dict(zip(OP_KEYS, np.zeros((len(OP_KEYS), B), dtype=np.int64)))  # one allocation
             if not isinstance(node, Bernoulli):  # generated sources are not counted (as inputs)
@@ -462,7 +476,7 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
         currents = {name: ctxs[name].mem_u for name in cur_probes}
     else:
         dense, mems, currents = _run_chunks(program, be, arrays, stages, ctxs, values, buffers, feeds, T, B, D, C,
-                                            dtype, {*outputs, *sig_probes}, mem_probes, cur_probes)
+                                            dtype, node_dtypes, {*outputs, *sig_probes}, mem_probes, cur_probes)
     elapsed = time.perf_counter() - t_start
     if program.metadata.get("mapping"):  # routing counts of a mapped program (design §7)
 
@@ -509,7 +523,7 @@ def _run_chunks(program: Program, be: Backend, arrays: dict[str, np.ndarray],
                 stages: list[tuple[bool, list[tuple[Any, NodeContext]]]], ctxs: dict[str, NodeContext],
                 values: dict[str, Any], buffers: list[tuple[Any, bool]],
                 feeds: list[tuple[Recorder, Any, NodeContext | None]], T: int, B: int, D: int,
-                C: int, dtype: str, kept: set[str], mem_probes: set[str],
+                C: int, dtype: str, node_dtypes: dict[str, str], kept: set[str], mem_probes: set[str],
                 cur_probes: set[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
     """A chunked run (module docstring, "Chunks"): the dense records ``[T, B, size]`` of the nodes in
     ``kept`` (an output's is its source's), of the membrane and current probes; the recorders of
@@ -518,9 +532,9 @@ def _run_chunks(program: Program, be: Backend, arrays: dict[str, np.ndarray],
     full: dict[str, np.ndarray] = {}
     for name in {_base(program, n) for n in kept}:
         if isinstance(program.node(name), Input):
-            full[name] = arrays[name].reshape(T, B, -1).astype(dtype)  # the input itself
+            full[name] = arrays[name].reshape(T, B, -1).astype(node_dtypes[name])  # the input itself
         else:
-            full[name] = np.zeros((T, B, program.node(name).size), dtype)
+            full[name] = np.zeros((T, B, program.node(name).size), node_dtypes[name])
     mems = {name: np.zeros((T, B, program.node(name).size), dtype) for name in mem_probes}
     currents = {name: np.zeros((T, B, program.node(name).size), dtype) for name in cur_probes}
     onsets = {name: ctx.onset for name, ctx in ctxs.items()}

@@ -87,7 +87,7 @@ def test_a_quiet_sample_with_silent_input_is_not_updated() -> None:
     ``rest_is_fixed`` false, makes it update, and a step ending at zero state with silent input
     marks the sample quiet."""
     kernel, params = _lif_kernel()
-    assert N.rest_is_fixed_point(kernel, params, np.float32(1), np.float32(0), semantics.N_STATES, 1, 1)
+    assert N.rest_is_fixed_point(kernel, params, np.float32(1), np.float32(0), semantics.N_STATES, 1, 1, np.float32)
     silent = np.zeros((1, 1, 4), np.float32)
     state = np.zeros((semantics.N_STATES, 1, 4), np.float32)
     state[semantics.S_V] = 0.125

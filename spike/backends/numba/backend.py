@@ -169,8 +169,10 @@ def pair_counters(ctx: NodeContext) -> tuple[np.ndarray, np.ndarray, bool]:
 
 
 def source(ctx: NodeContext) -> np.ndarray:
+    """The projection's source for its kernel: int32 in fixed point, else the run's float dtype, or
+    float32 as the engine gives it (a float64 run's spike signals, ``engine.signal_dtype``)."""
     src = ctx.sources[0]
-    dt = np.int32 if fixed(ctx) else float_dtype(ctx)
+    dt = np.int32 if fixed(ctx) else np.float32 if src.dtype == np.float32 else float_dtype(ctx)
     if src.dtype != dt or not src.flags.c_contiguous:
         src = np.ascontiguousarray(src, dtype=dt)
     return src
@@ -391,7 +393,8 @@ def _prepare_population(ctx: NodeContext, sources: list[np.ndarray] | None, gate
     gain, v_reset = dtype(node.gain), dtype(node.v_reset)
     rest = ("rest_is_fixed", len(curs), len(lates))
     if not gated and rest not in c:
-        c[rest] = N.rest_is_fixed_point(kernel, c["params"], gain, v_reset, semantics.N_STATES, len(curs), len(lates))
+        c[rest] = N.rest_is_fixed_point(kernel, c["params"], gain, v_reset, semantics.N_STATES, len(curs), len(lates),
+                                        ctx.out.dtype)
     return kernel, curs, lates, gain, v_reset, not gated and c[rest]
 
 
