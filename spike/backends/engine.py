@@ -12,6 +12,9 @@ A program compiled for a target with synaptic delays trails the trained network 
 steps with the input padded by zeros, counts every step it ran (they happen on chip), and returns
 each output and probe from its node's latency on, ``T`` steps aligned with the input.
 
+Buffers hold the program precision's values: float32, int32 in fixed point, float64 in a float64
+program, where spike signals (0/1) keep float32 buffers (:func:`signal_dtype`).
+
 Sources: ``Input`` nodes take the run's input arrays; ``Bernoulli`` nodes generate their spikes in
 the run (each backend's kernel, the hash of ``spike.semantics``). A program without ``Input``
 nodes runs with ``run(program, steps=T, batch=B)``. Neither kind is counted (``RunResult.ops``).
