@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean bench-peers
+.PHONY: demo test venv clean bench-peers cuda-compile-check
 
 $(STAMP): pyproject.toml requirements-pinned.txt Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,16 @@ test: $(STAMP)
 bench-peers: $(STAMP)
 	$(PY) -m pip install -q -c requirements-pinned.txt -e '.[bench]'
 	PYNEST_QUIET=1 $(PY) -c "import numpy, torch, nest, brian2; print('numpy', numpy.__version__, 'torch', torch.__version__, 'nest', nest.__version__, 'brian2', brian2.__version__)"
+
+# Every CUDA kernel compiled for a GPU (sm_90) on a machine without one (tests/backends/cuda_ptx_check.py),
+# in its own environment like the GPU machines': numba-cuda, NVVM from pip, numpy 2 (.venv keeps numpy < 2).
+CUDA_CHECK_VENV := build/cuda-check-venv
+cuda-compile-check:
+	test -x $(CUDA_CHECK_VENV)/bin/python || $(PYTHON) -m venv $(CUDA_CHECK_VENV)
+	$(CUDA_CHECK_VENV)/bin/python -m pip install -q torch==2.13.0 'numpy>=2,<3' 'numba-cuda>=0.30,<0.31' \
+		nvidia-cuda-nvcc-cu12 nvidia-cuda-nvrtc-cu12 nvidia-cuda-runtime-cu12
+	$(CUDA_CHECK_VENV)/bin/python -m pip install -q -e .
+	cd / && $(CURDIR)/$(CUDA_CHECK_VENV)/bin/python $(CURDIR)/tests/backends/cuda_ptx_check.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -12,11 +12,11 @@ where numpy still has ``row_stack``; no installed file is edited.
 from __future__ import annotations
 
 from types import ModuleType
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ["numba_cuda", "restore_row_stack"]
+__all__ = ["numba_cuda", "restore_row_stack", "cuda_register_jitable"]
 
 
 def _row_stack(tup: Any, *, dtype: Any = None, casting: str = "same_kind") -> np.ndarray:
@@ -39,3 +39,17 @@ def numba_cuda() -> ModuleType:
     from numba import cuda  # the CUDA target loads on demand: importing it needs no GPU
 
     return cuda
+
+
+def cuda_register_jitable(**options: Any) -> Callable[[Callable], Callable]:
+    """``register_jitable(**options)`` for helpers of CUDA kernels: numba-cuda's own
+    (``numba.cuda.extending``, target "cuda"), which keeps its typing registries apart from Numba's
+    CPU ones (Numba's ``numba.extending.register_jitable(inline="always")`` helpers fail to type in
+    numba-cuda 0.30 kernels: ``mod(omitted, omitted)``); Numba's where numba-cuda is not installed
+    (its built-in CUDA target types them). The function itself stays callable from Python (the
+    simulator calls it)."""
+    try:
+        from numba.cuda.extending import register_jitable
+    except ImportError:  # Numba's built-in CUDA target
+        from numba.extending import register_jitable
+    return register_jitable(**options)

@@ -37,9 +37,8 @@ from typing import Any
 
 import numpy as np
 from numba import float32, int32, int64
-from numba.extending import register_jitable
 
-from spike.compat.numba_cuda import numba_cuda
+from spike.compat.numba_cuda import cuda_register_jitable, numba_cuda
 
 cuda = numba_cuda()  # numpy >= 2.5 needs the compat fix before numba.cuda's first compile
 
@@ -98,7 +97,7 @@ def inline(fn: Any) -> Any:
     write), inlined into each at the Numba IR level: a kernel compiles to the code it has with the
     helper written out (a ``cuda.jit(device=True)`` function, inlined later by NVVM, changes the
     integer code around it). Under the simulator ``fn`` is called as it is."""
-    return register_jitable(inline="always")(fn)
+    return cuda_register_jitable(inline="always")(fn)
 
 
 def blocks_for(n: int) -> int:
