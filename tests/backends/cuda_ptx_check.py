@@ -8,7 +8,8 @@ kernel for the argument types it is given (``numba.cuda.compile_ptx``) and runs 
 arrays are numpy arrays of zeros, so only the kernels that the host code launches on zero data are
 reached, and the results are not checked (``cuda_sim_check.py`` and ``bash benchmarks/gpu_check.sh``
 do that). The programs are ``cuda_sim_check.py``'s (those with host ops need torch on the GPU and
-are skipped); the LIF and WKV training kernels go through their numpy entry points.
+are skipped), and ``sources_cuda_check.py``'s (generated sources, bias, ``v_init``, recorded spike
+lists); the LIF and WKV training kernels go through their numpy entry points.
 
     python tests/backends/cuda_ptx_check.py [--only NAME ...]     # exit 1 when a kernel fails
 """
@@ -76,6 +77,22 @@ def offline() -> None:
     cuda_dispatcher.CUDADispatcher.call = compile_launch
 
 
+def source_programs() -> None:
+    """``sources_cuda_check.py``'s programs: Bernoulli sources, in float32 with an input besides
+    and in fixed point without inputs, a population's spikes recorded as counts and lists."""
+    from helpers.programs import FLOATS, spikes
+    from helpers.sources import generated
+    from spike.backends import run
+    from spike.compiler.pipeline import FIXED_PIPELINE, run_passes
+
+    rng = np.random.default_rng(0)
+    record = {"p": ("counts", "spikes")}
+    run(generated(rng, FLOATS, with_input=True, n_src=16, n=12), spikes(rng, 8, 2, (6,), 0.3), backend="cuda",
+        probes=["p.v"], record=record)
+    run(run_passes(generated(rng, n_src=16, n=12), FIXED_PIPELINE), backend="cuda", steps=10, batch=2,
+        probes=["p.v", "p.u"], record=record)
+
+
 def training_kernels() -> None:
     """The LIF forward/backward (both dtypes, with and without a synaptic current) and WKV kernels."""
     from spike.kernels import lif_cuda, wkv_cuda
@@ -120,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"  {name:16s} skipped ({e})", flush=True)
     if not args.only:
+        source_programs()
+        print(f"  {'sources':16s} {len(COMPILED)} kernels compiled so far", flush=True)
         training_kernels()
         print(f"  {'lif, wkv':16s} {len(COMPILED)} kernels compiled so far", flush=True)
     for key, why in FAILED.items():
