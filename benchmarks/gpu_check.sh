@@ -11,6 +11,10 @@
 # timeout; a failing step does not stop the later ones, and the script exits non-zero if any failed.
 #
 #     bash benchmarks/gpu_check.sh            # from anywhere; PYTHON=... picks the interpreter
+#     WHEELS=DIR bash benchmarks/gpu_check.sh # first installs DIR/*.whl (no index, no deps) beside it
+#
+# A GPU image without our pure-Python dependencies (seen: no snntorch, nir, nirtorch) gets them as
+# wheels: `pip download --no-deps --python-version 3.12 -d DIR snntorch==1.0.0 nir==1.0.8 nirtorch==2.6`.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -27,6 +31,11 @@ if [[ -z "$PY" ]]; then
 fi
 export PYTHONDONTWRITEBYTECODE=1
 unset NUMBA_ENABLE_CUDASIM || true
+if [[ -n "${WHEELS:-}" ]]; then
+  SITE="$(mktemp -d)"
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$WHEELS"/*.whl
+  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
+fi
 FAILED_DIR="$(mktemp -d)"  # one NAME file per failed step (steps may run in the background)
 
 log() { echo "[gpu_check $(date +%H:%M:%S)] $*" | tee -a "$OUT_DIR/summary.txt"; }
