@@ -59,9 +59,12 @@ def test_cuda_encoding_moves_the_cpu_spikes() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(NO_CUDA, reason="needs CUDA")
 @pytest.mark.parametrize("family", ["mlp", "cnn"])
-def test_one_epoch_on_cuda_follows_the_cpu_run(family: str, tmp_path: Path) -> None:
+def test_one_epoch_on_cuda_follows_the_cpu_run(family: str, tmp_path: Path, monkeypatch) -> None:
     """Same seed and rate-coded spikes: the first step's loss agrees to float rounding, the
-    checkpoint loads on the CPU, and the test accuracy is within a few samples of the CPU's."""
+    checkpoint loads on the CPU, and the test accuracy is within a few samples of the CPU's.
+    cuDNN's convolutions run in float32 here: with TF32 (torch's default for them) the CNN's first
+    gradients differed from the CPU's by more than rtol 1e-3 on an H100 (2026-12-06)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     args = ["train", family, "--epochs", "1", "--steps", "4", "--encoding", "rate", "--batch-size", "48", "--quiet"]
     runs = {}
     for device in ("cpu", "cuda"):
