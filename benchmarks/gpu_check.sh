@@ -3,7 +3,8 @@
 # inside a 10-minute job limit):
 #   1. versions (python, numpy, numba, numba-cuda, torch, GPU);
 #   2. cuda == numba bit for bit on a real GPU (tests/backends/cuda_sim_check.py --large: programs
-#      wider than a block too), then the gpu-marked training tests (CUDA LIF/WKV kernels, bf16, `spike train --device cuda`);
+#      wider than a block too), then the gpu-marked training tests (CUDA LIF/WKV kernels, bf16,
+#      `spike train --device cuda`);
 #   3. the benchmark benchmarks/cuda_sparsity.py (cuda backend vs dense torch.cuda);
 #   4. the CUDA-simulator tests (the same check through NUMBA_ENABLE_CUDASIM=1, and the numba-cuda
 #      compatibility tests), on the CPU beside steps 2-3: they start first and are waited for last.

@@ -1,4 +1,4 @@
-"""``numba.cuda`` on numpy >= 2.5.
+"""``numba.cuda`` as the GPU machines have it (numba-cuda 0.30, numpy 2.5): two fixes.
 
 numba-cuda (0.30.4 seen) registers its numpy overloads when it compiles its first kernel
 (``numba.cuda.np.arrayobj``), among them ``overload(np.row_stack)``. numpy 2.0 deprecated
@@ -7,7 +7,8 @@ fails with ``AttributeError: module 'numpy' has no attribute 'row_stack'`` (seen
 machine's image: numpy 2.5.2, numba 0.68.0, numba-cuda 0.30.4). :func:`numba_cuda` gives numpy back
 the old name, ``row_stack(tup) = vstack(tup)`` as in numpy < 2.5, before it hands out
 ``numba.cuda``; every module of ours that uses ``numba.cuda`` gets it from here. Nothing is done
-where numpy still has ``row_stack``; no installed file is edited.
+where numpy still has ``row_stack``; no installed file is edited. And the helpers that CUDA kernels
+inline are registered with numba-cuda's own ``register_jitable`` (:func:`cuda_register_jitable`).
 """
 from __future__ import annotations
 
