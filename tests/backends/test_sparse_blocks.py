@@ -75,9 +75,12 @@ def run_blocked(src, L, row_nnz, bias, T, delay, start, check, lanes, fixed=Fals
     out = np.full((T, B, n_out), 7, src.dtype)  # every element is written
     acs = np.zeros(B, np.int64)
     macs = np.zeros(B, np.int64)
+    dense = np.zeros(B, np.int64)
     P.sparse_kernel(fixed, L.coded, L.table.shape[0] == 1)(src, L.ptr, L.off, L.w, L.table, row_nnz,
                                                            np.zeros(0, np.float32) if fixed else bias, weight_exp,
-                                                           out, 0, T, delay, start, acs, macs, check, L.block, lanes)
+                                                           out, 0, T, delay, start, acs, macs, check, L.block, lanes,
+                                                           dense, 5)
+    assert (dense == 5 * T).all()  # the dense-equivalent pairs, per step
     return out, acs, macs
 
 

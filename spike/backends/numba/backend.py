@@ -244,19 +244,25 @@ def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
         c["bias"] = bias(ctx, node.size)
         c["kernel"] = P.sparse_kernel(fixed(ctx), L.coded, L.table.shape[0] == 1)
     L: SparseBlocks = c["blocks"]
-    weight_exp, delay, start = delivery(ctx)
+    prepared = ctx.state.get("prepared")  # the run's arrays and counters do not change between calls
+    if prepared is None:
+        prepared = ctx.state["prepared"] = (
+            (L.ptr, L.off, L.w, L.table, c["row_nnz"], c["bias"]),
+            (*pair_counters(ctx), L.block),
+            (ctx.counts["dense_ops"], node.in_size * node.size),  # counted by the kernel, per step
+        )
+    head, counters, tail = prepared
+    weight_exp, delay, start = delivery(ctx)  # the onset moves with each chunk (local steps)
     B = ctx.batch
     # Threads beyond one per sample split each sample's target blocks (lanes; 1: one thread a sample),
     # for a call over many steps only: waking threads for every step of a cycle costs more than it saves.
     lanes = max(1, min(L.nblk, threads_allowed() // B)) if t1 - t0 >= _LANE_MIN_STEPS and L.nblk > 1 else 1
-    args = (source(ctx), L.ptr, L.off, L.w, L.table, c["row_nnz"], c["bias"], weight_exp, ctx.out, t0, t1, delay,
-            start, *pair_counters(ctx), L.block, lanes)
+    args = (source(ctx), *head, weight_exp, ctx.out, t0, t1, delay, start, *counters, lanes, *tail)
     if lanes > 1:
         with threads_up_to(B * lanes):
             c["kernel"](*args)
     else:
         c["kernel"](*args)
-    ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
 
 
 @BACKEND.kernel("conv2d")

@@ -315,7 +315,7 @@ def dense_kernel(fixed: bool, narrow: bool = False) -> Any:
 @lru_cache(maxsize=None)
 def sparse_kernel(fixed: bool, coded: bool, uniform: bool = False) -> Any:
     """``sparse_forward(src, ptr, off, w, table, row_nnz, bias, weight_exp, out, t0, t1, delay,
-    start, acs, macs, check, block, lanes)``: a CSR projection over source neurons, laid out by
+    start, acs, macs, check, block, lanes, dense, dense_per_step)``: a CSR projection over source neurons, laid out by
     blocks of targets (``layout.SparseBlocks``: ``ptr``, ``off``, ``w``, ``table``, ``block``;
     weights ``table[w[k]]`` when ``coded``, else ``w[k]``; ``uniform`` (a table of one weight):
     ``table[0]`` for every synapse, ``w`` not read; ``ptr`` may be a strided view, int32 or
@@ -332,11 +332,12 @@ def sparse_kernel(fixed: bool, coded: bool, uniform: bool = False) -> Any:
     result): an event's row pointers are prefetched a group ahead, its synapses (every block of
     the lane) ``_AHEAD`` events ahead, so a row with few synapses costs little more than its adds.
     ``lanes`` > 1 splits each sample's blocks over threads (items ``(sample, lane)`` in
-    ``prange``, each gathering the events itself; lane 0 counts).
+    ``prange``, each gathering the events itself; lane 0 counts, ``dense[b] += dense_per_step``
+    per step included: the node's dense-equivalent pairs, counted here rather than by the caller).
     """
 
     def sparse_forward(src, ptr, off, w, table, row_nnz, bias, weight_exp, out, t0, t1, delay, start,
-                       acs, macs, check, block, lanes):
+                       acs, macs, check, block, lanes, dense, dense_per_step):
         B = out.shape[1]
         n_in = ptr.shape[0]
         n_out = out.shape[2]
@@ -420,6 +421,8 @@ def sparse_kernel(fixed: bool, coded: bool, uniform: bool = False) -> Any:
                     _write_shifted(o[lo:hi], acc, weight_exp)
             acs[b] += nacs
             macs[b] += nmacs
+            if lane == 0:
+                dense[b] += dense_per_step * (t1 - t0)
 
     return njit(cache=True, parallel=True)(sparse_forward)
 
