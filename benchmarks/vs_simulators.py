@@ -684,6 +684,12 @@ def diagnose(net: Net, ours: dict[str, np.ndarray], nest_r: dict[str, np.ndarray
     return out
 
 
+def all_equal(checks: dict[str, dict[str, Any]]) -> tuple[bool, bool]:
+    """``(spikes_equal, rasters_equal)`` over every check of :func:`compare` (False without any)."""
+    return (bool(checks) and all(c["spikes_equal"] for c in checks.values()),
+            bool(checks) and all(c["rasters_equal"] for c in checks.values()))
+
+
 def finalize(net: Net, r: dict[str, Any], diagnose_mismatch: bool) -> None:
     """Spike checks, events, rates and ratios of one case (drops the rasters); ours in float64
     (``ours_float64``) gets its own checks and ratios (``..._float64``)."""
@@ -693,8 +699,7 @@ def finalize(net: Net, r: dict[str, Any], diagnose_mismatch: bool) -> None:
         ours64 = r["ours_float64"].pop("rasters")
         checks64 = {tool: compare(net, ours64, rast) for tool, rast in peers.items()}
         r["spike_check_float64"] = checks64
-        r["spikes_equal_float64"] = bool(checks64) and all(c["spikes_equal"] for c in checks64.values())
-        r["rasters_equal_float64"] = bool(checks64) and all(c["rasters_equal"] for c in checks64.values())
+        r["spikes_equal_float64"], r["rasters_equal_float64"] = all_equal(checks64)
     r["events"] = events = events_delivered(net, ours)
     r["spike_counts"] = {name: int(c.size) for name, c in ours.items()}
     r["rates_per_step"] = {name: c.size / (net.pops[name] * net.T) for name, c in ours.items()}
@@ -702,8 +707,7 @@ def finalize(net: Net, r: dict[str, Any], diagnose_mismatch: bool) -> None:
     if "nest" in peers and "brian2" in peers:
         checks["nest_vs_brian2"] = compare(net, peers["nest"], peers["brian2"])
     r["spike_check"] = checks
-    r["spikes_equal"] = bool(checks) and all(c["spikes_equal"] for c in checks.values())
-    r["rasters_equal"] = bool(checks) and all(c["rasters_equal"] for c in checks.values())
+    r["spikes_equal"], r["rasters_equal"] = all_equal(checks)
     firsts = [v["first_mismatch_step"] for tool, c in checks.items() if tool != "nest_vs_brian2"
               for v in c["per_population"].values() if v["first_mismatch_step"] is not None]
     if firsts and diagnose_mismatch:

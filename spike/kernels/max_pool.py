@@ -105,6 +105,12 @@ def _shuffle(builder: ir.IRBuilder, a: ir.Value, b: ir.Value, mask: list[int]) -
     return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, len(mask)), mask))
 
 
+def _block_vectors(kw: int) -> tuple[ir.VectorType, ir.VectorType, ir.VectorType]:
+    """A block's vector types: ``VEC`` float32 values, ``VEC`` int8 argmax positions, and one
+    input row of ``VEC`` windows ``kw`` wide."""
+    return ir.VectorType(_F32, VEC), ir.VectorType(_I8, VEC), ir.VectorType(_F32, VEC * kw)
+
+
 def _literal_kernel(kh, kw) -> tuple[int, int] | None:
     if isinstance(kh, types.IntegerLiteral) and isinstance(kw, types.IntegerLiteral):
         return kh.literal_value, kw.literal_value
@@ -124,9 +130,7 @@ def _fwd_block(typingctx, x, a, w, y, q, o, n, kh, kw):
 
     def codegen(context, builder, signature, args):
         ax, aa, aw, ay, aq, ao, an = args[:7]
-        vf = ir.VectorType(_F32, VEC)
-        vb = ir.VectorType(_I8, VEC)
-        row_ty = ir.VectorType(_F32, VEC * KW)
+        vf, vb, row_ty = _block_vectors(KW)
         load_row = _masked_op(builder, "load", row_ty)
         row_mask = _lanes_below(builder, an, VEC * KW, KW)
         m = k = None
@@ -164,9 +168,7 @@ def _bwd_block(typingctx, g, q, o, gi, a, w, n, kh, kw):
 
     def codegen(context, builder, signature, args):
         ag, aq, ao, agi, aa, aw, an = args[:7]
-        vf = ir.VectorType(_F32, VEC)
-        vb = ir.VectorType(_I8, VEC)
-        row_ty = ir.VectorType(_F32, VEC * KW)
+        vf, vb, row_ty = _block_vectors(KW)
         mask = _lanes_below(builder, an, VEC)
         gv = builder.call(_masked_op(builder, "load", vf), [
             _vec_at(builder, context, signature.args[0], ag, ao, vf), ir.Constant(_I32, 4), mask, ir.Constant(vf, None)])

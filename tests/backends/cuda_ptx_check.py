@@ -32,7 +32,7 @@ if getattr(cuda, "compile_ptx", None) is None:  # the simulator, or Numba's buil
 
 import numba.cuda.dispatcher as cuda_dispatcher  # noqa: E402  (after numba_cuda(): numpy's compat first)
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # cuda_sim_check
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # cuda_sim_check, sources_cuda_check
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: the shared builders
 
 CC = (9, 0)  # Hopper (H100, H200): the GPU machines' chips
@@ -78,19 +78,12 @@ def offline() -> None:
 
 
 def source_programs() -> None:
-    """``sources_cuda_check.py``'s programs: Bernoulli sources, in float32 with an input besides
-    and in fixed point without inputs, a population's spikes recorded as counts and lists."""
-    from helpers.programs import FLOATS, spikes
-    from helpers.sources import generated
-    from spike.backends import run
-    from spike.compiler.pipeline import FIXED_PIPELINE, run_passes
+    """``sources_cuda_check.py``'s programs (Bernoulli sources, in float32 with an input besides
+    and in fixed point without inputs), run as that check runs them."""
+    import sources_cuda_check
 
-    rng = np.random.default_rng(0)
-    record = {"p": ("counts", "spikes")}
-    run(generated(rng, FLOATS, with_input=True, n_src=16, n=12), spikes(rng, 8, 2, (6,), 0.3), backend="cuda",
-        probes=["p.v"], record=record)
-    run(run_passes(generated(rng, n_src=16, n=12), FIXED_PIPELINE), backend="cuda", steps=10, batch=2,
-        probes=["p.v", "p.u"], record=record)
+    for _, program, x, steps, batch, probes in sources_cuda_check.programs():
+        sources_cuda_check.run_on("cuda", program, x, steps, batch, probes)
 
 
 def training_kernels() -> None:

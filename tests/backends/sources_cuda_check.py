@@ -25,10 +25,28 @@ from helpers.sources import generated, naive_bernoulli  # noqa: E402
 PROBES = ["src", "p", "q", "r", "p.v", "q.v", "r.v"]
 
 
-def check(name: str, program, x, steps: int, batch: int, probes: list[str]) -> None:
+def run_on(backend: str, program, x, steps: int, batch: int, probes: list[str]):
+    """One run of a checked program: its input ``x``, or ``steps`` and ``batch`` when it has none;
+    ``p``'s spikes recorded as counts and lists."""
     kw = dict(probes=probes, record={"p": ("counts", "spikes")})
-    res = {be: (run(program, x, backend=be, **kw) if x is not None else
-                run(program, backend=be, steps=steps, batch=batch, **kw)) for be in ("numba", "cuda")}
+    if x is not None:
+        return run(program, x, backend=backend, **kw)
+    return run(program, backend=backend, steps=steps, batch=batch, **kw)
+
+
+def programs() -> list[tuple]:
+    """The checked programs, ``(name, program, x or None, steps, batch, probes)``: float32 with an
+    input besides the generated source, and fixed point without inputs."""
+    rng = np.random.default_rng(0)  # small: every simulated GPU thread is a Python thread
+    prog = generated(rng, FLOATS, with_input=True, n_src=16, n=12)
+    x = spikes(rng, 8, 2, (6,), 0.3)
+    fixed = run_passes(generated(rng, n_src=16, n=12), FIXED_PIPELINE)
+    return [("float32, generated and given spikes", prog, x, 8, 2, PROBES),
+            ("fixed point, no inputs", fixed, None, 10, 2, PROBES + ["p.u"])]
+
+
+def check(name: str, program, x, steps: int, batch: int, probes: list[str]) -> None:
+    res = {be: run_on(be, program, x, steps, batch, probes) for be in ("numba", "cuda")}
     nb, cu = res["numba"], res["cuda"]
     for k in nb.outputs:
         np.testing.assert_array_equal(cu.outputs[k], nb.outputs[k], err_msg=f"{name}: output {k}")
@@ -47,11 +65,8 @@ def check(name: str, program, x, steps: int, batch: int, probes: list[str]) -> N
 
 
 def main() -> None:
-    rng = np.random.default_rng(0)  # small: every simulated GPU thread is a Python thread
-    prog = generated(rng, FLOATS, with_input=True, n_src=16, n=12)
-    check("float32, generated and given spikes", prog, spikes(rng, 8, 2, (6,), 0.3), 8, 2, PROBES)
-    fixed = run_passes(generated(rng, n_src=16, n=12), FIXED_PIPELINE)
-    check("fixed point, no inputs", fixed, None, 10, 2, PROBES + ["p.u"])
+    for case in programs():
+        check(*case)
     print("all equal")
 
 

@@ -46,7 +46,7 @@ from spike.compiler.passes.quantize import loihi_neuron_params
 from spike.numba_threads import threads_allowed, threads_at_most, threads_up_to
 from spike import semantics
 
-# placeholders for absent arrays, per float dtype (one compiled signature per precision)
+# what a kernel gets for an array the node does not have, per float dtype (one compiled signature per precision)
 _EMPTY = {dt: np.zeros(0, dt) for dt in FLOAT_DTYPES.values()}
 _NO_MEM = {dt: np.zeros((1, 1, 1), dt) for dt in FLOAT_DTYPES.values()}
 _NO_BIAS = {dt: np.zeros(1, dt) for dt in FLOAT_DTYPES.values()}
