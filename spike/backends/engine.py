@@ -24,6 +24,16 @@ returns spike counts per neuron and spike lists instead of (or besides) dense ou
 whose kernel lists its spikes as it steps (``Backend.lists_spikes``: numba's populations) is
 recorded from those lists, without a second pass over its dense output.
 
+Silent rows: a run writes no zeros where nothing needs them. A node whose kind the backend
+``marks_silence``, whose every reader is a kind it ``reads_silence`` (plain variants, a float
+program without gates or core mapping, a run that is not chunked) and whose buffer the engine does
+not read itself (not an output, probe or densely recorded node; a recorded population lists its
+spikes) gets ``ctx.silent``, uint8 ``[rows, B]`` zeros: its kernel may leave an all-zero output
+row ``[t, b]`` unwritten (garbage from a recycled buffer) and set ``silent[t, b] = 1``, and its
+readers, given the flags in ``ctx.source_silent``, take such a row as zeros without reading it. A
+quiet layer then costs neither the write of its zeros nor their reading downstream (numba:
+dense projections and populations). Results are those of the written zeros, bit for bit.
+
 Chunks: on a backend that declares ``chunked`` (numba), a run longer than one chunk of a program
 without FTWT gates (a mask needs its source's whole run), host ops (their real-valued products
 round by the shapes they see) or a core mapping (routing counts read every output after the run),
@@ -103,6 +113,11 @@ class NodeContext:
     # (index [rows, B, size] int32, count [rows, B] int64): the spikes of each step as a list, for a
     # recorded node whose kind the backend ``lists_spikes`` (registry.Backend); None elsewhere.
     spike_list: Any = None
+    # Silent rows (module docstring): the node's own flags, uint8 [rows, B] (zeros on entry), where
+    # its kernel may leave a zero row unwritten (Backend.marks_silence), else None; and its sources'
+    # flags, aligned with ``sources`` (None where a source has none: its rows are all written).
+    silent: Any = None
+    source_silent: list[Any] = field(default_factory=list)
 
     def recurrent_sources(self) -> tuple[int, ...]:
         """Positions (ascending), among the node's sources, of the projections that read the node
@@ -316,6 +331,8 @@ class _Static:
     """What a run needs of the program alone, derived once per program (:func:`_memo`)."""
 
     schedule: list  # Program.schedule
+    staged: tuple  # per stage of the schedule: (cyclic, ((name, node), ...))
+    signals: dict[str, str]  # output_signal of every node
     variants: dict[str, str]  # registry.node_variants
     precision: str  # program_precision
     sources: dict[str, tuple[str, ...]]
@@ -325,6 +342,39 @@ class _Static:
     max_delay: int  # the longest projection delay (a chunked run's history)
     step_values: int  # values per step and sample over every node's buffer (Outputs share their source's)
     chunkable: bool  # no gate, host op or core mapping (engine docstring, "Chunks")
+    targets: dict[str, tuple[str, ...]]  # every node's readers (successors)
+    mapped: bool  # a core mapping (routing counts read every output after the run)
+    plans: dict = field(default_factory=dict)  # id(backend) -> (backend, per_node(backend)): held, its id stays its own
+    quiet_writers: dict = field(default_factory=dict)  # id(backend) -> (backend, may_mark(backend))
+
+    def may_mark(self, be: Backend) -> frozenset[str]:
+        """The nodes whose kernel on ``be`` may leave zero rows unwritten (module docstring, "Silent
+        rows"): a kind that ``be`` marks, every reader a kind that reads the flags (an Output, a host
+        op or a gate reads the buffer itself), plain variants, a float program without gates or
+        core mapping. Derived once per backend."""
+        hit = self.quiet_writers.get(id(be))
+        if hit is None:
+            plain = {name for name, variant in self.variants.items() if variant == PLAIN}
+            kinds = {name: node.KIND for _, nodes in self.staged for name, node in nodes}
+            ok = frozenset() if self.precision == "fixed" or self.gated or self.mapped else frozenset(
+                name for name in plain if kinds.get(name) in be.marks_silence and all(
+                    t in plain and kinds.get(t) in be.reads_silence for t in self.targets[name]))
+            hit = self.quiet_writers[id(be)] = (be, ok)
+        return hit[1]
+
+    def per_node(self, be: Backend) -> list[list[tuple[dict | None, bool]]]:
+        """Per stage of ``staged``, per node: its cache on ``be`` (kept across runs) and whether its
+        kernel writes every element of its output; ``(None, False)`` for Inputs and Outputs.
+        Derived once per backend (the kernel itself is looked up per run)."""
+        hit = self.plans.get(id(be))
+        if hit is None:
+            hit = self.plans[id(be)] = (be, [
+                [(None, False) if isinstance(node, (Input, Output)) else (
+                    _CACHES.setdefault(node, {}).setdefault(be.name, {}),
+                    be.empty is not None and node.KIND in be.overwrites and self.variants[name] == PLAIN)
+                 for name, node in nodes]
+                for _, nodes in self.staged])
+        return hit[1]
 
 
 def _static(program: Program, memo: dict[str, Any]) -> _Static:
@@ -333,8 +383,12 @@ def _static(program: Program, memo: dict[str, Any]) -> _Static:
         check_initial_state(program)  # raises on every run until the program changes
         nodes = list(program.nodes())
         sources = {name: tuple(program.sources(name)) for name, _ in nodes}
+        schedule = program.schedule()
         memo["static"] = _Static(
-            schedule=program.schedule(),
+            schedule=schedule,
+            staged=tuple((stage.cyclic, tuple((name, program.node(name)) for name in stage.nodes))
+                         for stage in schedule),
+            signals={name: output_signal(program, name) for name, _ in nodes},
             variants=node_variants(program),
             precision=program_precision(program),
             sources=sources,
@@ -345,6 +399,8 @@ def _static(program: Program, memo: dict[str, Any]) -> _Static:
             step_values=sum(node.size for _, node in nodes if not isinstance(node, Output)),
             chunkable=not program.metadata.get("mapping") and not any(isinstance(node, (Gate, HostOp))
                                                                       for _, node in nodes),
+            targets={name: tuple(program.graph.successors(name)) for name, _ in nodes},
+            mapped=bool(program.metadata.get("mapping")),
         )
     return memo["static"]
 
@@ -360,14 +416,14 @@ def _gate_refs(program: Program, T: int) -> dict[str, GateRef]:
     return refs
 
 
-def signal_dtype(program: Program, name: str, dtype: str, arrays: dict[str, np.ndarray]) -> str:
-    """The dtype of node ``name``'s buffer in a run of ``dtype``: ``dtype``, except in float64, where
+def signal_dtype(signal: str, given: np.ndarray | None, dtype: str) -> str:
+    """The dtype of a node's buffer in a run of ``dtype``, the node's output ``signal``
+    (``output_signal``) and, for an Input, the array ``given``: ``dtype``, except in float64, where
     a spike signal (0/1: a spiking population, a generated source, max pooling or identity of
     spikes, an Input of spikes given in a dtype that float32 holds exactly) keeps float32 buffers:
     the same values in half the bytes its consumers read."""
-    if dtype != "float64" or output_signal(program, name) != "spike":
+    if dtype != "float64" or signal != "spike":
         return dtype
-    given = arrays.get(name)
     if given is not None and not np.can_cast(given.dtype, np.float32, "safe"):
         return dtype  # e.g. an Input given in float64: its values are not scanned for this
     return "float32"
@@ -402,31 +458,30 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
     stages: list[tuple[bool, list[tuple[Any, NodeContext]]]] = []
     buffers: list[tuple[Any, bool]] = []  # every buffer of a chunked run and whether a chunk must zero it
     listed = {_base(program, name) for name in recorders}  # a recorded Output: its source lists the spikes
-    node_dtypes = {name: signal_dtype(program, name, dtype, arrays) for name, _ in program.nodes()}
-    for stage in static.schedule:
+    node_dtypes: dict[str, str] = {}
+    per_node = static.per_node(be)
+    for (cyclic, stage_nodes), stage_plan in zip(static.staged, per_node):
         stage_ctx = []
-        for name in stage.nodes:
-            node = program.node(name)
+        for (name, node), (cache, writes_all) in zip(stage_nodes, stage_plan):
+            node_dtypes[name] = ndt = signal_dtype(static.signals[name], arrays.get(name), dtype)
             counts.kinds[name] = node.KIND
             if isinstance(node, Input):
                 if chunks is None:
-                    values[name] = be.from_numpy(arrays[name].reshape(T, B, node.size).astype(node_dtypes[name]))
+                    values[name] = be.from_numpy(arrays[name].reshape(T, B, node.size).astype(ndt))
                 else:
-                    values[name] = be.zeros((rows, B, node.size), node_dtypes[name])
+                    values[name] = be.zeros((rows, B, node.size), ndt)
                     buffers.append((values[name], False))  # each chunk copies its steps in
                 continue
             if isinstance(node, Output):
                 (src,) = static.sources[name]
                 values[name] = values[src]
                 continue
-            writes_all = be.empty is not None and node.KIND in be.overwrites and variants[name] == PLAIN
             overwritten = chunks is None and writes_all  # its kernel writes every element: no zero-filling
-            out = (be.empty if overwritten else be.zeros)((rows, B, node.size), node_dtypes[name])
+            out = (be.empty if overwritten else be.zeros)((rows, B, node.size), ndt)
             values[name] = out
             node_counts = dict(zip(OP_KEYS, np.zeros((len(OP_KEYS), B), dtype=np.int64)))  # one allocation
             if not isinstance(node, Bernoulli):  # generated sources are not counted (as inputs)
                 counts.per_node[name] = node_counts
-            cache = _CACHES.setdefault(node, {}).setdefault(be.name, {})
             ctx = NodeContext(
                 name=name,
                 node=node,
@@ -448,13 +503,22 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
             )
             buffers += [(a, a is not out or not writes_all) for a in (out, ctx.mem, ctx.mem_u) if a is not None]
             ctxs[name] = ctx
-            stage_ctx.append(ctx)
-        for ctx in stage_ctx:
+            stage_ctx.append((be.kernels[node.KIND, variants[name]], ctx))
+        for _, ctx in stage_ctx:
             ctx.sources = [values[s] for s in static.sources[ctx.name]]
             ctx.source_signals = static.source_signals[ctx.name]
-        stage_calls = [(be.kernels[c.node.KIND, variants[c.name]], c) for c in stage_ctx]
-        calls += stage_calls
-        stages.append((stage.cyclic, stage_calls))
+        calls += stage_ctx
+        stages.append((cyclic, stage_ctx))
+
+    marking = static.may_mark(be) if chunks is None else frozenset()
+    if marking:  # silent rows (module docstring): not for a buffer the engine itself reads
+        read_whole = {_base(program, n) for n in (*outputs, *sig_probes)}
+        read_whole |= {base for base in map(lambda n: _base(program, n), recorders)
+                       if base not in ctxs or ctxs[base].spike_list is None}
+        for name in marking - read_whole:
+            ctxs[name].silent = be.zeros((rows, B), "uint8")
+        for ctx in ctxs.values():
+            ctx.source_silent = [ctxs[s].silent if s in ctxs else None for s in static.sources[ctx.name]]
 
     def shaped(name: str, arr: Any) -> np.ndarray:
         return np.asarray(be.to_numpy(arr)).reshape(T, B, *program.node(name).shape)

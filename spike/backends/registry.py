@@ -66,6 +66,13 @@ class Backend:
     # (ascending) into ``index[t, b, :count[t, b]]``: the engine then records counts and spike lists
     # from them (``Recorder.add_listed``) instead of scanning the dense output.
     lists_spikes: frozenset[str] = frozenset()
+    # Silent rows (engine docstring, "Silent rows"): kinds whose plain float kernel, given
+    # ``ctx.silent`` (uint8 ``[rows, B]``, zeros on entry), leaves an output row that is all zero
+    # unwritten and sets its flag instead (``marks_silence``), and kinds whose plain float kernel
+    # reads its sources' flags (``ctx.source_silent``: 1 = the row is zero, its buffer unwritten;
+    # 0 = read the buffer) and never a flagged row (``reads_silence``).
+    marks_silence: frozenset[str] = frozenset()
+    reads_silence: frozenset[str] = frozenset()
 
     def kernel(self, kind: str, variant: str = PLAIN) -> Callable[[Kernel], Kernel]:
         """Decorator registering the kernel of one node kind and variant (once: a registered kernel

@@ -324,8 +324,11 @@ def test_dense_delivery_sums_exactly_in_the_accumulator_the_bound_allows(n_in, w
     row_nnz = np.count_nonzero(w, axis=1).astype(np.int64)
     out = np.zeros((T, 1, n_out), np.int32)
     counters = np.zeros(1, np.int64), np.zeros(1, np.int64)
+    dense = np.zeros(1, np.int64)
     P.dense_kernel(True, narrow)(src, w, row_nnz, np.zeros(0, np.float32), weight_exp, out,
-                                 0, T, 0, 0, *counters, False)
+                                 0, T, 0, 0, *counters, False, dense, n_in * n_out,
+                                 np.zeros((1, 1), np.uint8), False, np.zeros((1, 1), np.uint8), False)
+    assert dense[0] == n_in * n_out * T
     sums = src[:, 0].astype(object) @ w.astype(object)  # exact Python integers
     shifted = sums * 2**weight_exp if weight_exp >= 0 else sums // 2 ** -weight_exp
     want = np.vectorize(_i32)(shifted).astype(np.int64)

@@ -77,7 +77,8 @@ def _step(kernel, params, x, state, quiet, rest_is_fixed):
     no = np.zeros((1, 1), np.int64)
     kernel((x,), (x,), 0, 1, params, np.float32(1), np.float32(0), np.zeros(n, np.float32), 0, state, out,
            np.zeros((1, 1, 1), np.float32), False, no, np.zeros(1, np.int64), np.zeros(1, np.int64),
-           np.zeros(1, np.int64), False, np.zeros((1, 1, 1), np.int32), no, quiet, rest_is_fixed)
+           np.zeros(1, np.int64), False, np.zeros((1, 1, 1), np.int32), no, quiet, rest_is_fixed,
+           (np.zeros((1, 1), np.uint8),), (np.zeros((1, 1), np.uint8),), np.zeros((1, 1), np.uint8), False)
     return out
 
 

@@ -110,19 +110,27 @@ def test_cuda_tensors_match_cpu(dtype, kw, cuba):
     alpha = (torch.rand(300, generator=g) * 0.5).to(dtype) if cuba else None
     w = torch.randn(x.shape, generator=g).to(dtype)
     res = []
-    for dev in ("cpu", "cuda"):
-        xs = x.to(dev).requires_grad_(True)
-        ps = [p.to(dev).requires_grad_(True) for p in (beta, thr) + ((alpha,) if cuba else ())]
+    for dev, dt in (("cpu", dtype), ("cuda", dtype), ("cpu", torch.float64)):
+        xs = x.to(dev, dt).requires_grad_(True)
+        ps = [p.to(dev, dt).requires_grad_(True) for p in (beta, thr) + ((alpha,) if cuba else ())]
         s, m = lif_multistep(xs, ps[0], ps[1], alpha=ps[2] if cuba else None, return_mem=True,
                              backend="fused", **kw)
-        grads = torch.autograd.grad((s * w.to(dev)).sum() + m.sum(), [xs] + ps)
+        grads = torch.autograd.grad((s * w.to(dev, dt)).sum() + m.sum(), [xs] + ps)
         res.append([t.detach().cpu() for t in (s, m) + grads])
-    (sc, mc, *gc), (sg_, mg, *gg) = res
+    (sc, mc, *gc), (sg_, mg, *gg), (s64, _, *g64) = res
     assert torch.equal(sc, sg_) and torch.equal(mc, mg)
+    assert torch.equal(sc.double(), s64.double())  # the same spikes in double: a reference for the gradients
     exact = kw["surrogate"] != "sigmoid"  # GPU exp may differ from libm in the last ulp
-    for a, b in zip(gc, gg):
+    for a, b, ref in zip(gc, gg, g64):
         if exact and a.dim() == 2 + 1:  # dx is computed element-wise in the same order
             assert torch.equal(a, b)
+        elif dtype == torch.float32 and not exact:
+            # the sigmoid's exp: CUDA's expf (2 ulp) is not libm's (1 ulp), and the backward recursion
+            # carries the difference on; the GPU's float32 result must lie as near the float64 one as
+            # the CPU's float32 result does, within that factor (and twice again for the recursion)
+            ref = ref.to(dtype)
+            err_cpu, err_gpu = (a - ref).abs().max(), (b - ref).abs().max()
+            assert err_gpu <= 4 * err_cpu + 1e-7 * ref.abs().max(), (float(err_gpu), float(err_cpu))
         else:
             # per-neuron parameter sums are reduced in a different order (batch sum in torch)
             torch.testing.assert_close(b, a, rtol=1e-5 if dtype == torch.float32 else 1e-12,

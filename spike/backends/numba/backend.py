@@ -56,6 +56,7 @@ _NO_COUNT2 = np.zeros((1, 1), np.int64)
 _NO_KEEP = np.zeros((1, 1), np.uint8)
 _NO_INDEX = np.zeros((1, 1, 1), np.int32)
 _NO_NLISTED = np.zeros((1, 1), np.int64)
+_NO_FLAGS = np.zeros((1, 1), np.uint8)  # no silent-row flags (engine docstring, "Silent rows")
 _LANE_MIN_STEPS = 32  # a sparse call over fewer steps runs each sample on one thread
 
 
@@ -138,6 +139,8 @@ BACKEND = register_backend(
         # every element of every step given is written (no zero-filling of their outputs)
         overwrites=frozenset({"dense", "sparse", "conv2d", "pool2d", "identity", "population"}),
         lists_spikes=frozenset({"population"}),  # a recorded population lists its spikes as it steps
+        marks_silence=frozenset({"dense", "population"}),  # engine docstring, "Silent rows"
+        reads_silence=frozenset({"dense", "population"}),
     )
 )
 
@@ -166,6 +169,18 @@ def pair_counters(ctx: NodeContext) -> tuple[np.ndarray, np.ndarray, bool]:
     input values per (step, sample) (a source that is not a spike signal) or counts every pair
     as ``syn_ops``."""
     return ctx.counts["syn_ops"], ctx.counts["macs"], ctx.source_signals[0] != "spike"
+
+
+def silence(ctx: NodeContext) -> tuple[np.ndarray, bool]:
+    """A kernel's ``silent, marks`` arguments: the node's silent-row flags and whether it may leave
+    zero rows unwritten (engine docstring, "Silent rows")."""
+    return (_NO_FLAGS, False) if ctx.silent is None else (ctx.silent, True)
+
+
+def source_silence(ctx: NodeContext, i: int = 0) -> tuple[np.ndarray, bool]:
+    """A kernel's ``src_silent, src_marked`` arguments for source ``i``: its flags, and whether it has any."""
+    flags = ctx.source_silent[i] if ctx.source_silent else None
+    return (_NO_FLAGS, False) if flags is None else (flags, True)
 
 
 def source(ctx: NodeContext) -> np.ndarray:
@@ -229,9 +244,8 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
     src = source(ctx)
     P.dense_kernel(fixed(ctx), c["narrow"])(
         src, c["wt"], c["row_nnz"], c["bias"], weight_exp, ctx.out, t0, t1, delay, start,
-        *pair_counters(ctx),
+        *pair_counters(ctx), ctx.counts["dense_ops"], node.in_size * node.size, *silence(ctx), *source_silence(ctx),
     )
-    ctx.counts["dense_ops"] += node.in_size * node.size * (t1 - t0)
 
 
 @BACKEND.kernel("sparse")
@@ -363,15 +377,18 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
         c["flags"] = semantics.neuron_flags(node)
         c["bias"] = semantics.neuron_bias(node, dtype)
     if "state" not in ctx.state:
-        ctx.state["state"] = state = semantics.initial_state(node, ctx.batch, dtype)
-        ctx.state["quiet"] = ~state.any(axis=(0, 2))  # per sample: the whole state is zero
+        start = c.get("start")
+        if start is None or start[0].shape[1] != ctx.batch:  # computed once per node and batch size
+            state = semantics.initial_state(node, ctx.batch, dtype)
+            start = c["start"] = (state, ~state.any(axis=(0, 2)))  # quiet: per sample, the whole state is zero
+        ctx.state["state"], ctx.state["quiet"] = start[0].copy(), start[1].copy()
     gated = active is not None
     prepared = ctx.state.get("prepared") if not gated else None  # the run's sources do not change
     if prepared is None:
         prepared = _prepare_population(ctx, sources, gated)
         if not gated:
             ctx.state["prepared"] = prepared
-    kernel, curs, lates, gain, v_reset, quiet_steps = prepared
+    kernel, curs, lates, flags_cur, flags_late, gain, v_reset, quiet_steps = prepared
     if not gated:
         active, nactive = _NO_ACTIVE, np.zeros(ctx.batch, np.int64)
     record = ctx.mem is not None
@@ -379,12 +396,14 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
         curs, lates, t0, t1, c["params"], gain, v_reset, _NO_BIAS[dtype] if c["bias"] is None else c["bias"],
         ctx.onset, ctx.state["state"], ctx.out, ctx.mem if record else _NO_MEM[dtype], record, active, nactive,
         ctx.counts["spikes"], ctx.counts["neuron_updates"], *_listing(ctx), ctx.state["quiet"], quiet_steps,
+        flags_cur, flags_late, *silence(ctx),
     )
 
 
 def _prepare_population(ctx: NodeContext, sources: list[np.ndarray] | None, gated: bool) -> tuple:
-    """A float population's kernel and what its calls pass along: ``(kernel, curs, lates, gain,
-    v_reset, quiet_steps)`` (``quiet_steps``: :func:`numba.neurons.rest_is_fixed_point`, probed once
+    """A float population's kernel and what its calls pass along: ``(kernel, curs, lates, flags_cur,
+    flags_late, gain, v_reset, quiet_steps)`` (``flags_*``: the sources' silent-row flags, zeros for
+    a source without them; ``quiet_steps``: :func:`numba.neurons.rest_is_fixed_point`, probed once
     per node and tuple lengths; never for a gated population, whose mask leaves states apart)."""
     node: Population = ctx.node
     c = ctx.cache
@@ -394,14 +413,20 @@ def _prepare_population(ctx: NodeContext, sources: list[np.ndarray] | None, gate
     late_idx = ctx.recurrent_sources() if node.late_recurrent else ()
     curs = tuple(s for i, s in enumerate(srcs) if i not in late_idx) or (_silence(ctx),)
     lates = tuple(s for i, s in enumerate(srcs) if i in late_idx) if late_idx else curs
-    kernel = N.population_kernel(c["flags"], gated, c["bias"] is not None)
-    dtype = float_dtype(ctx)
-    gain, v_reset = dtype(node.gain), dtype(node.v_reset)
-    rest = ("rest_is_fixed", len(curs), len(lates))
-    if not gated and rest not in c:
-        c[rest] = N.rest_is_fixed_point(kernel, c["params"], gain, v_reset, semantics.N_STATES, len(curs), len(lates),
-                                        ctx.out.dtype)
-    return kernel, curs, lates, gain, v_reset, not gated and c[rest]
+    given = ctx.source_silent if sources is None and ctx.source_silent else [None] * len(srcs)
+    flags = [_no_silence(ctx) if f is None else f for f in given]
+    flags_cur = tuple(f for i, f in enumerate(flags) if i not in late_idx) or (_no_silence(ctx),)
+    flags_late = tuple(f for i, f in enumerate(flags) if i in late_idx) if late_idx else flags_cur
+    key = ("kernel", gated, len(curs), len(lates), ctx.out.dtype)
+    if key not in c:  # once per node and call shape
+        kernel = N.population_kernel(c["flags"], gated, c["bias"] is not None)
+        dtype = float_dtype(ctx)
+        gain, v_reset = dtype(node.gain), dtype(node.v_reset)
+        rest = not gated and N.rest_is_fixed_point(kernel, c["params"], gain, v_reset, semantics.N_STATES,
+                                                   len(curs), len(lates), ctx.out.dtype)
+        c[key] = kernel, gain, v_reset, rest
+    kernel, gain, v_reset, rest = c[key]
+    return kernel, curs, lates, flags_cur, flags_late, gain, v_reset, rest
 
 
 def _listing(ctx: NodeContext) -> tuple[bool, np.ndarray, np.ndarray]:
@@ -427,6 +452,14 @@ def _silence(ctx: NodeContext) -> np.ndarray:
     z = ctx.state.get("silence")
     if z is None or z.shape != ctx.out.shape:
         z = ctx.state["silence"] = np.zeros(ctx.out.shape, float_dtype(ctx))
+    return z
+
+
+def _no_silence(ctx: NodeContext) -> np.ndarray:
+    """Silent-row flags that flag nothing, ``[rows, B]`` like the node's output (one per run)."""
+    z = ctx.shared.get("no_silence")
+    if z is None or z.shape != ctx.out.shape[:2]:
+        z = ctx.shared["no_silence"] = np.zeros(ctx.out.shape[:2], np.uint8)
     return z
 
 

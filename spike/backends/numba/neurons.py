@@ -56,10 +56,33 @@ def _input_sum(srcs, t, b, k):
 
 
 @njit(cache=True, inline="always")
-def _silent(srcs, t, b):
-    """Whether every source row ``srcs[i][t, b]`` is all zero bits (blocks of 64 values OR-ed at
-    once, so an all-zero row costs a fraction of its update)."""
+def _input_sum_flagged(srcs, flags, t, b, k):
+    """:func:`_input_sum` where a source row flagged silent in ``flags[i][t, b]`` (its buffer
+    unwritten) adds a zero of its dtype instead of its buffer's value: the written zeros' sum."""
+    zero = srcs[0].dtype.type(0)
+    x = srcs[0][t, b, k] if flags[0][t, b] == 0 else zero
+    for i in range(1, len(srcs)):
+        x += srcs[i][t, b, k] if flags[i][t, b] == 0 else zero
+    return x
+
+
+@njit(cache=True, inline="always")
+def _any_flagged(flags, t, b):
+    """Whether some source row ``[t, b]`` is flagged silent."""
+    for i in range(len(flags)):
+        if flags[i][t, b] != 0:
+            return True
+    return False
+
+
+@njit(cache=True, inline="always")
+def _silent(srcs, flags, t, b):
+    """Whether every source row ``srcs[i][t, b]`` is all zero bits: flagged silent in
+    ``flags[i][t, b]`` (its buffer unwritten, not read), or read in blocks of 64 values OR-ed at
+    once, so that an all-zero row costs a fraction of its update."""
     for i in range(len(srcs)):
+        if flags[i][t, b] != 0:
+            continue
         bits = srcs[i][t, b].view(np.uint32)
         n = bits.shape[0]
         full = n - n % 64
@@ -87,7 +110,8 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
     so each case is a branch-free loop that vectorises) and cached on disk per set.
 
     ``kernel(curs, lates, t0, t1, params, gain, v_reset, bias, onset, state, out, mem, record,
-    active, nactive, spikes, updates, listed, index, nlisted, quiet, rest_is_fixed)`` steps
+    active, nactive, spikes, updates, listed, index, nlisted, quiet, rest_is_fixed, flags_cur, flags_late,
+    silent, marks)`` steps
     ``t0..t1-1`` with input ``I[t] = ((curs[0][t] + curs[1][t]) + ...)`` summed in float32 in source
     order as each neuron is updated (no summed copy; recurrent inputs added after the charge: the
     sum of ``lates`` alike), per-neuron ``params`` ``[N_PARAMS, n]`` and ``state`` ``[N_STATES, B,
@@ -100,7 +124,9 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
     When ``rest_is_fixed`` (the update maps a zero state and a zero input to a zero state and a
     zero output, :func:`rest_is_fixed_point`), a step of a quiet sample whose inputs are all zero
     (every bit: a -0.0 input counts as input) and that adds no bias only writes zeros: the update
-    would compute exactly them.
+    would compute exactly them. Silent rows (``engine`` docstring): ``flags_cur``/``flags_late``
+    (uint8 ``[rows, B]`` per source, 1 = that row is zero and unwritten) spare reading such rows;
+    with ``marks``, such a step leaves its output row unwritten and sets ``silent[t, b]`` instead.
     """
     model, reset, reset_delay, fire_ge, charge, rule, has_late = flags
     version = _SEMANTICS_VERSION  # read below, so it is part of the closure and of the disk cache key
@@ -110,7 +136,8 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
     keeps_spike = spiking and (reset_delay or rule == RULE_SNNTORCH or model == MODEL_ALPHA)
 
     def population_forward(curs, lates, t0, t1, params, gain, v_reset, bias, onset, state, out, mem, record,
-                           active, nactive, spikes, updates, listed, index, nlisted, quiet, rest_is_fixed):
+                           active, nactive, spikes, updates, listed, index, nlisted, quiet, rest_is_fixed,
+                           flags_cur, flags_late, silent_out, marks):
         B = out.shape[1]
         n = out.shape[2]
         beta, thr, alpha, tau, rate = params[P_BETA], params[P_THR], params[P_ALPHA], params[P_TAU], params[P_RATE]
@@ -122,19 +149,31 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
             for t in range(t0, t1):
                 o = out[t, b]
                 biased_t = biased and t >= onset
-                silent = (rest_is_fixed and not biased_t and _silent(curs, t, b)
-                          and (not has_late or _silent(lates, t, b)))
+                silent = (rest_is_fixed and not biased_t and _silent(curs, flags_cur, t, b)
+                          and (not has_late or _silent(lates, flags_late, t, b)))
+                unwritten = False
                 if silent and quiet_b:
-                    o[:] = 0
+                    if marks:
+                        silent_out[t, b] = 1
+                        unwritten = True
+                    else:
+                        o[:] = 0
                 else:
                     if gated:
                         o[:] = 0
                     awake = False  # whether any state is non-zero after the step (tracked after a silent input)
+                    # a source row flagged silent is unwritten: summed as its zeros (not read)
+                    flagged = _any_flagged(flags_cur, t, b) or (has_late and _any_flagged(flags_late, t, b))
                     for kk in range(m):
                         k = active[b, kk] if gated else kk
-                        xk = _input_sum(curs, t, b, k)
+                        if flagged:
+                            xk = _input_sum_flagged(curs, flags_cur, t, b, k)
+                            lk = _input_sum_flagged(lates, flags_late, t, b, k) if has_late else xk
+                        else:
+                            xk = _input_sum(curs, t, b, k)
+                            lk = _input_sum(lates, t, b, k) if has_late else xk
                         ok, vk, sk, ik, jk = neuron_step(
-                            xk, _input_sum(lates, t, b, k) if has_late else xk, v_b[k], s_b[k], i_b[k], j_b[k],
+                            xk, lk, v_b[k], s_b[k], i_b[k], j_b[k],
                             beta[k], thr[k], alpha[k], tau[k], rate[k], gain, v_reset, model, reset, reset_delay,
                             fire_ge, charge, rule, has_late, bias[k] if biased else np.float32(0), biased_t)
                         o[k] = ok
@@ -156,7 +195,7 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
                     for k in range(n):
                         mt[k] = v_b[k]
                 if listed:
-                    nlisted[t, b] = list_nonzero(o, index[t, b])
+                    nlisted[t, b] = 0 if unwritten else list_nonzero(o, index[t, b])
             quiet[b] = quiet_b
             spikes[b] += nsp
             updates[b] += m * (t1 - t0) + 0 * version
@@ -177,9 +216,11 @@ def rest_is_fixed_point(kernel: Any, params: np.ndarray, gain: np.floating, v_re
     state = np.zeros((n_states, 1, n), dt)
     out = np.ones((1, 1, n), out_dtype)
     counter = np.zeros(1, np.int64)
+    flags = np.zeros((1, 1), np.uint8)
     kernel((zero,) * n_curs, (zero,) * n_lates, 0, 1, params, gain, v_reset, np.zeros(n, dt), 0, state,
            out, zero, False, np.zeros((1, 1), np.int64), np.zeros(1, np.int64), counter, counter.copy(), False,
-           np.zeros((1, 1, 1), np.int32), np.zeros((1, 1), np.int64), np.zeros(1, np.bool_), False)
+           np.zeros((1, 1, 1), np.int32), np.zeros((1, 1), np.int64), np.zeros(1, np.bool_), False,
+           (flags,) * n_curs, (flags,) * n_lates, flags, False)
     return not out.any() and not state.any()
 
 

@@ -265,19 +265,27 @@ def _tally(nacs, nmacs, nops, mac):
 @lru_cache(maxsize=None)
 def dense_kernel(fixed: bool, narrow: bool = False) -> Any:
     """``dense_forward(src, wt, row_nnz, bias, weight_exp, out, t0, t1, delay, start, acs, macs,
-    check)``: a dense projection, ``wt`` = W^T ``[n_in, n_out]`` (C order), ``row_nnz[i]`` =
+    check, dense, dense_per_step)``: a dense projection, ``wt`` = W^T ``[n_in, n_out]`` (C order), ``row_nnz[i]`` =
     nnz(W[:, i]).
 
     ``out[t, b] = bias + sum over non-zero x = src[t-delay, b, i] of wt[i] * x`` from step ``start``
     on, 0 before (float32; ``bias`` may be empty); fixed point: ``int32((sum of wt[i] over the
     non-zero inputs i) shifted by weight_exp)``, summed in int64, or with ``narrow`` (the caller
     knows ``n_in * max|w| < 2**31``) in int32: the same integers, twice as many per vector.
-    ``acs[b]`` or ``macs[b]`` += the non-zero (input, weight) pairs delivered (module docstring).
+    ``acs[b]`` or ``macs[b]`` += the non-zero (input, weight) pairs delivered (module docstring),
+    ``dense[b] += dense_per_step`` per step (the dense-equivalent pairs, counted here rather than by
+    the caller: a numpy add per call costs more than a small layer's steps).
+
+    Silent rows (float; ``engine`` docstring): with ``src_marked``, a source row flagged in
+    ``src_silent[t - delay, b]`` has no events and is not read; with ``marks``, a zero output row
+    (before ``start``, or a step without events and no bias) is left unwritten and flagged in
+    ``silent[t, b]``.
     """
 
     acc_type = np.int32 if narrow else np.int64
 
-    def dense_forward(src, wt, row_nnz, bias, weight_exp, out, t0, t1, delay, start, acs, macs, check):
+    def dense_forward(src, wt, row_nnz, bias, weight_exp, out, t0, t1, delay, start, acs, macs, check, dense,
+                      dense_per_step, silent, marks, src_silent, src_marked):
         B = out.shape[1]
         n_in = wt.shape[0]
         n_out = wt.shape[1]
@@ -290,14 +298,19 @@ def dense_kernel(fixed: bool, narrow: bool = False) -> Any:
             nmacs = 0
             for t in range(t0, t1):
                 o = out[t, b]
+                # before the source's step 0 (its buffer is not read), or a source row flagged silent
+                no_events = t < delay or (src_marked and t >= start and src_silent[t - delay, b] != 0)
+                x = src[max(t - delay, 0), b]
+                m = 0 if no_events or t < start else gather(x, idx)
+                if marks and (t < start or (m == 0 and not has_bias)):
+                    silent[t, b] = 1  # a zero row, left unwritten
+                    continue
                 if not _open_step(o, n_out, t, start, bias, has_bias, not fixed):
                     continue
-                if t < delay:  # before the source's step 0: no events (its buffer is not read)
+                if no_events:
                     if fixed:
                         _zero(o, n_out)
                     continue
-                x = src[t - delay, b]
-                m = gather(x, idx)
                 nops, unit, real = _event_values(x, idx, m, row_nnz, val)
                 nacs, nmacs = _tally(nacs, nmacs, nops, check and real)
                 if fixed:  # every event a spike (lava casts to bool)
@@ -308,6 +321,7 @@ def dense_kernel(fixed: bool, narrow: bool = False) -> Any:
                     _add_rows(o, wt, idx, val, m, unit)
             acs[b] += nacs
             macs[b] += nmacs
+            dense[b] += dense_per_step * (t1 - t0)
 
     return njit(cache=True, parallel=True)(dense_forward)
 
