@@ -56,23 +56,16 @@ def _input_sum(srcs, t, b, k):
 
 
 @njit(cache=True, inline="always")
-def _input_sum_flagged(srcs, flags, t, b, k):
-    """:func:`_input_sum` where a source row flagged silent in ``flags[i][t, b]`` (its buffer
-    unwritten) adds a zero of its dtype instead of its buffer's value: the written zeros' sum."""
-    zero = srcs[0].dtype.type(0)
-    x = srcs[0][t, b, k] if flags[0][t, b] == 0 else zero
-    for i in range(1, len(srcs)):
-        x += srcs[i][t, b, k] if flags[i][t, b] == 0 else zero
-    return x
-
-
-@njit(cache=True, inline="always")
-def _any_flagged(flags, t, b):
-    """Whether some source row ``[t, b]`` is flagged silent."""
-    for i in range(len(flags)):
+def _zero_flagged(srcs, flags, t, b):
+    """Write the zeros of every source row ``srcs[i][t, b]`` flagged silent in ``flags[i][t, b]``
+    (unwritten: their values are undefined), so that :func:`_input_sum` may read them; returns
+    whether there was one. A flagged row's readers take it as zeros either way."""
+    found = False
+    for i in range(len(srcs)):
         if flags[i][t, b] != 0:
-            return True
-    return False
+            srcs[i][t, b, :] = 0
+            found = True
+    return found
 
 
 @njit(cache=True, inline="always")
@@ -125,8 +118,9 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
     zero output, :func:`rest_is_fixed_point`), a step of a quiet sample whose inputs are all zero
     (every bit: a -0.0 input counts as input) and that adds no bias only writes zeros: the update
     would compute exactly them. Silent rows (``engine`` docstring): ``flags_cur``/``flags_late``
-    (uint8 ``[rows, B]`` per source, 1 = that row is zero and unwritten) spare reading such rows;
-    with ``marks``, such a step leaves its output row unwritten and sets ``silent[t, b]`` instead.
+    (uint8 ``[rows, B]`` per source, 1 = that row is zero and unwritten) spare reading such rows in
+    a quiet sample's step (a step that updates writes their zeros first); with ``marks``, a quiet
+    sample's silent step leaves its output row unwritten and sets ``silent[t, b]`` instead.
     """
     model, reset, reset_delay, fire_ge, charge, rule, has_late = flags
     version = _SEMANTICS_VERSION  # read below, so it is part of the closure and of the disk cache key
@@ -162,18 +156,14 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
                     if gated:
                         o[:] = 0
                     awake = False  # whether any state is non-zero after the step (tracked after a silent input)
-                    # a source row flagged silent is unwritten: summed as its zeros (not read)
-                    flagged = _any_flagged(flags_cur, t, b) or (has_late and _any_flagged(flags_late, t, b))
+                    _zero_flagged(curs, flags_cur, t, b)  # an update reads every source row
+                    if has_late:
+                        _zero_flagged(lates, flags_late, t, b)
                     for kk in range(m):
                         k = active[b, kk] if gated else kk
-                        if flagged:
-                            xk = _input_sum_flagged(curs, flags_cur, t, b, k)
-                            lk = _input_sum_flagged(lates, flags_late, t, b, k) if has_late else xk
-                        else:
-                            xk = _input_sum(curs, t, b, k)
-                            lk = _input_sum(lates, t, b, k) if has_late else xk
+                        xk = _input_sum(curs, t, b, k)
                         ok, vk, sk, ik, jk = neuron_step(
-                            xk, lk, v_b[k], s_b[k], i_b[k], j_b[k],
+                            xk, _input_sum(lates, t, b, k) if has_late else xk, v_b[k], s_b[k], i_b[k], j_b[k],
                             beta[k], thr[k], alpha[k], tau[k], rate[k], gain, v_reset, model, reset, reset_delay,
                             fire_ge, charge, rule, has_late, bias[k] if biased else np.float32(0), biased_t)
                         o[k] = ok
