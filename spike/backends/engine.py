@@ -47,10 +47,11 @@ fan-out-100 feed-forward net 23% faster with 16-64 MB; the fan-out-1000 one, who
 of synapses dominate, 3% slower with 64 MB and 8% with 16 MB. Every node's buffer holds ``D + C``
 steps, ``D`` the longest projection delay (the history its readers look back on), and each stage runs local
 steps ``D .. D + c - 1`` (cycles one step at a time, as always); local step ``t`` is global step
-``ctx.base + t``, and ``ctx.onset`` is given in local steps. Between chunks each buffer keeps its
-last ``D`` steps as the next history. Only what is returned densely (outputs, probes) gets
-``[T, B, size]`` records (on the host, filled chunk by chunk); recorded counts and spike lists are
-taken chunk by chunk. Results equal one call over all steps bit for bit (every kernel steps its
+``ctx.base + t``, and ``ctx.onset`` is given in local steps. Between chunks each buffer keeps as
+the next history its last steps that its readers look back on (the longest delay of the
+projections reading it: none for a projection's currents, which populations read in their step).
+Only what is returned densely (outputs, probes) gets ``[T, B, size]`` records (on the host, filled
+chunk by chunk); recorded counts and spike lists are taken chunk by chunk. Results equal one call over all steps bit for bit (every kernel steps its
 state in order, as the per-step calls of a cycle do).
 """
 from __future__ import annotations
@@ -340,6 +341,7 @@ class _Static:
     onsets: dict[str, int]  # Program.onset of every node that a kernel runs
     gated: bool  # FTWT gates: per-run gate references
     max_delay: int  # the longest projection delay (a chunked run's history)
+    lookback: dict[str, int]  # per node, the longest delay of the projections that read it (its history)
     step_values: int  # values per step and sample over every node's buffer (Outputs share their source's)
     chunkable: bool  # no gate, host op or core mapping (engine docstring, "Chunks")
     targets: dict[str, tuple[str, ...]]  # every node's readers (successors)
@@ -396,6 +398,8 @@ def _static(program: Program, memo: dict[str, Any]) -> _Static:
             onsets={name: program.onset(name) for name, node in nodes if not isinstance(node, (Input, Output))},
             gated=bool(gate_record(program)) or any(isinstance(node, Gate) for _, node in nodes),
             max_delay=max((int(node.delay) for _, node in nodes if isinstance(node, Projection)), default=0),
+            lookback={name: max((int(program.node(t).delay) for t in program.graph.successors(name)
+                                 if isinstance(program.node(t), Projection)), default=0) for name, _ in nodes},
             step_values=sum(node.size for _, node in nodes if not isinstance(node, Output)),
             chunkable=not program.metadata.get("mapping") and not any(isinstance(node, (Gate, HostOp))
                                                                       for _, node in nodes),
@@ -456,7 +460,8 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
     t_start = time.perf_counter()
     calls: list[tuple[Any, NodeContext]] = []  # every node's (kernel, context), in schedule order
     stages: list[tuple[bool, list[tuple[Any, NodeContext]]]] = []
-    buffers: list[tuple[Any, bool]] = []  # every buffer of a chunked run and whether a chunk must zero it
+    # every buffer of a chunked run, whether a chunk must zero it and the history steps its readers look back on
+    buffers: list[tuple[Any, bool, int]] = []
     listed = {_base(program, name) for name in recorders}  # a recorded Output: its source lists the spikes
     node_dtypes: dict[str, str] = {}
     per_node = static.per_node(be)
@@ -470,7 +475,7 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
                     values[name] = be.from_numpy(arrays[name].reshape(T, B, node.size).astype(ndt))
                 else:
                     values[name] = be.zeros((rows, B, node.size), ndt)
-                    buffers.append((values[name], False))  # each chunk copies its steps in
+                    buffers.append((values[name], False, static.lookback[name]))  # each chunk copies its steps in
                 continue
             if isinstance(node, Output):
                 (src,) = static.sources[name]
@@ -501,7 +506,8 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
                 shared=shared,
                 spike_list=_spike_list(be, node, variants[name], name in listed, rows, B),
             )
-            buffers += [(a, a is not out or not writes_all) for a in (out, ctx.mem, ctx.mem_u) if a is not None]
+            buffers.append((out, not writes_all, static.lookback[name]))
+            buffers += [(a, True, 0) for a in (ctx.mem, ctx.mem_u) if a is not None]
             ctxs[name] = ctx
             stage_ctx.append((be.kernels[node.KIND, variants[name]], ctx))
         for _, ctx in stage_ctx:
@@ -588,7 +594,7 @@ def _record(rec: Recorder, be: Backend, value: Any, ctx: NodeContext | None, r0:
 
 def _run_chunks(program: Program, be: Backend, arrays: dict[str, np.ndarray],
                 stages: list[tuple[bool, list[tuple[Any, NodeContext]]]], ctxs: dict[str, NodeContext],
-                values: dict[str, Any], buffers: list[tuple[Any, bool]],
+                values: dict[str, Any], buffers: list[tuple[Any, bool, int]],
                 feeds: list[tuple[Recorder, Any, NodeContext | None]], T: int, B: int, D: int,
                 C: int, dtype: str, node_dtypes: dict[str, str], kept: set[str], mem_probes: set[str],
                 cur_probes: set[str]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -608,10 +614,10 @@ def _run_chunks(program: Program, be: Backend, arrays: dict[str, np.ndarray],
     inputs = [n for n, node in program.nodes() if isinstance(node, Input)]
     for g0 in range(0, T, C):
         c = min(C, T - g0)
-        if g0:  # the last D steps become the history, the rest starts at zero
-            for buf, zero in buffers:
-                if D:
-                    buf[:D] = buf[C:C + D]
+        if g0:  # the last steps its readers look back on become the history, the rest starts at zero
+            for buf, zero, keep in buffers:
+                if keep:
+                    buf[D - keep:D] = buf[C + D - keep:C + D]
                 if zero:
                     buf[D:] = 0
         for name in inputs:
