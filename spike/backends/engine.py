@@ -65,6 +65,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from spike import semantics
+from spike.backends.exact_sums import float32_exact_inputs
 from spike.backends.gate_common import GateRef, gate_ref
 from spike.backends.recording import Recorder, parse_record
 from spike.backends.registry import OP_KEYS, PLAIN, Backend, BackendError, get_backend, node_variants
@@ -342,6 +343,7 @@ class _Static:
     gated: bool  # FTWT gates: per-run gate references
     max_delay: int  # the longest projection delay (a chunked run's history)
     lookback: dict[str, int]  # per node, the longest delay of the projections that read it (its history)
+    exact32: frozenset[str]  # a float64 program's projections whose currents float32 holds (signal_dtype)
     step_values: int  # values per step and sample over every node's buffer (Outputs share their source's)
     chunkable: bool  # no gate, host op or core mapping (engine docstring, "Chunks")
     targets: dict[str, tuple[str, ...]]  # every node's readers (successors)
@@ -404,9 +406,19 @@ def _static(program: Program, memo: dict[str, Any]) -> _Static:
             chunkable=not program.metadata.get("mapping") and not any(isinstance(node, (Gate, HostOp))
                                                                       for _, node in nodes),
             targets={name: tuple(program.graph.successors(name)) for name, _ in nodes},
+            exact32=_exact32(program) if program_precision(program) == "float64" else frozenset(),
             mapped=bool(program.metadata.get("mapping")),
         )
     return memo["static"]
+
+
+def _exact32(program: Program) -> frozenset[str]:
+    """The projections whose every reader is a population with float32-exact input sums
+    (:func:`spike.backends.exact_sums.float32_exact_inputs`)."""
+    exact = {name for name, node in program.nodes() if isinstance(node, Population)
+             and float32_exact_inputs(program, name)}
+    return frozenset(name for name, node in program.nodes() if isinstance(node, Projection)
+                     and program.graph.out_degree(name) and all(t in exact for t in program.graph.successors(name)))
 
 
 def _gate_refs(program: Program, T: int) -> dict[str, GateRef]:
@@ -420,13 +432,19 @@ def _gate_refs(program: Program, T: int) -> dict[str, GateRef]:
     return refs
 
 
-def signal_dtype(signal: str, given: np.ndarray | None, dtype: str) -> str:
+def signal_dtype(signal: str, given: np.ndarray | None, dtype: str, exact32: bool = False) -> str:
     """The dtype of a node's buffer in a run of ``dtype``, the node's output ``signal``
     (``output_signal``) and, for an Input, the array ``given``: ``dtype``, except in float64, where
     a spike signal (0/1: a spiking population, a generated source, max pooling or identity of
-    spikes, an Input of spikes given in a dtype that float32 holds exactly) keeps float32 buffers:
-    the same values in half the bytes its consumers read."""
-    if dtype != "float64" or signal != "spike":
+    spikes, an Input of spikes given in a dtype that float32 holds exactly) and the currents of a
+    projection into populations whose input sums float32 holds exactly (``exact32``:
+    :mod:`spike.backends.exact_sums`) keep float32 buffers: the same values in half the bytes its
+    consumers read."""
+    if dtype != "float64":
+        return dtype
+    if exact32:
+        return "float32"
+    if signal != "spike":
         return dtype
     if given is not None and not np.can_cast(given.dtype, np.float32, "safe"):
         return dtype  # e.g. an Input given in float64: its values are not scanned for this
@@ -468,7 +486,7 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
     for (cyclic, stage_nodes), stage_plan in zip(static.staged, per_node):
         stage_ctx = []
         for (name, node), (cache, writes_all) in zip(stage_nodes, stage_plan):
-            node_dtypes[name] = ndt = signal_dtype(static.signals[name], arrays.get(name), dtype)
+            node_dtypes[name] = ndt = signal_dtype(static.signals[name], arrays.get(name), dtype, name in static.exact32)
             counts.kinds[name] = node.KIND
             if isinstance(node, Input):
                 if chunks is None:

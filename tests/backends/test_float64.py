@@ -12,7 +12,8 @@ import torch
 from torch import nn
 
 from helpers import programs as H
-from spike.backends import run
+from spike.backends import engine, run
+from spike.backends.exact_sums import float32_exact_inputs, quantum
 from spike.backends.registry import BackendError
 from spike.compiler import compile as compile_model
 from spike.compiler.io.hdf5 import load_program, save_program
@@ -21,6 +22,7 @@ from spike.compiler.ir.precision import program_precision
 from spike.compiler.ir.program import Program, ProgramBuilder, ProgramError, rebuild_graph
 from spike.compiler.ir.signals import output_signal
 from spike.compiler.passes import float_precision
+from spike.models.random_net import Network, fixed_fan_in, fixed_fan_out
 
 BETA = 0.9  # not dyadic: beta * v rounds differently in float32 and float64
 SIZES = (30, 24, 8)
@@ -175,3 +177,60 @@ def test_float64_refuses_host_ops_and_fixed_point():
         float_precision(program, "float64")
     with pytest.raises(ProgramError, match="not a float precision"):
         float_precision(program, "fixed")
+
+
+# ---------------------------------------------------------------- float32-exact currents
+
+
+def brunel_like(J: float, seed: int = 3) -> Program:
+    """A small recurrent E/I network of LIF neurons (beta 0.9: float32 and float64 membranes part)
+    driven by generated spikes, synaptic weights J, -5J and 2J (external)."""
+    net = Network(seed=seed)
+    net.poisson("ext", 60, p=0.2)
+    net.population("exc", 80, beta=BETA, threshold=1.0, reset="zero", reset_delay=False, fire_ge=True)
+    net.population("inh", 20, beta=BETA, threshold=1.0, reset="zero", reset_delay=False, fire_ge=True)
+    net.connect("ext", "exc", fixed_fan_in(12), weight=2 * J, delay=1)
+    net.connect("ext", "inh", fixed_fan_in(12), weight=2 * J, delay=1)
+    for src, w in (("exc", J), ("inh", -5 * J)):
+        for dst in ("exc", "inh"):
+            net.connect(src, dst, fixed_fan_out(8), weight=w, delay=1 if src == "exc" else 2)
+    return net.build()
+
+
+@pytest.mark.parametrize("J, exact", [(1 / 16, True), (0.1, False)], ids=["dyadic", "float"])
+def test_float32_exact_currents_change_no_value(monkeypatch, J, exact):
+    """Dyadic weights: every current a multiple of 1/16 far below 2**24/16, so a float64 run keeps
+    the projections' currents in float32 buffers (half the bytes) and its spikes and double
+    membranes equal those of the run with float64 currents; weights 0.1 (no such bound) keep
+    float64 currents."""
+    p64 = float_precision(brunel_like(J), "float64")
+    projections = [n for n, node in p64.nodes() if isinstance(node, Sparse)]
+    probes = ["exc", "inh", "exc.v", "inh.v", *projections]
+    fast = run(p64, steps=120, batch=2, backend="numba", probes=probes)
+    assert all((fast.probes[p].dtype == np.float32) is exact for p in projections)
+    assert all(float32_exact_inputs(p64, pop) is exact for pop in ("exc", "inh"))
+    monkeypatch.setattr(engine, "_exact32", lambda program: frozenset())
+    slow = run(float_precision(brunel_like(J), "float64"), steps=120, batch=2, backend="numba", probes=probes)
+    assert all(slow.probes[p].dtype == np.float64 for p in projections)
+    for key in probes:
+        np.testing.assert_array_equal(fast.probes[key], slow.probes[key], err_msg=key)
+    assert fast.ops.total() == slow.ops.total() and fast.ops.total()["spikes"] > 0
+    p32 = run(brunel_like(J), steps=120, batch=2, backend="numba", probes=["exc.v"])
+    assert not np.array_equal(p32.probes["exc.v"], fast.probes["exc.v"])  # the membranes are double ones
+
+
+def test_exactness_bound():
+    """The quantum of a set of float32 values, and the bound 2**24 quanta on a neuron's input."""
+    assert quantum(np.array([0.375, -0.0625, 0.0])) == 0.0625
+    assert quantum(np.array([3.0, 1.5])) == 0.5
+    assert quantum(np.array([0.1], np.float32)) == 2.0**-27  # 0.1 in float32: 13421773 * 2**-27
+    assert quantum(np.array([0.1])) is None  # 0.1 in double is no float32 value
+    assert quantum(np.array([1 / 3])) is None and quantum(np.zeros(3)) is None  # no float32 value; no weight
+    for n_in, exact in ((2**16, True), (2**16 + 1, False)):  # n_in * 256 quanta: 2**24 is the limit
+        b = ProgramBuilder()
+        b.add("in", Input(shape=(n_in,)))
+        w = np.full((1, n_in), 1.0, np.float32)
+        w[0, 0] = 1 / 256  # the quantum; with the bias (255 quanta) n_in * 256 quanta in all
+        b.add("fc", Dense(shape=(1,), in_shape=(n_in,), weight=w, bias=np.array([1 - 1 / 256], np.float32)), "in")
+        b.add("p", lif(1), "fc")
+        assert float32_exact_inputs(b.build(), "p") is exact, n_in

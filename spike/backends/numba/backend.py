@@ -160,8 +160,9 @@ def float_dtype(ctx: NodeContext) -> type:
 
 
 def node_cache(ctx: NodeContext) -> dict:
-    """The node's arrays for the run's arithmetic (kept across runs, per precision)."""
-    return ctx.cache.setdefault(ctx.precision, {})
+    """The node's arrays for the run's arithmetic (kept across runs, per precision and output dtype:
+    a float64 run's projection may write float32 currents, ``engine.signal_dtype``)."""
+    return ctx.cache.setdefault((ctx.precision, ctx.out.dtype.str), {})
 
 
 def pair_counters(ctx: NodeContext) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -213,7 +214,7 @@ def weights(ctx: NodeContext, w: Any) -> np.ndarray:
 def bias(ctx: NodeContext, n: int) -> np.ndarray:
     """The projection's float bias, empty when it has none (or in fixed point: no bias there)."""
     b = None if fixed(ctx) else bias_values(ctx.node, n, ctx.name)
-    dtype = float_dtype(ctx) if not fixed(ctx) else np.float32
+    dtype = ctx.out.dtype.type if not fixed(ctx) else np.float32  # the currents' dtype
     return _EMPTY[dtype] if b is None else b.astype(dtype, copy=False)
 
 
@@ -386,9 +387,9 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
     prepared = ctx.state.get("prepared") if not gated else None  # the run's sources do not change
     if prepared is None:
         prepared = _prepare_population(ctx, sources, gated)
-        if not gated:
+        if not gated and not prepared[-1]:  # a copied source is copied again for each call
             ctx.state["prepared"] = prepared
-    kernel, curs, lates, flags_cur, flags_late, gain, v_reset, quiet_steps = prepared
+    kernel, curs, lates, flags_cur, flags_late, gain, v_reset, quiet_steps, _ = prepared
     if not gated:
         active, nactive = _NO_ACTIVE, np.zeros(ctx.batch, np.int64)
     record = ctx.mem is not None
@@ -402,14 +403,15 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
 
 def _prepare_population(ctx: NodeContext, sources: list[np.ndarray] | None, gated: bool) -> tuple:
     """A float population's kernel and what its calls pass along: ``(kernel, curs, lates, flags_cur,
-    flags_late, gain, v_reset, quiet_steps)`` (``flags_*``: the sources' silent-row flags, zeros for
-    a source without them; ``quiet_steps``: :func:`numba.neurons.rest_is_fixed_point`, probed once
-    per node and tuple lengths; never for a gated population, whose mask leaves states apart)."""
+    flags_late, gain, v_reset, quiet_steps, copied)`` (``flags_*``: the sources' silent-row flags,
+    zeros for a source without them; ``quiet_steps``: :func:`numba.neurons.rest_is_fixed_point`,
+    probed once per node and tuple lengths; never for a gated population, whose mask leaves states
+    apart; ``copied``: :func:`_float_sources`'s)."""
     node: Population = ctx.node
     c = ctx.cache
     if sources is not None and node.late_recurrent:
         raise BackendError(f"population {ctx.name!r}: a gated population cannot add recurrent inputs late")
-    srcs = _float_sources(ctx, ctx.sources if sources is None else sources)
+    srcs, copied = _float_sources(ctx, ctx.sources if sources is None else sources)
     late_idx = ctx.recurrent_sources() if node.late_recurrent else ()
     curs = tuple(s for i, s in enumerate(srcs) if i not in late_idx) or (_silence(ctx),)
     lates = tuple(s for i, s in enumerate(srcs) if i in late_idx) if late_idx else curs
@@ -426,7 +428,7 @@ def _prepare_population(ctx: NodeContext, sources: list[np.ndarray] | None, gate
                                                    len(curs), len(lates), ctx.out.dtype)
         c[key] = kernel, gain, v_reset, rest
     kernel, gain, v_reset, rest = c[key]
-    return kernel, curs, lates, flags_cur, flags_late, gain, v_reset, rest
+    return kernel, curs, lates, flags_cur, flags_late, gain, v_reset, rest, copied
 
 
 def _listing(ctx: NodeContext) -> tuple[bool, np.ndarray, np.ndarray]:
@@ -436,15 +438,17 @@ def _listing(ctx: NodeContext) -> tuple[bool, np.ndarray, np.ndarray]:
     return (True, *ctx.spike_list)
 
 
-def _float_sources(ctx: NodeContext, srcs: list[np.ndarray]) -> list[np.ndarray]:
-    """A float population's sources as C-contiguous ``[rows, B, n]`` arrays of the run's float dtype
-    (the kernel sums them per neuron, ``numba.neurons._input_sum``)."""
-    dtype = float_dtype(ctx)
+def _float_sources(ctx: NodeContext, srcs: list[np.ndarray]) -> tuple[list[np.ndarray], bool]:
+    """A float population's sources as C-contiguous ``[rows, B, n]`` arrays of one float dtype (the
+    kernel sums them per neuron in it, ``numba.neurons._input_sum``): float32 where all are float32
+    (in a float64 run, spikes and currents whose sums float32 holds exactly: ``engine.signal_dtype``),
+    else the run's; and whether one had to be copied (its later steps are not in the copy)."""
+    dtype = np.float32 if all(s.dtype == np.float32 for s in srcs) else float_dtype(ctx)
     out = []
     for s in srcs:
         _check_width(ctx, s)
         out.append(s if s.dtype == dtype and s.flags.c_contiguous else np.ascontiguousarray(s, dtype))
-    return out
+    return out, any(a is not s for a, s in zip(out, srcs))
 
 
 def _silence(ctx: NodeContext) -> np.ndarray:
