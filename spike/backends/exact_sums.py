@@ -16,7 +16,10 @@ float weights do not.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from numba import njit
 
 from spike.compiler.ir.nodes import Dense, Population, Sparse
 from spike.compiler.ir.program import Program
@@ -28,17 +31,43 @@ MANTISSA = 24  # float32's significand bits
 
 
 def quantum(values: np.ndarray) -> float | None:
-    """The largest power of two of which every value is an integer multiple (float64 ``values``
-    that are float32 values), or None when some value is no float32 value, not finite, or all are
-    zero."""
-    v = np.asarray(values, np.float64).reshape(-1)
-    v = v[v != 0]
-    if not v.size or not np.all(np.isfinite(v)) or not np.array_equal(v.astype(np.float32), v):
+    """The largest power of two of which every value is an integer multiple (``values``: float32 or
+    float64; ``inf`` when all are zero), or None when some value is no float32 value or not finite."""
+    v = np.ascontiguousarray(values).reshape(-1)
+    if v.dtype not in (np.float32, np.float64):
+        v = v.astype(np.float64)
+    found, exponent = _min_quantum_exponent(v)
+    if found < 0:
         return None
-    frac, exp = np.frexp(np.abs(v))  # |v| = frac * 2**exp, frac in [0.5, 1)
-    mant = (frac * 2.0**MANTISSA).astype(np.int64)  # exact: a float32 significand
-    low = mant & -mant  # its lowest set bit
-    return float(np.min(np.ldexp(low.astype(np.float64), exp - MANTISSA)))
+    return math.ldexp(1.0, exponent) if found else math.inf
+
+
+@njit(cache=True)
+def _min_quantum_exponent(v):
+    """``(found, e)``: ``found`` 1 and ``2**e`` the quantum of the non-zero values (float32 values:
+    significand ``M`` of 24 bits, ``|x| = M 2**(k - 24)``, quantum ``2**(k - 24 + ctz(M))``); 0 when
+    all are zero; -1 when one is no float32 value or not finite."""
+    best = 1 << 30
+    found = 0
+    last = v.dtype.type(0)
+    for i in range(v.shape[0]):
+        x = v[i]
+        if x == 0 or x == last:  # a repeated value (a network of a few weights): known already
+            continue
+        last = x
+        if not math.isfinite(x) or np.float64(np.float32(x)) != np.float64(x):
+            return -1, 0
+        frac, k = math.frexp(abs(np.float64(x)))
+        m = np.int64(frac * 16777216.0)  # 2**MANTISSA: exact for a float32 value
+        low = m & -m
+        e = k - MANTISSA
+        while low > 1:
+            low >>= 1
+            e += 1
+        if e < best:
+            best = e
+        found = 1
+    return found, best
 
 
 def _weights(node: Dense | Sparse) -> np.ndarray:
@@ -68,11 +97,11 @@ def float32_exact_inputs(program: Program, name: str) -> bool:
         return False
     if not all(output_signal(program, program.sources(s)[0]) == "spike" for s in sources):
         return False
-    parts = [_weights(p).reshape(-1) for p in projections]
-    parts += [np.asarray(p.bias).reshape(-1) for p in projections if p.bias is not None]
-    q = quantum(np.concatenate([np.asarray(a, np.float64) for a in parts]))
-    if q is None:
+    parts = [_weights(p) for p in projections] + [p.bias for p in projections if p.bias is not None]
+    quanta = [quantum(np.asarray(a)) for a in parts]
+    if any(q is None for q in quanta):
         return False
+    q = min(quanta)
     total = sum(_abs_sums(p) for p in projections)
     # every term a multiple of q below 2**24 q: the float64 sums of the bound are exact
     return bool(np.max(total) <= q * 2.0**MANTISSA)

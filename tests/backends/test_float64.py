@@ -225,7 +225,8 @@ def test_exactness_bound():
     assert quantum(np.array([3.0, 1.5])) == 0.5
     assert quantum(np.array([0.1], np.float32)) == 2.0**-27  # 0.1 in float32: 13421773 * 2**-27
     assert quantum(np.array([0.1])) is None  # 0.1 in double is no float32 value
-    assert quantum(np.array([1 / 3])) is None and quantum(np.zeros(3)) is None  # no float32 value; no weight
+    assert quantum(np.array([1 / 3])) is None and quantum(np.array([np.nan], np.float32)) is None
+    assert quantum(np.zeros(3)) == np.inf  # zeros: multiples of any power of two
     for n_in, exact in ((2**16, True), (2**16 + 1, False)):  # n_in * 256 quanta: 2**24 is the limit
         b = ProgramBuilder()
         b.add("in", Input(shape=(n_in,)))
