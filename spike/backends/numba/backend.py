@@ -251,6 +251,11 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
 
 @BACKEND.kernel("sparse")
 def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
+    step = ctx.state.get("step_args")  # a cycle's per-step calls: the arguments of the call before
+    if step is not None and step[0] == ctx.onset and t1 - t0 < _LANE_MIN_STEPS:
+        _, kernel, pre, post = step
+        kernel(*pre, t0, t1, *post)
+        return
     node: Sparse = ctx.node
     c = node_cache(ctx)
     if "blocks" not in c:  # the CSR by blocks of targets (layout.SparseBlocks), built once per node
@@ -272,12 +277,15 @@ def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
     # Threads beyond one per sample split each sample's target blocks (lanes; 1: one thread a sample),
     # for a call over many steps only: waking threads for every step of a cycle costs more than it saves.
     lanes = max(1, min(L.nblk, threads_allowed() // B)) if t1 - t0 >= _LANE_MIN_STEPS and L.nblk > 1 else 1
-    args = (source(ctx), *head, weight_exp, ctx.out, t0, t1, delay, start, *counters, lanes, *tail)
+    src = source(ctx)
+    pre, post = (src, *head, weight_exp, ctx.out), (delay, start, *counters, lanes, *tail)
     if lanes > 1:
         with threads_up_to(B * lanes):
-            c["kernel"](*args)
-    else:
-        c["kernel"](*args)
+            c["kernel"](*pre, t0, t1, *post)
+        return
+    c["kernel"](*pre, t0, t1, *post)
+    if src is ctx.sources[0]:  # not a copy (its later steps would be missing)
+        ctx.state["step_args"] = (ctx.onset, c["kernel"], pre, post)
 
 
 @BACKEND.kernel("conv2d")
@@ -370,6 +378,11 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
                      active: np.ndarray | None = None, nactive: np.ndarray | None = None) -> None:
     """Steps t0..t1-1 of a float population from ``sources`` (default: all of the node's);
     ``active``/``nactive``: only those neurons update (an FTWT gate's mask)."""
+    step = ctx.state.get("step_args") if active is None else None  # the arguments of the call before
+    if step is not None and step[0] == ctx.onset:
+        _, kernel, head, tail = step
+        kernel(*head, t0, t1, *tail)
+        return
     node: Population = ctx.node
     c = ctx.cache
     dtype = float_dtype(ctx)
@@ -389,16 +402,17 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
         prepared = _prepare_population(ctx, sources, gated)
         if not gated and not prepared[-1]:  # a copied source is copied again for each call
             ctx.state["prepared"] = prepared
-    kernel, curs, lates, flags_cur, flags_late, gain, v_reset, quiet_steps, _ = prepared
+    kernel, curs, lates, flags_cur, flags_late, gain, v_reset, quiet_steps, copied = prepared
     if not gated:
         active, nactive = _NO_ACTIVE, np.zeros(ctx.batch, np.int64)
     record = ctx.mem is not None
-    kernel(
-        curs, lates, t0, t1, c["params"], gain, v_reset, _NO_BIAS[dtype] if c["bias"] is None else c["bias"],
-        ctx.onset, ctx.state["state"], ctx.out, ctx.mem if record else _NO_MEM[dtype], record, active, nactive,
-        ctx.counts["spikes"], ctx.counts["neuron_updates"], *_listing(ctx), ctx.state["quiet"], quiet_steps,
-        flags_cur, flags_late, *silence(ctx),
-    )
+    tail = (c["params"], gain, v_reset, _NO_BIAS[dtype] if c["bias"] is None else c["bias"],
+            ctx.onset, ctx.state["state"], ctx.out, ctx.mem if record else _NO_MEM[dtype], record, active, nactive,
+            ctx.counts["spikes"], ctx.counts["neuron_updates"], *_listing(ctx), ctx.state["quiet"], quiet_steps,
+            flags_cur, flags_late, *silence(ctx))
+    kernel(curs, lates, t0, t1, *tail)
+    if not gated and not copied:
+        ctx.state["step_args"] = (ctx.onset, kernel, (curs, lates), tail)
 
 
 def _prepare_population(ctx: NodeContext, sources: list[np.ndarray] | None, gated: bool) -> tuple:
