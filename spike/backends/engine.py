@@ -344,7 +344,7 @@ class _Static:
     max_delay: int  # the longest projection delay (a chunked run's history)
     lookback: dict[str, int]  # per node, the longest delay of the projections that read it (its history)
     exact32: frozenset[str]  # a float64 program's projections whose currents float32 holds (signal_dtype)
-    step_values: int  # values per step and sample over every node's buffer (Outputs share their source's)
+    sizes: dict[str, int]  # values per step and sample of every node's buffer (Outputs share their source's: absent)
     chunkable: bool  # no gate, host op or core mapping (engine docstring, "Chunks")
     targets: dict[str, tuple[str, ...]]  # every node's readers (successors)
     mapped: bool  # a core mapping (routing counts read every output after the run)
@@ -402,7 +402,7 @@ def _static(program: Program, memo: dict[str, Any]) -> _Static:
             max_delay=max((int(node.delay) for _, node in nodes if isinstance(node, Projection)), default=0),
             lookback={name: max((int(program.node(t).delay) for t in program.graph.successors(name)
                                  if isinstance(program.node(t), Projection)), default=0) for name, _ in nodes},
-            step_values=sum(node.size for _, node in nodes if not isinstance(node, Output)),
+            sizes={name: node.size for name, node in nodes if not isinstance(node, Output)},
             chunkable=not program.metadata.get("mapping") and not any(isinstance(node, (Gate, HostOp))
                                                                       for _, node in nodes),
             targets={name: tuple(program.graph.successors(name)) for name, _ in nodes},
@@ -451,14 +451,16 @@ def signal_dtype(signal: str, given: np.ndarray | None, dtype: str, exact32: boo
     return "float32"
 
 
-def _chunking(static: _Static, be: Backend, T: int, B: int, stepwise: bool, itemsize: int) -> tuple[int, int] | None:
+def _chunking(static: _Static, be: Backend, T: int, B: int, stepwise: bool,
+              node_dtypes: dict[str, str]) -> tuple[int, int] | None:
     """``(D, C)``: the history and the chunk of a chunked run (module docstring, "Chunks"), or None
     when the program runs over all steps at once."""
     if not be.chunked or stepwise or not static.chunkable:
         return None
     D = static.max_delay
     budget = CYCLIC_CHUNK_BYTES if any(stage.cyclic for stage in static.schedule) else CHUNK_BYTES
-    C = max(MIN_CHUNK_STEPS, budget // max(1, itemsize * B * static.step_values))
+    step_bytes = B * sum(n * np.dtype(node_dtypes[name]).itemsize for name, n in static.sizes.items())
+    C = max(MIN_CHUNK_STEPS, budget // max(1, step_bytes))
     return (D, C) if D + C < T else None
 
 
@@ -466,7 +468,9 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
                  dtype: str, stepwise: bool, progress: bool, sig_probes: set[str], mem_probes: set[str],
                  cur_probes: set[str], outputs: list[str], recorders: dict[str, Recorder]) -> RunResult:
     precision = static.precision
-    chunks = _chunking(static, be, T, B, stepwise, np.dtype(dtype).itemsize)
+    node_dtypes = {name: signal_dtype(static.signals[name], arrays.get(name), dtype, name in static.exact32)
+                   for name in static.signals}
+    chunks = _chunking(static, be, T, B, stepwise, node_dtypes)
     D, C = chunks if chunks is not None else (0, T)
     rows = D + C  # steps per buffer (T when the run is not chunked)
     values: dict[str, Any] = {}
@@ -481,12 +485,11 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
     # every buffer of a chunked run, whether a chunk must zero it and the history steps its readers look back on
     buffers: list[tuple[Any, bool, int]] = []
     listed = {_base(program, name) for name in recorders}  # a recorded Output: its source lists the spikes
-    node_dtypes: dict[str, str] = {}
     per_node = static.per_node(be)
     for (cyclic, stage_nodes), stage_plan in zip(static.staged, per_node):
         stage_ctx = []
         for (name, node), (cache, writes_all) in zip(stage_nodes, stage_plan):
-            node_dtypes[name] = ndt = signal_dtype(static.signals[name], arrays.get(name), dtype, name in static.exact32)
+            ndt = node_dtypes[name]
             counts.kinds[name] = node.KIND
             if isinstance(node, Input):
                 if chunks is None:

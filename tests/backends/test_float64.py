@@ -235,3 +235,29 @@ def test_exactness_bound():
         b.add("fc", Dense(shape=(1,), in_shape=(n_in,), weight=w, bias=np.array([1 - 1 / 256], np.float32)), "in")
         b.add("p", lif(1), "fc")
         assert float32_exact_inputs(b.build(), "p") is exact, n_in
+
+
+@pytest.mark.parametrize("beta", [np.float32(BETA), np.float64(BETA)], ids=["float32_beta", "float64_beta"])
+def test_population_parameters_keep_their_values(beta):
+    """A float64 population's parameters are read as float32 arrays only where they are float32
+    values: beta 0.9 given in double decays by 0.9, not by its float32 rounding."""
+    rng = np.random.default_rng(11)
+    n_in, n = 16, 12
+    w = (rng.standard_normal((n, n_in)) * 0.4).astype(np.float32)
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(n_in,)))
+    b.add("fc", Dense(shape=(n,), in_shape=(n_in,), weight=w), "in")
+    b.add("p", lif(n).replace(beta=np.full(n, beta)), "fc")
+    b.add("out", Output(shape=(n,)), "p")
+    x = H.spikes(rng, 30, 2, (n_in,), 0.4)
+    got = run(float_precision(b.build(), "float64"), x, backend="numba", probes=["p.v"]).probes["p.v"]
+    v, want = np.zeros((2, n)), np.zeros((30, 2, n))
+    for t in range(30):
+        for s in range(2):
+            i = np.zeros(n)
+            for j in np.flatnonzero(x[t, s]):
+                i = i + w[:, j].astype(np.float64)
+            m = np.float64(beta) * v[s] + i
+            v[s] = np.where(m >= 1, 0.0, m)
+            want[t, s] = v[s]
+    np.testing.assert_array_equal(got, want)

@@ -387,7 +387,11 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
     c = ctx.cache
     dtype = float_dtype(ctx)
     if "params" not in c:
-        c["params"] = semantics.neuron_params(node, dtype)
+        params = semantics.neuron_params(node, dtype)
+        narrow = params.astype(np.float32)
+        # float32 values (as a float32 program's parameters are): read as float32 arrays, the same
+        # values in the double update and half the bytes per neuron and step
+        c["params"] = narrow if np.array_equal(narrow, params) else params
         c["flags"] = semantics.neuron_flags(node)
         c["bias"] = semantics.neuron_bias(node, dtype)
     if "state" not in ctx.state:
