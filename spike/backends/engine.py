@@ -44,15 +44,17 @@ writes them to the stages that read them. Measured on the 100k-neuron nets of
 ``benchmarks/vs_simulators.py`` (1 thread) against the former 32 MB per buffer of the widest node:
 the recurrent nets, stepped one step at a time, 15-20% faster with 16 MB (64 MB: 5-10%); the
 fan-out-100 feed-forward net 23% faster with 16-64 MB; the fan-out-1000 one, whose long rows
-of synapses dominate, 3% slower with 64 MB and 8% with 16 MB. Every node's buffer holds ``D + C``
-steps, ``D`` the longest projection delay (the history its readers look back on), and each stage runs local
-steps ``D .. D + c - 1`` (cycles one step at a time, as always); local step ``t`` is global step
-``ctx.base + t``, and ``ctx.onset`` is given in local steps. Between chunks each buffer keeps as
-the next history its last steps that its readers look back on (the longest delay of the
-projections reading it: none for a projection's currents, which populations read in their step).
+of synapses dominate, 3% slower with 64 MB and 8% with 16 MB (the bytes of each buffer's own
+dtype). Every node's buffer holds ``D + C`` steps, ``D`` the longest projection delay, and each
+stage runs local steps ``D .. D + c - 1`` (cycles one step at a time, as always); local step ``t``
+is global step ``ctx.base + t``, and ``ctx.onset`` is given in local steps. Between chunks each
+buffer keeps as the next history its last steps that its readers look back on (the longest delay
+of the projections reading it: none for a projection's currents, which populations read in their
+step).
 Only what is returned densely (outputs, probes) gets ``[T, B, size]`` records (on the host, filled
-chunk by chunk); recorded counts and spike lists are taken chunk by chunk. Results equal one call over all steps bit for bit (every kernel steps its
-state in order, as the per-step calls of a cycle do).
+chunk by chunk); recorded counts and spike lists are taken chunk by chunk. Results equal one call
+over all steps bit for bit (every kernel steps its state in order, as the per-step calls of a
+cycle do).
 """
 from __future__ import annotations
 
