@@ -443,7 +443,7 @@ def _prepare_population(ctx: NodeContext, sources: list[np.ndarray] | None, gate
         dtype = float_dtype(ctx)
         gain, v_reset = dtype(node.gain), dtype(node.v_reset)
         rest = not gated and N.rest_is_fixed_point(kernel, c["params"], gain, v_reset, semantics.N_STATES,
-                                                   len(curs), len(lates), ctx.out.dtype)
+                                                   len(curs), len(lates), ctx.out.dtype, curs[0].dtype, dtype)
         c[key] = kernel, gain, v_reset, rest
     kernel, gain, v_reset, rest = c[key]
     return kernel, curs, lates, flags_cur, flags_late, gain, v_reset, rest, copied

@@ -194,21 +194,23 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False) -> 
 
 
 def rest_is_fixed_point(kernel: Any, params: np.ndarray, gain: np.floating, v_reset: np.floating, n_states: int,
-                        n_curs: int, n_lates: int, out_dtype: Any) -> bool:
+                        n_curs: int, n_lates: int, out_dtype: Any, src_dtype: Any = None, state_dtype: Any = None) -> bool:
     """Whether ``kernel`` (a :func:`population_kernel`, not gated) maps a zero state and a zero input
     to a zero state and a zero output for every neuron (one step of the kernel itself, no bias):
     the condition under which it may skip quiet steps. ``n_curs``/``n_lates``: the tuples' lengths
-    of the calls to come, the arrays in ``params``' dtype (float32 or float64) and the output in
-    ``out_dtype``, so that the probe compiles no other specialisation."""
+    of the calls to come, their sources in ``src_dtype``, state, bias and membrane record in
+    ``state_dtype`` (both default: ``params``' dtype) and the output in ``out_dtype``, so that the
+    probe compiles no other specialisation."""
     n = params.shape[1]
-    dt = params.dtype
-    zero = np.zeros((1, 1, n), dt)
+    src_dtype = params.dtype if src_dtype is None else src_dtype
+    dt = params.dtype if state_dtype is None else state_dtype
+    zero = np.zeros((1, 1, n), src_dtype)
     state = np.zeros((n_states, 1, n), dt)
     out = np.ones((1, 1, n), out_dtype)
     counter = np.zeros(1, np.int64)
     flags = np.zeros((1, 1), np.uint8)
     kernel((zero,) * n_curs, (zero,) * n_lates, 0, 1, params, gain, v_reset, np.zeros(n, dt), 0, state,
-           out, zero, False, np.zeros((1, 1), np.int64), np.zeros(1, np.int64), counter, counter.copy(), False,
+           out, np.zeros((1, 1, 1), dt), False, np.zeros((1, 1), np.int64), np.zeros(1, np.int64), counter, counter.copy(), False,
            np.zeros((1, 1, 1), np.int32), np.zeros((1, 1), np.int64), np.zeros(1, np.bool_), False,
            (flags,) * n_curs, (flags,) * n_lates, flags, False)
     return not out.any() and not state.any()
