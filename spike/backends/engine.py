@@ -350,37 +350,40 @@ class _Static:
     chunkable: bool  # no gate, host op or core mapping (engine docstring, "Chunks")
     targets: dict[str, tuple[str, ...]]  # every node's readers (successors)
     mapped: bool  # a core mapping (routing counts read every output after the run)
-    plans: dict = field(default_factory=dict)  # id(backend) -> (backend, per_node(backend)): held, its id stays its own
-    quiet_writers: dict = field(default_factory=dict)  # id(backend) -> (backend, may_mark(backend))
+    # (what, id(backend)) -> (backend, derived): held, its id stays its own (:meth:`_for_backend`)
+    per_backend: dict = field(default_factory=dict)
+
+    def _for_backend(self, what: str, be: Backend, derive: Any) -> Any:
+        """``derive()``, once per backend."""
+        hit = self.per_backend.get((what, id(be)))
+        if hit is None:
+            hit = self.per_backend[what, id(be)] = (be, derive())
+        return hit[1]
 
     def may_mark(self, be: Backend) -> frozenset[str]:
         """The nodes whose kernel on ``be`` may leave zero rows unwritten (module docstring, "Silent
         rows"): a kind that ``be`` marks, every reader a kind that reads the flags (an Output, a host
         op or a gate reads the buffer itself), plain variants, a float program without gates or
-        core mapping. Derived once per backend."""
-        hit = self.quiet_writers.get(id(be))
-        if hit is None:
+        core mapping."""
+        def derive() -> frozenset[str]:
+            if self.precision == "fixed" or self.gated or self.mapped:
+                return frozenset()
             plain = {name for name, variant in self.variants.items() if variant == PLAIN}
             kinds = {name: node.KIND for _, nodes in self.staged for name, node in nodes}
-            ok = frozenset() if self.precision == "fixed" or self.gated or self.mapped else frozenset(
-                name for name in plain if kinds.get(name) in be.marks_silence and all(
-                    t in plain and kinds.get(t) in be.reads_silence for t in self.targets[name]))
-            hit = self.quiet_writers[id(be)] = (be, ok)
-        return hit[1]
+            return frozenset(name for name in plain if kinds.get(name) in be.marks_silence and all(
+                t in plain and kinds.get(t) in be.reads_silence for t in self.targets[name]))
+        return self._for_backend("may_mark", be, derive)
 
     def per_node(self, be: Backend) -> list[list[tuple[dict | None, bool]]]:
         """Per stage of ``staged``, per node: its cache on ``be`` (kept across runs) and whether its
-        kernel writes every element of its output; ``(None, False)`` for Inputs and Outputs.
-        Derived once per backend (the kernel itself is looked up per run)."""
-        hit = self.plans.get(id(be))
-        if hit is None:
-            hit = self.plans[id(be)] = (be, [
-                [(None, False) if isinstance(node, (Input, Output)) else (
-                    _CACHES.setdefault(node, {}).setdefault(be.name, {}),
-                    be.empty is not None and node.KIND in be.overwrites and self.variants[name] == PLAIN)
-                 for name, node in nodes]
-                for _, nodes in self.staged])
-        return hit[1]
+        kernel writes every element of its output; ``(None, False)`` for Inputs and Outputs (the
+        kernel itself is looked up per run)."""
+        return self._for_backend("per_node", be, lambda: [
+            [(None, False) if isinstance(node, (Input, Output)) else (
+                _CACHES.setdefault(node, {}).setdefault(be.name, {}),
+                be.empty is not None and node.KIND in be.overwrites and self.variants[name] == PLAIN)
+             for name, node in nodes]
+            for _, nodes in self.staged])
 
 
 def _static(program: Program, memo: dict[str, Any]) -> _Static:
@@ -389,25 +392,27 @@ def _static(program: Program, memo: dict[str, Any]) -> _Static:
         check_initial_state(program)  # raises on every run until the program changes
         nodes = list(program.nodes())
         sources = {name: tuple(program.sources(name)) for name, _ in nodes}
+        targets = {name: tuple(program.graph.successors(name)) for name, _ in nodes}
+        signals = {name: output_signal(program, name) for name, _ in nodes}
         schedule = program.schedule()
         memo["static"] = _Static(
             schedule=schedule,
             staged=tuple((stage.cyclic, tuple((name, program.node(name)) for name in stage.nodes))
                          for stage in schedule),
-            signals={name: output_signal(program, name) for name, _ in nodes},
+            signals=signals,
             variants=node_variants(program),
             precision=program_precision(program),
             sources=sources,
-            source_signals={name: [output_signal(program, s) for s in srcs] for name, srcs in sources.items()},
+            source_signals={name: [signals[s] for s in srcs] for name, srcs in sources.items()},
             onsets={name: program.onset(name) for name, node in nodes if not isinstance(node, (Input, Output))},
             gated=bool(gate_record(program)) or any(isinstance(node, Gate) for _, node in nodes),
             max_delay=max((int(node.delay) for _, node in nodes if isinstance(node, Projection)), default=0),
-            lookback={name: max((int(program.node(t).delay) for t in program.graph.successors(name)
+            lookback={name: max((int(program.node(t).delay) for t in targets[name]
                                  if isinstance(program.node(t), Projection)), default=0) for name, _ in nodes},
             sizes={name: node.size for name, node in nodes if not isinstance(node, Output)},
             chunkable=not program.metadata.get("mapping") and not any(isinstance(node, (Gate, HostOp))
                                                                       for _, node in nodes),
-            targets={name: tuple(program.graph.successors(name)) for name, _ in nodes},
+            targets=targets,
             exact32=_exact32(program) if program_precision(program) == "float64" else frozenset(),
             mapped=bool(program.metadata.get("mapping")),
         )

@@ -264,21 +264,15 @@ def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
         c["bias"] = bias(ctx, node.size)
         c["kernel"] = P.sparse_kernel(fixed(ctx), L.coded, L.table.shape[0] == 1)
     L: SparseBlocks = c["blocks"]
-    prepared = ctx.state.get("prepared")  # the run's arrays and counters do not change between calls
-    if prepared is None:
-        prepared = ctx.state["prepared"] = (
-            (L.ptr, L.off, L.w, L.table, c["row_nnz"], c["bias"]),
-            (*pair_counters(ctx), L.block),
-            (ctx.counts["dense_ops"], node.in_size * node.size),  # counted by the kernel, per step
-        )
-    head, counters, tail = prepared
     weight_exp, delay, start = delivery(ctx)  # the onset moves with each chunk (local steps)
     B = ctx.batch
     # Threads beyond one per sample split each sample's target blocks (lanes; 1: one thread a sample),
     # for a call over many steps only: waking threads for every step of a cycle costs more than it saves.
     lanes = max(1, min(L.nblk, threads_allowed() // B)) if t1 - t0 >= _LANE_MIN_STEPS and L.nblk > 1 else 1
     src = source(ctx)
-    pre, post = (src, *head, weight_exp, ctx.out), (delay, start, *counters, lanes, *tail)
+    pre = (src, L.ptr, L.off, L.w, L.table, c["row_nnz"], c["bias"], weight_exp, ctx.out)
+    post = (delay, start, *pair_counters(ctx), L.block, lanes,
+            ctx.counts["dense_ops"], node.in_size * node.size)  # dense_ops counted by the kernel, per step
     if lanes > 1:
         with threads_up_to(B * lanes):
             c["kernel"](*pre, t0, t1, *post)
@@ -401,12 +395,8 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
             start = c["start"] = (state, ~state.any(axis=(0, 2)))  # quiet: per sample, the whole state is zero
         ctx.state["state"], ctx.state["quiet"] = start[0].copy(), start[1].copy()
     gated = active is not None
-    prepared = ctx.state.get("prepared") if not gated else None  # the run's sources do not change
-    if prepared is None:
-        prepared = _prepare_population(ctx, sources, gated)
-        if not gated and not prepared[-1]:  # a copied source is copied again for each call
-            ctx.state["prepared"] = prepared
-    kernel, curs, lates, flags_cur, flags_late, gain, v_reset, quiet_steps, copied = prepared
+    kernel, curs, lates, flags_cur, flags_late, gain, v_reset, quiet_steps, copied = _prepare_population(
+        ctx, sources, gated)
     if not gated:
         active, nactive = _NO_ACTIVE, np.zeros(ctx.batch, np.int64)
     record = ctx.mem is not None

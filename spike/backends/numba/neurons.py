@@ -58,14 +58,11 @@ def _input_sum(srcs, t, b, k):
 @njit(cache=True, inline="always")
 def _zero_flagged(srcs, flags, t, b):
     """Write the zeros of every source row ``srcs[i][t, b]`` flagged silent in ``flags[i][t, b]``
-    (unwritten: their values are undefined), so that :func:`_input_sum` may read them; returns
-    whether there was one. A flagged row's readers take it as zeros either way."""
-    found = False
+    (unwritten: their values are undefined), so that :func:`_input_sum` may read them. A flagged
+    row's readers take it as zeros either way."""
     for i in range(len(srcs)):
         if flags[i][t, b] != 0:
             srcs[i][t, b, :] = 0
-            found = True
-    return found
 
 
 @njit(cache=True, inline="always")
