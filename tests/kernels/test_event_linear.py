@@ -169,6 +169,10 @@ def test_spike_linear_is_a_linear_state_dict_and_layout() -> None:
     y = shared(x)
     y.sum().backward()
     torch.testing.assert_close(lin.weight.grad, m.weight.grad)
+    # a layer that always runs F.linear keeps nn.Linear's layout (MKL's backward is faster on it)
+    for dense in (SpikeLinear(40, 24, event="off"), SpikeLinear(40, 24)):  # auto: 24 < min_out
+        assert not dense.may_take_events() and dense.weight.is_contiguous()
+    assert SpikeLinear(40, 24, min_out=16).weight.t().is_contiguous()
 
 
 def test_weight_cache_follows_optimizer_steps() -> None:
