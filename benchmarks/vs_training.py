@@ -46,6 +46,16 @@ argmax and gradients bit for bit, in a fraction of torch's CPU time), the peers'
 built from our network, so they pool on it too.
 ``--event off`` makes every SpikeLinear dense (the previous design) for a before/after comparison.
 
+Allocator: glibc's malloc serves a large tensor from a fresh ``mmap`` (or trims the freed top of
+its heap back to the kernel), so the next allocation of that size page-faults its memory in again.
+How often that happens depends on the heap's history, not on the library: on a 2-core AMD EPYC the
+same CNN step took 32 ms with about one page fault per step and 49 ms with 11,000, and SpikingJelly's
+57 ms and 86 ms. ``--malloc keep`` (the default) sets ``M_MMAP_THRESHOLD`` to 1 GiB and
+``M_TRIM_THRESHOLD`` to its largest value with ``mallopt`` before the first contender runs, for every
+contender alike (in the spirit of PyTorch's CPU tuning advice to preload jemalloc or tcmalloc), so
+freed blocks are reused without faults and the figures measure the work; ``--malloc default``
+keeps glibc's heuristics. Each contender's page faults per timed step are reported.
+
 The spike check runs every contender forward on one batch with identical weights and compares the
 spikes of every LIF layer with ours (same semantics): snnTorch must agree exactly; SpikingJelly's
 and Norse's charge rounds differently from ``beta*v + gain*x`` (see the table), so a membrane
@@ -63,7 +73,7 @@ elementwise pass each way): ``fastest peer / floor`` bounds the ratio any neuron
 could reach with dense layers. ``floor_event`` is the same with our event-driven SpikeLinear:
 ``fastest peer / floor_event`` bounds what our neuron kernels could reach on top of it.
 
-JSON: ``workloads.{mlp,cnn}`` with ``ms`` (per contender), ``ratios`` (peer ms / ours ms with the
+JSON: ``workloads.{mlp,cnn}`` with ``ms`` (per contender), ``faults_per_step`` (minor page faults), ``ratios`` (peer ms / ours ms with the
 peer's semantics), ``ratio_ceiling`` (fastest peer / floor), ``ratio_ceiling_event`` (fastest peer /
 floor_event), ``spike_check``; ``min_ratio`` (the smallest ratio over peers and workloads);
 ``spike_check_passed``; ``event`` (our layers' mode); ``machine`` (CPU, threads, load average
@@ -72,7 +82,9 @@ before/after); ``versions``.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import resource
 import platform
 import statistics
 import sys
@@ -350,23 +362,42 @@ def bench(name: str, cfg: dict, steps: int, warmup: int, min_equal: float, event
         order.append(lib)
     opts = {lib: torch.optim.Adam(nets[lib].model.parameters(), lr=1e-3) for lib in order}
     times: dict[str, list[float]] = {lib: [] for lib in order}
+    faults = dict.fromkeys(order, 0)
     for i in range(warmup + steps):
         for lib in order:  # interleaved: the machine's load hits every contender alike
+            f0 = minor_faults()
             t0 = time.perf_counter()
             train_step(nets[lib], opts[lib], x, y)
             dt = time.perf_counter() - t0
             if i >= warmup:
                 times[lib].append(dt)
+                faults[lib] += minor_faults() - f0
     ms = {lib: statistics.median(t) * 1e3 for lib, t in times.items()}
     ratios = {p: ms[p] / ms[f"ours:{p}"] for p in PEERS}
     fastest = min(PEERS, key=lambda p: ms[p])
     return {"config": {k: v for k, v in cfg.items()}, "ms": ms,
             "ms_min": {lib: min(t) * 1e3 for lib, t in times.items()},
+            "faults_per_step": {lib: f / steps for lib, f in faults.items()},
             "ratios": ratios, "min_ratio": min(ratios.values()), "fastest_peer": fastest,
             "ratio_ceiling": ms[fastest] / ms["floor"],
             "ratio_ceiling_event": ms[fastest] / ms["floor_event"],
             "fastest_peer_vs_ours_default": ms[fastest] / ms["ours:snntorch"],
             "spike_check": check, "spike_check_passed": passed}
+
+
+def minor_faults() -> int:
+    """Minor page faults of this process so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> None:
+    """Make glibc's malloc keep freed blocks for reuse: no ``mmap`` below 1 GiB, no heap trimming."""
+    libc = ctypes.CDLL(None)
+    if not (libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1)):
+        raise RuntimeError("vs_training: mallopt refused the thresholds (--malloc default runs without them)")
 
 
 def cpu_name() -> str:
@@ -408,9 +439,14 @@ def main(argv=None):
                     help="least fraction of equal spikes vs SpikingJelly and Norse")
     ap.add_argument("--event", choices=("auto", "off"), default="auto",
                     help="our SpikeLinear layers: event-driven on binary input (auto) or dense F.linear (off)")
+    ap.add_argument("--malloc", choices=("keep", "default"), default="keep",
+                    help="keep: glibc keeps freed blocks for reuse (no page faults from the allocator's "
+                         "history; every contender alike); default: glibc's own thresholds")
     args = ap.parse_args(argv)
     if args.quick:
         args.steps, args.warmup = 1, 1
+    if args.malloc == "keep":
+        keep_freed_memory()
 
     torch.set_num_threads(1)
     numba.set_num_threads(1)
@@ -426,9 +462,10 @@ def main(argv=None):
             print(f"    {p:<13} {'exact' if c['exact'] else 'equal'} {c['equal_fraction']:.6f}"
                   f"  (spike rates {c['spike_rate_per_layer']})")
         print(f"    {'passed' if r['spike_check_passed'] else 'FAILED'}")
-        print(f"  {'library':<13} {'ms/step':>9}  {'ours, same semantics':>21}  {'ratio':>6}")
+        print(f"  {'library':<13} {'ms/step':>9}  {'ours, same semantics':>21}  {'ratio':>6}  page faults/step peer, ours")
         for p in PEERS:
-            print(f"  {p:<13} {r['ms'][p]:9.1f}  {r['ms']['ours:' + p]:21.1f}  {r['ratios'][p]:5.2f}x")
+            print(f"  {p:<13} {r['ms'][p]:9.1f}  {r['ms']['ours:' + p]:21.1f}  {r['ratios'][p]:5.2f}x"
+                  f"  {r['faults_per_step'][p]:.0f}, {r['faults_per_step']['ours:' + p]:.0f}")
         print(f"  floor (same step, every LIF replaced by a stateless step, dense layers): {r['ms']['floor']:.1f} ms; "
               f"fastest peer / floor = {r['ratio_ceiling']:.2f}x (the most any neuron kernel could gain)")
         print(f"  floor with event linear (the same, our SpikeLinear): {r['ms']['floor_event']:.1f} ms; "
@@ -446,6 +483,7 @@ def main(argv=None):
                     "loadavg_before": list(load_before), "loadavg_after": list(load_after)},
         "versions": versions(),
         "steps": args.steps, "warmup": args.warmup, "quick": bool(args.quick), "event": args.event,
+        "malloc": args.malloc,
     }
     print(f"\nmin_ratio (smallest peer / ours ratio over peers and workloads): {min_ratio:.2f}x (goal 3x); "
           f"spike check {'passed' if passed else 'FAILED'}")

@@ -26,7 +26,9 @@ def test_vs_training_quick(tmp_path):
             assert w["spike_check"][p]["equal_fraction"] >= 0.999
     for w in res["workloads"].values():  # the dense floor and the floor with our event-driven layers
         assert w["ms"]["floor"] > 0 and w["ms"]["floor_event"] > 0 and w["ratio_ceiling_event"] > 0
-    assert res["event"] == "auto"
+    for w in res["workloads"].values():  # page faults counted per contender
+        assert set(w["faults_per_step"]) == set(w["ms"]) and all(f >= 0 for f in w["faults_per_step"].values())
+    assert res["event"] == "auto" and res["malloc"] == "keep"
     assert isinstance(res["min_ratio"], float) and res["min_ratio"] > 0
     m = res["machine"]
     assert m["torch_threads"] == 1 and len(m["loadavg_before"]) == 3 and len(m["loadavg_after"]) == 3
