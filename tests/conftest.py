@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 TESTS = str(Path(__file__).resolve().parent)
@@ -16,3 +17,10 @@ _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
 settings.register_profile("suite", max_examples=150, deadline=None, suppress_health_check=_SLOW_OK)
 settings.register_profile("fuzz", max_examples=3000, deadline=10_000, suppress_health_check=_SLOW_OK)
 settings.load_profile("suite")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``late`` go last: each starts a fresh Python that would compile from cold every
+    Numba kernel it runs; by then the rest of the suite has compiled them into the on-disk cache
+    (a cold suite on 2 cores spent about 200 s compiling in the CUDA-simulator check alone)."""
+    items.sort(key=lambda item: item.get_closest_marker("late") is not None)

@@ -46,6 +46,7 @@ def _report(p: subprocess.CompletedProcess) -> str:
     return f"exit {p.returncode}\n--- stdout\n{p.stdout[-6000:]}\n--- stderr\n{p.stderr[-6000:]}"
 
 
+@pytest.mark.late
 def test_simulator_matches_numba_bit_for_bit():
     """MLP with bias and delay, real-valued input, conv + avg/max/sum pooling, recurrent delay 1,
     residual identity + host add, every neuron variant, sparse CSR, max pooling of currents (a host op,

@@ -35,6 +35,7 @@ def test_the_block_is_the_walkthrough() -> None:
     assert [c[1] for c in commands][:3] == ["train", "compile", "run"]
 
 
+@pytest.mark.late
 @pytest.mark.timeout(900)
 def test_readme_commands_run_as_written(tmp_path: Path) -> None:
     spike = Path(sys.executable).with_name("spike")
