@@ -6,7 +6,8 @@
 #      wider than a block too), then the gpu-marked training tests (CUDA LIF/WKV kernels, bf16,
 #      `spike train --device cuda`);
 #   3. the benchmark benchmarks/cuda_sparsity.py (cuda backend vs dense torch.cuda);
-#   4. the CUDA-simulator tests (the same check through NUMBA_ENABLE_CUDASIM=1, and the numba-cuda
+#   4. the CUDA-simulator tests (the same check through NUMBA_ENABLE_CUDASIM=1: -m "not gpu" runs the
+#      slow-marked programs beside the default suite's, and the numba-cuda
 #      compatibility tests), on the CPU beside steps 2-3: they start first and are waited for last.
 # Logs and benchmarks/cuda_sparsity JSON go to $OUT (or ./gpu_check_out). Every step runs under a
 # timeout; a failing step does not stop the later ones, and the script exits non-zero if any failed.

@@ -66,6 +66,7 @@ of threshold could in principle flip against snnTorch too; at these sizes and se
 still agrees exactly with all three peers, and snnTorch is still required to.
 
     python benchmarks/vs_training.py [--steps 10] [--warmup 3] [--json out.json] [--quick] [--event off]
+                                     [--malloc default]
 
 ``floor`` times the same step with every LIF replaced by a stateless ``H(x - 1)`` with a
 straight-through gradient and every layer dense as the peers' (layers, loss and Adam, plus one
@@ -73,19 +74,20 @@ elementwise pass each way): ``fastest peer / floor`` bounds the ratio any neuron
 could reach with dense layers. ``floor_event`` is the same with our event-driven SpikeLinear:
 ``fastest peer / floor_event`` bounds what our neuron kernels could reach on top of it.
 
-JSON: ``workloads.{mlp,cnn}`` with ``ms`` (per contender), ``faults_per_step`` (minor page faults), ``ratios`` (peer ms / ours ms with the
-peer's semantics), ``ratio_ceiling`` (fastest peer / floor), ``ratio_ceiling_event`` (fastest peer /
-floor_event), ``spike_check``; ``min_ratio`` (the smallest ratio over peers and workloads);
-``spike_check_passed``; ``event`` (our layers' mode); ``machine`` (CPU, threads, load average
-before/after); ``versions``.
+JSON: ``workloads.{mlp,cnn}`` with ``ms`` (per contender), ``faults_per_step`` (minor page faults
+per timed step, per contender), ``ratios`` (peer ms / ours ms with the peer's semantics),
+``ratio_ceiling`` (fastest peer / floor), ``ratio_ceiling_event`` (fastest peer / floor_event),
+``spike_check``; ``min_ratio`` (the smallest ratio over peers and workloads); ``spike_check_passed``;
+``event`` (our layers' mode); ``malloc``; ``machine`` (CPU, threads, load average before/after);
+``versions``.
 """
 from __future__ import annotations
 
 import argparse
 import ctypes
 import os
-import resource
 import platform
+import resource
 import statistics
 import sys
 import time

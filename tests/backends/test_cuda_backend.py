@@ -46,16 +46,30 @@ def _report(p: subprocess.CompletedProcess) -> str:
     return f"exit {p.returncode}\n--- stdout\n{p.stdout[-6000:]}\n--- stderr\n{p.stderr[-6000:]}"
 
 
+#: the programs of ``cuda_sim_check.py`` that the default suite runs through the simulator: every
+#: kernel family once (dense with bias and delay, conv + max pooling, recurrent delay 1, residual +
+#: host add, every neuron variant, sparse CSR, Loihi fixed point, FTWT gates, SpikeGPT, max pooling
+#: of currents, biases behind delays, a program compiled for loihi2); the slow test runs the rest
+SUITE_CASES = ("mlp", "conv_max", "recurrent", "residual", "neurons", "sparse", "fixed_conv", "ftwt",
+               "spikegpt", "maxpool_currents", "bias_delays", "loihi_mlp_fixed")
+
+
 @pytest.mark.late
 def test_simulator_matches_numba_bit_for_bit():
-    """MLP with bias and delay, real-valued input, conv + avg/max/sum pooling, recurrent delay 1,
-    residual identity + host add, every neuron variant, sparse CSR, max pooling of currents (a host op,
-    generic and loihi2), Loihi fixed point (quantised
-    conv and recurrent programs), FTWT gates, SpikeGPT; biases behind delays (nothing before the
-    delay, bias included), latency-compensated programs (``compiler/delays.py``: float, fixed point,
-    gated convs; MLPs and a residual CNN compiled for loihi2, with delay-2 shortcuts): identical to
-    numba, outputs, membranes and counts, and to the generic program's outputs."""
-    p = _python([str(CHECK)], simulate=True, timeout=600)
+    """One program per kernel family (``SUITE_CASES``) through the CUDA simulator: identical to numba,
+    outputs, membranes and counts, and to the generic program's outputs."""
+    p = _python([str(CHECK), "--only", *SUITE_CASES], simulate=True, timeout=600)
+    assert p.returncode == 0 and "ALL EQUAL" in p.stdout, _report(p)
+    assert all(f"  {name:12s} OK" in p.stdout for name in SUITE_CASES), _report(p)
+
+
+@pytest.mark.slow
+def test_simulator_matches_numba_on_the_other_programs():
+    """The rest of ``cuda_sim_check.py``: real-valued and mixed input, conv + avg/sum pooling, every
+    neuron form, fixed-point recurrent programs, max pooling of currents on loihi2,
+    latency-compensated programs (``compiler/delays.py``: fixed point, gated convs; MLPs and a
+    residual CNN compiled for loihi2, with delay-2 shortcuts). ``benchmarks/gpu_check.sh`` runs it."""
+    p = _python([str(CHECK), "--skip", *SUITE_CASES], simulate=True, timeout=600)
     assert p.returncode == 0 and "ALL EQUAL" in p.stdout, _report(p)
 
 
