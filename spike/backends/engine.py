@@ -395,25 +395,27 @@ def _static(program: Program, memo: dict[str, Any]) -> _Static:
         targets = {name: tuple(program.graph.successors(name)) for name, _ in nodes}
         signals = {name: output_signal(program, name) for name, _ in nodes}
         schedule = program.schedule()
+        precision = program_precision(program)
+        lookback = {name: max((int(program.node(t).delay) for t in targets[name]
+                               if isinstance(program.node(t), Projection)), default=0) for name, _ in nodes}
         memo["static"] = _Static(
             schedule=schedule,
             staged=tuple((stage.cyclic, tuple((name, program.node(name)) for name in stage.nodes))
                          for stage in schedule),
             signals=signals,
             variants=node_variants(program),
-            precision=program_precision(program),
+            precision=precision,
             sources=sources,
             source_signals={name: [signals[s] for s in srcs] for name, srcs in sources.items()},
             onsets={name: program.onset(name) for name, node in nodes if not isinstance(node, (Input, Output))},
             gated=bool(gate_record(program)) or any(isinstance(node, Gate) for _, node in nodes),
-            max_delay=max((int(node.delay) for _, node in nodes if isinstance(node, Projection)), default=0),
-            lookback={name: max((int(program.node(t).delay) for t in targets[name]
-                                 if isinstance(program.node(t), Projection)), default=0) for name, _ in nodes},
+            max_delay=max(lookback.values(), default=0),  # every projection reads some node
+            lookback=lookback,
             sizes={name: node.size for name, node in nodes if not isinstance(node, Output)},
             chunkable=not program.metadata.get("mapping") and not any(isinstance(node, (Gate, HostOp))
                                                                       for _, node in nodes),
             targets=targets,
-            exact32=_exact32(program) if program_precision(program) == "float64" else frozenset(),
+            exact32=_exact32(program) if precision == "float64" else frozenset(),
             mapped=bool(program.metadata.get("mapping")),
         )
     return memo["static"]
@@ -547,8 +549,8 @@ def _run_kernels(program: Program, static: _Static, be: Backend, arrays: dict[st
     marking = static.may_mark(be) if chunks is None else frozenset()
     if marking:  # silent rows (module docstring): not for a buffer the engine itself reads
         read_whole = {_base(program, n) for n in (*outputs, *sig_probes)}
-        read_whole |= {base for base in map(lambda n: _base(program, n), recorders)
-                       if base not in ctxs or ctxs[base].spike_list is None}
+        recorded = {_base(program, n) for n in recorders}
+        read_whole |= {name for name in recorded if name not in ctxs or ctxs[name].spike_list is None}
         for name in marking - read_whole:
             ctxs[name].silent = be.zeros((rows, B), "uint8")
         for ctx in ctxs.values():

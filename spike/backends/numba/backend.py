@@ -251,10 +251,7 @@ def dense(ctx: NodeContext, t0: int, t1: int) -> None:
 
 @BACKEND.kernel("sparse")
 def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
-    step = ctx.state.get("step_args")  # a cycle's per-step calls: the arguments of the call before
-    if step is not None and step[0] == ctx.onset and t1 - t0 < _LANE_MIN_STEPS:
-        _, kernel, pre, post = step
-        kernel(*pre, t0, t1, *post)
+    if t1 - t0 < _LANE_MIN_STEPS and _call_again(ctx, t0, t1):
         return
     node: Sparse = ctx.node
     c = node_cache(ctx)
@@ -279,7 +276,7 @@ def sparse(ctx: NodeContext, t0: int, t1: int) -> None:
         return
     c["kernel"](*pre, t0, t1, *post)
     if src is ctx.sources[0]:  # not a copy (its later steps would be missing)
-        ctx.state["step_args"] = (ctx.onset, c["kernel"], pre, post)
+        _keep_call(ctx, c["kernel"], pre, post)
 
 
 @BACKEND.kernel("conv2d")
@@ -372,10 +369,7 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
                      active: np.ndarray | None = None, nactive: np.ndarray | None = None) -> None:
     """Steps t0..t1-1 of a float population from ``sources`` (default: all of the node's);
     ``active``/``nactive``: only those neurons update (an FTWT gate's mask)."""
-    step = ctx.state.get("step_args") if active is None else None  # the arguments of the call before
-    if step is not None and step[0] == ctx.onset:
-        _, kernel, head, tail = step
-        kernel(*head, t0, t1, *tail)
+    if active is None and _call_again(ctx, t0, t1):
         return
     node: Population = ctx.node
     c = ctx.cache
@@ -406,7 +400,24 @@ def population_float(ctx: NodeContext, t0: int, t1: int, sources: list[np.ndarra
             flags_cur, flags_late, *silence(ctx))
     kernel(curs, lates, t0, t1, *tail)
     if not gated and not copied:
-        ctx.state["step_args"] = (ctx.onset, kernel, (curs, lates), tail)
+        _keep_call(ctx, kernel, (curs, lates), tail)
+
+
+def _keep_call(ctx: NodeContext, kernel: Any, head: tuple, tail: tuple) -> None:
+    """Keep a call's arguments, ``kernel(*head, t0, t1, *tail)``, for :func:`_call_again`."""
+    ctx.state["step_args"] = (ctx.onset, kernel, head, tail)
+
+
+def _call_again(ctx: NodeContext, t0: int, t1: int) -> bool:
+    """Call the node's kernel over ``t0..t1`` with the arguments kept by its call before, if that
+    call kept them at the same onset (a cycle's per-step calls: the arrays and counters do not
+    change within a chunk); whether it did."""
+    kept = ctx.state.get("step_args")
+    if kept is None or kept[0] != ctx.onset:
+        return False
+    _, kernel, head, tail = kept
+    kernel(*head, t0, t1, *tail)
+    return True
 
 
 def _prepare_population(ctx: NodeContext, sources: list[np.ndarray] | None, gated: bool) -> tuple:
@@ -459,20 +470,22 @@ def _float_sources(ctx: NodeContext, srcs: list[np.ndarray]) -> tuple[list[np.nd
     return out, any(a is not s for a, s in zip(out, srcs))
 
 
+def _kept_zeros(store: dict, key: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """Zeros of ``shape`` kept in ``store[key]`` (made again when the shape changes)."""
+    z = store.get(key)
+    if z is None or z.shape != shape:
+        z = store[key] = np.zeros(shape, dtype)
+    return z
+
+
 def _silence(ctx: NodeContext) -> np.ndarray:
     """A zero input as long as the node's output (a population without sources)."""
-    z = ctx.state.get("silence")
-    if z is None or z.shape != ctx.out.shape:
-        z = ctx.state["silence"] = np.zeros(ctx.out.shape, float_dtype(ctx))
-    return z
+    return _kept_zeros(ctx.state, "silence", ctx.out.shape, float_dtype(ctx))
 
 
 def _no_silence(ctx: NodeContext) -> np.ndarray:
     """Silent-row flags that flag nothing, ``[rows, B]`` like the node's output (one per run)."""
-    z = ctx.shared.get("no_silence")
-    if z is None or z.shape != ctx.out.shape[:2]:
-        z = ctx.shared["no_silence"] = np.zeros(ctx.out.shape[:2], np.uint8)
-    return z
+    return _kept_zeros(ctx.shared, "no_silence", ctx.out.shape[:2], np.uint8)
 
 
 def _check_width(ctx: NodeContext, src: np.ndarray) -> None:
