@@ -39,11 +39,13 @@ Our side is our LIF and our ``spike.layers.SpikeLinear`` (``SpikingMLP``'s layer
 layer): a Linear that, on binary input, adds one weight row per input spike (forward) and one
 gradient row per spike (weight gradient) instead of running the GEMM; it stays dense for fewer than
 128 outputs (the MLP's and the CNN's 10-way output layers), for inputs denser than 0.3, and for
-non-binary inputs (see its docstring). The convolutions are torch's, as every peer's; the max
-pooling is our ``spike.layers.MaxPool2d`` (an ``nn.MaxPool2d`` on Numba kernels: the same values,
-argmax and gradients bit for bit, in a fraction of torch's CPU time), the peers' is torch's
-``nn.MaxPool2d`` (SpikingJelly's ``layer.MaxPool2d`` wraps it). ``floor`` and ``floor_event`` are
-built from our network, so they pool on it too.
+non-binary inputs (see its docstring). The convolutions are torch's, as every peer's. Each of our
+CNN's LIF -> max pool pairs is one ``spike.layers.LIFMaxPool2d`` (the neuron and
+``TimeDistributed(spike.layers.MaxPool2d(2))``, run as one fused kernel: each step's spikes are
+pooled in cache as they are made and never written full size; the same values and gradients as the
+two modules bit for bit); the peers pool with torch's ``nn.MaxPool2d`` (SpikingJelly's
+``layer.MaxPool2d`` wraps it). ``floor`` and ``floor_event`` are built from our network with every
+LIF replaced, so they pool on our ``MaxPool2d`` (the Numba pooling kernels, apart from the neuron).
 ``--event off`` makes every SpikeLinear dense (the previous design) for a before/after comparison.
 
 Allocator: glibc's malloc serves a large tensor from a fresh ``mmap`` (or trims the freed top of
@@ -57,7 +59,9 @@ freed blocks are reused without faults and the figures measure the work; ``--mal
 keeps glibc's heuristics. Each contender's page faults per timed step are reported.
 
 The spike check runs every contender forward on one batch with identical weights and compares the
-spikes of every LIF layer with ours (same semantics): snnTorch must agree exactly; SpikingJelly's
+spikes of every LIF layer with ours (same semantics; the hooks that record them make our
+``LIFMaxPool2d`` run as two modules, and the check also requires our output to be the same fused,
+``fused_equal``): snnTorch must agree exactly; SpikingJelly's
 and Norse's charge rounds differently from ``beta*v + gain*x`` (see the table), so a membrane
 within an ulp of threshold may fire in one and not the other: the fraction of equal spikes is
 reported and must be >= ``--min-equal`` (0.999). Our event-driven layers also sum a row in another
@@ -72,7 +76,8 @@ still agrees exactly with all three peers, and snnTorch is still required to.
 straight-through gradient and every layer dense as the peers' (layers, loss and Adam, plus one
 elementwise pass each way): ``fastest peer / floor`` bounds the ratio any neuron implementation
 could reach with dense layers. ``floor_event`` is the same with our event-driven SpikeLinear:
-``fastest peer / floor_event`` bounds what our neuron kernels could reach on top of it.
+``fastest peer / floor_event`` bounds what our neuron kernels could reach on top of it. Both keep
+the pooling apart from the (stateless) neuron, so a fused neuron and pooling (our CNN) can pass them.
 
 JSON: ``workloads.{mlp,cnn}`` with ``ms`` (per contender), ``faults_per_step`` (minor page faults
 per timed step, per contender), ``ratios`` (peer ms / ours ms with the peer's semantics),
@@ -99,7 +104,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spike.layers import MaxPool2d, SpikeLinear, TimeDistributed as TD
+from spike.layers import LIFMaxPool2d, SpikeLinear, TimeDistributed as TD
 from spike.models.mlp import SpikingMLP
 from spike.neurons import LIF
 from spike.surrogate import Surrogate
@@ -224,10 +229,11 @@ def build(lib: str, cfg: dict, event: str = "auto") -> Net:
     ``SpikeLinear``). ``event``: ``SpikeLinear``'s mode in our networks."""
     if lib in ("floor", "floor_event"):  # the same layers, loss and Adam, every LIF a stateless step
         net = build("ours:snntorch", cfg, event="off" if lib == "floor" else "auto")
-        swap = {id(n) for n in net.neurons}  # direct children of the MLP / the Sequential
-        for name, child in list(net.model.named_children()):
-            if id(child) in swap:
-                setattr(net.model, name, FloorNeuron())
+        swap = {id(n) for n in net.neurons}  # children of the MLP, the Sequential or a LIFMaxPool2d
+        for parent in list(net.model.modules()):
+            for name, child in list(parent.named_children()):
+                if id(child) in swap:
+                    setattr(parent, name, FloorNeuron())
         net.neurons = []
         return net
     if lib.startswith("ours:"):
@@ -243,10 +249,10 @@ def build(lib: str, cfg: dict, event: str = "auto") -> Net:
                        [getattr(m, f"lif{i}") for i in range(1, k + 1)])
         c1, c2 = cfg["channels"]
         flat = c2 * (cfg["size"] // 4) ** 2
-        m = nn.Sequential(TD(nn.Conv2d(1, c1, 3, padding=1)), our_lif(sem), TD(MaxPool2d(2)),
-                          TD(nn.Conv2d(c1, c2, 3, padding=1)), our_lif(sem), TD(MaxPool2d(2)),
+        m = nn.Sequential(TD(nn.Conv2d(1, c1, 3, padding=1)), LIFMaxPool2d(our_lif(sem), 2),
+                          TD(nn.Conv2d(c1, c2, 3, padding=1)), LIFMaxPool2d(our_lif(sem), 2),
                           nn.Flatten(2), SpikeLinear(flat, 10, event=event), our_lif(sem))
-        return Net(m, [m[0].module, m[3].module, m[7]], [m[1], m[4], m[8]])
+        return Net(m, [m[0].module, m[2].module, m[5]], [m[1].neuron, m[3].neuron, m[6]])
 
     if lib == "spikingjelly":
         from spikingjelly.activation_based import functional, layer
@@ -313,25 +319,33 @@ def gain_weights(net: Net, gain: float) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def layer_spikes(net: Net, x) -> list[torch.Tensor]:
+def layer_spikes(net: Net, x) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """Every LIF layer's spikes and the output. The hooks make a ``LIFMaxPool2d`` run its neuron
+    and pooling as two modules (the LIF's full-size spikes exist only there)."""
     got: list[torch.Tensor] = []
     hooks = [n.register_forward_hook(lambda _m, _i, o: got.append(o.detach().clone())) for n in net.neurons]
     try:
         with torch.no_grad():
-            net(x)
+            out = net(x)
     finally:
         for h in hooks:
             h.remove()
-    return got
+    return got, out
 
 
 def spike_check(nets: dict[str, Net], x) -> dict:
+    """Per peer: the fraction of equal spikes over every LIF layer, ours (with the peer's semantics)
+    against the peer's, and whether our network's output is the same with its LIF -> pool pairs
+    fused (no hooks) as with them run as two modules (``fused_equal``)."""
     res = {}
     for peer in PEERS:
-        ours, theirs = layer_spikes(nets[f"ours:{peer}"], x), layer_spikes(nets[peer], x)
+        (ours, out), (theirs, _) = layer_spikes(nets[f"ours:{peer}"], x), layer_spikes(nets[peer], x)
+        with torch.no_grad():
+            fused = nets[f"ours:{peer}"](x)
         equal = sum(int((a == b).sum()) for a, b in zip(ours, theirs, strict=True))
         total = sum(a.numel() for a in ours)
         res[peer] = {"equal_fraction": equal / total, "exact": equal == total,
+                     "fused_equal": bool(torch.equal(fused, out)),
                      "spike_rate_per_layer": [round(float(a.mean()), 4) for a in ours]}
     return res
 
@@ -356,7 +370,8 @@ def bench(name: str, cfg: dict, steps: int, warmup: int, min_equal: float, event
         gain_weights(nets[p], 1.0 / (NORSE_DT * NORSE_TAU_MEM_INV))
     x, y = make_batch(cfg)
     check = spike_check(nets, x)
-    passed = check["snntorch"]["exact"] and all(check[p]["equal_fraction"] >= min_equal for p in PEERS)
+    passed = check["snntorch"]["exact"] and all(check[p]["equal_fraction"] >= min_equal and check[p]["fused_equal"]
+                                                for p in PEERS)
 
     for lib in FLOORS:
         nets[lib] = build(lib, cfg)

@@ -54,7 +54,7 @@ import torch
 from torch import nn
 
 from spike import semantics, surrogate as _sg
-from spike.kernels.lif import lif_multistep
+from spike.kernels.lif import lif_max_pool2d, lif_max_pool2d_supported, lif_multistep
 from spike.kernels.lif_cpu import RESET_CODES
 
 __all__ = ["lif_step", "LIF", "IF", "CubaLIF", "LI"]
@@ -310,6 +310,18 @@ class _Neuron(nn.Module):
         s, v, i = lif_step(x, v, s, beta, thr, i=i, alpha=alpha, **self._kwargs())
         self.v, self.s_prev, self.i = v, s, i
         return (s, v) if rm else s
+
+    def max_pool2d(self, x: torch.Tensor, kernel_size) -> Optional[torch.Tensor]:
+        """``max_pool2d`` (window = stride = ``kernel_size``, the last two dimensions) of this neuron's
+        multi-step spikes over ``x[T, B, ..., H, W]`` from the fused kernel
+        (:func:`spike.kernels.lif.lif_max_pool2d`: the same values and gradients, the full-size spikes
+        never stored), or None where it does not take the call (single-step, ``return_mem``, a
+        non-spiking model, ``backend="loop"``, or an input outside
+        :func:`~spike.kernels.lif.lif_max_pool2d_supported`): the caller then pools the spikes."""
+        if (self.step_mode != "multi" or self.return_mem or self.model == "li" or self.backend == "loop"
+                or not lif_max_pool2d_supported(x, kernel_size)):
+            return None
+        return lif_max_pool2d(x, self._beta(), self.threshold, kernel_size, alpha=self._alpha(), **self._kwargs())
 
     def extra_repr(self) -> str:
         parts = []

@@ -27,9 +27,12 @@ from torch.autograd.function import once_differentiable
 
 from spike import surrogate as _sg
 from spike.kernels import lif_cpu as K
+from spike.kernels import lif_pool_cpu as LP
 from spike.kernels.lif_cpu import RESET_CODES
+from spike.kernels.max_pool import kernel_supported, pair
 
-__all__ = ["LIFFunction", "LIFConfig", "lif_multistep", "make_config", "clear_buffer_cache"]
+__all__ = ["LIFFunction", "LIFMaxPoolFunction", "LIFConfig", "lif_multistep", "lif_max_pool2d",
+           "lif_max_pool2d_supported", "make_config", "clear_buffer_cache"]
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
@@ -278,19 +281,21 @@ class LIFFunction(torch.autograd.Function):
                 dx.numpy(), dbeta.numpy(), dthr.numpy(),
                 dalpha.numpy() if cuba else np.zeros(1, dt), int(full), K.bwd_block(M),
             )
-        if beta.shape[0] != M:
-            dbeta = dbeta.sum().reshape(1)
-        if thr.shape[0] != M:
-            dthr = dthr.sum().reshape(1)
-        if not full:
-            dbeta = dthr = dalpha = None
-        return (
-            dx if need[0] else None,
-            dbeta if need[1] else None,
-            dthr if need[2] else None,
-            dalpha if (cuba and need[3]) else None,
-            None,
-        )
+        return _input_grads(need, full, cuba, beta, thr, M, dx, dbeta, dthr, dalpha) + (None,)
+
+
+def _input_grads(need, full: bool, cuba: bool, beta: torch.Tensor, thr: torch.Tensor, M: int, dx, dbeta, dthr,
+                 dalpha) -> tuple:
+    """The gradients of ``(x, beta, thr, alpha)`` as autograd wants them: None where not needed, a
+    uniform parameter's per-neuron gradients summed, none of them unless the adjoint was ``full``."""
+    if beta.shape[0] != M:
+        dbeta = dbeta.sum().reshape(1)
+    if thr.shape[0] != M:
+        dthr = dthr.sum().reshape(1)
+    if not full:
+        dbeta = dthr = dalpha = None
+    return (dx if need[0] else None, dbeta if need[1] else None, dthr if need[2] else None,
+            dalpha if (cuba and need[3]) else None)
 
 
 def _kernel_bt(beta: torch.Tensor, thr: torch.Tensor, M: int):
@@ -383,17 +388,7 @@ def lif_multistep(
     if out_dtype in (torch.float16, torch.bfloat16) and torch.is_autocast_enabled(x.device.type):
         out_dtype = torch.float32
     work = x if x.dtype in _NUMPY_DTYPES else x.to(torch.float32 if out_dtype != torch.float64 else out_dtype)
-    T = work.shape[0]
-    shape = work.shape[1:]
-    M = int(np.prod(shape)) if len(shape) else 1
-    x2 = work.reshape(T, M)
-    if not x2.is_contiguous():
-        x2 = x2.contiguous()
-    uni = _uniform(beta) and _uniform(threshold)
-    b = _per_neuron(beta, shape, M, x2, "beta", uni)
-    th = _per_neuron(threshold, shape, M, x2, "threshold", uni)
-    al = None if alpha is None else _per_neuron(alpha, shape, M, x2, "alpha")
-    spk, mem = LIFFunction.apply(x2, b, th, al, cfg)
+    spk, mem = LIFFunction.apply(*_kernel_inputs(work, beta, threshold, alpha), cfg)
     spk = spk.reshape(x.shape)
     if spk.dtype != out_dtype:
         spk = spk.to(out_dtype)
@@ -403,6 +398,107 @@ def lif_multistep(
     if mem.dtype != out_dtype:
         mem = mem.to(out_dtype)
     return spk, mem
+
+
+def _kernel_inputs(x: torch.Tensor, beta, threshold, alpha):
+    """``(x2, beta, thr, alpha)`` for the autograd functions: ``x[T, ...]`` (float32/float64) as
+    contiguous ``[T, M]`` rows and the parameters as ``[M]`` rows (``[1]`` each when both beta
+    and threshold are uniform; alpha None without a synaptic current)."""
+    T = x.shape[0]
+    shape = x.shape[1:]
+    M = int(np.prod(shape)) if len(shape) else 1
+    x2 = x.reshape(T, M)
+    if not x2.is_contiguous():
+        x2 = x2.contiguous()
+    uni = _uniform(beta) and _uniform(threshold)
+    b = _per_neuron(beta, shape, M, x2, "beta", uni)
+    th = _per_neuron(threshold, shape, M, x2, "threshold", uni)
+    al = None if alpha is None else _per_neuron(alpha, shape, M, x2, "alpha")
+    return x2, b, th, al
+
+
+class LIFMaxPoolFunction(torch.autograd.Function):
+    """``y = LIFMaxPoolFunction.apply(x, beta, thr, alpha, cfg, kernel, hw)``: the spikes of
+    :class:`LIFFunction` max-pooled over windows ``kernel = (kh, kw)`` (stride = window) of the
+    planes ``hw = (h, w)`` that ``x``'s rows are made of (``x[T, M]``, ``M = P*h*w``, float32 CPU),
+    on :mod:`spike.kernels.lif_pool_cpu`: ``y[T, P*(h//kh)*(w//kw)]``. Equal to
+    ``max_pool2d(LIFFunction(x))`` bit for bit, gradients included; ``cfg.need_mem`` must be False."""
+
+    @staticmethod
+    def forward(ctx, x, beta, thr, alpha, cfg, kernel, hw):  # type: ignore[override]
+        ctx.set_materialize_grads(False)
+        T, M = x.shape
+        (kh, kw), (h, w) = kernel, hw
+        P = M // (h * w)
+        cuba = alpha is not None
+        dt = _NUMPY_DTYPES[x.dtype]
+        y = _empty_big(x, (T, P * (h // kh) * (w // kw)))
+        q = torch.empty(y.shape, dtype=torch.uint8)
+        Q = K.n_ckpt(T)
+        ckv = _empty_big(x, (Q, M))
+        cki = _empty_big(x, (Q, M)) if cuba else None
+        ppi = LP.planes_per_item(P, h * w)
+        LP.kernels(kh, kw).forward(
+            x.detach().numpy(), *_kernel_bt(beta, thr, M), alpha.detach().numpy() if cuba else np.zeros(1, dt),
+            _params(cfg, dt), cfg.reset, int(cfg.reset_delay), int(cfg.fire_ge), int(cuba), y.numpy(), q.numpy(),
+            ckv.numpy(), cki.numpy() if cuba else np.empty((1, 1), dt), K.CKPT_EVERY, h, w, ppi)
+        ctx.cfg, ctx.cuba, ctx.kernel, ctx.hw, ctx.ppi = cfg, cuba, kernel, hw, ppi
+        ctx.save_for_backward(x, beta, thr, alpha, ckv, cki, q)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy):  # type: ignore[override]
+        x, beta, thr, alpha, ckv, cki, q = ctx.saved_tensors
+        cfg: LIFConfig = ctx.cfg
+        cuba = ctx.cuba
+        T, M = x.shape
+        if gy is None:
+            return (None,) * 7
+        need = ctx.needs_input_grad
+        full = need[1] or need[2] or (cuba and need[3])
+        gy_r, gy_st = _grad_rows(gy.to(x.dtype), T, q.shape[1], x)
+        dx = _empty_big(x)
+        npg = M if full else 1
+        dbeta, dthr = x.new_empty((npg,)), x.new_empty((npg,))
+        dalpha = x.new_empty((npg,)) if cuba else None
+        dt = _NUMPY_DTYPES[x.dtype]
+        LP.kernels(*ctx.kernel).backward(
+            x.detach().numpy(), *_kernel_bt(beta, thr, M), alpha.detach().numpy() if cuba else np.zeros(1, dt),
+            _params(cfg, dt), cfg.reset, int(cfg.reset_delay), int(cfg.fire_ge), int(cuba),
+            int(not cfg.detach_reset), cfg.surrogate_id, gy_r.numpy(), gy_st, q.numpy(), ckv.numpy(),
+            cki.numpy() if cuba else np.empty((1, 1), dt), K.CKPT_EVERY, dx.numpy(), dbeta.numpy(), dthr.numpy(),
+            dalpha.numpy() if cuba else np.zeros(1, dt), int(full), *ctx.hw, ctx.ppi)
+        return _input_grads(need, full, cuba, beta, thr, M, dx, dbeta, dthr, dalpha) + (None, None, None)
+
+
+def lif_max_pool2d_supported(x: torch.Tensor, kernel_size) -> bool:
+    """Whether :func:`lif_max_pool2d` runs ``x`` on the fused kernels: a float32 CPU tensor
+    ``[T, B, ..., H, W]`` (at least 4 dimensions, as ``TimeDistributed(MaxPool2d)`` takes), at least
+    one window high and wide, a window of ``1..8`` per side, outside CPU autocast."""
+    kh, kw = pair(kernel_size)
+    return (isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() >= 4
+            and kernel_supported((kh, kw)) and x.shape[-2] >= kh and x.shape[-1] >= kw and x.numel() > 0
+            and not torch.is_autocast_enabled("cpu"))
+
+
+def lif_max_pool2d(x: torch.Tensor, beta, threshold, kernel_size, *, alpha=None, gain: float = 1.0,
+                   reset: str = "subtract", reset_delay: bool = True, fire_ge: bool = False,
+                   detach_reset: bool = True, surrogate="atan") -> torch.Tensor:
+    """``max_pool2d`` (window = stride = ``kernel_size``, on the last two dimensions) of the spikes of
+    :func:`lif_multistep` over ``x[T, B, ..., H, W]``, fused (:class:`LIFMaxPoolFunction`) when
+    :func:`lif_max_pool2d_supported`; values and gradients equal the unfused ``MaxPool2d(LIF(x))`` bit
+    for bit. Returns ``[T, B, ..., H // kh, W // kw]``."""
+    if not lif_max_pool2d_supported(x, kernel_size):
+        raise ValueError(f"lif_max_pool2d: expects a float32 CPU tensor [T, B, ..., H, W] at least one "
+                         f"{pair(kernel_size)} window large, outside autocast; got dtype {x.dtype}, "
+                         f"device {x.device}, shape {list(x.shape)}")
+    kh, kw = pair(kernel_size)
+    cfg = make_config(gain=gain, reset=reset, reset_delay=reset_delay, fire_ge=fire_ge,
+                      detach_reset=detach_reset, surrogate=surrogate)
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    y = LIFMaxPoolFunction.apply(*_kernel_inputs(x, beta, threshold, alpha), cfg, (kh, kw), (h, w))
+    return y.reshape(*x.shape[:-2], h // kh, w // kw)
 
 
 def _loop(x, beta, threshold, alpha, cfg: LIFConfig, reset: str, surrogate, return_mem: bool):

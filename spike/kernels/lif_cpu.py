@@ -270,6 +270,44 @@ def _work_item(b, blk, M, beta, thr, alpha, cuba):
     return j0, j1, j1 - j0, _blk(beta, j0, j1), _blk(thr, j0, j1), (alpha[j0:j1] if cuba else alpha[0:1])
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _forward_step(xt, t, vin, vout, sout, ibuf, ab, bb, tb, n, cst, delay, cuba):
+    """Step ``t`` of one work item: ``vin`` (v_{t-1}; zeros at t=0) to ``vout`` (v_t) and ``sout``
+    (s_t) from the input row ``xt``, through the synaptic current ping-pong ``ibuf`` when ``cuba``;
+    ``cst``: :func:`_constants`."""
+    g, zero, one, kz, ks, geb = cst
+    first = zero if t == 0 else one
+    if cuba:
+        c = ibuf[t & 1]
+        _syn_row(xt, ab, ibuf[(t + 1) & 1], c, n)
+    else:
+        c = xt
+    if delay:
+        _fwd_row_delay(c, bb, tb, vin, vout, sout, n, g, kz, ks, geb, first, zero, one)
+    else:
+        _fwd_row_nodelay(c, bb, tb, vin, vout, sout, n, g, kz, ks, geb, zero, one)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _forward_buffers(x, n, ckv, cki, j0, j1, zero, cuba):
+    """A forward work item's buffers ``(zeros, v ping-pong, i ping-pong)``; writes its zero
+    checkpoints ``ckv[0]`` (and ``cki[0]``)."""
+    _fill_row(ckv[0, j0:j1], zero, n)
+    if cuba:
+        _fill_row(cki[0, j0:j1], zero, n)
+    return np.zeros(n, dtype=x.dtype), np.zeros((2, n), dtype=x.dtype), np.zeros((2, n), dtype=x.dtype)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _checkpoint(t, T, K, vout, ibuf, ckv, cki, j0, j1, n, cuba):
+    """After step ``t``: ``ckv[q] = v_t`` (and ``cki[q] = i_t``) when ``t + 1 = qK < T``."""
+    if (t + 1) % K == 0 and t + 1 < T:
+        q = (t + 1) // K
+        _copy_row(vout, ckv[q, j0:j1], n)
+        if cuba:
+            _copy_row(ibuf[t & 1], cki[q, j0:j1], n)
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def lif_forward(x, beta, thr, alpha, params, reset, delay, ge, cuba, spk, mem, need_mem,
                 ckv, cki, K, blk):
@@ -282,39 +320,20 @@ def lif_forward(x, beta, thr, alpha, params, reset, delay, ge, cuba, spk, mem, n
     (else ``cki`` may be any 2-D array). ``blk``: neurons per work item (:func:`fwd_block`).
     """
     T, M = x.shape
-    g, zero, one, kz, ks, geb = _constants(params, reset, ge)
+    cst = _constants(params, reset, ge)
+    zero = cst[1]
     nb = (M + blk - 1) // blk
     for b in prange(nb):
         j0, j1, n, bb, tb, ab = _work_item(b, blk, M, beta, thr, alpha, cuba)
-        zrow = np.zeros(n, dtype=x.dtype)
-        vbuf = np.zeros((2, n), dtype=x.dtype)  # ping-pong state when mem is not kept
-        ibuf = np.zeros((2, n), dtype=x.dtype)  # ping-pong synaptic current
-        _fill_row(ckv[0, j0:j1], zero, n)
-        if cuba:
-            _fill_row(cki[0, j0:j1], zero, n)
+        zrow, vbuf, ibuf = _forward_buffers(x, n, ckv, cki, j0, j1, zero, cuba)
         for t in range(T):
             vout = mem[t, j0:j1] if need_mem else vbuf[t & 1]
             if t == 0:
                 vin = zrow
-                first = zero
             else:
                 vin = mem[t - 1, j0:j1] if need_mem else vbuf[(t - 1) & 1]
-                first = one
-            sout = spk[t, j0:j1]
-            if cuba:
-                c = ibuf[t & 1]
-                _syn_row(x[t, j0:j1], ab, ibuf[(t + 1) & 1], c, n)
-            else:
-                c = x[t, j0:j1]
-            if delay:
-                _fwd_row_delay(c, bb, tb, vin, vout, sout, n, g, kz, ks, geb, first, zero, one)
-            else:
-                _fwd_row_nodelay(c, bb, tb, vin, vout, sout, n, g, kz, ks, geb, zero, one)
-            if (t + 1) % K == 0 and t + 1 < T:
-                q = (t + 1) // K
-                _copy_row(vout, ckv[q, j0:j1], n)
-                if cuba:
-                    _copy_row(ibuf[t & 1], cki[q, j0:j1], n)
+            _forward_step(x[t, j0:j1], t, vin, vout, spk[t, j0:j1], ibuf, ab, bb, tb, n, cst, delay, cuba)
+            _checkpoint(t, T, K, vout, ibuf, ckv, cki, j0, j1, n, cuba)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,6 +448,78 @@ def _bwd_syn_row(dc, alpha, ip, gi, dx, acc_a, n):
         acc_a[k] += G * ip[k]
 
 
+@njit(cache=True, error_model="numpy", inline="always")
+def _backward_buffers(x, n, K, delay, cuba):
+    """A backward work item's buffers: ``V`` (``V[u+1] = v_{t0+u}``, ``V[0] = v_{t0-1}``), ``H``
+    (pre-reset h, delay=0), ``I`` (``I[u+1] = i_{t0+u}``), ``dc``, ``gnext`` (Gv_{t+1}, delay=1, or
+    Gh_{t+1}, delay=0), ``gi`` (Gi_{t+1}) and the parameter sums ``acc``."""
+    dt = x.dtype
+    return (np.empty((K + 1, n), dtype=dt), np.empty((K if delay == 0 else 1, n), dtype=dt),
+            np.empty((K + 1 if cuba else 1, n), dtype=dt), np.empty(n, dtype=dt), np.zeros(n, dtype=dt),
+            np.zeros(n, dtype=dt), (np.zeros(n, dtype=dt), np.zeros(n, dtype=dt), np.zeros(n, dtype=dt)))
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _recompute_segment(x, q, t0, L, j0, j1, n, V, H, I, ckv, cki, ab, bb, tb, cst, delay, cuba):
+    """Steps ``t0 .. t0+L-1`` of one work item recomputed from checkpoint ``q`` (bit-identical to the
+    forward): ``V[u+1] = v_{t0+u}``, ``V[0] = v_{t0-1}``, ``H[u] = h_{t0+u}`` (delay=0),
+    ``I[u+1] = i_{t0+u}`` (cuba)."""
+    g, zero, one, kz, ks, geb = cst
+    _copy_row(ckv[q, j0:j1], V[0], n)
+    if cuba:
+        _copy_row(cki[q, j0:j1], I[0], n)
+    for u in range(L):
+        t = t0 + u
+        first = zero if t == 0 else one
+        if cuba:
+            c = I[u + 1]
+            _syn_row(x[t, j0:j1], ab, I[u], c, n)
+        else:
+            c = x[t, j0:j1]
+        if delay:
+            _fwd_row_delay_v(c, bb, tb, V[u], V[u + 1], n, g, kz, ks, geb, first, zero, one)
+        else:
+            _fwd_row_nodelay_h(c, bb, tb, V[u], V[u + 1], H[u], n, g, kz, ks, geb, zero, one)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _adjoint_step(gsr, gvr, t, u, V, H, I, gnext, gi, dc, dst, acc, ab, bb, tb, n, cst, adj, delay, cuba, lean):
+    """The adjoint of step ``t`` (``u`` within its segment, :func:`_recompute_segment`'s buffers) of
+    one work item: ``gsr``, ``gvr`` are the rows of the output gradients, ``dst`` gets dL/dx_t;
+    ``acc``: the parameter sums ``(beta, thr, alpha)``; ``cst``: :func:`_constants`; ``adj``:
+    ``(not detach_reset, surrogate id, c0, c1)``."""
+    g, zero, one, kz, ks, geb = cst
+    ndb, sid, c0, c1 = adj
+    acc_b, acc_t, acc_a = acc
+    tgt = dc if cuba else dst
+    if delay:
+        if lean:
+            _bwd_row_delay_lean(gsr, bb, tb, V[u + 1], gnext, tgt, n, g, kz, ks, geb, ndb, sid, c0, c1, zero, one)
+        else:
+            first = zero if t == 0 else one
+            _bwd_row_delay(gsr, gvr, bb, tb, V[u + 1], V[u], gnext, tgt, acc_b, acc_t, n, g, kz, ks, geb, ndb,
+                           first, sid, c0, c1, zero, one)
+    else:
+        if lean:
+            _bwd_row_nodelay_lean(gsr, bb, tb, H[u], gnext, tgt, n, g, kz, ks, geb, ndb, sid, c0, c1, zero, one)
+        else:
+            _bwd_row_nodelay(gsr, gvr, bb, tb, H[u], V[u], gnext, tgt, acc_b, acc_t, n, g, kz, ks, geb, ndb, sid,
+                             c0, c1, zero, one)
+    if cuba:
+        _bwd_syn_row(dc, ab, I[u], gi, dst, acc_a, n)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _parameter_sums(acc, dbeta, dthr, dalpha, j0, j1, n, cuba, lean):
+    """A work item's per-neuron parameter gradients, when the adjoint was not lean."""
+    acc_b, acc_t, acc_a = acc
+    if not lean:
+        _copy_row(acc_b, dbeta[j0:j1], n)
+        _copy_row(acc_t, dthr[j0:j1], n)
+        if cuba:
+            _copy_row(acc_a, dalpha[j0:j1], n)
+
+
 @njit(cache=True, parallel=True, error_model="numpy")
 def lif_backward(x, beta, thr, alpha, params, reset, delay, ge, cuba, nd, sid,
                  gs, gs_tstep, gv, gv_tstep, ckv, cki, K, dx, dbeta, dthr, dalpha, full, blk):
@@ -444,75 +535,23 @@ def lif_backward(x, beta, thr, alpha, params, reset, delay, ge, cuba, nd, sid,
     ``blk``: neurons per work item (:func:`bwd_block`).
     """
     T, M = x.shape
-    g, zero, one, kz, ks, geb = _constants(params, reset, ge)
-    c0 = params[P_C0]
-    c1 = params[P_C1]
-    ndb = nd != 0
+    cst = _constants(params, reset, ge)
+    adj = (nd != 0, sid, params[P_C0], params[P_C1])
     lean = full == 0
     nb = (M + blk - 1) // blk
     nq = (T + K - 1) // K
     for b in prange(nb):
         j0, j1, n, bb, tb, ab = _work_item(b, blk, M, beta, thr, alpha, cuba)
-        V = np.empty((K + 1, n), dtype=x.dtype)  # V[u+1] = v_{t0+u}, V[0] = v_{t0-1}
-        H = np.empty((K if delay == 0 else 1, n), dtype=x.dtype)  # pre-reset h (delay=0)
-        I = np.empty((K + 1 if cuba else 1, n), dtype=x.dtype)  # I[u+1] = i_{t0+u}
-        dc = np.empty(n, dtype=x.dtype)
-        gnext = np.zeros(n, dtype=x.dtype)  # Gv_{t+1} (delay=1) or Gh_{t+1} (delay=0)
-        gi = np.zeros(n, dtype=x.dtype)  # Gi_{t+1}
-        acc_b = np.zeros(n, dtype=x.dtype)
-        acc_t = np.zeros(n, dtype=x.dtype)
-        acc_a = np.zeros(n, dtype=x.dtype)
+        V, H, I, dc, gnext, gi, acc = _backward_buffers(x, n, K, delay, cuba)
         for q in range(nq - 1, -1, -1):
             t0 = q * K
             L = min(T, t0 + K) - t0
-            # ---- recompute steps t0 .. t0+L-1 from the checkpoint
-            _copy_row(ckv[q, j0:j1], V[0], n)
-            if cuba:
-                _copy_row(cki[q, j0:j1], I[0], n)
-            for u in range(L):
-                t = t0 + u
-                first = zero if t == 0 else one
-                if cuba:
-                    c = I[u + 1]
-                    _syn_row(x[t, j0:j1], ab, I[u], c, n)
-                else:
-                    c = x[t, j0:j1]
-                if delay:
-                    _fwd_row_delay_v(c, bb, tb, V[u], V[u + 1], n, g, kz, ks, geb, first, zero,
-                                     one)
-                else:
-                    _fwd_row_nodelay_h(c, bb, tb, V[u], V[u + 1], H[u], n, g, kz, ks, geb, zero,
-                                       one)
-            # ---- adjoint, t = t0+L-1 .. t0
+            _recompute_segment(x, q, t0, L, j0, j1, n, V, H, I, ckv, cki, ab, bb, tb, cst, delay, cuba)
             for u in range(L - 1, -1, -1):
                 t = t0 + u
-                gsr = gs[t * gs_tstep, j0:j1]
-                dst = dx[t, j0:j1]
-                tgt = dc if cuba else dst
-                if delay:
-                    if lean:
-                        _bwd_row_delay_lean(gsr, bb, tb, V[u + 1], gnext, tgt, n, g, kz, ks, geb,
-                                            ndb, sid, c0, c1, zero, one)
-                    else:
-                        first = zero if t == 0 else one
-                        _bwd_row_delay(gsr, gv[t * gv_tstep, j0:j1], bb, tb, V[u + 1], V[u],
-                                       gnext, tgt, acc_b, acc_t, n, g, kz, ks, geb, ndb, first,
-                                       sid, c0, c1, zero, one)
-                else:
-                    if lean:
-                        _bwd_row_nodelay_lean(gsr, bb, tb, H[u], gnext, tgt, n, g, kz, ks, geb,
-                                              ndb, sid, c0, c1, zero, one)
-                    else:
-                        _bwd_row_nodelay(gsr, gv[t * gv_tstep, j0:j1], bb, tb, H[u], V[u], gnext,
-                                         tgt, acc_b, acc_t, n, g, kz, ks, geb, ndb, sid, c0, c1,
-                                         zero, one)
-                if cuba:
-                    _bwd_syn_row(dc, ab, I[u], gi, dst, acc_a, n)
-        if not lean:
-            _copy_row(acc_b, dbeta[j0:j1], n)
-            _copy_row(acc_t, dthr[j0:j1], n)
-            if cuba:
-                _copy_row(acc_a, dalpha[j0:j1], n)
+                _adjoint_step(gs[t * gs_tstep, j0:j1], gv[t * gv_tstep, j0:j1], t, u, V, H, I, gnext, gi, dc,
+                              dx[t, j0:j1], acc, ab, bb, tb, n, cst, adj, delay, cuba, lean)
+        _parameter_sums(acc, dbeta, dthr, dalpha, j0, j1, n, cuba, lean)
 
 
 # ---------------------------------------------------------------------------------------------

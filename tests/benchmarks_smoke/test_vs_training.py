@@ -24,6 +24,7 @@ def test_vs_training_quick(tmp_path):
             assert isinstance(r, float) and r > 0
             assert w["ms"][p] > 0 and w["ms"][f"ours:{p}"] > 0
             assert w["spike_check"][p]["equal_fraction"] >= 0.999
+            assert w["spike_check"][p]["fused_equal"] is True  # our LIF -> pool pairs fused and apart
     for w in res["workloads"].values():  # the dense floor and the floor with our event-driven layers
         assert w["ms"]["floor"] > 0 and w["ms"]["floor_event"] > 0 and w["ratio_ceiling_event"] > 0
     for w in res["workloads"].values():  # page faults counted per contender
