@@ -58,9 +58,12 @@ FULL = {"baseline_epochs": 30, "ftwt_epochs": 30}
 BASE_STEPS = 6  # steps through the whole network; a delayed network runs ``latency`` more
 
 
-def run_demo(out_dir: str | Path = "runs/demo", epochs: int = 15, lava_samples: int = 8, ftwt: bool = True,
+def run_demo(out_dir: str | Path = "runs/demo", epochs: int | None = None, lava_samples: int = 8, ftwt: bool = True,
              progress: bool = True) -> dict[str, Any]:
     """Train a spiking MLP for loihi1 on digits, compile it, run it, count and cost it (module docstring).
+
+    ``epochs``: the training epochs of every model (the MLP, the FTWT part's baseline CNN and its
+    mask heads); None: 15 for the MLP and :data:`QUICK` for the CNNs.
 
     The compiled float program must get exactly as many test samples right as the trained model
     did (both encode the split with :func:`spike.train.evaluation.encode_samples`); otherwise
@@ -70,7 +73,8 @@ def run_demo(out_dir: str | Path = "runs/demo", epochs: int = 15, lava_samples: 
     out.mkdir(parents=True, exist_ok=True)
     print("== 1/4 train a spiking MLP on the built-in digits for loihi1 (rate-coded spikes; reset to zero and "
           "one-step synapses, as Loihi has)")
-    trained = train_mlp(out=str(out / "mlp.pt"), dataset="digits", epochs=epochs, target="loihi1", progress=progress)
+    trained = train_mlp(out=str(out / "mlp.pt"), dataset="digits", epochs=15 if epochs is None else epochs,
+                        target="loihi1", progress=progress)
     print(trained["line"])
     data = load_digits()
     print("\n== 2/4 compile to the event-driven IR and run it on the numba backend (float32)")
@@ -107,7 +111,8 @@ def run_demo(out_dir: str | Path = "runs/demo", epochs: int = 15, lava_samples: 
     save_figure(raster_figure(spikes), out / "raster.png")
     if ftwt:
         print("\n== Spiking CNN pruned on the fly with Fire-Together-Wire-Together masks")
-        figures = run_ftwt_demo(out / "ftwt", quick=True, progress=progress)
+        recipe = None if epochs is None else {"baseline_epochs": epochs, "ftwt_epochs": epochs}
+        figures = run_ftwt_demo(out / "ftwt", quick=True, progress=progress, recipe=recipe)
         runs = {}
         for label, rep in figures.pop("reports").items():
             print(f"\nenergy of the {label} CNN on loihi1:")
