@@ -83,6 +83,7 @@ __all__ = [
 
 RESET_CODES = {"subtract": 0, "zero": 1, "none": 2}
 SURROGATE_IDS = {"atan": 0, "fast_sigmoid": 1, "sigmoid": 2, "triangle": 3, "straight_through": 4}
+SIGMOID = SURROGATE_IDS["sigmoid"]
 
 # params[] layout (dtype of x): gain, surrogate constants c0 and c1, then typed 0 and 1.
 P_GAIN, P_C0, P_C1, P_ZERO, P_ONE = 0, 1, 2, 3, 4
@@ -345,15 +346,19 @@ def lif_forward(x, beta, thr, alpha, params, reset, delay, ge, cuba, spk, mem, n
 
 @njit(cache=True, error_model="numpy", inline="always")
 def _sg1(u, sid, c0, c1, one):
-    """surrogate'(u) (``u = v - thr``). Inlined into the adjoint loops: ``sid`` is loop-invariant,
-    so LLVM unswitches the branch and still vectorises (cheaper than a separate pass)."""
+    """surrogate'(u) (``u = v - thr``), inlined into the adjoint loops. ``sid`` is loop-invariant:
+    LLVM may unswitch the branch or if-convert it and vectorise the loop with every branch
+    speculated per element. The sigmoid's ``exp`` must not be among those (a scalar libm call per
+    element whatever the surrogate: the backward took 3.4x its time in whichever process linked
+    that version of a row function), so each row function runs the sigmoid in a loop of its own
+    (``sid == SIGMOID`` a constant there) and the others in one where ``sid != SIGMOID`` is known."""
     if sid == 0:  # atan: alpha/2 / (1 + (pi/2*alpha*u)^2)
         w = c1 * u
         return c0 / (one + w * w)
     elif sid == 1:  # fast sigmoid: 1/(slope*|u| + 1)^2
         d = c0 * abs(u) + one
         return one / (d * d)
-    elif sid == 2:  # sigmoid, stable form: slope*e/(1+e)^2, e = exp(-slope*|u|)
+    elif sid == SIGMOID:  # sigmoid, stable form: slope*e/(1+e)^2, e = exp(-slope*|u|)
         e = math.exp(-c0 * abs(u))
         return c0 * e / ((one + e) * (one + e))
     elif sid == 3:  # snnTorch triangular: +p for u<0, -p for u>=0
@@ -382,8 +387,8 @@ def _adj_nodelay(gsk, Gv, th, hh, kz, ks, ge, nd, sid, c0, c1, zero, one):
     return Gv * (one - kz * sv) + Gs * sg, Gs, sg, sv
 
 
-@njit(cache=True, error_model="numpy")
-def _bwd_row_delay(gs, gv, beta, thr, vt, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge,
+@njit(cache=True, error_model="numpy", inline="always")
+def _bwd_row_delay_loop(gs, gv, beta, thr, vt, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge,
                    nd, first, sid, c0, c1, zero, one):
     """Adjoint of one reset_delay=1 step. ``gnext`` holds Gv_{t+1} in, Gv_t out; ``dc`` gets
     dL/dc_t. ``first`` is 0 at t=0 (s_{-1} = 0 whatever H(0 - thr) is), else 1."""
@@ -401,7 +406,16 @@ def _bwd_row_delay(gs, gv, beta, thr, vt, vp, gnext, dc, acc_b, acc_t, n, g, kz,
 
 
 @njit(cache=True, error_model="numpy")
-def _bwd_row_nodelay(gs, gv, beta, thr, ht, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge,
+def _bwd_row_delay(gs, gv, beta, thr, vt, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge, nd, first, sid, c0, c1, zero, one):
+    """:func:`_bwd_row_delay_loop` with the sigmoid surrogate in a loop of its own (see :func:`_sg1`)."""
+    if sid == SIGMOID:
+        _bwd_row_delay_loop(gs, gv, beta, thr, vt, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge, nd, first, SIGMOID, c0, c1, zero, one)
+    else:
+        _bwd_row_delay_loop(gs, gv, beta, thr, vt, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge, nd, first, sid, c0, c1, zero, one)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _bwd_row_nodelay_loop(gs, gv, beta, thr, ht, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge,
                      nd, sid, c0, c1, zero, one):
     """Adjoint of one reset_delay=0 step. ``gnext`` holds Gh_{t+1} in, Gh_t out."""
     for k in range(n):
@@ -414,7 +428,16 @@ def _bwd_row_nodelay(gs, gv, beta, thr, ht, vp, gnext, dc, acc_b, acc_t, n, g, k
 
 
 @njit(cache=True, error_model="numpy")
-def _bwd_row_delay_lean(gs, beta, thr, vt, gnext, dc, n, g, kz, ks, ge, nd, sid, c0, c1, zero,
+def _bwd_row_nodelay(gs, gv, beta, thr, ht, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge, nd, sid, c0, c1, zero, one):
+    """:func:`_bwd_row_nodelay_loop` with the sigmoid surrogate in a loop of its own (see :func:`_sg1`)."""
+    if sid == SIGMOID:
+        _bwd_row_nodelay_loop(gs, gv, beta, thr, ht, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge, nd, SIGMOID, c0, c1, zero, one)
+    else:
+        _bwd_row_nodelay_loop(gs, gv, beta, thr, ht, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge, nd, sid, c0, c1, zero, one)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _bwd_row_delay_lean_loop(gs, beta, thr, vt, gnext, dc, n, g, kz, ks, ge, nd, sid, c0, c1, zero,
                         one):
     """:func:`_bwd_row_delay` with no membrane gradient and no parameter gradients (the usual
     training case): fewer streams through the cache."""
@@ -428,7 +451,16 @@ def _bwd_row_delay_lean(gs, beta, thr, vt, gnext, dc, n, g, kz, ks, ge, nd, sid,
 
 
 @njit(cache=True, error_model="numpy")
-def _bwd_row_nodelay_lean(gs, beta, thr, ht, gnext, dc, n, g, kz, ks, ge, nd, sid, c0, c1, zero,
+def _bwd_row_delay_lean(gs, beta, thr, vt, gnext, dc, n, g, kz, ks, ge, nd, sid, c0, c1, zero, one):
+    """:func:`_bwd_row_delay_lean_loop` with the sigmoid surrogate in a loop of its own (see :func:`_sg1`)."""
+    if sid == SIGMOID:
+        _bwd_row_delay_lean_loop(gs, beta, thr, vt, gnext, dc, n, g, kz, ks, ge, nd, SIGMOID, c0, c1, zero, one)
+    else:
+        _bwd_row_delay_lean_loop(gs, beta, thr, vt, gnext, dc, n, g, kz, ks, ge, nd, sid, c0, c1, zero, one)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _bwd_row_nodelay_lean_loop(gs, beta, thr, ht, gnext, dc, n, g, kz, ks, ge, nd, sid, c0, c1, zero,
                           one):
     """:func:`_bwd_row_nodelay` with no membrane gradient and no parameter gradients."""
     for k in range(n):
@@ -436,6 +468,15 @@ def _bwd_row_nodelay_lean(gs, beta, thr, ht, gnext, dc, n, g, kz, ks, ge, nd, si
                                    zero, one)
         gnext[k] = Gh
         dc[k] = g * Gh
+
+
+@njit(cache=True, error_model="numpy")
+def _bwd_row_nodelay_lean(gs, beta, thr, ht, gnext, dc, n, g, kz, ks, ge, nd, sid, c0, c1, zero, one):
+    """:func:`_bwd_row_nodelay_lean_loop` with the sigmoid surrogate in a loop of its own (see :func:`_sg1`)."""
+    if sid == SIGMOID:
+        _bwd_row_nodelay_lean_loop(gs, beta, thr, ht, gnext, dc, n, g, kz, ks, ge, nd, SIGMOID, c0, c1, zero, one)
+    else:
+        _bwd_row_nodelay_lean_loop(gs, beta, thr, ht, gnext, dc, n, g, kz, ks, ge, nd, sid, c0, c1, zero, one)
 
 
 @njit(cache=True, error_model="numpy")
