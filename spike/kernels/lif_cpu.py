@@ -35,9 +35,12 @@ exactly the formulas above (multiplying by 1 and subtracting 0 are exact).
 Backward by checkpointed recomputation: the forward also stores the state every ``K`` steps
 (``ckv[q] = v_{qK-1}``, ``cki[q] = i_{qK-1}``, zeros for ``q = 0``; ``T*M/K`` floats). The backward
 walks the segments from last to first; for each block of neurons it recomputes the segment's
-forward (bit-identical, same arithmetic) into a ``(K+1) x block`` buffer that stays in L2, then
+forward (bit-identical, same arithmetic) into a ``(K+1) x block`` buffer that stays in cache, then
 runs the adjoint recursion through it. The membrane is therefore never kept for backward: a layer saves
-its input and the checkpoints only, and the kernels stream wide contiguous rows.
+its input and the checkpoints only, and the kernels stream wide contiguous rows. A block is
+``BLOCK`` = 65536 neurons: its rows of 256 KiB, one per step ``M`` floats apart, keep the hardware
+prefetcher streaming (2-core AMD EPYC, fwd+bwd of 4096 x 32 x T100: 14.4 ms against 18.6 ms with
+blocks of 8192, although the backward's 4.4 MB buffer then lives in L3 rather than L2).
 
 Adjoint (reset_delay=1), ``sigma_t = surrogate'(v_t - thr)``, ``nd`` = not detach_reset::
 
