@@ -29,6 +29,7 @@ import math
 import sys
 from typing import Any
 
+import numba
 import numpy as np
 import torch
 
@@ -438,9 +439,10 @@ def _prepare_population(ctx: NodeContext, sources: list[np.ndarray] | None, gate
     flags = [_no_silence(ctx) if f is None else f for f in given]
     flags_cur = tuple(f for i, f in enumerate(flags) if i not in late_idx) or (_no_silence(ctx),)
     flags_late = tuple(f for i, f in enumerate(flags) if i in late_idx) if late_idx else flags_cur
-    key = ("kernel", gated, len(curs), len(lates), ctx.out.dtype)
-    if key not in c:  # once per node and call shape
-        kernel = N.population_kernel(c["flags"], gated, c["bias"] is not None)
+    parallel = numba.get_num_threads() > 1  # within the run's threads_at_most(batch)
+    key = ("kernel", gated, len(curs), len(lates), ctx.out.dtype, parallel)
+    if key not in c:  # once per node, call shape and threading
+        kernel = N.population_kernel(c["flags"], gated, c["bias"] is not None, parallel)
         dtype = float_dtype(ctx)
         gain, v_reset = dtype(node.gain), dtype(node.v_reset)
         rest = not gated and N.rest_is_fixed_point(kernel, c["params"], gain, v_reset, semantics.N_STATES,
