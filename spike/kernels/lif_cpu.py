@@ -353,8 +353,8 @@ def _sg1(u, sid, c0, c1, one):
     LLVM may unswitch the branch or if-convert it and vectorise the loop with every branch
     speculated per element. The sigmoid's ``exp`` must not be among those (a scalar libm call per
     element whatever the surrogate: the backward took 3.4x its time in whichever process linked
-    that version of a row function), so each row function runs the sigmoid in a loop of its own
-    (``sid == SIGMOID`` a constant there) and the others in one where ``sid != SIGMOID`` is known."""
+    that version of a row function), so :func:`_adjoint_row` runs the sigmoid in loops of its own
+    (``sid == SIGMOID`` a constant there) and the others in loops where ``sid != SIGMOID`` is known."""
     if sid == 0:  # atan: alpha/2 / (1 + (pi/2*alpha*u)^2)
         w = c1 * u
         return c0 / (one + w * w)
@@ -391,7 +391,7 @@ def _adj_nodelay(gsk, Gv, th, hh, kz, ks, ge, nd, sid, c0, c1, zero, one):
 
 
 @njit(cache=True, error_model="numpy", inline="always")
-def _bwd_row_delay_loop(gs, gv, beta, thr, vt, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge,
+def _bwd_row_delay(gs, gv, beta, thr, vt, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge,
                    nd, first, sid, c0, c1, zero, one):
     """Adjoint of one reset_delay=1 step. ``gnext`` holds Gv_{t+1} in, Gv_t out; ``dc`` gets
     dL/dc_t. ``first`` is 0 at t=0 (s_{-1} = 0 whatever H(0 - thr) is), else 1."""
@@ -408,17 +408,8 @@ def _bwd_row_delay_loop(gs, gv, beta, thr, vt, vp, gnext, dc, acc_b, acc_t, n, g
         acc_t[k] += -Gs * sg - (Gv * sp if ks else zero)
 
 
-@njit(cache=True, error_model="numpy")
-def _bwd_row_delay(gs, gv, beta, thr, vt, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge, nd, first, sid, c0, c1, zero, one):
-    """:func:`_bwd_row_delay_loop` with the sigmoid surrogate in a loop of its own (see :func:`_sg1`)."""
-    if sid == SIGMOID:
-        _bwd_row_delay_loop(gs, gv, beta, thr, vt, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge, nd, first, SIGMOID, c0, c1, zero, one)
-    else:
-        _bwd_row_delay_loop(gs, gv, beta, thr, vt, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge, nd, first, sid, c0, c1, zero, one)
-
-
 @njit(cache=True, error_model="numpy", inline="always")
-def _bwd_row_nodelay_loop(gs, gv, beta, thr, ht, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge,
+def _bwd_row_nodelay(gs, gv, beta, thr, ht, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge,
                      nd, sid, c0, c1, zero, one):
     """Adjoint of one reset_delay=0 step. ``gnext`` holds Gh_{t+1} in, Gh_t out."""
     for k in range(n):
@@ -430,17 +421,8 @@ def _bwd_row_nodelay_loop(gs, gv, beta, thr, ht, vp, gnext, dc, acc_b, acc_t, n,
         acc_t[k] += -Gs * sg - (Gv * sv if ks else zero)
 
 
-@njit(cache=True, error_model="numpy")
-def _bwd_row_nodelay(gs, gv, beta, thr, ht, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge, nd, sid, c0, c1, zero, one):
-    """:func:`_bwd_row_nodelay_loop` with the sigmoid surrogate in a loop of its own (see :func:`_sg1`)."""
-    if sid == SIGMOID:
-        _bwd_row_nodelay_loop(gs, gv, beta, thr, ht, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge, nd, SIGMOID, c0, c1, zero, one)
-    else:
-        _bwd_row_nodelay_loop(gs, gv, beta, thr, ht, vp, gnext, dc, acc_b, acc_t, n, g, kz, ks, ge, nd, sid, c0, c1, zero, one)
-
-
 @njit(cache=True, error_model="numpy", inline="always")
-def _bwd_row_delay_lean_loop(gs, beta, thr, vt, gnext, dc, n, g, kz, ks, ge, nd, sid, c0, c1, zero,
+def _bwd_row_delay_lean(gs, beta, thr, vt, gnext, dc, n, g, kz, ks, ge, nd, sid, c0, c1, zero,
                         one):
     """:func:`_bwd_row_delay` with no membrane gradient and no parameter gradients (the usual
     training case): fewer streams through the cache."""
@@ -453,17 +435,8 @@ def _bwd_row_delay_lean_loop(gs, beta, thr, vt, gnext, dc, n, g, kz, ks, ge, nd,
         dc[k] = g * Gv
 
 
-@njit(cache=True, error_model="numpy")
-def _bwd_row_delay_lean(gs, beta, thr, vt, gnext, dc, n, g, kz, ks, ge, nd, sid, c0, c1, zero, one):
-    """:func:`_bwd_row_delay_lean_loop` with the sigmoid surrogate in a loop of its own (see :func:`_sg1`)."""
-    if sid == SIGMOID:
-        _bwd_row_delay_lean_loop(gs, beta, thr, vt, gnext, dc, n, g, kz, ks, ge, nd, SIGMOID, c0, c1, zero, one)
-    else:
-        _bwd_row_delay_lean_loop(gs, beta, thr, vt, gnext, dc, n, g, kz, ks, ge, nd, sid, c0, c1, zero, one)
-
-
 @njit(cache=True, error_model="numpy", inline="always")
-def _bwd_row_nodelay_lean_loop(gs, beta, thr, ht, gnext, dc, n, g, kz, ks, ge, nd, sid, c0, c1, zero,
+def _bwd_row_nodelay_lean(gs, beta, thr, ht, gnext, dc, n, g, kz, ks, ge, nd, sid, c0, c1, zero,
                           one):
     """:func:`_bwd_row_nodelay` with no membrane gradient and no parameter gradients."""
     for k in range(n):
@@ -471,15 +444,6 @@ def _bwd_row_nodelay_lean_loop(gs, beta, thr, ht, gnext, dc, n, g, kz, ks, ge, n
                                    zero, one)
         gnext[k] = Gh
         dc[k] = g * Gh
-
-
-@njit(cache=True, error_model="numpy")
-def _bwd_row_nodelay_lean(gs, beta, thr, ht, gnext, dc, n, g, kz, ks, ge, nd, sid, c0, c1, zero, one):
-    """:func:`_bwd_row_nodelay_lean_loop` with the sigmoid surrogate in a loop of its own (see :func:`_sg1`)."""
-    if sid == SIGMOID:
-        _bwd_row_nodelay_lean_loop(gs, beta, thr, ht, gnext, dc, n, g, kz, ks, ge, nd, SIGMOID, c0, c1, zero, one)
-    else:
-        _bwd_row_nodelay_lean_loop(gs, beta, thr, ht, gnext, dc, n, g, kz, ks, ge, nd, sid, c0, c1, zero, one)
 
 
 @njit(cache=True, error_model="numpy")
@@ -526,29 +490,47 @@ def _recompute_segment(x, q, t0, L, j0, j1, n, V, H, I, ckv, cki, ab, bb, tb, cs
             _fwd_row_nodelay_h(c, bb, tb, V[u], V[u + 1], H[u], n, g, kz, ks, geb, zero, one)
 
 
+@njit(cache=True, error_model="numpy")
+def _adjoint_row(gsr, gvr, bb, tb, hv, vp, gnext, tgt, acc_b, acc_t, n, cst, adj, first, delay, lean):
+    """One adjoint row, :func:`_bwd_row_delay` and co. (``hv``: v_t for delay=1, h_t for delay=0;
+    ``vp``: v_{t-1}), with the sigmoid surrogate in a loop of its own (see :func:`_sg1`)."""
+    ndb, sid, c0, c1 = adj
+    if sid == SIGMOID:
+        _adjoint_rows(gsr, gvr, bb, tb, hv, vp, gnext, tgt, acc_b, acc_t, n, cst, ndb, first, SIGMOID, c0, c1, delay,
+                      lean)
+    else:
+        _adjoint_rows(gsr, gvr, bb, tb, hv, vp, gnext, tgt, acc_b, acc_t, n, cst, ndb, first, sid, c0, c1, delay,
+                      lean)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _adjoint_rows(gsr, gvr, bb, tb, hv, vp, gnext, tgt, acc_b, acc_t, n, cst, ndb, first, sid, c0, c1, delay, lean):
+    """The row loop of the delay and lean switches (:func:`_adjoint_row`'s body)."""
+    g, zero, one, kz, ks, geb = cst
+    if delay:
+        if lean:
+            _bwd_row_delay_lean(gsr, bb, tb, hv, gnext, tgt, n, g, kz, ks, geb, ndb, sid, c0, c1, zero, one)
+        else:
+            _bwd_row_delay(gsr, gvr, bb, tb, hv, vp, gnext, tgt, acc_b, acc_t, n, g, kz, ks, geb, ndb, first, sid,
+                           c0, c1, zero, one)
+    else:
+        if lean:
+            _bwd_row_nodelay_lean(gsr, bb, tb, hv, gnext, tgt, n, g, kz, ks, geb, ndb, sid, c0, c1, zero, one)
+        else:
+            _bwd_row_nodelay(gsr, gvr, bb, tb, hv, vp, gnext, tgt, acc_b, acc_t, n, g, kz, ks, geb, ndb, sid, c0, c1,
+                             zero, one)
+
+
 @njit(cache=True, error_model="numpy", inline="always")
 def _adjoint_step(gsr, gvr, t, u, V, H, I, gnext, gi, dc, dst, acc, ab, bb, tb, n, cst, adj, delay, cuba, lean):
     """The adjoint of step ``t`` (``u`` within its segment, :func:`_recompute_segment`'s buffers) of
     one work item: ``gsr``, ``gvr`` are the rows of the output gradients, ``dst`` gets dL/dx_t;
     ``acc``: the parameter sums ``(beta, thr, alpha)``; ``cst``: :func:`_constants`; ``adj``:
     ``(not detach_reset, surrogate id, c0, c1)``."""
-    g, zero, one, kz, ks, geb = cst
-    ndb, sid, c0, c1 = adj
     acc_b, acc_t, acc_a = acc
-    tgt = dc if cuba else dst
-    if delay:
-        if lean:
-            _bwd_row_delay_lean(gsr, bb, tb, V[u + 1], gnext, tgt, n, g, kz, ks, geb, ndb, sid, c0, c1, zero, one)
-        else:
-            first = zero if t == 0 else one
-            _bwd_row_delay(gsr, gvr, bb, tb, V[u + 1], V[u], gnext, tgt, acc_b, acc_t, n, g, kz, ks, geb, ndb,
-                           first, sid, c0, c1, zero, one)
-    else:
-        if lean:
-            _bwd_row_nodelay_lean(gsr, bb, tb, H[u], gnext, tgt, n, g, kz, ks, geb, ndb, sid, c0, c1, zero, one)
-        else:
-            _bwd_row_nodelay(gsr, gvr, bb, tb, H[u], V[u], gnext, tgt, acc_b, acc_t, n, g, kz, ks, geb, ndb, sid,
-                             c0, c1, zero, one)
+    first = cst[1] if t == 0 else cst[2]
+    _adjoint_row(gsr, gvr, bb, tb, V[u + 1] if delay else H[u], V[u], gnext, dc if cuba else dst, acc_b, acc_t, n,
+                 cst, adj, first, delay, lean)
     if cuba:
         _bwd_syn_row(dc, ab, I[u], gi, dst, acc_a, n)
 

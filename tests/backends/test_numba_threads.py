@@ -11,10 +11,8 @@ import pytest
 from spike import semantics
 from spike.backends import run
 from spike.backends.numba import neurons as N
-from spike.compiler.ir.nodes import Dense, Input, Output
-from spike.compiler.ir.program import ProgramBuilder
 
-from helpers.programs import DYADIC, pop
+from helpers.programs import one_layer, pop
 
 T, B, N_IN, N_OUT = 60, 4, 12, 10
 FORMS = {"lif": dict(), "cuba_lif zero reset": dict(model="cuba_lif", reset="zero"), "alpha": dict(model="alpha")}
@@ -25,12 +23,7 @@ FORMS = {"lif": dict(), "cuba_lif zero reset": dict(model="cuba_lif", reset="zer
 def test_threaded_and_serial_kernels_agree(name: str) -> None:
     rng = np.random.default_rng(len(name))
     population = pop(rng, (N_OUT,), **FORMS[name])
-    b = ProgramBuilder()
-    b.add("in", Input(shape=(N_IN,)))
-    b.add("fc", Dense(shape=(N_OUT,), in_shape=(N_IN,), weight=DYADIC.weights(rng, (N_OUT, N_IN), 2.0)), "in")
-    b.add("p", population, "fc")
-    b.add("out", Output(shape=(N_OUT,)), "p")
-    program = b.build()
+    program = one_layer(rng, population, N_IN)
     x = (rng.random((T, B, N_IN)) < 0.3).astype(np.float32)
     before = numba.get_num_threads()
     results = {}

@@ -11,10 +11,8 @@ import pytest
 from spike import semantics
 from spike.backends import run
 from spike.backends.numba import neurons as N
-from spike.compiler.ir.nodes import Dense, Input, Output
-from spike.compiler.ir.program import ProgramBuilder
 
-from helpers.programs import DYADIC, pop
+from helpers.programs import one_layer, pop
 
 T, B, N_IN, N_OUT = 400, 3, 12, 10
 
@@ -49,12 +47,7 @@ def test_quiet_steps_compute_what_the_update_does(name: str) -> None:
         population = population.replace(threshold=forms["threshold"])
     if forms.get("model") != "if":  # decays fast enough to reach exactly zero within the silence
         population = population.replace(beta=rng.uniform(0.25, 0.5, N_OUT).astype(np.float32))
-    b = ProgramBuilder()
-    b.add("in", Input(shape=(N_IN,)))
-    b.add("fc", Dense(shape=(N_OUT,), in_shape=(N_IN,), weight=DYADIC.weights(rng, (N_OUT, N_IN), 2.0)), "in")
-    b.add("p", population, "fc")
-    b.add("out", Output(shape=(N_OUT,)), "p")
-    program = b.build()
+    program = one_layer(rng, population, N_IN)
     x = _bursts(rng)
     ours, torch_run = (run(program, x, backend=be, probes=["p", "p.v"]) for be in ("numba", "torch"))
     for key in ("p", "p.v"):

@@ -126,6 +126,17 @@ def mlp(rng, num=FLOATS, sizes=(40, 36, 6), steps=8, batch=2):
     return b.build(), spikes(rng, steps, batch, (n_in,), 0.3)
 
 
+def one_layer(rng, population: Population, n_in: int):
+    """``Input(n_in) -> Dense (dyadic weights, gain 2) -> population -> Output``."""
+    n_out = int(np.prod(population.shape))
+    b = ProgramBuilder()
+    b.add("in", Input(shape=(n_in,)))
+    b.add("fc", Dense(shape=(n_out,), in_shape=(n_in,), weight=DYADIC.weights(rng, (n_out, n_in), 2.0)), "in")
+    b.add("p", population, "fc")
+    b.add("out", Output(shape=(n_out,)), "p")
+    return b.build()
+
+
 def real_input(rng, num=FLOATS):
     """Real-valued input: MACs, products by the input values (conv with bias, dense with delay 1)."""
     b = ProgramBuilder()
