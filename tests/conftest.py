@@ -5,14 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numba
 import pytest
 from hypothesis import HealthCheck, settings
-
-# One numba thread per pytest-xdist worker (the suite runs a worker per core): no oversubscribed
-# cores, and the numba backend's population kernels compile serial, in half the time (a cold suite
-# compiles about 80 of them). Tests of the threaded kernels raise the count themselves.
-numba.set_num_threads(1)
 
 TESTS = str(Path(__file__).resolve().parent)
 if TESTS not in sys.path:

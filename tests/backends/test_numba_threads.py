@@ -1,7 +1,7 @@
-"""The numba backend's population kernels split the samples over numba's threads (``prange``) when
-a run has more than one thread to give them, and run a serial compilation of the same loop when it
-has one (``population_kernel(..., parallel=False)``: half the compile time). Both give the same
-spikes, membranes and counts."""
+"""The numba backend's population kernels split the samples over numba's threads (``prange``) when a
+run has more than one thread to give them and the step has ``PARALLEL_MIN_UPDATES`` neuron updates
+or more, and run a serial compilation of the same loop otherwise (``population_kernel(...,
+parallel=False)``: half the compile time). Both give the same spikes, membranes and counts."""
 from __future__ import annotations
 
 import numba
@@ -11,10 +11,12 @@ import pytest
 from spike import semantics
 from spike.backends import run
 from spike.backends.numba import neurons as N
+from spike.backends.numba.backend import PARALLEL_MIN_UPDATES
 
 from helpers.programs import one_layer, pop
 
-T, B, N_IN, N_OUT = 60, 4, 12, 10
+T, B, N_IN = 20, 4, 12
+N_OUT = PARALLEL_MIN_UPDATES // B  # the smallest threaded population at this batch
 FORMS = {"lif": dict(), "cuba_lif zero reset": dict(model="cuba_lif", reset="zero"), "alpha": dict(model="alpha")}
 
 

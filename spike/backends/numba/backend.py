@@ -421,6 +421,13 @@ def _call_again(ctx: NodeContext, t0: int, t1: int) -> bool:
     return True
 
 
+# A float population steps its samples on numba's threads (the prange compilation of its kernel)
+# from this many neuron updates per step (neurons x samples; within the run's threads_at_most(batch)),
+# and on the serial compilation below it: waking the threads would cost about what the step does,
+# and the serial kernel compiles in half the time.
+PARALLEL_MIN_UPDATES = 1 << 14
+
+
 def _prepare_population(ctx: NodeContext, sources: list[np.ndarray] | None, gated: bool) -> tuple:
     """A float population's kernel and what its calls pass along: ``(kernel, curs, lates, flags_cur,
     flags_late, gain, v_reset, quiet_steps, copied)`` (``flags_*``: the sources' silent-row flags,
@@ -439,7 +446,7 @@ def _prepare_population(ctx: NodeContext, sources: list[np.ndarray] | None, gate
     flags = [_no_silence(ctx) if f is None else f for f in given]
     flags_cur = tuple(f for i, f in enumerate(flags) if i not in late_idx) or (_no_silence(ctx),)
     flags_late = tuple(f for i, f in enumerate(flags) if i in late_idx) if late_idx else flags_cur
-    parallel = numba.get_num_threads() > 1  # within the run's threads_at_most(batch)
+    parallel = numba.get_num_threads() > 1 and ctx.batch * ctx.out.shape[-1] >= PARALLEL_MIN_UPDATES
     key = ("kernel", gated, len(curs), len(lates), ctx.out.dtype, parallel)
     if key not in c:  # once per node, call shape and threading
         kernel = N.population_kernel(c["flags"], gated, c["bias"] is not None, parallel)
