@@ -11,6 +11,7 @@ for _mod in PEERS:
     pytest.importorskip(_mod)
 
 
+@pytest.mark.late  # a fresh Python: by then the suite has compiled the LIF kernels it runs
 def test_vs_training_quick(tmp_path):
     res = run_benchmark("vs_training.py", tmp_path, "--quick", timeout=120)
     for key in ("workloads", "min_ratio", "machine", "versions", "spike_check_passed"):
