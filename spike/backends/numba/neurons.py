@@ -100,7 +100,8 @@ def population_kernel(flags: NeuronFlags, gated: bool, biased: bool = False, par
     so each case is a branch-free loop that vectorises) and cached on disk per set. ``parallel``:
     the samples split over numba's threads (``prange``); False compiles the same loop for one
     thread, in about half the compile time (3.5 s against 1.8 s per set on a 2-core AMD EPYC), for
-    runs that have one thread (or one sample) to give it.
+    runs with one thread to give it or steps too small to pay for waking threads (the backend's
+    ``PARALLEL_MIN_UPDATES``).
 
     ``kernel(curs, lates, t0, t1, params, gain, v_reset, bias, onset, state, out, mem, record,
     active, nactive, spikes, updates, listed, index, nlisted, quiet, rest_is_fixed, flags_cur, flags_late,
