@@ -117,14 +117,12 @@ def kernels(kh: int, kw: int) -> Kernels:
         P = M // plane
         for b in prange((P + ppi - 1) // ppi):
             j0, j1, n, bb, tb, ab = _work_item(b, ppi * plane, M, beta, thr, alpha, cuba)
-            zrow, vbuf, ibuf = _forward_buffers(x, n, ckv, cki, j0, j1, cst[1], cuba)
+            v, ibuf = _forward_buffers(x, n, ckv, cki, j0, j1, cst[1], cuba)
             srow = np.empty(n, dtype=x.dtype)
             for t in range(T):
-                vout = vbuf[t & 1]
-                vin = zrow if t == 0 else vbuf[(t - 1) & 1]
-                _forward_step(x[t, j0:j1], t, vin, vout, srow, ibuf, ab, bb, tb, n, cst, delay, cuba)
+                _forward_step(x[t, j0:j1], t, v, srow, ibuf, ab, bb, tb, n, cst, delay, cuba)
                 _pool_row(srow, y[t], q[t], (j0 // plane) * oplane, n // plane, h, w, KH, KW)
-                _checkpoint(t, T, K, vout, ibuf, ckv, cki, j0, j1, n, cuba)
+                _checkpoint(t, T, K, v, ibuf, ckv, cki, j0, j1, n, cuba)
 
     @njit(cache=True, parallel=True, error_model="numpy")
     def backward(x, beta, thr, alpha, params, reset, delay, ge, cuba, nd, sid, gy, gy_tstep, q, ckv, cki, K,
