@@ -200,7 +200,7 @@ class LIFMaxPool2d(nn.Module):
     in cache as they are made, and the backward rebuilds each step's spike gradient in cache from
     the pooled one, so the ``[T, B, C, H, W]`` spike map and its gradient are never written to
     memory (on the CNN of ``benchmarks/vs_training.py``, 2-core AMD EPYC, one thread: fwd+bwd of
-    ``[10, 32, 16, 28, 28]`` 5.8 ms fused against 8.5 ms as two modules). Values and gradients equal
+    ``[10, 32, 16, 28, 28]`` 5.8-6.1 ms fused against 7.5-8.2 ms as two modules). Values and gradients equal
     the two modules' bit for bit. Everything else runs the two modules, as do calls under
     ``torch.fx`` tracing (the compiler lowers the neuron and the pooling as usual) or
     ``torch.compile``, and calls while a forward hook or pre-hook is registered on either module or
