@@ -15,6 +15,10 @@ the backward recomputes each segment (bit-identical) in cache, so a layer keeps 
 plus ``T*M/16`` floats for backward (the CUDA backward recomputes into scratch memory). Incoming
 gradients that are constant over time (e.g. from ``spikes.sum()``) are passed as one row, never
 materialised; an unused output's gradient is None (``set_materialize_grads(False)``).
+
+:func:`lif_max_pool2d` (``spike.layers.LIFMaxPool2d``) is the same neuron followed by 2-D max
+pooling of its spikes, as one function (:class:`LIFMaxPoolFunction`, on
+:mod:`spike.kernels.lif_pool_cpu`): float32 CPU tensors only, the full-size spikes never stored.
 """
 
 from __future__ import annotations
