@@ -229,17 +229,11 @@ class LIFFunction(torch.autograd.Function):
             KC.forward_torch(x, *_rows_bt(beta, thr, M), alpha, cfg, spk, mem)
             ckv = cki = None
         else:
-            dt = _NUMPY_DTYPES[x.dtype]
-            Q = K.n_ckpt(T)
-            ckv = _empty_big(x, (Q, M))
-            cki = _empty_big(x, (Q, M)) if cuba else None
+            ckv, cki = _new_checkpoints(x, cuba)
             K.lif_forward(
-                x.detach().numpy(), *_kernel_bt(beta, thr, M),
-                alpha.detach().numpy() if cuba else np.zeros(1, dt), _params(cfg, dt),
-                cfg.reset, int(cfg.reset_delay), int(cfg.fire_ge), int(cuba),
-                spk.numpy(), mem.numpy() if cfg.need_mem else np.empty((1, 1), dt), cfg.need_mem,
-                ckv.numpy(), cki.numpy() if cuba else np.empty((1, 1), dt), K.CKPT_EVERY,
-                K.fwd_block(M),
+                *_cpu_head(x, beta, thr, alpha, cfg), spk.numpy(),
+                mem.numpy() if cfg.need_mem else np.empty((1, 1), _NUMPY_DTYPES[x.dtype]), cfg.need_mem,
+                *_cpu_checkpoints(x, ckv, cki), K.fwd_block(M),
             )
         ctx.cfg = cfg
         ctx.cuba = cuba
@@ -274,16 +268,9 @@ class LIFFunction(torch.autograd.Function):
             KC.backward_torch(x, *_rows_bt(beta, thr, M), alpha, cfg, gs_r, gs_st, gv_r, gv_st,
                               dx, dbeta, dthr, dalpha)
         else:
-            dt = _NUMPY_DTYPES[x.dtype]
             K.lif_backward(
-                x.detach().numpy(), *_kernel_bt(beta, thr, M),
-                alpha.detach().numpy() if cuba else np.zeros(1, dt), _params(cfg, dt),
-                cfg.reset, int(cfg.reset_delay), int(cfg.fire_ge), int(cuba),
-                int(not cfg.detach_reset), cfg.surrogate_id,
-                gs_r.numpy(), gs_st, gv_r.numpy(), gv_st,
-                ckv.numpy(), cki.numpy() if cuba else np.empty((1, 1), dt), K.CKPT_EVERY,
-                dx.numpy(), dbeta.numpy(), dthr.numpy(),
-                dalpha.numpy() if cuba else np.zeros(1, dt), int(full), K.bwd_block(M),
+                *_cpu_head(x, beta, thr, alpha, cfg, adjoint=True), gs_r.numpy(), gs_st, gv_r.numpy(), gv_st,
+                *_cpu_checkpoints(x, ckv, cki), *_cpu_grads(x, dx, dbeta, dthr, dalpha), int(full), K.bwd_block(M),
             )
         return _input_grads(need, full, cuba, beta, thr, M, dx, dbeta, dthr, dalpha) + (None,)
 
@@ -307,6 +294,36 @@ def _kernel_bt(beta: torch.Tensor, thr: torch.Tensor, M: int):
     if beta.shape[0] == 1 and thr.shape[0] == 1:
         return beta.detach().numpy()[0], thr.detach().numpy()[0]
     return tuple(t.numpy() for t in _rows_bt(beta, thr, M))
+
+
+def _cpu_head(x: torch.Tensor, beta: torch.Tensor, thr: torch.Tensor, alpha: torch.Tensor | None, cfg: LIFConfig,
+              adjoint: bool = False) -> tuple:
+    """The CPU kernels' leading arguments ``(x, beta, thr, alpha, params, reset, delay, ge, cuba)``
+    as numpy values (alpha a dummy row without a synaptic current), and with ``adjoint`` the
+    backward kernels' ``(nd, sid)`` after them."""
+    dt = _NUMPY_DTYPES[x.dtype]
+    M = x.shape[1]
+    cuba = alpha is not None
+    head = (x.detach().numpy(), *_kernel_bt(beta, thr, M), alpha.detach().numpy() if cuba else np.zeros(1, dt),
+            _params(cfg, dt), cfg.reset, int(cfg.reset_delay), int(cfg.fire_ge), int(cuba))
+    return head + (int(not cfg.detach_reset), cfg.surrogate_id) if adjoint else head
+
+
+def _new_checkpoints(x: torch.Tensor, cuba: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Empty ``ckv`` (and, with a synaptic current, ``cki``) rows for the CPU forward kernels."""
+    shape = (K.n_ckpt(x.shape[0]), x.shape[1])
+    return _empty_big(x, shape), (_empty_big(x, shape) if cuba else None)
+
+
+def _cpu_checkpoints(x: torch.Tensor, ckv: torch.Tensor, cki: torch.Tensor | None) -> tuple:
+    """The kernels' ``(ckv, cki, K)`` arguments (``cki`` a dummy without a synaptic current)."""
+    return ckv.numpy(), (cki.numpy() if cki is not None else np.empty((1, 1), _NUMPY_DTYPES[x.dtype])), K.CKPT_EVERY
+
+
+def _cpu_grads(x: torch.Tensor, dx, dbeta, dthr, dalpha) -> tuple:
+    """The backward kernels' ``(dx, dbeta, dthr, dalpha)`` outputs (``dalpha`` a dummy without one)."""
+    return (dx.numpy(), dbeta.numpy(), dthr.numpy(),
+            dalpha.numpy() if dalpha is not None else np.zeros(1, _NUMPY_DTYPES[x.dtype]))
 
 
 def _rows_bt(beta: torch.Tensor, thr: torch.Tensor, M: int):
@@ -435,17 +452,12 @@ class LIFMaxPoolFunction(torch.autograd.Function):
         (kh, kw), (h, w) = kernel, hw
         P = M // (h * w)
         cuba = alpha is not None
-        dt = _NUMPY_DTYPES[x.dtype]
         y = _empty_big(x, (T, P * (h // kh) * (w // kw)))
         q = torch.empty(y.shape, dtype=torch.uint8)
-        Q = K.n_ckpt(T)
-        ckv = _empty_big(x, (Q, M))
-        cki = _empty_big(x, (Q, M)) if cuba else None
+        ckv, cki = _new_checkpoints(x, cuba)
         ppi = LP.planes_per_item(P, h * w)
-        LP.kernels(kh, kw).forward(
-            x.detach().numpy(), *_kernel_bt(beta, thr, M), alpha.detach().numpy() if cuba else np.zeros(1, dt),
-            _params(cfg, dt), cfg.reset, int(cfg.reset_delay), int(cfg.fire_ge), int(cuba), y.numpy(), q.numpy(),
-            ckv.numpy(), cki.numpy() if cuba else np.empty((1, 1), dt), K.CKPT_EVERY, h, w, ppi)
+        LP.kernels(kh, kw).forward(*_cpu_head(x, beta, thr, alpha, cfg), y.numpy(), q.numpy(),
+                                   *_cpu_checkpoints(x, ckv, cki), h, w, ppi)
         ctx.cfg, ctx.cuba, ctx.kernel, ctx.hw, ctx.ppi = cfg, cuba, kernel, hw, ppi
         ctx.save_for_backward(x, beta, thr, alpha, ckv, cki, q)
         return y
@@ -466,13 +478,9 @@ class LIFMaxPoolFunction(torch.autograd.Function):
         npg = M if full else 1
         dbeta, dthr = x.new_empty((npg,)), x.new_empty((npg,))
         dalpha = x.new_empty((npg,)) if cuba else None
-        dt = _NUMPY_DTYPES[x.dtype]
         LP.kernels(*ctx.kernel).backward(
-            x.detach().numpy(), *_kernel_bt(beta, thr, M), alpha.detach().numpy() if cuba else np.zeros(1, dt),
-            _params(cfg, dt), cfg.reset, int(cfg.reset_delay), int(cfg.fire_ge), int(cuba),
-            int(not cfg.detach_reset), cfg.surrogate_id, gy_r.numpy(), gy_st, q.numpy(), ckv.numpy(),
-            cki.numpy() if cuba else np.empty((1, 1), dt), K.CKPT_EVERY, dx.numpy(), dbeta.numpy(), dthr.numpy(),
-            dalpha.numpy() if cuba else np.zeros(1, dt), int(full), *ctx.hw, ctx.ppi)
+            *_cpu_head(x, beta, thr, alpha, cfg, adjoint=True), gy_r.numpy(), gy_st, q.numpy(),
+            *_cpu_checkpoints(x, ckv, cki), *_cpu_grads(x, dx, dbeta, dthr, dalpha), int(full), *ctx.hw, ctx.ppi)
         return _input_grads(need, full, cuba, beta, thr, M, dx, dbeta, dthr, dalpha) + (None, None, None)
 
 
