@@ -104,7 +104,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spike.layers import LIFMaxPool2d, SpikeLinear, TimeDistributed as TD
+from spike.layers import ConvLIFMaxPool2d, LIFMaxPool2d, SpikeLinear, TimeDistributed as TD
 from spike.models.mlp import SpikingMLP
 from spike.neurons import LIF
 from spike.surrogate import Surrogate
@@ -249,10 +249,10 @@ def build(lib: str, cfg: dict, event: str = "auto") -> Net:
                        [getattr(m, f"lif{i}") for i in range(1, k + 1)])
         c1, c2 = cfg["channels"]
         flat = c2 * (cfg["size"] // 4) ** 2
-        m = nn.Sequential(TD(nn.Conv2d(1, c1, 3, padding=1)), LIFMaxPool2d(our_lif(sem), 2),
+        m = nn.Sequential(ConvLIFMaxPool2d(nn.Conv2d(1, c1, 3, padding=1), our_lif(sem), 2),
                           TD(nn.Conv2d(c1, c2, 3, padding=1)), LIFMaxPool2d(our_lif(sem), 2),
                           nn.Flatten(2), SpikeLinear(flat, 10, event=event), our_lif(sem))
-        return Net(m, [m[0].module, m[2].module, m[5]], [m[1].neuron, m[3].neuron, m[6]])
+        return Net(m, [m[0].conv.module, m[1].module, m[4]], [m[0].neuron, m[2].neuron, m[5]])
 
     if lib == "spikingjelly":
         from spikingjelly.activation_based import functional, layer

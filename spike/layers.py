@@ -1,6 +1,7 @@
 """Layers for time-first ``[T, B, ...]`` spiking networks: per-step wrappers, delays, the
-event-driven :class:`SpikeLinear`, :class:`MaxPool2d` on the Numba pooling kernels and
-:class:`LIFMaxPool2d`, a neuron and its max pooling fused."""
+event-driven :class:`SpikeLinear`, :class:`MaxPool2d` on the Numba pooling kernels,
+:class:`LIFMaxPool2d`, a neuron and its max pooling fused, and :class:`ConvLIFMaxPool2d`, a
+convolution, a neuron and its max pooling fused."""
 from __future__ import annotations
 
 import torch
@@ -214,16 +215,73 @@ class LIFMaxPool2d(nn.Module):
         self.neuron = neuron
         self.pool = TimeDistributed(MaxPool2d(kernel_size))
 
-    def _hooked(self) -> bool:
-        mods = (self.neuron, self.pool, self.pool.module)
-        return bool(any(m._forward_hooks or m._forward_pre_hooks for m in mods)
-                    or nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)
+    def fusable(self, x) -> bool:
+        """Whether a call on ``x`` may run fused: one of our neurons, a tensor outside ``torch.fx``
+        tracing and ``torch.compile``, and no forward hook or pre-hook on the modules (or global)."""
+        return (isinstance(self.neuron, _Neuron) and isinstance(x, torch.Tensor) and not isinstance(x, torch.fx.Proxy)
+                and not torch.compiler.is_compiling() and not _hooked(self.neuron, self.pool, self.pool.module))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (isinstance(self.neuron, _Neuron) and isinstance(x, torch.Tensor) and not isinstance(x, torch.fx.Proxy)
-                and not torch.compiler.is_compiling() and not self._hooked()):
+        if self.fusable(x):
             k = self.pool.module.kernel_window()
             y = None if k is None else self.neuron.max_pool2d(x, k)
             if y is not None:
                 return y
         return self.pool(self.neuron(x))
+
+
+class ConvLIFMaxPool2d(nn.Module):
+    """The first block of a spiking CNN, ``pool(neuron(conv(x)))`` on ``x[T, B, Cin, H, W]``: an
+    ``nn.Conv2d`` applied to every step (``TimeDistributed(conv)``) followed by a
+    :class:`LIFMaxPool2d` (``neuron``, max pooling of ``kernel_size``).
+
+    With one of our neurons, the three run as one kernel (:mod:`spike.kernels.conv_lif_pool_cpu`)
+    when :meth:`spike.neurons.LIF.conv_max_pool2d` takes the call (multi-step, no membrane output;
+    a float32 CPU input that needs no gradient, as a network's input) and the convolution is a plain
+    ``nn.Conv2d`` with stride 1, dilation 1, one group, zero padding of fewer than its kernel size
+    (integers) and a kernel of 1..7 per side: each step's currents are computed in cache from the
+    input, fed to the neuron and its spikes pooled, so neither the ``[T, B, Cout, H, W]`` currents
+    nor their gradient are written to memory; the backward recomputes them and adds up the weight
+    and bias gradients in cache (on the CNN of ``benchmarks/vs_training.py``, 2-core AMD EPYC, one
+    thread: fwd+bwd of ``[10, 32, 1, 28, 28]`` -> 16 channels 6.2-6.6 ms fused against 10.2-10.4 ms
+    as a convolution and a :class:`LIFMaxPool2d`). Everything else, calls under ``torch.fx``
+    tracing (the compiler lowers a convolution, a neuron and a pooling), ``torch.compile``, or
+    while a forward hook or pre-hook is registered on a part (or globally), runs the modules.
+
+    The fused currents are summed in a fixed order of their own, not oneDNN's: the two paths agree
+    within float32 rounding (exactly for dyadic weights, design §3), so a spike may differ where a
+    membrane lies within rounding of the threshold. The state dict holds ``conv.module.weight``,
+    ``conv.module.bias`` and the neuron's under ``lif_pool.neuron.``.
+    """
+
+    def __init__(self, conv: nn.Conv2d, neuron: nn.Module, kernel_size: int | tuple[int, int]) -> None:
+        super().__init__()
+        self.conv = TimeDistributed(conv)
+        self.lif_pool = LIFMaxPool2d(neuron, kernel_size)
+
+    @property
+    def neuron(self) -> nn.Module:
+        return self.lif_pool.neuron
+
+    def conv_padding(self) -> tuple[int, int] | None:
+        """The convolution's padding if the fused kernel computes it (see above), else None."""
+        c = self.conv.module
+        if (type(c) is not nn.Conv2d or tuple(c.stride) != (1, 1) or tuple(c.dilation) != (1, 1) or c.groups != 1
+                or c.padding_mode != "zeros" or isinstance(c.padding, str)):
+            return None
+        return int(c.padding[0]), int(c.padding[1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.lif_pool.fusable(x) and not _hooked(self.conv, self.conv.module, self.lif_pool):
+            k, pad = self.lif_pool.pool.module.kernel_window(), self.conv_padding()
+            conv = self.conv.module
+            y = None if (k is None or pad is None) else self.neuron.conv_max_pool2d(x, conv.weight, conv.bias, pad, k)
+            if y is not None:
+                return y
+        return self.lif_pool(self.conv(x))
+
+
+def _hooked(*mods: nn.Module) -> bool:
+    """Whether a forward hook or pre-hook is registered on one of ``mods`` or globally."""
+    return bool(any(m._forward_hooks or m._forward_pre_hooks for m in mods)
+                or nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks)

@@ -54,7 +54,9 @@ import torch
 from torch import nn
 
 from spike import semantics, surrogate as _sg
-from spike.kernels.lif import lif_max_pool2d, lif_max_pool2d_supported, lif_multistep
+from spike.kernels.lif import (
+    conv_lif_max_pool2d, conv_lif_max_pool2d_supported, lif_max_pool2d, lif_max_pool2d_supported, lif_multistep,
+)
 from spike.kernels.lif_cpu import RESET_CODES
 
 __all__ = ["lif_step", "LIF", "IF", "CubaLIF", "LI"]
@@ -318,10 +320,25 @@ class _Neuron(nn.Module):
         never stored), or None where it does not take the call (single-step, ``return_mem``, a
         non-spiking model, ``backend="loop"``, or an input outside
         :func:`~spike.kernels.lif.lif_max_pool2d_supported`): the caller then pools the spikes."""
-        if (self.step_mode != "multi" or self.return_mem or self.model == "li" or self.backend == "loop"
-                or not lif_max_pool2d_supported(x, kernel_size)):
+        if not self._fuses() or not lif_max_pool2d_supported(x, kernel_size):
             return None
         return lif_max_pool2d(x, self._beta(), self.threshold, kernel_size, alpha=self._alpha(), **self._kwargs())
+
+    def conv_max_pool2d(self, x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], padding,
+                        kernel_size) -> Optional[torch.Tensor]:
+        """:meth:`max_pool2d` of this neuron driven by ``conv2d(x[t], weight, bias, padding=padding)``
+        (stride 1) over ``x[T, B, Cin, H, W]``, from the fused kernel
+        (:func:`spike.kernels.lif.conv_lif_max_pool2d`: the currents never stored; equal to the three
+        ops within float32 rounding), or None where it does not take the call (as :meth:`max_pool2d`,
+        or outside :func:`~spike.kernels.lif.conv_lif_max_pool2d_supported`)."""
+        if not self._fuses() or not conv_lif_max_pool2d_supported(x, weight, padding, kernel_size):
+            return None
+        return conv_lif_max_pool2d(x, weight, bias, padding, self._beta(), self.threshold, kernel_size,
+                                   alpha=self._alpha(), **self._kwargs())
+
+    def _fuses(self) -> bool:
+        """Whether this neuron's settings let a fused kernel take a multi-step call."""
+        return not (self.step_mode != "multi" or self.return_mem or self.model == "li" or self.backend == "loop")
 
     def extra_repr(self) -> str:
         parts = []

@@ -27,16 +27,19 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from spike import surrogate as _sg
+from spike.kernels import conv_lif_pool_cpu as CLP
 from spike.kernels import lif_cpu as K
 from spike.kernels import lif_pool_cpu as LP
 from spike.kernels.lif_cpu import RESET_CODES
 from spike.kernels.max_pool import kernel_supported, pair
 
-__all__ = ["LIFFunction", "LIFMaxPoolFunction", "LIFConfig", "lif_multistep", "lif_max_pool2d",
-           "lif_max_pool2d_supported", "make_config", "clear_buffer_cache"]
+__all__ = ["LIFFunction", "LIFMaxPoolFunction", "ConvLIFMaxPoolFunction", "LIFConfig", "lif_multistep",
+           "lif_max_pool2d", "lif_max_pool2d_supported", "conv_lif_max_pool2d", "conv_lif_max_pool2d_supported",
+           "make_config", "clear_buffer_cache"]
 
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
@@ -297,21 +300,23 @@ def _kernel_bt(beta: torch.Tensor, thr: torch.Tensor, M: int):
 
 
 def _cpu_head(x: torch.Tensor, beta: torch.Tensor, thr: torch.Tensor, alpha: torch.Tensor | None, cfg: LIFConfig,
-              adjoint: bool = False) -> tuple:
+              adjoint: bool = False, M: int | None = None) -> tuple:
     """The CPU kernels' leading arguments ``(x, beta, thr, alpha, params, reset, delay, ge, cuba)``
     as numpy values (alpha a dummy row without a synaptic current), and with ``adjoint`` the
-    backward kernels' ``(nd, sid)`` after them."""
+    backward kernels' ``(nd, sid)`` after them. ``M``: neurons per step (``x.shape[1]`` unless
+    given)."""
     dt = _NUMPY_DTYPES[x.dtype]
-    M = x.shape[1]
+    M = x.shape[1] if M is None else M
     cuba = alpha is not None
     head = (x.detach().numpy(), *_kernel_bt(beta, thr, M), alpha.detach().numpy() if cuba else np.zeros(1, dt),
             _params(cfg, dt), cfg.reset, int(cfg.reset_delay), int(cfg.fire_ge), int(cuba))
     return head + (int(not cfg.detach_reset), cfg.surrogate_id) if adjoint else head
 
 
-def _new_checkpoints(x: torch.Tensor, cuba: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Empty ``ckv`` (and, with a synaptic current, ``cki``) rows for the CPU forward kernels."""
-    shape = (K.n_ckpt(x.shape[0]), x.shape[1])
+def _new_checkpoints(x: torch.Tensor, cuba: bool, M: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Empty ``ckv`` (and, with a synaptic current, ``cki``) rows for the CPU forward kernels
+    (``M`` neurons: ``x.shape[1]`` unless given)."""
+    shape = (K.n_ckpt(x.shape[0]), x.shape[1] if M is None else M)
     return _empty_big(x, shape), (_empty_big(x, shape) if cuba else None)
 
 
@@ -431,11 +436,16 @@ def _kernel_inputs(x: torch.Tensor, beta, threshold, alpha):
     x2 = x.reshape(T, M)
     if not x2.is_contiguous():
         x2 = x2.contiguous()
+    return (x2, *_neuron_params(shape, x2, beta, threshold, alpha))
+
+
+def _neuron_params(shape: torch.Size, like: torch.Tensor, beta, threshold, alpha):
+    """``(beta, thr, alpha)`` as the autograd functions take them for neurons of ``shape`` (see
+    :func:`_kernel_inputs`)."""
+    M = int(np.prod(shape)) if len(shape) else 1
     uni = _uniform(beta) and _uniform(threshold)
-    b = _per_neuron(beta, shape, M, x2, "beta", uni)
-    th = _per_neuron(threshold, shape, M, x2, "threshold", uni)
-    al = None if alpha is None else _per_neuron(alpha, shape, M, x2, "alpha")
-    return x2, b, th, al
+    return (_per_neuron(beta, shape, M, like, "beta", uni), _per_neuron(threshold, shape, M, like, "threshold", uni),
+            None if alpha is None else _per_neuron(alpha, shape, M, like, "alpha"))
 
 
 class LIFMaxPoolFunction(torch.autograd.Function):
@@ -511,6 +521,106 @@ def lif_max_pool2d(x: torch.Tensor, beta, threshold, kernel_size, *, alpha=None,
     h, w = int(x.shape[-2]), int(x.shape[-1])
     y = LIFMaxPoolFunction.apply(*_kernel_inputs(x, beta, threshold, alpha), cfg, (kh, kw), (h, w))
     return y.reshape(*x.shape[:-2], h // kh, w // kw)
+
+
+class ConvLIFMaxPoolFunction(torch.autograd.Function):
+    """``y = ConvLIFMaxPoolFunction.apply(inp, weight, bias, beta, thr, alpha, cfg, kernel)``: the
+    pooled spikes of :class:`LIFMaxPoolFunction` on the currents ``conv2d(inp[t], weight, bias)``
+    (stride 1, no padding: ``inp[T, B, Cin, Hp, Wp]`` is padded already), all in one pass on
+    :mod:`spike.kernels.conv_lif_pool_cpu`: ``y[T, B*Cout*(Ho//kh)*(Wo//kw)]``. ``bias`` may be None.
+    Gradients for the weight, the bias and the neuron's parameters; none for ``inp`` (it must not
+    need one). Float32 CPU."""
+
+    @staticmethod
+    def forward(ctx, inp, weight, bias, beta, thr, alpha, cfg, kernel):  # type: ignore[override]
+        ctx.set_materialize_grads(False)
+        T, B, _, hp, wp = inp.shape
+        cout, _, ckh, ckw = weight.shape
+        (kh, kw), ho, wo = kernel, hp - ckh + 1, wp - ckw + 1
+        M = B * cout * ho * wo
+        cuba = alpha is not None
+        w = weight.detach().contiguous()
+        b = bias.detach().contiguous() if bias is not None else inp.new_zeros(cout)
+        y = _empty_big(inp, (T, B * cout * (ho // kh) * (wo // kw)))
+        q = torch.empty(y.shape, dtype=torch.uint8)
+        ckv, cki = _new_checkpoints(inp, cuba, M)
+        ppi = CLP.planes_per_item(B * cout, ho * wo)
+        head = _cpu_head(inp, beta, thr, alpha, cfg, M=M)
+        CLP.kernels(kh, kw, ckh, ckw).forward(head[0], w.numpy(), b.numpy(), *head[1:], y.numpy(), q.numpy(),
+                                              *_cpu_checkpoints(inp, ckv, cki), cout, ppi)
+        ctx.cfg, ctx.cuba, ctx.kernel, ctx.ppi, ctx.has_bias = cfg, cuba, kernel, ppi, bias is not None
+        ctx.save_for_backward(inp, w, b, beta, thr, alpha, ckv, cki, q)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gy):  # type: ignore[override]
+        inp, w, b, beta, thr, alpha, ckv, cki, q = ctx.saved_tensors
+        if gy is None:
+            return (None,) * 8
+        cuba, need = ctx.cuba, ctx.needs_input_grad
+        T, M = inp.shape[0], ckv.shape[1]
+        cout, ckh, ckw = w.shape[0], w.shape[2], w.shape[3]
+        full = need[3] or need[4] or (cuba and need[5])
+        gy_r, gy_st = _grad_rows(gy.to(inp.dtype), T, q.shape[1], inp)
+        items = -(-(M // ((inp.shape[3] - ckh + 1) * (inp.shape[4] - ckw + 1))) // ctx.ppi)
+        dw, db = torch.empty_like(w), inp.new_empty(cout)
+        dwp, dbp = inp.new_empty((items, *w.shape)), inp.new_empty((items, cout))
+        npg = M if full else 1
+        dbeta, dthr = inp.new_empty((npg,)), inp.new_empty((npg,))
+        dalpha = inp.new_empty((npg,)) if cuba else None
+        head = _cpu_head(inp, beta, thr, alpha, cfg=ctx.cfg, adjoint=True, M=M)
+        CLP.kernels(*ctx.kernel, ckh, ckw).backward(
+            head[0], w.numpy(), b.numpy(), *head[1:], gy_r.numpy(), gy_st, q.numpy(), *_cpu_checkpoints(inp, ckv, cki),
+            dw.numpy(), db.numpy(), dwp.numpy(), dbp.numpy(), *_cpu_grads(inp, dw, dbeta, dthr, dalpha)[1:], int(full),
+            cout, ctx.ppi)
+        _, gbeta, gthr, galpha = _input_grads((False, *need[3:6]), full, cuba, beta, thr, M, None, dbeta, dthr, dalpha)
+        return (None, dw if need[1] else None, db if (need[2] and ctx.has_bias) else None, gbeta, gthr, galpha,
+                None, None)
+
+
+def conv_lif_max_pool2d_supported(x: torch.Tensor, weight: torch.Tensor, padding, kernel_size) -> bool:
+    """Whether :func:`conv_lif_max_pool2d` runs on the fused kernels: ``x[T, B, Cin, H, W]`` and
+    ``weight[Cout, Cin, kh, kw]`` float32 CPU tensors, ``x`` needing no gradient, a convolution
+    kernel of ``1..7`` per side with ``padding`` below it, at least one pooling window (``1..8``
+    per side) in the output, outside CPU autocast."""
+    ph, pw = pair(padding)
+    if (x.dtype != torch.float32 or x.device.type != "cpu" or x.dim() != 5 or x.requires_grad
+            or weight.dtype != torch.float32 or weight.device.type != "cpu" or weight.dim() != 4
+            or weight.shape[1] != x.shape[2] or torch.is_autocast_enabled("cpu") or not kernel_supported(kernel_size)):
+        return False
+    ckh, ckw = int(weight.shape[2]), int(weight.shape[3])
+    kh, kw = pair(kernel_size)
+    ho, wo = x.shape[3] + 2 * ph - ckh + 1, x.shape[4] + 2 * pw - ckw + 1
+    return (1 <= ckh <= CLP.MAX_CONV_KERNEL and 1 <= ckw <= CLP.MAX_CONV_KERNEL and 0 <= ph < ckh and 0 <= pw < ckw
+            and ho >= kh and wo >= kw)
+
+
+def conv_lif_max_pool2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding, beta, threshold,
+                        kernel_size, *, alpha=None, gain: float = 1.0, reset: str = "subtract",
+                        reset_delay: bool = True, fire_ge: bool = False, detach_reset: bool = True,
+                        surrogate="atan") -> torch.Tensor:
+    """``max_pool2d(lif(conv2d(x[t], weight, bias, padding=padding)))`` over ``x[T, B, Cin, H, W]``
+    (convolution stride 1, zero padding; pooling window = stride = ``kernel_size``) in one pass
+    (:class:`ConvLIFMaxPoolFunction`), when :func:`conv_lif_max_pool2d_supported`. The currents are
+    summed in the order of :mod:`spike.kernels.conv_lif_pool_cpu` (not oneDNN's): equal to the three
+    ops within float32 rounding, exactly for dyadic weights. Returns ``[T, B, Cout, Ho // kh, Wo // kw]``."""
+    if not conv_lif_max_pool2d_supported(x, weight, padding, kernel_size):
+        raise ValueError(f"conv_lif_max_pool2d: expects float32 CPU tensors x [T, B, Cin, H, W] (no gradient) and "
+                         f"weight [Cout, Cin, kh, kw] (kernel 1..{CLP.MAX_CONV_KERNEL}, padding below it) leaving "
+                         f"at least one {pair(kernel_size)} window, outside autocast; got x {x.dtype} {x.device} "
+                         f"{list(x.shape)}, weight {weight.dtype} {list(weight.shape)}, padding {padding}")
+    ph, pw = pair(padding)
+    xp = F.pad(x, (pw, pw, ph, ph)) if (ph or pw) else x.contiguous()
+    T, B = x.shape[:2]
+    cout = weight.shape[0]
+    ho, wo = xp.shape[3] - weight.shape[2] + 1, xp.shape[4] - weight.shape[3] + 1
+    cfg = make_config(gain=gain, reset=reset, reset_delay=reset_delay, fire_ge=fire_ge,
+                      detach_reset=detach_reset, surrogate=surrogate)
+    params = _neuron_params(torch.Size((B, cout, ho, wo)), xp, beta, threshold, alpha)
+    kh, kw = pair(kernel_size)
+    y = ConvLIFMaxPoolFunction.apply(xp, weight, bias, *params, cfg, (kh, kw))
+    return y.reshape(T, B, cout, ho // kh, wo // kw)
 
 
 def _loop(x, beta, threshold, alpha, cfg: LIFConfig, reset: str, surrogate, return_mem: bool):

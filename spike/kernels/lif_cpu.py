@@ -472,22 +472,33 @@ def _recompute_segment(x, q, t0, L, j0, j1, n, V, H, I, ckv, cki, ab, bb, tb, cs
     """Steps ``t0 .. t0+L-1`` of one work item recomputed from checkpoint ``q`` (bit-identical to the
     forward): ``V[u+1] = v_{t0+u}``, ``V[0] = v_{t0-1}``, ``H[u] = h_{t0+u}`` (delay=0),
     ``I[u+1] = i_{t0+u}`` (cuba)."""
-    g, zero, one, kz, ks, geb = cst
+    _segment_start(q, j0, j1, n, V, I, ckv, cki, cuba)
+    for u in range(L):
+        _recompute_step(x[t0 + u, j0:j1], t0 + u, u, n, V, H, I, ab, bb, tb, cst, delay, cuba)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _segment_start(q, j0, j1, n, V, I, ckv, cki, cuba):
+    """A segment's initial state from checkpoint ``q``: ``V[0]`` (and ``I[0]``)."""
     _copy_row(ckv[q, j0:j1], V[0], n)
     if cuba:
         _copy_row(cki[q, j0:j1], I[0], n)
-    for u in range(L):
-        t = t0 + u
-        first = zero if t == 0 else one
-        if cuba:
-            c = I[u + 1]
-            _syn_row(x[t, j0:j1], ab, I[u], c, n)
-        else:
-            c = x[t, j0:j1]
-        if delay:
-            _fwd_row_delay_v(c, bb, tb, V[u], V[u + 1], n, g, kz, ks, geb, first, zero, one)
-        else:
-            _fwd_row_nodelay_h(c, bb, tb, V[u], V[u + 1], H[u], n, g, kz, ks, geb, zero, one)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _recompute_step(xt, t, u, n, V, H, I, ab, bb, tb, cst, delay, cuba):
+    """Step ``t`` (``u`` within its segment) of :func:`_recompute_segment` from the input row ``xt``."""
+    g, zero, one, kz, ks, geb = cst
+    first = zero if t == 0 else one
+    if cuba:
+        c = I[u + 1]
+        _syn_row(xt, ab, I[u], c, n)
+    else:
+        c = xt
+    if delay:
+        _fwd_row_delay_v(c, bb, tb, V[u], V[u + 1], n, g, kz, ks, geb, first, zero, one)
+    else:
+        _fwd_row_nodelay_h(c, bb, tb, V[u], V[u + 1], H[u], n, g, kz, ks, geb, zero, one)
 
 
 @njit(cache=True, error_model="numpy")

@@ -11,7 +11,7 @@ from spike.backends import run
 from spike.compiler import compile as compile_model
 from spike.compiler.frontends.torch_fx import LoweringError
 from spike.neurons import LI, LIF
-from spike.layers import LIFMaxPool2d, TimeDistributed as TD
+from spike.layers import ConvLIFMaxPool2d, LIFMaxPool2d, TimeDistributed as TD
 from spike.recurrent import RecurrentLIF
 
 from helpers.models import CNN, MLP, ResidualBlock, dyadic_, dyadic_bn, run_snntorch, snntorch_net, spikes_in
@@ -158,6 +158,23 @@ def test_fused_lif_pool_lowers_as_the_neuron_and_the_pooling() -> None:
                                   nn.Flatten(2), nn.Linear(64, 5), LIF(beta=0.5)), 4, spread=128).eval()
     apart = nn.Sequential(model[0], model[1].neuron, model[1].pool, model[2], model[3], model[4])
     x = spikes_in((10, 3, 2, 8, 8), 5)
+    with torch.no_grad():
+        expected = model(x)
+        assert torch.equal(expected, apart(x)) and expected.sum() > 0
+    check_all_backends(model, x, expected)
+    kinds = [n.KIND for _, n in compile_model(model, x).nodes()]
+    assert kinds == [n.KIND for _, n in compile_model(apart, x).nodes()] and "population" in kinds, kinds
+
+
+def test_fused_conv_lif_pool_lowers_as_its_modules() -> None:
+    """``ConvLIFMaxPool2d`` (one fused kernel in the model) compiles to the program of its modules
+    (a convolution, a neuron, a pooling), and every backend equals the model (dyadic weights: the
+    fused currents are exact)."""
+    model = dyadic_(nn.Sequential(ConvLIFMaxPool2d(nn.Conv2d(2, 4, 3, padding=1), LIF(beta=0.75), 2),
+                                  nn.Flatten(2), nn.Linear(64, 5), LIF(beta=0.5)), 6, spread=128).eval()
+    block = model[0]
+    apart = nn.Sequential(block.conv, block.neuron, block.lif_pool.pool, model[1], model[2], model[3])
+    x = spikes_in((10, 3, 2, 8, 8), 9)
     with torch.no_grad():
         expected = model(x)
         assert torch.equal(expected, apart(x)) and expected.sum() > 0
