@@ -45,9 +45,15 @@ from spike.kernels.lif_cpu import (
 from spike.kernels.lif_pool_cpu import _pool_row, _unpool_row
 from spike.kernels.max_pool import VEC, _lanes_below, _masked_op, kernel_supported
 
-__all__ = ["MAX_CONV_KERNEL", "Kernels", "kernels", "planes_per_item"]
+__all__ = ["MAX_CONV_KERNEL", "Kernels", "kernels", "planes_per_item", "slack"]
 
 MAX_CONV_KERNEL = 7  # conv kernel sides 1..7 (the loops over taps are unrolled per size)
+
+
+def slack(wp: int) -> int:
+    """Floats a flat padded input must hold past its last plane for the unmasked row loads of
+    :func:`_conv_plane` and :func:`_plane_grads`: one row of ``wp`` and two vectors."""
+    return wp + 2 * VEC
 
 
 def planes_per_item(planes: int, plane: int) -> int:
@@ -84,10 +90,11 @@ def _conv_plane(typingctx, out, o, inp, i0, hp, wp, cin, w, w0, bias, ho, wo, ck
     for ``y < ho``, ``x < wo``, the taps ``(ci, ky, kx)`` in order at ``inp[i0 + (ci*hp + y + ky)*wp
     + kx + x]`` with weight ``w[w0 + (ci*ckh + ky)*ckw + kx]``; each product rounded, then added
     (no fused multiply-add). Two rows by two vectors of ``VEC`` columns at a time, their sums in
-    registers over the taps (four independent chains); masked loads and stores keep to the row.
-    1-D float32 C arrays, int64 offsets, ``ckh``, ``ckw`` compile-time constants. (Updating the row
-    in memory tap after tap runs at the speed of store-to-load forwarding, and LLVM's own
-    vectorised loop needs 64 iterations: a 28-wide row would run scalar.)"""
+    registers over the taps (four independent chains); the stores are masked to the row, the loads
+    are not (a quarter faster): ``inp`` must hold :func:`slack` floats past its last plane (their
+    lanes are never stored). 1-D float32 C arrays, int64 offsets, ``ckh``, ``ckw`` compile-time
+    constants. (Updating the row in memory tap after tap runs at the speed of store-to-load
+    forwarding, and LLVM's own vectorised loop needs 64 iterations: a 28-wide row would run scalar.)"""
     if not (isinstance(ckh, types.IntegerLiteral) and isinstance(ckw, types.IntegerLiteral)):
         return None
     CKH, CKW = ckh.literal_value, ckw.literal_value
@@ -125,8 +132,7 @@ def _conv_plane(typingctx, out, o, inp, i0, hp, wp, cin, w, w0, bias, ho, wo, ck
                             wv = _splat(builder, builder.load(builder.gep(wci, [ir.Constant(i64, ky * CKW + kx)])), vf)
                             tap = builder.add(builder.mul(a_wp, ir.Constant(i64, ky)), ir.Constant(i64, kx))
                             for q in range(4):
-                                x = builder.call(load, [_vptr(builder, src, builder.add(offs[q], tap)), align, masks[q],
-                                                        undef])
+                                x = builder.load(_vptr(builder, src, builder.add(offs[q], tap)), align=4)
                                 vals[q] = builder.fadd(vals[q], builder.fmul(wv, x))
                     for q in range(4):
                         builder.store(vals[q], accs[q])
@@ -148,7 +154,9 @@ def _plane_grads(typingctx, gw, gw0, gb, gb0, g, g0, inp, i0, hp, wp, ci, ho, wo
     + y + ky)*wp + kx + x]`` and, when ``ci == 0``, ``gb[gb0 + x] += sum_y g[g0 + y*wo + x]``
     (``x < wo``). Per pair of ``VEC``-column vectors, the ``ckh*ckw`` (+1) sums run over ``y`` in
     order in registers (independent chains), each product rounded, then added, and are added to the
-    accumulators once. 1-D float32 C arrays, int64 offsets, ``ckh``, ``ckw`` compile-time constants."""
+    accumulators once (masked to the row). Unmasked loads: ``g`` must hold ``2*VEC`` floats past its
+    last plane and ``inp`` :func:`slack` floats past its own. 1-D float32 C arrays, int64 offsets,
+    ``ckh``, ``ckw`` compile-time constants."""
     if not (isinstance(ckh, types.IntegerLiteral) and isinstance(ckw, types.IntegerLiteral)):
         return None
     CKH, CKW = ckh.literal_value, ckw.literal_value
@@ -177,14 +185,13 @@ def _plane_grads(typingctx, gw, gw0, gb, gb0, g, g0, inp, i0, hp, wp, ci, ho, wo
                 first = builder.icmp_signed("==", y, ir.Constant(i64, 0))
                 for k in range(2):
                     col = builder.add(j, ir.Constant(i64, VEC * k))
-                    gv = builder.call(load, [_vptr(builder, pg, builder.add(builder.mul(y, a_wo), col)), align, masks[k],
-                                             undef])
+                    gv = builder.load(_vptr(builder, pg, builder.add(builder.mul(y, a_wo), col)), align=4)
                     for tp in range(ntap):
                         if tp < CKH * CKW:
                             ky, kx = divmod(tp, CKW)
                             off = builder.add(builder.add(builder.mul(builder.add(y, ir.Constant(i64, ky)), a_wp), col),
                                               ir.Constant(i64, kx))
-                            term = builder.fmul(gv, builder.call(load, [_vptr(builder, pin, off), align, masks[k], undef]))
+                            term = builder.fmul(gv, builder.load(_vptr(builder, pin, off), align=4))
                         else:
                             term = gv
                         prev = builder.load(accs[tp][k])
@@ -252,12 +259,14 @@ def kernels(kh: int, kw: int, ckh: int, ckw: int) -> Kernels:
     """The fused kernels for ``kh x kw`` pooling windows (stride = window) after a ``ckh x ckw``
     convolution (compiled on first use, then from Numba's cache):
 
-    * ``forward(inp, w, bias, beta, thr, alpha, params, reset, delay, ge, cuba, y, q, ckv, cki, K,
-      cout, ppi)``: the LIF arguments as :func:`spike.kernels.lif_cpu.lif_forward`; pooled spikes
+    * ``forward(inp, flat, w, bias, beta, thr, alpha, params, reset, delay, ge, cuba, y, q, ckv, cki,
+      K, cout, ppi)``: ``inp`` the padded input ``[T, B, Cin, Hp, Wp]``, a view of the start of
+      ``flat`` (1-D, :func:`slack` floats longer); the LIF arguments as
+      :func:`spike.kernels.lif_cpu.lif_forward`; pooled spikes
       to ``y`` and argmax to ``q`` (``[T, B*Cout*(Ho//kh)*(Wo//kw)]``), ``ppi`` planes per work item
       (:func:`planes_per_item`);
-    * ``backward(inp, w, bias, beta, thr, alpha, params, reset, delay, ge, cuba, nd, sid, gy, gy_tstep,
-      q, ckv, cki, K, dw, dbias, dwp, dbp, dbeta, dthr, dalpha, full, cout, ppi)``: as
+    * ``backward(inp, flat, w, bias, beta, thr, alpha, params, reset, delay, ge, cuba, nd, sid, gy,
+      gy_tstep, q, ckv, cki, K, dw, dbias, dwp, dbp, dbeta, dthr, dalpha, full, cout, ppi)``: as
       :func:`spike.kernels.lif_cpu.lif_backward` with the pooled spikes' gradient ``gy``; writes
       ``dw`` (``w``'s shape) and ``dbias`` (``[Cout]``), with ``dwp`` (``[items, Cout, Cin, KH,
       KW]``) and ``dbp`` (``[items, Cout]``) the per-item partial sums.
@@ -270,7 +279,7 @@ def kernels(kh: int, kw: int, ckh: int, ckw: int) -> Kernels:
     KH, KW, CKH, CKW = int(kh), int(kw), int(ckh), int(ckw)
 
     @njit(cache=True, parallel=True, error_model="numpy")
-    def forward(inp, w, bias, beta, thr, alpha, params, reset, delay, ge, cuba, y, q, ckv, cki, K, cout, ppi):
+    def forward(inp, flat, w, bias, beta, thr, alpha, params, reset, delay, ge, cuba, y, q, ckv, cki, K, cout, ppi):
         T = inp.shape[0]
         M = ckv.shape[1]
         ho = inp.shape[3] - CKH + 1
@@ -280,7 +289,6 @@ def kernels(kh: int, kw: int, ckh: int, ckw: int) -> Kernels:
         oplane = (ho // KH) * (wo // KW)
         P = M // plane
         B = inp.shape[1]
-        flat = inp.reshape(inp.size)
         wf = w.reshape(w.size)
         for b in prange((P + ppi - 1) // ppi):
             j0, j1, n, bb, tb, ab = _work_item(b, ppi * plane, M, beta, thr, alpha, cuba)
@@ -295,8 +303,8 @@ def kernels(kh: int, kw: int, ckh: int, ckw: int) -> Kernels:
                 _checkpoint(t, T, K, v, ibuf, ckv, cki, j0, j1, n, cuba)
 
     @njit(cache=True, parallel=True, error_model="numpy")
-    def backward(inp, w, bias, beta, thr, alpha, params, reset, delay, ge, cuba, nd, sid, gy, gy_tstep, q, ckv, cki,
-                 K, dw, dbias, dwp, dbp, dbeta, dthr, dalpha, full, cout, ppi):
+    def backward(inp, flat, w, bias, beta, thr, alpha, params, reset, delay, ge, cuba, nd, sid, gy, gy_tstep, q, ckv,
+                 cki, K, dw, dbias, dwp, dbp, dbeta, dthr, dalpha, full, cout, ppi):
         T = inp.shape[0]
         cin = inp.shape[2]
         M = ckv.shape[1]
@@ -311,13 +319,12 @@ def kernels(kh: int, kw: int, ckh: int, ckw: int) -> Kernels:
         nq = (T + K - 1) // K
         items = (P + ppi - 1) // ppi
         B = inp.shape[1]
-        flat = inp.reshape(inp.size)
         wf = w.reshape(w.size)
         for b in prange(items):
             j0, j1, n, bb, tb, ab = _work_item(b, ppi * plane, M, beta, thr, alpha, cuba)
             V, H, I, dc, gnext, gi, acc = _backward_buffers(inp, n, K, delay, cuba)
             xr = np.empty(n, dtype=inp.dtype)
-            g = np.empty(n, dtype=inp.dtype)
+            g = np.empty(n + 2 * VEC, dtype=inp.dtype)
             gsrow = np.empty(n, dtype=inp.dtype)
             gvrow = np.zeros(n, dtype=inp.dtype)  # the membrane is no output: its gradient is zero
             gw = np.zeros(cout * cin * CKH * CKW * wo, dtype=inp.dtype)

@@ -27,7 +27,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from spike import surrogate as _sg
@@ -524,15 +523,16 @@ def lif_max_pool2d(x: torch.Tensor, beta, threshold, kernel_size, *, alpha=None,
 
 
 class ConvLIFMaxPoolFunction(torch.autograd.Function):
-    """``y = ConvLIFMaxPoolFunction.apply(inp, weight, bias, beta, thr, alpha, cfg, kernel)``: the
+    """``y = ConvLIFMaxPoolFunction.apply(inp, flat, weight, bias, beta, thr, alpha, cfg, kernel)``: the
     pooled spikes of :class:`LIFMaxPoolFunction` on the currents ``conv2d(inp[t], weight, bias)``
-    (stride 1, no padding: ``inp[T, B, Cin, Hp, Wp]`` is padded already), all in one pass on
+    (stride 1, no padding: ``inp[T, B, Cin, Hp, Wp]`` is padded already, a view of the start of the
+    1-D ``flat``, :func:`~spike.kernels.conv_lif_pool_cpu.slack` floats longer), all in one pass on
     :mod:`spike.kernels.conv_lif_pool_cpu`: ``y[T, B*Cout*(Ho//kh)*(Wo//kw)]``. ``bias`` may be None.
     Gradients for the weight, the bias and the neuron's parameters; none for ``inp`` (it must not
     need one). Float32 CPU."""
 
     @staticmethod
-    def forward(ctx, inp, weight, bias, beta, thr, alpha, cfg, kernel):  # type: ignore[override]
+    def forward(ctx, inp, flat, weight, bias, beta, thr, alpha, cfg, kernel):  # type: ignore[override]
         ctx.set_materialize_grads(False)
         T, B, _, hp, wp = inp.shape
         cout, _, ckh, ckw = weight.shape
@@ -546,22 +546,22 @@ class ConvLIFMaxPoolFunction(torch.autograd.Function):
         ckv, cki = _new_checkpoints(inp, cuba, M)
         ppi = CLP.planes_per_item(B * cout, ho * wo)
         head = _cpu_head(inp, beta, thr, alpha, cfg, M=M)
-        CLP.kernels(kh, kw, ckh, ckw).forward(head[0], w.numpy(), b.numpy(), *head[1:], y.numpy(), q.numpy(),
+        CLP.kernels(kh, kw, ckh, ckw).forward(head[0], flat.numpy(), w.numpy(), b.numpy(), *head[1:], y.numpy(), q.numpy(),
                                               *_cpu_checkpoints(inp, ckv, cki), cout, ppi)
         ctx.cfg, ctx.cuba, ctx.kernel, ctx.ppi, ctx.has_bias = cfg, cuba, kernel, ppi, bias is not None
-        ctx.save_for_backward(inp, w, b, beta, thr, alpha, ckv, cki, q)
+        ctx.save_for_backward(inp, flat, w, b, beta, thr, alpha, ckv, cki, q)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gy):  # type: ignore[override]
-        inp, w, b, beta, thr, alpha, ckv, cki, q = ctx.saved_tensors
+        inp, flat, w, b, beta, thr, alpha, ckv, cki, q = ctx.saved_tensors
         if gy is None:
-            return (None,) * 8
+            return (None,) * 9
         cuba, need = ctx.cuba, ctx.needs_input_grad
         T, M = inp.shape[0], ckv.shape[1]
         cout, ckh, ckw = w.shape[0], w.shape[2], w.shape[3]
-        full = need[3] or need[4] or (cuba and need[5])
+        full = need[4] or need[5] or (cuba and need[6])
         gy_r, gy_st = _grad_rows(gy.to(inp.dtype), T, q.shape[1], inp)
         items = -(-(M // ((inp.shape[3] - ckh + 1) * (inp.shape[4] - ckw + 1))) // ctx.ppi)
         dw, db = torch.empty_like(w), inp.new_empty(cout)
@@ -571,11 +571,12 @@ class ConvLIFMaxPoolFunction(torch.autograd.Function):
         dalpha = inp.new_empty((npg,)) if cuba else None
         head = _cpu_head(inp, beta, thr, alpha, cfg=ctx.cfg, adjoint=True, M=M)
         CLP.kernels(*ctx.kernel, ckh, ckw).backward(
-            head[0], w.numpy(), b.numpy(), *head[1:], gy_r.numpy(), gy_st, q.numpy(), *_cpu_checkpoints(inp, ckv, cki),
+            head[0], flat.numpy(), w.numpy(), b.numpy(), *head[1:], gy_r.numpy(), gy_st, q.numpy(),
+            *_cpu_checkpoints(inp, ckv, cki),
             dw.numpy(), db.numpy(), dwp.numpy(), dbp.numpy(), *_cpu_grads(inp, dw, dbeta, dthr, dalpha)[1:], int(full),
             cout, ctx.ppi)
-        _, gbeta, gthr, galpha = _input_grads((False, *need[3:6]), full, cuba, beta, thr, M, None, dbeta, dthr, dalpha)
-        return (None, dw if need[1] else None, db if (need[2] and ctx.has_bias) else None, gbeta, gthr, galpha,
+        _, gbeta, gthr, galpha = _input_grads((False, *need[4:7]), full, cuba, beta, thr, M, None, dbeta, dthr, dalpha)
+        return (None, None, dw if need[2] else None, db if (need[3] and ctx.has_bias) else None, gbeta, gthr, galpha,
                 None, None)
 
 
@@ -611,15 +612,19 @@ def conv_lif_max_pool2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tenso
                          f"at least one {pair(kernel_size)} window, outside autocast; got x {x.dtype} {x.device} "
                          f"{list(x.shape)}, weight {weight.dtype} {list(weight.shape)}, padding {padding}")
     ph, pw = pair(padding)
-    xp = F.pad(x, (pw, pw, ph, ph)) if (ph or pw) else x.contiguous()
-    T, B = x.shape[:2]
+    T, B, cin, h, w = x.shape
+    hp, wp = h + 2 * ph, w + 2 * pw
+    n = T * B * cin * hp * wp
+    flat = x.new_zeros(n + CLP.slack(wp))  # the padded input, then room for unmasked row loads
+    xp = flat[:n].view(T, B, cin, hp, wp)
+    xp[..., ph:ph + h, pw:pw + w] = x
     cout = weight.shape[0]
-    ho, wo = xp.shape[3] - weight.shape[2] + 1, xp.shape[4] - weight.shape[3] + 1
+    ho, wo = hp - weight.shape[2] + 1, wp - weight.shape[3] + 1
     cfg = make_config(gain=gain, reset=reset, reset_delay=reset_delay, fire_ge=fire_ge,
                       detach_reset=detach_reset, surrogate=surrogate)
     params = _neuron_params(torch.Size((B, cout, ho, wo)), xp, beta, threshold, alpha)
     kh, kw = pair(kernel_size)
-    y = ConvLIFMaxPoolFunction.apply(xp, weight, bias, *params, cfg, (kh, kw))
+    y = ConvLIFMaxPoolFunction.apply(xp, flat, weight, bias, *params, cfg, (kh, kw))
     return y.reshape(T, B, cout, ho // kh, wo // kw)
 
 
