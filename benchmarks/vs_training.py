@@ -39,13 +39,17 @@ Our side is our LIF and our ``spike.layers.SpikeLinear`` (``SpikingMLP``'s layer
 layer): a Linear that, on binary input, adds one weight row per input spike (forward) and one
 gradient row per spike (weight gradient) instead of running the GEMM; it stays dense for fewer than
 128 outputs (the MLP's and the CNN's 10-way output layers), for inputs denser than 0.3, and for
-non-binary inputs (see its docstring). The convolutions are torch's, as every peer's. Each of our
-CNN's LIF -> max pool pairs is one ``spike.layers.LIFMaxPool2d`` (the neuron and
-``TimeDistributed(spike.layers.MaxPool2d(2))``, run as one fused kernel: each step's spikes are
-pooled in cache as they are made and never written full size; the same values and gradients as the
-two modules bit for bit); the peers pool with torch's ``nn.MaxPool2d`` (SpikingJelly's
-``layer.MaxPool2d`` wraps it). ``floor`` and ``floor_event`` are built from our network with every
-LIF replaced, so they pool on our ``MaxPool2d`` (the Numba pooling kernels, apart from the neuron).
+non-binary inputs (see its docstring). Our CNN's first block is one ``spike.layers.ConvLIFMaxPool2d``
+(the convolution, the neuron and ``TimeDistributed(spike.layers.MaxPool2d(2))`` in one kernel: each
+step's currents are computed in cache from the input and its spikes pooled as they are made, the
+currents and spikes never written full size; the backward sums the weight and bias gradients in
+cache; the currents are summed in an order of its own, so the same as the modules within float32
+rounding). Its second convolution is torch's, as every peer's, and the LIF -> max pool pair after
+it is one ``spike.layers.LIFMaxPool2d`` (the neuron and the pooling as one fused kernel, the same
+values and gradients as the two modules bit for bit); the peers pool with torch's ``nn.MaxPool2d``
+(SpikingJelly's ``layer.MaxPool2d`` wraps it). ``floor`` and ``floor_event`` are built from our
+network with every LIF replaced, so they run torch's convolutions and pool on our ``MaxPool2d``
+(the Numba pooling kernels, apart from the neuron).
 ``--event off`` makes every SpikeLinear dense (the previous design) for a before/after comparison.
 
 Allocator: glibc's malloc serves a large tensor from a fresh ``mmap`` (or trims the freed top of
@@ -60,8 +64,9 @@ keeps glibc's heuristics. Each contender's page faults per timed step are report
 
 The spike check runs every contender forward on one batch with identical weights and compares the
 spikes of every LIF layer with ours (same semantics; the hooks that record them make our
-``LIFMaxPool2d`` run as two modules, and the check also requires our output to be the same fused,
-``fused_equal``): snnTorch must agree exactly; SpikingJelly's
+``ConvLIFMaxPool2d`` and ``LIFMaxPool2d`` run as their modules, and the check also requires our
+output to be the same fused, ``fused_equal``: at these sizes and seeds the fused currents' rounding
+flips no spike): snnTorch must agree exactly; SpikingJelly's
 and Norse's charge rounds differently from ``beta*v + gain*x`` (see the table), so a membrane
 within an ulp of threshold may fire in one and not the other: the fraction of equal spikes is
 reported and must be >= ``--min-equal`` (0.999). Our event-driven layers also sum a row in another
@@ -229,7 +234,7 @@ def build(lib: str, cfg: dict, event: str = "auto") -> Net:
     ``SpikeLinear``). ``event``: ``SpikeLinear``'s mode in our networks."""
     if lib in ("floor", "floor_event"):  # the same layers, loss and Adam, every LIF a stateless step
         net = build("ours:snntorch", cfg, event="off" if lib == "floor" else "auto")
-        swap = {id(n) for n in net.neurons}  # children of the MLP, the Sequential or a LIFMaxPool2d
+        swap = {id(n) for n in net.neurons}  # children of the MLP, the Sequential or a fused block
         for parent in list(net.model.modules()):
             for name, child in list(parent.named_children()):
                 if id(child) in swap:
@@ -320,8 +325,8 @@ def gain_weights(net: Net, gain: float) -> None:
 
 
 def layer_spikes(net: Net, x) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """Every LIF layer's spikes and the output. The hooks make a ``LIFMaxPool2d`` run its neuron
-    and pooling as two modules (the LIF's full-size spikes exist only there)."""
+    """Every LIF layer's spikes and the output. The hooks make a ``ConvLIFMaxPool2d`` or
+    ``LIFMaxPool2d`` run as its modules (the LIF's full-size spikes exist only there)."""
     got: list[torch.Tensor] = []
     hooks = [n.register_forward_hook(lambda _m, _i, o: got.append(o.detach().clone())) for n in net.neurons]
     try:
