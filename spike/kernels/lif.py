@@ -10,9 +10,10 @@ flattens ``x[T, ...]`` to ``[T, M]``, expands the per-neuron parameters to ``[M]
   (torch ops, same formulas, the reference).
 
 Semantics and the adjoint recursion are documented in :mod:`spike.kernels.lif_cpu`. On CPU the
-backward does not keep the membrane: the forward stores the state every ``CKPT_EVERY`` steps and
-the backward recomputes each segment (bit-identical) in cache, so a layer keeps only its input
-plus ``T*M/16`` floats for backward (the CUDA backward recomputes into scratch memory). Incoming
+backward does not keep the membrane: the forward stores the state every ``K`` steps
+(:func:`spike.kernels.lif_cpu.ckpt_every`: 16, more for narrow layers) and the backward recomputes
+each segment (bit-identical) in cache, so a layer keeps only its input plus ``T*M/K`` floats for
+backward (the CUDA backward recomputes into scratch memory). Incoming
 gradients that are constant over time (e.g. from ``spikes.sum()``) are passed as one row, never
 materialised; an unused output's gradient is None (``set_materialize_grads(False)``).
 
@@ -315,13 +316,16 @@ def _cpu_head(x: torch.Tensor, beta: torch.Tensor, thr: torch.Tensor, alpha: tor
 def _new_checkpoints(x: torch.Tensor, cuba: bool, M: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Empty ``ckv`` (and, with a synaptic current, ``cki``) rows for the CPU forward kernels
     (``M`` neurons: ``x.shape[1]`` unless given)."""
-    shape = (K.n_ckpt(x.shape[0]), x.shape[1] if M is None else M)
+    M = x.shape[1] if M is None else M
+    shape = (K.n_ckpt(x.shape[0], K.ckpt_every(M, x.element_size())), M)
     return _empty_big(x, shape), (_empty_big(x, shape) if cuba else None)
 
 
 def _cpu_checkpoints(x: torch.Tensor, ckv: torch.Tensor, cki: torch.Tensor | None) -> tuple:
-    """The kernels' ``(ckv, cki, K)`` arguments (``cki`` a dummy without a synaptic current)."""
-    return ckv.numpy(), (cki.numpy() if cki is not None else np.empty((1, 1), _NUMPY_DTYPES[x.dtype])), K.CKPT_EVERY
+    """The kernels' ``(ckv, cki, K)`` arguments (``cki`` a dummy without a synaptic current; ``K`` as
+    :func:`_new_checkpoints` chose it)."""
+    dummy = np.empty((1, 1), _NUMPY_DTYPES[x.dtype])
+    return ckv.numpy(), (cki.numpy() if cki is not None else dummy), K.ckpt_every(ckv.shape[1], ckv.element_size())
 
 
 def _cpu_grads(x: torch.Tensor, dx, dbeta, dthr, dalpha) -> tuple:

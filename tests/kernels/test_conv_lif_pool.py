@@ -17,13 +17,15 @@ from spike.neurons import CubaLIF, LIF
 
 from helpers.models import dyadic_, spikes_in
 
+pytestmark = pytest.mark.usefixtures("short_segments")  # several checkpoint segments (conftest)
+
 # (neuron factory, conv factory, input shape [T, B, Cin, H, W], pooling window): the snnTorch
-# neuron; SpikingJelly-like settings with no conv bias, two input channels and rows and columns
+# neuron over two checkpoint segments; SpikingJelly-like settings with no conv bias, two input channels and rows and columns
 # that belong to no window; a synaptic current with learnable per-neuron parameters and a
 # non-square kernel and padding. (Each kernel size and parameter layout is a compilation of its
 # own: the cases share what they can.)
 CASES = [
-    (lambda: LIF(0.75), lambda: nn.Conv2d(1, 4, 3, padding=1), (6, 3, 1, 10, 10), 2),
+    (lambda: LIF(0.75), lambda: nn.Conv2d(1, 4, 3, padding=1), (20, 3, 1, 10, 10), 2),
     (lambda: LIF(0.5, reset="zero", reset_delay=False, fire_ge=True, detach_reset=False, surrogate="fast_sigmoid"),
      lambda: nn.Conv2d(2, 3, 3, padding=1, bias=False), (5, 2, 2, 9, 11), 2),
     (lambda: CubaLIF(0.5, 0.75, 1.0, reset="none", learn_beta=True, learn_threshold=True, shape=(3, 6, 8)),
@@ -141,7 +143,7 @@ def test_calls_the_kernel_does_not_take_run_the_modules() -> None:
         assert torch.equal(block(x), block.lif_pool(block.conv(x)))
     finally:
         h.remove()
-    assert seen and seen[0] == (6 * 3, 4, 10, 10)
+    assert seen and seen[0] == (20 * 3, 4, 10, 10)
 
     strided = ConvLIFMaxPool2d(nn.Conv2d(1, 4, 3, stride=2, padding=1), LIF(0.75), 2)
     assert strided.conv_padding() is None

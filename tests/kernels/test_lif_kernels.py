@@ -13,6 +13,8 @@ import torch
 from spike.kernels import lif_cpu as K
 from spike.kernels.lif import LIFFunction, lif_multistep, make_config
 
+pytestmark = pytest.mark.usefixtures("short_segments")  # several checkpoint segments (conftest)
+
 SURR = {
     "atan": lambda u, p: p / 2 / (1 + (math.pi / 2 * p * u) ** 2),
     "fast_sigmoid": lambda u, p: 1 / (p * u.abs() + 1) ** 2,
@@ -314,3 +316,17 @@ def test_buffer_cache_eviction_and_cap():
     assert c.get((1 << 21,), torch.float32) is None  # larger than the cap
     del b, big
     assert c.get((1 << 18,), torch.float32) is not None
+
+
+def test_checkpoint_interval_leaves_results_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A narrow layer recomputes in longer segments (``ckpt_every``) than ``CKPT_EVERY``: the same
+    spikes, membranes and gradients bit for bit (the recomputation repeats the forward)."""
+    x, beta, thr, alpha, ws, wm = _inputs(4, dtype=torch.float32)
+    runs = []
+    for segment_bytes in (0, 4 << 20):
+        monkeypatch.setattr(K, "SEGMENT_BYTES", segment_bytes)
+        xs, bs, ts = (t.clone().requires_grad_() for t in (x, beta, thr))
+        s, m = lif_multistep(xs, bs, ts, alpha=alpha, return_mem=True, reset="zero")
+        runs.append((s, m, *torch.autograd.grad((s * ws + m * wm).sum(), (xs, bs, ts))))
+    assert K.ckpt_every(B * N, 4) > T > K.CKPT_EVERY  # one segment against three
+    assert all(torch.equal(a, b) for a, b in zip(*runs)) and runs[0][2].abs().sum() > 0

@@ -12,6 +12,8 @@ from spike.kernels.lif import lif_max_pool2d
 from spike.layers import LIFMaxPool2d, TimeDistributed as TD
 from spike.neurons import IF, LI, CubaLIF, LIF
 
+pytestmark = pytest.mark.usefixtures("short_segments")  # several checkpoint segments (conftest)
+
 # (neuron factory, input shape [T, B, C, H, W], window): every reset, delay, firing, detach and
 # surrogate setting of the kernels, a synaptic current, learnable per-neuron parameters, odd sizes
 # (rows and columns that belong to no window), a non-square window and one window per plane.
