@@ -239,7 +239,7 @@ class ConvLIFMaxPool2d(nn.Module):
     when :meth:`spike.neurons.LIF.conv_max_pool2d` takes the call (multi-step, no membrane output;
     a float32 CPU input that needs no gradient, as a network's input) and the convolution is a plain
     ``nn.Conv2d`` with stride 1, dilation 1, one group, zero padding of fewer than its kernel size
-    (integers) and a kernel of 1..7 per side: each step's currents are computed in cache from the
+    (or ``"valid"``, or ``"same"`` with odd sides) and a kernel of 1..7 per side: each step's currents are computed in cache from the
     input, fed to the neuron and its spikes pooled, so neither the ``[T, B, Cout, H, W]`` currents
     nor their gradient are written to memory; the backward recomputes them and adds up the weight
     and bias gradients in cache (on the CNN of ``benchmarks/vs_training.py``, 2-core AMD EPYC, one
@@ -264,11 +264,17 @@ class ConvLIFMaxPool2d(nn.Module):
         return self.lif_pool.neuron
 
     def conv_padding(self) -> tuple[int, int] | None:
-        """The convolution's padding if the fused kernel computes it (see above), else None."""
+        """The convolution's padding if the fused kernel computes it (see above; ``"valid"``, and
+        ``"same"`` with odd kernel sides, are symmetric paddings too), else None."""
         c = self.conv.module
         if (type(c) is not nn.Conv2d or tuple(c.stride) != (1, 1) or tuple(c.dilation) != (1, 1) or c.groups != 1
-                or c.padding_mode != "zeros" or isinstance(c.padding, str)):
+                or c.padding_mode != "zeros"):
             return None
+        if c.padding == "valid":
+            return 0, 0
+        if c.padding == "same":
+            kh, kw = c.kernel_size
+            return (kh // 2, kw // 2) if kh % 2 and kw % 2 else None  # an even side pads unevenly
         return int(c.padding[0]), int(c.padding[1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -152,6 +152,22 @@ def test_calls_the_kernel_does_not_take_run_the_modules() -> None:
     assert y64.dtype == torch.float64 and torch.equal(y64, block.lif_pool(block.conv(x.double())))
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's, on the even case
+def test_string_paddings() -> None:
+    """``"same"`` (odd kernel sides) and ``"valid"`` run fused, as their symmetric paddings; ``"same"``
+    with an even side pads unevenly and runs the modules."""
+    x = spikes_in(CASES[0][2], 2)
+    for padding, fused in (("same", (1, 1)), ("valid", (0, 0))):
+        block = ConvLIFMaxPool2d(nn.Conv2d(1, 4, 3, padding=padding), LIF(0.75), 2)
+        dyadic_(block.conv, 1, spread=160)
+        assert block.conv_padding() == fused
+        y = block(x)
+        assert type(y.grad_fn.next_functions[0][0]).__name__ == "ConvLIFMaxPoolFunctionBackward"
+        assert torch.equal(y, block.lif_pool(block.conv(x)))
+    even = ConvLIFMaxPool2d(nn.Conv2d(1, 4, (3, 2), padding="same"), LIF(0.75), 2)
+    assert even.conv_padding() is None and torch.equal(even(x), even.lif_pool(even.conv(x)))
+
+
 def test_bad_input_is_refused_with_its_shape() -> None:
     with pytest.raises(ValueError, match=r"conv_lif_max_pool2d: .*x \[T, B, Cin, H, W\].*\[4, 3, 8, 8\]"):
         conv_lif_max_pool2d(torch.zeros(4, 3, 8, 8), torch.zeros(2, 3, 3, 3), None, 1, 0.9, 1.0, 2)
