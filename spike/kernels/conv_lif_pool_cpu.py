@@ -39,10 +39,10 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from spike.kernels.lif_cpu import (
-    BLOCK, P_C0, P_C1, _adjoint_step, _backward_buffers, _checkpoint, _constants, _forward_buffers, _forward_step,
-    _parameter_sums, _recompute_step, _segment_start, _work_item,
+    BLOCK, _adjoint_step, _backward_buffers, _checkpoint, _constants, _forward_buffers, _forward_step, _parameter_sums,
+    _recompute_step, _segment_start, _work_item,
 )
-from spike.kernels.lif_pool_cpu import _pool_row, _unpool_row
+from spike.kernels.lif_pool_cpu import _backward_setup, _pool_row, _unpool_row
 from spike.kernels.max_pool import VEC, _lanes_below, _masked_op, kernel_supported
 
 __all__ = ["MAX_CONV_KERNEL", "Kernels", "kernels", "planes_per_item", "slack"]
@@ -305,20 +305,12 @@ def kernels(kh: int, kw: int, ckh: int, ckw: int) -> Kernels:
     @njit(cache=True, parallel=True, error_model="numpy")
     def backward(inp, flat, w, bias, beta, thr, alpha, params, reset, delay, ge, cuba, nd, sid, gy, gy_tstep, q, ckv,
                  cki, K, dw, dbias, dwp, dbp, dbeta, dthr, dalpha, full, cout, ppi):
-        T = inp.shape[0]
-        cin = inp.shape[2]
+        T, B, cin = inp.shape[0], inp.shape[1], inp.shape[2]
         M = ckv.shape[1]
         ho = inp.shape[3] - CKH + 1
         wo = inp.shape[4] - CKW + 1
-        cst = _constants(params, reset, ge)
-        adj = (nd != 0, sid, params[P_C0], params[P_C1])
-        lean = full == 0
-        plane = ho * wo
-        oplane = (ho // KH) * (wo // KW)
-        P = M // plane
-        nq = (T + K - 1) // K
-        items = (P + ppi - 1) // ppi
-        B = inp.shape[1]
+        cst, adj, lean, plane, oplane, items, nq = _backward_setup(params, reset, ge, nd, sid, full, T, M, K, ho, wo,
+                                                                   ppi, KH, KW)
         wf = w.reshape(w.size)
         for b in prange(items):
             j0, j1, n, bb, tb, ab = _work_item(b, ppi * plane, M, beta, thr, alpha, cuba)

@@ -83,6 +83,18 @@ def _unpool_row(gy, q, o0, gs, planes, h, w, KH, KW):
             gs[c] = zero
 
 
+@njit(cache=True, error_model="numpy")  # not inlined: parfors' array analysis trips on its nested tuple
+def _backward_setup(params, reset, ge, nd, sid, full, T, M, K, h, w, ppi, KH, KW):
+    """A pooled backward kernel's constants: ``(cst, adj, lean, plane, oplane, items, nq)``, the
+    LIF constants and adjoint switches (:func:`spike.kernels.lif_cpu.lif_backward`), the input and
+    pooled plane sizes of ``h x w`` planes and ``KH x KW`` windows, the work items of ``ppi`` planes
+    and the checkpoint segments of ``K`` steps."""
+    plane = h * w
+    items = (M // plane + ppi - 1) // ppi
+    return (_constants(params, reset, ge), (nd != 0, sid, params[P_C0], params[P_C1]), full == 0, plane,
+            (h // KH) * (w // KW), items, (T + K - 1) // K)
+
+
 class Kernels(NamedTuple):
     """The compiled kernels of one window size (arguments: see :func:`kernels`)."""
 
@@ -128,14 +140,9 @@ def kernels(kh: int, kw: int) -> Kernels:
     def backward(x, beta, thr, alpha, params, reset, delay, ge, cuba, nd, sid, gy, gy_tstep, q, ckv, cki, K,
                  dx, dbeta, dthr, dalpha, full, h, w, ppi):
         T, M = x.shape
-        cst = _constants(params, reset, ge)
-        adj = (nd != 0, sid, params[P_C0], params[P_C1])
-        lean = full == 0
-        plane = h * w
-        oplane = (h // KH) * (w // KW)
-        P = M // plane
-        nq = (T + K - 1) // K
-        for b in prange((P + ppi - 1) // ppi):
+        cst, adj, lean, plane, oplane, items, nq = _backward_setup(params, reset, ge, nd, sid, full, T, M, K, h, w,
+                                                                   ppi, KH, KW)
+        for b in prange(items):
             j0, j1, n, bb, tb, ab = _work_item(b, ppi * plane, M, beta, thr, alpha, cuba)
             V, H, I, dc, gnext, gi, acc = _backward_buffers(x, n, K, delay, cuba)
             gsrow = np.empty(n, dtype=x.dtype)

@@ -157,13 +157,7 @@ def test_fused_lif_pool_lowers_as_the_neuron_and_the_pooling() -> None:
     model = dyadic_(nn.Sequential(TD(nn.Conv2d(2, 4, 3, padding=1)), LIFMaxPool2d(LIF(beta=0.75), 2),
                                   nn.Flatten(2), nn.Linear(64, 5), LIF(beta=0.5)), 4, spread=128).eval()
     apart = nn.Sequential(model[0], model[1].neuron, model[1].pool, model[2], model[3], model[4])
-    x = spikes_in((10, 3, 2, 8, 8), 5)
-    with torch.no_grad():
-        expected = model(x)
-        assert torch.equal(expected, apart(x)) and expected.sum() > 0
-    check_all_backends(model, x, expected)
-    kinds = [n.KIND for _, n in compile_model(model, x).nodes()]
-    assert kinds == [n.KIND for _, n in compile_model(apart, x).nodes()] and "population" in kinds, kinds
+    _check_lowers_as_apart(model, apart, spikes_in((10, 3, 2, 8, 8), 5))
 
 
 def test_fused_conv_lif_pool_lowers_as_its_modules() -> None:
@@ -174,7 +168,12 @@ def test_fused_conv_lif_pool_lowers_as_its_modules() -> None:
                                   nn.Flatten(2), nn.Linear(64, 5), LIF(beta=0.5)), 6, spread=128).eval()
     block = model[0]
     apart = nn.Sequential(block.conv, block.neuron, block.lif_pool.pool, model[1], model[2], model[3])
-    x = spikes_in((10, 3, 2, 8, 8), 9)
+    _check_lowers_as_apart(model, apart, spikes_in((10, 3, 2, 8, 8), 9))
+
+
+def _check_lowers_as_apart(model: nn.Module, apart: nn.Module, x: torch.Tensor) -> None:
+    """``model`` (with a fused block) equals ``apart`` (its modules) and compiles to the same node
+    kinds, and every backend equals the model."""
     with torch.no_grad():
         expected = model(x)
         assert torch.equal(expected, apart(x)) and expected.sum() > 0

@@ -5,7 +5,6 @@ summation order with any weights, and its weight and bias gradients to a float64
 gradient of the currents that the modules give."""
 from __future__ import annotations
 
-import numba
 import numpy as np
 import pytest
 import torch
@@ -16,6 +15,7 @@ from spike.layers import ConvLIFMaxPool2d
 from spike.neurons import CubaLIF, LIF
 
 from helpers.models import dyadic_, spikes_in
+from helpers.threads import on_one_and_all_threads
 
 pytestmark = pytest.mark.usefixtures("short_segments")  # several checkpoint segments (conftest)
 
@@ -115,16 +115,12 @@ def test_threads_give_the_same_bits() -> None:
     """The gradient sums are grouped by a split of the planes that does not depend on the threads."""
     block = _block(0, dyadic=False)
     x = spikes_in((6, 40, 1, 10, 10), 3)
-    before = numba.get_num_threads()
-    out = []
-    try:
-        for n in (1, numba.config.NUMBA_NUM_THREADS):
-            numba.set_num_threads(n)
-            y = block(x)
-            out.append((y, *_grads(y, _params(block))))
-    finally:
-        numba.set_num_threads(before)
-    assert all(torch.equal(a, b) for a, b in zip(*out))
+
+    def run():
+        y = block(x)
+        return (y, *_grads(y, _params(block)))
+
+    assert all(torch.equal(a, b) for a, b in zip(*on_one_and_all_threads(run)))
 
 
 def test_calls_the_kernel_does_not_take_run_the_modules() -> None:

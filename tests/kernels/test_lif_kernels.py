@@ -13,6 +13,8 @@ import torch
 from spike.kernels import lif_cpu as K
 from spike.kernels.lif import LIFFunction, lif_multistep, make_config
 
+from helpers.threads import on_one_and_all_threads
+
 pytestmark = pytest.mark.usefixtures("short_segments")  # several checkpoint segments (conftest)
 
 SURR = {
@@ -262,21 +264,14 @@ def test_parameter_shape_errors():
 
 
 def test_parallel_blocks_equal_serial():
-    import numba
-
     x = torch.rand(40, 3, 700, dtype=torch.float64, generator=torch.Generator().manual_seed(11)) * 1.5
     xs = x.clone().requires_grad_(True)
-    nt = numba.get_num_threads()
-    res = []
-    for threads in sorted({1, min(2, numba.config.NUMBA_NUM_THREADS)}):
-        numba.set_num_threads(threads)
-        try:
-            s, m = lif_multistep(xs, 0.9, 1.0, return_mem=True)
-            res.append((s, m) + torch.autograd.grad((s * 2 + m).sum(), xs))
-        finally:
-            numba.set_num_threads(nt)
-    for a, b in zip(res[0], res[-1]):
-        assert torch.equal(a, b)
+
+    def run():
+        s, m = lif_multistep(xs, 0.9, 1.0, return_mem=True)
+        return (s, m) + torch.autograd.grad((s * 2 + m).sum(), xs)
+
+    assert all(torch.equal(a, b) for a, b in zip(*on_one_and_all_threads(run)))
 
 
 def test_output_buffers_reused_only_when_free():

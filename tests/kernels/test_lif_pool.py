@@ -3,7 +3,6 @@ the same neuron and pooling run as two modules (bit for bit: the same operations
 and against a naive per-step loop of torch ops followed by torch's ``nn.MaxPool2d``."""
 from __future__ import annotations
 
-import numba
 import pytest
 import torch
 from torch import nn
@@ -11,6 +10,8 @@ from torch import nn
 from spike.kernels.lif import lif_max_pool2d
 from spike.layers import LIFMaxPool2d, TimeDistributed as TD
 from spike.neurons import IF, LI, CubaLIF, LIF
+
+from helpers.threads import on_one_and_all_threads
 
 pytestmark = pytest.mark.usefixtures("short_segments")  # several checkpoint segments (conftest)
 
@@ -79,16 +80,12 @@ def test_threads_split_planes_alike() -> None:
     factory, shape, k = CASES[0]
     block = _block(factory(), k)
     x = (torch.randn(*shape) * 1.3).requires_grad_()
-    before = numba.get_num_threads()
-    out = []
-    try:
-        for n in (1, numba.config.NUMBA_NUM_THREADS):
-            numba.set_num_threads(n)
-            y = block(x)
-            out.append((y, *_grads(y, [x])))
-    finally:
-        numba.set_num_threads(before)
-    assert all(torch.equal(a, b) for a, b in zip(*out))
+
+    def run():
+        y = block(x)
+        return (y, *_grads(y, [x]))
+
+    assert all(torch.equal(a, b) for a, b in zip(*on_one_and_all_threads(run)))
 
 
 def test_constant_pooled_gradient_is_not_materialised() -> None:
