@@ -97,7 +97,7 @@ P_GAIN, P_C0, P_C1, P_ZERO, P_ONE = 0, 1, 2, 3, 4
 N_PARAMS = 5
 
 CKPT_EVERY = 16  # K: steps per checkpoint segment (at least; see ckpt_every)
-SEGMENT_BYTES = 4 << 20  # a backward segment's recomputed rows, K x work item, about this size
+SEGMENT_BYTES = 2 << 20  # a backward segment's recomputed rows, K x work item, about this size
 BLOCK = 65536  # neurons per work item (rows of 256 KiB in float32; wide rows stream best)
 
 
@@ -119,9 +119,10 @@ def ckpt_every(M: int, itemsize: int) -> int:
     """Steps per checkpoint segment ``K`` for ``M`` neurons of ``itemsize`` bytes: ``CKPT_EVERY``,
     or more where a work item is narrower than ``BLOCK``, so that the ``K`` rows a backward
     segment recomputes stay about ``SEGMENT_BYTES`` (fewer segments, whose rows the prefetcher
-    streams: fwd+bwd of 256 x 32 x T1000, 32 KiB rows, backward 0.67 -> 0.52 ns per neuron and
-    step at ``K`` = 128 against 16, 2-core AMD EPYC). The results do not depend on ``K``: the
-    recomputation repeats the forward's arithmetic."""
+    streams: fwd+bwd of 256 x 32 x T1000, 32 KiB rows, 9.2-9.4 -> 8.0 ms at ``K`` = 64 against 16,
+    one thread, 2-core AMD EPYC; 4 MiB segments, ``K`` = 128, gain little more and made a 512-wide
+    layer's larger buffers page-fault). The results do not depend on ``K``: the recomputation
+    repeats the forward's arithmetic."""
     return max(CKPT_EVERY, SEGMENT_BYTES // (itemsize * max(1, min(M, BLOCK))))
 
 
@@ -475,10 +476,12 @@ def _bwd_syn_row(dc, alpha, ip, gi, dx, acc_a, n):
 def _backward_buffers(x, n, K, delay, cuba):
     """A backward work item's buffers: ``V`` (``V[u+1] = v_{t0+u}``, ``V[0] = v_{t0-1}``), ``H``
     (pre-reset h, delay=0), ``I`` (``I[u+1] = i_{t0+u}``), ``dc``, ``gnext`` (Gv_{t+1}, delay=1, or
-    Gh_{t+1}, delay=0), ``gi`` (Gi_{t+1}) and the parameter sums ``acc``."""
+    Gh_{t+1}, delay=0), ``gi`` (Gi_{t+1}) and the parameter sums ``acc``; rows for segments of
+    ``min(K, T)`` steps (``T = x.shape[0]``)."""
     dt = x.dtype
-    return (np.empty((K + 1, n), dtype=dt), np.empty((K if delay == 0 else 1, n), dtype=dt),
-            np.empty((K + 1 if cuba else 1, n), dtype=dt), np.empty(n, dtype=dt), np.zeros(n, dtype=dt),
+    k = min(K, x.shape[0])
+    return (np.empty((k + 1, n), dtype=dt), np.empty((k if delay == 0 else 1, n), dtype=dt),
+            np.empty((k + 1 if cuba else 1, n), dtype=dt), np.empty(n, dtype=dt), np.zeros(n, dtype=dt),
             np.zeros(n, dtype=dt), (np.zeros(n, dtype=dt), np.zeros(n, dtype=dt), np.zeros(n, dtype=dt)))
 
 
