@@ -330,8 +330,12 @@ def _cpu_checkpoints(x: torch.Tensor, ckv: torch.Tensor, cki: torch.Tensor | Non
 
 def _cpu_grads(x: torch.Tensor, dx, dbeta, dthr, dalpha) -> tuple:
     """The backward kernels' ``(dx, dbeta, dthr, dalpha)`` outputs (``dalpha`` a dummy without one)."""
-    return (dx.numpy(), dbeta.numpy(), dthr.numpy(),
-            dalpha.numpy() if dalpha is not None else np.zeros(1, _NUMPY_DTYPES[x.dtype]))
+    return (dx.numpy(), *_cpu_param_grads(x, dbeta, dthr, dalpha))
+
+
+def _cpu_param_grads(x: torch.Tensor, dbeta, dthr, dalpha) -> tuple:
+    """The backward kernels' ``(dbeta, dthr, dalpha)`` outputs (``dalpha`` a dummy without one)."""
+    return dbeta.numpy(), dthr.numpy(), dalpha.numpy() if dalpha is not None else np.zeros(1, _NUMPY_DTYPES[x.dtype])
 
 
 def _rows_bt(beta: torch.Tensor, thr: torch.Tensor, M: int):
@@ -553,6 +557,7 @@ class ConvLIFMaxPoolFunction(torch.autograd.Function):
         CLP.kernels(kh, kw, ckh, ckw).forward(head[0], flat.numpy(), w.numpy(), b.numpy(), *head[1:], y.numpy(), q.numpy(),
                                               *_cpu_checkpoints(inp, ckv, cki), cout, ppi)
         ctx.cfg, ctx.cuba, ctx.kernel, ctx.ppi, ctx.has_bias = cfg, cuba, kernel, ppi, bias is not None
+        ctx.items = -(-(B * cout) // ppi)
         ctx.save_for_backward(inp, flat, w, b, beta, thr, alpha, ckv, cki, q)
         return y
 
@@ -567,9 +572,8 @@ class ConvLIFMaxPoolFunction(torch.autograd.Function):
         cout, ckh, ckw = w.shape[0], w.shape[2], w.shape[3]
         full = need[4] or need[5] or (cuba and need[6])
         gy_r, gy_st = _grad_rows(gy.to(inp.dtype), T, q.shape[1], inp)
-        items = -(-(M // ((inp.shape[3] - ckh + 1) * (inp.shape[4] - ckw + 1))) // ctx.ppi)
         dw, db = torch.empty_like(w), inp.new_empty(cout)
-        dwp, dbp = inp.new_empty((items, *w.shape)), inp.new_empty((items, cout))
+        dwp, dbp = inp.new_empty((ctx.items, *w.shape)), inp.new_empty((ctx.items, cout))
         npg = M if full else 1
         dbeta, dthr = inp.new_empty((npg,)), inp.new_empty((npg,))
         dalpha = inp.new_empty((npg,)) if cuba else None
@@ -577,7 +581,7 @@ class ConvLIFMaxPoolFunction(torch.autograd.Function):
         CLP.kernels(*ctx.kernel, ckh, ckw).backward(
             head[0], flat.numpy(), w.numpy(), b.numpy(), *head[1:], gy_r.numpy(), gy_st, q.numpy(),
             *_cpu_checkpoints(inp, ckv, cki),
-            dw.numpy(), db.numpy(), dwp.numpy(), dbp.numpy(), *_cpu_grads(inp, dw, dbeta, dthr, dalpha)[1:], int(full),
+            dw.numpy(), db.numpy(), dwp.numpy(), dbp.numpy(), *_cpu_param_grads(inp, dbeta, dthr, dalpha), int(full),
             cout, ctx.ppi)
         _, gbeta, gthr, galpha = _input_grads((False, *need[4:7]), full, cuba, beta, thr, M, None, dbeta, dthr, dalpha)
         return (None, None, dw if need[2] else None, db if (need[3] and ctx.has_bias) else None, gbeta, gthr, galpha,
