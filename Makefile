@@ -31,7 +31,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/lint-imports --no-cache  # the layers of design §2 (contracts in pyproject.toml)
-	$(PY) -m pytest -q -n 2  # both cores (pytest-xdist)
+	$(PY) -m pytest -q -n 2 --dist loadfile  # both cores (pytest-xdist); a file's tests on one worker: Numba compiles its kernels once
 
 # NEST and Brian2 for benchmarks/vs_simulators.py (the [bench] extra; benchmark-only). The pins keep
 # numpy <2 and this machine's torch (no second torch); Brian2's standalone device compiles with g++.

@@ -22,5 +22,8 @@ settings.load_profile("suite")
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked ``late`` go last: each starts a fresh Python that would compile from cold every
     Numba kernel it runs; by then the rest of the suite has compiled them into the on-disk cache
-    (a cold suite on 2 cores spent about 200 s compiling in the CUDA-simulator check alone)."""
-    items.sort(key=lambda item: item.get_closest_marker("late") is not None)
+    (a cold suite on 2 cores spent about 200 s compiling in the CUDA-simulator check alone). The
+    files that hold one go last as a whole, so that ``make test``'s ``--dist loadfile`` (each file
+    on one worker) schedules them last too."""
+    late_files = {item.path for item in items if item.get_closest_marker("late")}
+    items.sort(key=lambda item: (item.path in late_files, item.get_closest_marker("late") is not None))
