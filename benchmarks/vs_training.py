@@ -50,7 +50,8 @@ values and gradients as the two modules bit for bit); the peers pool with torch'
 (SpikingJelly's ``layer.MaxPool2d`` wraps it). ``floor`` and ``floor_event`` are built from our
 network with every LIF replaced, so they run torch's convolutions and pool on our ``MaxPool2d``
 (the Numba pooling kernels, apart from the neuron).
-``--event off`` makes every SpikeLinear dense (the previous design) for a before/after comparison.
+``--event off`` makes every SpikeLinear and SpikeConv2d dense (the previous design) for a
+before/after comparison.
 
 Allocator: glibc's malloc serves a large tensor from a fresh ``mmap`` (or trims the freed top of
 its heap back to the kernel), so the next allocation of that size page-faults its memory in again.
@@ -80,7 +81,7 @@ still agrees exactly with all three peers, and snnTorch is still required to.
 ``floor`` times the same step with every LIF replaced by a stateless ``H(x - 1)`` with a
 straight-through gradient and every layer dense as the peers' (layers, loss and Adam, plus one
 elementwise pass each way): ``fastest peer / floor`` bounds the ratio any neuron implementation
-could reach with dense layers. ``floor_event`` is the same with our event-driven SpikeLinear:
+could reach with dense layers. ``floor_event`` is the same with our event-driven SpikeLinear and SpikeConv2d:
 ``fastest peer / floor_event`` bounds what our neuron kernels could reach on top of it. Both keep
 the pooling apart from the (stateless) neuron, so a fused neuron and pooling (our CNN) can pass them.
 
@@ -109,7 +110,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spike.layers import ConvLIFMaxPool2d, LIFMaxPool2d, SpikeLinear, TimeDistributed as TD
+from spike.layers import ConvLIFMaxPool2d, LIFMaxPool2d, SpikeConv2d, SpikeLinear, TimeDistributed as TD
 from spike.models.mlp import SpikingMLP
 from spike.neurons import LIF
 from spike.surrogate import Surrogate
@@ -231,7 +232,7 @@ class Net:
 def build(lib: str, cfg: dict, event: str = "auto") -> Net:
     """``lib``: ``ours:<peer semantics>``, a peer name, ``floor`` (ours without neurons, dense
     ``F.linear`` layers as every peer's) or ``floor_event`` (the same with our event-driven
-    ``SpikeLinear``). ``event``: ``SpikeLinear``'s mode in our networks."""
+    ``SpikeLinear`` and ``SpikeConv2d``). ``event``: their mode in our networks."""
     if lib in ("floor", "floor_event"):  # the same layers, loss and Adam, every LIF a stateless step
         net = build("ours:snntorch", cfg, event="off" if lib == "floor" else "auto")
         swap = {id(n) for n in net.neurons}  # children of the MLP, the Sequential or a fused block
@@ -255,7 +256,7 @@ def build(lib: str, cfg: dict, event: str = "auto") -> Net:
         c1, c2 = cfg["channels"]
         flat = c2 * (cfg["size"] // 4) ** 2
         m = nn.Sequential(ConvLIFMaxPool2d(nn.Conv2d(1, c1, 3, padding=1), our_lif(sem), 2),
-                          TD(nn.Conv2d(c1, c2, 3, padding=1)), LIFMaxPool2d(our_lif(sem), 2),
+                          TD(SpikeConv2d(c1, c2, 3, padding=1, event=event)), LIFMaxPool2d(our_lif(sem), 2),
                           nn.Flatten(2), SpikeLinear(flat, 10, event=event), our_lif(sem))
         return Net(m, [m[0].conv.module, m[1].module, m[4]], [m[0].neuron, m[2].neuron, m[5]])
 
@@ -460,7 +461,7 @@ def main(argv=None):
     ap.add_argument("--min-equal", type=float, default=0.999,
                     help="least fraction of equal spikes vs SpikingJelly and Norse")
     ap.add_argument("--event", choices=("auto", "off"), default="auto",
-                    help="our SpikeLinear layers: event-driven on binary input (auto) or dense F.linear (off)")
+                    help="our SpikeLinear and SpikeConv2d layers: event-driven on binary input (auto) or dense (off)")
     ap.add_argument("--malloc", choices=("keep", "default"), default="keep",
                     help="keep: glibc keeps freed blocks for reuse (no page faults from the allocator's "
                          "history; every contender alike); default: glibc's own thresholds")
@@ -491,7 +492,7 @@ def main(argv=None):
         print(f"  floor (same step, every LIF replaced by a stateless step, dense layers, pooling apart): "
               f"{r['ms']['floor']:.1f} ms; fastest peer / floor = {r['ratio_ceiling']:.2f}x (the most a neuron kernel "
               f"apart from the pooling could gain)")
-        print(f"  floor with event linear (the same, our SpikeLinear): {r['ms']['floor_event']:.1f} ms; "
+        print(f"  floor with event layers (the same, our SpikeLinear and SpikeConv2d): {r['ms']['floor_event']:.1f} ms; "
               f"fastest peer / that = {r['ratio_ceiling_event']:.2f}x")
     min_ratio = min(r["min_ratio"] for r in workloads.values())
     passed = all(r["spike_check_passed"] for r in workloads.values())

@@ -1,5 +1,6 @@
 """Layers for time-first ``[T, B, ...]`` spiking networks: per-step wrappers, delays, the
-event-driven :class:`SpikeLinear`, :class:`MaxPool2d` on the Numba pooling kernels,
+event-driven :class:`SpikeLinear`, :class:`SpikeConv2d` (a convolution of spikes by table
+lookups), :class:`MaxPool2d` on the Numba pooling kernels,
 :class:`LIFMaxPool2d`, a neuron and its max pooling fused, and :class:`ConvLIFMaxPool2d`, a
 convolution, a neuron and its max pooling fused."""
 from __future__ import annotations
@@ -8,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from spike.kernels.event_conv import MAX_IN_CHANNELS, MAX_KERNEL, event_conv2d
 from spike.kernels.event_linear import PaddedWeight, event_linear
 from spike.kernels.max_pool import MaxPool2dFunction, input_supported, kernel_supported, pair
 from spike.neurons import _Neuron
@@ -156,6 +158,96 @@ class SpikeLinear(nn.Linear):
         return f"{super().extra_repr()}, event={self.event!r}"
 
 
+def symmetric_padding(conv: nn.Conv2d) -> tuple[int, int] | None:
+    """``conv``'s padding ``(ph, pw)`` if it is a stride-1, dilation-1, one-group convolution with zero
+    padding on both sides of each axis (numeric, ``"valid"``, or ``"same"`` with odd kernel sides),
+    else None."""
+    if (tuple(conv.stride) != (1, 1) or tuple(conv.dilation) != (1, 1) or conv.groups != 1
+            or conv.padding_mode != "zeros"):
+        return None
+    if conv.padding == "valid":
+        return 0, 0
+    if conv.padding == "same":
+        kh, kw = conv.kernel_size
+        return (kh // 2, kw // 2) if kh % 2 and kw % 2 else None  # an even side pads unevenly
+    return int(conv.padding[0]), int(conv.padding[1])
+
+
+class SpikeConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (same constructor, parameters, state dict and lowering: the compiler sees a
+    Conv2d) that computes the convolution by table lookups when its input is spikes
+    (:mod:`spike.kernels.event_conv`): per tap, the spikes of four input channels at a position
+    index a 16-entry table of their weights' sums, so ``ceil(Cin/4)`` vector additions replace
+    ``Cin`` multiply-adds per tap and 16 outputs; the weight gradient sums the output gradient over
+    the positions sorted by those indices; the input gradient is torch's.
+
+    ``event`` chooses the path per call:
+
+    * ``"auto"`` (default): the lookup path when the configuration allows it and the input is a
+      float32 CPU ``[N, Cin, H, W]`` tensor of 0s and 1s, else ``nn.Conv2d.forward``. The input is
+      checked by the pass that reads its spikes (about 5% of the layer's time);
+    * ``"on"``: the same, but any other input or configuration is an error;
+    * ``"off"``: always ``nn.Conv2d.forward``.
+
+    The configuration: stride 1, dilation 1, one group, zero padding below the kernel size (or
+    ``"valid"``, or ``"same"`` with odd sides), kernel sides 1..5, at most 31 input channels.
+    Calls under CPU autocast, ``torch.compile`` or ``torch.fx`` tracing run ``nn.Conv2d.forward``.
+
+    On the CNN of ``benchmarks/vs_training.py`` (``[320, 16, 14, 14]`` spikes at 22% -> 32
+    channels, 3x3, 2-core AMD EPYC, one thread) forward 1.8-2.2 ms against oneDNN's 2.9-3.5 ms,
+    backward 5.4-5.9 against 6.6-7.3 ms. The sums run in an order of their own (see the kernels'
+    docstring): the two paths agree within float32 rounding, exactly for dyadic weights (design
+    §3), so a spike of the next layer may differ where a membrane lies within rounding of the
+    threshold.
+    """
+
+    EVENT_MODES = ("auto", "on", "off")
+
+    def __init__(self, *args, event: str = "auto", **kwargs) -> None:
+        if event not in self.EVENT_MODES:
+            raise ValueError(f"SpikeConv2d: event must be one of {self.EVENT_MODES}, got {event!r}")
+        super().__init__(*args, **kwargs)
+        self.event = event
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, **kwargs) -> "SpikeConv2d":
+        """A SpikeConv2d sharing ``conv``'s parameters (the same tensors)."""
+        m = cls(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                dilation=conv.dilation, groups=conv.groups, bias=conv.bias is not None,
+                padding_mode=conv.padding_mode, device=conv.weight.device, dtype=conv.weight.dtype, **kwargs)
+        m.weight = conv.weight
+        m.bias = conv.bias
+        return m
+
+    def lookup_padding(self) -> tuple[int, int] | None:
+        """The padding if the configuration allows the lookup path (see above), else None."""
+        kh, kw = self.kernel_size
+        pad = symmetric_padding(self)
+        if (pad is None or self.in_channels > MAX_IN_CHANNELS or not (1 <= kh <= MAX_KERNEL and 1 <= kw <= MAX_KERNEL)
+                or not (pad[0] < kh and pad[1] < kw)):
+            return None
+        return pad
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (self.event == "off" or isinstance(x, torch.fx.Proxy) or torch.is_autocast_enabled("cpu")
+                or torch.compiler.is_compiling()):
+            return super().forward(x)
+        pad = self.lookup_padding()
+        y = None if pad is None else event_conv2d(x, self.weight, self.bias, pad)
+        if y is not None:
+            return y
+        if self.event == "on":
+            raise ValueError(
+                f"SpikeConv2d(event='on'): needs stride 1, dilation 1, one group, zero padding below the kernel size, "
+                f"kernel sides 1..{MAX_KERNEL}, at most {MAX_IN_CHANNELS} input channels and a float32 CPU input "
+                f"[N, C, H, W] of 0s and 1s (got {self.extra_repr()}; input dtype {x.dtype}, device {x.device}, "
+                f"shape {list(x.shape)}); event='auto' falls back to nn.Conv2d")
+        return super().forward(x)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, event={self.event!r}"
+
+
 class MaxPool2d(nn.MaxPool2d):
     """``nn.MaxPool2d`` (same constructor, no parameters, same state dict and lowering: the compiler
     sees a MaxPool2d) that pools on :mod:`spike.kernels.max_pool` when it can: values, the window
@@ -238,7 +330,7 @@ class ConvLIFMaxPool2d(nn.Module):
     With one of our neurons, the three run as one kernel (:mod:`spike.kernels.conv_lif_pool_cpu`)
     when :meth:`spike.neurons.LIF.conv_max_pool2d` takes the call (multi-step, no membrane output;
     a float32 CPU input that needs no gradient, as a network's input) and the convolution is a plain
-    ``nn.Conv2d`` with stride 1, dilation 1, one group, zero padding of fewer than its kernel size
+    ``nn.Conv2d`` (or :class:`SpikeConv2d`) with stride 1, dilation 1, one group, zero padding of fewer than its kernel size
     (or ``"valid"``, or ``"same"`` with odd sides) and a kernel of 1..7 per side: each step's currents are computed in cache from the
     input, fed to the neuron and its spikes pooled, so neither the ``[T, B, Cout, H, W]`` currents
     nor their gradient are written to memory; the backward recomputes them and adds up the weight
@@ -267,15 +359,7 @@ class ConvLIFMaxPool2d(nn.Module):
         """The convolution's padding if the fused kernel computes it (see above; ``"valid"``, and
         ``"same"`` with odd kernel sides, are symmetric paddings too), else None."""
         c = self.conv.module
-        if (type(c) is not nn.Conv2d or tuple(c.stride) != (1, 1) or tuple(c.dilation) != (1, 1) or c.groups != 1
-                or c.padding_mode != "zeros"):
-            return None
-        if c.padding == "valid":
-            return 0, 0
-        if c.padding == "same":
-            kh, kw = c.kernel_size
-            return (kh // 2, kw // 2) if kh % 2 and kw % 2 else None  # an even side pads unevenly
-        return int(c.padding[0]), int(c.padding[1])
+        return symmetric_padding(c) if type(c) in (nn.Conv2d, SpikeConv2d) else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.lif_pool.fusable(x) and not _hooked(self.conv, self.conv.module, self.lif_pool):

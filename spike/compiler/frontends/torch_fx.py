@@ -38,7 +38,7 @@ from spike.compiler.ir.nodes import (
 from spike.compiler.ir.program import Program, ProgramBuilder
 from spike.compiler.passes.delays import bias_from_start
 from spike.compiler.ir.signals import output_signal
-from spike.layers import Delayed, MaxPool2d, SpikeLinear, TimeDistributed, silent_before
+from spike.layers import Delayed, MaxPool2d, SpikeConv2d, SpikeLinear, TimeDistributed, silent_before
 from spike.neurons import IF, LI, LIF, CubaLIF
 from spike.recurrent import RecurrentLIF
 
@@ -243,7 +243,7 @@ def _linear(L: _Lowering, n: fx.Node, m: nn.Linear, path: str) -> str:
     return L.add(path, Dense(shape=(m.out_features,), in_shape=(m.in_features,), weight=_np(m.weight), bias=bias), [src])
 
 
-@lowers(nn.Conv2d)
+@lowers(nn.Conv2d, SpikeConv2d)  # SpikeConv2d: a Conv2d computed by table lookups; lowered alike
 def _conv(L: _Lowering, n: fx.Node, m: nn.Conv2d, path: str) -> str:
     if _pair(m.dilation) != (1, 1) or m.padding_mode != "zeros" or isinstance(m.padding, str):
         raise LoweringError(
