@@ -183,31 +183,37 @@ class SpikeConv2d(nn.Conv2d):
 
     ``event`` chooses the path per call:
 
-    * ``"auto"`` (default): the lookup path when the configuration allows it and the input is a
-      float32 CPU ``[N, Cin, H, W]`` tensor of 0s and 1s, else ``nn.Conv2d.forward``. The input is
-      checked by the pass that reads its spikes (about 5% of the layer's time);
-    * ``"on"``: the same, but any other input or configuration is an error;
+    * ``"auto"`` (default): the lookup path when the configuration allows it, the layer has at
+      least ``min_in`` input channels, and the input is a float32 CPU ``[N, Cin, H, W]`` tensor of
+      0s and 1s, else ``nn.Conv2d.forward``. The input is checked by the pass that reads its spikes
+      (about 5% of the layer's time);
+    * ``"on"``: the lookup path whatever the number of channels; any other input or configuration
+      is an error;
     * ``"off"``: always ``nn.Conv2d.forward``.
 
     The configuration: stride 1, dilation 1, one group, zero padding below the kernel size (or
     ``"valid"``, or ``"same"`` with odd sides), kernel sides 1..5, at most 31 input channels.
     Calls under CPU autocast, ``torch.compile`` or ``torch.fx`` tracing run ``nn.Conv2d.forward``.
 
-    On the CNN of ``benchmarks/vs_training.py`` (``[320, 16, 14, 14]`` spikes at 22% -> 32
-    channels, 3x3, 2-core AMD EPYC, one thread) forward 1.8-2.2 ms against oneDNN's 2.9-3.5 ms,
-    backward 5.4-5.9 against 6.6-7.3 ms. The sums run in an order of their own (see the kernels'
-    docstring): the two paths agree within float32 rounding, exactly for dyadic weights (design
-    §3), so a spike of the next layer may differ where a membrane lies within rounding of the
-    threshold.
+    Measured (fwd+bwd, 3x3, padding 1, 320 images of spikes at 20-22%, 2-core AMD EPYC (Zen 5),
+    one thread, against oneDNN): 16 -> 32 channels on 14x14 (the CNN of
+    ``benchmarks/vs_training.py``) 8.8 against 10.7 ms, 8 -> 16 on 28x28 1.35x, 24 -> 64 on 7x7
+    1.15x, 31 -> 32 on 14x14 1.25x; but 2 -> 8 on 28x28 0.92x and 1 -> 16 on 28x28 0.67-0.83x
+    (a table of one or two channels saves no additions): hence ``min_in`` = 8. The input gradient
+    is torch's either way (about 3 ms of the 16 -> 32 layer's 8.8). The sums run in an order of
+    their own (see the kernels' docstring): the two paths agree within float32 rounding, exactly
+    for dyadic weights (design §3), so a spike of the next layer may differ where a membrane lies
+    within rounding of the threshold.
     """
 
     EVENT_MODES = ("auto", "on", "off")
 
-    def __init__(self, *args, event: str = "auto", **kwargs) -> None:
+    def __init__(self, *args, event: str = "auto", min_in: int = 8, **kwargs) -> None:
         if event not in self.EVENT_MODES:
             raise ValueError(f"SpikeConv2d: event must be one of {self.EVENT_MODES}, got {event!r}")
         super().__init__(*args, **kwargs)
         self.event = event
+        self.min_in = int(min_in)
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, **kwargs) -> "SpikeConv2d":
@@ -229,8 +235,8 @@ class SpikeConv2d(nn.Conv2d):
         return pad
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (self.event == "off" or isinstance(x, torch.fx.Proxy) or torch.is_autocast_enabled("cpu")
-                or torch.compiler.is_compiling()):
+        if (self.event == "off" or (self.event == "auto" and self.in_channels < self.min_in)
+                or isinstance(x, torch.fx.Proxy) or torch.is_autocast_enabled("cpu") or torch.compiler.is_compiling()):
             return super().forward(x)
         pad = self.lookup_padding()
         y = None if pad is None else event_conv2d(x, self.weight, self.bias, pad)

@@ -159,6 +159,8 @@ def test_spike_conv2d_paths() -> None:
     assert torch.equal(auto(analog), F.conv2d(analog, auto.weight, auto.bias, padding=1))  # dense
     off = SpikeConv2d(8, 16, 3, padding=1, event="off")
     assert not _lookup_path(off(x))
+    few = SpikeConv2d(2, 16, 3, padding=1)  # auto: fewer input channels than min_in (8) -> dense
+    assert not _lookup_path(few(x[:, :2])) and _lookup_path(SpikeConv2d(2, 16, 3, padding=1, event="on")(x[:, :2]))
     strided = SpikeConv2d(8, 16, 3, stride=2, padding=1)
     assert not _lookup_path(strided(x)) and strided.lookup_padding() is None
     with pytest.raises(ValueError, match="stride 1"):
