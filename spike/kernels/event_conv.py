@@ -28,7 +28,9 @@ Summation orders: the forward's is the one written above; the weight gradient's 
 the positions in ascending order, per work item the images in order, then the items in order and
 the numbers ``n`` in ascending order; ``dbias`` per tile of 16 positions a pairwise sum, tiles in
 row order. None is oneDNN's, so values equal ``conv2d``'s within float32 rounding, exactly when
-every partial sum is exact (dyadic weights and gradients, design §3).
+every partial sum is exact (dyadic weights and gradients, design §3), for finite weights: a NaN or
+infinite weight reaches only the outputs where its input spiked (``conv2d`` multiplies it by the
+zeros too).
 """
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ from typing import Callable
 import numpy as np
 import torch
 from llvmlite import ir
+from torch.autograd.function import once_differentiable
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
@@ -402,6 +405,7 @@ class EventConv2dFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # the weight gradient is Numba's: a second derivative is an error, not zeros
     def backward(ctx, g):  # type: ignore[override]
         x, weight, masks = ctx.saved_tensors
         n, cin, h, w, ph, pw = ctx.geometry

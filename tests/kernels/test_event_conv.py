@@ -215,3 +215,12 @@ def test_compiles_as_a_conv2d() -> None:
     program = compile_model(net, _spikes((3, 1, 2, 6, 6), seed=15))
     convs = [program.node(n) for n, node in program.nodes() if type(node).__name__ == "Conv2d"]
     assert len(convs) == 1 and torch.equal(torch.from_numpy(convs[0].weight), net[0].module.weight.detach())
+
+
+def test_second_derivative_is_an_error() -> None:
+    x = _spikes((2, 4, 5, 5), seed=16)
+    w = torch.randn(16, 4, 3, 3, requires_grad=True)
+    y = E.event_conv2d(x, w, None, (1, 1))
+    (gw,) = torch.autograd.grad(y.square().sum(), w, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        gw.sum().backward()
