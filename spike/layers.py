@@ -186,7 +186,7 @@ class SpikeConv2d(nn.Conv2d):
     * ``"auto"`` (default): the lookup path when the configuration allows it, the layer has at
       least ``min_in`` input channels, and the input is a float32 CPU ``[N, Cin, H, W]`` tensor of
       0s and 1s, else ``nn.Conv2d.forward``. The input is checked by the pass that reads its spikes
-      (about 5% of the layer's time);
+      (about 7% of the forward's time);
     * ``"on"``: the lookup path whatever the number of channels; any other input or configuration
       is an error;
     * ``"off"``: always ``nn.Conv2d.forward``.

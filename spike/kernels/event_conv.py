@@ -6,8 +6,8 @@ input position a group's four spikes form a 4-bit number ``n``, and per tap ``(k
 ``g`` and output channel ``o`` a table holds the sum of the weights that ``n`` selects::
 
     L[ky, kx, g, n, o] = (((0 + w[o, 4g+a, ky, kx]) + w[o, 4g+b, ky, kx]) + ...)   (set bits a < b < ..)
-    y[i, o, y, x] = bias[o] + L[0, 0, 0, n_0(y, x)] + L[0, 0, 1, n_1(y, x)] + ...   (taps (ky, kx), then
-                    groups g, in order; n_g(y, x) the group's number at padded input (y+ky, x+kx))
+    out[i, o, y, x] = bias[o] + L[0, 0, 0, n_0(y, x)] + L[0, 0, 1, n_1(y, x)] + ...   (taps (ky, kx), then
+                      groups g, in order; n_g(y, x) the group's number at padded input (y+ky, x+kx))
 
 ``ceil(Cin/4) * KH * KW`` vector additions per 16 output channels and position, where the GEMM does
 ``Cin * KH * KW`` multiply-adds. A tile of 16 positions by 16 output channels keeps its 16 sums in
@@ -40,10 +40,10 @@ from typing import Callable
 import numpy as np
 import torch
 from llvmlite import ir
-from torch.autograd.function import once_differentiable
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+from torch.autograd.function import once_differentiable
 
 from spike.kernels.conv_lif_pool_cpu import _f32_ptr, _splat, _vptr
 from spike.kernels.max_pool import VEC, _lanes_below, _masked_op
@@ -259,8 +259,8 @@ def lookup_table(w, cop, groups, lut):
 
 @njit(cache=True, error_model="numpy", boundscheck=False)
 def _forward_image(m, i, hp, wp, kh, kw, groups, lut, bias, out, cout, ho, wo):
-    """Image ``i`` of :func:`forward` (a function of its own: inside the parallel loop's body the
-    same code ran a quarter slower)."""
+    """Image ``i`` of :func:`forward`, a function of its own as the weight gradient's work items are
+    (inlined into a parallel loop's body, that code ran a quarter slower)."""
     block = kh * kw * groups * 16 * VEC
     for cb in range(bias.shape[0] // VEC):  # a block's table (36 KiB at 3x3, 16 inputs) stays in L1
         for y in range(ho):
