@@ -47,6 +47,7 @@ from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
+from torch.autograd.function import once_differentiable
 
 __all__ = ["VEC", "SLAB_BYTES", "binary_csr", "csr_to_csc", "block_vectors", "chunk_rows", "n_chunks",
            "padded_width", "padded_rows", "Events", "events_of", "PaddedWeight", "EventLinearFunction",
@@ -433,6 +434,7 @@ class EventLinearFunction(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # the weight gradient is Numba's: a second derivative is an error, not a missing term
     def backward(ctx, g):  # type: ignore[override]
         weight, seg, idx, counts = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]

@@ -223,3 +223,11 @@ def test_compiles_as_a_linear() -> None:
     assert len(dense) == 2
     assert torch.equal(torch.from_numpy(dense[0].weight), net[1].weight.detach())
     assert dense[0].weight.flags["C_CONTIGUOUS"]
+
+
+def test_second_derivative_is_an_error() -> None:
+    x = _spikes((6, 20), seed=19)
+    w = torch.randn(8, 20, requires_grad=True)
+    (gw,) = torch.autograd.grad(E.event_linear(x, w).square().sum(), w, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        gw.sum().backward()
