@@ -44,12 +44,16 @@ non-binary inputs (see its docstring). Our CNN's first block is one ``spike.laye
 step's currents are computed in cache from the input and its spikes pooled as they are made, the
 currents and spikes never written full size; the backward sums the weight and bias gradients in
 cache; the currents are summed in an order of its own, so the same as the modules within float32
-rounding). Its second convolution is torch's, as every peer's, and the LIF -> max pool pair after
-it is one ``spike.layers.LIFMaxPool2d`` (the neuron and the pooling as one fused kernel, the same
-values and gradients as the two modules bit for bit); the peers pool with torch's ``nn.MaxPool2d``
+rounding). Its second convolution is a ``spike.layers.SpikeConv2d`` (an ``nn.Conv2d`` that, on
+binary input, adds per tap one table entry per four input channels' spikes instead of running
+oneDNN's convolution, and sums the weight gradient over the positions sorted by those entries; the
+input gradient is torch's), and the LIF -> max pool pair after it is one
+``spike.layers.LIFMaxPool2d`` (the neuron and the pooling as one fused kernel, the same values and
+gradients as the two modules bit for bit); the peers pool with torch's ``nn.MaxPool2d``
 (SpikingJelly's ``layer.MaxPool2d`` wraps it). ``floor`` and ``floor_event`` are built from our
-network with every LIF replaced, so they run torch's convolutions and pool on our ``MaxPool2d``
-(the Numba pooling kernels, apart from the neuron).
+network with every LIF replaced, so they run its convolutions apart from the neuron (``floor``
+torch's, ``floor_event`` our SpikeConv2d for the second) and pool on our ``MaxPool2d`` (the Numba
+pooling kernels).
 ``--event off`` makes every SpikeLinear and SpikeConv2d dense (the previous design) for a
 before/after comparison.
 

@@ -226,13 +226,10 @@ class SpikeConv2d(nn.Conv2d):
         return m
 
     def lookup_padding(self) -> tuple[int, int] | None:
-        """The padding if the configuration allows the lookup path (see above), else None."""
-        kh, kw = self.kernel_size
-        pad = symmetric_padding(self)
-        if (pad is None or self.in_channels > MAX_IN_CHANNELS or not (1 <= kh <= MAX_KERNEL and 1 <= kw <= MAX_KERNEL)
-                or not (pad[0] < kh and pad[1] < kw)):
-            return None
-        return pad
+        """The padding the lookup path takes (stride 1, dilation 1, one group, symmetric zero
+        padding), else None; the kernels' own limits (channels, kernel sides, padding below the
+        kernel) are checked with the input (:func:`spike.kernels.event_conv.supported`)."""
+        return symmetric_padding(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if (self.event == "off" or (self.event == "auto" and self.in_channels < self.min_in)

@@ -399,7 +399,7 @@ class EventConv2dFunction(torch.autograd.Function):
             bpad[:cout] = bias.detach().numpy()
         y = x.new_empty((n, cout, ho, wo))
         forward(masks.numpy(), n, hp, wp, kh, kw, groups, lut, bpad, y.view(-1).numpy(), cout, ho, wo)
-        ctx.geometry = (n, cin, h, w, ph, pw)
+        ctx.padding = padding
         ctx.has_bias = bias is not None
         ctx.save_for_backward(x, weight, masks)
         return y
@@ -408,7 +408,7 @@ class EventConv2dFunction(torch.autograd.Function):
     @once_differentiable  # the weight gradient is Numba's: a second derivative is an error, not zeros
     def backward(ctx, g):  # type: ignore[override]
         x, weight, masks = ctx.saved_tensors
-        n, cin, h, w, ph, pw = ctx.geometry
+        (n, cin, h, w), (ph, pw) = x.shape, ctx.padding
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         g = g.contiguous()
         gx = None
