@@ -33,7 +33,7 @@ from spike.kernels.lif_cpu import (
     BLOCK, P_C0, P_C1, _adjoint_step, _backward_buffers, _checkpoint, _constants, _forward_buffers, _forward_step,
     _parameter_sums, _recompute_segment, _work_item,
 )
-from spike.kernels.max_pool import VEC, _bwd_block, _fwd_block, kernel_supported
+from spike.kernels.max_pool import VEC, _bwd_rows, _fwd_rows, kernel_supported
 
 __all__ = ["Kernels", "kernels", "planes_per_item"]
 
@@ -49,18 +49,27 @@ def planes_per_item(planes: int, plane: int) -> int:
 
 
 @njit(cache=True, error_model="numpy", inline="always")
+def _runs(planes, h, w, KH, KW):
+    """How :func:`_pool_row` covers ``planes`` planes ``h x w``: ``(runs, rows)``, one column of
+    ``planes*ho`` output rows when the windows tile the planes' height (the rows of the next plane
+    follow), else ``planes`` columns of ``ho``."""
+    ho = h // KH
+    return (1, planes * ho) if h == KH * ho else (planes, ho)
+
+
+@njit(cache=True, error_model="numpy", inline="always")
 def _pool_row(s, y, q, o0, planes, h, w, KH, KW):
     """``y[o0 + ...]``, ``q[o0 + ...]``: the ``KH x KW`` windows of the item-local spike row ``s`` of
     ``planes`` planes ``h x w`` (``KH``, ``KW`` compile-time constants: inlined into a kernel of
-    :func:`kernels`)."""
+    :func:`kernels`). The spikes are 0 or 1, so the scan runs without its NaN test (the same
+    result)."""
     ho = h // KH
     wo = w // KW
-    for pl in range(planes):
-        for i in range(ho):
-            a = pl * h * w + KH * i * w
-            o = o0 + pl * ho * wo + i * wo
-            for j in range(0, wo, VEC):
-                _fwd_block(s, a + KW * j, w, y, q, o + j, min(VEC, wo - j), KH, KW)
+    runs, rows = _runs(planes, h, w, KH, KW)
+    for pl in range(runs):
+        for j in range(0, wo, VEC):
+            _fwd_rows(s, pl * h * w + KW * j, w, y, q, o0 + pl * ho * wo + j, wo, rows, min(VEC, wo - j), KH, KW,
+                      False)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -70,14 +79,14 @@ def _unpool_row(gy, q, o0, gs, planes, h, w, KH, KW):
     ho = h // KH
     wo = w // KW
     zero = np.float32(0.0)
+    runs, rows = _runs(planes, h, w, KH, KW)
+    for pl in range(runs):
+        for j in range(0, wo, VEC):
+            _bwd_rows(gy, q, o0 + pl * ho * wo + j, wo, gs, pl * h * w + KW * j, w, rows, min(VEC, wo - j), KH, KW)
     for pl in range(planes):
-        for i in range(ho):
-            a = pl * h * w + KH * i * w
-            o = o0 + pl * ho * wo + i * wo
-            for j in range(0, wo, VEC):
-                _bwd_block(gy, q, o + j, gs, a + KW * j, w, min(VEC, wo - j), KH, KW)
-            for r in range(KH):  # the columns right of the last window
-                for c in range(a + r * w + KW * wo, a + (r + 1) * w):
+        if KW * wo < w:  # the columns right of the last window
+            for r in range(KH * ho):
+                for c in range(pl * h * w + r * w + KW * wo, pl * h * w + (r + 1) * w):
                     gs[c] = zero
         for c in range(pl * h * w + KH * ho * w, (pl + 1) * h * w):  # the rows below the last window
             gs[c] = zero

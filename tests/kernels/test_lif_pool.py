@@ -17,14 +17,15 @@ pytestmark = pytest.mark.usefixtures("short_segments")  # several checkpoint seg
 
 # (neuron factory, input shape [T, B, C, H, W], window): every reset, delay, firing, detach and
 # surrogate setting of the kernels, a synaptic current, learnable per-neuron parameters, odd sizes
-# (rows and columns that belong to no window), a non-square window and one window per plane.
+# (rows and columns that belong to no window), a non-square window, one window per plane, and rows
+# of more than 16 windows (two blocks of columns) with and without rows left over.
 CASES = [
-    (lambda: LIF(0.9), (10, 3, 4, 28, 28), 2),
+    (lambda: LIF(0.9), (10, 3, 4, 28, 36), 2),
     (lambda: LIF(0.8, reset="zero", reset_delay=False, fire_ge=True, detach_reset=False,
                  surrogate="fast_sigmoid", learn_beta=True, learn_threshold=True, shape=(4, 7, 9)), (6, 2, 4, 7, 9), 2),
     (lambda: CubaLIF(0.6, 0.85, 0.7, reset="none", surrogate="sigmoid", learn_alpha=True, shape=(3, 12, 12)),
      (20, 2, 3, 12, 12), (3, 2)),
-    (lambda: IF(1.2, reset_delay=False, detach_reset=False, surrogate="triangle"), (17, 2, 2, 10, 11), 3),
+    (lambda: IF(1.2, reset_delay=False, detach_reset=False, surrogate="triangle"), (17, 2, 2, 10, 53), 3),
     (lambda: LIF.spikingjelly(tau=2.0), (3, 1, 1, 5, 5), 5),
 ]
 
