@@ -69,8 +69,9 @@ def test_fused_equals_the_modules_with_dyadic_weights(case: int) -> None:
 
 
 def _naive_currents(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """The module docstring's order in float32 numpy: the bias, then each tap's rounded product added,
-    taps in (ci, ky, kx) order."""
+    """The module docstring's order in float32 numpy: the bias, then each tap's product added, taps in
+    (ci, ky, kx) order. On 0/1 inputs each product is exact, so adding the rounded product is the
+    kernels' fused multiply-add."""
     w = conv.weight.detach().numpy()
     ph, pw = conv.padding
     xp = np.pad(x.numpy(), ((0, 0), (0, 0), (0, 0), (ph, ph), (pw, pw)))
