@@ -24,6 +24,7 @@ pooling of its spikes, as one function (:class:`LIFMaxPoolFunction`, on
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -101,7 +102,7 @@ class _BufferCache:
         import weakref
 
         npdt = np.dtype(_NUMPY_DTYPES[dtype])
-        nbytes = int(np.prod(shape)) * npdt.itemsize
+        nbytes = math.prod(shape) * npdt.itemsize
         if nbytes > self.max_bytes:
             return None
         with self.lock:
@@ -162,7 +163,7 @@ def _empty_big(like: torch.Tensor, shape=None) -> torch.Tensor:
     failing that, and from 8 MiB, are marked ``MADV_HUGEPAGE`` before first touch (fewer, larger
     faults). Both are transparent to torch: an ordinary contiguous CPU tensor."""
     shape = tuple(like.shape) if shape is None else tuple(shape)
-    nbytes = int(np.prod(shape)) * like.element_size()
+    nbytes = math.prod(shape) * like.element_size()
     if like.device.type == "cpu" and nbytes >= _CACHE_MIN_BYTES:
         t = _CACHE.get(shape, like.dtype) if _CACHE.max_bytes > 0 else None
         if t is not None:
@@ -439,7 +440,7 @@ def _kernel_inputs(x: torch.Tensor, beta, threshold, alpha):
     and threshold are uniform; alpha None without a synaptic current)."""
     T = x.shape[0]
     shape = x.shape[1:]
-    M = int(np.prod(shape)) if len(shape) else 1
+    M = math.prod(shape)
     x2 = x.reshape(T, M)
     if not x2.is_contiguous():
         x2 = x2.contiguous()
@@ -449,7 +450,7 @@ def _kernel_inputs(x: torch.Tensor, beta, threshold, alpha):
 def _neuron_params(shape: torch.Size, like: torch.Tensor, beta, threshold, alpha):
     """``(beta, thr, alpha)`` as the autograd functions take them for neurons of ``shape`` (see
     :func:`_kernel_inputs`)."""
-    M = int(np.prod(shape)) if len(shape) else 1
+    M = math.prod(shape)
     uni = _uniform(beta) and _uniform(threshold)
     return (_per_neuron(beta, shape, M, like, "beta", uni), _per_neuron(threshold, shape, M, like, "threshold", uni),
             None if alpha is None else _per_neuron(alpha, shape, M, like, "alpha"))
