@@ -33,7 +33,7 @@ from spike.kernels.lif_cpu import (
     BLOCK, P_C0, P_C1, _adjoint_step, _backward_buffers, _checkpoint, _constants, _forward_buffers, _forward_step,
     _parameter_sums, _recompute_segment, _work_item,
 )
-from spike.kernels.max_pool import VEC, _bwd_rows, _fwd_rows, kernel_supported
+from spike.kernels.max_pool import VEC, _bwd_rows, _fwd_rows, _zero_outside, kernel_supported
 
 __all__ = ["Kernels", "kernels", "planes_per_item"]
 
@@ -78,18 +78,13 @@ def _unpool_row(gy, q, o0, gs, planes, h, w, KH, KW):
     :func:`_pool_row`)."""
     ho = h // KH
     wo = w // KW
-    zero = np.float32(0.0)
     runs, rows = _runs(planes, h, w, KH, KW)
     for pl in range(runs):
         for j in range(0, wo, VEC):
             _bwd_rows(gy, q, o0 + pl * ho * wo + j, wo, gs, pl * h * w + KW * j, w, rows, min(VEC, wo - j), KH, KW)
-    for pl in range(planes):
-        if KW * wo < w:  # the columns right of the last window
-            for r in range(KH * ho):
-                for c in range(pl * h * w + r * w + KW * wo, pl * h * w + (r + 1) * w):
-                    gs[c] = zero
-        for c in range(pl * h * w + KH * ho * w, (pl + 1) * h * w):  # the rows below the last window
-            gs[c] = zero
+    if h % KH or w % KW:
+        for pl in range(planes):
+            _zero_outside(gs, pl * h * w, h, w, KH, KW)
 
 
 @njit(cache=True, error_model="numpy")  # not inlined: parfors' array analysis trips on its nested tuple
