@@ -200,7 +200,8 @@ def _plane_grads(typingctx, gw, gw0, gb, gb0, g, g0, inp, i0, hp, wp, ci, ho, wo
                             ky, kx = divmod(tp, CKW)
                             off = builder.add(builder.add(builder.mul(builder.add(y, ir.Constant(i64, ky)), a_wp), col),
                                               ir.Constant(i64, kx))
-                            total = builder.call(_fma(builder, vf), [gv, builder.load(_vptr(builder, pin, off), align=4), prev])
+                            x = builder.load(_vptr(builder, pin, off), align=4)
+                            total = builder.call(_fma(builder, vf), [gv, x, prev])
                         else:
                             total = builder.fadd(prev, gv)
                         builder.store(total, accs[tp][k])
@@ -322,7 +323,7 @@ def kernels(kh: int, kw: int, ckh: int, ckw: int) -> Kernels:
         wf = w.reshape(w.size)
         for b in prange(items):
             j0, j1, n, bb, tb, ab = _work_item(b, ppi * plane, M, beta, thr, alpha, cuba)
-            V, H, I, dc, gnext, gi, acc = _backward_buffers(inp, n, K, delay, cuba)
+            V, H, I, dc, gnext, gi, acc = _backward_buffers(inp, n, K, delay, cuba, lean)
             xr = np.empty(n, dtype=inp.dtype)
             g = np.empty(n + 2 * VEC, dtype=inp.dtype)
             gsrow = np.empty(n, dtype=inp.dtype)
@@ -337,7 +338,7 @@ def kernels(kh: int, kw: int, ckh: int, ckw: int) -> Kernels:
                 _segment_start(qq, j0, j1, n, V, I, ckv, cki, cuba)
                 for u in range(L):
                     _conv_rows(flat, B, t0 + u, pl0, npl, cout, wf, bias, xr, ho, wo, CKH, CKW)
-                    _recompute_step(xr, t0 + u, u, n, V, H, I, ab, bb, tb, cst, delay, cuba)
+                    _recompute_step(xr, t0 + u, u, n, V, H, I, ab, bb, tb, cst, delay, cuba, lean)
                 for u in range(L - 1, -1, -1):
                     t = t0 + u
                     _unpool_row(gy[t * gy_tstep], q[t], pl0 * oplane, gsrow, npl, ho, wo, KH, KW)

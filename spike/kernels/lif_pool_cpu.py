@@ -148,13 +148,13 @@ def kernels(kh: int, kw: int) -> Kernels:
                                                                    ppi, KH, KW)
         for b in prange(items):
             j0, j1, n, bb, tb, ab = _work_item(b, ppi * plane, M, beta, thr, alpha, cuba)
-            V, H, I, dc, gnext, gi, acc = _backward_buffers(x, n, K, delay, cuba)
+            V, H, I, dc, gnext, gi, acc = _backward_buffers(x, n, K, delay, cuba, lean)
             gsrow = np.empty(n, dtype=x.dtype)
             gvrow = np.zeros(n, dtype=x.dtype)  # the membrane is no output: its gradient is zero
             for qq in range(nq - 1, -1, -1):
                 t0 = qq * K
                 L = min(T, t0 + K) - t0
-                _recompute_segment(x, qq, t0, L, j0, j1, n, V, H, I, ckv, cki, ab, bb, tb, cst, delay, cuba)
+                _recompute_segment(x, qq, t0, L, j0, j1, n, V, H, I, ckv, cki, ab, bb, tb, cst, delay, cuba, lean)
                 for u in range(L - 1, -1, -1):
                     t = t0 + u
                     _unpool_row(gy[t * gy_tstep], q[t], (j0 // plane) * oplane, gsrow, n // plane, h, w, KH, KW)
