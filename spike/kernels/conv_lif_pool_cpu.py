@@ -39,15 +39,20 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from spike.kernels.lif_cpu import (
-    BLOCK, _adjoint_step, _backward_buffers, _checkpoint, _constants, _forward_buffers, _forward_step, _parameter_sums,
+    _adjoint_step, _backward_buffers, _checkpoint, _constants, _forward_buffers, _forward_step, _parameter_sums,
     _recompute_step, _segment_start, _work_item,
 )
 from spike.kernels.lif_pool_cpu import _backward_setup, _pool_row, _unpool_row
 from spike.kernels.max_pool import VEC, _lanes_below, _masked_op, kernel_supported
 
-__all__ = ["MAX_CONV_KERNEL", "Kernels", "kernels", "planes_per_item", "slack"]
+__all__ = ["ITEM_NEURONS", "MAX_CONV_KERNEL", "Kernels", "kernels", "planes_per_item", "slack"]
 
 MAX_CONV_KERNEL = 7  # conv kernel sides 1..7 (the loops over taps are unrolled per size)
+# Neurons per work item. Smaller than lif_cpu.BLOCK: this kernel streams no [T, M] input whose
+# rows want to be wide, and the backward's recomputed rows (K+1 of them) of a 16384-neuron item
+# stay in L2 (the CNN of benchmarks/vs_training.py, its first block alone, one thread, 2-core AMD
+# EPYC: backward 3.3-3.4 ms against 3.6-3.7 ms with items of lif_cpu.BLOCK = 65536 neurons).
+ITEM_NEURONS = 16384
 
 
 def slack(wp: int) -> int:
@@ -57,10 +62,10 @@ def slack(wp: int) -> int:
 
 
 def planes_per_item(planes: int, plane: int) -> int:
-    """Whole output planes per work item, about ``lif_cpu.BLOCK`` neurons: a function of the shape
-    only (not of the thread count), so that the gradient sums are grouped the same way whatever
-    the number of threads."""
-    return max(1, min(planes, BLOCK // plane))
+    """Whole output planes per work item, about ``ITEM_NEURONS``: a function of the shape only (not
+    of the thread count), so that the gradient sums are grouped the same way whatever the number of
+    threads."""
+    return max(1, min(planes, ITEM_NEURONS // plane))
 
 
 def _splat(builder, value, vty):
