@@ -338,7 +338,7 @@ class ConvLIFMaxPool2d(nn.Module):
     input, fed to the neuron and its spikes pooled, so neither the ``[T, B, Cout, H, W]`` currents
     nor their gradient are written to memory; the backward recomputes them and adds up the weight
     and bias gradients in cache (on the CNN of ``benchmarks/vs_training.py``, 2-core AMD EPYC, one
-    thread: fwd+bwd of ``[10, 32, 1, 28, 28]`` -> 16 channels 5.4 ms fused against 8.2 ms as a
+    thread: fwd+bwd of ``[10, 32, 1, 28, 28]`` -> 16 channels 5.6 ms fused against 8.7 ms as a
     convolution and a :class:`LIFMaxPool2d`). Everything else, calls under ``torch.fx``
     tracing (the compiler lowers a convolution, a neuron and a pooling), ``torch.compile``, or
     while a forward hook or pre-hook is registered on a part (or globally), runs the modules.
