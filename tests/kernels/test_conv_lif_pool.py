@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from spike.kernels import conv_lif_pool_cpu as CLP
 from spike.kernels.lif import conv_lif_max_pool2d
 from spike.layers import ConvLIFMaxPool2d
 from spike.neurons import CubaLIF, LIF
@@ -113,9 +114,12 @@ def test_fused_equals_a_naive_loop_of_its_order(case: int) -> None:
 
 
 def test_threads_give_the_same_bits() -> None:
-    """The gradient sums are grouped by a split of the planes that does not depend on the threads."""
+    """The gradient sums are grouped by a split of the planes that does not depend on the threads
+    (several work items here, so that both threads take some)."""
     block = _block(0, dyadic=False)
-    x = spikes_in((6, 40, 1, 10, 10), 3)
+    x = spikes_in((6, 120, 1, 10, 10), 3)
+    planes = 120 * block.conv.module.out_channels
+    assert planes // CLP.planes_per_item(planes, 10 * 10) >= 2
 
     def run():
         y = block(x)
