@@ -333,15 +333,16 @@ class ConvLIFMaxPool2d(nn.Module):
     With one of our neurons, the three run as one kernel (:mod:`spike.kernels.conv_lif_pool_cpu`)
     when :meth:`spike.neurons.LIF.conv_max_pool2d` takes the call (multi-step, no membrane output;
     a float32 CPU input that needs no gradient, as a network's input) and the convolution is a plain
-    ``nn.Conv2d`` (or :class:`SpikeConv2d`) with stride 1, dilation 1, one group, zero padding of fewer than its kernel size
-    (or ``"valid"``, or ``"same"`` with odd sides) and a kernel of 1..7 per side: each step's currents are computed in cache from the
-    input, fed to the neuron and its spikes pooled, so neither the ``[T, B, Cout, H, W]`` currents
-    nor their gradient are written to memory; the backward recomputes them and adds up the weight
-    and bias gradients in cache (on the CNN of ``benchmarks/vs_training.py``, 2-core AMD EPYC, one
-    thread: fwd+bwd of ``[10, 32, 1, 28, 28]`` -> 16 channels 5.6 ms fused against 8.7 ms as a
-    convolution and a :class:`LIFMaxPool2d`). Everything else, calls under ``torch.fx``
-    tracing (the compiler lowers a convolution, a neuron and a pooling), ``torch.compile``, or
-    while a forward hook or pre-hook is registered on a part (or globally), runs the modules.
+    ``nn.Conv2d`` (or :class:`SpikeConv2d`) with stride 1, dilation 1, one group, zero padding of
+    fewer than its kernel size (or ``"valid"``, or ``"same"`` with odd sides) and a kernel of 1..7 per
+    side: each step's currents are computed in cache from the input, fed to the neuron and its spikes
+    pooled, so neither the ``[T, B, Cout, H, W]`` currents nor their gradient are written to memory;
+    the backward recomputes them and adds up the weight and bias gradients in cache (on the CNN of
+    ``benchmarks/vs_training.py``, 2-core AMD EPYC, one thread: fwd+bwd of ``[10, 32, 1, 28, 28]``
+    -> 16 channels 5.6 ms fused against 8.7 ms as a convolution and a :class:`LIFMaxPool2d`).
+    Everything else, calls under ``torch.fx`` tracing (the compiler lowers a convolution, a neuron
+    and a pooling), ``torch.compile``, or while a forward hook or pre-hook is registered on a part
+    (or globally), runs the modules.
 
     The fused currents are summed in a fixed order of their own, not oneDNN's: the two paths agree
     within float32 rounding (exactly for dyadic weights, design §3), so a spike may differ where a

@@ -46,7 +46,7 @@ from numba.extending import intrinsic
 from torch.autograd.function import once_differentiable
 
 from spike.kernels.conv_lif_pool_cpu import _f32_ptr, _splat, _vptr
-from spike.kernels.max_pool import VEC, _lanes_below, _masked_op
+from spike.kernels.max_pool import _I1, _I32, _I64, VEC, _lanes_below, _masked_op
 
 __all__ = ["GROUP", "MAX_IN_CHANNELS", "MAX_KERNEL", "WGRAD_ITEMS", "binary_masks", "lookup_table", "forward",
            "weight_grad", "padded_out", "mask_len", "supported", "EventConv2dFunction", "event_conv2d"]
@@ -56,7 +56,6 @@ MAX_IN_CHANNELS = 31  # a position's spikes in one int32 (stored shifted left by
 MAX_KERNEL = 5  # kernel sides 1..5: the weight gradient keeps KH*KW vector sums in registers
 WGRAD_ITEMS = 8  # work items of the weight gradient (fewer when N is smaller)
 
-_I1, _I32, _I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
 _VF = ir.VectorType(ir.FloatType(), VEC)
 
 
