@@ -275,6 +275,7 @@ class LIFFunction(torch.autograd.Function):
             K.lif_backward(
                 *_cpu_head(x, beta, thr, alpha, cfg, adjoint=True), gs_r.numpy(), gs_st, gv_r.numpy(), gv_st,
                 *_cpu_checkpoints(x, ckv, cki), *_cpu_grads(x, dx, dbeta, dthr, dalpha), int(full), K.bwd_block(M),
+                K.streams_dx(T, M, x.element_size()),
             )
         return _input_grads(need, full, cuba, beta, thr, M, dx, dbeta, dthr, dalpha) + (None,)
 

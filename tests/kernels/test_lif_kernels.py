@@ -325,3 +325,38 @@ def test_checkpoint_interval_leaves_results_alone(monkeypatch: pytest.MonkeyPatc
         runs.append((s, m, *torch.autograd.grad((s * ws + m * wm).sum(), (xs, bs, ts))))
     assert K.ckpt_every(B * N, x.element_size()) > T > K.CKPT_EVERY  # one segment against three
     assert all(torch.equal(a, b) for a, b in zip(*runs)) and runs[0][2].abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("delay, cuba, learn", [(True, False, False), (False, False, False), (True, True, True),
+                                                (False, True, False), (True, False, True)])
+def test_streamed_dx_equals_plain_stores(monkeypatch: pytest.MonkeyPatch, dtype, delay, cuba, learn) -> None:
+    """dL/dx written by non-temporal stores (``streams_dx``; rows of 150 neurons: an unaligned head, whole
+    lines and a tail) is the plainly stored dL/dx bit for bit, lean and full adjoint, on one thread and
+    on all."""
+    g = torch.Generator().manual_seed(17)
+    x = (torch.rand(T, 3, 50, generator=g, dtype=dtype) * 1.5 - 0.25)
+    beta = torch.rand(50, generator=g, dtype=dtype) * 0.5 + 0.4
+    alpha = torch.full((50,), 0.5, dtype=dtype) if cuba else None
+    ws = torch.randn(T, 3, 50, generator=g, dtype=dtype)
+
+    def run():
+        xs, bs = x.clone().requires_grad_(True), beta.clone().requires_grad_(learn)
+        s = lif_multistep(xs, bs, 1.0, alpha=alpha, reset_delay=delay, detach_reset=False)
+        return (s,) + torch.autograd.grad((s * ws).sum(), [xs] + ([bs] if learn else []))
+
+    runs = []
+    for stream in (False, True):
+        monkeypatch.setattr(K, "streams_dx", lambda *_a, _s=stream: _s)
+        runs.append(on_one_and_all_threads(run))
+    (plain1, plain_all), (stream1, stream_all) = runs
+    assert plain1[0].sum() > 0 and plain1[1].abs().sum() > 0
+    for a, b in zip(plain1 + plain_all, stream1 + stream_all):
+        assert torch.equal(a, b)
+
+
+def test_streams_dx_only_narrow_rows_of_a_large_dx() -> None:
+    assert K.streams_dx(1000, 8192, 4)  # 256 x 32 at T=1000: 32 MB, rows of 8192 or fewer neurons
+    assert not K.streams_dx(100, 131072, 4)  # rows of 65536 neurons stream well with plain stores
+    assert not K.streams_dx(1000, 2048, 4)  # 8 MB: likely still cached when it is read
+    assert K.streams_dx(1000, 2048, 8) == (2 * 1000 * 2048 * 4 >= K.STREAM_MIN_BYTES)
