@@ -15,11 +15,11 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from spike.kernels.max_pool import _I32, _I64, _vec_at
+
 __all__ = ["LINE_BYTES", "stream_row", "store_fence"]
 
 LINE_BYTES = 64  # one cache line: one vector store of 16 float32 or 8 float64
-
-_I32, _I64 = ir.IntType(32), ir.IntType(64)
 
 
 @intrinsic
@@ -39,17 +39,14 @@ def _stream_lines(typingctx, src, dst, n):
     elements per line, ``dst`` aligned to a line; ``src`` may be unaligned)."""
 
     def codegen(context, builder, sig, args):
-        aty = sig.args[0]
-        elem = context.get_value_type(aty.dtype)
+        elem = context.get_value_type(sig.args[0].dtype)
         lanes = LINE_BYTES // context.get_abi_sizeof(elem)
         vty = ir.VectorType(elem, lanes)
-        sp = context.make_array(aty)(context, builder, args[0]).data
-        dp = context.make_array(sig.args[1])(context, builder, args[1]).data
         nontemporal = builder.module.add_metadata([ir.Constant(_I32, 1)])
         with cgutils.for_range(builder, builder.udiv(args[2], ir.Constant(_I64, lanes))) as loop:
             off = builder.mul(loop.index, ir.Constant(_I64, lanes))
-            value = builder.load(builder.bitcast(builder.gep(sp, [off]), vty.as_pointer()), align=1)
-            store = builder.store(value, builder.bitcast(builder.gep(dp, [off]), vty.as_pointer()), align=LINE_BYTES)
+            value = builder.load(_vec_at(builder, context, sig.args[0], args[0], off, vty), align=1)
+            store = builder.store(value, _vec_at(builder, context, sig.args[1], args[1], off, vty), align=LINE_BYTES)
             store.set_metadata("nontemporal", nontemporal)
         return context.get_dummy_value()
 
