@@ -96,6 +96,24 @@ def _lanes_below(builder: ir.IRBuilder, n: ir.Value, count: int, scale: int = 1)
     return builder.icmp_signed("<", ir.Constant(vty, list(range(count))), limit)
 
 
+def _transpose16(builder: ir.IRBuilder, rows: list) -> list:
+    """The 16x16 transpose of 16 ``<16 x float>`` rows: four rounds of swapping the off-diagonal
+    ``s x s`` blocks (``s`` = 8, 4, 2, 1), each a two-source shuffle per row."""
+    rows = list(rows)
+    s = VEC // 2
+    while s:
+        new = list(rows)
+        for i in range(VEC):
+            if i & s:
+                continue
+            lo = [j if not j & s else VEC + j - s for j in range(VEC)]
+            hi = [j + s if not j & s else VEC + j for j in range(VEC)]
+            new[i] = builder.shuffle_vector(rows[i], rows[i + s], ir.Constant(ir.VectorType(_I32, VEC), lo))
+            new[i + s] = builder.shuffle_vector(rows[i], rows[i + s], ir.Constant(ir.VectorType(_I32, VEC), hi))
+        rows, s = new, s // 2
+    return rows
+
+
 def _vec_at(builder: ir.IRBuilder, context, aty: types.Array, arr: ir.Value, offset: ir.Value,
             vty: ir.VectorType) -> ir.Value:
     """``vty*`` to element ``offset`` of the 1-D array ``arr``."""
