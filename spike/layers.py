@@ -179,7 +179,9 @@ class SpikeConv2d(nn.Conv2d):
     (:mod:`spike.kernels.event_conv`): per tap, the spikes of four input channels at a position
     index a 16-entry table of their weights' sums, so ``ceil(Cin/4)`` vector additions replace
     ``Cin`` multiply-adds per tap and 16 outputs; the weight gradient sums the output gradient over
-    the positions sorted by those indices; the input gradient is torch's.
+    the positions sorted by those indices; the input gradient skips the output gradient's zeros
+    (:mod:`spike.kernels.conv_input_grad`) where at most 60% of it is nonzero, as behind a LIF and
+    max pooling, and is torch's otherwise.
 
     ``event`` chooses the path per call:
 
@@ -199,11 +201,12 @@ class SpikeConv2d(nn.Conv2d):
     one thread, against oneDNN): 16 -> 32 channels on 14x14 (the CNN of
     ``benchmarks/vs_training.py``) 8.8 against 10.7 ms, 8 -> 16 on 28x28 1.35x, 24 -> 64 on 7x7
     1.15x, 31 -> 32 on 14x14 1.25x; but 2 -> 8 on 28x28 0.92x and 1 -> 16 on 28x28 0.67-0.83x
-    (a table of one or two channels saves no additions): hence ``min_in`` = 8. The input gradient
-    is torch's either way (about 3 ms of the 16 -> 32 layer's 8.8). The sums run in an order of
-    their own (see the kernels' docstring): the two paths agree within float32 rounding, exactly
-    for dyadic weights (design §3), so a spike of the next layer may differ where a membrane lies
-    within rounding of the threshold.
+    (a table of one or two channels saves no additions): hence ``min_in`` = 8. Those figures take
+    torch's input gradient on both paths (about 3 ms of the 16 -> 32 layer's 8.8); on the CNN's own
+    output gradient (41% nonzero) the lookup path's takes 1.8-2.1 ms against oneDNN's 2.7-2.9 ms.
+    The sums run in an order of their own (see the kernels' docstrings): the two paths agree within
+    float32 rounding, exactly for dyadic weights and gradients (design §3), so a spike of the next
+    layer may differ where a membrane lies within rounding of the threshold.
     """
 
     EVENT_MODES = ("auto", "on", "off")
