@@ -40,8 +40,9 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from spike.kernels.conv_lif_pool_cpu import _f32_ptr, _fma, _splat, _vptr
-from spike.kernels.max_pool import _I1, _I32, _I64, VEC, _lanes_below, _masked_op, _transpose16
+from spike.kernels.max_pool import (
+    _I1, _I32, _I64, VEC, _f32_ptr, _fma, _lanes_below, _masked_op, _splat, _tile_columns, _vptr,
+)
 
 __all__ = ["MAX_TAP_VECTORS", "CHANNEL_CHUNK", "tap_vectors", "supported", "kernel", "input_grad"]
 
@@ -126,19 +127,10 @@ def _tile_to_channels(typingctx, dst, d0, dstep, src, s0, sstep, nx, nc):
 
     def codegen(context, builder, signature, args):
         a_dst, a_d0, a_dstep, a_src, a_s0, a_sstep, a_nx, a_nc = args
-        load = _masked_op(builder, "load", _VF)
         store = _masked_op(builder, "store", _VF)
         psrc = _f32_ptr(context, builder, signature.args[3], a_src, a_s0)
         pdst = _f32_ptr(context, builder, signature.args[0], a_dst, a_d0)
-        chans = _lanes_below(builder, a_nc, VEC)
-        vi1 = ir.VectorType(_I1, VEC)
-        rows = []
-        for x in range(VEC):
-            ok = builder.icmp_signed("<", _c(x), a_nx)
-            at = _vptr(builder, psrc, builder.mul(builder.select(ok, _c(x), _c(0)), a_sstep))
-            rows.append(builder.call(load, [at, ir.Constant(_I32, 4), builder.and_(chans, _splat(builder, ok, vi1)),
-                                            ir.Constant(_VF, None)]))
-        cols = _transpose16(builder, rows)
+        cols = _tile_columns(builder, psrc, a_sstep, a_nx, _lanes_below(builder, a_nc, VEC))
         lanes = _lanes_below(builder, a_nx, VEC)
         for c in range(VEC):
             with builder.if_then(builder.icmp_signed("<", _c(c), a_nc)):

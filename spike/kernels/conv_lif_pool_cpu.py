@@ -43,7 +43,7 @@ from spike.kernels.lif_cpu import (
     _recompute_step, _segment_start, _work_item,
 )
 from spike.kernels.lif_pool_cpu import _backward_setup, _pool_row, _unpool_row
-from spike.kernels.max_pool import VEC, _lanes_below, _masked_op, kernel_supported
+from spike.kernels.max_pool import VEC, _f32_ptr, _fma, _lanes_below, _masked_op, _splat, _vptr, kernel_supported
 
 __all__ = ["ITEM_NEURONS", "MAX_CONV_KERNEL", "Kernels", "kernels", "planes_per_item", "slack"]
 
@@ -66,27 +66,6 @@ def planes_per_item(planes: int, plane: int) -> int:
     of the thread count), so that the gradient sums are grouped the same way whatever the number of
     threads."""
     return max(1, min(planes, ITEM_NEURONS // plane))
-
-
-def _splat(builder, value, vty):
-    undef = ir.Constant(vty, ir.Undefined)
-    one = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(ir.IntType(32), vty.count), [0] * vty.count))
-
-
-def _f32_ptr(context, builder, aty, arr, off):
-    """``float*`` to element ``off`` of the 1-D array ``arr``."""
-    return builder.gep(context.make_array(aty)(context, builder, arr).data, [off])
-
-
-def _vptr(builder, p, off):
-    return builder.bitcast(builder.gep(p, [off]), ir.VectorType(ir.FloatType(), VEC).as_pointer())
-
-
-def _fma(builder, vty):
-    """``llvm.fma`` for the vector type ``vty``: ``a*b + c`` rounded once."""
-    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
-                                          f"llvm.fma.v{vty.count}f32")
 
 
 def _masks(builder, n, j):

@@ -47,8 +47,9 @@ from numba.extending import intrinsic
 from torch.autograd.function import once_differentiable
 
 from spike.kernels import conv_input_grad
-from spike.kernels.conv_lif_pool_cpu import _f32_ptr, _splat, _vptr
-from spike.kernels.max_pool import _I1, _I32, _I64, VEC, _lanes_below, _masked_op, _transpose16
+from spike.kernels.max_pool import (
+    _I32, _I64, VEC, _f32_ptr, _lanes_below, _masked_op, _tile_columns, _transpose16, _vptr,
+)
 
 __all__ = ["GROUP", "MAX_IN_CHANNELS", "MAX_KERNEL", "WGRAD_ITEMS", "SPARSE_GRAD_MAX_DENSITY", "binary_masks",
            "lookup_table", "forward", "weight_grad", "padded_out", "mask_len", "supported", "EventConv2dFunction",
@@ -137,18 +138,9 @@ def _tile_to_rows(typingctx, dst, d0, dstep, g, g0, gstep, nx, nco, gb, gb0):
 
     def codegen(context, builder, signature, args):
         a_dst, a_d0, a_dstep, a_g, a_g0, a_gstep, a_nx, a_nco, a_gb, a_gb0 = args
-        load = _masked_op(builder, "load", _VF)
         pg = _f32_ptr(context, builder, signature.args[3], a_g, a_g0)
         pd = _f32_ptr(context, builder, signature.args[0], a_dst, a_d0)
-        lanes = _lanes_below(builder, a_nx, VEC)
-        vi1 = ir.VectorType(_I1, VEC)
-        rows = []
-        for c in range(VEC):
-            ok = builder.icmp_signed("<", _c(c), a_nco)
-            mask = builder.and_(lanes, _splat(builder, ok, vi1))
-            src = _vptr(builder, pg, builder.mul(builder.select(ok, _c(c), _c(0)), a_gstep))
-            rows.append(builder.call(load, [src, ir.Constant(_I32, 4), mask, ir.Constant(_VF, None)]))
-        cols = _transpose16(builder, rows)
+        cols = _tile_columns(builder, pg, a_gstep, a_nco, _lanes_below(builder, a_nx, VEC))
         pgb = _vptr(builder, _f32_ptr(context, builder, signature.args[8], a_gb, a_gb0), _c(0))
         level = list(cols)
         while len(level) > 1:

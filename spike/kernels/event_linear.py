@@ -49,6 +49,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 from torch.autograd.function import once_differentiable
 
+from spike.kernels.max_pool import _splat
+
 __all__ = ["VEC", "SLAB_BYTES", "binary_csr", "csr_to_csc", "block_vectors", "chunk_rows", "n_chunks",
            "padded_width", "padded_rows", "Events", "events_of", "PaddedWeight", "EventLinearFunction",
            "event_linear"]
@@ -163,12 +165,6 @@ def _rowsum(typingctx, out, orow, src, idx, k0, k1, col0, init, nvec, lanes, acc
         return context.get_dummy_value()
 
     return sig, codegen
-
-
-def _splat(builder, value, vty):
-    undef = ir.Constant(vty, ir.Undefined)
-    one = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(ir.IntType(32), vty.count), [0] * vty.count))
 
 
 @intrinsic

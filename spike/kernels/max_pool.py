@@ -114,6 +114,44 @@ def _transpose16(builder: ir.IRBuilder, rows: list) -> list:
     return rows
 
 
+def _splat(builder: ir.IRBuilder, value: ir.Value, vty: ir.VectorType) -> ir.Value:
+    """``value`` in every lane of ``vty``."""
+    undef = ir.Constant(vty, ir.Undefined)
+    one = builder.insert_element(undef, value, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(_I32, vty.count), [0] * vty.count))
+
+
+def _f32_ptr(context, builder: ir.IRBuilder, aty: types.Array, arr: ir.Value, off: ir.Value) -> ir.Value:
+    """``float*`` to element ``off`` of the 1-D array ``arr``."""
+    return builder.gep(context.make_array(aty)(context, builder, arr).data, [off])
+
+
+def _vptr(builder: ir.IRBuilder, p: ir.Value, off: ir.Value) -> ir.Value:
+    """``<VEC x float>*`` to ``p + off`` (``p`` a ``float*``)."""
+    return builder.bitcast(builder.gep(p, [off]), ir.VectorType(_F32, VEC).as_pointer())
+
+
+def _fma(builder: ir.IRBuilder, vty: ir.VectorType) -> ir.Function:
+    """``llvm.fma`` for the vector type ``vty``: ``a*b + c`` rounded once."""
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty, vty, vty]),
+                                          f"llvm.fma.v{vty.count}f32")
+
+
+def _tile_columns(builder: ir.IRBuilder, p: ir.Value, step: ir.Value, rows: ir.Value, lanes: ir.Value) -> list:
+    """The 16 columns of the tile whose rows ``r < rows`` are the 16 floats at ``p + r*step`` in the
+    lanes ``lanes`` (a ``<16 x i1>``; everything else zero, nothing else read): masked loads and
+    :func:`_transpose16`."""
+    vf = ir.VectorType(_F32, VEC)
+    load = _masked_op(builder, "load", vf)
+    loaded = []
+    for r in range(VEC):
+        ok = builder.icmp_signed("<", ir.Constant(_I64, r), rows)
+        at = _vptr(builder, p, builder.mul(builder.select(ok, ir.Constant(_I64, r), ir.Constant(_I64, 0)), step))
+        mask = builder.and_(lanes, _splat(builder, ok, ir.VectorType(_I1, VEC)))
+        loaded.append(builder.call(load, [at, ir.Constant(_I32, 4), mask, ir.Constant(vf, None)]))
+    return _transpose16(builder, loaded)
+
+
 def _vec_at(builder: ir.IRBuilder, context, aty: types.Array, arr: ir.Value, offset: ir.Value,
             vty: ir.VectorType) -> ir.Value:
     """``vty*`` to element ``offset`` of the 1-D array ``arr``."""
