@@ -44,7 +44,7 @@ from spike.kernels.max_pool import (
     _I1, _I32, _I64, VEC, _f32_ptr, _fma, _lanes_below, _masked_op, _splat, _tile_columns, _vptr,
 )
 
-__all__ = ["MAX_TAP_VECTORS", "CHANNEL_CHUNK", "tap_vectors", "supported", "kernel", "input_grad"]
+__all__ = ["MAX_TAP_VECTORS", "CHANNEL_CHUNK", "tap_vectors", "supported", "nonzero_bits", "kernel", "input_grad"]
 
 MAX_TAP_VECTORS = 27  # KH*KW*ceil(Cin/16) sums in registers (of 32), with the splat and a weight
 CHANNEL_CHUNK = 64  # output channels per bitmask (one int64)
