@@ -41,7 +41,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from spike.kernels.max_pool import (
-    _I1, _I32, _I64, VEC, _f32_ptr, _fma, _lanes_below, _masked_op, _splat, _tile_columns, _vptr,
+    _I1, _I32, _I64, VEC, _c, _f32_ptr, _fma, _lanes_below, _masked_op, _splat, _tile_columns, _vptr,
 )
 
 __all__ = ["MAX_TAP_VECTORS", "CHANNEL_CHUNK", "tap_vectors", "supported", "nonzero_bits", "kernel", "input_grad"]
@@ -50,10 +50,6 @@ MAX_TAP_VECTORS = 27  # KH*KW*ceil(Cin/16) sums in registers (of 32), with the s
 CHANNEL_CHUNK = 64  # output channels per bitmask (one int64)
 
 _VF = ir.VectorType(ir.FloatType(), VEC)
-
-
-def _c(v: int) -> ir.Constant:
-    return ir.Constant(_I64, v)
 
 
 def tap_vectors(cin: int, kh: int, kw: int) -> int:

@@ -48,7 +48,7 @@ from torch.autograd.function import once_differentiable
 
 from spike.kernels import conv_input_grad
 from spike.kernels.max_pool import (
-    _I32, _I64, VEC, _f32_ptr, _lanes_below, _masked_op, _tile_columns, _transpose16, _vptr,
+    _I32, VEC, _c, _f32_ptr, _lanes_below, _masked_op, _tile_columns, _transpose16, _vptr,
 )
 
 __all__ = ["GROUP", "MAX_IN_CHANNELS", "MAX_KERNEL", "WGRAD_ITEMS", "SPARSE_GRAD_MAX_DENSITY", "binary_masks",
@@ -77,10 +77,6 @@ def mask_len(n: int, hp: int, wp: int, kh: int, kw: int) -> int:
     """Length of the flat mask array of ``n`` padded ``hp x wp`` images: the tiles read up to one
     vector and ``kh`` rows past the last image (those values never reach an output)."""
     return n * hp * wp + (kh + 1) * wp + VEC + kw
-
-
-def _c(v: int) -> ir.Constant:
-    return ir.Constant(_I64, v)
 
 
 def _data(context, builder, aty, arr):

@@ -96,6 +96,11 @@ def _lanes_below(builder: ir.IRBuilder, n: ir.Value, count: int, scale: int = 1)
     return builder.icmp_signed("<", ir.Constant(vty, list(range(count))), limit)
 
 
+def _c(v: int) -> ir.Constant:
+    """The int64 constant ``v``."""
+    return ir.Constant(_I64, v)
+
+
 def _transpose16(builder: ir.IRBuilder, rows: list) -> list:
     """The 16x16 transpose of 16 ``<16 x float>`` rows: four rounds of swapping the off-diagonal
     ``s x s`` blocks (``s`` = 8, 4, 2, 1), each a two-source shuffle per row."""
@@ -145,8 +150,8 @@ def _tile_columns(builder: ir.IRBuilder, p: ir.Value, step: ir.Value, rows: ir.V
     load = _masked_op(builder, "load", vf)
     loaded = []
     for r in range(VEC):
-        ok = builder.icmp_signed("<", ir.Constant(_I64, r), rows)
-        at = _vptr(builder, p, builder.mul(builder.select(ok, ir.Constant(_I64, r), ir.Constant(_I64, 0)), step))
+        ok = builder.icmp_signed("<", _c(r), rows)
+        at = _vptr(builder, p, builder.mul(builder.select(ok, _c(r), _c(0)), step))
         mask = builder.and_(lanes, _splat(builder, ok, ir.VectorType(_I1, VEC)))
         loaded.append(builder.call(load, [at, ir.Constant(_I32, 4), mask, ir.Constant(vf, None)]))
     return _transpose16(builder, loaded)
