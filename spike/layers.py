@@ -203,7 +203,8 @@ class SpikeConv2d(nn.Conv2d):
     1.15x, 31 -> 32 on 14x14 1.25x; but 2 -> 8 on 28x28 0.92x and 1 -> 16 on 28x28 0.67-0.83x
     (a table of one or two channels saves no additions): hence ``min_in`` = 8. Those figures take
     torch's input gradient on both paths (about 3 ms of the 16 -> 32 layer's 8.8); on the CNN's own
-    output gradient (41% nonzero) the lookup path's takes 1.8-2.1 ms against oneDNN's 2.7-2.9 ms.
+    output gradient (41% nonzero) the lookup path's is 1.32-1.46x oneDNN's
+    (``benchmarks/conv_input_grad.py``).
     The sums run in an order of their own (see the kernels' docstrings): the two paths agree within
     float32 rounding, exactly for dyadic weights and gradients (design §3), so a spike of the next
     layer may differ where a membrane lies within rounding of the threshold.

@@ -16,8 +16,8 @@ position's ``KH*KW`` tap sums are then added to a padded, channels-last input gr
 image (in cache), which is written back channels-first by 16 x 16 transposes in registers. That is
 ``KH*KW*ceil(Cin/16)`` vector FMAs per nonzero gradient, where the dense correlation does that
 many per gradient element. 320 images, 32 -> 16 channels on 14x14, 3x3, padding 1, one thread,
-2-core AMD EPYC (Zen 5): the CNN's gradient (41% nonzero) 1.8-2.1 ms against oneDNN's 2.7-2.9 ms;
-random zeros: 1.9 against 2.7 ms at 30% nonzero, even at about 70%, 3.5-3.8 against 2.9-3.0 ms
+2-core AMD EPYC (Zen 5), ``benchmarks/conv_input_grad.py``: the CNN's gradient (41% nonzero)
+1.32-1.46x oneDNN's; independent zeros 1.45-1.66x at 30% nonzero, 1.11-1.33x at 50%, 0.83-0.89x
 when dense.
 
 Summation order (the results equal ``conv2d``'s gradient within float32 rounding, exactly when

@@ -59,10 +59,9 @@ GROUP = 4  # input channels per table index: 16 entries
 MAX_IN_CHANNELS = 31  # a position's spikes in one int32 (stored shifted left by 4 in an int64)
 MAX_KERNEL = 5  # kernel sides 1..5: the weight gradient keeps KH*KW vector sums in registers
 WGRAD_ITEMS = 8  # work items of the weight gradient (fewer when N is smaller)
-# the input gradient skips the output gradient's zeros where at most this fraction is nonzero; 320
-# images of 32 -> 16 channels on 14x14, 3x3, against oneDNN (2-core AMD EPYC (Zen 5), one thread):
-# 1.9 against 2.7 ms at 0.3, 2.2-2.7 against 2.8-2.9 at 0.5-0.6, even at 0.7, 3.5-3.8 against 2.9-3.0
-# at 1.0
+# the input gradient skips the output gradient's zeros where at most this fraction is nonzero: with
+# independent zeros it breaks even between 0.5 and 0.9 (benchmarks/conv_input_grad.py, 2-core AMD
+# EPYC (Zen 5), one thread: 1.45-1.66x oneDNN at 0.3, 1.11-1.33x at 0.5, 0.83-0.89x dense)
 SPARSE_GRAD_MAX_DENSITY = 0.6
 
 _VF = ir.VectorType(ir.FloatType(), VEC)
