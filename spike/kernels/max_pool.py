@@ -127,7 +127,8 @@ def _splat(builder: ir.IRBuilder, value: ir.Value, vty: ir.VectorType) -> ir.Val
 
 
 def _f32_ptr(context, builder: ir.IRBuilder, aty: types.Array, arr: ir.Value, off: ir.Value) -> ir.Value:
-    """``float*`` to element ``off`` of the 1-D array ``arr``."""
+    """Pointer to element ``off`` of the 1-D array ``arr`` (``float*`` for the float32 arrays it is
+    named for; the element type of ``arr`` in general)."""
     return builder.gep(context.make_array(aty)(context, builder, arr).data, [off])
 
 
@@ -160,8 +161,7 @@ def _tile_columns(builder: ir.IRBuilder, p: ir.Value, step: ir.Value, rows: ir.V
 def _vec_at(builder: ir.IRBuilder, context, aty: types.Array, arr: ir.Value, offset: ir.Value,
             vty: ir.VectorType) -> ir.Value:
     """``vty*`` to element ``offset`` of the 1-D array ``arr``."""
-    data = context.make_array(aty)(context, builder, arr).data
-    return builder.bitcast(builder.gep(data, [offset]), vty.as_pointer())
+    return builder.bitcast(_f32_ptr(context, builder, aty, arr, offset), vty.as_pointer())
 
 
 def _shuffle(builder: ir.IRBuilder, a: ir.Value, b: ir.Value, mask: list[int]) -> ir.Value:
