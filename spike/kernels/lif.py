@@ -4,16 +4,23 @@
 flattens ``x[T, ...]`` to ``[T, M]``, expands the per-neuron parameters to ``[M]`` and calls
 :class:`LIFFunction`, which dispatches to
 
-* CPU tensors: the Numba kernels in :mod:`spike.kernels.lif_cpu`;
+* CPU tensors in the usual training step (autograd records the call, ``x`` needs a gradient, no
+  parameter does, no membrane output): the Numba kernels in :mod:`spike.kernels.lif_kept_cpu`,
+  compiled per flag set; the forward keeps the membrane (one ``[T, M]`` array, instead of ``x``)
+  and the backward reads it;
+* other CPU calls, or all of them with ``SPIKE_LIF_RECOMPUTE=1``: the Numba kernels in
+  :mod:`spike.kernels.lif_cpu`;
 * CUDA tensors: the Numba CUDA kernels in :mod:`spike.kernels.lif_cuda` (imported lazily);
 * anything else, or ``backend="loop"``: a Python loop of :func:`spike.neurons.lif_step`
   (torch ops, same formulas, the reference).
 
-Semantics and the adjoint recursion are documented in :mod:`spike.kernels.lif_cpu`. On CPU the
-backward does not keep the membrane: the forward stores the state every ``K`` steps
-(:func:`spike.kernels.lif_cpu.ckpt_every`: 16, more for narrow layers) and the backward recomputes
-each segment (bit-identical) in cache, so a layer keeps only its input plus ``T*M/K`` floats for
-backward (the CUDA backward recomputes into scratch memory). Incoming
+Semantics and the adjoint recursion are documented in :mod:`spike.kernels.lif_cpu`; both CPU
+paths give the same bits. :mod:`spike.kernels.lif_cpu` does not keep the membrane: the forward
+stores the state every ``K`` steps (:func:`spike.kernels.lif_cpu.ckpt_every`: 16, more for narrow
+layers) and the backward recomputes each segment (bit-identical) in cache, so a layer keeps only its
+input plus ``T*M/K`` floats for backward, and its training step is slower (``benchmarks/lif_train.py``,
+the layer alone at T=1000: 6.3-6.6 against 5.3-5.9 ms, 2-core AMD EPYC) (the CUDA backward
+recomputes into scratch memory). Incoming
 gradients that are constant over time (e.g. from ``spikes.sum()``) are passed as one row, never
 materialised; an unused output's gradient is None (``set_materialize_grads(False)``).
 
@@ -25,6 +32,7 @@ pooling of its spikes, as one function (:class:`LIFMaxPoolFunction`, on
 from __future__ import annotations
 
 import math
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -34,6 +42,7 @@ from torch.autograd.function import once_differentiable
 from spike import surrogate as _sg
 from spike.kernels import conv_lif_pool_cpu as CLP
 from spike.kernels import lif_cpu as K
+from spike.kernels import lif_kept_cpu as KK
 from spike.kernels import lif_pool_cpu as LP
 from spike.kernels.lif_cpu import RESET_CODES
 from spike.kernels.max_pool import kernel_supported, pair
@@ -56,15 +65,16 @@ class LIFConfig(NamedTuple):
     surrogate_id: int
     surrogate_param: float
     need_mem: bool
+    grad: bool = True  # autograd records the call (torch.is_grad_enabled() where it was made)
 
 
 def make_config(*, gain=1.0, reset="subtract", reset_delay=True, fire_ge=False,
-                detach_reset=True, surrogate="atan", need_mem=False) -> LIFConfig:
+                detach_reset=True, surrogate="atan", need_mem=False, grad=True) -> LIFConfig:
     if reset not in RESET_CODES:
         raise ValueError(f"reset: expected one of {sorted(RESET_CODES)}, got {reset!r}")
     sg = _sg.get(surrogate)
     return LIFConfig(float(gain), RESET_CODES[reset], bool(reset_delay), bool(fire_ge),
-                     bool(detach_reset), sg.id, sg.param, bool(need_mem))
+                     bool(detach_reset), sg.id, sg.param, bool(need_mem), bool(grad))
 
 
 def _params(cfg: LIFConfig, dtype) -> np.ndarray:
@@ -139,8 +149,6 @@ class _BufferCache:
 
 
 def _cache_bytes() -> int:
-    import os
-
     try:
         return int(float(os.environ.get("SPIKE_LIF_BUFFER_CACHE_MB", "256")) * (1 << 20))
     except ValueError:
@@ -148,6 +156,11 @@ def _cache_bytes() -> int:
 
 
 _CACHE = _BufferCache(_cache_bytes())
+
+# The usual training step (:func:`_lean`) keeps one [T, M] array per layer for its backward
+# (spike.kernels.lif_kept_cpu); SPIKE_LIF_RECOMPUTE=1 keeps T*M/K checkpoints instead and recomputes
+# from them (spike.kernels.lif_cpu): less memory, a slower step. Same results either way.
+RECOMPUTE = os.environ.get("SPIKE_LIF_RECOMPUTE", "0").strip() not in ("", "0")
 
 
 def clear_buffer_cache() -> None:
@@ -232,6 +245,12 @@ class LIFFunction(torch.autograd.Function):
 
             KC.forward_torch(x, *_rows_bt(beta, thr, M), alpha, cfg, spk, mem)
             ckv = cki = None
+        elif cfg.grad and ctx.needs_input_grad[0] and _lean(cfg, ctx.needs_input_grad) and not RECOMPUTE:
+            kept = _empty_big(x)
+            KK.forward_kernel(cfg.reset, cfg.reset_delay, cfg.fire_ge, cuba)(
+                *_cpu_head(x, beta, thr, alpha, cfg)[:5], spk.numpy(), kept.numpy(), K.fwd_block(M))
+            x = kept  # what the backward reads in place of x; no checkpoints
+            ckv = cki = None
         else:
             ckv, cki = _new_checkpoints(x, cuba)
             K.lif_forward(
@@ -241,6 +260,7 @@ class LIFFunction(torch.autograd.Function):
             )
         ctx.cfg = cfg
         ctx.cuba = cuba
+        ctx.kept = not x.is_cuda and ckv is None
         ctx.save_for_backward(x, beta, thr, alpha, ckv, cki)
         if not cfg.need_mem:
             ctx.mark_non_differentiable(mem)
@@ -266,7 +286,10 @@ class LIFFunction(torch.autograd.Function):
         dbeta = x.new_empty((npg,))
         dthr = x.new_empty((npg,))
         dalpha = x.new_empty((npg,)) if cuba else None
-        if x.is_cuda:
+        if ctx.kept:  # x is the kept v_t (or h_t) of lif_kept_cpu; the adjoint is lean
+            KK.backward_kernel(cfg.reset, cfg.reset_delay, cfg.fire_ge, cuba, not cfg.detach_reset, cfg.surrogate_id)(
+                *_cpu_head(x, beta, thr, alpha, cfg)[:5], gs_r.numpy(), gs_st, dx.numpy(), K.bwd_block(M))
+        elif x.is_cuda:
             from spike.kernels import lif_cuda as KC
 
             KC.backward_torch(x, *_rows_bt(beta, thr, M), alpha, cfg, gs_r, gs_st, gv_r, gv_st,
@@ -278,6 +301,12 @@ class LIFFunction(torch.autograd.Function):
                 K.streams_dx(T, M, x.element_size()),
             )
         return _input_grads(need, full, cuba, beta, thr, M, dx, dbeta, dthr, dalpha) + (None,)
+
+
+def _lean(cfg: LIFConfig, need) -> bool:
+    """Whether a call's backward is the lean adjoint, known at its forward: no membrane output (so
+    no membrane gradient) and no parameter gradient (``need``: ``ctx.needs_input_grad``)."""
+    return not cfg.need_mem and not any(need[1:4])
 
 
 def _input_grads(need, full: bool, cuba: bool, beta: torch.Tensor, thr: torch.Tensor, M: int, dx, dbeta, dthr,
@@ -412,7 +441,8 @@ def lif_multistep(
     if backend not in ("auto", "fused", "loop"):
         raise ValueError(f"backend: expected 'auto', 'fused' or 'loop', got {backend!r}")
     cfg = make_config(gain=gain, reset=reset, reset_delay=reset_delay, fire_ge=fire_ge,
-                      detach_reset=detach_reset, surrogate=surrogate, need_mem=return_mem)
+                      detach_reset=detach_reset, surrogate=surrogate, need_mem=return_mem,
+                      grad=torch.is_grad_enabled())
     use_fused = backend == "fused" or (backend == "auto" and _fused_available(x))
     if backend == "fused" and not _fused_available(x):
         raise ValueError(f"backend='fused': no fused kernel for device {x.device}")

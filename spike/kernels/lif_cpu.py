@@ -42,7 +42,8 @@ reads the pre-reset ``h`` only: the recomputation then keeps ``v`` in one row up
 writes the ``h`` rows alone, half the buffer traffic: a SpikingJelly-style CNN training step of
 ``benchmarks/vs_training.py`` 19.1 -> 18.5 ms and 19.7 -> 19.3 ms in two A/B runs.) The membrane is
 therefore never kept for backward: a layer saves its input and the checkpoints only, and the
-kernels stream wide contiguous rows. A block is ``BLOCK`` = 65536 neurons: its rows of 256 KiB, one
+kernels stream wide contiguous rows. (:mod:`spike.kernels.lif_kept_cpu` keeps it instead, for the
+usual training step: see :mod:`spike.kernels.lif` for which runs when.) A block is ``BLOCK`` = 65536 neurons: its rows of 256 KiB, one
 per step ``M`` floats apart, keep the hardware prefetcher streaming (2-core AMD EPYC, fwd+bwd of
 4096 x 32 x T100: 14.4 ms against 18.6 ms with blocks of 8192, although the backward's 4.4 MB
 buffer then lives in L3 rather than L2). ``K`` is 16 (``CKPT_EVERY``) for such blocks and grows for
@@ -196,6 +197,42 @@ def _blk_impl(a, j0, j1):
     return lambda a, j0, j1: a
 
 
+# The reset switches reach the row loops either as values of the dtype (``kz`` in {0, 1}: one
+# compiled loop for every reset mode) or as compile-time booleans (:mod:`spike.kernels.lif_kept_cpu`'s
+# kernels, specialised per flag set), whose dead terms LLVM then removes. Both give the same bits:
+# ``(1 - 0*s)*v == v`` and ``x - 0 == x`` exactly, for every float ``v`` and ``x`` (s is 0 or 1).
+
+
+def _keep(kz, s, v, one):
+    """``(1 - kz*s)*v``: what zero reset keeps of ``v`` after a spike ``s``."""
+    return (one - kz * s) * v
+
+
+def _times(kz, x, zero):
+    """``x*kz``."""
+    return x * kz
+
+
+@njit(cache=True, error_model="numpy", inline="always")
+def _minus_if(ks, x, r):
+    """``x - r`` when ``ks`` (subtract reset), else ``x`` (which is ``x - 0``, bit for bit)."""
+    return x - r if ks else x
+
+
+@overload(_keep, inline="always")
+def _keep_impl(kz, s, v, one):
+    if isinstance(kz, types.Boolean):
+        return lambda kz, s, v, one: (one - s) * v if kz else v
+    return lambda kz, s, v, one: (one - kz * s) * v
+
+
+@overload(_times, inline="always")
+def _times_impl(kz, x, zero):
+    if isinstance(kz, types.Boolean):
+        return lambda kz, x, zero: x if kz else x * zero
+    return lambda kz, x, zero: x * kz
+
+
 # ---------------------------------------------------------------------------------------------
 # forward
 # ---------------------------------------------------------------------------------------------
@@ -212,9 +249,7 @@ def _v_delay(ck, bj, th, pv, g, kz, ks, ge, first, zero, one):
     """reset_delay=1 for one neuron: ``v_t`` from ``v_{t-1} = pv`` and ``c_t = ck``, ``s_{t-1}``
     recomputed as ``H(pv - th)`` (``first`` is 0 at t=0: s_{-1} = 0, else 1)."""
     sp = _fire(pv, th, ge, zero, first)
-    a = (one - kz * sp) * pv
-    r = th * sp if ks else zero
-    return (bj * a + g * ck) - r
+    return _minus_if(ks, bj * _keep(kz, sp, pv, one) + g * ck, th * sp)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -222,8 +257,7 @@ def _hv_nodelay(ck, bj, th, pv, g, kz, ks, ge, zero, one):
     """reset_delay=0 for one neuron: ``(h_t, v_t, s_t)`` from ``v_{t-1} = pv`` and ``c_t = ck``."""
     h = bj * pv + g * ck
     sn = _fire(h, th, ge, zero, one)
-    r = th * sn if ks else zero
-    return h, h * (one - kz * sn) - r, sn
+    return h, _minus_if(ks, _keep(kz, sn, h, one), th * sn), sn
 
 
 @njit(cache=True, error_model="numpy")
@@ -412,9 +446,9 @@ def _adj_delay(gsk, gvn, bj, th, vv, kz, ks, ge, nd, sid, c0, c1, zero, one):
     """The terms of one neuron's reset_delay=1 adjoint step: ``(decay, Gs, sigma)`` with
     ``Gv_t = gv_t + Gv_{t+1}*decay + Gs*sigma`` (``gvn`` = Gv_{t+1}, ``vv`` = v_t)."""
     sv = _fire(vv, th, ge, zero, one)
-    dvds = -(bj * vv) * kz - (th if ks else zero)
+    dvds = _times(kz, -(bj * vv), zero) - (th if ks else zero)
     Gs = gsk + (gvn * dvds if nd else zero)
-    return bj * (one - kz * sv), Gs, _sg1(vv - th, sid, c0, c1, one)
+    return _keep(kz, sv, bj, one), Gs, _sg1(vv - th, sid, c0, c1, one)
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -422,10 +456,10 @@ def _adj_nodelay(gsk, Gv, th, hh, kz, ks, ge, nd, sid, c0, c1, zero, one):
     """One neuron's reset_delay=0 adjoint step from ``Gv`` = Gv_t and ``hh`` = h_t: ``(Gh_t, Gs,
     sigma, s_t)``."""
     sv = _fire(hh, th, ge, zero, one)
-    dvds = -hh * kz - (th if ks else zero)
+    dvds = _times(kz, -hh, zero) - (th if ks else zero)
     Gs = gsk + (Gv * dvds if nd else zero)
     sg = _sg1(hh - th, sid, c0, c1, one)
-    return Gv * (one - kz * sv) + Gs * sg, Gs, sg, sv
+    return _keep(kz, sv, Gv, one) + Gs * sg, Gs, sg, sv
 
 
 @njit(cache=True, error_model="numpy", inline="always")
@@ -442,7 +476,7 @@ def _bwd_row_delay(gs, gv, beta, thr, vt, vp, gnext, dc, acc_b, acc_t, n, g, kz,
         Gv = gv[k] + gvn * decay + Gs * sg
         gnext[k] = Gv
         dc[k] = g * Gv
-        acc_b[k] += Gv * ((one - kz * sp) * pv)
+        acc_b[k] += Gv * _keep(kz, sp, pv, one)
         acc_t[k] += -Gs * sg - (Gv * sp if ks else zero)
 
 

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from spike.kernels import lif as F
 from spike.kernels import lif_cpu as K
+from spike.kernels import lif_kept_cpu as KK
 from spike.kernels.lif import LIFFunction, lif_multistep, make_config
 
 from helpers.threads import on_one_and_all_threads
@@ -346,6 +348,7 @@ def test_streamed_dx_equals_plain_stores(monkeypatch: pytest.MonkeyPatch, dtype,
         return (s,) + torch.autograd.grad((s * ws).sum(), [xs] + ([bs] if learn else []))
 
     runs = []
+    monkeypatch.setattr(F, "RECOMPUTE", True)  # lif_cpu's backward, for the lean cases too
     for stream in (False, True):
         monkeypatch.setattr(K, "streams_dx", lambda *_a, _s=stream: _s)
         runs.append(on_one_and_all_threads(run))
@@ -360,3 +363,75 @@ def test_streams_dx_only_narrow_rows_of_a_large_dx() -> None:
     assert not K.streams_dx(100, 131072, 4)  # rows of 65536 neurons stream well with plain stores
     assert not K.streams_dx(1000, 2048, 4)  # 8 MB: likely still cached when it is read
     assert K.streams_dx(1000, 2048, 8) == (2 * 1000 * 2048 * 4 >= K.STREAM_MIN_BYTES)
+
+
+def _lif_node(out: torch.Tensor):
+    """The LIFFunction node of autograd's graph behind ``out`` (a reshape of its spikes)."""
+    node = out.grad_fn
+    while type(node).__name__ != "LIFFunctionBackward":
+        node = node.next_functions[0][0]
+    return node
+
+
+@pytest.mark.parametrize("reset, delay, ge, detach, surr, cuba, dtype", [
+    ("subtract", True, False, True, "atan", False, torch.float64),  # snnTorch's Leaky
+    ("zero", False, True, True, "atan", False, torch.float32),  # SpikingJelly's LIFNode
+    ("zero", True, False, False, "sigmoid", True, torch.float64),
+    ("subtract", False, True, False, "fast_sigmoid", True, torch.float64),
+    ("none", True, True, False, "triangle", False, torch.float64),
+    ("subtract", True, False, False, "straight_through", False, torch.float32),
+])
+def test_kept_membrane_path_equals_recompute_and_naive(monkeypatch: pytest.MonkeyPatch, reset, delay, ge, detach,
+                                                       surr, cuba, dtype) -> None:
+    """The usual training step (no parameter or membrane gradient) keeps the membrane for backward
+    (lif_kept_cpu, kernels specialised per flag set): spikes and dL/dx equal those of the
+    checkpointed recomputation (``RECOMPUTE``) bit for bit, and the naive autograd loop's (spikes
+    exactly, gradients to float64 rounding); the node saves the kept row instead of x, and no
+    checkpoints."""
+    x, beta, thr, alpha, ws, _ = _inputs(13, dtype)
+    beta, thr, alpha, ws = beta.to(dtype), thr.to(dtype), alpha.to(dtype), ws.to(dtype)
+    kw = dict(reset=reset, reset_delay=delay, fire_ge=ge, detach_reset=detach, surrogate=surr)
+    runs = []
+    for recompute in (False, True):
+        monkeypatch.setattr(F, "RECOMPUTE", recompute)
+        xs = x.clone().requires_grad_(True)
+        s = lif_multistep(xs, beta, thr, alpha=alpha if cuba else None, **kw)
+        node = _lif_node(s)
+        kept_row, *_, ckv, _ = node.saved_tensors
+        assert node.kept != recompute and (ckv is None) != recompute
+        assert kept_row.data_ptr() != xs.data_ptr() if not recompute else kept_row.data_ptr() == xs.data_ptr()
+        runs.append((s,) + torch.autograd.grad((s * ws).sum(), xs))
+    (s, g), (s_rec, g_rec) = runs
+    assert torch.equal(s, s_rec) and torch.equal(g, g_rec) and s.sum() > 0 and g.abs().sum() > 0
+    xn = x.clone().requires_grad_(True)
+    sn, _ = naive(xn, beta, thr, alpha if cuba else None, reset=reset, delay=delay, ge=ge, detach=detach, surr=surr)
+    (gn,) = torch.autograd.grad((sn * ws).sum(), xn)
+    assert torch.equal(s, sn)
+    torch.testing.assert_close(g, gn, rtol=1e-5 if dtype == torch.float32 else 1e-12, atol=1e-6 if dtype ==
+                               torch.float32 else 1e-12)
+
+
+def test_kept_membrane_path_threads_and_broadcast_grad(monkeypatch: pytest.MonkeyPatch) -> None:
+    """snnTorch's default neuron, float32, per-neuron parameters, work items split over threads: the
+    same spikes and dL/dx (a full and a broadcast spike gradient) on one thread and on all, and as
+    the recomputation gives them. A call that autograd does not record keeps nothing (lif_cpu's
+    forward, as before): the same spikes."""
+    g = torch.Generator().manual_seed(19)
+    x = torch.rand(23, 3, 700, generator=g) * 1.5 - 0.25
+    beta = torch.rand(700, generator=g) * 0.5 + 0.4
+    ws = torch.randn(23, 3, 700, generator=g)
+
+    def run():
+        xs = x.clone().requires_grad_(True)
+        s = lif_multistep(xs, beta, 1.0)
+        assert _lif_node(s).kept != F.RECOMPUTE
+        return (s,) + torch.autograd.grad((s * ws).sum(), xs, retain_graph=True) + torch.autograd.grad(s.sum(), xs)
+
+    one, every = on_one_and_all_threads(run)
+    assert all(torch.equal(a, b) for a, b in zip(one, every)) and one[1].abs().sum() > 0
+    monkeypatch.setattr(F, "RECOMPUTE", True)
+    assert all(torch.equal(a, b) for a, b in zip(one, run()))
+    monkeypatch.setattr(F, "RECOMPUTE", False)
+    monkeypatch.setattr(KK, "forward_kernel", None)  # not called
+    with torch.no_grad():
+        assert torch.equal(lif_multistep(x.clone().requires_grad_(True), beta, 1.0), one[0])
