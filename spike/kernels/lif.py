@@ -18,9 +18,10 @@ Semantics and the adjoint recursion are documented in :mod:`spike.kernels.lif_cp
 paths give the same bits. :mod:`spike.kernels.lif_cpu` does not keep the membrane: the forward
 stores the state every ``K`` steps (:func:`spike.kernels.lif_cpu.ckpt_every`: 16, more for narrow
 layers) and the backward recomputes each segment (bit-identical) in cache, so a layer keeps only its
-input plus ``T*M/K`` floats for backward, and its training step is slower (``benchmarks/lif_train.py``,
-the layer alone at T=1000: 6.3-6.6 against 5.3-5.9 ms, 2-core AMD EPYC) (the CUDA backward
-recomputes into scratch memory). Incoming
+input plus ``T*M/K`` floats for backward, and its training step is slower (the layer of
+``benchmarks/lif_train.py`` alone, interleaved in one process, one thread, 2-core AMD EPYC: 9.5-9.9
+against 8.5 ms at T=100, 5.9-6.5 against 5.4-5.6 ms at T=1000). The CUDA backward recomputes into
+scratch memory. Incoming
 gradients that are constant over time (e.g. from ``spikes.sum()``) are passed as one row, never
 materialised; an unused output's gradient is None (``set_materialize_grads(False)``).
 
