@@ -43,7 +43,8 @@ writes the ``h`` rows alone, half the buffer traffic: a SpikingJelly-style CNN t
 ``benchmarks/vs_training.py`` 19.1 -> 18.5 ms and 19.7 -> 19.3 ms in two A/B runs.) The membrane is
 therefore never kept for backward: a layer saves its input and the checkpoints only, and the
 kernels stream wide contiguous rows. (:mod:`spike.kernels.lif_kept_cpu` keeps it instead, for the
-usual training step: see :mod:`spike.kernels.lif` for which runs when.) A block is ``BLOCK`` = 65536 neurons: its rows of 256 KiB, one
+usual training step: see :mod:`spike.kernels.lif` for which runs when.) A block is ``BLOCK`` =
+65536 neurons: its rows of 256 KiB, one
 per step ``M`` floats apart, keep the hardware prefetcher streaming (2-core AMD EPYC, fwd+bwd of
 4096 x 32 x T100: 14.4 ms against 18.6 ms with blocks of 8192, although the backward's 4.4 MB
 buffer then lives in L3 rather than L2). ``K`` is 16 (``CKPT_EVERY``) for such blocks and grows for
