@@ -161,7 +161,15 @@ _CACHE = _BufferCache(_cache_bytes())
 # The usual training step (:func:`_lean`) keeps one [T, M] array per layer for its backward
 # (spike.kernels.lif_kept_cpu); SPIKE_LIF_RECOMPUTE=1 keeps T*M/K checkpoints instead and recomputes
 # from them (spike.kernels.lif_cpu): less memory, a slower step. Same results either way.
-RECOMPUTE = os.environ.get("SPIKE_LIF_RECOMPUTE", "0").strip() not in ("", "0")
+def _env_switch(name: str) -> bool:
+    """An on/off environment variable: unset, empty or ``0`` is off, ``1`` is on."""
+    value = os.environ.get(name, "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(f"{name}: expected 0 or 1, got {value!r}")
+    return value == "1"
+
+
+RECOMPUTE = _env_switch("SPIKE_LIF_RECOMPUTE")
 
 
 def clear_buffer_cache() -> None:

@@ -435,3 +435,12 @@ def test_kept_membrane_path_threads_and_broadcast_grad(monkeypatch: pytest.Monke
     monkeypatch.setattr(KK, "forward_kernel", None)  # not called
     with torch.no_grad():
         assert torch.equal(lif_multistep(x.clone().requires_grad_(True), beta, 1.0), one[0])
+
+
+def test_recompute_switch_reads_0_or_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value, on in (("", False), ("0", False), (" 1 ", True)):
+        monkeypatch.setenv("SPIKE_LIF_RECOMPUTE", value)
+        assert F._env_switch("SPIKE_LIF_RECOMPUTE") is on
+    monkeypatch.setenv("SPIKE_LIF_RECOMPUTE", "yes")
+    with pytest.raises(ValueError, match="SPIKE_LIF_RECOMPUTE: expected 0 or 1, got 'yes'"):
+        F._env_switch("SPIKE_LIF_RECOMPUTE")
