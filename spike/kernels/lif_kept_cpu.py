@@ -15,9 +15,12 @@ Each flag set compiles kernels of its own, on first use and then from Numba's ca
 SpikingJelly's kernel templates do: reset mode, reset delay, ``fire_ge`` and the synaptic current
 (and, for the backward, ``detach_reset`` and the surrogate) are closure constants, so the shared
 helpers of :mod:`spike.kernels.lif_cpu` get the reset switches as booleans and LLVM drops the terms
-that a flag set does not have (``(1 - 0*s)*v``, ``x - 0``, the other surrogates). The arithmetic
-is that of :mod:`spike.kernels.lif_cpu`, operation for operation: spikes and dL/dx equal its
-kernels' bit for bit.
+that a flag set does not have (``(1 - 0*s)*v``, ``x - 0``, the other surrogates). The row loops are
+module-level functions inlined into each kernel, the flags passed as arguments: a kernel's closure
+holds plain values only, which Numba's cache key hashes alike in every process (a closure over
+other compiled functions was compiled again in every process). The arithmetic is that of
+:mod:`spike.kernels.lif_cpu`, operation for operation: spikes and dL/dx equal its kernels' bit for
+bit.
 
 The backward walks each row from its last neuron to its first, and the rows from the last step
 to the first, so the rows of a work item are read and written as one descending stream, which the
@@ -100,9 +103,8 @@ def forward_kernel(reset: int, delay: bool, ge: bool, cuba: bool) -> Callable:
     """``forward(x, beta, thr, alpha, params, spk, kept, blk)`` for one flag set (``reset`` a
     :data:`~spike.kernels.lif_cpu.RESET_CODES` value): the LIF over ``x[T, M]`` from a zero state,
     spikes to ``spk[T, M]`` and ``v_t`` (reset_delay=1) or ``h_t`` (reset_delay=0) to
-    ``kept[T, M]``. Other arguments as
-    :func:`spike.kernels.lif_cpu.lif_forward`: ``beta``, ``thr`` ``[M]`` rows or dtype scalars,
-    ``alpha`` ``[M]`` (read only with ``cuba``), ``params`` from
+    ``kept[T, M]``. Other arguments as :func:`spike.kernels.lif_cpu.lif_forward`: ``beta``, ``thr``
+    ``[M]`` rows or dtype scalars, ``alpha`` ``[M]`` (read only with ``cuba``), ``params`` from
     :func:`~spike.kernels.lif_cpu.make_params`, ``blk`` neurons per work item. With reset_delay=1
     the kept row of step t-1 is the state of step t (one stream fewer than a state row of its own)."""
     # closure constants: plain values only, so that Numba's cache key (which hashes them) is the
