@@ -97,8 +97,8 @@ def _conv_plane(typingctx, out, o, inp, i0, hp, wp, cin, w, w0, bias, ho, wo, ck
         a_out, a_o, a_inp, a_i0, a_hp, a_wp, a_cin, a_w, a_w0, a_bias, a_ho, a_wo = args[:12]
         i64 = ir.IntType(64)
         vf = ir.VectorType(ir.FloatType(), VEC)
-        load, store = _masked_op(builder, "load", vf), _masked_op(builder, "store", vf)
-        align, undef = ir.Constant(ir.IntType(32), 4), ir.Constant(vf, ir.Undefined)
+        store = _masked_op(builder, "store", vf)
+        align = ir.Constant(ir.IntType(32), 4)
         none = ir.Constant(ir.VectorType(ir.IntType(1), VEC), [0] * VEC)
         pout = _f32_ptr(context, builder, signature.args[0], a_out, a_o)
         pin = _f32_ptr(context, builder, signature.args[2], a_inp, a_i0)
